@@ -1,0 +1,138 @@
+"""Data in: snapshot a source into the data registry, then gate it.
+
+``snapshot_*`` versions raw bytes (simulator output or a real file, untouched);
+:func:`validate_version` fetches a version, runs the raw suite, cleans, runs the clean
+suite and records the verdict. Only a version that passes both becomes ``current``;
+a failing one is marked ``bad`` and the previous good version stays current.
+Derived tables live in ``<work>/<version>/`` and are rebuilt from the version alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from training.data.cleaning import CleaningReport, clean_transactions, read_transactions
+from training.data.schema import CLEAN_SCHEMA
+from training.data.simulator import TRANSACTIONS_FILE, periods_of, simulate
+from training.data.versions import DataRegistry, DataVersion
+from training.data.world import SimulationConfig
+from training.validation import GateResult, SuiteContext, ValidationFailed, clean_suite, raw_suite, run_gate
+from zmlops.settings import Settings
+
+__all__ = ["registry_for", "snapshot_simulated", "snapshot_file", "validate_version", "IngestResult",
+           "clean_path", "raw_view"]
+
+CLEAN_FILE = "clean.parquet"
+
+
+def registry_for(settings: Settings) -> DataRegistry:
+    return DataRegistry(settings.registry_dir, settings.remote_url)
+
+
+def clean_path(settings: Settings, version: str) -> Path:
+    return settings.work / version / CLEAN_FILE
+
+
+def snapshot_simulated(settings: Settings, config: SimulationConfig, then: Sequence[tuple[int, str]] = (),
+                       progress: Callable[[int, int, int], None] | None = None) -> DataVersion:
+    """Simulate and version the result (pending until validated)."""
+    with tempfile.TemporaryDirectory(prefix="zm-sim-") as tmp:
+        result = simulate(config, Path(tmp), then, progress)
+        periods = periods_of(config, then)
+        meta = {
+            "source": "simulator",
+            "as_of": periods[-1].end.isoformat(),
+            "rows": result.rows,
+            "simulation": config.to_dict(),
+            "periods": [{"weeks": p.weeks, "scenario": p.scenario} for p in periods],
+        }
+        return registry_for(settings).add_snapshot(Path(tmp), meta, TRANSACTIONS_FILE)
+
+
+def snapshot_file(settings: Settings, path: Path, as_of: dt.date | None = None) -> DataVersion:
+    """Version a real Online Retail II file as-is; ``as_of`` defaults to the day of its newest invoice."""
+    raw = read_transactions(path)
+    if as_of is None:
+        as_of = pd.to_datetime(raw["InvoiceDate"], errors="coerce").max().date()
+    with tempfile.TemporaryDirectory(prefix="zm-file-") as tmp:
+        shutil.copy2(path, Path(tmp) / path.name)
+        meta = {"source": f"file:{path.name}", "as_of": as_of.isoformat(), "rows": len(raw)}
+        return registry_for(settings).add_snapshot(Path(tmp), meta, path.name)
+
+
+def raw_view(raw: pd.DataFrame) -> pd.DataFrame:
+    """The raw table as the raw suite sees it: ``InvoiceDate`` parsed (unparseable -> null)."""
+    if "InvoiceDate" not in raw:
+        return raw
+    view = raw.copy()
+    view["InvoiceDate"] = pd.to_datetime(view["InvoiceDate"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
+    return view
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    version: DataVersion
+    clean: Path
+    cleaning: CleaningReport | None
+    gates: list[GateResult]
+
+    def summary_lines(self) -> list[str]:
+        out = [line for g in self.gates for line in g.summary_lines()]
+        if self.cleaning:
+            out += self.cleaning.lines()
+        return out
+
+
+def _previous_good(registry: DataRegistry, version: DataVersion) -> DataVersion | None:
+    good = [v for v in registry.versions() if v.status == "good" and v.number < version.number]
+    return good[-1] if good else None
+
+
+def validate_version(settings: Settings, name: str, force: bool = False) -> IngestResult:
+    """Gate version ``name``; raise :class:`ValidationFailed` (version marked bad) on failure."""
+    registry = registry_for(settings)
+    version = registry.get(name)
+    out_dir = settings.work / version.name
+    clean_file = out_dir / CLEAN_FILE
+    if version.status == "good" and clean_file.exists() and not force:
+        return IngestResult(version, clean_file, None, [])
+    raw_dir = registry.fetch(version, out_dir / "raw")
+    raw = read_transactions(raw_dir / version.transactions_file)
+    previous = _previous_good(registry, version)
+    as_of = dt.date.fromisoformat(version.meta["as_of"])
+    reports = settings.reports
+    gates: list[GateResult] = []
+    try:
+        ctx = SuiteContext(settings.validation, as_of, previous.meta.get("rows") if previous else None)
+        gates.append(run_gate(raw_view(raw), "raw_transactions", raw_suite(ctx), reports, f"{name}-raw"))
+        clean, report = clean_transactions(raw)
+        prev_clean = _clean_rows(settings, previous)
+        ctx = SuiteContext(settings.validation, as_of, prev_clean)
+        gates.append(run_gate(clean, "clean_transactions", clean_suite(ctx), reports, f"{name}-clean"))
+    except ValidationFailed:
+        registry.mark(name, ok=False)
+        raise
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = clean_file.with_suffix(".parquet.part")
+    pq.write_table(pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), tmp)
+    tmp.replace(clean_file)
+    (out_dir / "cleaning.json").write_text(json.dumps(report.to_dict(), indent=2))
+    version = registry.mark(name, ok=True)
+    return IngestResult(version, clean_file, report, gates)
+
+
+def _clean_rows(settings: Settings, version: DataVersion | None) -> int | None:
+    if version is None:
+        return None
+    report = settings.work / version.name / "cleaning.json"
+    return int(json.loads(report.read_text())["rows_out"]) if report.exists() else None

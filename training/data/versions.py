@@ -1,0 +1,219 @@
+"""Versioned raw data: a Git + DVC data registry.
+
+Each snapshot is one commit of a dedicated registry repository (``raw.dvc`` and
+``version.json`` in git, the bytes in the DVC cache and remote) tagged ``vN``. The
+gate's verdict is recorded as a tag ``good/vN`` or ``bad/vN``; the tag ``current``
+points at the newest good version and moves only when a new version passes, so a
+bad snapshot is kept for inspection but never becomes current. "The data as of
+version X" is :meth:`DataRegistry.fetch`, which returns exactly the bytes stored.
+
+The remote is a local folder in the local profile and an S3-compatible bucket in
+the k8s profile; it is configured and committed before the first ``dvc add`` (DVC
+reads remote settings per commit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from zmlops.settings import telemetry_env
+
+__all__ = ["DataRegistry", "DataVersion", "VersionNotFound", "sha256_of"]
+
+Status = Literal["pending", "good", "bad"]
+
+
+class VersionNotFound(LookupError):
+    """The requested data version does not exist (the message lists the ones that do)."""
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    name: str  # "v3"
+    commit: str
+    status: Status
+    meta: dict[str, Any]
+
+    @property
+    def number(self) -> int:
+        return int(self.name[1:])
+
+    @property
+    def files(self) -> dict[str, str]:
+        """File name -> sha256 of the snapshot's files."""
+        return dict(self.meta["files"])
+
+    @property
+    def transactions_file(self) -> str:
+        return str(self.meta["transactions_file"])
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class DataRegistry:
+    """The data registry repository at ``root`` with DVC remote ``remote_url``."""
+
+    def __init__(self, root: Path, remote_url: str) -> None:
+        self.root = root
+        self.remote_url = remote_url
+
+    # -- commands ---------------------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(telemetry_env())
+        env.setdefault("GIT_AUTHOR_NAME", "zero-margin data registry")
+        env.setdefault("GIT_AUTHOR_EMAIL", "data-registry@zero-margin.invalid")
+        env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
+        env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
+        return env
+
+    def _git(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(["git", "-C", str(self.root), *args], capture_output=True, text=True,
+                              env=self._env(), check=False)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def _dvc(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=self.root, capture_output=True,
+                              text=True, env=self._env(), check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"dvc {' '.join(args)} failed: {(done.stderr or done.stdout).strip()}")
+        return done.stdout.strip()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.root.parent / f".{self.root.name}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- setup ------------------------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create the registry (git, DVC, default remote) once; later calls do nothing."""
+        with self._locked():
+            if (self.root / ".dvc" / "config").exists():
+                return
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._git("init", "-q", "-b", "main")
+            self._dvc("init", "-q")
+            self._dvc("config", "core.autostage", "true")
+            if "://" not in self.remote_url:
+                Path(self.remote_url).mkdir(parents=True, exist_ok=True)
+            self._dvc("remote", "add", "-d", "storage", self.remote_url)
+            (self.root / "README.md").write_text(
+                "# Zero Margin data registry\n\nOne commit per raw snapshot, tagged vN; see `version.json`.\n"
+            )
+            self._git("add", "-A")
+            self._git("commit", "-q", "-m", "Initialise data registry (DVC remote configured)")
+
+    # -- writing ----------------------------------------------------------------------------------------
+    def add_snapshot(self, src_dir: Path, meta: dict[str, Any], transactions_file: str) -> DataVersion:
+        """Version the files of ``src_dir`` as the next ``vN`` (pending until the gate marks it)."""
+        self.ensure()
+        with self._locked():
+            number = max((v.number for v in self.versions()), default=0) + 1
+            name = f"v{number}"
+            raw = self.root / "raw"
+            shutil.rmtree(raw, ignore_errors=True)
+            shutil.copytree(src_dir, raw)
+            files = {p.name: sha256_of(p) for p in sorted(raw.iterdir()) if p.is_file()}
+            if transactions_file not in files:
+                raise FileNotFoundError(f"{transactions_file} is not in {src_dir}")
+            record = {**meta, "version": name, "files": files, "transactions_file": transactions_file}
+            (self.root / "version.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+            self._dvc("add", "-q", "raw")
+            self._git("add", "-A")
+            self._git("commit", "-q", "-m", f"data {name}: {meta.get('source', 'snapshot')}")
+            self._git("tag", name)
+            self._dvc("push", "-q")
+            return self.get(name)
+
+    def mark(self, name: str, ok: bool) -> DataVersion:
+        """Record the gate's verdict; a pass makes ``name`` current if it is newer than the current one."""
+        with self._locked():
+            version = self.get(name)
+            self._git("tag", "-d", f"good/{name}", check=False)
+            self._git("tag", "-d", f"bad/{name}", check=False)
+            self._git("tag", f"{'good' if ok else 'bad'}/{name}", version.commit)
+            current = self.current()
+            if ok and (current is None or current.number <= version.number):
+                self._git("tag", "-f", "current", version.commit)
+            return self.get(name)
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def versions(self) -> list[DataVersion]:
+        if not (self.root / ".git").exists():
+            return []
+        tags = self._git("tag", "--list").split()
+        names = sorted((t for t in tags if t.startswith("v") and t[1:].isdigit()), key=lambda t: int(t[1:]))
+        return [self._version(n, tags) for n in names]
+
+    def get(self, name: str) -> DataVersion:
+        tags = self._git("tag", "--list").split() if (self.root / ".git").exists() else []
+        if name not in tags:
+            known = ", ".join(t for t in tags if t.startswith("v")) or "none yet"
+            raise VersionNotFound(f"data version {name!r} not found (known: {known})")
+        return self._version(name, tags)
+
+    def _version(self, name: str, tags: list[str]) -> DataVersion:
+        commit = self._git("rev-list", "-n", "1", name)
+        meta = json.loads(self._git("show", f"{name}:version.json"))
+        status: Status = "good" if f"good/{name}" in tags else "bad" if f"bad/{name}" in tags else "pending"
+        return DataVersion(name, commit, status, meta)
+
+    def current(self) -> DataVersion | None:
+        """The newest version that passed the gate, or None."""
+        if "current" not in self._git("tag", "--list", "current").split():
+            return None
+        commit = self._git("rev-list", "-n", "1", "current")
+        names = [t for t in self._git("tag", "--points-at", commit).split() if t.startswith("v")]
+        return self.get(names[0]) if names else None
+
+    def resolve(self, ref: str) -> DataVersion:
+        """``latest`` or ``current`` -> the current good version; ``vN`` -> that version."""
+        if ref in ("latest", "current"):
+            current = self.current()
+            if current is None:
+                raise VersionNotFound("no data version has passed validation yet")
+            return current
+        return self.get(ref)
+
+    def fetch(self, version: DataVersion, dest: Path) -> Path:
+        """Exactly the bytes of ``version`` in ``dest`` (checked against the recorded sha256)."""
+        import dvc.api
+
+        dest.mkdir(parents=True, exist_ok=True)
+        for file_name, digest in version.files.items():
+            target = dest / file_name
+            if target.exists() and sha256_of(target) == digest:
+                continue
+            tmp = target.with_suffix(target.suffix + ".part")
+            with dvc.api.open(f"raw/{file_name}", repo=str(self.root), rev=version.name, mode="rb") as src, \
+                    tmp.open("wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            if sha256_of(tmp) != digest:
+                tmp.unlink()
+                raise RuntimeError(f"{file_name} of {version.name}: checksum mismatch")
+            tmp.replace(target)
+        return dest

@@ -1,0 +1,122 @@
+"""One typed settings object for the whole stack.
+
+Every URI, path, threshold and secret is read from here. Values come from
+environment variables prefixed ``ZM_`` (nested with ``__``, for example
+``ZM_VALIDATION__MAX_NULL_SHARE=0.4``) or from a ``.env`` file. The ``local``
+profile (default) runs everything embedded under ``ZM_HOME``; the ``k8s``
+profile points the same code at cluster services and refuses default secrets.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "ValidationSettings", "get_settings", "telemetry_env", "apply_telemetry_off"]
+
+DEFAULT_SECRET = "local-only-not-a-secret"  # noqa: S105 - refused outside the local profile
+
+
+class ValidationSettings(BaseModel):
+    """Thresholds of the Great Expectations gate."""
+
+    max_customer_null_share: float = Field(0.35, description="Raw rows may lack a customer id up to this share.")
+    max_row_count_change: float = Field(
+        0.5, description="A new snapshot may differ from the current one in rows by at most this fraction."
+    )
+    freshness_days: int = Field(14, description="The newest invoice must be at most this many days before as-of.")
+    max_history_days: int = Field(3 * 366, description="The oldest invoice may be at most this old.")
+    max_abs_quantity: int = Field(100_000, description="Largest plausible absolute quantity on one line.")
+    max_price: float = Field(50_000.0, description="Largest plausible unit price.")
+    negative_price_mostly: float = Field(
+        0.9999, description="Share of raw rows that must have a non-negative price (bad-debt lines exist)."
+    )
+
+
+class Settings(BaseSettings):
+    """Settings of one deployment of the stack."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ZM_", env_nested_delimiter="__", env_file=".env", extra="ignore", frozen=True
+    )
+
+    profile: Literal["local", "k8s"] = "local"
+    home: Path = Field(Path(".zm"), description="Root of all embedded state (local profile).")
+    seed: int = 42
+
+    # data
+    data_registry_dir: Path | None = Field(None, description="Git+DVC repository holding data versions.")
+    dvc_remote_url: str | None = Field(None, description="DVC remote; a local folder by default, s3:// in k8s.")
+    real_data_path: Path = Path("../shared/data/online_retail_ii/online_retail_II_2009_2010.parquet")
+    work_dir: Path | None = Field(None, description="Derived tables per data version (clean table, features).")
+    reports_dir: Path | None = Field(None, description="Validation Data Docs, drift reports, benchmarks.")
+
+    # tracking and features
+    mlflow_tracking_uri: str | None = None
+    feast_repo_path: Path = Path("feature_repo")
+
+    # governance
+    pseudonymisation_key: SecretStr = SecretStr(DEFAULT_SECRET)
+
+    validation: ValidationSettings = ValidationSettings()
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.profile != "local" and self.pseudonymisation_key.get_secret_value() == DEFAULT_SECRET:
+            raise ValueError("ZM_PSEUDONYMISATION_KEY must be set outside the local profile")
+        if self.profile == "k8s" and (self.mlflow_tracking_uri is None or self.dvc_remote_url is None):
+            raise ValueError("the k8s profile needs ZM_MLFLOW_TRACKING_URI and ZM_DVC_REMOTE_URL")
+        return self
+
+    # Derived locations: explicit values win, otherwise everything lives under ``home``.
+    @property
+    def registry_dir(self) -> Path:
+        return (self.data_registry_dir or self.home / "data-registry").resolve()
+
+    @property
+    def remote_url(self) -> str:
+        return self.dvc_remote_url or str((self.home / "dvc-remote").resolve())
+
+    @property
+    def work(self) -> Path:
+        return (self.work_dir or self.home / "work").resolve()
+
+    @property
+    def reports(self) -> Path:
+        return (self.reports_dir or self.home / "reports").resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, validated once."""
+    return Settings()
+
+
+def telemetry_env() -> dict[str, str]:
+    """Environment that turns off telemetry and usage statistics of every library in the stack."""
+    return {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "False",
+        "FEAST_USAGE": "False",
+        "SCARF_ANALYTICS": "false",
+        "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+
+
+def apply_telemetry_off() -> None:
+    """Set :func:`telemetry_env` in this process (entry points call it; importing does not)."""
+    for key, value in telemetry_env().items():
+        os.environ.setdefault(key, value)
