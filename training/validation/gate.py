@@ -79,7 +79,7 @@ def _describe(result: Any) -> str:
         parts.append(f"{r['unexpected_count']:,} rows ({pct:.2f}%) unexpected")
         sample = r.get("partial_unexpected_list") or []
         if sample:
-            parts.append(f"e.g. {', '.join(map(str, sample[:3]))}")
+            parts.append("e.g. " + ", ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in sample[:3]))
     if r.get("observed_value") is not None:
         parts.append(f"observed {r['observed_value']}")
     if r.get("details", {}).get("mismatched"):

@@ -1,0 +1,45 @@
+"""Shared fixtures: isolated settings per test, a tiny simulated data set built once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from training.data.world import SimulationConfig
+from zmlops.settings import Settings, apply_telemetry_off
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = (REPO / "../shared/data/online_retail_ii/online_retail_II_2009_2010.parquet").resolve()
+FULL = os.environ.get("ZM_FULL") == "1"
+
+apply_telemetry_off()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings whose whole state (registry, remote, reports, MLflow) lives in this test's tmp dir."""
+    return Settings(home=tmp_path / "zm")
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> SimulationConfig:
+    return SimulationConfig(seed=7, n_customers=400, n_products=120, weeks=60)
+
+
+@pytest.fixture(scope="session")
+def tiny_sim(tmp_path_factory: pytest.TempPathFactory, tiny_config: SimulationConfig) -> Path:
+    from training.data.simulator import simulate
+
+    out = tmp_path_factory.mktemp("tiny-sim")
+    simulate(tiny_config, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Iterator[Path]:
+    if not REAL_DATA.exists():
+        pytest.skip(f"real data absent: {REAL_DATA} (UCI Online Retail II, see ../shared/data/online_retail_ii/README.md)")
+    yield REAL_DATA

@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from zmlops.settings import Settings, telemetry_env
+
+pytestmark = pytest.mark.unit
+
+
+def test_local_defaults_live_under_home(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path)
+    assert s.registry_dir == (tmp_path / "data-registry").resolve()
+    assert s.tracking_uri.startswith("sqlite:///") and str(tmp_path) in s.tracking_uri
+    assert s.remote_url == str((tmp_path / "dvc-remote").resolve())
+
+
+def test_environment_overrides_nested_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZM_VALIDATION__MAX_ROW_COUNT_CHANGE", "0.2")
+    monkeypatch.setenv("ZM_SEED", "9")
+    s = Settings()
+    assert s.validation.max_row_count_change == 0.2 and s.seed == 9
+
+
+def test_k8s_profile_refuses_default_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZM_PROFILE", "k8s")
+    with pytest.raises(ValidationError, match="PSEUDONYMISATION_KEY"):
+        Settings()
+    monkeypatch.setenv("ZM_PSEUDONYMISATION_KEY", "s3cret")
+    with pytest.raises(ValidationError, match="MLFLOW_TRACKING_URI"):
+        Settings()
+    monkeypatch.setenv("ZM_MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("ZM_DVC_REMOTE_URL", "s3://bucket/dvc")
+    assert Settings().profile == "k8s"
+
+
+def test_telemetry_is_off_for_every_library() -> None:
+    env = telemetry_env()
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert env["DVC_NO_ANALYTICS"] == "1"
+    assert env["GX_ANALYTICS_ENABLED"] == "False"
+    assert env["DO_NOT_TRACK"] == "1"
+    assert env["FEAST_USAGE"] == "False"
+    assert env["AIRFLOW__USAGE_DATA_COLLECTION__ENABLED"] == "False"

@@ -1,0 +1,212 @@
+"""``zm``: the project command line.
+
+Thin by design: it parses arguments, calls package functions and prints. Every
+subcommand has ``--help``. Settings come from ``ZM_*`` environment variables
+(see ``zmlops.settings``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _scenario_period(text: str) -> tuple[int, str]:
+    weeks, _, scenario = text.partition(":")
+    from training.data.world import SCENARIOS
+
+    if not weeks.isdigit() or scenario not in SCENARIOS:
+        raise argparse.ArgumentTypeError(f"expected WEEKS:SCENARIO with SCENARIO in {', '.join(SCENARIOS)}")
+    return int(weeks), scenario
+
+
+def _add_simulation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rows", type=int, help="about this many raw rows (sets --customers and --products)")
+    p.add_argument("--customers", type=int, default=2_000, help="number of customers (default 2000)")
+    p.add_argument("--products", type=int, default=400, help="catalogue size (default 400)")
+    p.add_argument("--weeks", type=int, default=104, help="weeks of history (default 104)")
+    p.add_argument("--seed", type=int, default=42, help="random seed; same seed, same bytes (default 42)")
+    p.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2023, 1, 2),
+                   help="first Monday (default 2023-01-02)")
+    p.add_argument("--then", type=_scenario_period, action="append", default=[], metavar="WEEKS:SCENARIO",
+                   help="append a next period, e.g. 8:price_shock (repeatable); scenarios: none, "
+                        "new_product_mix, price_shock, segment_growth")
+
+
+def _sim_config(args: argparse.Namespace) -> object:
+    from training.data.world import SimulationConfig
+
+    if args.rows:
+        return SimulationConfig.for_rows(args.rows, seed=args.seed, weeks=args.weeks, start=args.start)
+    return SimulationConfig(seed=args.seed, n_customers=args.customers, n_products=args.products,
+                            weeks=args.weeks, start=args.start)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zm", description="Zero Margin MLOps: data, training, serving and monitoring of three retail models.",
+        epilog="Settings: ZM_* environment variables (ZM_HOME, ZM_PROFILE, ...); see docs/quickstart.md.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="simulate, snapshot, validate and fetch data versions")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+
+    p = dsub.add_parser("simulate", help="write simulated transactions and planted truth to a folder")
+    _add_simulation_args(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+
+    p = dsub.add_parser("ingest", help="snapshot a source as a new data version, then validate it")
+    p.add_argument("source", nargs="?", default="simulator",
+                   help="'simulator' (default) or a path to an Online Retail II file (.parquet, .csv, .xlsx)")
+    p.add_argument("--as-of", type=dt.date.fromisoformat, help="extraction date of a file (default: newest invoice)")
+    _add_simulation_args(p)
+
+    p = dsub.add_parser("validate", help="run the Great Expectations gate on a data version")
+    p.add_argument("version", help="vN")
+    p.add_argument("--force", action="store_true", help="validate again even if already good")
+
+    dsub.add_parser("versions", help="list data versions and their gate status")
+
+    p = dsub.add_parser("fetch", help="write the exact bytes of a data version to a folder")
+    p.add_argument("version", help="vN, or 'latest' for the newest good version")
+    p.add_argument("dest", type=Path)
+
+    p = dsub.add_parser("clean", help="clean one raw file (a dvc.yaml stage): writes clean.parquet, cleaning.json")
+    p.add_argument("raw", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = dsub.add_parser("check", help="run both suites on a raw file and its clean table (a dvc.yaml stage)")
+    p.add_argument("raw", type=Path)
+    p.add_argument("clean", type=Path)
+    p.add_argument("--as-of", type=dt.date.fromisoformat, required=True)
+    p.add_argument("--out", type=Path, required=True, help="summary JSON (a DVC metric)")
+
+    sub.add_parser("demo", help="run the main job on the embedded local stack")
+    p = sub.add_parser("bench", help="run benchmarks and write docs/benchmarks.md figures")
+    p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
+    p.add_argument("--out", type=Path, default=None, help="JSON results file (default <reports>/bench.json)")
+    return parser
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from training.data import ingest
+    from zmlops.console import console, step, table, week_progress
+    from zmlops.settings import get_settings
+
+    settings = get_settings()
+    if args.data_command == "simulate":
+        from training.data.simulator import simulate
+
+        with week_progress("simulating") as progress:
+            result = simulate(_sim_config(args), args.out, args.then, progress)  # type: ignore[arg-type]
+        console.print(f"{result.rows:,} rows in {result.seconds:.1f} s -> {result.transactions}")
+        return 0
+    if args.data_command == "ingest":
+        with step("snapshot"):
+            if args.source == "simulator":
+                with week_progress("simulating") as progress:
+                    version = ingest.snapshot_simulated(settings, _sim_config(args), args.then,  # type: ignore
+                                                        progress)
+            else:
+                version = ingest.snapshot_file(settings, Path(args.source), args.as_of)
+            console.print(f"   data version {version.name}: {version.meta['rows']:,} raw rows")
+        return _validate(settings, version.name, force=False)
+    if args.data_command == "validate":
+        return _validate(settings, args.version, args.force)
+    if args.data_command == "versions":
+        registry = ingest.registry_for(settings)
+        current = registry.current()
+        table("data versions", ["version", "status", "source", "as of", "raw rows", "current"],
+              [[v.name, v.status, v.meta.get("source"), v.meta.get("as_of"), v.meta.get("rows"),
+                "*" if current and current.name == v.name else ""] for v in registry.versions()])
+        return 0
+    if args.data_command == "fetch":
+        registry = ingest.registry_for(settings)
+        version = registry.resolve(args.version)
+        registry.fetch(version, args.dest)
+        console.print(f"{version.name} -> {args.dest}")
+        return 0
+    if args.data_command == "clean":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from training.data.cleaning import clean_transactions, read_transactions
+        from training.data.schema import CLEAN_SCHEMA
+
+        clean, report = clean_transactions(read_transactions(args.raw))
+        args.out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False),
+                       args.out / "clean.parquet")
+        (args.out / "cleaning.json").write_text(json.dumps(report.to_dict(), indent=2))
+        console.print("\n".join(report.lines()))
+        return 0
+    if args.data_command == "check":
+        import pandas as pd
+
+        from training.data.cleaning import read_transactions
+        from training.validation import SuiteContext, ValidationFailed, clean_suite, raw_suite, run_gate
+
+        ctx = SuiteContext(settings.validation, args.as_of)
+        results = []
+        try:
+            results.append(run_gate(ingest.raw_view(read_transactions(args.raw)), "raw_transactions",
+                                    raw_suite(ctx), settings.reports, f"{args.raw.stem}-raw"))
+            results.append(run_gate(pd.read_parquet(args.clean), "clean_transactions", clean_suite(ctx),
+                                    settings.reports, f"{args.raw.stem}-clean"))
+        except ValidationFailed as failed:
+            console.print(str(failed), markup=False)
+            return 1
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({r.suite: {"evaluated": r.evaluated, "failed": len(r.failures),
+                                                  "rows": r.rows} for r in results}, indent=2))
+        for r in results:
+            console.print("\n".join(r.summary_lines()))
+        return 0
+    raise AssertionError(args.data_command)
+
+
+def _validate(settings: object, name: str, force: bool) -> int:
+    from training.data import ingest
+    from training.validation import ValidationFailed
+    from zmlops.console import console, step
+
+    try:
+        with step(f"validate {name} (Great Expectations: raw suite, clean, clean suite)"):
+            result = ingest.validate_version(settings, name, force=force)  # type: ignore[arg-type]
+    except ValidationFailed as failed:
+        current = ingest.registry_for(settings).current()  # type: ignore[arg-type]
+        console.print(f"[red]Data version {name} failed validation; it is marked bad.[/]")
+        console.print(str(failed), markup=False)
+        console.print(f"Current data version stays {current.name if current else 'unset'}.")
+        return 1
+    console.print("\n".join(result.summary_lines()), markup=False)
+    console.print(f"{name} is good; current data version: {result.version.name if result.version else name}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from zmlops.settings import apply_telemetry_off
+
+    args = build_parser().parse_args(argv)
+    apply_telemetry_off()
+    if args.command == "data":
+        return _cmd_data(args)
+    if args.command == "demo":
+        from zmlops.demo import run_demo
+
+        return run_demo()
+    if args.command == "bench":
+        from zmlops.bench import run_bench
+
+        return run_bench(quick=args.quick, out=args.out)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The main job on the embedded local stack (``make demo``).
+
+At this stage of the project the loop covers data in: simulated history, a next
+period under a drift scenario, a corrupted delivery that the gate must stop, and
+the real Online Retail II file when it is present. Later stages (features,
+training, serving, monitoring) extend this module.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from zmlops.console import console, step, table, week_progress
+from zmlops.settings import Settings, get_settings
+
+__all__ = ["run_demo"]
+
+
+def run_demo(settings: Settings | None = None) -> int:
+    from training.data import ingest
+    from training.data.cleaning import read_transactions
+    from training.data.corruption import corrupt
+    from training.data.world import SimulationConfig
+    from training.validation import ValidationFailed
+
+    settings = settings or get_settings()
+    started = time.perf_counter()
+    console.rule("Zero Margin MLOps demo: data in")
+    console.print(f"state under {settings.home.resolve()}")
+    config = SimulationConfig(seed=settings.seed)
+    registry = ingest.registry_for(settings)
+
+    with step("v1: simulate two years of transactions and version them with DVC"), week_progress("v1") as prog:
+        v1 = ingest.snapshot_simulated(settings, config, progress=prog)
+    with step(f"{v1.name}: Great Expectations gate"):
+        ingest.validate_version(settings, v1.name)
+    with step("v2: eight more weeks under the 'price_shock' drift scenario"), week_progress("v2") as prog:
+        v2 = ingest.snapshot_simulated(settings, config, then=[(8, "price_shock")], progress=prog)
+    with step(f"{v2.name}: Great Expectations gate"):
+        ingest.validate_version(settings, v2.name)
+
+    with step("v3: a corrupted delivery (5% negative prices) must be stopped by the gate"):
+        raw = read_transactions(registry.fetch(v2, settings.work / v2.name / "raw") / v2.transactions_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            bad = Path(tmp) / "transactions.parquet"
+            corrupt(raw, "negative_prices").to_parquet(bad, index=False)
+            v3 = ingest.snapshot_file(settings, bad, as_of=_as_of(v2.meta["as_of"]))
+        try:
+            ingest.validate_version(settings, v3.name)
+        except ValidationFailed as failed:
+            console.print(str(failed), markup=False)
+        current = registry.current()
+        console.print(f"   current data version is still {current.name if current else None}")
+
+    rows = [[v.name, v.status, v.meta.get("source"), v.meta.get("as_of"), v.meta.get("rows")]
+            for v in registry.versions()]
+    real = settings.real_data_path
+    if real.exists():
+        real_settings = settings.model_copy(update={"home": settings.home / "real"})
+        with step(f"real data: {real.name} (UCI Online Retail II, doi:10.24432/C5CG6D, CC BY 4.0)"):
+            rv = ingest.snapshot_file(real_settings, real)
+            result = ingest.validate_version(real_settings, rv.name)
+            console.print("\n".join(result.summary_lines()), markup=False)
+        rows.append([f"real {rv.name}", "good", rv.meta["source"], rv.meta["as_of"], rv.meta["rows"]])
+    else:
+        console.print(f"[yellow]real data not found at {real}: skipped[/]")
+    table("data versions", ["version", "status", "source", "as of", "raw rows"], rows)
+    console.print(f"Data Docs (every validation run): {settings.reports / 'validation/gx/uncommitted/data_docs/local_site/index.html'}")
+    console.print(f"Cleaning reports: {settings.work}/<version>/cleaning.json")
+    console.print(f"Data registry (git + DVC): {settings.registry_dir}  remote: {settings.remote_url}")
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _as_of(text: str) -> "object":
+    import datetime as dt
+
+    return dt.date.fromisoformat(text)
