@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYT
 export FEAST_USAGE=False SCARF_ANALYTICS=false AIRFLOW__CORE__LOAD_EXAMPLES=False OPENBLAS_NUM_THREADS=1
 export UV_PYTHON_DOWNLOADS=never
 
-.PHONY: help envs demo test test-all lint bench serve ui clean
+.PHONY: help envs demo test test-all lint bench serve ui clean repro
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,3 +60,6 @@ ui: envs ## start the MLflow UI on 127.0.0.1:5000 over the local tracking store
 
 clean: ## remove environments and local state
 	rm -rf .venvs .tools .zm
+
+repro: envs ## run the dvc.yaml pipeline (only changed stages run)
+	PATH=$(CURDIR)/$(PIPELINES)/bin:$$PATH ZM_HOME=$(ZM_HOME) $(PIPELINES)/bin/dvc repro

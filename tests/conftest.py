@@ -41,5 +41,7 @@ def tiny_sim(tmp_path_factory: pytest.TempPathFactory, tiny_config: SimulationCo
 @pytest.fixture(scope="session")
 def real_data() -> Iterator[Path]:
     if not REAL_DATA.exists():
-        pytest.skip(f"real data absent: {REAL_DATA} (UCI Online Retail II, see ../shared/data/online_retail_ii/README.md)")
+        pytest.skip(
+            f"real data absent: {REAL_DATA} (UCI Online Retail II, see ../shared/data/online_retail_ii/README.md)"
+        )
     yield REAL_DATA

@@ -13,6 +13,11 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.data.world import SimulationConfig
+    from zmlops.settings import Settings
 
 __all__ = ["main", "build_parser"]
 
@@ -32,26 +37,36 @@ def _add_simulation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--products", type=int, default=400, help="catalogue size (default 400)")
     p.add_argument("--weeks", type=int, default=104, help="weeks of history (default 104)")
     p.add_argument("--seed", type=int, default=42, help="random seed; same seed, same bytes (default 42)")
-    p.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2023, 1, 2),
-                   help="first Monday (default 2023-01-02)")
-    p.add_argument("--then", type=_scenario_period, action="append", default=[], metavar="WEEKS:SCENARIO",
-                   help="append a next period, e.g. 8:price_shock (repeatable); scenarios: none, "
-                        "new_product_mix, price_shock, segment_growth")
+    p.add_argument(
+        "--start", type=dt.date.fromisoformat, default=dt.date(2023, 1, 2), help="first Monday (default 2023-01-02)"
+    )
+    p.add_argument(
+        "--then",
+        type=_scenario_period,
+        action="append",
+        default=[],
+        metavar="WEEKS:SCENARIO",
+        help="append a next period, e.g. 8:price_shock (repeatable); scenarios: none, "
+        "new_product_mix, price_shock, segment_growth",
+    )
 
 
-def _sim_config(args: argparse.Namespace) -> object:
+def _sim_config(args: argparse.Namespace) -> SimulationConfig:
     from training.data.world import SimulationConfig
 
     if args.rows:
         return SimulationConfig.for_rows(args.rows, seed=args.seed, weeks=args.weeks, start=args.start)
-    return SimulationConfig(seed=args.seed, n_customers=args.customers, n_products=args.products,
-                            weeks=args.weeks, start=args.start)
+    return SimulationConfig(
+        seed=args.seed, n_customers=args.customers, n_products=args.products, weeks=args.weeks, start=args.start
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zm", description="Zero Margin MLOps: data, training, serving and monitoring of three retail models.",
-        epilog="Settings: ZM_* environment variables (ZM_HOME, ZM_PROFILE, ...); see docs/quickstart.md.")
+        prog="zm",
+        description="Zero Margin MLOps: data, training, serving and monitoring of three retail models.",
+        epilog="Settings: ZM_* environment variables (ZM_HOME, ZM_PROFILE, ...); see docs/quickstart.md.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="simulate, snapshot, validate and fetch data versions")
@@ -62,8 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
 
     p = dsub.add_parser("ingest", help="snapshot a source as a new data version, then validate it")
-    p.add_argument("source", nargs="?", default="simulator",
-                   help="'simulator' (default) or a path to an Online Retail II file (.parquet, .csv, .xlsx)")
+    p.add_argument(
+        "source",
+        nargs="?",
+        default="simulator",
+        help="'simulator' (default) or a path to an Online Retail II file (.parquet, .csv, .xlsx)",
+    )
     p.add_argument("--as-of", type=dt.date.fromisoformat, help="extraction date of a file (default: newest invoice)")
     _add_simulation_args(p)
 
@@ -84,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = dsub.add_parser("check", help="run both suites on a raw file and its clean table (a dvc.yaml stage)")
     p.add_argument("raw", type=Path)
     p.add_argument("clean", type=Path)
-    p.add_argument("--as-of", type=dt.date.fromisoformat, required=True)
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--as-of", type=dt.date.fromisoformat, help="extraction date (YYYY-MM-DD)")
+    when.add_argument("--truth", type=Path, help="simulator truth.json: as-of is its last simulated day")
     p.add_argument("--out", type=Path, required=True, help="summary JSON (a DVC metric)")
 
     sub.add_parser("demo", help="run the main job on the embedded local stack")
@@ -104,15 +125,19 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from training.data.simulator import simulate
 
         with week_progress("simulating") as progress:
-            result = simulate(_sim_config(args), args.out, args.then, progress)  # type: ignore[arg-type]
+            result = simulate(_sim_config(args), args.out, args.then, progress)
         console.print(f"{result.rows:,} rows in {result.seconds:.1f} s -> {result.transactions}")
         return 0
     if args.data_command == "ingest":
         with step("snapshot"):
             if args.source == "simulator":
                 with week_progress("simulating") as progress:
-                    version = ingest.snapshot_simulated(settings, _sim_config(args), args.then,  # type: ignore
-                                                        progress)
+                    version = ingest.snapshot_simulated(
+                        settings,
+                        _sim_config(args),
+                        args.then,
+                        progress,
+                    )
             else:
                 version = ingest.snapshot_file(settings, Path(args.source), args.as_of)
             console.print(f"   data version {version.name}: {version.meta['rows']:,} raw rows")
@@ -122,9 +147,21 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "versions":
         registry = ingest.registry_for(settings)
         current = registry.current()
-        table("data versions", ["version", "status", "source", "as of", "raw rows", "current"],
-              [[v.name, v.status, v.meta.get("source"), v.meta.get("as_of"), v.meta.get("rows"),
-                "*" if current and current.name == v.name else ""] for v in registry.versions()])
+        table(
+            "data versions",
+            ["version", "status", "source", "as of", "raw rows", "current"],
+            [
+                [
+                    v.name,
+                    v.status,
+                    v.meta.get("source"),
+                    v.meta.get("as_of"),
+                    v.meta.get("rows"),
+                    "*" if current and current.name == v.name else "",
+                ]
+                for v in registry.versions()
+            ],
+        )
         return 0
     if args.data_command == "fetch":
         registry = ingest.registry_for(settings)
@@ -141,8 +178,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
         clean, report = clean_transactions(read_transactions(args.raw))
         args.out.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False),
-                       args.out / "clean.parquet")
+        pq.write_table(
+            pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), args.out / "clean.parquet"
+        )
         (args.out / "cleaning.json").write_text(json.dumps(report.to_dict(), indent=2))
         console.print("\n".join(report.lines()))
         return 0
@@ -152,35 +190,54 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from training.data.cleaning import read_transactions
         from training.validation import SuiteContext, ValidationFailed, clean_suite, raw_suite, run_gate
 
-        ctx = SuiteContext(settings.validation, args.as_of)
+        as_of = args.as_of or dt.date.fromisoformat(json.loads(args.truth.read_text())["period"]["last_day"])
+        ctx = SuiteContext(settings.validation, as_of)
         results = []
         try:
-            results.append(run_gate(ingest.raw_view(read_transactions(args.raw)), "raw_transactions",
-                                    raw_suite(ctx), settings.reports, f"{args.raw.stem}-raw"))
-            results.append(run_gate(pd.read_parquet(args.clean), "clean_transactions", clean_suite(ctx),
-                                    settings.reports, f"{args.raw.stem}-clean"))
+            results.append(
+                run_gate(
+                    ingest.raw_view(read_transactions(args.raw)),
+                    "raw_transactions",
+                    raw_suite(ctx),
+                    settings.reports,
+                    f"{args.raw.stem}-raw",
+                )
+            )
+            results.append(
+                run_gate(
+                    pd.read_parquet(args.clean),
+                    "clean_transactions",
+                    clean_suite(ctx),
+                    settings.reports,
+                    f"{args.raw.stem}-clean",
+                )
+            )
         except ValidationFailed as failed:
             console.print(str(failed), markup=False)
             return 1
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({r.suite: {"evaluated": r.evaluated, "failed": len(r.failures),
-                                                  "rows": r.rows} for r in results}, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {r.suite: {"evaluated": r.evaluated, "failed": len(r.failures), "rows": r.rows} for r in results},
+                indent=2,
+            )
+        )
         for r in results:
-            console.print("\n".join(r.summary_lines()))
+            console.print("\n".join(r.summary_lines()), markup=False)
         return 0
     raise AssertionError(args.data_command)
 
 
-def _validate(settings: object, name: str, force: bool) -> int:
+def _validate(settings: Settings, name: str, force: bool) -> int:
     from training.data import ingest
     from training.validation import ValidationFailed
     from zmlops.console import console, step
 
     try:
         with step(f"validate {name} (Great Expectations: raw suite, clean, clean suite)"):
-            result = ingest.validate_version(settings, name, force=force)  # type: ignore[arg-type]
+            result = ingest.validate_version(settings, name, force=force)
     except ValidationFailed as failed:
-        current = ingest.registry_for(settings).current()  # type: ignore[arg-type]
+        current = ingest.registry_for(settings).current()
         console.print(f"[red]Data version {name} failed validation; it is marked bad.[/]")
         console.print(str(failed), markup=False)
         console.print(f"Current data version stays {current.name if current else 'unset'}.")
@@ -196,7 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_telemetry_off()
     if args.command == "data":
-        return _cmd_data(args)
+        from training.data.cleaning import UnreadableInput
+        from training.data.versions import VersionNotFound
+
+        try:
+            return _cmd_data(args)
+        except (VersionNotFound, UnreadableInput, FileNotFoundError) as error:
+            print(f"zm: error: {error}", file=sys.stderr)
+            return 2
     if args.command == "demo":
         from zmlops.demo import run_demo
 

@@ -40,8 +40,15 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) 
 @contextlib.contextmanager
 def week_progress(label: str) -> Iterator[Callable[[int, int, int], None]]:
     """A progress bar fed by ``(done, total, rows)`` callbacks, as the simulator gives them."""
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("weeks {task.fields[rows]} rows"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("weeks {task.fields[rows]} rows"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task(label, total=None, rows="0")
 
         def update(done: int, total: int, rows: int) -> None:

@@ -8,6 +8,7 @@ training, serving, monitoring) extend this module.
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 import time
 from pathlib import Path
@@ -54,8 +55,9 @@ def run_demo(settings: Settings | None = None) -> int:
         current = registry.current()
         console.print(f"   current data version is still {current.name if current else None}")
 
-    rows = [[v.name, v.status, v.meta.get("source"), v.meta.get("as_of"), v.meta.get("rows")]
-            for v in registry.versions()]
+    rows = [
+        [v.name, v.status, v.meta.get("source"), v.meta.get("as_of"), v.meta.get("rows")] for v in registry.versions()
+    ]
     real = settings.real_data_path
     if real.exists():
         real_settings = settings.model_copy(update={"home": settings.home / "real"})
@@ -67,14 +69,13 @@ def run_demo(settings: Settings | None = None) -> int:
     else:
         console.print(f"[yellow]real data not found at {real}: skipped[/]")
     table("data versions", ["version", "status", "source", "as of", "raw rows"], rows)
-    console.print(f"Data Docs (every validation run): {settings.reports / 'validation/gx/uncommitted/data_docs/local_site/index.html'}")
+    docs = settings.reports / "validation/gx/uncommitted/data_docs/local_site/index.html"
+    console.print(f"Data Docs (every validation run): {docs}")
     console.print(f"Cleaning reports: {settings.work}/<version>/cleaning.json")
     console.print(f"Data registry (git + DVC): {settings.registry_dir}  remote: {settings.remote_url}")
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return 0
 
 
-def _as_of(text: str) -> "object":
-    import datetime as dt
-
+def _as_of(text: str) -> dt.date:
     return dt.date.fromisoformat(text)

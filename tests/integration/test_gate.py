@@ -43,8 +43,9 @@ def _as_of(sim: Path) -> dt.date:
 
 
 @pytest.mark.parametrize("kind", CORRUPTIONS)
-def test_corruption_fails_the_gate_and_keeps_current(kind: str, good_registry: Settings, tiny_sim: Path,
-                                                     tmp_path: Path) -> None:
+def test_corruption_fails_the_gate_and_keeps_current(
+    kind: str, good_registry: Settings, tiny_sim: Path, tmp_path: Path
+) -> None:
     registry = ingest.registry_for(good_registry)
     current_before = registry.current()
     assert current_before is not None
@@ -61,8 +62,7 @@ def test_corruption_fails_the_gate_and_keeps_current(kind: str, good_registry: S
     assert not ingest.clean_path(good_registry, version.name).exists()
 
 
-def test_row_count_jump_fails_against_previous_version(good_registry: Settings, tiny_sim: Path,
-                                                       tmp_path: Path) -> None:
+def test_row_count_jump_fails_against_previous_version(good_registry: Settings, tiny_sim: Path, tmp_path: Path) -> None:
     raw = read_transactions(tiny_sim / "transactions.parquet")
     small = tmp_path / "transactions.parquet"
     raw.iloc[: len(raw) // 4].to_parquet(small, index=False)

@@ -22,14 +22,17 @@ def cleaned(real_data: Path) -> tuple[pd.DataFrame, pd.DataFrame, object]:
     return raw, clean, report
 
 
-def test_known_row_counts_of_the_real_file(cleaned: tuple[pd.DataFrame, pd.DataFrame, object],
-                                           real_data: Path) -> None:
+def test_known_row_counts_of_the_real_file(cleaned: tuple[pd.DataFrame, pd.DataFrame, object], real_data: Path) -> None:
     raw, clean, report = cleaned
     assert len(raw) == 525_461
     # the README's clean subset, computed independently of the adapter's rules
     plain = pd.read_parquet(real_data)
-    basic = (~plain["Invoice"].str.startswith("C") & (plain["Quantity"] > 0) & (plain["Price"] > 0)
-             & plain["Customer ID"].notna())
+    basic = (
+        ~plain["Invoice"].str.startswith("C")
+        & (plain["Quantity"] > 0)
+        & (plain["Price"] > 0)
+        & plain["Customer ID"].notna()
+    )
     assert basic.sum() == 407_664
     assert plain.loc[basic, "Customer ID"].nunique() == 4_312
     assert plain.loc[basic, "StockCode"].nunique() == 4_017

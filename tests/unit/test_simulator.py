@@ -20,8 +20,9 @@ from training.data.world import SEASONS, SimulationConfig, build_world
 pytestmark = pytest.mark.unit
 
 
-def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path, tiny_sim: Path,
-                                                      tiny_config: SimulationConfig) -> None:
+def test_same_seed_same_bytes_other_seed_other_bytes(
+    tmp_path: Path, tiny_sim: Path, tiny_config: SimulationConfig
+) -> None:
     again = simulate(tiny_config, tmp_path / "again")
     for name in ("transactions.parquet", "products.parquet", "customers.parquet", "truth.json"):
         assert sha256_of(tiny_sim / name) == sha256_of(again.out_dir / name), name
@@ -31,8 +32,16 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path, tiny_sim: P
 
 def test_raw_schema_and_noise_match_online_retail_ii(tiny_sim: Path) -> None:
     raw = read_transactions(tiny_sim / "transactions.parquet")
-    assert list(raw.columns) == ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price",
-                                 "Customer ID", "Country"]
+    assert list(raw.columns) == [
+        "Invoice",
+        "StockCode",
+        "Description",
+        "Quantity",
+        "InvoiceDate",
+        "Price",
+        "Customer ID",
+        "Country",
+    ]
     cancelled = raw["Invoice"].str.startswith("C")
     assert 0.005 < cancelled.mean() < 0.06
     assert (raw.loc[cancelled, "Quantity"] < 0).all()
@@ -44,11 +53,12 @@ def test_raw_schema_and_noise_match_online_retail_ii(tiny_sim: Path) -> None:
 
 
 def _customer_features(clean: pd.DataFrame) -> pd.DataFrame:
-    orders = clean.groupby(["customer_id", "invoice"]).agg(lines=("stock_code", "size"),
-                                                           units=("quantity", "sum"),
-                                                           spend=("revenue", "sum"))
-    per = orders.groupby("customer_id").agg(orders=("lines", "size"), lines=("lines", "mean"),
-                                            units=("units", "mean"), spend=("spend", "mean"))
+    orders = clean.groupby(["customer_id", "invoice"]).agg(
+        lines=("stock_code", "size"), units=("quantity", "sum"), spend=("revenue", "sum")
+    )
+    per = orders.groupby("customer_id").agg(
+        orders=("lines", "size"), lines=("lines", "mean"), units=("units", "mean"), spend=("spend", "mean")
+    )
     per["price"] = clean.groupby("customer_id")["price"].mean()
     return np.log1p(per)
 
@@ -75,11 +85,11 @@ def test_planted_seasonality_is_recoverable(tiny_sim: Path, tiny_config: Simulat
     lines = clean.groupby([week, "category"]).size().unstack(fill_value=0)
     share = lines.div(lines.sum(axis=1), axis=0)
     # expected share per week from the planted multipliers (seasonality and promotions)
-    mass = np.array([world.product_popularity[world.product_category == c].sum()
-                     for c in range(len(world.categories))])
+    mass = np.array([world.product_popularity[world.product_category == c].sum() for c in range(len(world.categories))])
     expected = np.array([world.season_multiplier(w) * mass for w in share.index])
-    expected = pd.DataFrame(expected / expected.sum(axis=1, keepdims=True), index=share.index,
-                            columns=list(world.categories))
+    expected = pd.DataFrame(
+        expected / expected.sum(axis=1, keepdims=True), index=share.index, columns=list(world.categories)
+    )
     for name, season in SEASONS.items():
         if season.amplitude >= 0.5:
             r = np.corrcoef(share[name], expected[name])[0, 1]
@@ -101,10 +111,14 @@ def test_next_period_continues_history_and_scenarios_do_what_they_say(tmp_path: 
     world = build_world(base)
     kitchen = world.product_category == world.categories.index("kitchen")
     assert np.allclose(prices_after[kitchen], np.round(prices_before[kitchen] * 1.35, 2))
-    assert np.allclose(prices_after[~np.isin(world.product_category, [world.categories.index("kitchen"),
-                                                                      world.categories.index("home_decor")])],
-                       prices_before[~np.isin(world.product_category, [world.categories.index("kitchen"),
-                                                                       world.categories.index("home_decor")])])
+    assert np.allclose(
+        prices_after[
+            ~np.isin(world.product_category, [world.categories.index("kitchen"), world.categories.index("home_decor")])
+        ],
+        prices_before[
+            ~np.isin(world.product_category, [world.categories.index("kitchen"), world.categories.index("home_decor")])
+        ],
+    )
     grown = build_world(base.next_period(4, "segment_growth"))
     assert len(grown.customer_id) == int(1.6 * 300)
     mixed = build_world(base.next_period(4, "new_product_mix"))

@@ -205,7 +205,7 @@ def order_rate_multiplier(config: SimulationConfig, week: int) -> float:
     monday = config.start + dt.timedelta(weeks=week)
     woy = monday.isocalendar()[1]
     mult = float(np.exp(GLOBAL_SEASON_AMPLITUDE * np.cos(2 * np.pi * (woy - GLOBAL_SEASON_PEAK) / 52.0)))
-    mult *= (1 + config.trend_per_year) ** (week / 52.0)
+    mult *= float((1 + config.trend_per_year) ** (week / 52.0))
     days = [monday + dt.timedelta(days=d) for d in range(7)]
     if any(d.month == 11 and d.weekday() == 4 and 22 <= d.day <= 28 for d in days):
         mult *= BLACK_FRIDAY_UPLIFT
@@ -271,7 +271,7 @@ def _plan_promos(config: SimulationConfig, categories: tuple[str, ...], rng: np.
     years = 20  # fixed, so every period of one seed sees the same promotion calendar
     promos: dict[str, list[int]] = {}
     for name in categories:
-        weeks = []
+        weeks: list[int] = []
         for y in range(years):
             weeks.extend(int(w) + 52 * y for w in rng.choice(52, size=config.promos_per_year, replace=False))
         promos[name] = sorted(weeks)

@@ -45,14 +45,22 @@ class GateResult:
         return not self.failures
 
     def summary_lines(self) -> list[str]:
-        head = (f"{self.suite} [{self.run_name}]: {self.evaluated - len(self.failures)}/{self.evaluated} "
-                f"expectations passed on {self.rows:,} rows")
+        head = (
+            f"{self.suite} [{self.run_name}]: {self.evaluated - len(self.failures)}/{self.evaluated} "
+            f"expectations passed on {self.rows:,} rows"
+        )
         return [head, *("  " + f.line() for f in self.failures)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"suite": self.suite, "run_name": self.run_name, "rows": self.rows, "success": self.success,
-                "evaluated": self.evaluated, "failures": [asdict(f) for f in self.failures],
-                "docs_index": str(self.docs_index)}
+        return {
+            "suite": self.suite,
+            "run_name": self.run_name,
+            "rows": self.rows,
+            "success": self.success,
+            "evaluated": self.evaluated,
+            "failures": [asdict(f) for f in self.failures],
+            "docs_index": str(self.docs_index),
+        }
 
 
 class ValidationFailed(RuntimeError):
@@ -71,8 +79,11 @@ def _describe(result: Any) -> str:
     if raised:
         return f"could not be evaluated ({raised[0].get('exception_message', 'error')})"
     r = result.result or {}
-    kwargs = {k: v for k, v in result.expectation_config.kwargs.items()
-              if k in ("min_value", "max_value", "mostly", "regex", "type_list", "value_set", "column_set")}
+    kwargs = {
+        k: v
+        for k, v in result.expectation_config.kwargs.items()
+        if k in ("min_value", "max_value", "mostly", "regex", "type_list", "value_set", "column_set")
+    }
     parts = []
     if r.get("unexpected_count") is not None:
         pct = r.get("unexpected_percent") or 0.0
@@ -103,8 +114,14 @@ def _context(root: Path) -> Any:
     return ctx
 
 
-def run_gate(frame: pd.DataFrame, suite_name: str, expectations: list[Any], reports_dir: Path,
-             run_name: str, raise_on_failure: bool = True) -> GateResult:
+def run_gate(
+    frame: pd.DataFrame,
+    suite_name: str,
+    expectations: list[Any],
+    reports_dir: Path,
+    run_name: str,
+    raise_on_failure: bool = True,
+) -> GateResult:
     """Validate ``frame`` against ``expectations``; store the result and rebuild Data Docs."""
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
@@ -114,19 +131,28 @@ def run_gate(frame: pd.DataFrame, suite_name: str, expectations: list[Any], repo
     ctx = _context(root)
     source = ctx.data_sources.add_or_update_pandas("transactions")
     asset = next((a for a in source.assets if a.name == suite_name), None) or source.add_dataframe_asset(suite_name)
-    batch = next((b for b in asset.batch_definitions if b.name == "whole"), None) \
-        or asset.add_batch_definition_whole_dataframe("whole")
+    batch = next(
+        (b for b in asset.batch_definitions if b.name == "whole"), None
+    ) or asset.add_batch_definition_whole_dataframe("whole")
     suite = ctx.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=expectations))
     definition = ctx.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=suite_name, data=batch, suite=suite))
-    checkpoint = ctx.checkpoints.add_or_update(gx.Checkpoint(
-        name=f"{suite_name}_gate", validation_definitions=[definition],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}))
+        gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
+    )
+    checkpoint = ctx.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=f"{suite_name}_gate",
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+        )
+    )
     outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
     results = [r for vr in outcome.run_results.values() for r in vr.results]
-    failures = [Failure(r.expectation_config.type, r.expectation_config.kwargs.get("column"), _describe(r))
-                for r in results if not r.success]
+    failures = [
+        Failure(r.expectation_config.type, r.expectation_config.kwargs.get("column"), _describe(r))
+        for r in results
+        if not r.success
+    ]
     docs = root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     result = GateResult(suite_name, run_name, len(frame), len(results), failures, docs)
     summary = root / "summaries" / f"{run_name}.json"

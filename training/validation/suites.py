@@ -45,8 +45,11 @@ def _row_count(ctx: SuiteContext) -> list[Expectation]:
     if not ctx.previous_rows:
         return [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
     change = ctx.thresholds.max_row_count_change
-    return [gxe.ExpectTableRowCountToBeBetween(min_value=int(ctx.previous_rows * (1 - change)),
-                                               max_value=int(ctx.previous_rows * (1 + change)))]
+    return [
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=int(ctx.previous_rows * (1 - change)), max_value=int(ctx.previous_rows * (1 + change))
+        )
+    ]
 
 
 def _dates(column: str, ctx: SuiteContext) -> list[Expectation]:
@@ -66,15 +69,19 @@ def raw_suite(ctx: SuiteContext) -> list[Expectation]:
         *_row_count(ctx),
         *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in not_null),
         gxe.ExpectColumnValuesToNotBeNull(column="Customer ID", mostly=1 - t.max_customer_null_share),
-        gxe.ExpectColumnValuesToBeInTypeList(column="Quantity", type_list=["int64", "int32", "Int64Dtype", "Int32Dtype"]),
+        gxe.ExpectColumnValuesToBeInTypeList(
+            column="Quantity", type_list=["int64", "int32", "Int64Dtype", "Int32Dtype"]
+        ),
         gxe.ExpectColumnValuesToBeInTypeList(column="Price", type_list=["float64", "float32", "Float64Dtype"]),
         gxe.ExpectColumnValuesToBeInTypeList(column="Customer ID", type_list=["int64", "Int64Dtype", "float64"]),
         gxe.ExpectColumnValuesToMatchRegex(column="Invoice", regex=r"^[CA]?\d{6,8}$"),
         gxe.ExpectColumnValuesToMatchRegex(column="StockCode", regex=r"^[A-Za-z0-9][A-Za-z0-9_ ]*$"),
-        gxe.ExpectColumnValuesToBeBetween(column="Quantity", min_value=-t.max_abs_quantity,
-                                          max_value=t.max_abs_quantity),
-        gxe.ExpectColumnValuesToBeBetween(column="Price", min_value=0, max_value=t.max_price,
-                                          mostly=t.negative_price_mostly),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="Quantity", min_value=-t.max_abs_quantity, max_value=t.max_abs_quantity
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="Price", min_value=0, max_value=t.max_price, mostly=t.negative_price_mostly
+        ),
         *_dates("InvoiceDate", ctx),
     ]
 

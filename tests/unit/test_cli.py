@@ -1,0 +1,55 @@
+"""The CLI explains itself and drives the data lifecycle."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zmlops.cli import build_parser, main
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("argv", [[], ["data"], ["data", "ingest"], ["data", "simulate"], ["demo"], ["bench"]])
+def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*argv, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: zm" in capsys.readouterr().out
+
+
+def test_bad_scenario_is_a_clear_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "simulate", "--out", "x", "--then", "8:meteor"])
+    assert exit_.value.code == 2
+    assert "WEEKS:SCENARIO" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_ingest_then_versions_through_the_installed_entry_point(tmp_path: Path) -> None:
+    zm = Path(sys.executable).parent / "zm"
+    env = {"ZM_HOME": str(tmp_path / "zm"), "PATH": "/usr/bin:/bin"}
+    args = ["--customers", "100", "--products", "50", "--weeks", "20"]
+    done = subprocess.run([str(zm), "data", "ingest", *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "v1 is good" in done.stdout
+    listing = subprocess.run([str(zm), "data", "versions"], env=env, capture_output=True, text=True)
+    assert "v1" in listing.stdout and "good" in listing.stdout
+    missing = subprocess.run([str(zm), "data", "fetch", "v7", str(tmp_path / "x")], env=env,
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    assert "Traceback" not in missing.stderr and "v1" in missing.stderr  # names the versions that exist
+
+
+@pytest.mark.integration
+def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    import json
+
+    sim = json.loads(out.read_text())["simulator"]
+    assert [r["target_rows"] for r in sim] == [100_000, 300_000]
+    assert all(r["ratio_vs_baseline"] > 0 and r["peak_mb"] > 0 for r in sim)

@@ -1,0 +1,141 @@
+"""``make bench``: benchmarks whose figures are ratios against a baseline run in the same session.
+
+Each measurement runs in a fresh subprocess so its peak memory (``ru_maxrss``) is its own.
+Absolute seconds swing with the machine's load; the ratio against the baseline, measured
+back to back, is the figure to compare across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from zmlops.console import console, table
+from zmlops.settings import get_settings
+
+__all__ = ["run_bench", "measure"]
+
+SIMULATE = """
+import sys, time
+from pathlib import Path
+from training.data.simulator import simulate
+from training.data.world import SimulationConfig
+result = simulate(SimulationConfig.for_rows(int(sys.argv[1])), Path(sys.argv[2]))
+print(result.rows)
+"""
+
+# Baseline: the same number of rows of the same schema, drawn with numpy in one go per
+# million rows and written with the same Parquet writer: the floor for any generator.
+BASELINE = """
+import sys
+import numpy as np, pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
+from training.data.schema import RAW_SCHEMA
+rows, out = int(sys.argv[1]), sys.argv[2] + "/baseline.parquet"
+rng = np.random.default_rng(0)
+codes = pa.array([f"{20000 + i:05d}" for i in range(1000)])
+with pq.ParquetWriter(out, RAW_SCHEMA, compression="zstd") as w:
+    done = 0
+    while done < rows:
+        n = min(1_000_000, rows - done)
+        inv = rng.integers(1_000_000, 9_000_000, n)
+        prod = pa.array(rng.integers(0, 1000, n))
+        ts = pa.array((np.datetime64("2023-01-02", "s") + rng.integers(0, 63_072_000, n)).astype("datetime64[s]"))
+        w.write_table(pa.Table.from_arrays([
+            pc.cast(pa.array(inv), pa.string()), codes.take(prod), codes.take(prod),
+            pa.array(rng.integers(1, 24, n)), pc.strftime(ts, format="%Y-%m-%d %H:%M:%S"),
+            pa.array(rng.random(n) * 10), pa.array(rng.integers(12000, 60000, n)),
+            pa.array(np.full(n, "United Kingdom"))], schema=RAW_SCHEMA))
+        done += n
+print(rows)
+"""
+
+
+def measure(code: str, *args: str) -> dict[str, float]:
+    """Run ``code`` in a fresh interpreter; wall seconds, CPU seconds, peak RSS (MB) and its stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrapper = (
+        "import resource, sys, time\n"
+        "import numpy, pyarrow.parquet, pyarrow.compute, training.data.simulator  # imports are not timed\n"
+        f"sys.argv = ['bench', *{list(args)!r}]\n"
+        "t = time.perf_counter()\n"
+        f"exec(compile({code!r}, 'bench', 'exec'))\n"
+        "print('__wall__', time.perf_counter() - t)\n"
+        "print('__rss__', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines = done.stdout.split()
+    values = {lines[i]: float(lines[i + 1]) for i in range(len(lines) - 1) if lines[i].startswith("__")}
+    return {
+        "seconds": values["__wall__"],
+        "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "peak_mb": values["__rss__"] / 1024,
+        "output": float(lines[0]),
+    }
+
+
+def bench_simulator(sizes: list[int]) -> list[dict[str, Any]]:
+    results = []
+    for rows in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            console.print(f"simulator: {rows:,} rows ...")
+            sim = measure(SIMULATE, str(rows), tmp)
+            base = measure(BASELINE, str(int(sim["output"])), tmp)
+        results.append(
+            {
+                "target_rows": rows,
+                "rows": int(sim["output"]),
+                "seconds": round(sim["seconds"], 2),
+                "rows_per_second": round(sim["output"] / sim["seconds"]),
+                "peak_mb": round(sim["peak_mb"]),
+                "baseline_seconds": round(base["seconds"], 2),
+                "baseline_peak_mb": round(base["peak_mb"]),
+                "ratio_vs_baseline": round(sim["seconds"] / base["seconds"], 2),
+            }
+        )
+    return results
+
+
+def run_bench(quick: bool = False, out: Path | None = None) -> int:
+    sizes = [100_000, 300_000] if quick else [1_000_000, 10_000_000]
+    started = time.perf_counter()
+    sim = bench_simulator(sizes)
+    table(
+        "simulator (each row: simulator vs numpy+parquet baseline of the same rows, same session)",
+        ["rows", "rows/s", "peak MB", "seconds", "baseline s", "ratio", "baseline MB"],
+        [
+            [
+                r["rows"],
+                r["rows_per_second"],
+                r["peak_mb"],
+                r["seconds"],
+                r["baseline_seconds"],
+                r["ratio_vs_baseline"],
+                r["baseline_peak_mb"],
+            ]
+            for r in sim
+        ],
+    )
+    report = {
+        "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
+        "simulator": sim,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    target = out or get_settings().reports / "bench.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"results -> {target}")
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
