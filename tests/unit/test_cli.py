@@ -38,8 +38,9 @@ def test_ingest_then_versions_through_the_installed_entry_point(tmp_path: Path) 
     assert "v1 is good" in done.stdout
     listing = subprocess.run([str(zm), "data", "versions"], env=env, capture_output=True, text=True)
     assert "v1" in listing.stdout and "good" in listing.stdout
-    missing = subprocess.run([str(zm), "data", "fetch", "v7", str(tmp_path / "x")], env=env,
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [str(zm), "data", "fetch", "v7", str(tmp_path / "x")], env=env, capture_output=True, text=True
+    )
     assert missing.returncode == 2 and "not found" in missing.stderr
     assert "Traceback" not in missing.stderr and "v1" in missing.stderr  # names the versions that exist
 
