@@ -188,30 +188,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
         import pandas as pd
 
         from training.data.cleaning import read_transactions
-        from training.validation import SuiteContext, ValidationFailed, clean_suite, raw_suite, run_gate
+        from training.validation import SuiteContext, ValidationFailed
 
         as_of = args.as_of or dt.date.fromisoformat(json.loads(args.truth.read_text())["period"]["last_day"])
         ctx = SuiteContext(settings.validation, as_of)
         results = []
         try:
-            results.append(
-                run_gate(
-                    ingest.raw_view(read_transactions(args.raw)),
-                    "raw_transactions",
-                    raw_suite(ctx),
-                    settings.reports,
-                    f"{args.raw.stem}-raw",
-                )
-            )
-            results.append(
-                run_gate(
-                    pd.read_parquet(args.clean),
-                    "clean_transactions",
-                    clean_suite(ctx),
-                    settings.reports,
-                    f"{args.raw.stem}-clean",
-                )
-            )
+            results.append(ingest.check_raw(settings, read_transactions(args.raw), ctx, args.raw.stem))
+            results.append(ingest.check_clean(settings, pd.read_parquet(args.clean), ctx, args.raw.stem))
         except ValidationFailed as failed:
             console.print(str(failed), markup=False)
             return 1

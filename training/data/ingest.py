@@ -30,7 +30,7 @@ from training.validation import GateResult, SuiteContext, ValidationFailed, clea
 from zmlops.settings import Settings
 
 __all__ = ["registry_for", "snapshot_simulated", "snapshot_file", "validate_version", "IngestResult",
-           "clean_path", "raw_view"]
+           "clean_path", "raw_view", "check_raw", "check_clean"]
 
 CLEAN_FILE = "clean.parquet"
 
@@ -68,6 +68,16 @@ def snapshot_file(settings: Settings, path: Path, as_of: dt.date | None = None) 
         shutil.copy2(path, Path(tmp) / path.name)
         meta = {"source": f"file:{path.name}", "as_of": as_of.isoformat(), "rows": len(raw)}
         return registry_for(settings).add_snapshot(Path(tmp), meta, path.name)
+
+
+def check_raw(settings: Settings, raw: pd.DataFrame, ctx: SuiteContext, run_name: str) -> GateResult:
+    """The raw suite on ``raw`` (raises :class:`ValidationFailed`)."""
+    return run_gate(raw_view(raw), "raw_transactions", raw_suite(ctx), settings.reports, f"{run_name}-raw")
+
+
+def check_clean(settings: Settings, clean: pd.DataFrame, ctx: SuiteContext, run_name: str) -> GateResult:
+    """The clean suite on ``clean`` (raises :class:`ValidationFailed`)."""
+    return run_gate(clean, "clean_transactions", clean_suite(ctx), settings.reports, f"{run_name}-clean")
 
 
 def raw_view(raw: pd.DataFrame) -> pd.DataFrame:
@@ -110,15 +120,14 @@ def validate_version(settings: Settings, name: str, force: bool = False) -> Inge
     raw = read_transactions(raw_dir / version.transactions_file)
     previous = _previous_good(registry, version)
     as_of = dt.date.fromisoformat(version.meta["as_of"])
-    reports = settings.reports
     gates: list[GateResult] = []
     try:
         ctx = SuiteContext(settings.validation, as_of, previous.meta.get("rows") if previous else None)
-        gates.append(run_gate(raw_view(raw), "raw_transactions", raw_suite(ctx), reports, f"{name}-raw"))
+        gates.append(check_raw(settings, raw, ctx, name))
         clean, report = clean_transactions(raw)
         prev_clean = _clean_rows(settings, previous)
         ctx = SuiteContext(settings.validation, as_of, prev_clean)
-        gates.append(run_gate(clean, "clean_transactions", clean_suite(ctx), reports, f"{name}-clean"))
+        gates.append(check_clean(settings, clean, ctx, name))
     except ValidationFailed:
         registry.mark(name, ok=False)
         raise
