@@ -1,0 +1,1 @@
+"""Feature tables: point-in-time weekly features for Feast."""

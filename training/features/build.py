@@ -1,0 +1,210 @@
+"""Feature tables from the clean transactions, point-in-time by construction.
+
+Every row carries an ``event_timestamp``: a weekly cutoff (Monday 00:00). A row's
+values use only transactions strictly before its cutoff, so a training set joined
+"as of" a label time never sees the future. The tables are computed from dense
+entity x week matrices with cumulative sums, which costs the same for every cutoff.
+
+- customer: recency, frequency and monetary value (all history and last 13 weeks),
+  basket size, units per line, unit price, tenure, category shares of spend
+- product: units, orders, customers and mean price over the last 4 weeks
+- category_week: units, revenue and orders of the week that starts at the timestamp,
+  plus calendar features (the forecasting target and its regressors)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from training.data.categories import CATEGORIES
+
+__all__ = [
+    "week_start",
+    "customer_features",
+    "product_features",
+    "category_week_features",
+    "CUSTOMER_FEATURES",
+    "PRODUCT_FEATURES",
+    "CATEGORY_WEEK_FEATURES",
+    "RECENT_WEEKS",
+    "POPULARITY_WEEKS",
+]
+
+RECENT_WEEKS = 13
+POPULARITY_WEEKS = 4
+SHARE_COLUMNS = [f"share_{c}" for c in CATEGORIES]
+CUSTOMER_FEATURES = [
+    "recency_days",
+    "frequency",
+    "monetary",
+    "frequency_13w",
+    "monetary_13w",
+    "basket_lines",
+    "units_per_line",
+    "unit_price",
+    "tenure_days",
+    *SHARE_COLUMNS,
+]
+PRODUCT_FEATURES = ["units_4w", "orders_4w", "customers_4w", "price_4w"]
+CATEGORY_WEEK_FEATURES = ["units", "revenue", "orders", "week_of_year", "month", "black_friday_week", "christmas_week"]
+
+
+def week_start(ts: pd.Series) -> pd.Series:
+    """The Monday 00:00 of each timestamp's week."""
+    day = ts.dt.normalize()
+    return day - pd.to_timedelta(day.dt.weekday, unit="D")
+
+
+def _weeks(clean: pd.DataFrame) -> tuple[pd.Timestamp, int, np.ndarray]:
+    start = week_start(clean["invoice_ts"]).min()
+    idx = ((week_start(clean["invoice_ts"]) - start).dt.days // 7).to_numpy()
+    return start, int(idx.max()) + 1, idx
+
+
+def _dense(keys: np.ndarray, week: np.ndarray, values: np.ndarray, n_keys: int, n_weeks: int) -> np.ndarray:
+    out = np.zeros((n_keys, n_weeks))
+    np.add.at(out, (keys, week), values)
+    return out
+
+
+def _before(cum: np.ndarray) -> np.ndarray:
+    """Cumulative matrix shifted one week: column k holds the total of weeks < k."""
+    return np.concatenate([np.zeros((cum.shape[0], 1)), cum[:, :-1]], axis=1)
+
+
+def _window(cum: np.ndarray, weeks: int) -> np.ndarray:
+    """Totals over the ``weeks`` weeks before each cutoff."""
+    before = _before(cum)
+    lagged = np.concatenate([np.zeros((cum.shape[0], weeks)), before[:, :-weeks]], axis=1)[:, : cum.shape[1]]
+    return before - lagged
+
+
+def customer_features(clean: pd.DataFrame) -> pd.DataFrame:
+    """One row per (customer, weekly cutoff) after the customer's first order."""
+    start, n_weeks, week = _weeks(clean)
+    cust_codes, customers = pd.factorize(clean["customer_id"], sort=True)
+    orders = (
+        clean.assign(_c=cust_codes, _w=week)
+        .groupby(["_c", "invoice"], sort=False)
+        .agg(
+            w=("_w", "first"),
+            ts=("invoice_ts", "first"),
+            lines=("stock_code", "size"),
+            units=("quantity", "sum"),
+            revenue=("revenue", "sum"),
+        )
+    )
+    c = orders.index.get_level_values("_c").to_numpy()
+    w = orders["w"].to_numpy()
+    n = len(customers)
+    cum = {
+        k: np.cumsum(_dense(c, w, v, n, n_weeks), axis=1)
+        for k, v in {
+            "orders": np.ones(len(orders)),
+            "lines": orders["lines"].to_numpy(float),
+            "units": orders["units"].to_numpy(float),
+            "revenue": orders["revenue"].to_numpy(float),
+        }.items()
+    }
+    # last and first order time before each cutoff (seconds since start), forward-filled over weeks
+    secs = (orders["ts"] - start).dt.total_seconds().to_numpy()
+    last = np.full((n, n_weeks), -np.inf)
+    np.maximum.at(last, (c, w), secs)
+    last = _before(np.maximum.accumulate(last, axis=1))
+    first = np.full((n, n_weeks), np.inf)
+    np.minimum.at(first, (c, w), secs)
+    first = np.concatenate([np.full((n, 1), np.inf), np.minimum.accumulate(first, axis=1)[:, :-1]], axis=1)
+
+    cat_codes = pd.Categorical(clean["category"], categories=list(CATEGORIES)).codes
+    spend = np.zeros((n, len(CATEGORIES), n_weeks))
+    np.add.at(spend, (cust_codes, cat_codes, week), clean["revenue"].to_numpy(float))
+    spend_before = np.concatenate([np.zeros((n, len(CATEGORIES), 1)), np.cumsum(spend, axis=2)[:, :, :-1]], axis=2)
+
+    cutoff_secs = np.arange(n_weeks) * 7 * 86400.0
+    orders_b, lines_b, units_b, revenue_b = (_before(cum[k]) for k in ("orders", "lines", "units", "revenue"))
+    ci, wi = np.nonzero(orders_b > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame = pd.DataFrame(
+            {
+                "customer_id": customers.to_numpy()[ci],
+                "event_timestamp": start + pd.to_timedelta(wi * 7, unit="D"),
+                "recency_days": (cutoff_secs[wi] - last[ci, wi]) / 86400.0,
+                "frequency": orders_b[ci, wi],
+                "monetary": revenue_b[ci, wi],
+                "frequency_13w": _window(cum["orders"], RECENT_WEEKS)[ci, wi],
+                "monetary_13w": _window(cum["revenue"], RECENT_WEEKS)[ci, wi],
+                "basket_lines": lines_b[ci, wi] / orders_b[ci, wi],
+                "units_per_line": units_b[ci, wi] / lines_b[ci, wi],
+                "unit_price": revenue_b[ci, wi] / units_b[ci, wi],
+                "tenure_days": (cutoff_secs[wi] - first[ci, wi]) / 86400.0,
+            }
+        )
+        shares = spend_before[ci, :, wi] / revenue_b[ci, wi][:, None]
+    for j, col in enumerate(SHARE_COLUMNS):
+        frame[col] = np.nan_to_num(shares[:, j])
+    return _typed(frame, "customer_id")
+
+
+def product_features(clean: pd.DataFrame) -> pd.DataFrame:
+    """One row per (product, weekly cutoff) with sales in the 4 weeks before the cutoff."""
+    start, n_weeks, week = _weeks(clean)
+    codes, products = pd.factorize(clean["stock_code"], sort=True)
+    n = len(products)
+    lines = clean.assign(_p=codes, _w=week)
+    units = np.cumsum(_dense(codes, week, clean["quantity"].to_numpy(float), n, n_weeks), axis=1)
+    revenue = np.cumsum(_dense(codes, week, clean["revenue"].to_numpy(float), n, n_weeks), axis=1)
+    per_order = lines.drop_duplicates(["_p", "invoice"])
+    orders = np.cumsum(
+        _dense(per_order["_p"].to_numpy(), per_order["_w"].to_numpy(), np.ones(len(per_order)), n, n_weeks), axis=1
+    )
+    # distinct customers per week (a customer counted once per product-week)
+    per_cust = lines.drop_duplicates(["_p", "_w", "customer_id"])
+    custs = np.cumsum(
+        _dense(per_cust["_p"].to_numpy(), per_cust["_w"].to_numpy(), np.ones(len(per_cust)), n, n_weeks), axis=1
+    )
+    u4, r4 = _window(units, POPULARITY_WEEKS), _window(revenue, POPULARITY_WEEKS)
+    pi, wi = np.nonzero(u4 > 0)
+    frame = pd.DataFrame(
+        {
+            "stock_code": products.to_numpy()[pi],
+            "event_timestamp": start + pd.to_timedelta(wi * 7, unit="D"),
+            "units_4w": u4[pi, wi],
+            "orders_4w": _window(orders, POPULARITY_WEEKS)[pi, wi],
+            "customers_4w": _window(custs, POPULARITY_WEEKS)[pi, wi],
+            "price_4w": r4[pi, wi] / u4[pi, wi],
+        }
+    )
+    return _typed(frame, "stock_code")
+
+
+def category_week_features(clean: pd.DataFrame) -> pd.DataFrame:
+    """Weekly sales per category (every category x every week, zeros included) and the calendar."""
+    weeks = week_start(clean["invoice_ts"])
+    grouped = (
+        clean.assign(event_timestamp=weeks)
+        .groupby(["category", "event_timestamp"])
+        .agg(units=("quantity", "sum"), revenue=("revenue", "sum"), orders=("invoice", "nunique"))
+    )
+    full = pd.MultiIndex.from_product(
+        [list(CATEGORIES), pd.date_range(weeks.min(), weeks.max(), freq="7D")], names=["category", "event_timestamp"]
+    )
+    frame = grouped.reindex(full, fill_value=0).reset_index()
+    ts = frame["event_timestamp"]
+    days = [ts + pd.Timedelta(days=d) for d in range(7)]
+    frame["week_of_year"] = ts.dt.isocalendar().week.astype("int64")
+    frame["month"] = ts.dt.month.astype("int64")
+    frame["black_friday_week"] = np.any(
+        [(d.dt.month == 11) & (d.dt.weekday == 4) & d.dt.day.between(22, 28) for d in days], axis=0
+    ).astype("int64")
+    frame["christmas_week"] = np.any([(d.dt.month == 12) & (d.dt.day == 25) for d in days], axis=0).astype("int64")
+    frame[["units", "orders"]] = frame[["units", "orders"]].astype("int64")
+    frame["revenue"] = frame["revenue"].astype("float64")
+    return frame.sort_values(["category", "event_timestamp"], ignore_index=True)
+
+
+def _typed(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    numeric = [c for c in frame.columns if c not in (key, "event_timestamp")]
+    frame[numeric] = frame[numeric].astype("float64")
+    frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[ns]")
+    return frame.sort_values([key, "event_timestamp"], ignore_index=True)
