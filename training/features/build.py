@@ -52,8 +52,9 @@ CATEGORY_WEEK_FEATURES = ["units", "revenue", "orders", "week_of_year", "month",
 
 def week_start(ts: pd.Series) -> pd.Series:
     """The Monday 00:00 of each timestamp's week."""
-    day = ts.dt.normalize()
-    return day - pd.to_timedelta(day.dt.weekday, unit="D")
+    day: pd.Series = ts.dt.normalize()
+    monday: pd.Series = day - pd.to_timedelta(day.dt.weekday, unit="D")
+    return monday
 
 
 def _weeks(clean: pd.DataFrame) -> tuple[pd.Timestamp, int, np.ndarray]:
@@ -77,7 +78,8 @@ def _window(cum: np.ndarray, weeks: int) -> np.ndarray:
     """Totals over the ``weeks`` weeks before each cutoff."""
     before = _before(cum)
     lagged = np.concatenate([np.zeros((cum.shape[0], weeks)), before[:, :-weeks]], axis=1)[:, : cum.shape[1]]
-    return before - lagged
+    totals: np.ndarray = before - lagged
+    return totals
 
 
 def customer_features(clean: pd.DataFrame) -> pd.DataFrame:
