@@ -9,6 +9,7 @@ profile points the same code at cluster services and refuses default secrets.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -58,7 +59,11 @@ class Settings(BaseSettings):
 
     # tracking and features
     mlflow_tracking_uri: str | None = None
-    feast_repo_path: Path = Path("feature_repo")
+    mlflow_artifact_dir: Path | None = Field(None, description="Artifact root of a local tracking store.")
+    feast_repo_path: Path | None = Field(None, description="Feast declarations; the installed feature_repo package.")
+    feast_dir: Path | None = Field(None, description="Runtime Feast repo path: sources, registry, online store.")
+    feast_registry: str | None = Field(None, description="Feast registry (a file locally, a SQL URL in k8s).")
+    feast_redis_url: SecretStr | None = Field(None, description="Redis connection string of the k8s online store.")
 
     # governance
     pseudonymisation_key: SecretStr = SecretStr(DEFAULT_SECRET)
@@ -69,8 +74,16 @@ class Settings(BaseSettings):
     def _refuse_default_secrets(self) -> Settings:
         if self.profile != "local" and self.pseudonymisation_key.get_secret_value() == DEFAULT_SECRET:
             raise ValueError("ZM_PSEUDONYMISATION_KEY must be set outside the local profile")
-        if self.profile == "k8s" and (self.mlflow_tracking_uri is None or self.dvc_remote_url is None):
-            raise ValueError("the k8s profile needs ZM_MLFLOW_TRACKING_URI and ZM_DVC_REMOTE_URL")
+        if self.profile == "k8s":
+            needed = {
+                "ZM_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+                "ZM_DVC_REMOTE_URL": self.dvc_remote_url,
+                "ZM_FEAST_REGISTRY": self.feast_registry,
+                "ZM_FEAST_REDIS_URL": self.feast_redis_url,
+            }
+            missing = [k for k, v in needed.items() if v is None]
+            if missing:
+                raise ValueError(f"the k8s profile needs {', '.join(missing)}")
         return self
 
     # Derived locations: explicit values win, otherwise everything lives under ``home``.
@@ -89,6 +102,23 @@ class Settings(BaseSettings):
     @property
     def reports(self) -> Path:
         return (self.reports_dir or self.home / "reports").resolve()
+
+    @property
+    def feast_home(self) -> Path:
+        return (self.feast_dir or self.home / "feast").resolve()
+
+    @property
+    def feature_repo(self) -> Path:
+        if self.feast_repo_path is not None:
+            return self.feast_repo_path.resolve()
+        spec = importlib.util.find_spec("feature_repo")  # locate without importing feast
+        if spec is None or spec.origin is None:
+            raise RuntimeError("the feature_repo package is not installed; set ZM_FEAST_REPO_PATH")
+        return Path(spec.origin).resolve().parent
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.mlflow_artifact_dir or self.home / "mlartifacts").resolve()
 
     @property
     def tracking_uri(self) -> str:
@@ -113,6 +143,7 @@ def telemetry_env() -> dict[str, str]:
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "OPENBLAS_NUM_THREADS": "1",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
 
 

@@ -88,5 +88,10 @@ def test_category_weeks_are_complete_and_sum_to_the_table(clean: pd.DataFrame) -
     assert len(weekly) == n_weeks * weekly["category"].nunique()
     assert weekly["units"].sum() == clean["quantity"].sum()
     assert np.isclose(weekly["revenue"].sum(), clean["revenue"].sum())
-    assert (weekly["event_timestamp"].dt.weekday == 0).all()
-    assert weekly.loc[weekly["christmas_week"] == 1, "event_timestamp"].dt.month.eq(12).all()
+    assert (weekly["week_start"].dt.weekday == 0).all()
+    # a week's totals become known when it ends, never before
+    assert (weekly["event_timestamp"] - weekly["week_start"]).eq(pd.Timedelta(days=7)).all()
+    assert weekly.loc[weekly["christmas_week"] == 1, "week_start"].dt.month.eq(12).all()
+    last = weekly[weekly["week_start"] == weekly["week_start"].max()]
+    in_last_week = clean["invoice_ts"] >= last["week_start"].iloc[0]
+    assert last["units"].sum() == clean.loc[in_last_week, "quantity"].sum()

@@ -31,6 +31,10 @@ def test_k8s_profile_refuses_default_secret(monkeypatch: pytest.MonkeyPatch) -> 
         Settings()
     monkeypatch.setenv("ZM_MLFLOW_TRACKING_URI", "http://mlflow:5000")
     monkeypatch.setenv("ZM_DVC_REMOTE_URL", "s3://bucket/dvc")
+    with pytest.raises(ValidationError, match="ZM_FEAST_REGISTRY, ZM_FEAST_REDIS_URL"):
+        Settings()
+    monkeypatch.setenv("ZM_FEAST_REGISTRY", "postgresql+psycopg://feast@db/feast")
+    monkeypatch.setenv("ZM_FEAST_REDIS_URL", "redis:6379")
     assert Settings().profile == "k8s"
 
 

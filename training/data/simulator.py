@@ -44,7 +44,7 @@ __all__ = ["simulate", "periods_of", "SimulationResult", "TRANSACTIONS_FILE", "g
 TRANSACTIONS_FILE = "transactions.parquet"
 # Share of orders per weekday (Mon..Sun): busy midweek, almost nothing on Saturday.
 WEEKDAY_SHARE = np.array([0.18, 0.20, 0.20, 0.22, 0.12, 0.005, 0.075])
-EXPLORE_SHARE = 0.15  # lines chosen from overall popularity rather than the customer's design lines
+EXPLORE_SHARE = 0.05  # lines chosen from overall popularity rather than the customer's design lines
 NON_PRODUCTS = (("POST", "POSTAGE", 18.0), ("DOT", "DOTCOM POSTAGE", 11.0), ("M", "Manual", 2.5),
                 ("BANK CHARGES", "Bank Charges", 15.0))
 EPOCH = np.datetime64("1970-01-01T00:00:00", "s")

@@ -84,7 +84,7 @@ class SimulationConfig:
 
     seed: int = 42
     n_customers: int = 2_000
-    n_products: int = 400
+    n_products: int = 1_500
     weeks: int = 104
     start: dt.date = dt.date(2023, 1, 2)
     start_week: int = 0  # first week index of this period (a "next period" continues the numbering)

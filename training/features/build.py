@@ -8,8 +8,9 @@ entity x week matrices with cumulative sums, which costs the same for every cuto
 - customer: recency, frequency and monetary value (all history and last 13 weeks),
   basket size, units per line, unit price, tenure, category shares of spend
 - product: units, orders, customers and mean price over the last 4 weeks
-- category_week: units, revenue and orders of the week that starts at the timestamp,
-  plus calendar features (the forecasting target and its regressors)
+- category_week: units, revenue and orders of the week that starts at ``week_start``,
+  plus calendar features (the forecasting target and its regressors); its
+  ``event_timestamp`` is the week's end (the next Monday), when the totals are known
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from training.data.categories import CATEGORIES
 
 __all__ = [
     "week_start",
+    "calendar",
     "customer_features",
     "product_features",
     "category_week_features",
@@ -47,7 +49,7 @@ CUSTOMER_FEATURES = [
     *SHARE_COLUMNS,
 ]
 PRODUCT_FEATURES = ["units_4w", "orders_4w", "customers_4w", "price_4w"]
-CATEGORY_WEEK_FEATURES = ["units", "revenue", "orders", "week_of_year", "month", "black_friday_week", "christmas_week"]
+CATEGORY_WEEK_FEATURES = ["week_start", "units", "revenue", "orders", "week_of_year", "month", "black_friday_week", "christmas_week"]
 
 
 def week_start(ts: pd.Series) -> pd.Series:
@@ -181,28 +183,45 @@ def product_features(clean: pd.DataFrame) -> pd.DataFrame:
 
 
 def category_week_features(clean: pd.DataFrame) -> pd.DataFrame:
-    """Weekly sales per category (every category x every week, zeros included) and the calendar."""
+    """Weekly sales per category (every category x every week, zeros included) and the calendar.
+
+    A row describes the week starting at ``week_start``; it becomes known at ``event_timestamp``,
+    the week's end, so a point-in-time join never hands out a week that has not finished.
+    """
     weeks = week_start(clean["invoice_ts"])
     grouped = (
-        clean.assign(event_timestamp=weeks)
-        .groupby(["category", "event_timestamp"])
+        clean.assign(week_start=weeks)
+        .groupby(["category", "week_start"])
         .agg(units=("quantity", "sum"), revenue=("revenue", "sum"), orders=("invoice", "nunique"))
     )
     full = pd.MultiIndex.from_product(
-        [list(CATEGORIES), pd.date_range(weeks.min(), weeks.max(), freq="7D")], names=["category", "event_timestamp"]
+        [list(CATEGORIES), pd.date_range(weeks.min(), weeks.max(), freq="7D")], names=["category", "week_start"]
     )
     frame = grouped.reindex(full, fill_value=0).reset_index()
-    ts = frame["event_timestamp"]
-    days = [ts + pd.Timedelta(days=d) for d in range(7)]
-    frame["week_of_year"] = ts.dt.isocalendar().week.astype("int64")
-    frame["month"] = ts.dt.month.astype("int64")
-    frame["black_friday_week"] = np.any(
-        [(d.dt.month == 11) & (d.dt.weekday == 4) & d.dt.day.between(22, 28) for d in days], axis=0
-    ).astype("int64")
-    frame["christmas_week"] = np.any([(d.dt.month == 12) & (d.dt.day == 25) for d in days], axis=0).astype("int64")
+    frame = pd.concat([frame, calendar(frame["week_start"])], axis=1)
     frame[["units", "orders"]] = frame[["units", "orders"]].astype("int64")
     frame["revenue"] = frame["revenue"].astype("float64")
+    frame["week_start"] = frame["week_start"].astype("datetime64[ns]")
+    frame.insert(1, "event_timestamp", frame["week_start"] + pd.Timedelta(days=7))
     return frame.sort_values(["category", "event_timestamp"], ignore_index=True)
+
+
+def calendar(week_starts: pd.Series) -> pd.DataFrame:
+    """Calendar features of weeks given by their Monday: known in advance, so usable for future weeks."""
+    ts = pd.Series(pd.to_datetime(week_starts)).reset_index(drop=True)
+    days = [ts + pd.Timedelta(days=d) for d in range(7)]
+    black_friday = np.any([(d.dt.month == 11) & (d.dt.weekday == 4) & d.dt.day.between(22, 28) for d in days], axis=0)
+    christmas = np.any([(d.dt.month == 12) & (d.dt.day == 25) for d in days], axis=0)
+    out = pd.DataFrame(
+        {
+            "week_of_year": ts.dt.isocalendar().week.astype("int64").to_numpy(),
+            "month": ts.dt.month.astype("int64").to_numpy(),
+            "black_friday_week": black_friday.astype("int64"),
+            "christmas_week": christmas.astype("int64"),
+        }
+    )
+    out.index = week_starts.index
+    return out
 
 
 def _typed(frame: pd.DataFrame, key: str) -> pd.DataFrame:

@@ -1,0 +1,21 @@
+"""One feature service per model family: what each model reads."""
+
+from feast import FeatureService
+
+from feature_repo.views import category_weekly_sales, customer_behaviour, product_popularity
+
+demand_forecast = FeatureService(
+    name="demand_forecast",
+    features=[category_weekly_sales],
+    description="Weekly category sales and calendar: the forecasting target and its regressors.",
+)
+customer_segmentation = FeatureService(
+    name="customer_segmentation",
+    features=[customer_behaviour],
+    description="Customer behaviour features that the segmentation model clusters.",
+)
+product_recommendation = FeatureService(
+    name="product_recommendation",
+    features=[product_popularity, customer_behaviour[["frequency", "recency_days"]]],
+    description="Product popularity (cold-start ranking) and customer activity (who counts as cold).",
+)

@@ -1,0 +1,119 @@
+"""The three model families: one definition each, reused by training, gating, serving and monitoring.
+
+A family names its registered model, its Feast feature service, its estimator factory,
+how to build its training set from Feast, how to evaluate it (model and baseline on the
+same data), its primary metric and its promotion rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training import trainers as t  # light: model libraries are imported inside its functions
+from training.trainers import Evaluation, TrainingData
+from zmlops.settings import Settings
+
+__all__ = ["Family", "FAMILIES", "TrainingData", "Evaluation", "get_family"]
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # registered model name and serving name
+    title: str
+    feature_service: str
+    primary_metric: str
+    greater_is_better: bool
+    baseline_name: str
+    make_estimator: Callable[..., Any]
+    training_data: Callable[[Settings, Path, str], TrainingData]
+    fit: Callable[[Any, TrainingData], Any]
+    evaluate: Callable[[Any, TrainingData], Evaluation]
+    tolerance: float  # a challenger may be this much (relative) worse than the champion and still pass
+    min_vs_baseline: float  # required ratio of model / baseline primary metric (direction-aware)
+    purpose: str
+    limitations: str
+    tune: Callable[[TrainingData], dict[str, Any]] | None = None  # hyper-parameters chosen on the training part
+
+    def better(self, a: float, b: float, tolerance: float = 0.0) -> bool:
+        """Is ``a`` at least as good as ``b`` within ``tolerance`` (relative)?"""
+        return a >= b * (1 - tolerance) if self.greater_is_better else a <= b * (1 + tolerance)
+
+    def beats_baseline(self, model: float, baseline: float) -> bool:
+        if self.greater_is_better:
+            return model >= baseline * self.min_vs_baseline
+        return model <= baseline * self.min_vs_baseline
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def _families() -> dict[str, Family]:
+    fams = [
+        Family(
+            name="demand-forecast",
+            title="Weekly demand per product category",
+            feature_service="demand_forecast",
+            primary_metric="units_wape",
+            greater_is_better=False,
+            baseline_name="seasonal naive (same week last year)",
+            make_estimator=t.make_forecaster,
+            training_data=t.forecast_data,
+            fit=t.fit_forecaster,
+            evaluate=t.evaluate_forecaster,
+            tolerance=0.05,
+            min_vs_baseline=1.0,
+            purpose="Weekly units and revenue per category for the next weeks (default 8), with 90% intervals, "
+            "for stock planning.",
+            limitations="Promotions are not known in advance, so promotion weeks are under-forecast; categories "
+            "with under a year of history fall back to their last value for the naive part; forecasts start "
+            "after the last complete week of the training data.",
+        ),
+        Family(
+            name="customer-segmentation",
+            title="Customer segments",
+            feature_service="customer_segmentation",
+            primary_metric="silhouette",
+            greater_is_better=True,
+            baseline_name="k-means with k=2 on the same features",
+            make_estimator=t.make_segmenter,
+            training_data=t.segmentation_data,
+            fit=t.fit_segmenter,
+            evaluate=t.evaluate_segmenter,
+            tolerance=0.05,
+            min_vs_baseline=1.0,
+            purpose="A named, interpretable segment per customer (wholesale, loyal, occasional, bargain) for "
+            "marketing and as context for recommendations.",
+            limitations="Segments describe past behaviour up to the feature cutoff; customers with one order "
+            "have no rate history and land in the nearest segment by basket and price.",
+        ),
+        Family(
+            name="product-recommendation",
+            title="Product recommendations",
+            feature_service="product_recommendation",
+            primary_metric="recall_at_10",
+            greater_is_better=True,
+            baseline_name="popularity (recent, then all-time), already-bought filtered",
+            make_estimator=t.make_recommender,
+            training_data=t.recommendation_data,
+            fit=t.fit_recommender,
+            evaluate=t.evaluate_recommender_family,
+            tolerance=0.05,
+            min_vs_baseline=1.0,
+            tune=lambda data: {"alpha": t.tune_alpha(data)},
+            purpose="Top-k products a customer has not bought yet; unknown customers get popular products "
+            "in their country.",
+            limitations="Products without purchases before the cutoff are never recommended by the model "
+            "(cold items); re-purchases are excluded by design.",
+        ),
+    ]
+    return {f.name: f for f in fams}
+
+
+FAMILIES: dict[str, Family] = _families()

@@ -1,0 +1,142 @@
+"""The pipelines' side of Feast: publish sources, apply, materialize, build training sets.
+
+This is the one module of the training code that talks to Feast. The store's runtime
+``repo_path`` is ``settings.feast_home``: the declared sources' relative paths resolve
+there, and the feature-building step writes one data version's tables into it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import string
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import yaml
+
+from training.features.build import category_week_features, customer_features, product_features
+from zmlops.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+__all__ = [
+    "SOURCES",
+    "open_store",
+    "publish_sources",
+    "published_version",
+    "apply_definitions",
+    "materialize",
+    "training_frame",
+    "service_features",
+]
+
+SOURCES = {
+    "customer_features": customer_features,
+    "product_features": product_features,
+    "category_week_features": category_week_features,
+}
+MARKER = "published.json"
+
+
+def _yaml_file(settings: Settings) -> Path:
+    name = "feature_store.yaml" if settings.profile == "local" else f"feature_store.{settings.profile}.yaml"
+    return settings.feature_repo / name
+
+
+def _substitutions(settings: Settings) -> dict[str, str]:
+    home = settings.feast_home
+    redis = settings.feast_redis_url.get_secret_value() if settings.feast_redis_url else ""
+    return {
+        "ZM_FEAST_REGISTRY": settings.feast_registry or str(home / "registry.db"),
+        "ZM_FEAST_ONLINE_STORE": str(home / "online.db"),
+        "ZM_FEAST_REDIS": redis,
+    }
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    """A FeatureStore for the profile's feature_store.yaml, rooted at ``settings.feast_home``."""
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+    text = _yaml_file(settings).read_text()
+    raw = yaml.safe_load(string.Template(text).substitute(_substitutions(settings)))
+    config = RepoConfig(**raw)
+    home = settings.feast_home
+    home.mkdir(parents=True, exist_ok=True)
+    config.repo_path = home
+    return FeatureStore(repo_path=str(home), config=config)
+
+
+def published_version(settings: Settings) -> dict[str, Any] | None:
+    marker = settings.feast_home / "sources" / MARKER
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+def publish_sources(settings: Settings, clean_file: Path, data_version: str, force: bool = False) -> dict[str, Any]:
+    """Build the three feature tables of one data version into the store's source folder.
+
+    Idempotent: a second call for the version already published does nothing.
+    Returns the marker (data version, rows per table, newest cutoff per table).
+    """
+    current = published_version(settings)
+    if current and current["data_version"] == data_version and not force:
+        return current
+    clean = pd.read_parquet(clean_file)
+    out = settings.feast_home / "sources"
+    out.mkdir(parents=True, exist_ok=True)
+    marker: dict[str, Any] = {"data_version": data_version, "tables": {}}
+    for name, build in SOURCES.items():
+        table = build(clean)
+        for col in ("event_timestamp", "week_start"):
+            if col in table:
+                table[col] = table[col].dt.tz_localize("UTC")
+        tmp = out / f"{name}.parquet.part"
+        table.to_parquet(tmp, index=False)
+        tmp.replace(out / f"{name}.parquet")
+        marker["tables"][name] = {"rows": len(table), "newest": table["event_timestamp"].max().isoformat()}
+    (out / MARKER).write_text(json.dumps(marker, indent=2))
+    return marker
+
+
+def apply_definitions(settings: Settings) -> list[str]:
+    """Register the declarations of feature_repo/ (idempotent); returns their names."""
+    from feature_repo import DEFINITIONS
+
+    store = open_store(settings)
+    store.apply(DEFINITIONS)
+    return sorted(str(getattr(obj, "name", "")) for obj in DEFINITIONS)
+
+
+def materialize(settings: Settings, end: dt.datetime, days: int = 14) -> tuple[dt.datetime, dt.datetime]:
+    """Load the online store from the window ``[end - days, end]`` (explicit, so repeats are idempotent)."""
+    store = open_store(settings)
+    start = end - dt.timedelta(days=days)
+    store.materialize(start_date=start, end_date=end)
+    return start, end
+
+
+def service_features(settings: Settings, service: str) -> list[str]:
+    """The ``view:feature`` references of a feature service, in declaration order."""
+    store = open_store(settings)
+    fs = store.get_feature_service(service)
+    return [f"{proj.name_to_use()}:{feat.name}" for proj in fs.feature_view_projections for feat in proj.features]
+
+
+def training_frame(settings: Settings, service: str, entity_df: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time features of ``service`` for every row of ``entity_df`` (which needs event_timestamp).
+
+    The local offline store can drop entity rows that have no feature row inside the TTL, so
+    the result is joined back onto the entity table: every entity row comes back, in order,
+    with NaN where no feature value was valid at its timestamp.
+    """
+    store = open_store(settings)
+    entities = entity_df.reset_index(drop=True).assign(_row=lambda f: range(len(f)))
+    joined = store.get_historical_features(entity_df=entities, features=store.get_feature_service(service)).to_df()
+    feature_cols = [c for c in joined.columns if c not in entities.columns]
+    out = entities.merge(joined[["_row", *feature_cols]], on="_row", how="left", validate="one_to_one")
+    if len(out) != len(entity_df):
+        raise RuntimeError(f"training set has {len(out)} rows for {len(entity_df)} entity rows")
+    return out.sort_values("_row").drop(columns="_row").reset_index(drop=True)

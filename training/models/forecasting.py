@@ -1,0 +1,269 @@
+"""Weekly demand per category: statsmodels SARIMAX per series, chosen by backtest, vs seasonal naive.
+
+Each (category, target) series is modelled on ``log1p`` scale as a regression with AR(1)
+errors: level, linear trend, ``K`` yearly Fourier harmonics and Black Friday / Christmas
+week indicators (all known in advance). The forecast is the median (``expm1`` of the log
+forecast: WAPE is an absolute-error metric), optionally combined with the seasonal-naive
+forecast (weight ``w``, a classic forecast combination). ``K`` and ``w`` are chosen per
+series by a rolling-origin backtest inside the training window. Forecasts for ``max_horizon`` weeks after the last
+observed week are computed once in :meth:`CategoryForecaster.fit`, with prediction
+intervals, so serving is a table lookup.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator
+
+from training.features.build import calendar
+from training.models.metrics import forecast_errors
+
+__all__ = ["CategoryForecaster", "SeasonalNaive", "backtest", "TARGETS", "SEASON"]
+
+TARGETS = ("units", "revenue")
+SEASON = 52
+YEAR_WEEKS = 365.25 / 7
+
+
+def _design(week_starts: pd.Series, t0: pd.Timestamp, harmonics: int) -> np.ndarray:
+    cal = calendar(week_starts.reset_index(drop=True))
+    t = ((pd.to_datetime(week_starts).reset_index(drop=True) - t0).dt.days / 7.0).to_numpy()
+    cols = [np.ones(len(t)), t / SEASON]
+    for k in range(1, harmonics + 1):
+        angle = 2 * np.pi * k * cal["week_of_year"].to_numpy() / YEAR_WEEKS
+        cols += [np.sin(angle), np.cos(angle)]
+    cols += [cal["black_friday_week"].to_numpy(float), cal["christmas_week"].to_numpy(float)]
+    return np.column_stack(cols)
+
+
+@dataclass
+class SeriesForecast:
+    mean: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+def _fit_forecast(y: np.ndarray, weeks: pd.Series, future: pd.Series, harmonics: int, alpha: float) -> SeriesForecast:
+    """Fit one SARIMAX regression on log1p(y) and forecast the ``future`` weeks (original scale)."""
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    if not np.any(y > 0):
+        zeros = np.zeros(len(future))
+        return SeriesForecast(zeros, zeros, zeros)
+    t0 = pd.Timestamp(weeks.iloc[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        model = SARIMAX(np.log1p(y), exog=_design(weeks, t0, harmonics), order=(1, 0, 0))
+        result = model.fit(disp=False, maxiter=200)
+        fc = result.get_forecast(len(future), exog=_design(future, t0, harmonics))
+    mean_log = np.asarray(fc.predicted_mean)
+    ci = np.asarray(fc.conf_int(alpha=alpha))
+    mean = np.expm1(mean_log)
+    return SeriesForecast(np.clip(mean, 0, None), np.clip(np.expm1(ci[:, 0]), 0, None), np.clip(np.expm1(ci[:, 1]), 0, None))
+
+
+def _future_weeks(last: pd.Timestamp, steps: int) -> pd.Series:
+    return pd.Series(pd.date_range(last + pd.Timedelta(days=7), periods=steps, freq="7D"))
+
+
+def _naive(y: np.ndarray, steps: int) -> np.ndarray | None:
+    """Seasonal-naive continuation of ``y`` (None without a full season of history)."""
+    if len(y) < SEASON:
+        return None
+    return y[len(y) - SEASON + np.arange(steps) % SEASON]
+
+
+def _blend(fc: SeriesForecast, naive: np.ndarray | None, weight: float) -> SeriesForecast:
+    """Combine the model with seasonal naive; the interval keeps its width relative to the mean."""
+    if naive is None or weight == 0:
+        return fc
+    mean = (1 - weight) * fc.mean + weight * naive
+    ratio = np.divide(mean, fc.mean, out=np.ones_like(mean), where=fc.mean > 0)
+    return SeriesForecast(mean, fc.lower * ratio, fc.upper * ratio)
+
+
+def _select_and_forecast(
+    y: np.ndarray,
+    weeks: pd.Series,
+    harmonics: Sequence[int],
+    weights: Sequence[float],
+    folds: int,
+    horizon: int,
+    steps: int,
+    alpha: float,
+) -> tuple[tuple[int, float], SeriesForecast]:
+    """Choose (K, naive weight) by an inner rolling-origin backtest (WAPE), then fit on everything."""
+    origins = [len(y) - horizon * j for j in range(1, folds + 1) if len(y) - horizon * j >= SEASON // 2]
+    errors: dict[tuple[int, float], float] = {}
+    total = sum(float(np.abs(y[o : o + horizon]).sum()) for o in origins)
+    for k in harmonics:
+        fits = [(o, _fit_forecast(y[:o], weeks.iloc[:o], weeks.iloc[o : o + horizon], k, alpha)) for o in origins]
+        for w in weights:
+            errors[(k, w)] = sum(
+                float(np.abs(_blend(f, _naive(y[:o], horizon), w).mean - y[o : o + horizon]).sum()) for o, f in fits
+            )
+    best = min(errors, key=lambda kw: (errors[kw], kw)) if origins and total else (min(harmonics), 0.0)
+    final = _fit_forecast(y, weeks, _future_weeks(pd.Timestamp(weeks.iloc[-1]), steps), best[0], alpha)
+    return best, _blend(final, _naive(y, steps), best[1])
+
+
+def _series(X: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    missing = {"category", "week_start", *TARGETS} - set(X.columns)
+    if missing:
+        raise ValueError(f"weekly table lacks columns {sorted(missing)}")
+    frame = X.assign(week_start=pd.to_datetime(X["week_start"]).dt.tz_localize(None))
+    return {str(c): g.sort_values("week_start").reset_index(drop=True) for c, g in frame.groupby("category")}
+
+
+class CategoryForecaster(BaseEstimator):  # type: ignore[misc]
+    """Forecast weekly units and revenue per category with prediction intervals.
+
+    ``fit(X)`` takes the weekly table (category, week_start, units, revenue); ``predict(X)``
+    takes rows of (category, horizon) and returns one row per requested week.
+    """
+
+    def __init__(
+        self,
+        horizon: int = 8,
+        max_horizon: int = 26,
+        harmonics: Sequence[int] = (2, 3),
+        naive_weights: Sequence[float] = (0.2,),
+        selection_folds: int = 2,
+        interval: float = 0.9,
+        n_jobs: int = 2,
+    ) -> None:
+        self.horizon = horizon
+        self.max_horizon = max_horizon
+        self.harmonics = harmonics
+        self.naive_weights = naive_weights
+        self.selection_folds = selection_folds
+        self.interval = interval
+        self.n_jobs = n_jobs
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> CategoryForecaster:
+        series = _series(X)
+        tasks = [(c, t) for c in series for t in TARGETS]
+        alpha = 1.0 - self.interval
+        results = Parallel(n_jobs=self.n_jobs)(
+            delayed(_select_and_forecast)(
+                series[c][t].to_numpy(float), series[c]["week_start"], self.harmonics,
+                self.naive_weights, self.selection_folds, self.horizon, self.max_horizon, alpha,
+            )
+            for c, t in tasks
+        )
+        rows = []
+        self.choice_: dict[str, dict[str, tuple[int, float]]] = {c: {} for c in series}
+        last = max(pd.Timestamp(g["week_start"].iloc[-1]) for g in series.values())
+        future = _future_weeks(last, self.max_horizon)
+        per_cat: dict[str, dict[str, SeriesForecast]] = {c: {} for c in series}
+        for (c, t), (k, fc) in zip(tasks, results, strict=True):
+            self.choice_[c][t] = k
+            per_cat[c][t] = fc
+        for c, fcs in per_cat.items():
+            for step in range(self.max_horizon):
+                row: dict[str, Any] = {"category": c, "step": step + 1, "week_start": future.iloc[step]}
+                for t, fc in fcs.items():
+                    row[t], row[f"{t}_lower"], row[f"{t}_upper"] = fc.mean[step], fc.lower[step], fc.upper[step]
+                rows.append(row)
+        self.forecasts_ = pd.DataFrame(rows)
+        self.categories_ = sorted(series)
+        self.last_week_ = last
+        return self
+
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        """One row per (input row, week 1..horizon): category, step, week_start, means and intervals."""
+        req = X.reset_index(drop=True)
+        horizon = req["horizon"] if "horizon" in req else pd.Series(self.horizon, index=req.index)
+        unknown = sorted(set(req["category"]) - set(self.categories_))
+        if unknown:
+            raise KeyError(f"unknown category: {unknown}")
+        if (horizon < 1).any() or (horizon > self.max_horizon).any():
+            raise ValueError(f"horizon must be between 1 and {self.max_horizon}")
+        parts = [
+            self.forecasts_[(self.forecasts_["category"] == c) & (self.forecasts_["step"] <= h)].assign(request=i)
+            for i, (c, h) in enumerate(zip(req["category"], horizon, strict=True))
+        ]
+        return pd.concat(parts, ignore_index=True)
+
+
+class SeasonalNaive(BaseEstimator):  # type: ignore[misc]
+    """The baseline: next year's week equals this year's (last value when history is shorter)."""
+
+    def __init__(self, season: int = SEASON) -> None:
+        self.season = season
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> SeasonalNaive:
+        self.series_ = _series(X)
+        return self
+
+    def forecast(self, category: str, target: str, steps: int) -> np.ndarray:
+        y = self.series_[category][target].to_numpy(float)
+        if len(y) < self.season:
+            return np.full(steps, y[-1])
+        idx = len(y) - self.season + np.arange(steps) % self.season
+        return y[idx]
+
+
+def _scale(y: np.ndarray, season: int) -> float:
+    lag = season if len(y) > season else 1
+    return float(np.mean(np.abs(y[lag:] - y[:-lag]))) if len(y) > lag else 0.0
+
+
+def backtest(
+    weekly: pd.DataFrame, make_model: Any, folds: int = 4, horizon: int = 8, min_train: int = SEASON
+) -> dict[str, dict[str, float]]:
+    """Rolling-origin backtest of ``make_model()`` and the seasonal-naive baseline.
+
+    Origins step back ``horizon`` weeks from the end, ``folds`` times (only origins with at
+    least ``min_train`` weeks before them). The model is refitted at every origin, its own
+    selection included, on data before the origin only. Errors are pooled over categories,
+    folds and steps; returns ``{"model": {...}, "baseline": {...}, "per_category": ...}`` with
+    ``units_*`` and ``revenue_*`` metrics.
+    """
+    series = _series(weekly)
+    n = min(len(g) for g in series.values())
+    origins = [n - horizon * j for j in range(folds, 0, -1) if n - horizon * j >= min_train]
+    if not origins:
+        raise ValueError(f"backtest needs at least {min_train + horizon} weeks, got {n}")
+    frames = []
+    for o in origins:
+        train = pd.concat([g.iloc[:o] for g in series.values()], ignore_index=True)
+        model = make_model().set_params(max_horizon=horizon).fit(train)
+        naive = SeasonalNaive().fit(train)
+        for c, g in series.items():
+            fc = model.forecasts_[model.forecasts_["category"] == c].sort_values("step")
+            for t in TARGETS:
+                actual = g[t].to_numpy(float)[o : o + horizon]
+                scale = _scale(g[t].to_numpy(float)[:o], SEASON)
+                frames.append(pd.DataFrame({
+                    "origin": o, "category": c, "target": t, "actual": actual, "scale": scale,
+                    "model": fc[t].to_numpy()[: len(actual)], "baseline": naive.forecast(c, t, len(actual)),
+                }))
+    res = pd.concat(frames, ignore_index=True)
+    out: dict[str, dict[str, float]] = {"model": {}, "baseline": {}}
+    for t in TARGETS:
+        part = res[res["target"] == t]
+        scale = float(part.groupby(["origin", "category"])["scale"].first().mean())
+        for who in ("model", "baseline"):
+            for metric, value in forecast_errors(part["actual"], part[who], scale).items():
+                out[who][f"{t}_{metric}"] = value
+    units = res[res["target"] == "units"]
+    out["per_category"] = {
+        str(c): float(np.abs(g["model"] - g["actual"]).sum() / max(g["actual"].abs().sum(), 1e-9))
+        for c, g in units.groupby("category")
+    }
+    out["per_category_baseline"] = {
+        str(c): float(np.abs(g["baseline"] - g["actual"]).sum() / max(g["actual"].abs().sum(), 1e-9))
+        for c, g in units.groupby("category")
+    }
+    out["folds"] = {"origins": float(len(origins)), "horizon": float(horizon)}
+    return out

@@ -1,0 +1,178 @@
+"""Training steps for one data version, in the order the training DAG runs them.
+
+``prepare_features`` (features built, Feast applied and materialized) runs once per data
+version; ``train_family`` then trains, evaluates, registers, gates and promotes one
+family. Both are idempotent: repeating them for the same data version, code and
+parameters returns what the first call produced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from training import tracking
+from training.cards import model_card
+from training.data import ingest
+from training.families import get_family
+from training.features import store
+from training.pyfunc import WRAPPERS
+from zmlops.settings import Settings
+
+__all__ = ["prepare_features", "train_family", "TrainOutcome", "input_example"]
+
+
+@dataclass
+class TrainOutcome:
+    family: str
+    version: str
+    data_version: str
+    decision: str
+    reason: str
+    primary_metric: str
+    metric: float
+    baseline: float
+    champion: float | None
+    champion_version: str | None
+    reused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prepare_features(settings: Settings, data_version: str = "current") -> dict[str, Any]:
+    """Clean table of the version -> feature tables -> Feast apply -> materialize the newest window."""
+    version = ingest.registry_for(settings).resolve(data_version)
+    result = ingest.validate_version(settings, version.name)
+    marker = store.publish_sources(settings, result.clean, version.name)
+    store.apply_definitions(settings)
+    newest = max(pd.Timestamp(t["newest"]) for t in marker["tables"].values())
+    end = newest.to_pydatetime() + dt.timedelta(seconds=1)
+    start, end = store.materialize(settings, end)
+    return {**marker, "materialized": [start.isoformat(), end.isoformat()]}
+
+
+def input_example(family: str, data_frame: pd.DataFrame) -> pd.DataFrame:
+    if family == "demand-forecast":
+        return pd.DataFrame({"category": [str(data_frame["category"].iloc[0])], "horizon": [8]})
+    if family == "customer-segmentation":
+        from training.models.segmentation import INPUT_FEATURES
+
+        return data_frame[INPUT_FEATURES].head(3).reset_index(drop=True)
+    return pd.DataFrame({"customer_id": [int(data_frame["customer_id"].iloc[0])], "k": [10]})
+
+
+def _fingerprint(name: str, data_version: str, sha: str, params: dict[str, Any]) -> str:
+    blob = json.dumps([name, data_version, sha, tracking.code_version(), params], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def train_family(settings: Settings, name: str, data_version: str = "current", reason: str = "scheduled",
+                 params: dict[str, Any] | None = None) -> TrainOutcome:
+    """Train, evaluate, register (``candidate``), gate against ``production``, promote on a pass."""
+    family = get_family(name)
+    version = ingest.registry_for(settings).resolve(data_version)
+    published = store.published_version(settings)
+    if published is None or published["data_version"] != version.name:
+        prepare_features(settings, version.name)
+    clean_file = ingest.clean_path(settings, version.name)
+    sha = version.files.get(version.transactions_file, "")
+    fingerprint = _fingerprint(name, version.name, sha, params or {})
+    done = tracking.existing_version(settings, name, fingerprint)
+    if done is not None:
+        tags = tracking.client(settings).get_model_version(name, done.version).tags
+        return TrainOutcome(name, done.version, version.name, tags.get("gate.decision", "unknown"),
+                            tags.get("gate.reason", ""), family.primary_metric,
+                            float(tags.get("gate.challenger", "nan")), float(tags.get("gate.baseline", "nan")),
+                            None, tags.get("gate.champion_version") if tags.get("gate.champion_version") != "None" else None,
+                            reused=True)
+
+    data = family.training_data(settings, clean_file, version.name)
+    chosen = {**(family.tune(data) if family.tune else {}), **(params or {})}
+    estimator = family.fit(family.make_estimator(**chosen), data)
+    evaluation = family.evaluate(estimator, data)
+    features = store.service_features(settings, family.feature_service)
+    tags = {
+        "data_version": version.name,
+        "data_sha256": sha,
+        "data_source": str(version.meta.get("source")),
+        "feature_service": family.feature_service,
+        "features": json.dumps(features),
+        "feature_cutoff": data.as_of.isoformat(),
+        "code_version": tracking.code_version(),
+        "lock_hash": tracking.lock_hash(),
+        "reason": reason,
+    }
+    metrics = {**evaluation.metrics, **{f"baseline_{k}": v for k, v in evaluation.baseline.items()}}
+    example = input_example(name, data.frame)
+    model = tracking.log_training_run(
+        settings, name, estimator=estimator, wrapper=WRAPPERS[name], params=estimator.get_params(),
+        metrics=metrics, tags=tags, texts={"evaluation.json": json.dumps(asdict(evaluation), indent=2)},
+        input_example=example, fingerprint=fingerprint,
+    )
+    tracking.set_alias(settings, name, "candidate", model.version)
+
+    # champion / challenger on the same evaluation data
+    champion_version = tracking.alias_version(settings, name, "production")
+    metric = evaluation.metrics[family.primary_metric]
+    baseline = evaluation.baseline[family.primary_metric]
+    champion: float | None = None
+    if champion_version is not None and champion_version != model.version:
+        champ_est = tracking.load_estimator(settings, name, champion_version)
+        champion = family.evaluate(champ_est, data).metrics[family.primary_metric]
+    if not family.beats_baseline(metric, baseline):
+        decision, why = "rejected", f"{family.primary_metric} {metric:.4f} does not beat the baseline {baseline:.4f}"
+    elif champion is not None and not family.better(metric, champion, family.tolerance):
+        decision, why = "rejected", (
+            f"{family.primary_metric} {metric:.4f} is worse than production v{champion_version} "
+            f"({champion:.4f}) beyond {family.tolerance:.0%}"
+        )
+    else:
+        decision = "promoted"
+        why = "first version" if champion is None else (
+            f"{family.primary_metric} {metric:.4f} vs production v{champion_version} {champion:.4f}")
+    gate = {"decision": decision, "reason": why, "metric": family.primary_metric, "challenger": round(metric, 6),
+            "baseline": round(baseline, 6), "champion": None if champion is None else round(champion, 6),
+            "champion_version": champion_version, "tolerance": family.tolerance, "trigger": reason}
+    tracking.record_gate(settings, model, gate)
+    if decision == "promoted":
+        tracking.promote(settings, model)
+
+    card = model_card(
+        family, version=model.version, run_id=model.run_id,
+        data={"data_version": version.name, "source": version.meta.get("source"), "as_of": version.meta.get("as_of"),
+              "rows": int(version.meta.get("rows", 0)), "sha256": sha, "feature_cutoff": data.as_of.isoformat(),
+              "code_version": tags["code_version"], "lock_hash": tags["lock_hash"]},
+        features=features, params=estimator.get_params(), evaluation=evaluation, gate=gate,
+    )
+    c = tracking.client(settings)
+    c.log_text(model.run_id, card, "model_card.md")
+    c.update_model_version(name, model.version, description=card)
+    cards = settings.reports / "model-cards"
+    cards.mkdir(parents=True, exist_ok=True)
+    (cards / f"{name}-v{model.version}.md").write_text(card)
+    return TrainOutcome(name, model.version, version.name, decision, why, family.primary_metric, metric, baseline,
+                        champion, champion_version)
+
+
+def write_production_cards(settings: Settings, out: Path) -> list[Path]:
+    """Copy the cards of the current production versions to ``out`` (docs/model-cards/)."""
+    from training.families import FAMILIES
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in FAMILIES:
+        version = tracking.alias_version(settings, name, "production")
+        if version is None:
+            continue
+        card = tracking.client(settings).get_model_version(name, version).description
+        path = out / f"{name}.md"
+        path.write_text(card)
+        written.append(path)
+    return written

@@ -1,0 +1,220 @@
+"""Per-family training steps: training set from Feast, fit, evaluation against the baseline.
+
+Each function is small and typed; :mod:`training.families` wires them into one
+definition per family. Model libraries are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+import pandas as pd
+
+from training.features import store
+from zmlops.settings import Settings
+
+__all__ = [
+    "TrainingData",
+    "Evaluation",
+    "make_forecaster",
+    "forecast_data",
+    "fit_forecaster",
+    "evaluate_forecaster",
+    "make_segmenter",
+    "segmentation_data",
+    "fit_segmenter",
+    "evaluate_segmenter",
+    "make_recommender",
+    "recommendation_data",
+    "fit_recommender",
+    "evaluate_recommender_family",
+    "TEST_WEEKS",
+]
+
+TEST_WEEKS = 8
+
+
+@dataclass
+class TrainingData:
+    """What a family trains and evaluates on, for one data version."""
+
+    frame: pd.DataFrame  # the point-in-time training set from Feast
+    clean: pd.DataFrame  # the clean transactions (labels, interactions)
+    as_of: dt.datetime  # the newest feature cutoff used
+    truth: pd.DataFrame | None = None  # planted segments when the data is simulated
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # the model's metrics
+    baseline: dict[str, float]  # the baseline's metrics on the same data
+    breakdown: dict[str, dict[str, float]] = field(default_factory=dict)  # per category / segment / country
+
+
+def _sources(settings: Settings) -> Path:
+    return settings.feast_home / "sources"
+
+
+def _newest(settings: Settings, table: str) -> pd.Timestamp:
+    marker = store.published_version(settings)
+    if marker is None:
+        raise RuntimeError("no feature sources published; run the features step first")
+    return pd.Timestamp(marker["tables"][table]["newest"])
+
+
+def _truth(clean_file: Path) -> pd.DataFrame | None:
+    """Planted segments shipped with a simulated data version (work/vN/raw/customers.parquet)."""
+    path = clean_file.parent / "raw" / "customers.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+# ---------------------------------------------------------------- demand forecast
+def make_forecaster(**params: Any) -> Any:
+    from training.models.forecasting import CategoryForecaster
+
+    return CategoryForecaster(**params)
+
+
+def forecast_data(settings: Settings, clean_file: Path, data_version: str) -> TrainingData:
+    """Every finished week of every category, as Feast serves it at the week's end."""
+    weeks = pd.read_parquet(_sources(settings) / "category_week_features.parquet", columns=["category", "event_timestamp"])
+    frame = store.training_frame(settings, "demand_forecast", weeks)
+    if frame["units"].isna().any():
+        raise RuntimeError("the point-in-time join left weeks without sales figures")
+    return TrainingData(frame, pd.read_parquet(clean_file), _newest(settings, "category_week_features").to_pydatetime())
+
+
+def fit_forecaster(model: Any, data: TrainingData) -> Any:
+    return model.fit(data.frame)
+
+
+def evaluate_forecaster(model: Any, data: TrainingData) -> Evaluation:
+    from training.models.forecasting import backtest
+
+    params = model.get_params()
+    result = backtest(data.frame, lambda: make_forecaster(**params), folds=4, horizon=TEST_WEEKS)
+    breakdown = {
+        c: {"wape": result["per_category"][c], "baseline_wape": result["per_category_baseline"][c]}
+        for c in result["per_category"]
+    }
+    return Evaluation(result["model"], result["baseline"], breakdown)
+
+
+# ---------------------------------------------------------------- segmentation
+def make_segmenter(**params: Any) -> Any:
+    from training.models.segmentation import CustomerSegmenter
+
+    return CustomerSegmenter(**params)
+
+
+def segmentation_data(settings: Settings, clean_file: Path, data_version: str) -> TrainingData:
+    """Every customer's behaviour at the newest weekly cutoff."""
+    as_of = _newest(settings, "customer_features")
+    customers = pd.read_parquet(_sources(settings) / "customer_features.parquet", columns=["customer_id"])
+    entities = pd.DataFrame({"customer_id": customers["customer_id"].unique(), "event_timestamp": as_of})
+    frame = store.training_frame(settings, "customer_segmentation", entities).dropna()
+    return TrainingData(frame, pd.read_parquet(clean_file), as_of.to_pydatetime(), _truth(clean_file))
+
+
+def fit_segmenter(model: Any, data: TrainingData) -> Any:
+    return model.fit(data.frame)
+
+
+def evaluate_segmenter(model: Any, data: TrainingData) -> Evaluation:
+    from training.models.segmentation import CustomerSegmenter
+
+    frame = data.frame
+    truth = None
+    if data.truth is not None:
+        frame = frame.merge(data.truth[["customer_id", "segment"]], on="customer_id", how="left")
+        truth = frame["segment"].fillna("unknown").tolist()
+    metrics = model.score_report(frame, truth)
+    baseline = CustomerSegmenter(k_range=(2,), random_state=model.random_state).fit(frame)
+    base = baseline.score_report(frame, truth, bootstraps=3)
+    names = model.predict_names(frame)
+    countries = data.clean.groupby("customer_id")["country"].first()
+    by_country = pd.crosstab(frame["customer_id"].map(countries).fillna("unknown"), names, normalize="index")
+    top = data.clean.groupby("country")["customer_id"].nunique().nlargest(5).index
+    breakdown = {
+        f"country={c}": {f"share_{k}": float(v) for k, v in by_country.loc[c].items()} for c in top if c in by_country.index
+    }
+    return Evaluation(metrics, base, breakdown)
+
+
+# ---------------------------------------------------------------- recommendation
+def make_recommender(**params: Any) -> Any:
+    from training.models.recommendation import ALSRecommender
+
+    return ALSRecommender(**params)
+
+
+def recommendation_data(settings: Settings, clean_file: Path, data_version: str) -> TrainingData:
+    """Interactions from the clean transactions; recent product popularity from Feast at the cutoff."""
+    clean = pd.read_parquet(clean_file)
+    as_of = _newest(settings, "product_features")
+    products = pd.DataFrame({"stock_code": clean["stock_code"].unique(), "event_timestamp": as_of})
+    products["customer_id"] = clean["customer_id"].iloc[0]  # the service also carries customer activity
+    frame = store.training_frame(settings, "product_recommendation", products)
+    return TrainingData(frame, clean, as_of.to_pydatetime())
+
+
+def _recent(frame: pd.DataFrame) -> pd.Series:
+    return frame.set_index("stock_code")["customers_4w"].fillna(0.0)
+
+
+def fit_recommender(model: Any, data: TrainingData) -> Any:
+    from training.models.recommendation import interactions
+
+    return model.fit(interactions(data.clean), recent=_recent(data.frame))
+
+
+def tune_alpha(data: TrainingData, grid: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)) -> float:
+    """Confidence weight ``alpha`` with the best recall@10 on an inner time split of the training part."""
+    from training.models.recommendation import ALSRecommender, evaluate_recommender, interactions, time_split
+
+    train, _, _ = time_split(data.clean, TEST_WEEKS)
+    inner_train, inner_test, _ = time_split(train, TEST_WEEKS)
+    scores = {
+        a: evaluate_recommender(ALSRecommender(alpha=a).fit(interactions(inner_train)), inner_train, inner_test)[
+            "recall_at_10"
+        ]
+        for a in grid
+    }
+    return max(scores, key=lambda a: (scores[a], -a))
+
+
+def evaluate_recommender_family(model: Any, data: TrainingData) -> Evaluation:
+    """Refit the model's configuration and the baselines on all but the last 8 weeks; score those weeks."""
+    from training.models.recommendation import (
+        ItemKNNRecommender,
+        PopularityRecommender,
+        evaluate_recommender,
+        interactions,
+        time_split,
+    )
+
+    train, test, cutoff = time_split(data.clean, TEST_WEEKS)
+    pairs = interactions(train)
+    recent = _recent(data.frame)
+    challenger = type(model)(**model.get_params()).fit(pairs, recent=recent)
+    metrics = evaluate_recommender(challenger, train, test)
+    pop = evaluate_recommender(PopularityRecommender().fit(pairs, recent=recent), train, test)
+    knn = evaluate_recommender(ItemKNNRecommender().fit(pairs, recent=recent), train, test)
+    metrics["itemknn_recall_at_10"] = knn["recall_at_10"]
+    metrics["itemknn_ndcg_at_10"] = knn["ndcg_at_10"]
+    breakdown: dict[str, dict[str, float]] = {}
+    countries = data.clean.groupby("customer_id")["country"].first()
+    for country in ["United Kingdom", *countries.value_counts().index[1:3]]:
+        ids = set(countries[countries == country].index)
+        if ids:
+            sub = test[test["customer_id"].isin(ids)]
+            part = evaluate_recommender(challenger, train, sub)
+            breakdown[f"country={country}"] = {"recall_at_10": part["recall_at_10"], "users": part["eval_users"]}
+    return Evaluation(metrics, pop, breakdown)
+
+
