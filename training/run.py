@@ -8,7 +8,6 @@ parameters returns what the first call produced.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -52,9 +51,7 @@ def prepare_features(settings: Settings, data_version: str = "current") -> dict[
     result = ingest.validate_version(settings, version.name)
     marker = store.publish_sources(settings, result.clean, version.name)
     store.apply_definitions(settings)
-    newest = max(pd.Timestamp(t["newest"]) for t in marker["tables"].values())
-    end = newest.to_pydatetime() + dt.timedelta(seconds=1)
-    start, end = store.materialize(settings, end)
+    start, end = store.materialize(settings, store.latest_window_end(settings))
     return {**marker, "materialized": [start.isoformat(), end.isoformat()]}
 
 
@@ -126,13 +123,16 @@ def train_family(settings: Settings, name: str, data_version: str = "current", r
     if champion_version is not None and champion_version != model.version:
         champ_est = tracking.load_estimator(settings, name, champion_version)
         champion = family.evaluate(champ_est, data).metrics[family.primary_metric]
+    failures = []
     if not family.beats_baseline(metric, baseline):
-        decision, why = "rejected", f"{family.primary_metric} {metric:.4f} does not beat the baseline {baseline:.4f}"
-    elif champion is not None and not family.better(metric, champion, family.tolerance):
-        decision, why = "rejected", (
+        failures.append(f"{family.primary_metric} {metric:.4f} does not beat the baseline {baseline:.4f}")
+    if champion is not None and not family.better(metric, champion, family.tolerance):
+        failures.append(
             f"{family.primary_metric} {metric:.4f} is worse than production v{champion_version} "
             f"({champion:.4f}) beyond {family.tolerance:.0%}"
         )
+    if failures:
+        decision, why = "rejected", "; ".join(failures)
     else:
         decision = "promoted"
         why = "first version" if champion is None else (

@@ -29,6 +29,7 @@ __all__ = [
     "published_version",
     "apply_definitions",
     "materialize",
+    "latest_window_end",
     "training_frame",
     "service_features",
 ]
@@ -116,6 +117,15 @@ def materialize(settings: Settings, end: dt.datetime, days: int = 14) -> tuple[d
     start = end - dt.timedelta(days=days)
     store.materialize(start_date=start, end_date=end)
     return start, end
+
+
+def latest_window_end(settings: Settings) -> dt.datetime:
+    """One second after the newest feature row of the published version: the default materialize end."""
+    marker = published_version(settings)
+    if marker is None:
+        raise RuntimeError("no feature sources published yet")
+    newest = max(pd.Timestamp(t["newest"]) for t in marker["tables"].values())
+    return newest.to_pydatetime() + dt.timedelta(seconds=1)
 
 
 def service_features(settings: Settings, service: str) -> list[str]:

@@ -1,0 +1,198 @@
+"""Features through Feast, the three families trained, registered, gated and loaded by alias.
+
+One simulated data version (test size) is trained once per session; the tests read the
+real MLflow store, the real Feast store and the real DVC registry it leaves behind.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.data.world import SimulationConfig
+from zmlops.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+FAMILY_NAMES = ("customer-segmentation", "product-recommendation", "demand-forecast")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, dict[str, object]]]:
+    from training import run
+    from training.data import ingest
+
+    settings = Settings(home=tmp_path_factory.mktemp("models") / "zm")
+    ingest.registry_for(settings).ensure()
+    version = ingest.snapshot_simulated(settings, SimulationConfig(seed=11, n_customers=1000, n_products=600))
+    ingest.validate_version(settings, version.name)
+    run.prepare_features(settings, version.name)
+    outcomes = {name: run.train_family(settings, name, version.name) for name in FAMILY_NAMES}
+    yield settings, outcomes
+
+
+def test_every_family_is_registered_and_promoted(trained: tuple[Settings, dict[str, object]]) -> None:
+    from training import tracking
+
+    settings, outcomes = trained
+    for name, outcome in outcomes.items():
+        assert outcome.decision == "promoted", outcome  # type: ignore[attr-defined]
+        assert tracking.alias_version(settings, name, "production") == outcome.version  # type: ignore[attr-defined]
+        tags = tracking.client(settings).get_model_version(name, outcome.version).tags  # type: ignore[attr-defined]
+        assert tags["data_version"] == "v1" and len(tags["data_sha256"]) == 64
+        assert json.loads(tags["features"]) and tags["lock_hash"] != "unknown"
+        assert tags["gate.decision"] == "promoted"
+
+
+def test_targets_on_simulated_data(trained: tuple[Settings, dict[str, object]]) -> None:
+    from training import tracking
+
+    settings, outcomes = trained
+    c = tracking.client(settings)
+
+    def metrics(name: str) -> dict[str, float]:
+        version = c.get_model_version(name, outcomes[name].version)  # type: ignore[attr-defined]
+        return dict(c.get_run(version.run_id).data.metrics)
+
+    seg = metrics("customer-segmentation")
+    assert seg["planted_ari"] >= 0.9
+    fc = metrics("demand-forecast")
+    assert fc["units_wape"] <= 0.8 * fc["baseline_units_wape"], fc
+    rec = metrics("product-recommendation")
+    assert rec["recall_at_10"] >= 2.0 * rec["baseline_recall_at_10"], rec
+    assert rec["recall_at_10"] > rec["itemknn_recall_at_10"]
+
+
+def test_retraining_the_same_version_reuses_the_registered_model(trained: tuple[Settings, dict[str, object]]) -> None:
+    from training import run
+
+    settings, outcomes = trained
+    again = run.train_family(settings, "customer-segmentation", "v1")
+    assert again.reused and again.version == outcomes["customer-segmentation"].version  # type: ignore[attr-defined]
+
+
+def test_a_worse_challenger_is_refused_and_production_stays(trained: tuple[Settings, dict[str, object]]) -> None:
+    from training import run, tracking
+
+    settings, outcomes = trained
+    before = tracking.alias_version(settings, "product-recommendation", "production")
+    worse = run.train_family(settings, "product-recommendation", "v1", reason="test",
+                             params={"factors": 2, "iterations": 1})
+    assert worse.decision == "rejected" and worse.version != before
+    assert worse.champion is not None and worse.metric < worse.champion
+    assert tracking.alias_version(settings, "product-recommendation", "production") == before
+    assert tracking.alias_version(settings, "product-recommendation", "candidate") == worse.version
+    tags = tracking.client(settings).get_model_version("product-recommendation", worse.version).tags
+    assert tags["gate.decision"] == "rejected" and "worse than production" in tags["gate.reason"]
+
+
+def test_pyfunc_loads_by_alias_in_a_fresh_process(trained: tuple[Settings, dict[str, object]]) -> None:
+    settings, _ = trained
+    code = """
+import json, sys, mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+out = {}
+for name, frame in {
+    "demand-forecast": pd.DataFrame({"category": ["christmas", "garden"], "horizon": [3, 2]}),
+    "customer-segmentation": pd.DataFrame({"frequency": [40.0, 3.0], "tenure_days": [700.0, 600.0],
+        "basket_lines": [18.0, 4.0], "units_per_line": [24.0, 2.0], "unit_price": [2.2, 2.7]}),
+    "product-recommendation": pd.DataFrame({"customer_id": [12001, 99999999], "k": [5, 5]}),
+}.items():
+    model = mlflow.pyfunc.load_model(f"models:/{name}@production")
+    out[name] = model.predict(frame).to_dict(orient="list")
+print(json.dumps(out))
+"""
+    done = subprocess.run([sys.executable, "-c", code, settings.tracking_uri], capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    fc = out["demand-forecast"]
+    assert fc["category"] == ["christmas"] * 3 + ["garden"] * 2
+    assert all(lo <= m <= hi for lo, m, hi in zip(fc["units_lower"], fc["units"], fc["units_upper"], strict=True))
+    assert out["customer-segmentation"]["segment_name"] == ["wholesale", "occasional"]
+    rec = out["product-recommendation"]
+    assert rec["customer_id"].count(12001) == 5 and rec["customer_id"].count(99999999) == 5
+    assert rec["cold_start"][rec["customer_id"].index(99999999)] is True
+
+
+def test_model_card_holds_the_numbers_of_its_run(trained: tuple[Settings, dict[str, object]]) -> None:
+    from training import tracking
+
+    settings, outcomes = trained
+    outcome = outcomes["demand-forecast"]
+    card = (settings.reports / "model-cards" / f"demand-forecast-v{outcome.version}.md").read_text()  # type: ignore[attr-defined]
+    run = tracking.client(settings).get_run(
+        tracking.client(settings).get_model_version("demand-forecast", outcome.version).run_id  # type: ignore[attr-defined]
+    )
+    wape, base = run.data.metrics["units_wape"], run.data.metrics["baseline_units_wape"]
+    assert f"| units_wape | {wape:,.4f} | {base:,.4f} |" in card
+    assert f"MLflow run: `{run.info.run_id}`" in card and "Data version: `v1`" in card
+    assert "## Limitations" in card and "category_weekly_sales:units" in card
+
+
+def test_training_sets_are_point_in_time(trained: tuple[Settings, dict[str, object]]) -> None:
+    """Features at a label time come from the newest weekly cutoff at or before it, never after:
+    a sentinel row stamped one second after the label time must never be served."""
+    from training.features import store
+
+    settings, _ = trained
+    source = settings.feast_home / "sources" / "customer_features.parquet"
+    table = pd.read_parquet(source)
+    rng = np.random.default_rng(0)
+    picks = table.sample(40, random_state=1)
+    labels = picks["event_timestamp"] + pd.to_timedelta(rng.integers(0, 7 * 86400 - 1, len(picks)), unit="s")
+    entities = pd.DataFrame({"customer_id": picks["customer_id"].to_numpy(), "event_timestamp": labels.to_numpy()})
+    sentinel = picks.assign(event_timestamp=labels.to_numpy() + pd.Timedelta(seconds=1), monetary=-1.0)
+    original = source.read_bytes()
+    try:
+        pd.concat([table, sentinel], ignore_index=True).to_parquet(source, index=False)
+        got = store.training_frame(settings, "customer_segmentation", entities)
+    finally:
+        source.write_bytes(original)
+    assert len(got) == len(entities)
+    assert (got["monetary"] >= 0).all()  # the future sentinel never leaked in
+    expected = picks["monetary"].to_numpy()
+    assert np.allclose(got["monetary"].to_numpy(), expected)
+
+
+def test_materialization_is_idempotent(trained: tuple[Settings, dict[str, object]]) -> None:
+    from training.features import store
+
+    settings, _ = trained
+    db = settings.feast_home / "online.db"
+
+    def snapshot() -> dict[str, int]:
+        with sqlite3.connect(db) as con:
+            tables = [r[0] for r in con.execute("select name from sqlite_master where type='table'")]
+            return {t: con.execute(f'select count(*) from "{t}"').fetchone()[0] for t in tables}
+
+    end = store.latest_window_end(settings)  # the window prepare_features used
+    before = snapshot()
+    fs = store.open_store(settings)
+    ids = [{"customer_id": 12001}, {"customer_id": 12002}]
+    first = fs.get_online_features(features=["customer_behaviour:monetary"], entity_rows=ids).to_dict()
+    store.materialize(settings, end)
+    store.materialize(settings, end)
+    after = snapshot()
+    assert after == before and sum(before.values()) > 0, (before, after)
+    again = store.open_store(settings).get_online_features(features=["customer_behaviour:monetary"], entity_rows=ids)
+    assert again.to_dict() == first
+
+
+def test_feature_store_yaml_per_profile_loads() -> None:
+    from training.features import store
+
+    k8s = Settings(profile="k8s", pseudonymisation_key="x", mlflow_tracking_uri="http://mlflow", dvc_remote_url="s3://b",
+                   feast_registry="postgresql+psycopg://feast@db/feast", feast_redis_url="redis:6379")
+    config = store.open_store(k8s).config
+    assert config.online_store.type == "redis" and config.registry.registry_type == "sql"
+
+
