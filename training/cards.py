@@ -10,8 +10,7 @@ from training.trainers import Evaluation
 __all__ = ["model_card"]
 
 CITATION = (
-    "Chen, D. (2012). Online Retail II [Dataset]. UCI Machine Learning Repository. "
-    "https://doi.org/10.24432/C5CG6D"
+    "Chen, D. (2012). Online Retail II [Dataset]. UCI Machine Learning Repository. https://doi.org/10.24432/C5CG6D"
 )
 
 
@@ -19,8 +18,17 @@ def _fmt(v: float) -> str:
     return f"{v:,.4f}" if abs(v) < 100 else f"{v:,.1f}"
 
 
-def model_card(family: Family, *, version: str, run_id: str, data: dict[str, Any], features: list[str],
-               params: dict[str, Any], evaluation: Evaluation, gate: dict[str, Any]) -> str:
+def model_card(
+    family: Family,
+    *,
+    version: str,
+    run_id: str,
+    data: dict[str, Any],
+    features: list[str],
+    params: dict[str, Any],
+    evaluation: Evaluation,
+    gate: dict[str, Any],
+) -> str:
     """The card of one registered version."""
     lines = [
         f"# Model card: {family.name} v{version}",

@@ -31,32 +31,39 @@ class EstimatorModel(PythonModel):  # type: ignore[misc]
 
 
 class ForecastModel(EstimatorModel):
-    def predict(self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-                ) -> pd.DataFrame:
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         out: pd.DataFrame = self.estimator.predict(model_input).drop(columns="request")
         out["week_start"] = out["week_start"].dt.strftime("%Y-%m-%d")
         return out.reset_index(drop=True)
 
 
 class SegmentModel(EstimatorModel):
-    def predict(self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-                ) -> pd.DataFrame:
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         idx = self.estimator.predict(model_input)
-        return pd.DataFrame({
-            "segment": idx.astype("int64"),
-            "segment_name": [self.estimator.names_[int(i)] for i in idx],
-        })
+        return pd.DataFrame(
+            {
+                "segment": idx.astype("int64"),
+                "segment_name": [self.estimator.names_[int(i)] for i in idx],
+            }
+        )
 
 
 class RecommendModel(EstimatorModel):
-    def predict(self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-                ) -> pd.DataFrame:
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         k = int(model_input["k"].iloc[0]) if "k" in model_input else 10
         countries = model_input["country"].tolist() if "country" in model_input else None
         ids = model_input["customer_id"].astype("int64").tolist()
         rows = []
         for cid, (items, cold) in zip(ids, self.estimator.recommend(ids, k, countries), strict=True):
-            rows += [{"customer_id": cid, "rank": r + 1, "stock_code": s, "cold_start": cold} for r, s in enumerate(items)]
+            rows += [
+                {"customer_id": cid, "rank": r + 1, "stock_code": s, "cold_start": cold} for r, s in enumerate(items)
+            ]
         return pd.DataFrame(rows, columns=["customer_id", "rank", "stock_code", "cold_start"])
 
 

@@ -70,8 +70,13 @@ def _fingerprint(name: str, data_version: str, sha: str, params: dict[str, Any])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def train_family(settings: Settings, name: str, data_version: str = "current", reason: str = "scheduled",
-                 params: dict[str, Any] | None = None) -> TrainOutcome:
+def train_family(
+    settings: Settings,
+    name: str,
+    data_version: str = "current",
+    reason: str = "scheduled",
+    params: dict[str, Any] | None = None,
+) -> TrainOutcome:
     """Train, evaluate, register (``candidate``), gate against ``production``, promote on a pass."""
     family = get_family(name)
     version = ingest.registry_for(settings).resolve(data_version)
@@ -84,11 +89,19 @@ def train_family(settings: Settings, name: str, data_version: str = "current", r
     done = tracking.existing_version(settings, name, fingerprint)
     if done is not None:
         tags = tracking.client(settings).get_model_version(name, done.version).tags
-        return TrainOutcome(name, done.version, version.name, tags.get("gate.decision", "unknown"),
-                            tags.get("gate.reason", ""), family.primary_metric,
-                            float(tags.get("gate.challenger", "nan")), float(tags.get("gate.baseline", "nan")),
-                            None, tags.get("gate.champion_version") if tags.get("gate.champion_version") != "None" else None,
-                            reused=True)
+        return TrainOutcome(
+            name,
+            done.version,
+            version.name,
+            tags.get("gate.decision", "unknown"),
+            tags.get("gate.reason", ""),
+            family.primary_metric,
+            float(tags.get("gate.challenger", "nan")),
+            float(tags.get("gate.baseline", "nan")),
+            None,
+            tags.get("gate.champion_version") if tags.get("gate.champion_version") != "None" else None,
+            reused=True,
+        )
 
     data = family.training_data(settings, clean_file, version.name)
     chosen = {**(family.tune(data) if family.tune else {}), **(params or {})}
@@ -109,9 +122,16 @@ def train_family(settings: Settings, name: str, data_version: str = "current", r
     metrics = {**evaluation.metrics, **{f"baseline_{k}": v for k, v in evaluation.baseline.items()}}
     example = input_example(name, data.frame)
     model = tracking.log_training_run(
-        settings, name, estimator=estimator, wrapper=WRAPPERS[name], params=estimator.get_params(),
-        metrics=metrics, tags=tags, texts={"evaluation.json": json.dumps(asdict(evaluation), indent=2)},
-        input_example=example, fingerprint=fingerprint,
+        settings,
+        name,
+        estimator=estimator,
+        wrapper=WRAPPERS[name],
+        params=estimator.get_params(),
+        metrics=metrics,
+        tags=tags,
+        texts={"evaluation.json": json.dumps(asdict(evaluation), indent=2)},
+        input_example=example,
+        fingerprint=fingerprint,
     )
     tracking.set_alias(settings, name, "candidate", model.version)
 
@@ -135,21 +155,44 @@ def train_family(settings: Settings, name: str, data_version: str = "current", r
         decision, why = "rejected", "; ".join(failures)
     else:
         decision = "promoted"
-        why = "first version" if champion is None else (
-            f"{family.primary_metric} {metric:.4f} vs production v{champion_version} {champion:.4f}")
-    gate = {"decision": decision, "reason": why, "metric": family.primary_metric, "challenger": round(metric, 6),
-            "baseline": round(baseline, 6), "champion": None if champion is None else round(champion, 6),
-            "champion_version": champion_version, "tolerance": family.tolerance, "trigger": reason}
+        why = (
+            "first version"
+            if champion is None
+            else (f"{family.primary_metric} {metric:.4f} vs production v{champion_version} {champion:.4f}")
+        )
+    gate = {
+        "decision": decision,
+        "reason": why,
+        "metric": family.primary_metric,
+        "challenger": round(metric, 6),
+        "baseline": round(baseline, 6),
+        "champion": None if champion is None else round(champion, 6),
+        "champion_version": champion_version,
+        "tolerance": family.tolerance,
+        "trigger": reason,
+    }
     tracking.record_gate(settings, model, gate)
     if decision == "promoted":
         tracking.promote(settings, model)
 
     card = model_card(
-        family, version=model.version, run_id=model.run_id,
-        data={"data_version": version.name, "source": version.meta.get("source"), "as_of": version.meta.get("as_of"),
-              "rows": int(version.meta.get("rows", 0)), "sha256": sha, "feature_cutoff": data.as_of.isoformat(),
-              "code_version": tags["code_version"], "lock_hash": tags["lock_hash"]},
-        features=features, params=estimator.get_params(), evaluation=evaluation, gate=gate,
+        family,
+        version=model.version,
+        run_id=model.run_id,
+        data={
+            "data_version": version.name,
+            "source": version.meta.get("source"),
+            "as_of": version.meta.get("as_of"),
+            "rows": int(version.meta.get("rows", 0)),
+            "sha256": sha,
+            "feature_cutoff": data.as_of.isoformat(),
+            "code_version": tags["code_version"],
+            "lock_hash": tags["lock_hash"],
+        },
+        features=features,
+        params=estimator.get_params(),
+        evaluation=evaluation,
+        gate=gate,
     )
     c = tracking.client(settings)
     c.log_text(model.run_id, card, "model_card.md")
@@ -157,8 +200,18 @@ def train_family(settings: Settings, name: str, data_version: str = "current", r
     cards = settings.reports / "model-cards"
     cards.mkdir(parents=True, exist_ok=True)
     (cards / f"{name}-v{model.version}.md").write_text(card)
-    return TrainOutcome(name, model.version, version.name, decision, why, family.primary_metric, metric, baseline,
-                        champion, champion_version)
+    return TrainOutcome(
+        name,
+        model.version,
+        version.name,
+        decision,
+        why,
+        family.primary_metric,
+        metric,
+        baseline,
+        champion,
+        champion_version,
+    )
 
 
 def write_production_cards(settings: Settings, out: Path) -> list[Path]:

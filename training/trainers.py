@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 import pandas as pd
 
 from training.features import store
@@ -82,7 +81,9 @@ def make_forecaster(**params: Any) -> Any:
 
 def forecast_data(settings: Settings, clean_file: Path, data_version: str) -> TrainingData:
     """Every finished week of every category, as Feast serves it at the week's end."""
-    weeks = pd.read_parquet(_sources(settings) / "category_week_features.parquet", columns=["category", "event_timestamp"])
+    weeks = pd.read_parquet(
+        _sources(settings) / "category_week_features.parquet", columns=["category", "event_timestamp"]
+    )
     frame = store.training_frame(settings, "demand_forecast", weeks)
     if frame["units"].isna().any():
         raise RuntimeError("the point-in-time join left weeks without sales figures")
@@ -141,7 +142,9 @@ def evaluate_segmenter(model: Any, data: TrainingData) -> Evaluation:
     by_country = pd.crosstab(frame["customer_id"].map(countries).fillna("unknown"), names, normalize="index")
     top = data.clean.groupby("country")["customer_id"].nunique().nlargest(5).index
     breakdown = {
-        f"country={c}": {f"share_{k}": float(v) for k, v in by_country.loc[c].items()} for c in top if c in by_country.index
+        f"country={c}": {f"share_{k}": float(v) for k, v in by_country.loc[c].items()}
+        for c in top
+        if c in by_country.index
     }
     return Evaluation(metrics, base, breakdown)
 
@@ -216,5 +219,3 @@ def evaluate_recommender_family(model: Any, data: TrainingData) -> Evaluation:
             part = evaluate_recommender(challenger, train, sub)
             breakdown[f"country={country}"] = {"recall_at_10": part["recall_at_10"], "users": part["eval_users"]}
     return Evaluation(metrics, pop, breakdown)
-
-

@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zmlops.console import console, step, table
+from zmlops.settings import get_settings
+
 if TYPE_CHECKING:
     from training.data.world import SimulationConfig
     from zmlops.settings import Settings
@@ -108,11 +111,79 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--truth", type=Path, help="simulator truth.json: as-of is its last simulated day")
     p.add_argument("--out", type=Path, required=True, help="summary JSON (a DVC metric)")
 
+    p = sub.add_parser("features", help="build feature tables of a data version, apply Feast, materialize")
+    p.add_argument("version", nargs="?", default="current", help="vN or 'current' (newest good version)")
+
+    families = ("demand-forecast", "customer-segmentation", "product-recommendation")
+    p = sub.add_parser(
+        "train",
+        help="train, evaluate, register, gate and promote model families",
+        description="Train each family on a data version, log the run to MLflow, register the model as "
+        "'candidate', compare it with 'production' on the same evaluation data and promote it on a pass. "
+        "Repeating a call for the same data version, code and parameters reuses the registered version.",
+    )
+    p.add_argument("families", nargs="*", default=[], metavar="FAMILY",
+                   help=f"any of {', '.join(families)} (default: all)")
+    p.add_argument("--data-version", default="current", help="vN or 'current' (default)")
+    p.add_argument("--reason", default="manual", help="why this run happens (recorded on the run and version)")
+
+    p = sub.add_parser("models", help="show registered versions and aliases; write production model cards")
+    p.add_argument("--cards", type=Path, default=None, help="write production model cards to this folder")
+
     sub.add_parser("demo", help="run the main job on the embedded local stack")
     p = sub.add_parser("bench", help="run benchmarks and write docs/benchmarks.md figures")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default <reports>/bench.json)")
     return parser
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from training.run import prepare_features
+
+    settings = get_settings()
+    with step(f"features of data version {args.version}"):
+        marker = prepare_features(settings, args.version)
+    table("feature tables", ["table", "rows", "newest cutoff"],
+          [[k, v["rows"], v["newest"]] for k, v in marker["tables"].items()])
+    console.print(f"online store loaded for {marker['materialized'][0]} .. {marker['materialized'][1]}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.families import FAMILIES
+    from training.run import train_family
+
+    settings = get_settings()
+    rows = []
+    unknown = [f for f in args.families if f not in FAMILIES]
+    if unknown:
+        raise KeyError(f"unknown model family {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+    for name in args.families or list(FAMILIES):
+        with step(f"train {name} on data version {args.data_version}"):
+            o = train_family(settings, name, args.data_version, reason=args.reason)
+        rows.append([name, o.version, o.data_version, o.primary_metric, f"{o.metric:.4f}", f"{o.baseline:.4f}",
+                     "" if o.champion is None else f"{o.champion:.4f}", o.decision + (" (reused)" if o.reused else "")])
+    table("training", ["model", "version", "data", "metric", "model", "baseline", "production before", "decision"],
+          rows)
+    console.print(f"MLflow: {settings.tracking_uri} (make ui)   model cards: {settings.reports / 'model-cards'}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from training import tracking
+    from training.families import FAMILIES
+    from training.run import write_production_cards
+
+    settings = get_settings()
+    rows = []
+    for name in FAMILIES:
+        aliases = {a: tracking.alias_version(settings, name, a) for a in tracking.ALIASES}
+        rows.append([name, *[v or "-" for v in aliases.values()]])
+    table("registered models (aliases -> version)", ["model", *tracking.ALIASES], rows)
+    if args.cards:
+        for path in write_production_cards(settings, args.cards):
+            console.print(f"wrote {path}")
+    return 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -244,6 +315,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_data(args)
         except (VersionNotFound, UnreadableInput, FileNotFoundError) as error:
             print(f"zm: error: {error}", file=sys.stderr)
+            return 2
+    if args.command in ("features", "train", "models"):
+        import logging
+
+        from training.data.versions import VersionNotFound
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        handler = {"features": _cmd_features, "train": _cmd_train, "models": _cmd_models}[args.command]
+        try:
+            return handler(args)
+        except (VersionNotFound, KeyError) as error:
+            print(f"zm: error: {error.args[0] if error.args else error}", file=sys.stderr)
             return 2
     if args.command == "demo":
         from zmlops.demo import run_demo

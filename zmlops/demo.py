@@ -69,12 +69,38 @@ def run_demo(settings: Settings | None = None) -> int:
     else:
         console.print(f"[yellow]real data not found at {real}: skipped[/]")
     table("data versions", ["version", "status", "source", "as of", "raw rows"], rows)
+    _train_models(settings)
     docs = settings.reports / "validation/gx/uncommitted/data_docs/local_site/index.html"
     console.print(f"Data Docs (every validation run): {docs}")
     console.print(f"Cleaning reports: {settings.work}/<version>/cleaning.json")
     console.print(f"Data registry (git + DVC): {settings.registry_dir}  remote: {settings.remote_url}")
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _train_models(settings: Settings) -> None:
+    """Features of the current data version into Feast, then the three families trained and gated."""
+    import logging
+
+    from training.families import FAMILIES
+    from training.run import prepare_features, train_family, write_production_cards
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    console.rule("features and models")
+    with step("features: build tables, feast apply, materialize the online store"):
+        marker = prepare_features(settings)
+    console.print(f"   data version {marker['data_version']}: " + ", ".join(
+        f"{k} {v['rows']:,} rows" for k, v in marker["tables"].items()))
+    rows = []
+    for name, family in FAMILIES.items():
+        with step(f"train, evaluate, register and gate {name}"):
+            o = train_family(settings, name, reason="demo")
+        rows.append([name, f"v{o.version}", o.primary_metric, f"{o.metric:.4f}", f"{o.baseline:.4f}",
+                     family.baseline_name, o.decision])
+    table("models against their baselines", ["model", "version", "metric", "model", "baseline", "baseline is",
+                                              "gate"], rows)
+    cards = write_production_cards(settings, settings.reports / "model-cards" / "production")
+    console.print(f"MLflow: {settings.tracking_uri} (make ui)   model cards: {cards[0].parent if cards else '-'}")
 
 
 def _as_of(text: str) -> dt.date:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -84,8 +83,9 @@ def test_a_worse_challenger_is_refused_and_production_stays(trained: tuple[Setti
 
     settings, outcomes = trained
     before = tracking.alias_version(settings, "product-recommendation", "production")
-    worse = run.train_family(settings, "product-recommendation", "v1", reason="test",
-                             params={"factors": 2, "iterations": 1})
+    worse = run.train_family(
+        settings, "product-recommendation", "v1", reason="test", params={"factors": 2, "iterations": 1}
+    )
     assert worse.decision == "rejected" and worse.version != before
     assert worse.champion is not None and worse.metric < worse.champion
     assert tracking.alias_version(settings, "product-recommendation", "production") == before
@@ -110,8 +110,9 @@ for name, frame in {
     out[name] = model.predict(frame).to_dict(orient="list")
 print(json.dumps(out))
 """
-    done = subprocess.run([sys.executable, "-c", code, settings.tracking_uri], capture_output=True, text=True,
-                          check=False, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code, settings.tracking_uri], capture_output=True, text=True, check=False, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     fc = out["demand-forecast"]
@@ -190,9 +191,13 @@ def test_materialization_is_idempotent(trained: tuple[Settings, dict[str, object
 def test_feature_store_yaml_per_profile_loads() -> None:
     from training.features import store
 
-    k8s = Settings(profile="k8s", pseudonymisation_key="x", mlflow_tracking_uri="http://mlflow", dvc_remote_url="s3://b",
-                   feast_registry="postgresql+psycopg://feast@db/feast", feast_redis_url="redis:6379")
+    k8s = Settings(
+        profile="k8s",
+        pseudonymisation_key="x",
+        mlflow_tracking_uri="http://mlflow",
+        dvc_remote_url="s3://b",
+        feast_registry="postgresql+psycopg://feast@db/feast",
+        feast_redis_url="redis:6379",
+    )
     config = store.open_store(k8s).config
     assert config.online_store.type == "redis" and config.registry.registry_type == "sql"
-
-

@@ -95,7 +95,7 @@ def test_planted_seasonality_is_recoverable(tiny_sim: Path, tiny_config: Simulat
             r = np.corrcoef(share[name], expected[name])[0, 1]
             assert r > 0.8, (name, r)
     woy = (share.index % 52) + 1
-    assert woy[share["christmas"].to_numpy().argmax()] in range(44, 52)
+    assert woy[share["christmas"].to_numpy().argmax()] in range(44, 53)  # planted peak 48, +-4 weeks
     assert woy[share["garden"].to_numpy().argmax()] in range(12, 30)
 
 

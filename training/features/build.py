@@ -49,7 +49,16 @@ CUSTOMER_FEATURES = [
     *SHARE_COLUMNS,
 ]
 PRODUCT_FEATURES = ["units_4w", "orders_4w", "customers_4w", "price_4w"]
-CATEGORY_WEEK_FEATURES = ["week_start", "units", "revenue", "orders", "week_of_year", "month", "black_friday_week", "christmas_week"]
+CATEGORY_WEEK_FEATURES = [
+    "week_start",
+    "units",
+    "revenue",
+    "orders",
+    "week_of_year",
+    "month",
+    "black_friday_week",
+    "christmas_week",
+]
 
 
 def week_start(ts: pd.Series) -> pd.Series:

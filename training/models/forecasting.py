@@ -68,7 +68,9 @@ def _fit_forecast(y: np.ndarray, weeks: pd.Series, future: pd.Series, harmonics:
     mean_log = np.asarray(fc.predicted_mean)
     ci = np.asarray(fc.conf_int(alpha=alpha))
     mean = np.expm1(mean_log)
-    return SeriesForecast(np.clip(mean, 0, None), np.clip(np.expm1(ci[:, 0]), 0, None), np.clip(np.expm1(ci[:, 1]), 0, None))
+    return SeriesForecast(
+        np.clip(mean, 0, None), np.clip(np.expm1(ci[:, 0]), 0, None), np.clip(np.expm1(ci[:, 1]), 0, None)
+    )
 
 
 def _future_weeks(last: pd.Timestamp, steps: int) -> pd.Series:
@@ -155,8 +157,14 @@ class CategoryForecaster(BaseEstimator):  # type: ignore[misc]
         alpha = 1.0 - self.interval
         results = Parallel(n_jobs=self.n_jobs)(
             delayed(_select_and_forecast)(
-                series[c][t].to_numpy(float), series[c]["week_start"], self.harmonics,
-                self.naive_weights, self.selection_folds, self.horizon, self.max_horizon, alpha,
+                series[c][t].to_numpy(float),
+                series[c]["week_start"],
+                self.harmonics,
+                self.naive_weights,
+                self.selection_folds,
+                self.horizon,
+                self.max_horizon,
+                alpha,
             )
             for c, t in tasks
         )
@@ -192,7 +200,8 @@ class CategoryForecaster(BaseEstimator):  # type: ignore[misc]
             self.forecasts_[(self.forecasts_["category"] == c) & (self.forecasts_["step"] <= h)].assign(request=i)
             for i, (c, h) in enumerate(zip(req["category"], horizon, strict=True))
         ]
-        return pd.concat(parts, ignore_index=True)
+        out: pd.DataFrame = pd.concat(parts, ignore_index=True)
+        return out
 
 
 class SeasonalNaive(BaseEstimator):  # type: ignore[misc]
@@ -244,17 +253,26 @@ def backtest(
             for t in TARGETS:
                 actual = g[t].to_numpy(float)[o : o + horizon]
                 scale = _scale(g[t].to_numpy(float)[:o], SEASON)
-                frames.append(pd.DataFrame({
-                    "origin": o, "category": c, "target": t, "actual": actual, "scale": scale,
-                    "model": fc[t].to_numpy()[: len(actual)], "baseline": naive.forecast(c, t, len(actual)),
-                }))
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "origin": o,
+                            "category": c,
+                            "target": t,
+                            "actual": actual,
+                            "scale": scale,
+                            "model": fc[t].to_numpy()[: len(actual)],
+                            "baseline": naive.forecast(c, t, len(actual)),
+                        }
+                    )
+                )
     res = pd.concat(frames, ignore_index=True)
     out: dict[str, dict[str, float]] = {"model": {}, "baseline": {}}
     for t in TARGETS:
         part = res[res["target"] == t]
         scale = float(part.groupby(["origin", "category"])["scale"].first().mean())
         for who in ("model", "baseline"):
-            for metric, value in forecast_errors(part["actual"], part[who], scale).items():
+            for metric, value in forecast_errors(part["actual"].to_numpy(), part[who].to_numpy(), scale).items():
                 out[who][f"{t}_{metric}"] = value
     units = res[res["target"] == "units"]
     out["per_category"] = {

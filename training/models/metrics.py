@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -26,14 +26,14 @@ def forecast_errors(actual: np.ndarray, forecast: np.ndarray, scale: float) -> d
 
 
 def ranking_metrics(
-    recommended: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int, n_items: int
+    recommended: Sequence[Sequence[Hashable]], relevant: Sequence[set[Hashable]], k: int, n_items: int
 ) -> dict[str, float]:
     """precision@k, recall@k, MAP@k, NDCG@k over users with relevant items, and catalogue coverage."""
     if len(recommended) != len(relevant):
         raise ValueError("one recommendation list per user")
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     precision = recall = ap = ndcg = 0.0
-    shown: set[int] = set()
+    shown: set[Hashable] = set()
     users = 0
     for recs, rel in zip(recommended, relevant, strict=True):
         top = list(recs)[:k]

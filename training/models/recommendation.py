@@ -14,7 +14,7 @@ cosine nearest-neighbour model (:class:`ItemKNNRecommender`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,24 +82,29 @@ class _Base(BaseEstimator):  # type: ignore[misc]
 
     def _cold(self, user: int | None, country: str | None, k: int) -> list[str]:
         ranking = self.country_popular_.get(str(country), self.popular_) if country else self.popular_
-        bought = set(self.matrix_.indices[self.matrix_.indptr[user] : self.matrix_.indptr[user + 1]]) if user is not None else set()
+        bought = (
+            set(self.matrix_.indices[self.matrix_.indptr[user] : self.matrix_.indptr[user + 1]])
+            if user is not None
+            else set()
+        )
         picks = [i for i in ranking[: k + len(bought)] if i not in bought][:k]
         return [str(self.items_[i]) for i in picks]
 
     def _warm(self, users: np.ndarray, k: int) -> np.ndarray:
         raise NotImplementedError
 
-    def recommend(self, customer_ids: Sequence[Any], k: int = 10, countries: Sequence[str | None] | None = None
-                  ) -> list[tuple[list[str], bool]]:
+    def recommend(
+        self, customer_ids: Sequence[Any], k: int = 10, countries: Sequence[str | None] | None = None
+    ) -> list[tuple[list[str], bool]]:
         """Top-k stock codes per customer and whether the answer is the cold-start fallback."""
         pos = self.customers_.get_indexer(pd.Index(customer_ids))
         warm = np.array([p >= 0 and bool(self.warm_[p]) for p in pos])
         out: list[tuple[list[str], bool]] = [([], True)] * len(pos)
         if warm.any():
             ids = self._warm(pos[warm], k)
-            for j, i in enumerate(np.nonzero(warm)[0]):
+            for j, i in enumerate(int(x) for x in np.nonzero(warm)[0]):
                 out[i] = ([str(self.items_[x]) for x in ids[j] if x >= 0], False)
-        for i in np.nonzero(~warm)[0]:
+        for i in (int(x) for x in np.nonzero(~warm)[0]):
             country = countries[i] if countries is not None else None
             user = int(pos[i]) if pos[i] >= 0 else None
             country = country or (self.country_of_.get(customer_ids[i]) if user is not None else None)
@@ -203,4 +208,5 @@ def evaluate_recommender(model: _Base, train: pd.DataFrame, test: pd.DataFrame, 
     new = new[new["customer_id"].isin(model.customers_)]
     relevant = new.groupby("customer_id")["stock_code"].agg(set)
     recs = model.recommend(relevant.index.tolist(), k)
-    return ranking_metrics([r for r, _ in recs], [set(map(str, s)) for s in relevant], k, len(model.items_))
+    wanted: list[set[Hashable]] = [{str(x) for x in s} for s in relevant]
+    return ranking_metrics([list(r) for r, _ in recs], wanted, k, len(model.items_))

@@ -58,7 +58,7 @@ def _name_clusters(profile: pd.DataFrame) -> dict[int, str]:
         if not left:
             break
         pick = score[left].idxmax() if largest else score[left].idxmin()
-        names[int(pick)] = name
+        names[int(str(pick))] = name
         left.remove(pick)
     for i in left:
         names[int(i)] = f"segment_{i}"
@@ -109,7 +109,9 @@ class CustomerSegmenter(BaseEstimator):  # type: ignore[misc]
     def predict_names(self, X: pd.DataFrame) -> np.ndarray:
         return np.array([self.names_[int(i)] for i in self.predict(X)], dtype=object)
 
-    def score_report(self, X: pd.DataFrame, truth: Sequence[str] | None = None, bootstraps: int = 10) -> dict[str, float]:
+    def score_report(
+        self, X: pd.DataFrame, truth: Sequence[str] | None = None, bootstraps: int = 10
+    ) -> dict[str, float]:
         """Silhouette, Davies-Bouldin, size shares, bootstrap stability and (if given) planted-truth ARI."""
         S = self.scaler_.transform(segment_features(X))
         labels = self.predict(X)

@@ -1,0 +1,73 @@
+"""Each estimator fits and predicts on the tiny simulated fixture; metrics behave on known cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from training.data.cleaning import clean_transactions, read_transactions
+from training.features.build import category_week_features, customer_features
+from training.models.forecasting import CategoryForecaster, SeasonalNaive
+from training.models.metrics import forecast_errors, ranking_metrics
+from training.models.recommendation import ALSRecommender, PopularityRecommender, interactions
+from training.models.segmentation import CustomerSegmenter
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def clean(tiny_sim: Path) -> pd.DataFrame:
+    return clean_transactions(read_transactions(tiny_sim / "transactions.parquet"))[0]
+
+
+def test_metrics_on_known_values() -> None:
+    m = forecast_errors(np.array([10.0, 20.0]), np.array([12.0, 16.0]), scale=2.0)
+    assert m["mae"] == 3.0 and m["wape"] == pytest.approx(6 / 30) and m["mase"] == 1.5
+    r = ranking_metrics([["a", "b", "c"], ["x", "y", "z"]], [{"a", "c"}, {"q"}], k=3, n_items=10)
+    assert r["recall_at_3"] == pytest.approx(0.5) and r["precision_at_3"] == pytest.approx(1 / 3)
+    assert r["map_at_3"] == pytest.approx((1 + 2 / 3) / 2 / 2) and r["coverage"] == 0.6
+
+
+def test_forecaster_follows_the_sklearn_protocol(clean: pd.DataFrame) -> None:
+    weekly = category_week_features(clean)
+    model = CategoryForecaster(max_horizon=4, selection_folds=1, n_jobs=1)
+    assert clone(model).get_params() == model.get_params()
+    assert model.fit(weekly) is model and model.choice_
+    out = model.predict(pd.DataFrame({"category": ["garden"], "horizon": [3]}))
+    assert list(out["step"]) == [1, 2, 3]
+    assert (out["units_lower"] <= out["units"]).all() and (out["units"] <= out["units_upper"]).all()
+    assert out["week_start"].iloc[0] == weekly["week_start"].max() + pd.Timedelta(days=7)
+    with pytest.raises(ValueError, match="horizon"):
+        model.predict(pd.DataFrame({"category": ["garden"], "horizon": [5]}))
+    with pytest.raises(KeyError, match="unknown category"):
+        model.predict(pd.DataFrame({"category": ["nope"], "horizon": [1]}))
+    naive = SeasonalNaive().fit(weekly)
+    garden = weekly[weekly["category"] == "garden"]["units"].to_numpy(float)
+    assert naive.forecast("garden", "units", 2).tolist() == garden[len(garden) - 52 : len(garden) - 50].tolist()
+
+
+def test_segmenter_names_and_predicts(clean: pd.DataFrame) -> None:
+    feats = customer_features(clean)
+    last = feats[feats["event_timestamp"] == feats["event_timestamp"].max()]
+    model = CustomerSegmenter(k_range=(2, 3, 4), n_init=3).fit(last)
+    assert model.k_ in (2, 3, 4) and set(model.silhouette_by_k_) == {2, 3, 4}
+    names = model.predict_names(last)
+    assert len(names) == len(last) and set(names) <= set(model.names_.values())
+    assert "wholesale" in set(names)
+    assert model.profiles_["share"].sum() == pytest.approx(1.0)
+
+
+def test_recommenders_filter_bought_items_and_fall_back(clean: pd.DataFrame) -> None:
+    pairs = interactions(clean)
+    model = ALSRecommender(factors=8, iterations=3).fit(pairs)
+    customer = int(pairs["customer_id"].iloc[0])
+    bought = set(pairs.loc[pairs["customer_id"] == customer, "stock_code"])
+    (items, cold), (unknown_items, unknown_cold) = model.recommend([customer, -5], k=5)
+    assert len(items) == 5 and not cold and not set(items) & bought
+    assert unknown_cold and len(unknown_items) == 5
+    pop = PopularityRecommender().fit(pairs)
+    assert pop.recommend([-5], k=5)[0][0] == unknown_items  # cold start = popularity
