@@ -16,6 +16,6 @@ customer_segmentation = FeatureService(
 )
 product_recommendation = FeatureService(
     name="product_recommendation",
-    features=[product_popularity, customer_behaviour[["frequency", "recency_days"]]],
-    description="Product popularity (cold-start ranking) and customer activity (who counts as cold).",
+    features=[product_popularity],
+    description="Recent product popularity: the cold-start ranking and the popularity baseline.",
 )

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from training import trainers as t  # light: model libraries are imported inside its functions
 from training.trainers import Evaluation, TrainingData
 from zmlops.settings import Settings
@@ -29,13 +31,15 @@ class Family:
     baseline_name: str
     make_estimator: Callable[..., Any]
     training_data: Callable[[Settings, Path, str], TrainingData]
-    fit: Callable[[Any, TrainingData], Any]
     evaluate: Callable[[Any, TrainingData], Evaluation]
-    tolerance: float  # a challenger may be this much (relative) worse than the champion and still pass
-    min_vs_baseline: float  # required ratio of model / baseline primary metric (direction-aware)
+    input_example: Callable[[TrainingData], pd.DataFrame]  # a request frame, logged with the pyfunc model
     purpose: str
     limitations: str
+    fit: Callable[[Any, TrainingData], Any] = t.fit_on_frame
     tune: Callable[[TrainingData], dict[str, Any]] | None = None  # hyper-parameters chosen on the training part
+    evaluation_refits: bool = True  # evaluate() refits the configuration, so equal params give equal metrics
+    tolerance: float = 0.05  # a challenger may be this much (relative) worse than the champion and still pass
+    min_vs_baseline: float = 1.0  # required ratio of model / baseline primary metric (direction-aware)
 
     def better(self, a: float, b: float, tolerance: float = 0.0) -> bool:
         """Is ``a`` at least as good as ``b`` within ``tolerance`` (relative)?"""
@@ -65,10 +69,8 @@ def _families() -> dict[str, Family]:
             baseline_name="seasonal naive (same week last year)",
             make_estimator=t.make_forecaster,
             training_data=t.forecast_data,
-            fit=t.fit_forecaster,
             evaluate=t.evaluate_forecaster,
-            tolerance=0.05,
-            min_vs_baseline=1.0,
+            input_example=t.forecast_example,
             purpose="Weekly units and revenue per category for the next weeks (default 8), with 90% intervals, "
             "for stock planning.",
             limitations="Promotions are not known in advance, so promotion weeks are under-forecast; categories "
@@ -84,10 +86,9 @@ def _families() -> dict[str, Family]:
             baseline_name="k-means with k=2 on the same features",
             make_estimator=t.make_segmenter,
             training_data=t.segmentation_data,
-            fit=t.fit_segmenter,
             evaluate=t.evaluate_segmenter,
-            tolerance=0.05,
-            min_vs_baseline=1.0,
+            input_example=t.segmentation_example,
+            evaluation_refits=False,  # scores the fitted model itself
             purpose="A named, interpretable segment per customer (wholesale, loyal, occasional, bargain) for "
             "marketing and as context for recommendations.",
             limitations="Segments describe past behaviour up to the feature cutoff; customers with one order "
@@ -104,8 +105,7 @@ def _families() -> dict[str, Family]:
             training_data=t.recommendation_data,
             fit=t.fit_recommender,
             evaluate=t.evaluate_recommender_family,
-            tolerance=0.05,
-            min_vs_baseline=1.0,
+            input_example=t.recommendation_example,
             tune=lambda data: {"alpha": t.tune_alpha(data)},
             purpose="Top-k products a customer has not bought yet; unknown customers get popular products "
             "in their country.",

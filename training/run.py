@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from training import tracking
 from training.cards import model_card
 from training.data import ingest
@@ -24,7 +22,7 @@ from training.features import store
 from training.pyfunc import WRAPPERS
 from zmlops.settings import Settings
 
-__all__ = ["prepare_features", "train_family", "TrainOutcome", "input_example"]
+__all__ = ["prepare_features", "train_family", "TrainOutcome", "write_production_cards"]
 
 
 @dataclass
@@ -55,18 +53,8 @@ def prepare_features(settings: Settings, data_version: str = "current") -> dict[
     return {**marker, "materialized": [start.isoformat(), end.isoformat()]}
 
 
-def input_example(family: str, data_frame: pd.DataFrame) -> pd.DataFrame:
-    if family == "demand-forecast":
-        return pd.DataFrame({"category": [str(data_frame["category"].iloc[0])], "horizon": [8]})
-    if family == "customer-segmentation":
-        from training.models.segmentation import INPUT_FEATURES
-
-        return data_frame[INPUT_FEATURES].head(3).reset_index(drop=True)
-    return pd.DataFrame({"customer_id": [int(data_frame["customer_id"].iloc[0])], "k": [10]})
-
-
-def _fingerprint(name: str, data_version: str, sha: str, params: dict[str, Any]) -> str:
-    blob = json.dumps([name, data_version, sha, tracking.code_version(), params], sort_keys=True, default=str)
+def _fingerprint(name: str, data_version: str, sha: str, code: str, params: dict[str, Any]) -> str:
+    blob = json.dumps([name, data_version, sha, code, params], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -85,10 +73,12 @@ def train_family(
         prepare_features(settings, version.name)
     clean_file = ingest.clean_path(settings, version.name)
     sha = version.files.get(version.transactions_file, "")
-    fingerprint = _fingerprint(name, version.name, sha, params or {})
+    code = tracking.code_version()
+    fingerprint = _fingerprint(name, version.name, sha, code, params or {})
     done = tracking.existing_version(settings, name, fingerprint)
     if done is not None:
         tags = tracking.client(settings).get_model_version(name, done.version).tags
+        champion_tag = tags.get("gate.champion")
         return TrainOutcome(
             name,
             done.version,
@@ -98,8 +88,8 @@ def train_family(
             family.primary_metric,
             float(tags.get("gate.challenger", "nan")),
             float(tags.get("gate.baseline", "nan")),
-            None,
-            tags.get("gate.champion_version") if tags.get("gate.champion_version") != "None" else None,
+            None if champion_tag is None else float(champion_tag),
+            tags.get("gate.champion_version"),
             reused=True,
         )
 
@@ -115,12 +105,12 @@ def train_family(
         "feature_service": family.feature_service,
         "features": json.dumps(features),
         "feature_cutoff": data.as_of.isoformat(),
-        "code_version": tracking.code_version(),
+        "code_version": code,
         "lock_hash": tracking.lock_hash(),
         "reason": reason,
     }
     metrics = {**evaluation.metrics, **{f"baseline_{k}": v for k, v in evaluation.baseline.items()}}
-    example = input_example(name, data.frame)
+    example = family.input_example(data)
     model = tracking.log_training_run(
         settings,
         name,
@@ -142,7 +132,10 @@ def train_family(
     champion: float | None = None
     if champion_version is not None and champion_version != model.version:
         champ_est = tracking.load_estimator(settings, name, champion_version)
-        champion = family.evaluate(champ_est, data).metrics[family.primary_metric]
+        if family.evaluation_refits and champ_est.get_params() == estimator.get_params():
+            champion = metric  # same configuration on the same data: the evaluation would only repeat itself
+        else:
+            champion = family.evaluate(champ_est, data).metrics[family.primary_metric]
     failures = []
     if not family.beats_baseline(metric, baseline):
         failures.append(f"{family.primary_metric} {metric:.4f} does not beat the baseline {baseline:.4f}")
@@ -186,7 +179,7 @@ def train_family(
             "rows": int(version.meta.get("rows", 0)),
             "sha256": sha,
             "feature_cutoff": data.as_of.isoformat(),
-            "code_version": tags["code_version"],
+            "code_version": code,
             "lock_hash": tags["lock_hash"],
         },
         features=features,

@@ -164,7 +164,7 @@ def set_alias(settings: Settings, family: str, alias: str, version: str) -> None
 def record_gate(settings: Settings, model: RegisteredModel, decision: dict[str, Any]) -> None:
     """The gate's decision and numbers: tags on the version and on its run, plus a JSON artifact."""
     c = client(settings)
-    flat = {f"gate.{k}": str(v) for k, v in decision.items()}
+    flat = {f"gate.{k}": str(v) for k, v in decision.items() if v is not None}
     for k, v in flat.items():
         c.set_model_version_tag(model.name, model.version, k, v)
         c.set_tag(model.run_id, k, v)

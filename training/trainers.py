@@ -21,15 +21,17 @@ __all__ = [
     "Evaluation",
     "make_forecaster",
     "forecast_data",
-    "fit_forecaster",
+    "fit_on_frame",
+    "forecast_example",
     "evaluate_forecaster",
     "make_segmenter",
     "segmentation_data",
-    "fit_segmenter",
+    "segmentation_example",
     "evaluate_segmenter",
     "make_recommender",
     "recommendation_data",
     "fit_recommender",
+    "recommendation_example",
     "evaluate_recommender_family",
     "TEST_WEEKS",
 ]
@@ -46,6 +48,11 @@ class TrainingData:
     as_of: dt.datetime  # the newest feature cutoff used
     truth: pd.DataFrame | None = None  # planted segments when the data is simulated
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def fit_on_frame(model: Any, data: TrainingData) -> Any:
+    """The common case: the estimator learns from the Feast training set alone."""
+    return model.fit(data.frame)
 
 
 @dataclass
@@ -90,8 +97,8 @@ def forecast_data(settings: Settings, clean_file: Path, data_version: str) -> Tr
     return TrainingData(frame, pd.read_parquet(clean_file), _newest(settings, "category_week_features").to_pydatetime())
 
 
-def fit_forecaster(model: Any, data: TrainingData) -> Any:
-    return model.fit(data.frame)
+def forecast_example(data: TrainingData) -> pd.DataFrame:
+    return pd.DataFrame({"category": [str(data.frame["category"].iloc[0])], "horizon": [TEST_WEEKS]})
 
 
 def evaluate_forecaster(model: Any, data: TrainingData) -> Evaluation:
@@ -122,8 +129,10 @@ def segmentation_data(settings: Settings, clean_file: Path, data_version: str) -
     return TrainingData(frame, pd.read_parquet(clean_file), as_of.to_pydatetime(), _truth(clean_file))
 
 
-def fit_segmenter(model: Any, data: TrainingData) -> Any:
-    return model.fit(data.frame)
+def segmentation_example(data: TrainingData) -> pd.DataFrame:
+    from training.models.segmentation import INPUT_FEATURES
+
+    return data.frame[INPUT_FEATURES].head(3).reset_index(drop=True)
 
 
 def evaluate_segmenter(model: Any, data: TrainingData) -> Evaluation:
@@ -161,9 +170,12 @@ def recommendation_data(settings: Settings, clean_file: Path, data_version: str)
     clean = pd.read_parquet(clean_file)
     as_of = _newest(settings, "product_features")
     products = pd.DataFrame({"stock_code": clean["stock_code"].unique(), "event_timestamp": as_of})
-    products["customer_id"] = clean["customer_id"].iloc[0]  # the service also carries customer activity
     frame = store.training_frame(settings, "product_recommendation", products)
     return TrainingData(frame, clean, as_of.to_pydatetime())
+
+
+def recommendation_example(data: TrainingData) -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": [int(data.clean["customer_id"].iloc[0])], "k": [10]})
 
 
 def _recent(frame: pd.DataFrame) -> pd.Series:

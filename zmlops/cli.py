@@ -150,14 +150,13 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.families import FAMILIES
+    from training.families import FAMILIES, get_family
     from training.run import train_family
 
     settings = get_settings()
     rows = []
-    unknown = [f for f in args.families if f not in FAMILIES]
-    if unknown:
-        raise KeyError(f"unknown model family {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+    for name in args.families:
+        get_family(name)  # refuse a typo before any training starts
     for name in args.families or list(FAMILIES):
         with step(f"train {name} on data version {args.data_version}"):
             o = train_family(settings, name, args.data_version, reason=args.reason)

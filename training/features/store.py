@@ -147,6 +147,4 @@ def training_frame(settings: Settings, service: str, entity_df: pd.DataFrame) ->
     joined = store.get_historical_features(entity_df=entities, features=store.get_feature_service(service)).to_df()
     feature_cols = [c for c in joined.columns if c not in entities.columns]
     out = entities.merge(joined[["_row", *feature_cols]], on="_row", how="left", validate="one_to_one")
-    if len(out) != len(entity_df):
-        raise RuntimeError(f"training set has {len(out)} rows for {len(entity_df)} entity rows")
     return out.sort_values("_row").drop(columns="_row").reset_index(drop=True)
