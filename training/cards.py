@@ -72,8 +72,14 @@ def model_card(
         "",
         "## Promotion gate",
         f"- Decision: **{gate.get('decision')}** ({gate.get('reason')})",
-        f"- Primary metric `{family.primary_metric}`: challenger {gate.get('challenger')}, "
-        f"champion {gate.get('champion')} (v{gate.get('champion_version')}), tolerance {family.tolerance:.0%}",
+        f"- Primary metric `{family.primary_metric}`: challenger {gate.get('challenger')}, baseline "
+        f"{gate.get('baseline')}, "
+        + (
+            f"production v{gate.get('champion_version')} {gate.get('champion')}"
+            if gate.get("champion") is not None
+            else "no production version before"
+        )
+        + f"; tolerance {family.tolerance:.0%}",
         "",
         "## Intended use",
         family.purpose,

@@ -207,17 +207,22 @@ def train_family(
     )
 
 
-def write_production_cards(settings: Settings, out: Path) -> list[Path]:
-    """Copy the cards of the current production versions to ``out`` (docs/model-cards/)."""
+def write_production_cards(settings: Settings, out: Path, alias: str = "production") -> list[Path]:
+    """Copy the cards of the versions behind ``alias`` (or the ``latest`` versions) to ``out``."""
     from training.families import FAMILIES
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    c = tracking.client(settings)
     for name in FAMILIES:
-        version = tracking.alias_version(settings, name, "production")
+        if alias == "latest":
+            found = c.search_model_versions(f"name = '{name}'")
+            version = str(max(int(v.version) for v in found)) if found else None
+        else:
+            version = tracking.alias_version(settings, name, alias)
         if version is None:
             continue
-        card = tracking.client(settings).get_model_version(name, version).description
+        card = c.get_model_version(name, version).description
         path = out / f"{name}.md"
         path.write_text(card)
         written.append(path)

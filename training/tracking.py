@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -55,6 +56,19 @@ class RegisteredModel:
     run_id: str
 
 
+class _KnownNoise(logging.Filter):
+    """Drops two MLflow warnings that hold for every model we log and say nothing new."""
+
+    TEXTS = ("serialized using CloudPickle", "Failed to resolve installed pip version")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(t in record.getMessage() for t in self.TEXTS)
+
+
+for _name in ("mlflow.pyfunc", "mlflow.utils.environment"):
+    logging.getLogger(_name).addFilter(_KnownNoise())
+
+
 def client(settings: Settings) -> MlflowClient:
     import mlflow
 
@@ -77,8 +91,9 @@ def _experiment(settings: Settings, family: str) -> str:
 def code_version() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
-        return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
+        diff = subprocess.run(["git", "diff", "HEAD"], cwd=REPO, capture_output=True, check=True).stdout
+        # a dirty tree is named by its diff, so two different uncommitted edits never share a fingerprint
+        return out.stdout.strip() + (f"-dirty-{hashlib.sha256(diff).hexdigest()[:8]}" if diff else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -137,10 +152,11 @@ def log_training_run(
                 signature=infer_signature(input_example, output),
                 input_example=input_example,
                 pip_requirements=PIP_REQUIREMENTS,
-                registered_model_name=family,
             )
-        version = str(info.registered_model_version)
         c = client(settings)
+        if not c.search_registered_models(f"name = '{family}'"):
+            c.create_registered_model(family)
+        version = str(c.create_model_version(family, info.model_uri, run.info.run_id, model_id=info.model_id).version)
         for key, value in {**tags, "fingerprint": fingerprint}.items():
             c.set_model_version_tag(family, version, key, value)
         return RegisteredModel(family, version, run.info.run_id)

@@ -167,11 +167,20 @@ def make_recommender(**params: Any) -> Any:
 
 def recommendation_data(settings: Settings, clean_file: Path, data_version: str) -> TrainingData:
     """Interactions from the clean transactions; recent product popularity from Feast at the cutoff."""
+    from training.models.recommendation import time_split
+
     clean = pd.read_parquet(clean_file)
     as_of = _newest(settings, "product_features")
-    products = pd.DataFrame({"stock_code": clean["stock_code"].unique(), "event_timestamp": as_of})
-    frame = store.training_frame(settings, "product_recommendation", products)
-    return TrainingData(frame, clean, as_of.to_pydatetime())
+    codes = clean["stock_code"].unique()
+    frame = store.training_frame(
+        settings, "product_recommendation", pd.DataFrame({"stock_code": codes, "event_timestamp": as_of})
+    )
+    # the evaluation refits on the weeks before its cutoff, so it must see popularity as of that cutoff
+    cutoff = time_split(clean, TEST_WEEKS)[2].tz_localize("UTC")
+    at_cutoff = store.training_frame(
+        settings, "product_recommendation", pd.DataFrame({"stock_code": codes, "event_timestamp": cutoff})
+    )
+    return TrainingData(frame, clean, as_of.to_pydatetime(), extra={"frame_at_cutoff": at_cutoff})
 
 
 def recommendation_example(data: TrainingData) -> pd.DataFrame:
@@ -215,7 +224,7 @@ def evaluate_recommender_family(model: Any, data: TrainingData) -> Evaluation:
 
     train, test, cutoff = time_split(data.clean, TEST_WEEKS)
     pairs = interactions(train)
-    recent = _recent(data.frame)
+    recent = _recent(data.extra["frame_at_cutoff"])  # no popularity from the test weeks
     challenger = type(model)(**model.get_params()).fit(pairs, recent=recent)
     metrics = evaluate_recommender(challenger, train, test)
     pop = evaluate_recommender(PopularityRecommender().fit(pairs, recent=recent), train, test)

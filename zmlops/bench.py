@@ -57,12 +57,20 @@ print(rows)
 """
 
 
+REAL_ROWS = 525_461  # raw rows of the UCI Online Retail II 2009-2010 file
+
+
+def task(name: str, *args: str) -> dict[str, float]:
+    """One :mod:`zmlops.bench_training` task in a fresh interpreter."""
+    return measure(f"from zmlops.bench_training import {name}\n{name}(*sys.argv[1:])", *args)
+
+
 def measure(code: str, *args: str) -> dict[str, float]:
     """Run ``code`` in a fresh interpreter; wall seconds, CPU seconds, peak RSS (MB) and its stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrapper = (
         "import resource, sys, time\n"
-        "import numpy, pyarrow.parquet, pyarrow.compute, training.data.simulator  # imports are not timed\n"
+        "import numpy, pandas, pyarrow.parquet, pyarrow.compute, training.data.simulator  # imports are not timed\n"
         f"sys.argv = ['bench', *{list(args)!r}]\n"
         "t = time.perf_counter()\n"
         f"exec(compile({code!r}, 'bench', 'exec'))\n"
@@ -73,7 +81,9 @@ def measure(code: str, *args: str) -> dict[str, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = done.stdout.split()
     values = {lines[i]: float(lines[i + 1]) for i in range(len(lines) - 1) if lines[i].startswith("__")}
+    extra = {k.strip("_"): v for k, v in values.items() if k not in ("__wall__", "__rss__")}
     return {
+        **extra,
         "seconds": values["__wall__"],
         "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "peak_mb": values["__rss__"] / 1024,
@@ -103,8 +113,59 @@ def bench_simulator(sizes: list[int]) -> list[dict[str, Any]]:
     return results
 
 
+def bench_training(sizes: list[int]) -> dict[str, Any]:
+    """Fit time and peak memory per family per size; wrapper overhead and parallel efficiency."""
+    per_size: list[dict[str, Any]] = []
+    overhead: dict[str, Any] = {}
+    for i, rows in enumerate(sizes):
+        with tempfile.TemporaryDirectory() as tmp:
+            console.print(f"training: simulate and prepare {rows:,} raw rows ...")
+            data = task("prepare", str(rows), tmp)
+            entry: dict[str, Any] = {
+                "target_rows": rows,
+                "rows": int(data["output"]),
+                "clean_rows": int(data["clean_rows"]),
+                "customers": int(data["customers"]),
+                "products": int(data["products"]),
+            }
+            for family, name, args in (
+                ("demand-forecast", "fit_forecast", ("2",)),
+                ("customer-segmentation", "fit_segment", ()),
+                ("product-recommendation", "fit_als", ()),
+            ):
+                console.print(f"training: {family} at {rows:,} rows ...")
+                r = task(name, tmp, *args)
+                entry[family] = {"fit_seconds": round(r["fit"], 2), "peak_mb": round(r["peak_mb"])}
+            per_size.append(entry)
+            if i == 0:  # overhead ratios, back to back on the real file's size
+                console.print("training: wrapper overhead against the bare libraries ...")
+                ours, bare = task("fit_als", tmp), task("bare_als", tmp)
+                overhead["als_seconds_per_iteration"] = {
+                    "ours": round(ours["per_iteration"], 4),
+                    "bare_implicit": round(bare["per_iteration"], 4),
+                    "ratio": round(ours["per_iteration"] / bare["per_iteration"], 3),
+                    "target": 1.2,
+                }
+                ours, bare = task("fit_forecast", tmp, "1", "1"), task("bare_sarimax", tmp)
+                overhead["forecast_seconds_per_series"] = {
+                    "ours": round(ours["per_series"], 4),
+                    "bare_statsmodels": round(bare["per_series"], 4),
+                    "ratio": round(ours["per_series"] / bare["per_series"], 3),
+                    "target": 1.1,
+                }
+                one, two = task("fit_forecast", tmp, "1"), task("fit_forecast", tmp, "2")
+                overhead["forecast_parallel"] = {
+                    "seconds_1_process": round(one["fit"], 2),
+                    "seconds_2_processes": round(two["fit"], 2),
+                    "efficiency": round(one["fit"] / (2 * two["fit"]), 3),
+                    "target": 0.8,
+                }
+    return {"sizes": per_size, "overhead": overhead}
+
+
 def run_bench(quick: bool = False, out: Path | None = None) -> int:
     sizes = [100_000, 300_000] if quick else [1_000_000, 10_000_000]
+    train_sizes = [50_000, 100_000] if quick else [REAL_ROWS, 10 * REAL_ROWS]
     started = time.perf_counter()
     sim = bench_simulator(sizes)
     table(
@@ -123,9 +184,34 @@ def run_bench(quick: bool = False, out: Path | None = None) -> int:
             for r in sim
         ],
     )
+    training = bench_training(train_sizes)
+    families = ["demand-forecast", "customer-segmentation", "product-recommendation"]
+    table(
+        "training: fit seconds and peak MB per family (simulated; the first size is the real file's)",
+        ["raw rows", "clean rows", "customers", "products", *[f"{f} s / MB" for f in families]],
+        [
+            [e["rows"], e["clean_rows"], e["customers"], e["products"],
+             *[f"{e[f]['fit_seconds']} / {e[f]['peak_mb']}" for f in families]]
+            for e in training["sizes"]
+        ],
+    )
+    o = training["overhead"]
+    table(
+        "training: our wrappers against the bare libraries (same input, same session)",
+        ["measure", "ours", "bare", "ratio", "target"],
+        [
+            ["ALS s/iteration vs implicit", o["als_seconds_per_iteration"]["ours"],
+             o["als_seconds_per_iteration"]["bare_implicit"], o["als_seconds_per_iteration"]["ratio"], "<= 1.2"],
+            ["forecast s/series vs statsmodels", o["forecast_seconds_per_series"]["ours"],
+             o["forecast_seconds_per_series"]["bare_statsmodels"], o["forecast_seconds_per_series"]["ratio"], "<= 1.1"],
+            ["forecast parallel efficiency (2 vs 1 process)", o["forecast_parallel"]["seconds_2_processes"],
+             o["forecast_parallel"]["seconds_1_process"], o["forecast_parallel"]["efficiency"], ">= 0.8"],
+        ],
+    )
     report = {
         "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
         "simulator": sim,
+        "training": training,
         "seconds": round(time.perf_counter() - started, 1),
     }
     target = out or get_settings().reports / "bench.json"

@@ -36,12 +36,15 @@ def _scenario_period(text: str) -> tuple[int, str]:
 
 def _add_simulation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, help="about this many raw rows (sets --customers and --products)")
-    p.add_argument("--customers", type=int, default=2_000, help="number of customers (default 2000)")
-    p.add_argument("--products", type=int, default=400, help="catalogue size (default 400)")
-    p.add_argument("--weeks", type=int, default=104, help="weeks of history (default 104)")
-    p.add_argument("--seed", type=int, default=42, help="random seed; same seed, same bytes (default 42)")
+    from training.data.world import SimulationConfig
+
+    d = SimulationConfig()  # one source for the defaults
+    p.add_argument("--customers", type=int, default=d.n_customers, help="number of customers (default %(default)s)")
+    p.add_argument("--products", type=int, default=d.n_products, help="catalogue size (default %(default)s)")
+    p.add_argument("--weeks", type=int, default=d.weeks, help="weeks of history (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed, same bytes (default %(default)s)")
     p.add_argument(
-        "--start", type=dt.date.fromisoformat, default=dt.date(2023, 1, 2), help="first Monday (default 2023-01-02)"
+        "--start", type=dt.date.fromisoformat, default=d.start, help="first Monday (default %(default)s)"
     )
     p.add_argument(
         "--then",
@@ -128,7 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="manual", help="why this run happens (recorded on the run and version)")
 
     p = sub.add_parser("models", help="show registered versions and aliases; write production model cards")
-    p.add_argument("--cards", type=Path, default=None, help="write production model cards to this folder")
+    p.add_argument("--cards", type=Path, default=None, help="write model cards to this folder (one per model)")
+    p.add_argument(
+        "--alias",
+        default="production",
+        help="whose cards --cards writes: a registry alias (default production) or 'latest' for the newest "
+        "version whatever its gate decision",
+    )
 
     sub.add_parser("demo", help="run the main job on the embedded local stack")
     p = sub.add_parser("bench", help="run benchmarks and write docs/benchmarks.md figures")
@@ -180,7 +189,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         rows.append([name, *[v or "-" for v in aliases.values()]])
     table("registered models (aliases -> version)", ["model", *tracking.ALIASES], rows)
     if args.cards:
-        for path in write_production_cards(settings, args.cards):
+        for path in write_production_cards(settings, args.cards, alias=args.alias):
             console.print(f"wrote {path}")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -12,7 +13,8 @@ from rich.table import Table
 
 __all__ = ["console", "step", "table", "week_progress"]
 
-console = Console(highlight=False, soft_wrap=True)
+# Logs and CI are not terminals: give tables room instead of rich's 80-column default.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 
 
 @contextlib.contextmanager

@@ -144,6 +144,7 @@ def telemetry_env() -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "OPENBLAS_NUM_THREADS": "1",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_LOGGING_LEVEL": "WARNING",  # no INFO lines per logged model
     }
 
 

@@ -54,3 +54,13 @@ def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
     sim = json.loads(out.read_text())["simulator"]
     assert [r["target_rows"] for r in sim] == [100_000, 300_000]
     assert all(r["ratio_vs_baseline"] > 0 and r["peak_mb"] > 0 for r in sim)
+    training = json.loads(out.read_text())["training"]
+    assert [e["target_rows"] for e in training["sizes"]] == [50_000, 100_000]
+    for entry in training["sizes"]:
+        assert all(entry[f]["fit_seconds"] > 0 and entry[f]["peak_mb"] > 0 for f in
+                   ("demand-forecast", "customer-segmentation", "product-recommendation"))
+    overhead = training["overhead"]
+    assert overhead["als_seconds_per_iteration"]["ratio"] > 0
+    assert overhead["forecast_seconds_per_series"]["ratio"] > 0
+    assert 0 < overhead["forecast_parallel"]["efficiency"] <= 1.5
+

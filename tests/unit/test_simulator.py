@@ -129,3 +129,12 @@ def test_config_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="scenario"):
         SimulationConfig(scenario="meteor")
     assert SimulationConfig.for_rows(1_000_000).n_customers > SimulationConfig.for_rows(100_000).n_customers
+
+
+def test_large_catalogues_keep_valid_unique_stock_codes() -> None:
+    """Codes past 99999 were six digits, so the cleaning rules dropped them as non-products."""
+    config = SimulationConfig.for_rows(5_000_000)
+    assert config.n_products > 2_200  # large enough to have overflowed the old code scheme
+    codes = pd.Series(build_world(config).product_code)
+    assert codes.str.fullmatch(r"\d{5}[A-E]?").all()
+    assert codes.str[:5].is_unique

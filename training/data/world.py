@@ -103,8 +103,8 @@ class SimulationConfig:
             raise ValueError(f"start must be a Monday, got {self.start} ({self.start:%A})")
         if self.scenario not in SCENARIOS:
             raise ValueError(f"scenario must be one of {SCENARIOS}, got {self.scenario!r}")
-        if self.n_customers < 10 or self.n_products < 40 or self.weeks < 1:
-            raise ValueError("need at least 10 customers, 40 products and 1 week")
+        if self.n_customers < 10 or not 40 <= self.n_products <= 80_000 or self.weeks < 1:
+            raise ValueError("need at least 10 customers, 40 to 80,000 products and 1 week")
 
     def next_period(self, weeks: int, scenario: str = "none") -> SimulationConfig:
         """The config of the period that follows this one, optionally under a drift scenario."""
@@ -191,6 +191,8 @@ class World:
 PROMO_UPLIFT = 1.6
 PROMO_DISCOUNT = 0.85
 BLACK_FRIDAY_UPLIFT = 1.5
+# Black Friday follows the fourth Thursday of November (22nd-28th), so it falls on the 23rd-29th.
+BLACK_FRIDAY_DAYS = (23, 29)
 CHRISTMAS_WEEK_FACTOR = 0.35
 GLOBAL_SEASON_AMPLITUDE = 0.35  # gift retailer: orders peak before Christmas
 GLOBAL_SEASON_PEAK = 46
@@ -207,7 +209,7 @@ def order_rate_multiplier(config: SimulationConfig, week: int) -> float:
     mult = float(np.exp(GLOBAL_SEASON_AMPLITUDE * np.cos(2 * np.pi * (woy - GLOBAL_SEASON_PEAK) / 52.0)))
     mult *= float((1 + config.trend_per_year) ** (week / 52.0))
     days = [monday + dt.timedelta(days=d) for d in range(7)]
-    if any(d.month == 11 and d.weekday() == 4 and 22 <= d.day <= 28 for d in days):
+    if any(d.month == 11 and d.weekday() == 4 and BLACK_FRIDAY_DAYS[0] <= d.day <= BLACK_FRIDAY_DAYS[1] for d in days):
         mult *= BLACK_FRIDAY_UPLIFT
     if any(d.month == 12 and d.day == 25 for d in days):
         mult *= CHRISTMAS_WEEK_FACTOR
@@ -226,7 +228,8 @@ def build_world(config: SimulationConfig) -> World:
     popularity = rng.lognormal(0.0, 1.0, n_products)
     base = np.array([SEASONS[c].base_price for c in categories])[category]
     price = np.round(base * rng.lognormal(0.0, 0.35, n_products), 2).clip(0.1)
-    codes = np.array([f"{20000 + 37 * i:05d}" for i in range(n_products)], dtype=object)
+    # five digits like the real file's codes; 37 and 80,000 are coprime, so codes stay unique
+    codes = np.array([f"{20000 + (37 * i) % 80_000:05d}" for i in range(n_products)], dtype=object)
     suffix = rng.random(n_products) < 0.15
     codes[suffix] = codes[suffix] + np.array(list("ABCDE"))[rng.integers(0, 5, suffix.sum())]
     descriptions = np.array(

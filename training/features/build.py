@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from training.data.categories import CATEGORIES
+from training.data.world import BLACK_FRIDAY_DAYS
 
 __all__ = [
     "week_start",
@@ -198,6 +199,9 @@ def category_week_features(clean: pd.DataFrame) -> pd.DataFrame:
     the week's end, so a point-in-time join never hands out a week that has not finished.
     """
     weeks = week_start(clean["invoice_ts"])
+    first, last = complete_weeks(clean["invoice_ts"])
+    keep = weeks.between(first, last)
+    clean, weeks = clean[keep], weeks[keep]
     grouped = (
         clean.assign(week_start=weeks)
         .groupby(["category", "week_start"])
@@ -215,16 +219,37 @@ def category_week_features(clean: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["category", "event_timestamp"], ignore_index=True)
 
 
+def complete_weeks(ts: pd.Series) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last week with as many trading days as the typical week.
+
+    An extract cut mid-week (the real file ends on a Thursday) would otherwise end the
+    history with a week of half the sales, which every forecast and baseline would chase.
+    """
+    day = pd.to_datetime(ts).dt.normalize().drop_duplicates()
+    days = day.groupby(week_start(day)).size().sort_index()
+    typical = days.iloc[1:-1].median() if len(days) > 2 else days.max()
+    full = days[days >= typical]
+    if full.empty:
+        return days.index[0], days.index[-1]
+    return full.index[0], full.index[-1]
+
+
 def calendar(week_starts: pd.Series) -> pd.DataFrame:
     """Calendar features of weeks given by their Monday: known in advance, so usable for future weeks."""
-    ts = pd.Series(pd.to_datetime(week_starts)).reset_index(drop=True)
-    days = [ts + pd.Timedelta(days=d) for d in range(7)]
-    black_friday = np.any([(d.dt.month == 11) & (d.dt.weekday == 4) & d.dt.day.between(22, 28) for d in days], axis=0)
-    christmas = np.any([(d.dt.month == 12) & (d.dt.day == 25) for d in days], axis=0)
+    ts = pd.DatetimeIndex(pd.to_datetime(week_starts))
+    if ts.tz is not None:
+        ts = ts.tz_localize(None)
+    # every day of every week in one index (vectorised: the forecaster calls this per series)
+    days = pd.DatetimeIndex((ts.to_numpy()[:, None] + np.arange(7) * np.timedelta64(1, "D")).ravel())
+    month, day = days.month.to_numpy().reshape(-1, 7), days.day.to_numpy().reshape(-1, 7)
+    weekday = days.weekday.to_numpy().reshape(-1, 7)
+    first, last = BLACK_FRIDAY_DAYS
+    black_friday = ((month == 11) & (weekday == 4) & (day >= first) & (day <= last)).any(axis=1)
+    christmas = ((month == 12) & (day == 25)).any(axis=1)
     out = pd.DataFrame(
         {
-            "week_of_year": ts.dt.isocalendar().week.astype("int64").to_numpy(),
-            "month": ts.dt.month.astype("int64").to_numpy(),
+            "week_of_year": ts.isocalendar().week.to_numpy().astype("int64"),
+            "month": ts.month.to_numpy().astype("int64"),
             "black_friday_week": black_friday.astype("int64"),
             "christmas_week": christmas.astype("int64"),
         }

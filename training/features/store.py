@@ -7,7 +7,9 @@ there, and the feature-building step writes one data version's tables into it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import json
 import string
 from pathlib import Path
@@ -115,7 +117,8 @@ def materialize(settings: Settings, end: dt.datetime, days: int = 14) -> tuple[d
     """Load the online store from the window ``[end - days, end]`` (explicit, so repeats are idempotent)."""
     store = open_store(settings)
     start = end - dt.timedelta(days=days)
-    store.materialize(start_date=start, end_date=end)
+    with contextlib.redirect_stdout(io.StringIO()):  # Feast prints coloured lines per view; callers report
+        store.materialize(start_date=start, end_date=end)
     return start, end
 
 

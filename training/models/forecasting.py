@@ -30,6 +30,7 @@ __all__ = ["CategoryForecaster", "SeasonalNaive", "backtest", "TARGETS", "SEASON
 TARGETS = ("units", "revenue")
 SEASON = 52
 YEAR_WEEKS = 365.25 / 7
+SHORT_HISTORY_WEIGHT = 0.5  # weight of the last value when there is less than a season of history
 
 
 def _design(week_starts: pd.Series, t0: pd.Timestamp, harmonics: int) -> np.ndarray:
@@ -77,16 +78,16 @@ def _future_weeks(last: pd.Timestamp, steps: int) -> pd.Series:
     return pd.Series(pd.date_range(last + pd.Timedelta(days=7), periods=steps, freq="7D"))
 
 
-def _naive(y: np.ndarray, steps: int) -> np.ndarray | None:
-    """Seasonal-naive continuation of ``y`` (None without a full season of history)."""
+def _naive(y: np.ndarray, steps: int) -> np.ndarray:
+    """Seasonal-naive continuation of ``y`` (the last value without a full season of history)."""
     if len(y) < SEASON:
-        return None
+        return np.full(steps, y[-1])
     return y[len(y) - SEASON + np.arange(steps) % SEASON]
 
 
-def _blend(fc: SeriesForecast, naive: np.ndarray | None, weight: float) -> SeriesForecast:
+def _blend(fc: SeriesForecast, naive: np.ndarray, weight: float) -> SeriesForecast:
     """Combine the model with seasonal naive; the interval keeps its width relative to the mean."""
-    if naive is None or weight == 0:
+    if weight == 0:
         return fc
     mean = (1 - weight) * fc.mean + weight * naive
     ratio = np.divide(mean, fc.mean, out=np.ones_like(mean), where=fc.mean > 0)
@@ -103,7 +104,18 @@ def _select_and_forecast(
     steps: int,
     alpha: float,
 ) -> tuple[tuple[int, float], SeriesForecast]:
-    """Choose (K, naive weight) by an inner rolling-origin backtest (WAPE), then fit on everything."""
+    """Choose (K, naive weight) by an inner rolling-origin backtest (WAPE), then fit on everything.
+
+    With less than a season of history (the real file holds one year) yearly harmonics are
+    not identifiable and seasonal naive is the last value: the model is then trend + holiday
+    weeks with AR(1) errors, combined in equal parts with the last value (the textbook
+    combination; two inner folds are too few to choose a weight reliably).
+    """
+    if len(y) < SEASON:
+        harmonics, weights = (0,), (SHORT_HISTORY_WEIGHT,)
+    if len(harmonics) == 1 and len(weights) == 1:  # nothing to choose
+        final = _fit_forecast(y, weeks, _future_weeks(pd.Timestamp(weeks.iloc[-1]), steps), harmonics[0], alpha)
+        return (harmonics[0], weights[0]), _blend(final, _naive(y, steps), weights[0])
     origins = [len(y) - horizon * j for j in range(1, folds + 1) if len(y) - horizon * j >= SEASON // 2]
     errors: dict[tuple[int, float], float] = {}
     total = sum(float(np.abs(y[o : o + horizon]).sum()) for o in origins)
@@ -233,7 +245,8 @@ def backtest(
     """Rolling-origin backtest of ``make_model()`` and the seasonal-naive baseline.
 
     Origins step back ``horizon`` weeks from the end, ``folds`` times (only origins with at
-    least ``min_train`` weeks before them). The model is refitted at every origin, its own
+    least ``min_train`` weeks before them; with less history, one hold-out of the last
+    ``horizon`` weeks). The model is refitted at every origin, its own
     selection included, on data before the origin only. Errors are pooled over categories,
     folds and steps; returns ``{"model": {...}, "baseline": {...}, "per_category": ...}`` with
     ``units_*`` and ``revenue_*`` metrics.
@@ -241,8 +254,12 @@ def backtest(
     series = _series(weekly)
     n = min(len(g) for g in series.values())
     origins = [n - horizon * j for j in range(folds, 0, -1) if n - horizon * j >= min_train]
+    if not origins and n - horizon >= SEASON // 2:
+        # Shorter than a season plus a horizon (the real file holds one year): one hold-out of
+        # the last ``horizon`` weeks; seasonal naive then falls back to the last value.
+        origins = [n - horizon]
     if not origins:
-        raise ValueError(f"backtest needs at least {min_train + horizon} weeks, got {n}")
+        raise ValueError(f"backtest needs at least {SEASON // 2 + horizon} weeks, got {n}")
     frames = []
     for o in origins:
         train = pd.concat([g.iloc[:o] for g in series.values()], ignore_index=True)

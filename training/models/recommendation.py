@@ -54,28 +54,29 @@ class _Base(BaseEstimator):  # type: ignore[misc]
 
     def _fit_index(self, X: pd.DataFrame, recent: pd.Series | None = None) -> sp.csr_matrix:
         pairs = X if "orders" in X else interactions(X)
-        self.customers_ = pd.Index(np.sort(pairs["customer_id"].unique()))
-        self.items_ = pd.Index(np.sort(pairs["stock_code"].unique()))
-        rows = self.customers_.get_indexer(pairs["customer_id"])
-        cols = self.items_.get_indexer(pairs["stock_code"])
-        m = sp.csr_matrix(
-            (pairs["orders"].to_numpy(np.float32), (rows, cols)), shape=(len(self.customers_), len(self.items_))
-        )
-        m = m.tocsr()
+        rows, customers = pd.factorize(pairs["customer_id"], sort=True)
+        cols, items = pd.factorize(pairs["stock_code"], sort=True)
+        self.customers_, self.items_ = pd.Index(customers), pd.Index(items)
+        n_users, n_items = len(customers), len(items)
+        m = sp.csr_matrix((pairs["orders"].to_numpy(np.float32), (rows, cols)), shape=(n_users, n_items))
         m.sum_duplicates()
         self.matrix_ = m
-        buyers = np.asarray((m > 0).sum(axis=0)).ravel().astype(float)
+        buyers = m.getnnz(axis=0).astype(float)  # customers per product
         if recent is not None:  # recent popularity first (Feast: customers in the last 4 weeks), then all-time
             lately = recent.reindex(self.items_).fillna(0.0).to_numpy(float)
             buyers = lately * (buyers.max() + 1) + buyers
         self.popular_ = np.argsort(-buyers, kind="stable")
-        country = pairs.groupby("customer_id")["country"].first()
-        self.country_of_ = country.to_dict()
-        self.country_popular_: dict[str, np.ndarray] = {}
-        for c, grp in pairs.groupby("country"):
-            if grp["customer_id"].nunique() >= 5:
-                counts = np.bincount(self.items_.get_indexer(grp["stock_code"]), minlength=len(self.items_))
-                self.country_popular_[str(c)] = np.argsort(-counts, kind="stable")
+        # each customer's country (first pair), then item popularity per country with >= 5 customers
+        _, first = np.unique(rows, return_index=True)
+        country_codes, countries = pd.factorize(pairs["country"].astype(str))
+        user_country = country_codes[first]
+        self.country_of_ = dict(zip(customers.tolist(), countries[user_country].tolist(), strict=True))
+        counts = np.bincount(country_codes * n_items + cols, minlength=len(countries) * n_items)
+        counts = counts.reshape(len(countries), n_items)
+        big = np.nonzero(np.bincount(user_country, minlength=len(countries)) >= 5)[0]
+        self.country_popular_: dict[str, np.ndarray] = {
+            str(countries[int(c)]): np.argsort(-counts[c], kind="stable") for c in big
+        }
         user_orders = np.asarray(m.max(axis=1).todense()).ravel()
         self.warm_ = user_orders >= self.min_orders
         return m
