@@ -91,7 +91,10 @@ def _experiment(settings: Settings, family: str) -> str:
 def code_version() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        diff = subprocess.run(["git", "diff", "HEAD"], cwd=REPO, capture_output=True, check=True).stdout
+        # docs (benchmark figures, generated model cards) do not change what a model is
+        diff = subprocess.run(
+            ["git", "diff", "HEAD", "--", ".", ":(exclude)docs"], cwd=REPO, capture_output=True, check=True
+        ).stdout
         # a dirty tree is named by its diff, so two different uncommitted edits never share a fingerprint
         return out.stdout.strip() + (f"-dirty-{hashlib.sha256(diff).hexdigest()[:8]}" if diff else "")
     except (OSError, subprocess.CalledProcessError):
