@@ -71,3 +71,36 @@ def test_recommenders_filter_bought_items_and_fall_back(clean: pd.DataFrame) -> 
     assert unknown_cold and len(unknown_items) == 5
     pop = PopularityRecommender().fit(pairs)
     assert pop.recommend([-5], k=5)[0][0] == unknown_items  # cold start = popularity
+
+
+def test_an_extract_cut_mid_week_loses_its_partial_last_week(clean: pd.DataFrame) -> None:
+    from training.features.build import complete_weeks
+
+    full = category_week_features(clean)
+    cut = clean[clean["invoice_ts"] < full["week_start"].max() + pd.Timedelta(days=3)]  # Mon-Wed of the last week
+    weekly = category_week_features(cut)
+    assert weekly["week_start"].max() == full["week_start"].max() - pd.Timedelta(days=7)
+    first, last = complete_weeks(clean["invoice_ts"])
+    assert last == full["week_start"].max()
+
+
+def test_less_than_a_season_of_history_is_backtested_against_the_last_value() -> None:
+    """One year of weekly data (the real file): one hold-out, naive = last value, no yearly terms."""
+    from training.models.forecasting import SHORT_HISTORY_WEIGHT, backtest
+
+    weeks = pd.date_range("2023-01-02", periods=46, freq="7D")
+    rng = np.random.default_rng(0)
+    weekly = pd.concat(
+        pd.DataFrame({"category": c, "week_start": weeks, "units": 100 + 2 * np.arange(46) + rng.normal(0, 3, 46),
+                      "revenue": 300 + 6 * np.arange(46)})
+        for c in ("a", "b")
+    )
+    result = backtest(weekly, lambda: CategoryForecaster(n_jobs=1), folds=4, horizon=8)
+    assert result["folds"]["origins"] == 1
+    last = weekly[weekly["week_start"] == weeks[37]]["units"].to_numpy()  # the value before the hold-out
+    held = weekly[weekly["week_start"] > weeks[37]]
+    expected = np.abs(held["units"].to_numpy() - np.repeat(last, 8)).sum() / held["units"].abs().sum()
+    assert result["baseline"]["units_wape"] == pytest.approx(expected)
+    model = CategoryForecaster(n_jobs=1).fit(weekly)
+    assert model.choice_["a"]["units"] == (0, SHORT_HISTORY_WEIGHT)
+    assert result["model"]["units_wape"] < result["baseline"]["units_wape"]  # a trend beats a flat line
