@@ -45,9 +45,10 @@ test: envs ## run the test suite (slow end-to-end tests in their short form)
 test-all: envs ## every test, slow ones at full size
 	ZM_FULL=1 $(PY) -m pytest -q
 
-lint: envs ## ruff and mypy
+lint: envs ## ruff and mypy (serving code checked in the serving environment)
 	$(PIPELINES)/bin/ruff check .
 	$(PIPELINES)/bin/mypy
+	$(SERVING)/bin/mypy --strict --ignore-missing-imports --follow-imports=silent inference_services
 
 REAL_FILE ?= ../shared/data/online_retail_ii/online_retail_II_2009_2010.parquet
 real-data: envs ## train the three families on the real UCI file (last 8 weeks held out); cards -> docs/model-cards/real-data
@@ -59,8 +60,9 @@ real-data: envs ## train the three families on the real UCI file (last 8 weeks h
 bench: envs ## benchmarks; figures as ratios against baselines run in the same session
 	ZM_HOME=.zm/bench $(PIPELINES)/bin/zm bench --out docs/benchmarks.json
 
-serve: envs ## start the three inference services on 127.0.0.1 (issue 4)
-	@echo "serving is not built yet: see the serving issue" && exit 2
+serve: envs ## serve the three production models on 127.0.0.1 (ports 8081-8083); Ctrl-C stops them
+	@test -f $(ZM_HOME)/mlflow.db || { echo "no models under $(ZM_HOME): run 'make demo' and 'make serve ZM_HOME=.zm/demo'"; exit 2; }
+	ZM_HOME=$(ZM_HOME) $(SERVING)/bin/zm-serve
 
 ui: envs ## start the MLflow UI on 127.0.0.1:5000 over the local tracking store
 	$(PIPELINES)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(ZM_HOME)/mlflow.db

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "ValidationSettings", "get_settings", "telemetry_env", "apply_telemetry_off"]
+__all__ = ["Settings", "ServingSettings", "ValidationSettings", "get_settings", "telemetry_env", "apply_telemetry_off"]
 
 DEFAULT_SECRET = "local-only-not-a-secret"  # noqa: S105 - refused outside the local profile
 
@@ -37,6 +37,24 @@ class ValidationSettings(BaseModel):
     negative_price_mostly: float = Field(
         0.9999, description="Share of raw rows that must have a non-negative price (bad-debt lines exist)."
     )
+
+
+class ServingSettings(BaseModel):
+    """The inference services (``zm-serve``, ``make serve``)."""
+
+    host: str = Field("127.0.0.1", description="Bind address: loopback locally, 0.0.0.0 in a pod.")
+    ports: dict[str, int] = Field(
+        {"demand-forecast": 8081, "customer-segmentation": 8082, "product-recommendation": 8083},
+        description="HTTP port per model family (one process each).",
+    )
+    cache_size: int = Field(10_000, ge=0, description="Cached answers per process (per-row keys, per version).")
+    max_batch: int = Field(1_000, ge=1, description="Most rows (instances) in one request.")
+    max_body_bytes: int = Field(1_048_576, ge=1_024, description="Larger request bodies get 413.")
+    feature_timeout_ms: float = Field(50.0, gt=0, description="Online-store lookups slower than this degrade.")
+    poll_seconds: float = Field(10.0, ge=0, description="How often to look for a new version behind the alias.")
+    drain_seconds: float = Field(0.0, ge=0, description="After SIGTERM: readiness false, then wait this long.")
+    grace_seconds: int = Field(20, ge=0, description="Then at most this long for requests in flight.")
+    keep_alive_seconds: int = Field(65, ge=1, description="HTTP keep-alive timeout.")
 
 
 class Settings(BaseSettings):
@@ -69,6 +87,8 @@ class Settings(BaseSettings):
     pseudonymisation_key: SecretStr = SecretStr(DEFAULT_SECRET)
 
     validation: ValidationSettings = ValidationSettings()
+    serving: ServingSettings = ServingSettings()
+    request_log_path: Path | None = Field(None, description="Request log folder (JSON lines per model and day).")
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
@@ -115,6 +135,10 @@ class Settings(BaseSettings):
         if spec is None or spec.origin is None:
             raise RuntimeError("the feature_repo package is not installed; set ZM_FEAST_REPO_PATH")
         return Path(spec.origin).resolve().parent
+
+    @property
+    def request_log_dir(self) -> Path:
+        return (self.request_log_path or self.home / "requests").resolve()
 
     @property
     def artifact_root(self) -> Path:

@@ -1,0 +1,354 @@
+"""The shared base of the three KServe predictors.
+
+Life cycle: ``load()`` resolves the registry alias (``production`` by default) to a version,
+loads that version's estimator from MLflow once, builds the family's serving index and runs
+a smoke prediction through the same code path as a request; only then is the model ready.
+``refresh()`` (polled by the runtime) does the same for a new version behind the alias and
+swaps it in with one assignment, so requests in flight finish on the version they started
+with and none is dropped.
+
+Requests: V1 ``{"instances": [{...}, ...]}`` and V2 tensors are both turned into rows and
+validated by one pydantic schema per family (unknown or missing fields, wrong types, out of
+range values and NaN are refused with :class:`kserve.errors.InvalidInput`, a 400 whose
+message names the field). Every answer names the model version (``model_version`` in the
+body, ``x-model-version`` header); every prediction is appended to the request log.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import orjson
+from cachetools import LRUCache
+from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve.errors import InvalidInput
+from pydantic import BaseModel, ValidationError
+
+from inference_services import metrics
+from inference_services.request_log import RequestLog
+from zmlops.settings import Settings
+
+__all__ = ["Loaded", "ServedModel", "TensorSpec", "Result"]
+
+V2_TYPES: dict[str, tuple[str, ...]] = {
+    "BYTES": ("BYTES",),
+    "INT": ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"),
+    "FP": ("FP16", "FP32", "FP64"),
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One V2 tensor: name, datatype, shape (-1 = any) and, for inputs, the kind accepted."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...] = (-1,)
+    accepts: str = ""  # BYTES, INT or FP (inputs)
+    required: bool = False
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass
+class Loaded:
+    """Everything one model version needs to answer; swapped in whole on a version change."""
+
+    version: str
+    estimator: Any
+    index: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """One row's answer: its V1 body, its V2 values by output name, and log fields."""
+
+    v1: dict[str, Any]
+    v2: dict[str, Any]
+    log: dict[str, Any]
+
+
+def _field_path(loc: Sequence[Any], row: int | None) -> str:
+    inner = ".".join(str(p) for p in loc)
+    return f"instances[{row}].{inner}" if row is not None else inner
+
+
+def _reject(error: ValidationError, row: int | None) -> InvalidInput:
+    first = error.errors()[0]
+    where = _field_path(first["loc"], row)
+    return InvalidInput(f"{where}: {first['msg']}")
+
+
+class ServedModel(Model):  # type: ignore[misc]
+    """Subclasses set ``family``, ``Row`` (pydantic schema), tensors, and implement the hooks."""
+
+    family: ClassVar[str]
+    Row: ClassVar[type[BaseModel]]
+    inputs: ClassVar[tuple[TensorSpec, ...]]
+    outputs: ClassVar[tuple[TensorSpec, ...]]
+    cached: ClassVar[bool] = False  # per-row prediction cache (for keys that repeat)
+
+    def __init__(self, settings: Settings, alias: str = "production", version: str | None = None) -> None:
+        super().__init__(self.family, return_response_headers=True)
+        self.settings = settings
+        self.alias = alias
+        self.pinned = version
+        self.state: Loaded | None = None
+        self.cache: LRUCache[Hashable, Result] = LRUCache(maxsize=settings.serving.cache_size)
+        self.log = RequestLog(settings.request_log_dir, self.family, settings.pseudonymisation_key.get_secret_value())
+        self.ready = False
+        metrics.READY.labels(self.family).set(0)
+
+    # ------------------------------------------------------------ hooks for subclasses
+    def build_index(self, estimator: Any) -> dict[str, Any]:
+        """Precompute what answering needs (lookup tables); runs once per version."""
+        return {}
+
+    def smoke_rows(self, state: Loaded) -> Sequence[BaseModel]:
+        raise NotImplementedError
+
+    def check(self, state: Loaded, rows: list[BaseModel]) -> None:
+        """Checks that need the loaded version (known categories); raise InvalidInput naming the row."""
+
+    def warm(self, state: Loaded) -> None:
+        """Open connections (online store) before readiness; failures here only degrade answers."""
+
+    def cache_key(self, row: BaseModel) -> Hashable:
+        return tuple(row.model_dump().values())
+
+    async def answer(self, state: Loaded, rows: list[BaseModel]) -> list[Result]:
+        raise NotImplementedError
+
+    def observe(self, state: Loaded, results: list[Result]) -> None:
+        """Prediction-distribution metrics."""
+
+    # ------------------------------------------------------------ loading
+    def _resolve(self) -> str:
+        if self.pinned:
+            return self.pinned
+        from training import tracking
+
+        version = tracking.alias_version(self.settings, self.family, self.alias)
+        if version is None:
+            raise RuntimeError(f"no version of {self.family} has the alias {self.alias!r}")
+        return version
+
+    def _load_version(self, version: str) -> Loaded:
+        from training import tracking
+
+        estimator = tracking.load_estimator(self.settings, self.family, version)
+        state = Loaded(version, estimator, self.build_index(estimator))
+        self._smoke(state)
+        self.warm(state)
+        return state
+
+    def _smoke(self, state: Loaded) -> None:
+        import asyncio
+
+        rows = list(self.smoke_rows(state))
+        results = asyncio.run(self.answer(state, rows)) if rows else []
+        if len(results) != len(rows):
+            raise RuntimeError(f"smoke prediction returned {len(results)} answers for {len(rows)} rows")
+
+    def _activate(self, state: Loaded) -> None:
+        old = self.state
+        self.state = state  # one assignment: requests read self.state once
+        self.cache.clear()
+        if old is not None:
+            metrics.MODEL_VERSION.labels(self.family, old.version, self.alias).set(0)
+        metrics.MODEL_VERSION.labels(self.family, state.version, self.alias).set(1)
+        self.ready = True
+        metrics.READY.labels(self.family).set(1)
+
+    def load(self) -> bool:
+        self._activate(self._load_version(self._resolve()))
+        return self.ready
+
+    def refresh(self) -> str | None:
+        """Load and swap in the version behind the alias if it changed; returns the new version."""
+        version = self._resolve()
+        if self.state is not None and version == self.state.version:
+            return None
+        self._activate(self._load_version(version))
+        return version
+
+    def stop(self) -> None:
+        self.ready = False
+        metrics.READY.labels(self.family).set(0)
+        self.log.close()
+
+    # ------------------------------------------------------------ metadata
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [t.metadata() for t in self.inputs]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [t.metadata() for t in self.outputs]
+
+    # ------------------------------------------------------------ parsing
+    def _validate_row(self, raw: Any, row: int | None) -> BaseModel:
+        if not isinstance(raw, dict):
+            raise InvalidInput(f"instances[{row}]: expected an object with fields {sorted(self.Row.model_fields)}")
+        try:
+            return self.Row.model_validate(raw)
+        except ValidationError as error:
+            raise _reject(error, row) from None
+
+    def _limit(self, n: int, what: str) -> None:
+        if n == 0:
+            raise InvalidInput(f"{what}: at least one row is needed")
+        if n > self.settings.serving.max_batch:
+            raise InvalidInput(f"{what}: at most {self.settings.serving.max_batch} rows per request, got {n}")
+
+    def rows_v1(self, payload: Any) -> list[BaseModel]:
+        if isinstance(payload, bytes | str):  # sent without a JSON content type: kserve left it undecoded
+            try:
+                payload = orjson.loads(payload)
+            except orjson.JSONDecodeError as error:
+                raise InvalidInput(f"body: not valid JSON ({error})") from None
+        if not isinstance(payload, dict):
+            raise InvalidInput("body: expected a JSON object with an 'instances' list")
+        extra = sorted(set(payload) - {"instances", "parameters"})
+        if extra:
+            raise InvalidInput(f"{extra[0]}: unknown field; the body holds 'instances'")
+        instances = payload.get("instances")
+        if not isinstance(instances, list):
+            raise InvalidInput("instances: expected a list of objects")
+        self._limit(len(instances), "instances")
+        return [self._validate_row(raw, i) for i, raw in enumerate(instances)]
+
+    def rows_v2(self, request: InferRequest) -> list[BaseModel]:
+        specs = {t.name: t for t in self.inputs}
+        columns: dict[str, list[Any]] = {}
+        n: int | None = None
+        for tensor in request.inputs:
+            spec = specs.get(tensor.name)
+            if spec is None:
+                raise InvalidInput(f"inputs.{tensor.name}: unknown input; expected {sorted(specs)}")
+            if tensor.name in columns:
+                raise InvalidInput(f"inputs.{tensor.name}: given twice")
+            if tensor.datatype not in V2_TYPES[spec.accepts]:
+                raise InvalidInput(f"inputs.{tensor.name}: datatype {tensor.datatype} where {spec.accepts} is expected")
+            values = tensor.data
+            if hasattr(values, "tolist"):
+                values = values.tolist()
+            if not isinstance(values, list) or any(isinstance(v, list) for v in values):
+                raise InvalidInput(f"inputs.{tensor.name}: expected a flat list of values")
+            shape = list(tensor.shape)
+            if not shape or any(not isinstance(s, int) or s < 0 for s in shape) or math.prod(shape) != len(values):
+                raise InvalidInput(f"inputs.{tensor.name}: shape {shape} does not match {len(values)} values")
+            if spec.accepts == "BYTES":
+                values = [v.decode() if isinstance(v, bytes) else v for v in values]
+            if len(values) == 1 and spec.name in self.broadcast_inputs():
+                columns[tensor.name] = values  # broadcast over the rows below
+                continue
+            if n is not None and len(values) != n:
+                raise InvalidInput(f"inputs.{tensor.name}: {len(values)} values where other inputs have {n}")
+            n = len(values)
+            columns[tensor.name] = values
+        if n is None:
+            n = max((len(v) for v in columns.values()), default=0)
+        self._limit(n, "inputs")
+        raws = [{k: (v[0] if len(v) == 1 else v[i]) for k, v in columns.items()} for i in range(n)]
+        return [self._validate_row(raw, i) for i, raw in enumerate(raws)]
+
+    def broadcast_inputs(self) -> set[str]:
+        """Inputs that may be given once for every row (e.g. ``k``)."""
+        return set()
+
+    # ------------------------------------------------------------ answering
+    async def _answer_cached(self, state: Loaded, rows: list[BaseModel]) -> tuple[list[Result], int]:
+        if not self.cached:
+            return await self.answer(state, rows), 0
+        keys = [(state.version, self.cache_key(r)) for r in rows]
+        found: list[Result | None] = [self.cache.get(k) for k in keys]
+        missing = [i for i, f in enumerate(found) if f is None]
+        hits = len(rows) - len(missing)
+        if hits:
+            metrics.CACHE.labels(self.family, "hit").inc(hits)
+        if missing:
+            metrics.CACHE.labels(self.family, "miss").inc(len(missing))
+            fresh = await self.answer(state, [rows[i] for i in missing])
+            for i, result in zip(missing, fresh, strict=True):
+                found[i] = result
+                self.cache[keys[i]] = result
+        return [f for f in found if f is not None], hits
+
+    async def predict(
+        self,
+        payload: dict[str, Any] | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        started = time.perf_counter()
+        state = self.state
+        if state is None:
+            raise InvalidInput(f"{self.family} is not loaded")  # kserve answers 503 before this for not-ready
+        v2 = isinstance(payload, InferRequest)
+        rows = self.rows_v2(payload) if v2 else self.rows_v1(payload)
+        self.check(state, rows)
+        results, hits = await self._answer_cached(state, rows)
+        self.observe(state, results)
+        metrics.ROWS.labels(self.family, state.version).inc(len(rows))
+        if response_headers is not None:
+            response_headers["x-model-version"] = state.version
+        request_id = (headers or {}).get("x-request-id") or (
+            payload.id if isinstance(payload, InferRequest) and payload.id else None
+        )
+        request_id = request_id or uuid.uuid4().hex
+        response: dict[str, Any] | InferResponse
+        if v2:
+            response = self._v2_response(payload, state, results, request_id)
+        else:
+            response = {"predictions": [r.v1 for r in results], "model_name": self.family,
+                        "model_version": state.version}
+        self.log.append(
+            {
+                "request_id": request_id,
+                "model": self.family,
+                "version": state.version,
+                "protocol": "v2" if v2 else "v1",
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "cache_hits": hits,
+                "rows": [r.log for r in results],
+            }
+        )
+        return response
+
+    def _v2_response(self, request: InferRequest, state: Loaded, results: list[Result], rid: str) -> InferResponse:
+        outputs = []
+        for spec in self.outputs:
+            per_row = [_as_list(r.v2[spec.name]) for r in results]
+            if len(spec.shape) > 1:  # one row per result, padded to the longest ("" / 0)
+                width = max((len(v) for v in per_row), default=0)
+                pad: Any = "" if spec.datatype == "BYTES" else 0
+                per_row = [v + [pad] * (width - len(v)) for v in per_row]
+                shape = [len(results), width]
+            values = [v for row in per_row for v in row]
+            if len(spec.shape) == 1:
+                shape = [len(values)]
+            data = _tensor(values, spec.datatype).tolist()
+            outputs.append(InferOutput(spec.name, shape, spec.datatype, data))
+        return InferResponse(rid, self.family, outputs, model_version=state.version)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple | np.ndarray) else [value]
+
+
+def _tensor(values: list[Any], datatype: str) -> np.ndarray:
+    conv: dict[str, Callable[[list[Any]], np.ndarray]] = {
+        "BYTES": lambda v: np.array(v, dtype=object),
+        "BOOL": lambda v: np.array(v, dtype=bool),
+        "INT32": lambda v: np.array(v, dtype=np.int32),
+        "INT64": lambda v: np.array(v, dtype=np.int64),
+        "FP32": lambda v: np.array(v, dtype=np.float32),
+        "FP64": lambda v: np.array(v, dtype=np.float64),
+    }
+    return conv[datatype](values)

@@ -1,0 +1,89 @@
+"""product-recommendation: top-k products a customer has not bought yet.
+
+Input: ``customer_id``, ``k`` (1-100, default 10) and optionally ``country``. A customer
+the version has not seen gets the documented cold-start answer (popular products in the
+given country, else overall) with ``cold_start: true``: never an error. Answers for a
+(customer, k, country) key are cached per version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from inference_services import metrics
+from inference_services.base import Loaded, Result, ServedModel, TensorSpec
+
+__all__ = ["RecommendationService", "RecommendRow"]
+
+MAX_K = 100
+
+
+class RecommendRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    customer_id: int = Field(ge=0, le=2**53, description="customer id; unknown ids get the cold-start answer")
+    k: int = Field(10, ge=1, le=MAX_K, description="number of products")
+    country: str | None = Field(None, min_length=1, max_length=64, description="country for the cold start")
+
+
+class RecommendationService(ServedModel):
+    family = "product-recommendation"
+    Row = RecommendRow
+    cached = True
+    inputs: ClassVar[tuple[TensorSpec, ...]] = (
+        TensorSpec("customer_id", "INT64", accepts="INT", required=True),
+        TensorSpec("k", "INT32", accepts="INT"),
+        TensorSpec("country", "BYTES", accepts="BYTES"),
+    )
+    outputs: ClassVar[tuple[TensorSpec, ...]] = (
+        TensorSpec("stock_codes", "BYTES", (-1, -1)),
+        TensorSpec("cold_start", "BOOL"),
+    )
+
+    def broadcast_inputs(self) -> set[str]:
+        return {"k", "country"}
+
+    def build_index(self, estimator: Any) -> dict[str, Any]:
+        return {"seen": np.zeros(len(estimator.items_), dtype=bool), "catalogue": estimator.items_}
+
+    def smoke_rows(self, state: Loaded) -> list[RecommendRow]:
+        known = int(state.estimator.customers_[0])
+        return [RecommendRow(customer_id=known, k=3), RecommendRow(customer_id=2**53, k=3)]
+
+    def cache_key(self, row: BaseModel) -> tuple[Any, ...]:
+        assert isinstance(row, RecommendRow)
+        return (row.customer_id, row.k, row.country)
+
+    async def answer(self, state: Loaded, rows: list[RecommendRow]) -> list[Result]:  # type: ignore[override]
+        answers: list[tuple[list[str], bool] | None] = [None] * len(rows)
+        for k in sorted({r.k for r in rows}):
+            idx = [i for i, r in enumerate(rows) if r.k == k]
+            got = state.estimator.recommend(
+                [rows[i].customer_id for i in idx], k, [rows[i].country for i in idx]
+            )
+            for i, a in zip(idx, got, strict=True):
+                answers[i] = a
+        results = []
+        for row, found in zip(rows, answers, strict=True):
+            assert found is not None
+            items, cold = found
+            results.append(
+                Result(
+                    v1={"customer_id": row.customer_id, "items": items, "cold_start": cold},
+                    v2={"stock_codes": items, "cold_start": cold},
+                    log={"customer": self.log.pseudonymise(row.customer_id), "k": row.k, "country": row.country,
+                         "items": items, "cold_start": cold},
+                )
+            )
+        return results
+
+    def observe(self, state: Loaded, results: list[Result]) -> None:
+        seen, catalogue = state.index["seen"], state.index["catalogue"]
+        for r in results:
+            metrics.RECOMMENDED.labels(self.family, state.version, str(r.v1["cold_start"]).lower()).inc()
+            pos = catalogue.get_indexer(r.v1["items"])
+            seen[pos[pos >= 0]] = True
+        metrics.COVERAGE.labels(self.family, state.version).set(float(seen.mean()) if len(seen) else 0.0)

@@ -1,0 +1,272 @@
+"""Run one model family as a KServe ModelServer process (``zm-serve``), or all three (``make serve``).
+
+kserve's ``ModelServer.start`` only starts listening once a model is ready and binds
+0.0.0.0. This runtime uses kserve's own data plane, REST endpoints and error handlers, but:
+
+- binds the host from settings (127.0.0.1 in the local profile);
+- starts listening at once and loads the model in the background, so readiness is
+  observable (``/v2/models/<name>/ready`` is false until the model loaded and passed its
+  smoke prediction; it stays false if the artifact is corrupt, and loading is retried);
+- polls the registry alias and swaps in a new version without dropping requests;
+- replaces kserve's per-request timing logs with Prometheus metrics and a request-size limit;
+- on SIGTERM turns readiness false, waits ``serving.drain_seconds`` for load balancers to
+  notice, then lets uvicorn finish the requests in flight and exit.
+
+One process serves one model with one worker (kserve's multi-worker mode restarts
+slow-importing workers forever); scale is by replicas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from inference_services.base import ServedModel
+    from zmlops.settings import Settings
+
+__all__ = ["SERVICES", "service_class", "main", "serve_all"]
+
+SERVICES = {
+    "demand-forecast": "inference_services.forecast:ForecastService",
+    "customer-segmentation": "inference_services.segmentation:SegmentationService",
+    "product-recommendation": "inference_services.recommendation:RecommendationService",
+}
+log = logging.getLogger("zmlops.serving")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+
+def service_class(family: str) -> type[ServedModel]:
+    import importlib
+
+    if family not in SERVICES:
+        raise KeyError(f"unknown model {family!r}; choose from {', '.join(SERVICES)}")
+    module, name = SERVICES[family].split(":")
+    cls: type[ServedModel] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+class Edge:
+    """ASGI middleware in front of kserve: request-size limit, request counter and latency by status."""
+
+    def __init__(self, app: ASGIApp, model: ServedModel, max_body: int) -> None:
+        self.app = app
+        self.model = model
+        self.max_body = max_body
+
+    @staticmethod
+    def _protocol(path: str) -> str | None:
+        if path.startswith("/v1/models/") and path.endswith(":predict"):
+            return "v1"
+        if path.startswith("/v2/models/") and path.endswith("/infer"):
+            return "v2"
+        return None
+
+    async def _reply(self, send: Callable[[Message], Awaitable[None]], status: int, error: str) -> None:
+        import orjson
+
+        body = orjson.dumps({"error": error})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        protocol = self._protocol(scope.get("path", "")) if scope["type"] == "http" else None
+        if protocol is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        from inference_services import metrics
+
+        started = time.perf_counter()
+        status = 500
+        try:
+            # read the whole body up to the limit (kserve reads it whole anyway), then replay it
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    status = 499
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    status = 413
+                    await self._reply(send, 413, f"body: larger than the limit of {self.max_body} bytes")
+                    return
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            async def watch(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                await send(message)
+
+            await self.app(scope, replay, watch)
+        finally:
+            state = self.model.state
+            version = state.version if state is not None else "none"
+            metrics.REQUESTS.labels(self.model.family, version, protocol, str(status)).inc()
+            metrics.LATENCY.labels(self.model.family, version, protocol).observe(time.perf_counter() - started)
+
+
+class _ClientErrors(logging.Filter):
+    """kserve logs a traceback for every 4xx; a client's mistake is answered, not logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, InvalidInput | ModelNotFound | ModelNotReady)
+
+
+def _quiet() -> None:
+    """No per-request log lines or deprecation warnings on the hot path."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*ORJSONResponse.*")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("kserve", "kserve.trace", "uvicorn", "uvicorn.access", "uvicorn.error", "mlflow", "feast"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("kserve").addFilter(_ClientErrors())
+    log.setLevel(logging.INFO)
+
+
+def run(family: str, settings: Settings, port: int, alias: str = "production", version: str | None = None) -> int:
+    """Serve ``family`` on ``settings.serving.host:port`` until SIGINT/SIGTERM."""
+    _quiet()
+    import kserve.model_server as kms
+    from kserve import ModelServer
+    from kserve.protocol.rest.server import RESTServer, _RefreshingServer
+
+    kms.args.configure_logging = False  # kserve parses sys.argv at import; its logging setup is ours
+    model = service_class(family)(settings, alias=alias, version=version)
+    cfg = settings.serving
+    server = ModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False, workers=1,
+                         grace_period=cfg.grace_seconds)
+    server.register_model(model)  # registered before it is ready: readiness is observable
+
+    class EdgeREST(RESTServer):  # type: ignore[misc]
+        def _add_middlewares(self, app: Any) -> None:  # kserve's timing middleware logs every request
+            app.add_middleware(Edge, model=model, max_body=cfg.max_body_bytes)
+
+    class Draining(_RefreshingServer):  # type: ignore[misc]
+        draining = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.draining or cfg.drain_seconds <= 0:
+                model.ready = False
+                super().handle_exit(sig, frame)
+                return
+            self.draining = True
+            model.ready = False  # readiness false first, so balancers stop sending
+            log.info("%s: draining for %.1f s before shutdown", family, cfg.drain_seconds)
+            asyncio.get_event_loop().call_later(cfg.drain_seconds, super().handle_exit, sig, frame)
+
+    rest = EdgeREST(kms.FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port,
+                    workers=1, grace_period=cfg.grace_seconds, timeout_keep_alive=cfg.keep_alive_seconds)
+    rest.config.host = cfg.host
+    rest.config.access_log = False
+    rest._server = Draining(rest.config)
+
+    async def lifecycle() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                started = time.perf_counter()
+                new = await loop.run_in_executor(None, model.refresh)
+                if new is not None:
+                    log.info("%s: serving version %s (%s) after %.1f s", family, new, alias,
+                             time.perf_counter() - started)
+            except Exception as error:  # noqa: BLE001 - a bad version must not stop the server
+                log.error("%s: cannot load the %s version, %s: %s (still serving %s)", family, alias,
+                          type(error).__name__, error, model.state.version if model.state else "nothing")
+            if cfg.poll_seconds <= 0 and model.state is not None:
+                return
+            await asyncio.sleep(max(cfg.poll_seconds, 1.0))
+
+    async def main_loop() -> None:
+        task = asyncio.create_task(lifecycle())
+        log.info("%s: listening on http://%s:%d", family, cfg.host, port)
+        try:
+            await rest.start()
+        finally:
+            task.cancel()
+            model.stop()
+
+    asyncio.run(main_loop())
+    return 0
+
+
+def serve_all(settings: Settings, families: list[str] | None = None) -> int:
+    """``make serve``: one process per family; prints the URLs; Ctrl-C stops them all."""
+    families = families or list(SERVICES)
+    procs = []
+    for family in families:
+        port = settings.serving.ports[family]
+        procs.append(subprocess.Popen([sys.executable, "-m", "inference_services.server", family, "--port", str(port)]))
+        print(f"{family}: http://{settings.serving.host}:{port}/v2/models/{family}  "
+              f"(V1: /v1/models/{family}:predict, metrics: /metrics)", flush=True)
+    print("Ctrl-C stops the services.", flush=True)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    failed = [p.returncode for p in procs if (p.returncode or 0) > 0]
+    return failed[0] if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="zm-serve",
+        description="Serve model families as KServe inference services (V1 and V2 REST) on the configured host.",
+        epilog="Settings: ZM_* variables (ZM_HOME, ZM_SERVING__HOST, ZM_SERVING__POLL_SECONDS, ...). "
+        "Without a model, all three are started, one process each.",
+    )
+    parser.add_argument("model", nargs="?", choices=list(SERVICES), help="the family to serve (default: all three)")
+    parser.add_argument("--port", type=int, default=None, help="HTTP port (default: from settings per model)")
+    parser.add_argument("--alias", default="production", help="registry alias to serve (default production)")
+    parser.add_argument("--version", default=None, help="serve this registered version instead of the alias")
+    args = parser.parse_args(argv)
+    from zmlops.settings import apply_telemetry_off, get_settings
+
+    apply_telemetry_off()
+    settings = get_settings()
+    if args.model is None:
+        return serve_all(settings)
+    port = args.port or settings.serving.ports[args.model]
+    return run(args.model, settings, port, alias=args.alias, version=args.version)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Fixtures for the serving tests: a trained registry, and real KServe server processes.
+
+The serving environment cannot train (no DVC, no Great Expectations): the registry is
+built once per session by the pipelines environment's ``zm`` (simulated data of test size,
+ingest, train), exactly as an operator would; the servers then read it over MLflow and Feast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PIPELINES_ZM = REPO / ".venvs" / "pipelines" / "bin" / "zm"
+FAMILIES = ("demand-forecast", "customer-segmentation", "product-recommendation")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZM_")}
+    env.update({"ZM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
+                "FEAST_USAGE": "False", "OPENBLAS_NUM_THREADS": "1", **extra})
+    return env
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ZM_HOME with one simulated data version and the three families trained and in production."""
+    if not PIPELINES_ZM.exists():
+        pytest.fail(f"{PIPELINES_ZM} is missing: run `make envs`")
+    root = tmp_path_factory.mktemp("serving-home")
+    env = _env(root)
+    for argv in (
+        ["data", "ingest", "--customers", "600", "--products", "300", "--weeks", "80", "--seed", "11"],
+        ["train", "--reason", "serving-tests"],
+    ):
+        done = subprocess.run([str(PIPELINES_ZM), *argv], env=env, capture_output=True, text=True, cwd=REPO)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root
+
+
+@dataclass
+class Server:
+    family: str
+    home: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inference_services.server", self.family, "--port", str(self.port), *self.args],
+            env=_env(self.home, ZM_SERVING__POLL_SECONDS="1", **self.env),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait(lambda: httpx.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200, 90, "live")
+        return self
+
+    def ready(self) -> bool:
+        r = httpx.get(f"{self.url}/v2/models/{self.family}/ready", timeout=2)
+        return r.status_code == 200 and bool(r.json().get("ready"))
+
+    def wait(self, check: object, seconds: float, what: str) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise AssertionError(f"{self.family} server exited ({self.proc.returncode}) before {what}:\n{out}")
+            try:
+                if check():  # type: ignore[operator]
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{self.family} server not {what} within {seconds} s")
+
+    def wait_ready(self, seconds: float = 60) -> Server:
+        self.wait(self.ready, seconds, "ready")
+        return self
+
+    def stop(self) -> str:
+        """SIGTERM, wait for the process (not the port); returns its output."""
+        if self.proc is None:
+            return ""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.stdout.read().decode() if self.proc.stdout else ""
+
+
+@pytest.fixture(scope="module")
+def servers(home: Path) -> Iterator[dict[str, Server]]:
+    """The three families serving ``production``, started together, stopped after the module."""
+    started = {f: Server(f, home).start() for f in FAMILIES}
+    try:
+        for s in started.values():
+            s.wait_ready()
+        yield started
+    finally:
+        for s in started.values():
+            s.stop()

@@ -1,0 +1,372 @@
+"""The three inference services over real HTTP: protocols, clients, bad input, degradation, cache, log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.serving.conftest import FAMILIES, Server
+
+pytestmark = pytest.mark.serving
+
+
+def v1(server: Server, instances: Any, **kw: Any) -> httpx.Response:
+    url = f"{server.url}/v1/models/{server.family}:predict"
+    return httpx.post(url, json={"instances": instances}, timeout=10, **kw)
+
+
+def v2(server: Server, inputs: list[dict[str, Any]]) -> httpx.Response:
+    return httpx.post(f"{server.url}/v2/models/{server.family}/infer", json={"inputs": inputs}, timeout=10)
+
+
+def outputs(response: httpx.Response) -> dict[str, dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    return {o["name"]: o for o in response.json()["outputs"]}
+
+
+def known_customers(home: Path, n: int = 3) -> list[int]:
+    import pandas as pd
+
+    frame = pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet", columns=["customer_id"])
+    return [int(c) for c in frame["customer_id"].drop_duplicates().head(n)]
+
+
+def test_both_protocols_for_all_three_models_with_batches(servers: dict[str, Server], home: Path) -> None:
+    fc, seg, rec = (servers[f] for f in FAMILIES)
+    customers = known_customers(home)
+
+    r = v1(fc, [{"category": "kitchen", "horizon": 3}, {"category": "garden"}])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == r.headers["x-model-version"] == "1"
+    assert [len(p["forecasts"]) for p in body["predictions"]] == [3, 8]
+    week = body["predictions"][0]["forecasts"][0]
+    assert week["units_lower"] <= week["units"] <= week["units_upper"] and week["units"] > 0
+    out = outputs(v2(fc, [{"name": "category", "datatype": "BYTES", "shape": [2], "data": ["kitchen", "toys_games"]},
+                          {"name": "horizon", "datatype": "INT64", "shape": [1], "data": [4]}]))
+    assert out["units"]["shape"] == [8] and out["category"]["data"][:4] == ["kitchen"] * 4
+    assert out["step"]["data"] == [1, 2, 3, 4, 1, 2, 3, 4]
+
+    r = v1(seg, [{"customer_id": customers[0]},
+                 {"frequency": 40.0, "tenure_days": 500.0, "basket_lines": 30.0, "units_per_line": 24.0,
+                  "unit_price": 1.5},
+                 {"customer_id": 10**12}])
+    assert r.status_code == 200, r.text
+    a, b, c = r.json()["predictions"]
+    assert not a["cold_start"] and not a["degraded"] and a["segment"]
+    assert b["segment"] == "wholesale"  # big baskets of cheap units
+    assert c["cold_start"] and not c["degraded"]  # unknown customer: documented cold start, not an error
+    out = outputs(v2(seg, [{"name": "customer_id", "datatype": "INT64", "shape": [2], "data": customers[:2]}]))
+    assert len(out["segment"]["data"]) == 2 and out["degraded"]["data"] == [False, False]
+
+    r = v1(rec, [{"customer_id": customers[0], "k": 5}, {"customer_id": 10**12, "k": 3, "country": "France"}])
+    assert r.status_code == 200, r.text
+    warm, cold = r.json()["predictions"]
+    assert len(warm["items"]) == 5 and not warm["cold_start"]
+    assert len(cold["items"]) == 3 and cold["cold_start"]
+    out = outputs(v2(rec, [{"name": "customer_id", "datatype": "INT64", "shape": [3], "data": customers},
+                           {"name": "k", "datatype": "INT32", "shape": [1], "data": [4]}]))
+    assert out["stock_codes"]["shape"] == [3, 4] and len(out["stock_codes"]["data"]) == 12
+
+    for server in (fc, seg, rec):  # metadata describes the real tensors
+        meta = httpx.get(f"{server.url}/v2/models/{server.family}", timeout=5).json()
+        assert meta["inputs"] and meta["outputs"] and all(t["datatype"] for t in meta["inputs"] + meta["outputs"])
+
+
+def test_third_party_clients_work_unchanged(servers: dict[str, Server], home: Path) -> None:
+    import asyncio
+
+    import numpy as np
+    import tritonclient.http as triton
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    rec = servers["product-recommendation"]
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{rec.port}")
+    assert client.is_model_ready(rec.family)
+    customer = triton.InferInput("customer_id", [2], "INT64")
+    customer.set_data_from_numpy(np.array(known_customers(home, 2), dtype=np.int64), binary_data=False)
+    k = triton.InferInput("k", [1], "INT32")
+    k.set_data_from_numpy(np.array([6], dtype=np.int32), binary_data=False)
+    result = client.infer(rec.family, [customer, k], headers={"Content-Type": "application/json"},
+                          outputs=[triton.InferRequestedOutput("stock_codes", binary_data=False)])
+    assert result.as_numpy("stock_codes").shape == (2, 6)
+    meta = client.get_model_metadata(rec.family)
+    assert {i["name"] for i in meta["inputs"]} == {"customer_id", "k", "country"}
+
+    fc = servers["demand-forecast"]
+
+    headers: dict[str, str] = {}
+
+    async def kserve_call() -> Any:
+        rest = InferenceRESTClient(RESTConfig(protocol="v2", timeout=10))
+        try:
+            req = InferRequest(model_name=fc.family, infer_inputs=[
+                InferInput("category", [1], "BYTES", ["home_decor"]),
+                InferInput("horizon", [1], "INT64", [2]),
+            ])
+            return await rest.infer(fc.url, req, model_name=fc.family, response_headers=headers)
+        finally:
+            await rest.close()
+
+    response = asyncio.run(kserve_call())
+    got = {o.name: o for o in response.outputs}
+    assert got["units"].shape == [2] and headers["x-model-version"] == "1"
+
+
+# ---------------------------------------------------------------- malformed input
+def corpus() -> list[tuple[str, str, Any]]:
+    """(family, protocol, body) cases, each of which must get a 4xx naming what is wrong."""
+    cases: list[tuple[str, str, Any]] = []
+    bad_values: list[Any] = [None, "x", "", -1, 0, 1.5, True, [], {}, [1], {"a": 1}, 10**30, -10**30, "NaN", "1e999"]
+    rows = {
+        "demand-forecast": {"category": "kitchen", "horizon": 4},
+        "customer-segmentation": {"frequency": 4.0, "tenure_days": 90.0, "basket_lines": 10.0,
+                                  "units_per_line": 5.0, "unit_price": 2.0},
+        "product-recommendation": {"customer_id": 12345, "k": 5},
+    }
+    for family, good in rows.items():
+        for key in good:
+            for value in bad_values:
+                if (isinstance(good[key], float) and value in (0, 1.5)) or (key == "customer_id" and value == 0):
+                    continue  # valid there
+                row = {**good, key: value}
+                cases.append((family, "v1", {"instances": [row]}))
+            if key in ("category", "customer_id") or isinstance(good[key], float):  # required fields
+                cases.append((family, "v1", {"instances": [{k: v for k, v in good.items() if k != key}]}))
+        cases += [
+            (family, "v1", {"instances": [{**good, "extra": 1}]}),
+            (family, "v1", {"instances": []}),
+            (family, "v1", {"instances": [good] * 1001}),
+            (family, "v1", {"instances": good}),
+            (family, "v1", {"instance": [good]}),
+            (family, "v1", {"instances": [good], "other": 1}),
+            (family, "v1", [good]),
+            (family, "v1", "just a string"),
+            (family, "v1", 42),
+            (family, "v1", None),
+            (family, "v1", {"instances": [[1, 2, 3]]}),
+            (family, "v1", {"instances": ["row"]}),
+            (family, "raw", b"{not json"),
+            (family, "raw", b"\xff\xfe\x00garbage"),
+            (family, "raw", b""),
+            (family, "raw", b'{"instances": [{"category": NaN}]}'),
+            (family, "big", b'{"instances": [' + b'{"k": 1},' * 400_000 + b'{"k": 1}]}'),
+            (family, "v2", {"inputs": [{"name": "nope", "datatype": "INT64", "shape": [1], "data": [1]}]}),
+            (family, "v2", {"inputs": []}),
+            (family, "v2", {"inputs": "x"}),
+            (family, "v2", {"inputs": [{"name": "x"}]}),
+            (family, "v2", {"inputs": [{"name": list(good)[0], "datatype": "FP64", "shape": [2], "data": [1.0]}]}),
+            (family, "v2", {"inputs": [{"name": list(good)[0], "datatype": "WEIRD", "shape": [1], "data": [1]}]}),
+            (family, "v2", {"inputs": [{"name": list(good)[0], "datatype": "INT64", "shape": [-1], "data": [1]}]}),
+            (family, "v2", {"inputs": [{"name": list(good)[0], "datatype": "BYTES", "shape": [1], "data": [[1]]}]}),
+            (family, "v2", {"inputs": [{"name": list(good)[0], "datatype": "INT64", "shape": [1], "data": "x"}]}),
+            (family, "v2", {}),
+            (family, "v2", {"inputs": [{"name": list(good)[0], "datatype": "INT64", "shape": [1],
+                                        "data": [1]}] * 2}),
+        ]
+    cases += [
+        ("demand-forecast", "v1", {"instances": [{"category": "no_such_category"}]}),
+        ("demand-forecast", "v1", {"instances": [{"category": "kitchen", "horizon": 27}]}),
+        ("product-recommendation", "v1", {"instances": [{"customer_id": 1, "k": 101}]}),
+        ("customer-segmentation", "v1", {"instances": [{"customer_id": 1, "frequency": 2.0}]}),
+        ("unknown-model", "v1", {"instances": [{"x": 1}]}),
+        ("unknown-model", "v2", {"inputs": []}),
+    ]
+    return cases
+
+
+def test_malformed_input_corpus_gets_4xx_and_the_servers_stay_healthy(servers: dict[str, Server]) -> None:
+    cases = corpus()
+    assert len(cases) >= 200
+    failures = []
+    with httpx.Client(timeout=20) as http:
+        for family, protocol, body in cases:
+            server = servers.get(family, servers["demand-forecast"])
+            if protocol in ("v1", "raw", "big"):
+                url = f"{server.url}/v1/models/{family}:predict"
+            else:
+                url = f"{server.url}/v2/models/{family}/infer"
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            r = http.post(url, content=content, headers={"content-type": "application/json"})
+            if not 400 <= r.status_code < 500:
+                failures.append((family, protocol, str(body)[:120], r.status_code, r.text[:200]))
+            elif family != "unknown-model" and protocol != "big":
+                assert "Traceback" not in r.text
+    assert not failures, f"{len(failures)} of {len(cases)} cases were not 4xx: {failures[:10]}"
+    for server in servers.values():
+        assert server.ready()
+        assert v1(server, _good(server.family)).status_code == 200
+
+
+def test_error_messages_name_the_field(servers: dict[str, Server]) -> None:
+    fc, rec = servers["demand-forecast"], servers["product-recommendation"]
+    r = v1(fc, [{"category": "kitchen", "horizon": "soon"}])
+    assert r.status_code == 400 and "instances[0].horizon" in r.text
+    r = v1(fc, [{"category": "kitchen"}, {"category": "atlantis"}])
+    assert r.status_code == 400 and "instances[1].category" in r.text and "atlantis" in r.text
+    r = v1(rec, [{"customer_id": 1, "k": 0}])
+    assert r.status_code == 400 and "instances[0].k" in r.text
+    r = v1(rec, [{"customer_id": 1, "colour": "red"}])
+    assert r.status_code == 400 and "colour" in r.text
+    r = httpx.post(f"{rec.url}/v1/models/{rec.family}:predict", content=b"x" * 2_000_000, timeout=10)
+    assert r.status_code == 413 and "body" in r.text
+
+
+def _good(family: str) -> list[dict[str, Any]]:
+    return {
+        "demand-forecast": [{"category": "kitchen"}],
+        "customer-segmentation": [{"frequency": 4.0, "tenure_days": 90.0, "basket_lines": 10.0,
+                                   "units_per_line": 5.0, "unit_price": 2.0}],
+        "product-recommendation": [{"customer_id": 12345}],
+    }[family]
+
+
+# ---------------------------------------------------------------- degradation, cache, log, readiness
+def metric(server: Server, name: str, **labels: str) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_online_store_locked_or_gone_degrades_never_fails(servers: dict[str, Server], home: Path) -> None:
+    seg = servers["customer-segmentation"]
+    customer = known_customers(home, 1)[0]
+    db = next((home / "feast").rglob("online*.db"))
+    before = metric(seg, "zm_feature_fallbacks_total", reason="timeout")
+    lock = sqlite3.connect(db, timeout=1)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # a store that does not answer: every read waits on the lock
+        r = v1(seg, [{"customer_id": customer}])
+    finally:
+        lock.rollback()
+        lock.close()
+    assert r.status_code == 200, r.text
+    answer = r.json()["predictions"][0]
+    assert answer["degraded"] and not answer["cold_start"] and answer["segment"]
+    assert metric(seg, "zm_feature_fallbacks_total", reason="timeout") == before + 1
+
+    errors = metric(seg, "zm_feature_fallbacks_total", reason="error")
+    admin = sqlite3.connect(db)
+    (table,) = next(t for t in admin.execute("select name from sqlite_master where type='table'")
+                    if t[0].endswith("customer_behaviour"))
+    admin.execute(f'ALTER TABLE "{table}" RENAME TO "{table}_away"')  # a store that fails every read
+    admin.commit()
+    try:
+        r = v1(seg, [{"customer_id": customer}])
+        assert r.status_code == 200 and r.json()["predictions"][0]["degraded"]
+        assert metric(seg, "zm_feature_fallbacks_total", reason="error") == errors + 1
+    finally:
+        admin.execute(f'ALTER TABLE "{table}_away" RENAME TO "{table}"')
+        admin.commit()
+        admin.close()
+    r = v1(seg, [{"customer_id": customer}])  # and back
+    assert r.status_code == 200 and not r.json()["predictions"][0]["degraded"]
+
+
+def test_request_log_has_a_pseudonymised_row_for_every_call(servers: dict[str, Server], home: Path) -> None:
+    rec = servers["product-recommendation"]
+    customer = known_customers(home, 1)[0]
+    folder = home / "requests" / rec.family
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(x) for f in sorted(folder.glob("*.jsonl")) for x in f.read_text().splitlines()]
+
+    before = len(lines())
+    for k in (1, 2, 3):
+        assert v1(rec, [{"customer_id": customer, "k": k}]).status_code == 200
+    assert v1(rec, [{"customer_id": customer, "k": 0}]).status_code == 400  # refused: not a prediction
+    rows = lines()[before:]
+    assert len(rows) == 3
+    assert {r["version"] for r in rows} == {"1"} and all(r["request_id"] and r["latency_ms"] > 0 for r in rows)
+    text = folder.joinpath(sorted(p.name for p in folder.glob("*.jsonl"))[-1]).read_text()
+    assert str(customer) not in text  # pseudonymised
+    assert rows[0]["rows"][0]["customer"] and len(rows[0]["rows"][0]["customer"]) == 16
+
+
+def test_readiness_follows_loading_and_a_corrupt_artifact_is_never_ready(home: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    name = "product-recommendation"
+    late = Server(name, home, args=["--alias", "zm-test-late"]).start()
+    try:
+        assert not late.ready()  # listening, nothing behind the alias yet
+        assert v1(late, [{"customer_id": 1}]).status_code == 503
+        client.set_registered_model_alias(name, "zm-test-late", "1")
+        late.wait_ready(30)
+        assert v1(late, [{"customer_id": 1}]).json()["model_version"] == "1"
+    finally:
+        late.stop()
+        client.delete_registered_model_alias(name, "zm-test-late")
+
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "MLmodel").write_text("artifact_path: model\nflavors: {}\n")
+    (broken / "estimator.joblib").write_bytes(b"this is not a joblib file")
+    bad = client.create_model_version(name, source=str(broken))
+    corrupt = Server(name, home, args=["--version", str(bad.version)]).start()
+    try:
+        import time
+
+        time.sleep(3)  # several load attempts
+        assert not corrupt.ready()
+        assert v1(corrupt, [{"customer_id": 1}]).status_code == 503
+        assert httpx.get(f"{corrupt.url}/v2/health/live", timeout=2).status_code == 200
+    finally:
+        output = corrupt.stop()
+    assert "cannot load" in output
+
+
+def test_cache_hits_and_invalidation_when_the_version_changes(home: Path) -> None:
+    import mlflow
+
+    name = "product-recommendation"
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(name, "zm-test-cache", "1")
+    server = Server(name, home, args=["--alias", "zm-test-cache"]).start().wait_ready()
+    try:
+        row = [{"customer_id": known_customers(home, 1)[0], "k": 4}]
+        first = v1(server, row).json()
+        hits0 = metric(server, "zm_cache_requests_total", result="hit")
+        assert v1(server, row).json()["predictions"] == first["predictions"]
+        assert metric(server, "zm_cache_requests_total", result="hit") == hits0 + 1
+        source = client.get_model_version(name, "1")
+        new = client.create_model_version(name, source=source.source, run_id=source.run_id)
+        client.set_registered_model_alias(name, "zm-test-cache", new.version)
+        # wait for the swap without asking for predictions, then the same key must be computed afresh
+        server.wait(lambda: metric(server, "zm_model_version_info", version=str(new.version)) == 1, 30, "swapped")
+        hits, misses = (metric(server, "zm_cache_requests_total", result=r) for r in ("hit", "miss"))
+        again = v1(server, row)
+        assert again.headers["x-model-version"] == again.json()["model_version"] == str(new.version)
+        assert metric(server, "zm_cache_requests_total", result="miss") == misses + 1  # nothing served stale
+        assert metric(server, "zm_cache_requests_total", result="hit") == hits
+        v1(server, row)
+        assert metric(server, "zm_cache_requests_total", result="hit") == hits + 1
+    finally:
+        server.stop()
+        client.delete_registered_model_alias(name, "zm-test-cache")
+
+
+def test_metrics_count_requests_by_status_with_sub_millisecond_buckets(servers: dict[str, Server]) -> None:
+    fc = servers["demand-forecast"]
+    ok = metric(fc, "zm_requests_total", status="200", protocol="v1")
+    bad = metric(fc, "zm_requests_total", status="400", protocol="v1")
+    v1(fc, [{"category": "kitchen"}])
+    v1(fc, [{"category": 3}])
+    assert metric(fc, "zm_requests_total", status="200", protocol="v1") == ok + 1
+    assert metric(fc, "zm_requests_total", status="400", protocol="v1") == bad + 1
+    text = httpx.get(f"{fc.url}/metrics", timeout=5).text
+    buckets = [x for x in text.splitlines() if x.startswith("zm_request_duration_seconds_bucket")]
+    assert any('le="0.0001"' in x for x in buckets) and any('le="0.0005"' in x for x in buckets)
+    assert metric(fc, "zm_forecast_units_count") > 0
+    assert metric(fc, "zm_model_version_info", version="1") == 1
