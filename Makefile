@@ -39,6 +39,7 @@ demo: envs ## run the main job on the embedded local stack (state in .zm/demo, r
 	ZM_HOME=.zm/demo $(PIPELINES)/bin/zm demo
 
 test: envs ## run the test suite (slow end-to-end tests in their short form)
+	$(call debian,wrk:wrk)
 	$(PY) -m pytest -m "not serving" -q
 	@if ls tests/serving/test_*.py >/dev/null 2>&1; then $(SERVING)/bin/python -m pytest -m serving -q tests/serving; fi
 
@@ -57,7 +58,15 @@ real-data: envs ## train the three families on the real UCI file (last 8 weeks h
 	ZM_HOME=.zm/real $(PIPELINES)/bin/zm train --reason real-data
 	ZM_HOME=.zm/real $(PIPELINES)/bin/zm models --alias latest --cards docs/model-cards/real-data
 
+# Debian packages a target needs, installed when their command is missing: $(call debian,command:package ...)
+define debian
+	@missing=""; for pair in $(1); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+endef
+
 bench: envs ## benchmarks; figures as ratios against baselines run in the same session
+	$(call debian,wrk:wrk)
 	ZM_HOME=.zm/bench $(PIPELINES)/bin/zm bench --out docs/benchmarks.json
 
 serve: envs ## serve the three production models on 127.0.0.1 (ports 8081-8083); Ctrl-C stops them

@@ -86,7 +86,6 @@ class ForecastService(ServedModel):
         return results
 
     def observe(self, state: Loaded, results: list[Result]) -> None:
-        hist = metrics.FORECAST_UNITS.labels(self.family, state.version)
-        for r in results:
-            for units in r.v2["units"]:
-                hist.observe(units)
+        hist = metrics.child(metrics.FORECAST_UNITS, self.family, state.version)
+        for r in results:  # one observation per answer: its mean weekly units
+            hist.observe(sum(r.v2["units"]) / max(len(r.v2["units"]), 1))

@@ -8,9 +8,12 @@ latency with sub-millisecond buckets; what the models predict; cache and fallbac
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "child",
     "REQUESTS",
     "LATENCY",
     "ROWS",
@@ -40,7 +43,7 @@ LATENCY = Histogram(
 ROWS = Counter("zm_prediction_rows_total", "Rows (instances) predicted.", ["model", "version"])
 FORECAST_UNITS = Histogram(
     "zm_forecast_units",
-    "Forecast weekly units per requested category-week (prediction distribution).",
+    "Mean forecast weekly units of each answer (prediction distribution).",
     ["model", "version"],
     buckets=(10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000),
 )
@@ -63,3 +66,14 @@ MODEL_VERSION = Gauge(
     "zm_model_version_info", "1 for the registered version this process serves.", ["model", "version", "alias"]
 )
 READY = Gauge("zm_model_ready", "1 when the model is loaded and passed its smoke prediction.", ["model"])
+
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, memoised: the label lookup costs more than the increment."""
+    key = (id(metric), labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found

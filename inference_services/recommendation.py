@@ -83,7 +83,7 @@ class RecommendationService(ServedModel):
     def observe(self, state: Loaded, results: list[Result]) -> None:
         seen, catalogue = state.index["seen"], state.index["catalogue"]
         for r in results:
-            metrics.RECOMMENDED.labels(self.family, state.version, str(r.v1["cold_start"]).lower()).inc()
+            metrics.child(metrics.RECOMMENDED, self.family, state.version, str(r.v1["cold_start"]).lower()).inc()
             pos = catalogue.get_indexer(r.v1["items"])
             seen[pos[pos >= 0]] = True
-        metrics.COVERAGE.labels(self.family, state.version).set(float(seen.mean()) if len(seen) else 0.0)
+        metrics.child(metrics.COVERAGE, self.family, state.version).set(float(seen.mean()) if len(seen) else 0.0)

@@ -134,7 +134,7 @@ class SegmentationService(ServedModel):
 
     def observe(self, state: Loaded, results: list[Result]) -> None:
         for r in results:
-            metrics.SEGMENTS.labels(self.family, state.version, r.v1["segment"]).inc()
+            metrics.child(metrics.SEGMENTS, self.family, state.version, r.v1["segment"]).inc()
 
     def stop(self) -> None:
         super().stop()

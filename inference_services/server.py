@@ -60,10 +60,11 @@ def service_class(family: str) -> type[ServedModel]:
 class Edge:
     """ASGI middleware in front of kserve: request-size limit, request counter and latency by status."""
 
-    def __init__(self, app: ASGIApp, model: ServedModel, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, model: ServedModel, max_body: int, instrument: bool = True) -> None:
         self.app = app
         self.model = model
         self.max_body = max_body
+        self.instrument = instrument
 
     @staticmethod
     def _protocol(path: str) -> str | None:
@@ -91,8 +92,23 @@ class Edge:
 
         started = time.perf_counter()
         status = 500
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
         try:
-            # read the whole body up to the limit (kserve reads it whole anyway), then replay it
+            declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+            if declared is not None and declared.isdigit():  # the server delivers exactly this many bytes
+                if int(declared) > self.max_body:
+                    status = 413
+                    await self._reply(send, 413, f"body: larger than the limit of {self.max_body} bytes")
+                    return
+                await self.app(scope, receive, watch)
+                return
+            # chunked: read the body up to the limit (kserve reads it whole anyway), then replay it
             chunks, size, more = [], 0, True
             while more:
                 message = await receive()
@@ -117,18 +133,14 @@ class Edge:
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()
 
-            async def watch(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = int(message["status"])
-                await send(message)
-
             await self.app(scope, replay, watch)
         finally:
-            state = self.model.state
-            version = state.version if state is not None else "none"
-            metrics.REQUESTS.labels(self.model.family, version, protocol, str(status)).inc()
-            metrics.LATENCY.labels(self.model.family, version, protocol).observe(time.perf_counter() - started)
+            if self.instrument:
+                state = self.model.state
+                version = state.version if state is not None else "none"
+                family = self.model.family
+                metrics.child(metrics.REQUESTS, family, version, protocol, str(status)).inc()
+                metrics.child(metrics.LATENCY, family, version, protocol).observe(time.perf_counter() - started)
 
 
 class _ClientErrors(logging.Filter):
@@ -152,8 +164,19 @@ def _quiet() -> None:
     log.setLevel(logging.INFO)
 
 
-def run(family: str, settings: Settings, port: int, alias: str = "production", version: str | None = None) -> int:
-    """Serve ``family`` on ``settings.serving.host:port`` until SIGINT/SIGTERM."""
+def run(
+    family: str,
+    settings: Settings,
+    port: int,
+    alias: str = "production",
+    version: str | None = None,
+    constant: bool = False,
+) -> int:
+    """Serve ``family`` on ``settings.serving.host:port`` until SIGINT/SIGTERM.
+
+    ``constant`` answers every row with the first smoke answer: the same class, validation,
+    cache, log and metrics without the model (the benchmark's "predictor returning a constant").
+    """
     _quiet()
     import kserve.model_server as kms
     from kserve import ModelServer
@@ -161,6 +184,8 @@ def run(family: str, settings: Settings, port: int, alias: str = "production", v
 
     kms.args.configure_logging = False  # kserve parses sys.argv at import; its logging setup is ours
     model = service_class(family)(settings, alias=alias, version=version)
+    if constant:
+        _make_constant(model)
     cfg = settings.serving
     server = ModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False, workers=1,
                          grace_period=cfg.grace_seconds)
@@ -168,7 +193,7 @@ def run(family: str, settings: Settings, port: int, alias: str = "production", v
 
     class EdgeREST(RESTServer):  # type: ignore[misc]
         def _add_middlewares(self, app: Any) -> None:  # kserve's timing middleware logs every request
-            app.add_middleware(Edge, model=model, max_body=cfg.max_body_bytes)
+            app.add_middleware(Edge, model=model, max_body=cfg.max_body_bytes, instrument=cfg.instrument)
 
     class Draining(_RefreshingServer):  # type: ignore[misc]
         draining = False
@@ -218,6 +243,19 @@ def run(family: str, settings: Settings, port: int, alias: str = "production", v
     return 0
 
 
+def _make_constant(model: ServedModel) -> None:
+    real = model.answer
+    fixed: dict[str, Any] = {}
+
+    async def answer(state: Any, rows: list[Any]) -> list[Any]:
+        if state.version not in fixed:
+            fixed[state.version] = (await real(state, list(model.smoke_rows(state))[:1]))[0]
+        return [fixed[state.version]] * len(rows)
+
+    model.answer = answer  # type: ignore[method-assign]
+    model.check = lambda state, rows: None  # type: ignore[method-assign]
+
+
 def serve_all(settings: Settings, families: list[str] | None = None) -> int:
     """``make serve``: one process per family; prints the URLs; Ctrl-C stops them all."""
     families = families or list(SERVICES)
@@ -257,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default: from settings per model)")
     parser.add_argument("--alias", default="production", help="registry alias to serve (default production)")
     parser.add_argument("--version", default=None, help="serve this registered version instead of the alias")
+    parser.add_argument("--constant", action="store_true",
+                        help="benchmark baseline: answer every row with one fixed answer (no model work)")
     args = parser.parse_args(argv)
     from zmlops.settings import apply_telemetry_off, get_settings
 
@@ -265,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None:
         return serve_all(settings)
     port = args.port or settings.serving.ports[args.model]
-    return run(args.model, settings, port, alias=args.alias, version=args.version)
+    return run(args.model, settings, port, alias=args.alias, version=args.version, constant=args.constant)
 
 
 if __name__ == "__main__":

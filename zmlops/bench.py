@@ -208,10 +208,34 @@ def run_bench(quick: bool = False, out: Path | None = None) -> int:
              o["forecast_parallel"]["seconds_1_process"], o["forecast_parallel"]["efficiency"], ">= 0.8"],
         ],
     )
+    serving: dict[str, Any] | None = None
+    if quick:
+        console.print("serving: skipped with --quick (tests/serving runs a short form)")
+    else:
+        from zmlops.bench_serving import bench_serving, summary_rows
+
+        serving = bench_serving(get_settings().home / "serving")
+        table(
+            "serving: single-row requests, real model vs (a) bare FastAPI constant and (b) the same predictor "
+            "returning a constant",
+            ["model", "protocol", "CPU us/request vs (a)", "ratio (<= 2)", "rps vs (b)", "ratio (>= 0.8)",
+             "p99 ms 1 conn (<= 5)", "p99 ms open loop (<= 25)"],
+            summary_rows(serving),
+        )
+        table(
+            "serving: metrics cost and cold start",
+            ["model", "CPU with / without our metrics (us)", "ratio (<= 1.05)", "start to ready s",
+             "bare import+load s", "ratio (<= 1.5)"],
+            [[f, f"{e['metrics_cpu_overhead']['with_us']:.0f} / {e['metrics_cpu_overhead']['without_us']:.0f}",
+              f"{e['metrics_cpu_overhead']['ratio']:.3f}", f"{e['cold_start']['server_to_ready_s']:.2f}",
+              f"{e['cold_start']['bare_import_and_load_s']:.2f}", f"{e['cold_start']['ratio']:.2f}"]
+             for f, e in serving["models"].items()],
+        )
     report = {
         "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
         "simulator": sim,
         "training": training,
+        "serving": serving,
         "seconds": round(time.perf_counter() - started, 1),
     }
     target = out or get_settings().reports / "bench.json"

@@ -55,6 +55,7 @@ class ServingSettings(BaseModel):
     drain_seconds: float = Field(0.0, ge=0, description="After SIGTERM: readiness false, then wait this long.")
     grace_seconds: int = Field(20, ge=0, description="Then at most this long for requests in flight.")
     keep_alive_seconds: int = Field(65, ge=1, description="HTTP keep-alive timeout.")
+    instrument: bool = Field(True, description="Export our Prometheus metrics (off only to measure their cost).")
 
 
 class Settings(BaseSettings):

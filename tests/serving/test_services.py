@@ -216,6 +216,13 @@ def test_error_messages_name_the_field(servers: dict[str, Server]) -> None:
     r = httpx.post(f"{rec.url}/v1/models/{rec.family}:predict", content=b"x" * 2_000_000, timeout=10)
     assert r.status_code == 413 and "body" in r.text
 
+    def chunked() -> Any:  # no content-length: the limit must hold while streaming
+        for _ in range(40):
+            yield b"x" * 50_000
+
+    r = httpx.post(f"{rec.url}/v1/models/{rec.family}:predict", content=chunked(), timeout=10)
+    assert r.status_code == 413 and "body" in r.text
+
 
 def _good(family: str) -> list[dict[str, Any]]:
     return {
@@ -370,3 +377,19 @@ def test_metrics_count_requests_by_status_with_sub_millisecond_buckets(servers: 
     assert any('le="0.0001"' in x for x in buckets) and any('le="0.0005"' in x for x in buckets)
     assert metric(fc, "zm_forecast_units_count") > 0
     assert metric(fc, "zm_model_version_info", version="1") == 1
+
+
+def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
+    """The short form of `make bench`'s serving part: every figure present and sane."""
+    from zmlops.bench_serving import bench_serving, summary_rows
+
+    result = bench_serving(home, seconds=1, families=["demand-forecast"])
+    entry = result["models"]["demand-forecast"]
+    for protocol in ("v1", "v2"):
+        runs = entry[protocol]
+        assert all(runs[k]["cpu_us_per_request"] > 0 and runs[k]["rps"] > 0
+                   for k in ("bare_fastapi", "constant_predictor", "model"))
+        assert runs["model"]["open_loop_half_max"]["errors"] == 0
+        assert 0 < runs["model"]["one_connection"]["p99_ms"] < 1000
+    assert entry["metrics_cpu_overhead"]["ratio"] > 0 and entry["cold_start"]["ratio"] > 0
+    assert len(summary_rows(result)) == 2

@@ -1,0 +1,337 @@
+"""Serving benchmarks (``make bench``): each figure against baselines measured back to back.
+
+Per model and protocol (V1, V2), single-row requests with rotating keys:
+
+- (a) a bare uvicorn/FastAPI endpoint returning a constant: the ceiling of the HTTP stack;
+- (b) the same predictor class with ``--constant``: validation, cache, request log and
+  metrics, but one fixed answer instead of the model;
+- the real model, prediction cache off (so every request does the model's work).
+
+Figures: server CPU time per request (from ``/proc/<pid>/stat``, steady on a busy machine),
+throughput under a closed loop of 8 connections (wrk), p50/p99 at one connection (wrk),
+p99 under an open loop at half the measured maximum rate (our client, latency counted from
+the scheduled send time, so a stall is not hidden), the CPU cost of our metrics, and cold
+start to ready against a bare import and model load. Load runs on the same 2 cores as the
+server, which is why throughput swings between runs and CPU per request does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from zmlops.console import console
+
+__all__ = ["bench_serving"]
+
+REPO = Path(__file__).resolve().parents[1]
+SERVING_PY = REPO / ".venvs" / "serving" / "bin" / "python"
+PIPELINES_ZM = REPO / ".venvs" / "pipelines" / "bin" / "zm"
+TICK = os.sysconf("SC_CLK_TCK")
+WRK_LUA = """
+local bodies = {}
+for line in io.lines(os.getenv("ZM_BODIES")) do bodies[#bodies + 1] = line end
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[i])
+end
+"""
+
+BARE_APP = """
+import sys
+import uvicorn
+from fastapi import FastAPI, Request
+app = FastAPI()
+ONE = {"predictions": [{"value": 1}], "model_name": "m", "model_version": "1"}
+@app.post("/v1/models/{name}:predict")
+async def v1(name: str, request: Request):
+    await request.body()
+    return ONE
+@app.post("/v2/models/{name}/infer")
+async def v2(name: str, request: Request):
+    await request.body()
+    return {"model_name": name, "model_version": "1", "id": "1",
+            "outputs": [{"name": "value", "shape": [1], "datatype": "INT64", "data": [1]}]}
+@app.get("/v2/health/ready")
+async def ready():
+    return {"ready": True}
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+BARE_LOAD = """
+import sys, time
+t = time.perf_counter()
+import kserve, fastapi, uvicorn  # the stack any KServe predictor imports
+from zmlops.settings import get_settings
+from training.tracking import load_estimator, alias_version
+settings = get_settings()
+family = sys.argv[1]
+estimator = load_estimator(settings, family, alias_version(settings, family, "production"))
+if family == "customer-segmentation":  # its first answer needs the online store open
+    from inference_services.features import OnlineFeatures
+    OnlineFeatures(settings, "customer_behaviour", ["frequency"], "customer_id", 1.0).lookup_now([0])
+print(time.perf_counter() - t)
+"""
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class Proc:
+    def __init__(self, argv: list[str], env: dict[str, str], port: int) -> None:
+        self.port = port
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+
+    def wait_ready(self, path: str, timeout: float = 120) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode()[-2000:] if self.proc.stderr else ""
+                raise RuntimeError(f"server exited: {err}")
+            try:
+                r = httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=1)
+                if r.status_code == 200 and r.json().get("ready", True):
+                    return time.perf_counter() - self.started
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server not ready in time")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _wrk(url: str, bodies: Path, lua: Path, connections: int, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+        env={**os.environ, "ZM_BODIES": str(bodies)}, capture_output=True, text=True, check=True,
+    ).stdout
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad or "Socket errors" in out:
+        raise RuntimeError(f"errors under load:\n{out}")
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
+        return float(m.group(1)) * scale[m.group(2)] if m else float("nan")
+
+    return {
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+    }
+
+
+def _loaded(pid: int, url: str, bodies: Path, lua: Path, connections: int, seconds: int) -> dict[str, float]:
+    before = _cpu(pid)
+    result = _wrk(url, bodies, lua, connections, seconds)
+    result["cpu_us_per_request"] = (_cpu(pid) - before) / result["requests"] * 1e6
+    return result
+
+
+async def _open_loop(port: int, path: str, bodies: list[bytes], rate: float, seconds: float) -> dict[str, float]:
+    """Requests sent on a fixed schedule over a pool of keep-alive connections; latency from schedule."""
+    n = int(rate * seconds)
+    start = time.perf_counter() + 0.2
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while True:
+                try:
+                    i = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                due = start + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                body = bodies[i % len(bodies)]
+                writer.write(
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+                await reader.readexactly(length)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    errors += 1
+                latencies.append((time.perf_counter() - due) * 1000)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(32)))
+    lat = np.array(latencies)
+    return {"rate": rate, "requests": float(n), "errors": float(errors),
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+
+
+def _bodies(family: str, protocol: str, customers: list[int], categories: list[str]) -> list[dict[str, Any]]:
+    if family == "demand-forecast":
+        rows = [{"category": c, "horizon": 8} for c in categories]
+    else:
+        rows = [{"customer_id": c, "k": 10} if family == "product-recommendation" else {"customer_id": c}
+                for c in customers]
+    if protocol == "v1":
+        return [{"instances": [r]} for r in rows]
+    types = {"category": "BYTES", "horizon": "INT64", "customer_id": "INT64", "k": "INT32"}
+    return [{"inputs": [{"name": k, "datatype": types[k], "shape": [1], "data": [v]} for k, v in r.items()]}
+            for r in rows]
+
+
+def _prepare_home(home: Path) -> None:
+    if (home / "mlflow.db").exists():
+        return
+    env = {**os.environ, "ZM_HOME": str(home)}
+    for argv in (["data", "ingest", "--customers", "1000", "--products", "600", "--seed", "11"],
+                 ["train", "--reason", "bench"]):
+        subprocess.run([str(PIPELINES_ZM), *argv], env=env, check=True, capture_output=True)
+
+
+def bench_serving(home: Path, seconds: int = 6, families: list[str] | None = None) -> dict[str, Any]:
+    import pandas as pd
+
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: `make bench` installs it (apt-get install wrk)")
+    home = home.resolve()
+    console.print(f"serving: preparing models under {home} ...")
+    _prepare_home(home)
+    env = {**os.environ, "ZM_HOME": str(home), "OPENBLAS_NUM_THREADS": "1", "ZM_SERVING__POLL_SECONDS": "0"}
+    customers = [int(c) for c in pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet",
+                                                 columns=["customer_id"])["customer_id"].unique()[:500]]
+    categories = sorted(pd.read_parquet(home / "feast" / "sources" / "category_week_features.parquet",
+                                        columns=["category"])["category"].unique())
+    work = Path(tempfile.mkdtemp(prefix="zm-bench-"))
+    lua = work / "rotate.lua"
+    lua.write_text(WRK_LUA)
+    bare_script = work / "bare.py"
+    bare_script.write_text(BARE_APP)
+    results: dict[str, Any] = {"seconds_per_run": seconds, "models": {}}
+    try:
+        for family in families or ["demand-forecast", "customer-segmentation", "product-recommendation"]:
+            entry: dict[str, Any] = {}
+            for protocol in ("v1", "v2"):
+                path = f"/v1/models/{family}:predict" if protocol == "v1" else f"/v2/models/{family}/infer"
+                bodies = work / f"{family}-{protocol}.jsonl"
+                payloads = _bodies(family, protocol, customers, categories)
+                bodies.write_text("\n".join(json.dumps(b) for b in payloads) + "\n")
+                console.print(f"serving: {family} {protocol} ...")
+                runs: dict[str, Any] = {}
+                port = _port()
+                bare = Proc([str(SERVING_PY), str(bare_script), str(port)], env, port)
+                bare.wait_ready("/v2/health/ready")
+                runs["bare_fastapi"] = _loaded(bare.proc.pid, f"http://127.0.0.1:{port}{path}", bodies, lua, 8,
+                                               seconds)
+                bare.stop()
+                for name, extra, args in (
+                    ("constant_predictor", {"ZM_SERVING__CACHE_SIZE": "0"}, ["--constant"]),
+                    ("model", {"ZM_SERVING__CACHE_SIZE": "0"}, []),
+                ):
+                    port = _port()
+                    server = Proc([str(SERVING_PY), "-m", "inference_services.server", family, "--port", str(port),
+                                   *args], {**env, **extra}, port)
+                    ready_s = server.wait_ready(f"/v2/models/{family}/ready")
+                    url = f"http://127.0.0.1:{port}{path}"
+                    _wrk(url, bodies, lua, 2, 1)  # warm-up
+                    runs[name] = _loaded(server.proc.pid, url, bodies, lua, 8, seconds)
+                    if name == "model":
+                        runs[name]["cold_start_s"] = ready_s
+                        one = _wrk(url, bodies, lua, 1, max(3, seconds // 2))
+                        runs[name]["one_connection"] = {"p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"],
+                                                        "rps": one["rps"]}
+                        half = runs[name]["rps"] / 2
+                        raw = [json.dumps(b).encode() for b in payloads]
+                        runs[name]["open_loop_half_max"] = asyncio.run(
+                            _open_loop(port, path, raw, half, max(4, seconds - 1)))
+                    server.stop()
+                entry[protocol] = runs
+            # metrics cost: the same model without our instrumentation, V1
+            console.print(f"serving: {family} metrics cost and cold start ...")
+            path = f"/v1/models/{family}:predict"
+            bodies = work / f"{family}-v1.jsonl"
+            costs = []
+            for instrument in ("true", "false", "true", "false"):
+                port = _port()
+                server = Proc([str(SERVING_PY), "-m", "inference_services.server", family, "--port", str(port)],
+                              {**env, "ZM_SERVING__CACHE_SIZE": "0", "ZM_SERVING__INSTRUMENT": instrument}, port)
+                server.wait_ready(f"/v2/models/{family}/ready")
+                url = f"http://127.0.0.1:{port}{path}"
+                _wrk(url, bodies, lua, 2, 1)
+                costs.append(_loaded(server.proc.pid, url, bodies, lua, 8, seconds)["cpu_us_per_request"])
+                server.stop()
+            with_m, without = (costs[0] + costs[2]) / 2, (costs[1] + costs[3]) / 2
+            entry["metrics_cpu_overhead"] = {"with_us": with_m, "without_us": without,
+                                             "ratio": with_m / without}
+            bare_load = []
+            for _ in range(2):
+                done = subprocess.run([str(SERVING_PY), "-c", BARE_LOAD, family], env=env, capture_output=True,
+                                      text=True, check=True, cwd=REPO)
+                bare_load.append(float(done.stdout.strip().splitlines()[-1]))
+            entry["cold_start"] = {"server_to_ready_s": min(entry["v1"]["model"]["cold_start_s"],
+                                                            entry["v2"]["model"]["cold_start_s"]),
+                                   "bare_import_and_load_s": min(bare_load)}
+            entry["cold_start"]["ratio"] = entry["cold_start"]["server_to_ready_s"] / entry["cold_start"][
+                "bare_import_and_load_s"]
+            results["models"][family] = entry
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for family, entry in results["models"].items():
+        for protocol in ("v1", "v2"):
+            r = entry[protocol]
+            bare, const, model = r["bare_fastapi"], r["constant_predictor"], r["model"]
+            rows.append([
+                family, protocol,
+                f"{model['cpu_us_per_request']:.0f} / {bare['cpu_us_per_request']:.0f}",
+                f"{model['cpu_us_per_request'] / bare['cpu_us_per_request']:.2f}",
+                f"{model['rps']:.0f} / {const['rps']:.0f}",
+                f"{model['rps'] / const['rps']:.2f}",
+                f"{model['one_connection']['p99_ms']:.2f}",
+                f"{model['open_loop_half_max']['p99_ms']:.2f} @ {model['open_loop_half_max']['rate']:.0f}/s",
+            ])
+    return rows
+
+
+if __name__ == "__main__":  # pragma: no cover
+    out = bench_serving(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".zm/bench/serving"))
+    print(json.dumps(out, indent=2))
