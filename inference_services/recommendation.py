@@ -47,7 +47,8 @@ class RecommendationService(ServedModel):
         return {"k", "country"}
 
     def build_index(self, estimator: Any) -> dict[str, Any]:
-        return {"seen": np.zeros(len(estimator.items_), dtype=bool), "catalogue": estimator.items_}
+        items = estimator.items_.tolist()
+        return {"seen": np.zeros(len(items), dtype=bool), "position": {c: i for i, c in enumerate(items)}}
 
     def smoke_rows(self, state: Loaded) -> list[RecommendRow]:
         known = int(state.estimator.customers_[0])
@@ -81,9 +82,8 @@ class RecommendationService(ServedModel):
         return results
 
     def observe(self, state: Loaded, results: list[Result]) -> None:
-        seen, catalogue = state.index["seen"], state.index["catalogue"]
+        seen, position = state.index["seen"], state.index["position"]
         for r in results:
             metrics.child(metrics.RECOMMENDED, self.family, state.version, str(r.v1["cold_start"]).lower()).inc()
-            pos = catalogue.get_indexer(r.v1["items"])
-            seen[pos[pos >= 0]] = True
+            seen[[position[c] for c in r.v1["items"] if c in position]] = True
         metrics.child(metrics.COVERAGE, self.family, state.version).set(float(seen.mean()) if len(seen) else 0.0)

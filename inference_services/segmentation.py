@@ -89,8 +89,8 @@ class SegmentationService(ServedModel):
         except Exception as error:  # noqa: BLE001 - the store may be down now and up later
             logging.getLogger("zmlops.serving").warning("%s: online store not reachable yet: %s", self.family, error)
 
-    def _segments(self, state: Loaded, frame: pd.DataFrame) -> list[tuple[int, str]]:
-        labels = state.estimator.predict(frame)
+    def _segments(self, state: Loaded, rows: list[dict[str, float]]) -> list[tuple[int, str]]:
+        labels = state.estimator.predict({f: [r[f] for r in rows] for f in FEATURES})
         return [(int(i), state.estimator.names_[int(i)]) for i in labels]
 
     async def answer(self, state: Loaded, rows: list[SegmentRow]) -> list[Result]:  # type: ignore[override]
@@ -115,8 +115,8 @@ class SegmentationService(ServedModel):
         known = [i for i, f in enumerate(features) if f is not None]
         segments: dict[int, tuple[int, str]] = {}
         if known:
-            frame = pd.DataFrame([features[i] for i in known], columns=list(FEATURES))
-            segments = dict(zip(known, self._segments(state, frame), strict=True))
+            found_rows = [features[i] for i in known]
+            segments = dict(zip(known, self._segments(state, found_rows), strict=True))  # type: ignore[arg-type]
         results = []
         for i, row in enumerate(rows):
             seg_id, name = segments.get(i, state.index["default"])

@@ -298,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--constant", action="store_true",
                         help="benchmark baseline: answer every row with one fixed answer (no model work)")
     args = parser.parse_args(argv)
+    import os
+
+    # One request is one small computation: OpenMP/BLAS worker threads only spin between requests.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     from zmlops.settings import apply_telemetry_off, get_settings
 
     apply_telemetry_off()

@@ -163,10 +163,26 @@ def bench_training(sizes: list[int]) -> dict[str, Any]:
     return {"sizes": per_size, "overhead": overhead}
 
 
-def run_bench(quick: bool = False, out: Path | None = None) -> int:
-    sizes = [100_000, 300_000] if quick else [1_000_000, 10_000_000]
-    train_sizes = [50_000, 100_000] if quick else [REAL_ROWS, 10 * REAL_ROWS]
+SECTIONS = ("simulator", "training", "serving")
+
+
+def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | None = None) -> int:
+    """Run the benchmark sections (all by default); ``only`` updates just those in ``out``."""
+    target = out or get_settings().reports / "bench.json"
+    report: dict[str, Any] = json.loads(target.read_text()) if only and target.exists() else {}
     started = time.perf_counter()
+    for section in only or SECTIONS:
+        report[section] = {"simulator": _simulator, "training": _training, "serving": _serving}[section](quick)
+    report["machine"] = {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()}
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"results -> {target}")
+    return 0
+
+
+def _simulator(quick: bool) -> list[dict[str, Any]]:
+    sizes = [100_000, 300_000] if quick else [1_000_000, 10_000_000]
     sim = bench_simulator(sizes)
     table(
         "simulator (each row: simulator vs numpy+parquet baseline of the same rows, same session)",
@@ -184,6 +200,11 @@ def run_bench(quick: bool = False, out: Path | None = None) -> int:
             for r in sim
         ],
     )
+    return sim
+
+
+def _training(quick: bool) -> dict[str, Any]:
+    train_sizes = [50_000, 100_000] if quick else [REAL_ROWS, 10 * REAL_ROWS]
     training = bench_training(train_sizes)
     families = ["demand-forecast", "customer-segmentation", "product-recommendation"]
     table(
@@ -208,41 +229,33 @@ def run_bench(quick: bool = False, out: Path | None = None) -> int:
              o["forecast_parallel"]["seconds_1_process"], o["forecast_parallel"]["efficiency"], ">= 0.8"],
         ],
     )
-    serving: dict[str, Any] | None = None
+    return training
+
+
+def _serving(quick: bool) -> dict[str, Any] | None:
     if quick:
         console.print("serving: skipped with --quick (tests/serving runs a short form)")
-    else:
-        from zmlops.bench_serving import bench_serving, summary_rows
+        return None
+    from zmlops.bench_serving import bench_serving, summary_rows
 
-        serving = bench_serving(get_settings().home / "serving")
-        table(
-            "serving: single-row requests, real model vs (a) bare FastAPI constant and (b) the same predictor "
-            "returning a constant",
-            ["model", "protocol", "CPU us/request vs (a)", "ratio (<= 2)", "rps vs (b)", "ratio (>= 0.8)",
-             "p99 ms 1 conn (<= 5)", "p99 ms open loop (<= 25)"],
-            summary_rows(serving),
-        )
-        table(
-            "serving: metrics cost and cold start",
-            ["model", "CPU with / without our metrics (us)", "ratio (<= 1.05)", "start to ready s",
-             "bare import+load s", "ratio (<= 1.5)"],
-            [[f, f"{e['metrics_cpu_overhead']['with_us']:.0f} / {e['metrics_cpu_overhead']['without_us']:.0f}",
-              f"{e['metrics_cpu_overhead']['ratio']:.3f}", f"{e['cold_start']['server_to_ready_s']:.2f}",
-              f"{e['cold_start']['bare_import_and_load_s']:.2f}", f"{e['cold_start']['ratio']:.2f}"]
-             for f, e in serving["models"].items()],
-        )
-    report = {
-        "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
-        "simulator": sim,
-        "training": training,
-        "serving": serving,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    target = out or get_settings().reports / "bench.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=2) + "\n")
-    console.print(f"results -> {target}")
-    return 0
+    serving = bench_serving(get_settings().home / "serving")
+    table(
+        "serving: single-row requests, real model vs (a) bare FastAPI constant and (b) the same predictor "
+        "returning a constant",
+        ["model", "protocol", "CPU us/request vs (a)", "ratio (<= 2)", "rps vs (b)", "ratio (>= 0.8)",
+         "p99 ms 1 conn (<= 5)", "p99 ms open loop (<= 25)"],
+        summary_rows(serving),
+    )
+    table(
+        "serving: metrics cost and cold start",
+        ["model", "CPU with / without our metrics (us)", "ratio (<= 1.05)", "start to ready s",
+         "bare import+load s", "ratio (<= 1.5)"],
+        [[f, f"{e['metrics_cpu_overhead']['with_us']:.0f} / {e['metrics_cpu_overhead']['without_us']:.0f}",
+          f"{e['metrics_cpu_overhead']['ratio']:.3f}", f"{e['cold_start']['server_to_ready_s']:.2f}",
+          f"{e['cold_start']['bare_import_and_load_s']:.2f}", f"{e['cold_start']['ratio']:.2f}"]
+         for f, e in serving["models"].items()],
+    )
+    return serving
 
 
 def _cpus() -> int:

@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run benchmarks and write docs/benchmarks.md figures")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default <reports>/bench.json)")
+    p.add_argument("--only", action="append", choices=["simulator", "training", "serving"], default=None,
+                   help="run just this section and update it in --out (repeatable)")
     return parser
 
 
@@ -343,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from zmlops.bench import run_bench
 
-        return run_bench(quick=args.quick, out=args.out)
+        return run_bench(quick=args.quick, out=args.out, only=args.only)
     raise AssertionError(args.command)
 
 

@@ -18,7 +18,15 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "ServingSettings", "ValidationSettings", "get_settings", "telemetry_env", "apply_telemetry_off"]
+__all__ = [
+    "Settings",
+    "MonitoringSettings",
+    "ServingSettings",
+    "ValidationSettings",
+    "get_settings",
+    "telemetry_env",
+    "apply_telemetry_off",
+]
 
 DEFAULT_SECRET = "local-only-not-a-secret"  # noqa: S105 - refused outside the local profile
 
@@ -58,6 +66,18 @@ class ServingSettings(BaseModel):
     instrument: bool = Field(True, description="Export our Prometheus metrics (off only to measure their cost).")
 
 
+class MonitoringSettings(BaseModel):
+    """Thresholds of the monitoring DAG's retrain decisions."""
+
+    sample_rows: int = Field(20_000, ge=100, description="Rows per side given to Evidently (sampled above this).")
+    drift_share: float = Field(0.5, gt=0, le=1, description="Retrain when this share of monitored columns drifts.")
+    segment_share_shift: float = Field(0.05, gt=0, description="Retrain when a segment's share moves this much.")
+    new_product_share: float = Field(0.10, gt=0, description="Retrain when unseen products sell this share.")
+    forecast_wape_increase: float = Field(
+        0.05, gt=0, description="Retrain when realised WAPE exceeds the backtest WAPE by this much."
+    )
+
+
 class Settings(BaseSettings):
     """Settings of one deployment of the stack."""
 
@@ -89,6 +109,7 @@ class Settings(BaseSettings):
 
     validation: ValidationSettings = ValidationSettings()
     serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     request_log_path: Path | None = Field(None, description="Request log folder (JSON lines per model and day).")
 
     @model_validator(mode="after")

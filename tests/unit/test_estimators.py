@@ -104,3 +104,16 @@ def test_less_than_a_season_of_history_is_backtested_against_the_last_value() ->
     model = CategoryForecaster(n_jobs=1).fit(weekly)
     assert model.choice_["a"]["units"] == (0, SHORT_HISTORY_WEIGHT)
     assert result["model"]["units_wape"] < result["baseline"]["units_wape"]  # a trend beats a flat line
+
+
+def test_segmenter_predict_is_sklearns_arithmetic_without_its_overhead(clean: pd.DataFrame) -> None:
+    from training.models.segmentation import segment_features
+
+    frame = customer_features(clean)
+    frame = frame[frame["event_timestamp"] == frame["event_timestamp"].max()]
+    model = CustomerSegmenter(k_range=(3, 4)).fit(frame)
+    expected = model.kmeans_.predict(model.scaler_.transform(segment_features(frame)))
+    assert (model.predict(frame) == expected).all()
+    one = {c: [float(frame[c].iloc[0])] for c in frame.columns if c in ("frequency", "tenure_days", "basket_lines",
+                                                                        "units_per_line", "unit_price")}
+    assert model.predict(one)[0] == expected[0]

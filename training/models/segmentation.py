@@ -20,27 +20,38 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, davies_bouldin_score, silhouette_score
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["CustomerSegmenter", "INPUT_FEATURES", "segment_features", "bootstrap_stability"]
+__all__ = ["CustomerSegmenter", "INPUT_FEATURES", "segment_features", "segment_matrix", "bootstrap_stability"]
 
 INPUT_FEATURES = ["frequency", "tenure_days", "basket_lines", "units_per_line", "unit_price"]
 DERIVED = ["order_rate", "basket_lines", "units_per_line", "unit_price"]
 
 
-def segment_features(X: pd.DataFrame) -> pd.DataFrame:
-    """The clustering space: log order rate per week of tenure, log basket size, units per line and price."""
-    missing = set(INPUT_FEATURES) - set(X.columns)
+def segment_matrix(X: Any) -> np.ndarray:
+    """The clustering space as an (n, 4) array; ``X`` is a DataFrame or a mapping of columns.
+
+    Log order rate per week of tenure, log basket size, log units per line, log price.
+    """
+    missing = [f for f in INPUT_FEATURES if f not in X]
     if missing:
         raise KeyError(f"missing features: {sorted(missing)}")
-    weeks = np.maximum(X["tenure_days"].to_numpy(float), 7.0) / 7.0
-    return pd.DataFrame(
-        {
-            "order_rate": np.log1p(X["frequency"].to_numpy(float) / weeks),
-            "basket_lines": np.log(np.maximum(X["basket_lines"].to_numpy(float), 1e-3)),
-            "units_per_line": np.log(np.maximum(X["units_per_line"].to_numpy(float), 1e-3)),
-            "unit_price": np.log(np.maximum(X["unit_price"].to_numpy(float), 1e-3)),
-        },
-        index=X.index,
+
+    def col(name: str) -> np.ndarray:
+        return np.asarray(X[name], dtype=float)
+
+    weeks = np.maximum(col("tenure_days"), 7.0) / 7.0
+    return np.column_stack(
+        [
+            np.log1p(col("frequency") / weeks),
+            np.log(np.maximum(col("basket_lines"), 1e-3)),
+            np.log(np.maximum(col("units_per_line"), 1e-3)),
+            np.log(np.maximum(col("unit_price"), 1e-3)),
+        ]
     )
+
+
+def segment_features(X: pd.DataFrame) -> pd.DataFrame:
+    """:func:`segment_matrix` as a named frame on ``X``'s index (training and reports)."""
+    return pd.DataFrame(segment_matrix(X), columns=DERIVED, index=X.index)
 
 
 def _name_clusters(profile: pd.DataFrame) -> dict[int, str]:
@@ -101,9 +112,16 @@ class CustomerSegmenter(BaseEstimator):  # type: ignore[misc]
         self.feature_names_in_ = np.array(INPUT_FEATURES)
         return self
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Cluster index per customer."""
-        labels: np.ndarray = self.kmeans_.predict(self.scaler_.transform(segment_features(X)))
+    def predict(self, X: Any) -> np.ndarray:
+        """Cluster index per customer: the nearest centre in the standardised space.
+
+        The same arithmetic as ``KMeans.predict(StandardScaler.transform(...))`` on plain arrays:
+        sklearn's input validation on a one-row frame costs about 2 ms, this about 20 us.
+        """
+        S = (segment_matrix(X) - self.scaler_.mean_) / self.scaler_.scale_
+        centres = self.kmeans_.cluster_centers_
+        distances = (S * S).sum(axis=1)[:, None] - 2 * S @ centres.T + (centres * centres).sum(axis=1)[None, :]
+        labels: np.ndarray = distances.argmin(axis=1).astype(np.int32)
         return labels
 
     def predict_names(self, X: pd.DataFrame) -> np.ndarray:

@@ -1,0 +1,113 @@
+"""Monitoring DAG: drift and quality checks per model, reports, metrics, and re-entry into training.
+
+Parsing imports only the Airflow SDK and :mod:`zmlops.catalog`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import Asset, Param, dag, task
+
+from zmlops.catalog import FAMILIES, retrain_asset_uri
+
+DOC = """
+### zmlops_monitoring
+Compares the newest good data version with the data each production model was trained on:
+Evidently data drift on stationary features (the method per column is in the report), plus
+per-model signals: realised forecast accuracy on the weeks since training, segment share shift,
+and the share of sales from products the recommender never saw.
+
+Results: an Evidently HTML report and a JSON summary per model in `reports/monitoring/`, with
+`index.html` listing every report; the numbers in `reports/monitoring/metrics.prom` (Prometheus
+text format); and for each model that should retrain, one event on its retrain asset, which
+starts the training DAG for that model with the reason. An incident (model version x data
+version) re-enters training once, however often the check repeats.
+
+Params: `data_version` (default `current`).
+"""
+
+
+@dag(
+    dag_id="zmlops_monitoring",
+    description="Drift and quality checks of the production models; re-enters training on drift",
+    schedule="@daily",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["zmlops", "monitoring"],
+    doc_md=DOC,
+    default_args={
+        "retries": 2,
+        "retry_delay": dt.timedelta(seconds=30),
+        "execution_timeout": dt.timedelta(minutes=20),
+    },
+    params={"data_version": Param("current", type="string", description="data version to check: current or vN")},
+)
+def zmlops_monitoring() -> None:
+    @task
+    def resolve(params: dict[str, Any] | None = None) -> str:
+        from zmlops import pipeline
+        from zmlops.settings import get_settings
+
+        return pipeline.resolve_version(get_settings(), str((params or {}).get("data_version", "current")))
+
+    @task
+    def check(family: str, version: str) -> dict[str, Any] | None:
+        from monitoring.drift import check_family
+        from monitoring.loop import monitoring_dir, save_result
+        from zmlops.settings import get_settings
+
+        settings = get_settings()
+        try:
+            result = check_family(settings, family, version, monitoring_dir(settings)).to_dict()
+        except LookupError as missing:  # nothing in production yet: nothing to monitor
+            print(missing)
+            return None
+        save_result(settings, result)
+        print(f"{family}: drift share {result['drift_share']:.2f}, signals {result['signals']}, "
+              f"decision: {'; '.join(result['reasons']) or 'no action'}")
+        return result
+
+    @task
+    def publish(results: Any) -> str:
+        from monitoring.loop import write_index, write_metrics
+        from zmlops.settings import get_settings
+
+        settings = get_settings()
+        found = [r for r in results if r]
+        write_metrics(settings, found)
+        index = write_index(settings)
+        print(f"reports: {index}")
+        return str(index)
+
+    version = resolve()
+    results = check.partial(version=version).expand(family=list(FAMILIES))
+    publish(results)
+
+    for family in FAMILIES:  # one task per family: a task emits events on all of its outlets
+        asset = Asset(uri=retrain_asset_uri(family), name=f"retrain-{family}")
+
+        @task(task_id=f"reenter_{family.replace('-', '_')}", outlets=[asset])
+        def reenter(results: Any, family: str = family, asset: Asset = asset,
+                    outlet_events: Any = None) -> dict[str, Any]:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from monitoring.loop import claim_incident
+            from zmlops.settings import get_settings
+
+            mine = next((r for r in results if r and r["family"] == family), None)
+            if mine is None or not mine["reasons"]:
+                raise AirflowSkipException(f"{family}: no drift or quality problem")
+            reason = "; ".join(mine["reasons"])
+            if not claim_incident(get_settings(), mine["incident"], "monitoring DAG", reason):
+                raise AirflowSkipException(f"{family}: incident {mine['incident']} already re-entered training")
+            outlet_events[asset].extra = {"reason": f"drift: {reason}", "incident": mine["incident"]}
+            print(f"{family}: retraining requested ({reason})")
+            return {"family": family, "incident": mine["incident"], "reason": reason}
+
+        reenter(results)
+
+
+monitoring_dag = zmlops_monitoring()

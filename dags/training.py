@@ -1,0 +1,124 @@
+"""Training DAG: one definition mapped over the model families.
+
+Parsing imports only the Airflow SDK and :mod:`zmlops.catalog`; every step imports its
+libraries when it runs (:mod:`zmlops.pipeline`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from zmlops.catalog import FAMILIES, retrain_asset_uri
+
+RETRAIN_ASSETS = [Asset(uri=retrain_asset_uri(f), name=f"retrain-{f}") for f in FAMILIES]
+
+DOC = """
+### zmlops_training
+Pulls a DVC data version, gates it with Great Expectations, builds features and materializes
+Feast, then per model family (mapped tasks): training set from Feast, fit, evaluation against
+the baseline and the production champion, registration, promotion to `staging` and
+`production` when the gate passes, model card; then deployment.
+
+**Triggers**: weekly (Monday 03:00 UTC), a retrain asset event from the monitoring DAG or the
+Alertmanager receiver (only the affected family trains; the reason becomes the run's `reason`
+tag), or by hand with params:
+
+* `data_version`: `current` (default), `latest` or `vN`
+* `families`: which families (default all three)
+* `reason`: recorded on the MLflow run and the model version
+
+A data version that fails validation stops the run before training; production is unchanged.
+Re-running any task for the same data version reuses what it produced.
+"""
+
+
+@dag(
+    dag_id="zmlops_training",
+    description="Validate data, build features, train, gate, register, promote and deploy the models",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),
+        assets=RETRAIN_ASSETS[0] | RETRAIN_ASSETS[1] | RETRAIN_ASSETS[2],
+    ),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["zmlops", "training"],
+    doc_md=DOC,
+    default_args={
+        "retries": 2,
+        "retry_delay": dt.timedelta(seconds=30),
+        "execution_timeout": dt.timedelta(minutes=30),
+    },
+    params={
+        "data_version": Param("current", type="string", description="DVC data version: current, latest or vN"),
+        "families": Param(list(FAMILIES), type="array", items={"type": "string", "enum": list(FAMILIES)},
+                          description="model families to train"),
+        "reason": Param("manual", type="string", description="why this run trains (recorded on the runs)"),
+    },
+)
+def zmlops_training() -> None:
+    @task
+    def resolve(params: dict[str, Any] | None = None) -> str:
+        from zmlops import pipeline
+        from zmlops.settings import get_settings
+
+        return pipeline.resolve_version(get_settings(), str((params or {}).get("data_version", "current")))
+
+    @task(retries=0)  # bad data does not get better by retrying
+    def validate(version: str) -> str:
+        from zmlops import pipeline
+        from zmlops.settings import get_settings
+
+        pipeline.validate(get_settings(), version)
+        return version
+
+    @task
+    def features(version: str) -> str:
+        from zmlops import pipeline
+        from zmlops.settings import get_settings
+
+        print(pipeline.features(get_settings(), version))
+        return version
+
+    @task
+    def plan(params: dict[str, Any] | None = None, triggering_asset_events: Any = None,
+             run_id: str | None = None) -> list[dict[str, str]]:
+        from zmlops import pipeline
+
+        events: dict[str, list[dict[str, Any]]] = {}
+        for asset, fired in (triggering_asset_events or {}).items():
+            uri = str(getattr(asset, "uri", asset))
+            events[uri] = [dict(getattr(e, "extra", None) or {}) for e in fired]
+        params = params or {}
+        reason = str(params.get("reason") or "manual")
+        if run_id and run_id.startswith("scheduled"):
+            reason = "scheduled weekly retrain"
+        jobs = pipeline.plan(params.get("families") or [], events, reason)
+        print(f"training {jobs}")
+        return jobs
+
+    @task(max_active_tis_per_dag=1)  # one training at a time: each uses both cores
+    def train(job: dict[str, str], version: str) -> dict[str, Any]:
+        from zmlops import pipeline
+        from zmlops.settings import get_settings
+
+        return pipeline.train(get_settings(), job["family"], version, job["reason"])
+
+    @task
+    def deploy(outcome: dict[str, Any]) -> dict[str, Any]:
+        from zmlops import pipeline
+        from zmlops.settings import get_settings
+
+        result = pipeline.deploy(get_settings(), outcome)
+        print(result)
+        return result
+
+    version = features(validate(resolve()))
+    outcomes = train.partial(version=version).expand(job=plan())
+    deploy.expand(outcome=outcomes)
+
+
+training_dag = zmlops_training()

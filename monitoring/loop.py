@@ -1,0 +1,121 @@
+"""Results of the monitoring checks: reports index, Prometheus metrics, incidents (re-entry once).
+
+- Every check writes its Evidently HTML report and a JSON summary into
+  ``<reports>/monitoring/``; ``index.html`` there lists every report, newest first, so an
+  analyst opens one file.
+- The numbers are written in Prometheus' text format to ``<reports>/monitoring/metrics.prom``
+  (node-exporter textfile collector in a cluster; the drift alert rules read them).
+- An incident (family, production version, data version) re-enters training at most once:
+  :func:`claim_incident` appends to an append-only log under a file lock and says whether
+  this caller is the first.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from zmlops.settings import Settings
+
+__all__ = ["monitoring_dir", "save_result", "write_index", "write_metrics", "claim_incident", "incidents"]
+
+
+def monitoring_dir(settings: Settings) -> Path:
+    folder = settings.reports / "monitoring"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_result(settings: Settings, result: dict[str, Any]) -> Path:
+    folder = monitoring_dir(settings)
+    name = (result.get("report") or f"{result['family']}-{result['current_version']}").removesuffix(".html")
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({**result, "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                               indent=2))
+    return path
+
+
+def write_index(settings: Settings) -> Path:
+    """``index.html``: one row per check, newest first, linking its Evidently report."""
+    folder = monitoring_dir(settings)
+    rows = []
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        r = json.loads(path.read_text())
+        link = f'<a href="{html.escape(r["report"])}">report</a>' if r.get("report") else "-"
+        verdict = "retrain: " + "; ".join(r["reasons"]) if r.get("reasons") else "no action"
+        signals = ", ".join(f"{k} {v:.3f}" for k, v in r.get("signals", {}).items())
+        rows.append(
+            f"<tr><td>{html.escape(r.get('checked_at', ''))}</td><td>{html.escape(r['family'])}</td>"
+            f"<td>v{html.escape(str(r['model_version']))}</td><td>{html.escape(r['reference_version'])} &rarr; "
+            f"{html.escape(r['current_version'])}</td><td>{r['drift_share']:.2f}</td>"
+            f"<td>{html.escape(signals)}</td><td class=\"{'bad' if r.get('reasons') else 'ok'}\">"
+            f"{html.escape(verdict)}</td><td>{link}</td></tr>"
+        )
+    page = (
+        "<!doctype html><meta charset=utf-8><title>Zero Margin MLOps: monitoring reports</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.bad{color:#b00}.ok{color:#070}</style>"
+        "<h1>Monitoring reports</h1><p>One row per check by the monitoring DAG, newest first. Drift share is "
+        "the share of monitored columns whose Evidently drift test fired.</p><table><tr><th>checked (UTC)</th>"
+        "<th>model</th><th>production</th><th>data: reference &rarr; current</th><th>drift share</th>"
+        "<th>signals</th><th>decision</th><th>Evidently</th></tr>" + "".join(rows) + "</table>"
+    )
+    index = folder / "index.html"
+    index.write_text(page)
+    return index
+
+
+def write_metrics(settings: Settings, results: list[dict[str, Any]]) -> Path:
+    """The latest numbers per model in Prometheus' text format."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    share = Gauge("zm_data_drift_share", "Share of monitored columns with drift.", ["model"], registry=registry)
+    score = Gauge("zm_data_drift_score", "Drift score per column (method in the label).",
+                  ["model", "column", "method"], registry=registry)
+    signal = Gauge("zm_model_quality_signal", "Family-specific monitoring numbers.", ["model", "signal"],
+                   registry=registry)
+    decision = Gauge("zm_retrain_recommended", "1 when the last check asked for retraining.", ["model"],
+                     registry=registry)
+    for r in results:
+        share.labels(r["family"]).set(r["drift_share"])
+        decision.labels(r["family"]).set(1.0 if r.get("reasons") else 0.0)
+        for column, v in r.get("columns", {}).items():
+            score.labels(r["family"], column, v["method"]).set(v["score"])
+        for name, value in r.get("signals", {}).items():
+            signal.labels(r["family"], name).set(value)
+    path = monitoring_dir(settings) / "metrics.prom"
+    write_to_textfile(str(path), registry)
+    return path
+
+
+def _incident_log(settings: Settings) -> Path:
+    path = settings.home.resolve() / "monitoring" / "incidents.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def claim_incident(settings: Settings, key: str, source: str, reason: str) -> bool:
+    """Record the incident ``key``; True only for the first caller (any process)."""
+    path = _incident_log(settings)
+    with path.open("a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            f.seek(0)
+            if any(json.loads(line).get("key") == key for line in f if line.strip()):
+                return False
+            f.write(json.dumps({"key": key, "source": source, "reason": reason,
+                                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+            f.flush()
+            return True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def incidents(settings: Settings) -> list[dict[str, Any]]:
+    path = _incident_log(settings)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -1,0 +1,74 @@
+"""The monitoring DAG over real stores: drift found, one re-entry per incident, reports and metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dags.conftest import load_dag
+from zmlops.catalog import FAMILIES, retrain_asset_uri
+
+pytestmark = pytest.mark.dags
+
+
+def _states(run: Any) -> dict[str, str]:
+    return {ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
+            for ti in run.get_task_instances()}
+
+
+def _asset_events(uri: str) -> list[dict[str, Any]]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id).where(AssetModel.uri == uri)
+        ).scalars().all()
+        return [dict(e.extra or {}) for e in rows]
+
+
+def test_a_new_product_line_re_enters_training_once_for_the_recommender(airflow_db: Path, zm_home: Path) -> None:
+    from training.data import ingest
+    from training.data.world import SimulationConfig
+    from training.run import train_family
+    from zmlops import pipeline
+    from zmlops.settings import get_settings
+
+    settings = get_settings()
+    config = SimulationConfig(seed=11, n_customers=600, n_products=300, weeks=80)
+    v1 = ingest.snapshot_simulated(settings, config)
+    ingest.validate_version(settings, v1.name)
+    for family in FAMILIES:
+        train_family(settings, family, v1.name, reason="initial")
+    v2 = ingest.snapshot_simulated(settings, config, then=[(8, "new_product_mix")])
+    ingest.validate_version(settings, v2.name)
+
+    dag = load_dag("monitoring").monitoring_dag  # type: ignore[attr-defined]
+    run = dag.test()
+    states = _states(run)
+    assert str(run.state) == "success", states
+    assert states["reenter_product_recommendation"] == "success"
+    events = _asset_events(retrain_asset_uri("product-recommendation"))
+    assert len(events) == 1 and "never saw" in events[0]["reason"]
+    assert events[0]["incident"] == "product-recommendation:v1:" + v2.name
+
+    reports = settings.reports / "monitoring"
+    index = (reports / "index.html").read_text()
+    assert all(f in index for f in FAMILIES) and index.count('href="') == len(FAMILIES)
+    metrics = (reports / "metrics.prom").read_text()
+    assert 'zm_retrain_recommended{model="product-recommendation"} 1.0' in metrics
+    summary = json.loads(next(reports.glob("product-recommendation-*.json")).read_text())
+    assert summary["signals"]["new_product_share"] > settings.monitoring.new_product_share
+
+    again = dag.test()  # the same incident: checked again, not re-entered again
+    assert str(again.state) == "success"
+    assert _states(again)["reenter_product_recommendation"] == "skipped"
+    assert len(_asset_events(retrain_asset_uri("product-recommendation"))) == 1
+
+    # the training DAG's planner turns the event into one job for that model, reason carried
+    jobs = pipeline.plan([], {retrain_asset_uri("product-recommendation"): events}, "manual")
+    assert jobs == [{"family": "product-recommendation", "reason": events[0]["reason"]}]

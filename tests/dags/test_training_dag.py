@@ -1,0 +1,137 @@
+"""DAG integrity and real dag.test() runs of the training DAG on test-size data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dags.conftest import REPO, load_dag
+from zmlops.catalog import FAMILIES
+
+pytestmark = pytest.mark.dags
+
+DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+HEAVY = ("pandas", "numpy", "mlflow", "feast", "sklearn", "great_expectations", "dvc", "statsmodels", "implicit",
+         "evidently", "training.run", "training.families")
+
+PARSE = """
+import json, sys, time
+import airflow.sdk  # Airflow itself is loaded once per parser process; the file's own cost is timed
+from airflow.sdk import DAG
+t = time.perf_counter()
+import importlib.util
+spec = importlib.util.spec_from_file_location("d", sys.argv[1])
+m = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(m)
+seconds = time.perf_counter() - t
+dags = [o for o in vars(m).values() if isinstance(o, DAG)]
+heavy = [h for h in json.loads(sys.argv[2]) if h in sys.modules]
+print(json.dumps({"seconds": seconds, "heavy": heavy, "dags": [
+    {"id": d.dag_id, "tags": sorted(d.tags), "doc": bool(d.doc_md), "max_active_runs": d.max_active_runs,
+     "tasks": [{"id": t.task_id, "retries": t.retries, "retry_delay": t.retry_delay.total_seconds(),
+                "timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None}
+               for t in d.tasks]} for d in dags]}))
+"""
+
+
+def test_training_families_match_the_catalog() -> None:
+    from training.families import FAMILIES as DEFINED
+
+    assert tuple(DEFINED) == FAMILIES
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_integrity(path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", PARSE, str(path), json.dumps(HEAVY)], capture_output=True,
+                          text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert info["heavy"] == [], f"{path.name} imports heavy modules at parse time: {info['heavy']}"
+    assert info["seconds"] <= 0.5, f"{path.name} took {info['seconds']:.2f} s to parse"
+    assert info["dags"], f"{path.name} defines no DAG"
+    for dag in info["dags"]:
+        assert dag["tags"] and dag["doc"], dag["id"]
+        if "training" in dag["id"]:
+            assert dag["max_active_runs"] == 1
+        for task in dag["tasks"]:
+            assert task["retry_delay"] > 0 and task["timeout"], (dag["id"], task["id"])
+
+
+def _states(run: Any) -> dict[str, list[str]]:
+    states: dict[str, list[str]] = {}
+    for ti in run.get_task_instances():
+        states.setdefault(ti.task_id, []).append(str(ti.state))
+    return states
+
+
+def _production(home: Path) -> dict[str, str | None]:
+    from training import tracking
+    from zmlops.settings import get_settings
+
+    return {f: tracking.alias_version(get_settings(), f, "production") for f in FAMILIES}
+
+
+@pytest.fixture
+def ingested(zm_home: Path) -> Path:
+    from training.data import ingest
+    from training.data.world import SimulationConfig
+    from zmlops.settings import get_settings
+
+    version = ingest.snapshot_simulated(
+        get_settings(), SimulationConfig(seed=11, n_customers=600, n_products=300, weeks=80)
+    )
+    ingest.validate_version(get_settings(), version.name)
+    return zm_home
+
+
+def test_training_dag_trains_gates_and_deploys_all_three_then_repeats_nothing(
+    airflow_db: Path, ingested: Path
+) -> None:
+    dag = load_dag("training").training_dag  # type: ignore[attr-defined]
+    run = dag.test(run_conf={"reason": "dag test"})
+    assert str(run.state) == "success", _states(run)
+    assert _production(ingested) == {f: "1" for f in FAMILIES}
+    deployments = (ingested / "deployments.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["family"] for x in deployments) == sorted(FAMILIES)
+    assert all(ingested.joinpath("reports", "model-cards", f"{f}-v1.md").exists() for f in FAMILIES)
+
+    again = dag.test(run_conf={"reason": "dag test again"})  # same data version: nothing new
+    assert str(again.state) == "success"
+    assert _production(ingested) == {f: "1" for f in FAMILIES}
+    assert len((ingested / "deployments.jsonl").read_text().splitlines()) == len(FAMILIES)
+    from training import tracking
+    from zmlops.settings import get_settings
+
+    client = tracking.client(get_settings())
+    assert all(len(client.search_model_versions(f"name = '{f}'")) == 1 for f in FAMILIES)
+
+
+def test_bad_data_stops_the_run_before_training_and_production_stays(airflow_db: Path, ingested: Path) -> None:
+    from training.data import ingest
+    from training.data.cleaning import read_transactions
+    from training.data.corruption import corrupt
+    from zmlops.settings import get_settings
+
+    settings = get_settings()
+    dag = load_dag("training").training_dag  # type: ignore[attr-defined]
+    assert str(dag.test(run_conf={"families": ["customer-segmentation"]}).state) == "success"
+    before = _production(ingested)
+    registry = ingest.registry_for(settings)
+    good = registry.current()
+    assert good is not None
+    raw = read_transactions(registry.fetch(good, settings.work / good.name / "raw") / good.transactions_file)
+    bad_file = ingested / "bad.parquet"
+    corrupt(raw, "negative_prices").to_parquet(bad_file, index=False)
+    bad = ingest.snapshot_file(settings, bad_file)
+
+    run = dag.test(run_conf={"data_version": bad.name, "families": ["customer-segmentation"]})
+    states = _states(run)
+    assert str(run.state) == "failed"
+    assert states["validate"] == ["failed"]
+    assert all(s in ("upstream_failed", "None") for s in states.get("train", ["upstream_failed"])), states
+    assert _production(ingested) == before

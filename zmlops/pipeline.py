@@ -1,0 +1,142 @@
+"""The training DAG's steps as plain functions (the DAG file only wires them).
+
+Every step takes and returns JSON-able values (Airflow passes them as XComs) and is
+idempotent for its data version: features are published once per version, a training
+with the same data version, code and parameters returns the registered version, and a
+deployment already recorded is not repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from zmlops.catalog import FAMILIES, RETRAIN_ASSET_PREFIX
+from zmlops.settings import Settings
+
+__all__ = ["resolve_version", "validate", "features", "plan", "train", "deploy"]
+
+
+def resolve_version(settings: Settings, requested: str) -> str:
+    from training.data import ingest
+
+    return ingest.registry_for(settings).resolve(requested or "current").name
+
+
+def validate(settings: Settings, version: str) -> dict[str, Any]:
+    """The Great Expectations gate; raises ``ValidationFailed`` (a readable report) on bad data."""
+    import logging
+
+    from training.data import ingest
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    result = ingest.validate_version(settings, version)
+    for line in result.summary_lines():
+        print(line)
+    return {"version": version, "clean": str(result.clean)}
+
+
+def features(settings: Settings, version: str) -> dict[str, Any]:
+    from training.run import prepare_features
+
+    marker = prepare_features(settings, version)
+    return {"data_version": marker["data_version"], "materialized": marker["materialized"],
+            "rows": {k: v["rows"] for k, v in marker["tables"].items()}}
+
+
+def plan(requested: Iterable[str], events: Mapping[str, list[Mapping[str, Any]]] | None,
+         default_reason: str) -> list[dict[str, str]]:
+    """Which families this run trains, and why.
+
+    A run started by retrain asset events trains exactly the families whose assets fired,
+    with the reason carried in each event's ``extra``; any other run trains the requested
+    families (all by default) for ``default_reason``.
+    """
+    jobs: dict[str, str] = {}
+    for uri, fired in (events or {}).items():
+        if not uri.startswith(RETRAIN_ASSET_PREFIX) or not fired:
+            continue
+        family = uri[len(RETRAIN_ASSET_PREFIX):]
+        reasons = [str(e.get("reason", "asset event")) for e in fired]
+        jobs[family] = "; ".join(dict.fromkeys(reasons))
+    if not jobs:
+        chosen = list(requested) or list(FAMILIES)
+        unknown = sorted(set(chosen) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown model families {unknown}; choose from {list(FAMILIES)}")
+        jobs = {f: default_reason for f in chosen}
+    return [{"family": f, "reason": r} for f, r in jobs.items() if f in FAMILIES]
+
+
+def train(settings: Settings, family: str, version: str, reason: str) -> dict[str, Any]:
+    """Training set from Feast, fit, evaluate, register, gate, promote, model card."""
+    import logging
+
+    from training.run import train_family
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    outcome = train_family(settings, family, version, reason=reason)
+    print(f"{family} v{outcome.version}: {outcome.decision} ({outcome.reason}); "
+          f"{outcome.primary_metric} {outcome.metric:.4f} vs baseline {outcome.baseline:.4f}")
+    return outcome.to_dict()
+
+
+def deploy(settings: Settings, outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """Put a promoted version into service, once.
+
+    The local serving processes follow the ``production`` alias (they poll it and swap
+    versions without dropping requests), so this step records the deployment and, if a
+    local service answers, waits until it serves the new version. The progressive rollout
+    backend replaces this step when it lands.
+    """
+    family, version = str(outcome["family"]), str(outcome["version"])
+    record = {"family": family, "version": version, "decision": outcome["decision"]}
+    if outcome["decision"] != "promoted":
+        return {**record, "deployed": False, "why": "not promoted: production unchanged"}
+    log = settings.home.resolve() / "deployments.jsonl"
+    done = log.exists() and any(
+        json.loads(line).get("family") == family and json.loads(line).get("version") == version
+        for line in log.read_text().splitlines() if line.strip()
+    )
+    serving = _served_version(settings, family)
+    if serving is not None and serving != version:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and serving != version:
+            time.sleep(1)
+            serving = _served_version(settings, family)
+    if not done:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as f:
+            f.write(json.dumps({**record, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                "serving": serving}) + "\n")
+    return {**record, "deployed": True, "serving": serving, "already_recorded": done}
+
+
+def _served_version(settings: Settings, family: str) -> str | None:
+    """The version the local service answers with, or None when it is not running."""
+    import urllib.request
+
+    url = f"http://{settings.serving.host}:{settings.serving.ports[family]}/v2/models/{family}"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback, from settings
+            meta = json.loads(r.read())
+    except OSError:
+        return None
+    versions = meta.get("versions") or []
+    return str(versions[0]) if versions else _version_by_metrics(settings, family)
+
+
+def _version_by_metrics(settings: Settings, family: str) -> str | None:
+    import re
+    import urllib.request
+
+    url = f"http://{settings.serving.host}:{settings.serving.ports[family]}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback, from settings
+            text = r.read().decode()
+    except OSError:
+        return None
+    found = re.findall(r'zm_model_version_info\{[^}]*version="([^"]+)"[^}]*\} 1\.0', text)
+    return found[-1] if found else None
