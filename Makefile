@@ -39,7 +39,7 @@ demo: envs ## run the main job on the embedded local stack (state in .zm/demo, r
 	ZM_HOME=.zm/demo $(PIPELINES)/bin/zm demo
 
 test: envs ## run the test suite (slow end-to-end tests in their short form)
-	$(call debian,wrk:wrk)
+	$(call debian,wrk:wrk prometheus-alertmanager:prometheus-alertmanager)
 	$(PY) -m pytest -m "not serving" -q
 	@if ls tests/serving/test_*.py >/dev/null 2>&1; then $(SERVING)/bin/python -m pytest -m serving -q tests/serving; fi
 

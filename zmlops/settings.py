@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "AirflowSettings",
     "Settings",
     "MonitoringSettings",
     "ServingSettings",
@@ -78,6 +79,17 @@ class MonitoringSettings(BaseModel):
     )
 
 
+class AirflowSettings(BaseModel):
+    """How tools outside Airflow (the alert receiver, the demo) reach its REST API."""
+
+    api_url: str = Field("http://127.0.0.1:8080", description="Airflow API server base URL.")
+    username: str = Field("admin", description="Account used for the REST API.")
+    password: SecretStr | None = Field(None, description="Its password (a secret reference in k8s).")
+    password_file: Path | None = Field(
+        None, description="Simple auth manager's generated passwords file (local standalone Airflow)."
+    )
+
+
 class Settings(BaseSettings):
     """Settings of one deployment of the stack."""
 
@@ -110,6 +122,7 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    airflow: AirflowSettings = AirflowSettings()
     request_log_path: Path | None = Field(None, description="Request log folder (JSON lines per model and day).")
 
     @model_validator(mode="after")

@@ -1,0 +1,145 @@
+"""Alertmanager webhook -> Airflow: an alert on a model re-enters the training DAG.
+
+Alertmanager posts its webhook (version 4) here. Every *firing* alert that carries a
+``model`` label naming one of our families becomes one event on that family's retrain
+asset through Airflow's authenticated REST API (``POST /api/v2/assets/events``), with the
+alert name and summary as the reason. The incident key is the alert's fingerprint and start
+time, claimed in the same append-only incident log as the monitoring DAG, so a repeated
+notification (Alertmanager re-sends every ``repeat_interval``) re-enters training once.
+Resolved alerts and alerts for other things are acknowledged and ignored.
+
+Run: ``zm-alert-receiver --port 9095`` (settings ``ZM_AIRFLOW__*`` name the API and account).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, HTTPException, Request  # at module level: FastAPI resolves annotations here
+
+from monitoring.loop import claim_incident
+from zmlops.catalog import FAMILIES, retrain_asset_uri
+from zmlops.settings import Settings
+
+__all__ = ["AirflowAPI", "handle", "create_app", "main"]
+
+log = logging.getLogger("zmlops.alerts")
+
+
+class AirflowAPI:
+    """The few calls we need from Airflow's v2 REST API, with a cached bearer token."""
+
+    def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
+        self.settings = settings
+        self.base = settings.airflow.api_url.rstrip("/")
+        self.http = client or httpx.Client(timeout=10)
+        self._token: tuple[str, float] | None = None
+
+    def _password(self) -> str:
+        cfg = self.settings.airflow
+        if cfg.password is not None:
+            return cfg.password.get_secret_value()
+        if cfg.password_file is not None and cfg.password_file.exists():
+            import json
+
+            return str(json.loads(cfg.password_file.read_text())[cfg.username])
+        raise RuntimeError("no Airflow password: set ZM_AIRFLOW__PASSWORD or ZM_AIRFLOW__PASSWORD_FILE")
+
+    def _headers(self) -> dict[str, str]:
+        if self._token is None or self._token[1] < time.monotonic():
+            r = self.http.post(f"{self.base}/auth/token",
+                               json={"username": self.settings.airflow.username, "password": self._password()})
+            r.raise_for_status()
+            self._token = (r.json()["access_token"], time.monotonic() + 300)
+        return {"Authorization": f"Bearer {self._token[0]}"}
+
+    def asset_id(self, uri: str) -> int:
+        r = self.http.get(f"{self.base}/api/v2/assets", params={"uri_pattern": uri}, headers=self._headers())
+        r.raise_for_status()
+        found = [a for a in r.json()["assets"] if a["uri"] == uri]
+        if not found:
+            raise LookupError(f"Airflow knows no asset {uri}: is the training DAG deployed?")
+        return int(found[0]["id"])
+
+    def emit(self, uri: str, extra: dict[str, Any]) -> dict[str, Any]:
+        r = self.http.post(f"{self.base}/api/v2/assets/events",
+                           json={"asset_id": self.asset_id(uri), "extra": extra}, headers=self._headers())
+        r.raise_for_status()
+        event: dict[str, Any] = r.json()
+        return event
+
+
+def handle(settings: Settings, payload: dict[str, Any], api: AirflowAPI) -> list[dict[str, Any]]:
+    """Turn one Alertmanager webhook into retrain events; returns what was done per alert."""
+    done = []
+    for alert in payload.get("alerts", []):
+        labels = alert.get("labels", {})
+        family, name = labels.get("model"), labels.get("alertname", "alert")
+        if alert.get("status") != "firing" or family not in FAMILIES:
+            done.append({"alert": name, "model": family, "action": "ignored"})
+            continue
+        key = f"alert:{alert.get('fingerprint', name)}:{alert.get('startsAt', '')}"
+        summary = alert.get("annotations", {}).get("summary", "")
+        reason = f"alert {name}" + (f": {summary}" if summary else "")
+        if not claim_incident(settings, key, "alertmanager", reason):
+            done.append({"alert": name, "model": family, "action": "duplicate", "incident": key})
+            continue
+        event = api.emit(retrain_asset_uri(family), {"reason": reason, "incident": key})
+        log.info("%s: retraining requested by %s (event %s)", family, name, event.get("id"))
+        done.append({"alert": name, "model": family, "action": "retrain", "incident": key, "event": event.get("id")})
+    return done
+
+
+def create_app(settings: Settings, api: AirflowAPI | None = None) -> FastAPI:
+    app = FastAPI(title="zmlops alert receiver", docs_url=None, redoc_url=None)
+    airflow = api or AirflowAPI(settings)
+
+    @app.post("/alertmanager")
+    async def alertmanager(request: Request) -> dict[str, Any]:
+        try:
+            payload = await request.json()
+        except ValueError:
+            raise HTTPException(400, "body: not JSON") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
+            raise HTTPException(400, "alerts: expected Alertmanager's webhook body with an 'alerts' list")
+        try:
+            return {"results": handle(settings, payload, airflow)}
+        except (httpx.HTTPError, LookupError, RuntimeError) as error:  # Alertmanager retries on 5xx
+            raise HTTPException(503, f"Airflow: {error}") from None
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="zm-alert-receiver",
+        description="Receive Alertmanager webhooks and re-enter the training DAG for the alerted model "
+        "(one Airflow asset event per alert incident).",
+        epilog="Settings: ZM_AIRFLOW__API_URL, ZM_AIRFLOW__USERNAME, ZM_AIRFLOW__PASSWORD or "
+        "ZM_AIRFLOW__PASSWORD_FILE; incidents are logged under ZM_HOME/monitoring/.",
+    )
+    parser.add_argument("--host", default=None, help="bind address (default: serving host from settings)")
+    parser.add_argument("--port", type=int, default=9095, help="port (default 9095)")
+    args = parser.parse_args(argv)
+    import uvicorn
+
+    from zmlops.settings import apply_telemetry_off, get_settings
+
+    apply_telemetry_off()
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=args.host or settings.serving.host, port=args.port,
+                log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
