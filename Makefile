@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYT
 export FEAST_USAGE=False SCARF_ANALYTICS=false AIRFLOW__CORE__LOAD_EXAMPLES=False OPENBLAS_NUM_THREADS=1
 export UV_PYTHON_DOWNLOADS=never
 
-.PHONY: help envs demo test test-all lint bench serve ui clean repro real-data
+.PHONY: help envs demo test test-all lint bench serve ui clean repro real-data airflow
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench: envs ## benchmarks; figures as ratios against baselines run in the same s
 serve: envs ## serve the three production models on 127.0.0.1 (ports 8081-8083); Ctrl-C stops them
 	@test -f $(ZM_HOME)/mlflow.db || { echo "no models under $(ZM_HOME): run 'make demo' and 'make serve ZM_HOME=.zm/demo'"; exit 2; }
 	ZM_HOME=$(ZM_HOME) $(SERVING)/bin/zm-serve
+
+airflow: envs ## Airflow standalone (UI and API on 127.0.0.1:8080) over ZM_HOME's state until Ctrl-C
+	ZM_HOME=$(ZM_HOME) $(PIPELINES)/bin/zm airflow
 
 ui: envs ## start the MLflow UI on 127.0.0.1:5000 over the local tracking store
 	$(PIPELINES)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(ZM_HOME)/mlflow.db

@@ -15,62 +15,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request  # at module level: FastAPI resolves annotations here
 
 from monitoring.loop import claim_incident
+from zmlops.airflow_client import AirflowAPI
 from zmlops.catalog import FAMILIES, retrain_asset_uri
 from zmlops.settings import Settings
 
 __all__ = ["AirflowAPI", "handle", "create_app", "main"]
 
 log = logging.getLogger("zmlops.alerts")
-
-
-class AirflowAPI:
-    """The few calls we need from Airflow's v2 REST API, with a cached bearer token."""
-
-    def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
-        self.settings = settings
-        self.base = settings.airflow.api_url.rstrip("/")
-        self.http = client or httpx.Client(timeout=10)
-        self._token: tuple[str, float] | None = None
-
-    def _password(self) -> str:
-        cfg = self.settings.airflow
-        if cfg.password is not None:
-            return cfg.password.get_secret_value()
-        if cfg.password_file is not None and cfg.password_file.exists():
-            import json
-
-            return str(json.loads(cfg.password_file.read_text())[cfg.username])
-        raise RuntimeError("no Airflow password: set ZM_AIRFLOW__PASSWORD or ZM_AIRFLOW__PASSWORD_FILE")
-
-    def _headers(self) -> dict[str, str]:
-        if self._token is None or self._token[1] < time.monotonic():
-            r = self.http.post(f"{self.base}/auth/token",
-                               json={"username": self.settings.airflow.username, "password": self._password()})
-            r.raise_for_status()
-            self._token = (r.json()["access_token"], time.monotonic() + 300)
-        return {"Authorization": f"Bearer {self._token[0]}"}
-
-    def asset_id(self, uri: str) -> int:
-        r = self.http.get(f"{self.base}/api/v2/assets", params={"uri_pattern": uri}, headers=self._headers())
-        r.raise_for_status()
-        found = [a for a in r.json()["assets"] if a["uri"] == uri]
-        if not found:
-            raise LookupError(f"Airflow knows no asset {uri}: is the training DAG deployed?")
-        return int(found[0]["id"])
-
-    def emit(self, uri: str, extra: dict[str, Any]) -> dict[str, Any]:
-        r = self.http.post(f"{self.base}/api/v2/assets/events",
-                           json={"asset_id": self.asset_id(uri), "extra": extra}, headers=self._headers())
-        r.raise_for_status()
-        event: dict[str, Any] = r.json()
-        return event
 
 
 def handle(settings: Settings, payload: dict[str, Any], api: AirflowAPI) -> list[dict[str, Any]]:

@@ -139,7 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         "version whatever its gate decision",
     )
 
-    sub.add_parser("demo", help="run the main job on the embedded local stack")
+    p = sub.add_parser("demo", help="run the main job on the embedded local stack (the whole loop via Airflow)")
+    p.add_argument("--no-airflow", action="store_true",
+                   help="quicker path: data versions and the three models trained in-process, no loop")
+    p = sub.add_parser("airflow", help="start Airflow standalone on this ZM_HOME (UI and API) until Ctrl-C")
     p = sub.add_parser("bench", help="run benchmarks and write docs/benchmarks.md figures")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default <reports>/bench.json)")
@@ -341,7 +344,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from zmlops.demo import run_demo
 
-        return run_demo()
+        return run_demo(airflow=not args.no_airflow)
+    if args.command == "airflow":
+        import time
+
+        from zmlops.loop_demo import airflow_standalone
+
+        settings = get_settings()
+        with airflow_standalone(settings):
+            console.print(f"Airflow: {settings.airflow.api_url} (user {settings.airflow.username}, password in "
+                          f"{settings.home.resolve() / 'airflow' / 'passwords.json'}); Ctrl-C stops it")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        return 0
     if args.command == "bench":
         from zmlops.bench import run_bench
 

@@ -1,9 +1,12 @@
 """The main job on the embedded local stack (``make demo``).
 
-At this stage of the project the loop covers data in: simulated history, a next
-period under a drift scenario, a corrupted delivery that the gate must stop, and
-the real Online Retail II file when it is present. Later stages (features,
-training, serving, monitoring) extend this module.
+By default the whole loop runs through Airflow (:mod:`zmlops.loop_demo`): simulated data
+version 1, the training DAG, the three services answering simulated traffic, data version 2
+from a drift scenario, the monitoring DAG, the training DAG re-entered by the retrain asset,
+and the services answering with the new versions. Then the data gate is shown stopping a
+corrupted delivery, and the real Online Retail II file is ingested when present.
+``zm demo --no-airflow`` runs the older, quicker path: data versions and the three models
+trained in-process.
 """
 
 from __future__ import annotations
@@ -19,20 +22,34 @@ from zmlops.settings import Settings, get_settings
 __all__ = ["run_demo"]
 
 
-def run_demo(settings: Settings | None = None) -> int:
-    from training.data import ingest
-    from training.data.cleaning import read_transactions
-    from training.data.corruption import corrupt
-    from training.data.world import SimulationConfig
-    from training.validation import ValidationFailed
-
+def run_demo(settings: Settings | None = None, airflow: bool = True) -> int:
     settings = settings or get_settings()
     started = time.perf_counter()
+    if airflow:
+        from zmlops.loop_demo import run_loop
+
+        code = run_loop(settings)
+        console.rule("the data gate and the real file")
+    else:
+        code = _data_versions(settings)
+        _train_models(settings)
+    _corrupted_delivery(settings)
+    _real_data(settings)
+    _version_table(settings)
+    docs = settings.reports / "validation/gx/uncommitted/data_docs/local_site/index.html"
+    console.print(f"Data Docs (every validation run): {docs}")
+    console.print(f"Data registry (git + DVC): {settings.registry_dir}  remote: {settings.remote_url}")
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    return code
+
+
+def _data_versions(settings: Settings) -> int:
+    from training.data import ingest
+    from training.data.world import SimulationConfig
+
     console.rule("Zero Margin MLOps demo: data in")
     console.print(f"state under {settings.home.resolve()}")
     config = SimulationConfig(seed=settings.seed)
-    registry = ingest.registry_for(settings)
-
     with step("v1: simulate two years of transactions and version them with DVC"), week_progress("v1") as prog:
         v1 = ingest.snapshot_simulated(settings, config, progress=prog)
     with step(f"{v1.name}: Great Expectations gate"):
@@ -41,41 +58,54 @@ def run_demo(settings: Settings | None = None) -> int:
         v2 = ingest.snapshot_simulated(settings, config, then=[(8, "price_shock")], progress=prog)
     with step(f"{v2.name}: Great Expectations gate"):
         ingest.validate_version(settings, v2.name)
+    return 0
 
-    with step("v3: a corrupted delivery (5% negative prices) must be stopped by the gate"):
-        raw = read_transactions(registry.fetch(v2, settings.work / v2.name / "raw") / v2.transactions_file)
+
+def _corrupted_delivery(settings: Settings) -> None:
+    from training.data import ingest
+    from training.data.cleaning import read_transactions
+    from training.data.corruption import corrupt
+    from training.validation import ValidationFailed
+
+    registry = ingest.registry_for(settings)
+    current = registry.current()
+    if current is None:
+        return
+    with step("a corrupted delivery (5% negative prices) must be stopped by the gate"):
+        raw = read_transactions(registry.fetch(current, settings.work / current.name / "raw") /
+                                current.transactions_file)
         with tempfile.TemporaryDirectory() as tmp:
             bad = Path(tmp) / "transactions.parquet"
             corrupt(raw, "negative_prices").to_parquet(bad, index=False)
-            v3 = ingest.snapshot_file(settings, bad, as_of=_as_of(v2.meta["as_of"]))
+            v_bad = ingest.snapshot_file(settings, bad, as_of=dt.date.fromisoformat(current.meta["as_of"]))
         try:
-            ingest.validate_version(settings, v3.name)
+            ingest.validate_version(settings, v_bad.name)
         except ValidationFailed as failed:
             console.print(str(failed), markup=False)
-        current = registry.current()
-        console.print(f"   current data version is still {current.name if current else None}")
+        now = registry.current()
+        console.print(f"   current data version is still {now.name if now else None}")
 
-    rows = [
-        [v.name, v.status, v.meta.get("source"), v.meta.get("as_of"), v.meta.get("rows")] for v in registry.versions()
-    ]
+
+def _real_data(settings: Settings) -> None:
+    from training.data import ingest
+
     real = settings.real_data_path
-    if real.exists():
-        real_settings = settings.model_copy(update={"home": settings.home / "real"})
-        with step(f"real data: {real.name} (UCI Online Retail II, doi:10.24432/C5CG6D, CC BY 4.0)"):
-            rv = ingest.snapshot_file(real_settings, real)
-            result = ingest.validate_version(real_settings, rv.name)
-            console.print("\n".join(result.summary_lines()), markup=False)
-        rows.append([f"real {rv.name}", "good", rv.meta["source"], rv.meta["as_of"], rv.meta["rows"]])
-    else:
+    if not real.exists():
         console.print(f"[yellow]real data not found at {real}: skipped[/]")
+        return
+    real_settings = settings.model_copy(update={"home": settings.home / "real"})
+    with step(f"real data: {real.name} (UCI Online Retail II, doi:10.24432/C5CG6D, CC BY 4.0)"):
+        version = ingest.snapshot_file(real_settings, real)
+        result = ingest.validate_version(real_settings, version.name)
+        console.print("\n".join(result.summary_lines()), markup=False)
+
+
+def _version_table(settings: Settings) -> None:
+    from training.data import ingest
+
+    rows = [[v.name, v.status, v.meta.get("source"), v.meta.get("as_of"), v.meta.get("rows")]
+            for v in ingest.registry_for(settings).versions()]
     table("data versions", ["version", "status", "source", "as of", "raw rows"], rows)
-    _train_models(settings)
-    docs = settings.reports / "validation/gx/uncommitted/data_docs/local_site/index.html"
-    console.print(f"Data Docs (every validation run): {docs}")
-    console.print(f"Cleaning reports: {settings.work}/<version>/cleaning.json")
-    console.print(f"Data registry (git + DVC): {settings.registry_dir}  remote: {settings.remote_url}")
-    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
-    return 0
 
 
 def _train_models(settings: Settings) -> None:
@@ -100,7 +130,3 @@ def _train_models(settings: Settings) -> None:
           ["model", "version", "metric", "model", "baseline", "gate"], rows)
     cards = write_production_cards(settings, settings.reports / "model-cards" / "production")
     console.print(f"MLflow: {settings.tracking_uri} (make ui)   model cards: {cards[0].parent if cards else '-'}")
-
-
-def _as_of(text: str) -> dt.date:
-    return dt.date.fromisoformat(text)

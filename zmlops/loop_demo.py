@@ -1,0 +1,260 @@
+"""The whole loop through Airflow (``make demo``): train, serve, drift, detect, retrain, serve again.
+
+Airflow runs standalone on SQLite (started and stopped here), the three KServe services
+run as local processes, and every step goes through the same code a cluster would run:
+the training and monitoring DAGs, the retrain assets, the registry aliases the services
+follow. The DAGs' clocks are turned off (``ZM_DAG_SCHEDULES=off``) so only this script and
+the drift loop start runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from zmlops.catalog import FAMILIES
+from zmlops.console import console, step, table
+from zmlops.settings import Settings
+
+__all__ = ["run_loop"]
+
+REPO = Path(__file__).resolve().parents[1]
+SERVING_PY = REPO / ".venvs" / "serving" / "bin" / "python"
+SCENARIO = "new_product_mix"
+
+
+def _airflow_env(settings: Settings, home: Path, passwords: Path) -> dict[str, str]:
+    port = settings.airflow.api_url.rsplit(":", 1)[1].split("/")[0]
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow.username}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API__PORT": port,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow.api_url.rstrip('/')}/execution/",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "ZM_HOME": str(settings.home.resolve()),
+        "ZM_DAG_SCHEDULES": "off",
+    }
+
+
+@contextlib.contextmanager
+def airflow_standalone(settings: Settings) -> Iterator[Any]:
+    """``airflow standalone`` for the duration of the block; yields an authenticated API client."""
+    from zmlops.airflow_client import AirflowAPI
+
+    home = settings.home.resolve() / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    passwords = home / "passwords.json"
+    if not passwords.exists():
+        passwords.write_text(json.dumps({settings.airflow.username: secrets.token_urlsafe(12)}))
+    log = (home / "standalone.log").open("ab")
+    proc = subprocess.Popen(["airflow", "standalone"], env=_airflow_env(settings, home, passwords), stdout=log,
+                            stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    api = AirflowAPI(settings.model_copy(update={"airflow": settings.airflow.model_copy(
+        update={"password_file": passwords})}))
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited; see {home / 'standalone.log'}")
+            try:
+                dags = {d["dag_id"] for d in api.get("/dags")["dags"]}
+                if {"zmlops_training", "zmlops_monitoring"} <= dags:
+                    break
+            except (httpx.HTTPError, RuntimeError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Airflow not up with both DAGs in 240 s; see {home / 'standalone.log'}")
+            time.sleep(2)
+        for dag_id in ("zmlops_training", "zmlops_monitoring"):
+            api.unpause(dag_id)
+        yield api
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@contextlib.contextmanager
+def services(settings: Settings) -> Iterator[dict[str, str]]:
+    env = {**os.environ, "ZM_HOME": str(settings.home.resolve()), "ZM_SERVING__POLL_SECONDS": "2"}
+    procs = {f: subprocess.Popen([str(SERVING_PY), "-m", "inference_services.server", f], env=env, cwd=REPO,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for f in FAMILIES}
+    urls = {f: f"http://{settings.serving.host}:{settings.serving.ports[f]}" for f in FAMILIES}
+    try:
+        deadline = time.monotonic() + 120
+        for f, url in urls.items():
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/v2/models/{f}/ready", timeout=2).status_code == 200:
+                        break
+                if procs[f].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{f} service did not become ready")
+                time.sleep(0.5)
+        yield urls
+    finally:
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _traffic(settings: Settings, urls: dict[str, str], n: int) -> dict[str, Any]:
+    """Simulated client traffic: n single-row requests per model; returns versions seen and failures."""
+    import pandas as pd
+
+    sources = settings.feast_home / "sources"
+    customers = pd.read_parquet(sources / "customer_features.parquet", columns=["customer_id"])["customer_id"]
+    ids = [int(c) for c in customers.drop_duplicates().sample(min(n, customers.nunique()), random_state=1)]
+    categories = sorted(pd.read_parquet(sources / "category_week_features.parquet", columns=["category"])
+                        ["category"].unique())
+    seen: dict[str, set[str]] = {f: set() for f in FAMILIES}
+    failed = 0
+    with httpx.Client(timeout=10) as http:
+        for i in range(n):
+            rows = {"demand-forecast": {"category": categories[i % len(categories)], "horizon": 8},
+                    "customer-segmentation": {"customer_id": ids[i % len(ids)]},
+                    "product-recommendation": {"customer_id": ids[i % len(ids)], "k": 10}}
+            for f, row in rows.items():
+                r = http.post(f"{urls[f]}/v1/models/{f}:predict", json={"instances": [row]})
+                if r.status_code != 200:
+                    failed += 1
+                else:
+                    seen[f].add(r.headers["x-model-version"])
+    return {"failed": failed, "versions": {f: sorted(v) for f, v in seen.items()}}
+
+
+def _versions(settings: Settings) -> dict[str, dict[str, Any]]:
+    from training import tracking
+
+    c = tracking.client(settings)
+    out = {}
+    for f in FAMILIES:
+        v = tracking.alias_version(settings, f, "production")
+        tags = c.get_model_version(f, v).tags if v else {}
+        out[f] = {"version": v, "metric": tags.get("gate.challenger"), "metric_name": tags.get("gate.metric"),
+                  "reason": tags.get("reason", "")}
+    return out
+
+
+def _wait_served(urls: dict[str, str], wanted: dict[str, str], timeout: float = 60) -> dict[str, str]:
+    served: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    row = {"demand-forecast": {"category": "kitchen"}, "customer-segmentation": {"customer_id": 1},
+           "product-recommendation": {"customer_id": 1}}
+    while time.monotonic() < deadline:
+        for f, url in urls.items():
+            with contextlib.suppress(httpx.HTTPError):
+                r = httpx.post(f"{url}/v1/models/{f}:predict", json={"instances": [row[f]]}, timeout=5)
+                served[f] = r.headers.get("x-model-version", "?")
+        if all(served.get(f) == v for f, v in wanted.items()):
+            break
+        time.sleep(1)
+    return served
+
+
+def run_loop(settings: Settings) -> int:
+    from training.data import ingest
+    from training.data.world import SimulationConfig
+
+    started = time.perf_counter()
+    console.rule("Zero Margin MLOps: the whole loop on the embedded stack")
+    console.print(f"state under {settings.home.resolve()}")
+    config = SimulationConfig(seed=settings.seed)
+    with step("v1: simulate two years of transactions, version them with DVC, Great Expectations gate"):
+        v1 = ingest.snapshot_simulated(settings, config)
+        ingest.validate_version(settings, v1.name)
+    with contextlib.ExitStack() as stack:
+        t = time.perf_counter()
+        console.print("[bold cyan]>>[/] start Airflow standalone (SQLite) with the training and monitoring DAGs")
+        api = stack.enter_context(airflow_standalone(settings))
+        console.print(f"   Airflow up in {time.perf_counter() - t:.0f} s: {settings.airflow.api_url}")
+        with step(f"training DAG on {v1.name}: validate, features, train, gate, promote, deploy (3 mapped models)"):
+            run = api.wait("zmlops_training", api.trigger("zmlops_training", {"reason": "initial training"}))
+            if run["state"] != "success":
+                raise RuntimeError(f"training run {run['dag_run_id']} failed; see the Airflow UI")
+        before = _versions(settings)
+        console.print("   production: " + ", ".join(f"{f} v{v['version']}" for f, v in before.items()))
+        with step("start the three KServe services on 127.0.0.1"):
+            urls = stack.enter_context(services(settings))
+        with step("simulated client traffic: 200 requests per model, logged for monitoring"):
+            traffic = _traffic(settings, urls, 200)
+        console.print(f"   failed requests: {traffic['failed']}; versions served: {traffic['versions']}")
+        with step(f"v2: eight more weeks under the '{SCENARIO}' drift scenario (a new design line arrives)"):
+            v2 = ingest.snapshot_simulated(settings, config, then=[(8, SCENARIO)])
+            ingest.validate_version(settings, v2.name)
+        with step("monitoring DAG: drift and quality checks against each model's training data"):
+            run = api.wait("zmlops_monitoring", api.trigger("zmlops_monitoring"))
+            if run["state"] != "success":
+                raise RuntimeError("monitoring run failed; see the Airflow UI")
+        summaries = sorted((settings.reports / "monitoring").glob("*.json"), key=lambda p: p.stat().st_mtime)
+        decisions = {}
+        for path in summaries[-len(FAMILIES):]:
+            r = json.loads(path.read_text())
+            decisions[r["family"]] = "; ".join(r["reasons"]) or "no action"
+        for f, d in decisions.items():
+            console.print(f"   {f}: {d}")
+        with step("re-entry: the retrain asset events start the training DAG for the affected models"):
+            retrain = _wait_asset_run(api)
+        after = _versions(settings)
+        wanted = {f: v["version"] for f, v in after.items() if v["version"]}
+        with step("the services pick up the new production versions"):
+            served = _wait_served(urls, wanted)
+            traffic2 = _traffic(settings, urls, 50)
+        console.print(f"   failed requests: {traffic2['failed']}; versions served: {traffic2['versions']}")
+    rows = []
+    for f in FAMILIES:
+        b, a = before[f], after[f]
+        changed = a["version"] != b["version"]
+        rows.append([f, f"v{b['version']}", f"v{a['version']}" if changed else "unchanged",
+                     f"{b['metric_name']} {float(b['metric']):.4f}" if b["metric"] else "-",
+                     f"{float(a['metric']):.4f}" if changed and a["metric"] else "-",
+                     a["reason"] if changed else decisions.get(f, "-"), served.get(f, "?")])
+    table("models before and after the drift loop",
+          ["model", "old", "new", "metric before", "after", "why", "served now"], rows)
+    console.print(f"retraining run: {retrain.get('dag_run_id')} ({retrain.get('state')})")
+    console.print(f"Airflow UI: {settings.airflow.api_url} (user {settings.airflow.username}, password in "
+                  f"{settings.home.resolve() / 'airflow' / 'passwords.json'}; `make airflow ZM_HOME=.zm/demo` "
+                  "starts it again over this state)")
+    console.print("MLflow UI: `make ui ZM_HOME=.zm/demo` -> http://127.0.0.1:5000")
+    console.print(f"Reports: {settings.reports / 'monitoring' / 'index.html'}")
+    console.print(f"loop finished in {time.perf_counter() - started:.0f} s")
+    return 0 if traffic["failed"] == 0 and traffic2["failed"] == 0 and retrain.get("state") == "success" else 1
+
+
+def _wait_asset_run(api: Any, timeout: float = 900) -> dict[str, Any]:
+    """The first training run started by a retrain asset event (the demo's home is fresh)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run in api.runs("zmlops_training"):
+            if run.get("run_type") == "asset_triggered":
+                if run["state"] in ("success", "failed"):
+                    return dict(run)
+                break
+        time.sleep(3)
+    raise TimeoutError("no asset-triggered training run finished in time")
