@@ -158,7 +158,7 @@ def _versions(settings: Settings) -> dict[str, dict[str, Any]]:
         v = tracking.alias_version(settings, f, "production")
         tags = c.get_model_version(f, v).tags if v else {}
         out[f] = {"version": v, "metric": tags.get("gate.challenger"), "metric_name": tags.get("gate.metric"),
-                  "reason": tags.get("reason", "")}
+                  "champion": tags.get("gate.champion"), "reason": tags.get("reason", "")}
     return out
 
 
@@ -231,12 +231,14 @@ def run_loop(settings: Settings) -> int:
     for f in FAMILIES:
         b, a = before[f], after[f]
         changed = a["version"] != b["version"]
-        rows.append([f, f"v{b['version']}", f"v{a['version']}" if changed else "unchanged",
-                     f"{b['metric_name']} {float(b['metric']):.4f}" if b["metric"] else "-",
+        # before/after on the same (new) evaluation data: the gate scored the old version there too
+        old_score = a["champion"] if changed and a["champion"] else b["metric"]
+        rows.append([f, f"v{b['version']}", f"v{a['version']}" if changed else "unchanged", b["metric_name"],
+                     f"{float(old_score):.4f}" if old_score else "-",
                      f"{float(a['metric']):.4f}" if changed and a["metric"] else "-",
                      a["reason"] if changed else decisions.get(f, "-"), served.get(f, "?")])
-    table("models before and after the drift loop",
-          ["model", "old", "new", "metric before", "after", "why", "served now"], rows)
+    table("models before and after the drift loop (retrained models: both scored on the new data by the gate)",
+          ["model", "old", "new", "metric", "before", "after", "why", "served now"], rows)
     console.print(f"retraining run: {retrain.get('dag_run_id')} ({retrain.get('state')})")
     console.print(f"Airflow UI: {settings.airflow.api_url} (user {settings.airflow.username}, password in "
                   f"{settings.home.resolve() / 'airflow' / 'passwords.json'}; `make airflow ZM_HOME=.zm/demo` "
