@@ -163,7 +163,43 @@ def bench_training(sizes: list[int]) -> dict[str, Any]:
     return {"sizes": per_size, "overhead": overhead}
 
 
-SECTIONS = ("simulator", "training", "serving")
+SECTIONS = ("simulator", "training", "serving", "monitoring")
+
+
+def bench_monitoring(sizes: list[int]) -> list[dict[str, Any]]:
+    """The drift job (sampled Evidently) against scipy on every row, per request-log size."""
+    results = []
+    for rows in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            console.print(f"monitoring: drift job on {rows:,} + {rows:,} request-log rows ...")
+            ours = measure("from zmlops.bench_monitoring import drift_job\ndrift_job(*sys.argv[1:])", str(rows),
+                           f"{tmp}/ours.json")
+            full = measure("from zmlops.bench_monitoring import full_scipy\nfull_scipy(*sys.argv[1:])",
+                           str(rows), f"{tmp}/full.json")
+            a, b = (json.loads(Path(f"{tmp}/{n}.json").read_text()) for n in ("ours", "full"))
+        results.append({
+            "rows": rows,
+            "seconds": round(ours["compute"], 3),
+            "peak_mb": round(ours["peak_mb"]),
+            "baseline_seconds": round(full["compute"], 3),
+            "baseline_peak_mb": round(full["peak_mb"]),
+            "ratio_vs_baseline": round(ours["compute"] / full["compute"], 3),
+            "max_score_difference": round(max(abs(a[c] - b[c]) for c in a), 4),
+            "scores": {c: [round(a[c], 4), round(b[c], 4)] for c in a},
+        })
+    return results
+
+
+def _monitoring(quick: bool) -> list[dict[str, Any]]:
+    sizes = [20_000, 50_000] if quick else [1_000_000, 5_000_000]
+    out = bench_monitoring(sizes)
+    table(
+        "monitoring: drift job (Evidently on samples) vs scipy on every row, same per-column statistic",
+        ["rows per side", "seconds", "peak MB", "scipy s", "scipy MB", "ratio (<= 3)", "max score diff (<= 0.01)"],
+        [[r["rows"], r["seconds"], r["peak_mb"], r["baseline_seconds"], r["baseline_peak_mb"],
+          r["ratio_vs_baseline"], r["max_score_difference"]] for r in out],
+    )
+    return out
 
 
 def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | None = None) -> int:
@@ -172,7 +208,8 @@ def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | No
     report: dict[str, Any] = json.loads(target.read_text()) if only and target.exists() else {}
     started = time.perf_counter()
     for section in only or SECTIONS:
-        report[section] = {"simulator": _simulator, "training": _training, "serving": _serving}[section](quick)
+        report[section] = {"simulator": _simulator, "training": _training, "serving": _serving,
+                           "monitoring": _monitoring}[section](quick)
     report["machine"] = {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()}
     report["seconds"] = round(time.perf_counter() - started, 1)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run benchmarks and write docs/benchmarks.md figures")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default <reports>/bench.json)")
-    p.add_argument("--only", action="append", choices=["simulator", "training", "serving"], default=None,
+    p.add_argument("--only", action="append", choices=["simulator", "training", "serving", "monitoring"], default=None,
                    help="run just this section and update it in --out (repeatable)")
     return parser
 

@@ -70,7 +70,9 @@ class ServingSettings(BaseModel):
 class MonitoringSettings(BaseModel):
     """Thresholds of the monitoring DAG's retrain decisions."""
 
-    sample_rows: int = Field(20_000, ge=100, description="Rows per side given to Evidently (sampled above this).")
+    sample_rows: int = Field(
+        5_000, ge=100, description="Rows per side given to Evidently; above, each column becomes that many quantiles."
+    )
     drift_share: float = Field(0.5, gt=0, le=1, description="Retrain when this share of monitored columns drifts.")
     segment_share_shift: float = Field(0.05, gt=0, description="Retrain when a segment's share moves this much.")
     new_product_share: float = Field(0.10, gt=0, description="Retrain when unseen products sell this share.")
