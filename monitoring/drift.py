@@ -126,10 +126,13 @@ def check_family(settings: Settings, family: str, current_version: str, out_dir:
         if family == "demand-forecast" else {}
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     html = out_dir / f"{family}-{current_version}-{stamp}.html"
-    result = assess(settings, family, _clean(settings, reference_version), _clean(settings, current_version),
-                    estimator, backtest, html)
+    ref_clean, cur_clean = _clean(settings, reference_version), _clean(settings, current_version)
+    result = assess(settings, family, ref_clean, cur_clean, estimator, backtest, html)
     result.reference_version, result.current_version, result.model_version = (
         reference_version, current_version, model_version)
+    from monitoring.requests import request_signals
+
+    result.signals.update(request_signals(settings, family, model_version, estimator, ref_clean, cur_clean))
     return result
 
 

@@ -1,0 +1,47 @@
+"""Request-log signals: served segment shares, recommendation hit rate on pseudonymised ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from inference_services.request_log import RequestLog
+from monitoring.requests import read_log, request_signals
+from zmlops.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_hit_rate_joins_pseudonymised_log_rows_with_later_purchases(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    log = RequestLog(settings.request_log_dir, "product-recommendation",
+                     settings.pseudonymisation_key.get_secret_value())
+    for customer, items, cold in ((1, ["A", "B"], False), (2, ["C"], False), (3, ["D"], True)):
+        log.append({"version": "4", "rows": [{"customer": log.pseudonymise(customer), "items": items,
+                                               "cold_start": cold}]})
+    log.append({"version": "3", "rows": [{"customer": log.pseudonymise(9), "items": ["Z"], "cold_start": False}]})
+    log.close()
+    assert "1" not in {str(x) for x in read_log(settings.request_log_dir / "product-recommendation")["customer"]}
+    ts = pd.Timestamp("2025-01-06")
+    ref = pd.DataFrame({"invoice_ts": [ts], "customer_id": [1], "stock_code": ["A"]})
+    cur = pd.DataFrame({"invoice_ts": [ts, ts + pd.Timedelta(days=3), ts + pd.Timedelta(days=4)],
+                        "customer_id": [2, 1, 2], "stock_code": ["C", "B", "X"]})
+    model = SimpleNamespace(items_=pd.Index(list("ABCDEFGH")))
+    out = request_signals(settings, "product-recommendation", "4", model, ref, cur)
+    assert out["requests"] == 3  # version 3's row is not this model's
+    assert out["recommendation_hit_rate"] == 0.5  # customer 1 bought B after training; 2 bought C before
+    assert out["served_coverage"] == 4 / 8
+
+
+def test_served_segment_shift_against_training_shares(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    log = RequestLog(settings.request_log_dir, "customer-segmentation", "k")
+    for seg in ["loyal"] * 3 + ["bargain"]:
+        log.append({"version": "1", "rows": [{"customer": None, "segment": seg, "degraded": seg == "bargain"}]})
+    log.close()
+    model = SimpleNamespace(profiles_=pd.DataFrame({"share": [0.5, 0.5]}, index=["loyal", "bargain"]))
+    out = request_signals(settings, "customer-segmentation", "1", model, pd.DataFrame(), pd.DataFrame())
+    assert out["served_segment_shift"] == pytest.approx(0.25) and out["degraded_share"] == 0.25
