@@ -28,7 +28,7 @@ def run_demo(settings: Settings | None = None, airflow: bool = True) -> int:
     if airflow:
         from zmlops.loop_demo import run_loop
 
-        code = run_loop(settings)
+        code = int(run_loop(settings)["code"])
         console.rule("the data gate and the real file")
     else:
         code = _data_versions(settings)

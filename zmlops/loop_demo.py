@@ -51,6 +51,7 @@ def _airflow_env(settings: Settings, home: Path, passwords: Path) -> dict[str, s
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "ZM_HOME": str(settings.home.resolve()),
+        "ZM_SERVING__PORTS": json.dumps(settings.serving.ports),
         "ZM_DAG_SCHEDULES": "off",
     }
 
@@ -100,7 +101,8 @@ def airflow_standalone(settings: Settings) -> Iterator[Any]:
 @contextlib.contextmanager
 def services(settings: Settings) -> Iterator[dict[str, str]]:
     env = {**os.environ, "ZM_HOME": str(settings.home.resolve()), "ZM_SERVING__POLL_SECONDS": "2"}
-    procs = {f: subprocess.Popen([str(SERVING_PY), "-m", "inference_services.server", f], env=env, cwd=REPO,
+    procs = {f: subprocess.Popen([str(SERVING_PY), "-m", "inference_services.server", f, "--port",
+                                  str(settings.serving.ports[f])], env=env, cwd=REPO,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for f in FAMILIES}
     urls = {f: f"http://{settings.serving.host}:{settings.serving.ports[f]}" for f in FAMILIES}
     try:
@@ -157,8 +159,14 @@ def _versions(settings: Settings) -> dict[str, dict[str, Any]]:
     for f in FAMILIES:
         v = tracking.alias_version(settings, f, "production")
         tags = c.get_model_version(f, v).tags if v else {}
+        newest = max(c.search_model_versions(f"name='{f}'"), key=lambda m: int(m.version), default=None)
         out[f] = {"version": v, "metric": tags.get("gate.challenger"), "metric_name": tags.get("gate.metric"),
-                  "champion": tags.get("gate.champion"), "reason": tags.get("reason", "")}
+                  "champion": tags.get("gate.champion"), "reason": tags.get("reason", ""),
+                  "latest": str(newest.version) if newest else None,
+                  "latest_decision": newest.tags.get("gate.decision") if newest else None,
+                  "latest_reason": newest.tags.get("reason", "") if newest else "",
+                  "latest_metric": newest.tags.get("gate.challenger") if newest else None,
+                  "latest_champion": newest.tags.get("gate.champion") if newest else None}
     return out
 
 
@@ -178,14 +186,15 @@ def _wait_served(urls: dict[str, str], wanted: dict[str, str], timeout: float = 
     return served
 
 
-def run_loop(settings: Settings) -> int:
+def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dict[str, Any]:
+    """Run the loop; returns what happened (``code`` 0 when every step did what it should)."""
     from training.data import ingest
     from training.data.world import SimulationConfig
 
     started = time.perf_counter()
     console.rule("Zero Margin MLOps: the whole loop on the embedded stack")
     console.print(f"state under {settings.home.resolve()}")
-    config = SimulationConfig(seed=settings.seed)
+    config = config or SimulationConfig(seed=settings.seed)
     with step("v1: simulate two years of transactions, version them with DVC, Great Expectations gate"):
         v1 = ingest.snapshot_simulated(settings, config)
         ingest.validate_version(settings, v1.name)
@@ -202,8 +211,8 @@ def run_loop(settings: Settings) -> int:
         console.print("   production: " + ", ".join(f"{f} v{v['version']}" for f, v in before.items()))
         with step("start the three KServe services on 127.0.0.1"):
             urls = stack.enter_context(services(settings))
-        with step("simulated client traffic: 200 requests per model, logged for monitoring"):
-            traffic = _traffic(settings, urls, 200)
+        with step(f"simulated client traffic: {requests} requests per model, logged for monitoring"):
+            traffic = _traffic(settings, urls, requests)
         console.print(f"   failed requests: {traffic['failed']}; versions served: {traffic['versions']}")
         with step(f"v2: eight more weeks under the '{SCENARIO}' drift scenario (a new design line arrives)"):
             v2 = ingest.snapshot_simulated(settings, config, then=[(8, SCENARIO)])
@@ -219,26 +228,29 @@ def run_loop(settings: Settings) -> int:
             decisions[r["family"]] = "; ".join(r["reasons"]) or "no action"
         for f, d in decisions.items():
             console.print(f"   {f}: {d}")
-        with step("re-entry: the retrain asset events start the training DAG for the affected models"):
-            retrain = _wait_asset_run(api)
+        flagged = [f for f, d in decisions.items() if d != "no action"]
+        with step(f"re-entry: the retrain asset events start the training DAG for {', '.join(flagged) or 'none'}"):
+            retrain = _wait_asset_run(api, settings, flagged) if flagged else {"state": "success"}
         after = _versions(settings)
         wanted = {f: v["version"] for f, v in after.items() if v["version"]}
         with step("the services pick up the new production versions"):
             served = _wait_served(urls, wanted)
-            traffic2 = _traffic(settings, urls, 50)
+            traffic2 = _traffic(settings, urls, max(requests // 4, 10))
         console.print(f"   failed requests: {traffic2['failed']}; versions served: {traffic2['versions']}")
     rows = []
     for f in FAMILIES:
         b, a = before[f], after[f]
-        changed = a["version"] != b["version"]
-        # before/after on the same (new) evaluation data: the gate scored the old version there too
-        old_score = a["champion"] if changed and a["champion"] else b["metric"]
-        rows.append([f, f"v{b['version']}", f"v{a['version']}" if changed else "unchanged", b["metric_name"],
+        retrained = a["latest"] != b["latest"]
+        # before/after on the same (new) evaluation data: the gate scored the production version there too
+        old_score = a["latest_champion"] if retrained and a["latest_champion"] else b["metric"]
+        new = f"v{a['latest']} ({a['latest_decision']})" if retrained else "unchanged"
+        rows.append([f, f"v{b['version']}", new, b["metric_name"],
                      f"{float(old_score):.4f}" if old_score else "-",
-                     f"{float(a['metric']):.4f}" if changed and a["metric"] else "-",
-                     a["reason"] if changed else decisions.get(f, "-"), served.get(f, "?")])
+                     f"{float(a['latest_metric']):.4f}" if retrained and a["latest_metric"] else "-",
+                     a["latest_reason"] if retrained else decisions.get(f, "-"), served.get(f, "?")])
     table("models before and after the drift loop (retrained models: both scored on the new data by the gate)",
-          ["model", "old", "new", "metric", "before", "after", "why", "served now"], rows)
+          ["model", "production before", "retrained (gate)", "metric", "before", "after", "why", "served now"],
+          rows)
     console.print(f"retraining run: {retrain.get('dag_run_id')} ({retrain.get('state')})")
     console.print(f"Airflow UI: {settings.airflow.api_url} (user {settings.airflow.username}, password in "
                   f"{settings.home.resolve() / 'airflow' / 'passwords.json'}; `make airflow ZM_HOME=.zm/demo` "
@@ -246,17 +258,31 @@ def run_loop(settings: Settings) -> int:
     console.print("MLflow UI: `make ui ZM_HOME=.zm/demo` -> http://127.0.0.1:5000")
     console.print(f"Reports: {settings.reports / 'monitoring' / 'index.html'}")
     console.print(f"loop finished in {time.perf_counter() - started:.0f} s")
-    return 0 if traffic["failed"] == 0 and traffic2["failed"] == 0 and retrain.get("state") == "success" else 1
+    failed = traffic["failed"] + traffic2["failed"]
+    ok = failed == 0 and retrain.get("state") == "success" and all(served.get(f) == v for f, v in wanted.items())
+    return {"code": 0 if ok else 1, "failed_requests": failed, "before": before, "after": after, "served": served,
+            "retrain": retrain, "decisions": decisions, "seconds": time.perf_counter() - started}
 
 
-def _wait_asset_run(api: Any, timeout: float = 900) -> dict[str, Any]:
-    """The first training run started by a retrain asset event (the demo's home is fresh)."""
+def _wait_asset_run(api: Any, settings: Settings, expected: list[str], timeout: float = 900) -> dict[str, Any]:
+    """Wait until the retrain events became finished training runs for every flagged model.
+
+    Each asset event may start its own run (runs queue behind ``max_active_runs=1``); done when
+    no asset-triggered run is unfinished and each flagged model has a version trained for drift.
+    Returns the last asset-triggered run.
+    """
+    from training import tracking
+
     deadline = time.monotonic() + timeout
+    client = tracking.client(settings)
     while time.monotonic() < deadline:
-        for run in api.runs("zmlops_training"):
-            if run.get("run_type") == "asset_triggered":
-                if run["state"] in ("success", "failed"):
-                    return dict(run)
-                break
+        runs = [r for r in api.runs("zmlops_training") if r.get("run_type") == "asset_triggered"]
+        finished = runs and all(r["state"] in ("success", "failed") for r in runs)
+        trained = all(
+            any(str(v.tags.get("reason", "")).startswith("drift") for v in client.search_model_versions(f"name='{f}'"))
+            for f in expected
+        )
+        if finished and trained:
+            return dict(runs[0])
         time.sleep(3)
-    raise TimeoutError("no asset-triggered training run finished in time")
+    raise TimeoutError(f"the retraining of {expected} did not finish in time")
