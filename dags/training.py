@@ -29,7 +29,7 @@ the baseline and the production champion, registration, promotion to `staging` a
 Alertmanager receiver (only the affected family trains; the reason becomes the run's `reason`
 tag), or by hand with params:
 
-* `data_version`: `current` (default), `latest` or `vN`
+* `data_version`: `latest` (default; validated by this run), `current` (newest version that passed) or `vN`
 * `families`: which families (default all three)
 * `reason`: recorded on the MLflow run and the model version
 
@@ -58,7 +58,9 @@ Re-running any task for the same data version reuses what it produced.
         "execution_timeout": dt.timedelta(minutes=30),
     },
     params={
-        "data_version": Param("current", type="string", description="DVC data version: current, latest or vN"),
+        "data_version": Param("latest", type="string",
+                              description="DVC data version: latest (default, validated here), current (newest "
+                              "that passed the gate) or vN"),
         "families": Param(list(FAMILIES), type="array", items={"type": "string", "enum": list(FAMILIES)},
                           description="model families to train"),
         "reason": Param("manual", type="string", description="why this run trains (recorded on the runs)"),
@@ -70,7 +72,7 @@ def zmlops_training() -> None:
         from zmlops import pipeline
         from zmlops.settings import get_settings
 
-        return pipeline.resolve_version(get_settings(), str((params or {}).get("data_version", "current")))
+        return pipeline.resolve_version(get_settings(), str((params or {}).get("data_version", "latest")))
 
     @task(retries=0)  # bad data does not get better by retrying
     def validate(version: str) -> str:

@@ -132,7 +132,8 @@ def check_family(settings: Settings, family: str, current_version: str, out_dir:
         reference_version, current_version, model_version)
     from monitoring.requests import request_signals
 
-    result.signals.update(request_signals(settings, family, model_version, estimator, ref_clean, cur_clean))
+    since = _last_check(out_dir, family, model_version)
+    result.signals.update(request_signals(settings, family, model_version, estimator, ref_clean, cur_clean, since))
     return result
 
 
@@ -212,6 +213,16 @@ def assess(settings: Settings, family: str, ref_clean: pd.DataFrame, cur_clean: 
     return result
 
 
+
+
+def _last_check(folder: Path, family: str, model_version: str) -> str | None:
+    """When this model version was last checked: its requests before that were read then."""
+    times = []
+    for path in folder.glob(f"{family}-*.json"):
+        r = json.loads(path.read_text())
+        if str(r.get("model_version")) == str(model_version) and r.get("checked_at"):
+            times.append(str(r["checked_at"]))
+    return max(times) if times else None
 
 
 def _logged_metric(settings: Settings, family: str, version: str, name: str) -> float:

@@ -26,14 +26,19 @@ from zmlops.settings import Settings
 __all__ = ["read_log", "request_signals"]
 
 
-def read_log(folder: Path, version: str | None = None) -> pd.DataFrame:
-    """One row per answered row (``rows`` exploded), with the request's version and time."""
-    files = sorted(folder.glob("*.jsonl"))
+def read_log(folder: Path, version: str | None = None, since: str | None = None) -> pd.DataFrame:
+    """One row per answered row (``rows`` exploded), with the request's version and time.
+
+    ``since`` (ISO time) keeps requests after it; day files wholly before it are not read.
+    """
+    files = sorted(f for f in folder.glob("*.jsonl") if since is None or f.stem >= since[:10])
     if not files:
         return pd.DataFrame()
     log = pd.concat((pd.read_json(f, lines=True, dtype=False) for f in files), ignore_index=True)
     if version is not None:
         log = log[log["version"].astype(str) == str(version)]
+    if since is not None and not log.empty:
+        log = log[pd.to_datetime(log["ts"], utc=True) > pd.Timestamp(since)]
     if log.empty:
         return pd.DataFrame()
     rows = log[["ts", "version", "rows"]].explode("rows", ignore_index=True)
@@ -42,8 +47,9 @@ def read_log(folder: Path, version: str | None = None) -> pd.DataFrame:
 
 
 def request_signals(settings: Settings, family: str, model_version: str, estimator: Any,
-                    ref_clean: pd.DataFrame, cur_clean: pd.DataFrame) -> dict[str, float]:
-    served = read_log(settings.request_log_dir / family, model_version)
+                    ref_clean: pd.DataFrame, cur_clean: pd.DataFrame, since: str | None = None) -> dict[str, float]:
+    """Signals from the requests answered by ``model_version`` after ``since`` (the previous check)."""
+    served = read_log(settings.request_log_dir / family, model_version, since)
     out: dict[str, float] = {"requests": float(len(served))}
     if served.empty:
         return out

@@ -45,3 +45,21 @@ def test_served_segment_shift_against_training_shares(tmp_path: Path) -> None:
     model = SimpleNamespace(profiles_=pd.DataFrame({"share": [0.5, 0.5]}, index=["loyal", "bargain"]))
     out = request_signals(settings, "customer-segmentation", "1", model, pd.DataFrame(), pd.DataFrame())
     assert out["served_segment_shift"] == pytest.approx(0.25) and out["degraded_share"] == 0.25
+
+
+def test_only_requests_since_the_last_check_are_read(tmp_path: Path) -> None:
+    import datetime as dt
+
+    settings = Settings(home=tmp_path)
+    log = RequestLog(settings.request_log_dir, "demand-forecast", "k")
+    log.append({"version": "1", "rows": [{"category": "kitchen", "units": [10.0, 30.0]}]})
+    cut = dt.datetime.now(dt.UTC).isoformat()
+    import time
+
+    time.sleep(0.01)
+    log.append({"version": "1", "rows": [{"category": "garden", "units": [100.0]}]})
+    log.close()
+    out = request_signals(settings, "demand-forecast", "1", None, pd.DataFrame(), pd.DataFrame(), since=cut)
+    assert out["requests"] == 1 and out["served_forecast_units"] == 100.0
+    everything = request_signals(settings, "demand-forecast", "1", None, pd.DataFrame(), pd.DataFrame())
+    assert everything["requests"] == 2 and everything["served_forecast_units"] == 60.0
