@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from inference_services import metrics
@@ -48,7 +47,7 @@ class RecommendationService(ServedModel):
 
     def build_index(self, estimator: Any) -> dict[str, Any]:
         items = estimator.items_.tolist()
-        return {"seen": np.zeros(len(items), dtype=bool), "position": {c: i for i, c in enumerate(items)}}
+        return {"seen": set(), "catalogue": max(len(items), 1)}
 
     def smoke_rows(self, state: Loaded) -> list[RecommendRow]:
         known = int(state.estimator.customers_[0])
@@ -82,8 +81,11 @@ class RecommendationService(ServedModel):
         return results
 
     def observe(self, state: Loaded, results: list[Result]) -> None:
-        seen, position = state.index["seen"], state.index["position"]
+        seen: set[str] = state.index["seen"]
+        before = len(seen)
         for r in results:
-            metrics.child(metrics.RECOMMENDED, self.family, state.version, str(r.v1["cold_start"]).lower()).inc()
-            seen[[position[c] for c in r.v1["items"] if c in position]] = True
-        metrics.child(metrics.COVERAGE, self.family, state.version).set(float(seen.mean()) if len(seen) else 0.0)
+            cold = "true" if r.v1["cold_start"] else "false"
+            metrics.child(metrics.RECOMMENDED, self.family, state.version, cold).inc()
+            seen.update(r.v1["items"])
+        if len(seen) != before:  # the gauge moves only when a new item was recommended
+            metrics.child(metrics.COVERAGE, self.family, state.version).set(len(seen) / state.index["catalogue"])
