@@ -8,6 +8,7 @@ PYTHON ?= python3.11
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 PIPELINES := .venvs/pipelines
 SERVING := .venvs/serving
+DELIVERY := .venvs/delivery
 PY := $(PIPELINES)/bin/python
 ZM_HOME ?= .zm/local
 # Nothing leaves the machine: telemetry and usage statistics off everywhere.
@@ -32,7 +33,12 @@ $(SERVING)/.synced: uv.lock pyproject.toml | $(UV)
 	UV_PROJECT_ENVIRONMENT=$(SERVING) $(UV) sync --frozen --group serving --python $(PYTHON) --compile-bytecode
 	@touch $@
 
-envs: $(PIPELINES)/.synced $(SERVING)/.synced ## create both environments from uv.lock
+# Tools only (helm SDK, kubernetes-validate, checkov): no project code, checkov cannot share with Airflow.
+$(DELIVERY)/.synced: uv.lock pyproject.toml | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(DELIVERY) $(UV) sync --frozen --only-group delivery --no-install-project --python $(PYTHON) --compile-bytecode
+	@touch $@
+
+envs: $(PIPELINES)/.synced $(SERVING)/.synced $(DELIVERY)/.synced ## create the environments from uv.lock
 
 demo: envs ## run the main job on the embedded local stack (state in .zm/demo, reset each run)
 	rm -rf .zm/demo

@@ -1,7 +1,8 @@
 """Alertmanager webhook -> Airflow: an alert on a model re-enters the training DAG.
 
 Alertmanager posts its webhook (version 4) here. Every *firing* alert that carries a
-``model`` label naming one of our families becomes one event on that family's retrain
+``model`` label naming one of our families and ``action: retrain`` (monitoring/rules.py labels
+the alerts that retraining can fix) becomes one event on that family's retrain
 asset through Airflow's authenticated REST API (``POST /api/v2/assets/events``), with the
 alert name and summary as the reason. The incident key is the alert's fingerprint and start
 time, claimed in the same append-only incident log as the monitoring DAG, so a repeated
@@ -36,7 +37,8 @@ def handle(settings: Settings, payload: dict[str, Any], api: AirflowAPI) -> list
     for alert in payload.get("alerts", []):
         labels = alert.get("labels", {})
         family, name = labels.get("model"), labels.get("alertname", "alert")
-        if alert.get("status") != "firing" or family not in FAMILIES:
+        # Only alerts labelled action=retrain (monitoring/rules.py); the others are for people.
+        if alert.get("status") != "firing" or family not in FAMILIES or labels.get("action") != "retrain":
             done.append({"alert": name, "model": family, "action": "ignored"})
             continue
         key = f"alert:{alert.get('fingerprint', name)}:{alert.get('startsAt', '')}"

@@ -69,9 +69,16 @@ def write_index(settings: Settings) -> Path:
     return index
 
 
+PUSH_JOB = "zm-monitoring"
+
+
 def write_metrics(settings: Settings, results: list[dict[str, Any]]) -> Path:
-    """The latest numbers per model in Prometheus' text format."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    """The latest numbers per model in Prometheus' text format, and to the Pushgateway when one is set.
+
+    The thresholds the check used go along (``zm_monitoring_threshold``): the alert rules compare
+    against them, so a threshold lives in settings only (monitoring/rules.py).
+    """
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
     registry = CollectorRegistry()
     share = Gauge("zm_data_drift_share", "Share of monitored columns with drift.", ["model"], registry=registry)
@@ -81,6 +88,13 @@ def write_metrics(settings: Settings, results: list[dict[str, Any]]) -> Path:
                    registry=registry)
     decision = Gauge("zm_retrain_recommended", "1 when the last check asked for retraining.", ["model"],
                      registry=registry)
+    threshold = Gauge("zm_monitoring_threshold", "Thresholds of the retrain decisions, from settings.",
+                      ["model", "signal"], registry=registry)
+    checked = Gauge("zm_monitoring_last_check_timestamp_seconds", "When the model was last checked.", ["model"],
+                    registry=registry)
+    m = settings.monitoring
+    limits = {"drift_share": m.drift_share, "segment_share_shift": m.segment_share_shift,
+              "new_product_share": m.new_product_share, "forecast_wape_increase": m.forecast_wape_increase}
     for r in results:
         share.labels(r["family"]).set(r["drift_share"])
         decision.labels(r["family"]).set(1.0 if r.get("reasons") else 0.0)
@@ -88,8 +102,13 @@ def write_metrics(settings: Settings, results: list[dict[str, Any]]) -> Path:
             score.labels(r["family"], column, v["method"]).set(v["score"])
         for name, value in r.get("signals", {}).items():
             signal.labels(r["family"], name).set(value)
+        for name, value in limits.items():
+            threshold.labels(r["family"], name).set(value)
+        checked.labels(r["family"]).set_to_current_time()
     path = monitoring_dir(settings) / "metrics.prom"
     write_to_textfile(str(path), registry)
+    if m.pushgateway_url:
+        push_to_gateway(m.pushgateway_url, job=PUSH_JOB, registry=registry, timeout=10)
     return path
 
 

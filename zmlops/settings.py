@@ -79,6 +79,9 @@ class MonitoringSettings(BaseModel):
     forecast_wape_increase: float = Field(
         0.05, gt=0, description="Retrain when realised WAPE exceeds the backtest WAPE by this much."
     )
+    pushgateway_url: str | None = Field(
+        None, description="Prometheus Pushgateway the latest numbers and thresholds are pushed to (k8s profile)."
+    )
 
 
 class AirflowSettings(BaseModel):

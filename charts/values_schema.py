@@ -1,0 +1,162 @@
+"""Generate a chart's values.schema.json from its values.yaml and the `# --` comment above every key.
+
+values.yaml stays the one documented contract: each key's comment becomes its schema description,
+its value the default and (with the constraints below) its type. Our own objects refuse unknown keys
+(`additionalProperties: false`), so a typo fails `helm install` with the key's path.
+
+    python charts/values_schema.py charts/zero-margin            # write values.schema.json
+    python charts/values_schema.py charts/zero-margin --check    # exit 1 when the file is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$"
+DIGEST = r"^(sha256:[a-f0-9]{64})?$"
+TAG = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"  # RE2 (Helm is Go): no look-ahead; "latest" refused by `not`
+
+# Constraints beyond the type, by path ("*" matches any key at that level).
+CONSTRAINTS: dict[str, dict[str, Any]] = {
+    "images.*.tag": {"pattern": TAG, "not": {"enum": ["latest"]}},
+    "images.*.digest": {"pattern": DIGEST},
+    "images.pullPolicy": {"enum": ["IfNotPresent", "Always", "Never"]},
+    "settings.monitoring.*": {"minimum": 0, "maximum": 1},
+    "inference.deploymentMode": {"enum": ["RawDeployment", "Standard", "Serverless"]},
+    "inference.alias": {"pattern": r"^[a-z][a-z0-9-]*$"},
+    "inference.minReplicas": {"minimum": 1},
+    "inference.maxReplicas": {"minimum": 1},
+    "inference.scaleMetric": {"enum": ["cpu", "memory", "concurrency", "rps"]},
+    "inference.scaleTarget": {"minimum": 1},
+    "inference.terminationGracePeriodSeconds": {"minimum": 5},
+    "inference.canary.trafficPercent": {"minimum": 1, "maximum": 99},
+    "inference.topologySpread.whenUnsatisfiable": {"enum": ["ScheduleAnyway", "DoNotSchedule"]},
+    "*.resources.*.cpu": {"pattern": QUANTITY},
+    "*.resources.*.memory": {"pattern": QUANTITY},
+    "*.replicas": {"minimum": 1},
+    "alertReceiver.airflowApiUrl": {"pattern": r"^https?://"},
+    "networkPolicy.externalEgress": {
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["cidr", "ports"],
+            "properties": {
+                "cidr": {"type": "string", "description": "CIDR block (a.b.c.d/n).",
+                         "pattern": r"^[0-9.]+/[0-9]+$"},
+                "ports": {"type": "array", "description": "TCP ports.",
+                          "items": {"type": "integer", "minimum": 1, "maximum": 65535}},
+            },
+        }
+    },
+    "images.pullSecrets": {"items": {"type": "string"}},
+}
+# Maps whose keys are free (labels and selectors): string values, any key.
+FREE_MAPS = ("monitoring.labels", "monitoring.alertLabels", "networkPolicy.clientNamespaceSelector",
+             "networkPolicy.prometheusNamespaceSelector", "networkPolicy.alertmanagerNamespaceSelector",
+             "networkPolicy.airflowPodSelector")
+
+KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.-]+):(?:\s|$)")
+
+
+def comments(text: str) -> dict[str, str]:
+    """Description of every key path, from the `# --` comment block just above it."""
+    out: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    pending: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# --"):
+            pending = [stripped[4:].strip()]
+            continue
+        if stripped.startswith("#") and pending:
+            pending.append(stripped[1:].strip())
+            continue
+        match = KEY.match(line)
+        if match and not stripped.startswith("-"):
+            indent = len(match["indent"])
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            stack.append((indent, match["key"]))
+            if pending:
+                out[".".join(k for _, k in stack)] = " ".join(pending)
+        if stripped and not stripped.startswith("#"):
+            pending = []
+    return out
+
+
+def _matches(pattern: str, path: str) -> bool:
+    a, b = pattern.split("."), path.split(".")
+    return len(a) == len(b) and all(x in ("*", y) for x, y in zip(a, b, strict=True))
+
+
+def _type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "string"
+
+
+def node(path: str, value: Any, docs: dict[str, str]) -> dict[str, Any]:
+    description = docs.get(path)
+    if description is None:
+        raise SystemExit(f"values.yaml: key {path!r} has no `# --` comment")
+    schema: dict[str, Any] = {"type": _type(value), "description": description}
+    if path in FREE_MAPS:
+        schema.update(additionalProperties={"type": "string"}, default=value)
+    elif isinstance(value, dict):
+        schema["additionalProperties"] = False
+        schema["properties"] = {k: node(f"{path}.{k}" if path else k, v, docs) for k, v in value.items()}
+    else:
+        schema["default"] = value
+    for pattern, extra in CONSTRAINTS.items():
+        if _matches(pattern, path):
+            schema.update(extra)
+    return schema
+
+
+def build(chart: Path) -> dict[str, Any]:
+    text = (chart / "values.yaml").read_text()
+    values = yaml.safe_load(text)
+    docs = comments(text)
+    return {
+        "$schema": "https://json-schema.org/draft-07/schema#",
+        "title": f"Values of the {chart.name} chart (generated from values.yaml by charts/values_schema.py)",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {k: node(k, v, docs) for k, v in values.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("chart", type=Path, help="chart directory holding values.yaml")
+    parser.add_argument("--check", action="store_true", help="fail when values.schema.json differs from values.yaml")
+    args = parser.parse_args(argv)
+    text = json.dumps(build(args.chart), indent=2) + "\n"
+    target = args.chart / "values.schema.json"
+    if args.check:
+        if not target.exists() or target.read_text() != text:
+            print(f"{target} is stale: run python charts/values_schema.py {args.chart}", file=sys.stderr)
+            return 1
+        return 0
+    target.write_text(text)
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
