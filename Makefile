@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYT
 export FEAST_USAGE=False SCARF_ANALYTICS=false AIRFLOW__CORE__LOAD_EXAMPLES=False OPENBLAS_NUM_THREADS=1
 export UV_PYTHON_DOWNLOADS=never
 
-.PHONY: help envs demo test test-all lint bench serve ui clean repro real-data airflow
+.PHONY: help envs demo test test-all lint bench serve ui clean repro real-data airflow generate
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,13 +44,26 @@ demo: envs ## run the main job on the embedded local stack (state in .zm/demo, r
 	rm -rf .zm/demo
 	ZM_HOME=.zm/demo $(PIPELINES)/bin/zm demo
 
+# Three runs, one per environment: pipelines (most tests), serving (real KServe servers), delivery
+# (the Helm chart rendered with Helm's Go SDK, kubernetes-validate, the KServe CRD, checkov).
+TEST_OS_PACKAGES := wrk:wrk prometheus-alertmanager:prometheus-alertmanager promtool:prometheus \
+	prometheus-pushgateway:prometheus-pushgateway
 test: envs ## run the test suite (slow end-to-end tests in their short form)
-	$(call debian,wrk:wrk prometheus-alertmanager:prometheus-alertmanager)
-	$(PY) -m pytest -m "not serving" -q
-	@if ls tests/serving/test_*.py >/dev/null 2>&1; then $(SERVING)/bin/python -m pytest -m serving -q tests/serving; fi
+	$(call debian,$(TEST_OS_PACKAGES))
+	$(PY) -m pytest -m "not serving and not charts" -q --ignore=tests/charts
+	$(SERVING)/bin/python -m pytest -m serving -q tests/serving
+	$(DELIVERY)/bin/python -m pytest --noconftest -m charts -q tests/charts
 
 test-all: envs ## every test, slow ones at full size
-	ZM_FULL=1 $(PY) -m pytest -q
+	$(call debian,$(TEST_OS_PACKAGES))
+	ZM_FULL=1 $(PY) -m pytest -m "not serving and not charts" -q --ignore=tests/charts
+	ZM_FULL=1 $(SERVING)/bin/python -m pytest -m serving -q tests/serving
+	$(DELIVERY)/bin/python -m pytest --noconftest -m charts -q tests/charts
+
+generate: envs ## regenerate the chart's values schema, Prometheus rules and Grafana dashboards
+	$(DELIVERY)/bin/python charts/values_schema.py charts/zero-margin
+	$(PY) -m monitoring.rules
+	$(PY) -m dashboards.generate
 
 lint: envs ## ruff and mypy (serving code checked in the serving environment)
 	$(PIPELINES)/bin/ruff check .

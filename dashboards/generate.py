@@ -1,0 +1,218 @@
+"""Grafana dashboards as code (grafana-foundation-sdk, Grafana 11 flavour).
+
+Two dashboards, written as JSON into the chart (charts/zero-margin/files/dashboards/), which ships them
+as ConfigMaps for the Grafana sidecar:
+
+- ``zm-models``: one loop over the model families. Per model, the top row shows accuracy and latency
+  over time, the bottom row data drift and the anomaly rate (invalid requests and degraded answers).
+- ``zm-serving``: serving health (requests/s, errors, p50/p99, cache hit ratio, feature fallbacks,
+  error budget) and canary versus stable (the same numbers by served model version).
+
+Every query reads series the services export (inference_services/metrics.py), the monitoring job
+pushes (monitoring/loop.py) or the rules record (monitoring/rules.py); tests/observability checks
+each expression with promtool and the metric names against those modules.
+
+    python -m dashboards.generate            # write the JSON
+    python -m dashboards.generate --check    # exit 1 when the JSON differs (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import DashboardCursorSync, DataSourceRef
+
+from zmlops.catalog import FAMILIES
+
+__all__ = ["ACCURACY", "build", "expressions", "main"]
+
+OUT = Path(__file__).resolve().parents[1] / "charts" / "zero-margin" / "files" / "dashboards"
+DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
+PREDICT = 'protocol=~"v1|v2"'
+
+# What "accuracy" means per family, from the monitoring job's signals: (signal, legend, unit).
+ACCURACY: dict[str, list[tuple[str, str, str]]] = {
+    "demand-forecast": [("realised_units_wape", "realised units WAPE", "percentunit"),
+                        ("backtest_units_wape", "backtest units WAPE", "percentunit")],
+    "customer-segmentation": [("segment_share_shift", "segment share shift (data)", "percentunit"),
+                              ("served_segment_shift", "segment share shift (served)", "percentunit")],
+    "product-recommendation": [("recommendation_hit_rate", "hit rate of served lists", "percentunit"),
+                               ("new_product_share", "sales share of unseen products", "percentunit")],
+}
+
+
+def _query(expr: str, legend: str, ref: str) -> prometheus.Dataquery:
+    return prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DS)
+
+
+def _series(title: str, unit: str, queries: list[tuple[str, str]], description: str = "",
+            width: int = 12) -> timeseries.Panel:
+    panel = timeseries.Panel().title(title).unit(unit).datasource(DS).height(8).span(width).min(0)
+    if description:
+        panel = panel.description(description)
+    for i, (expr, legend) in enumerate(queries):
+        panel = panel.with_target(_query(expr, legend, chr(ord("A") + i)))
+    return panel
+
+
+def _stat(title: str, unit: str, expr: str, description: str) -> stat.Panel:
+    return (stat.Panel().title(title).unit(unit).datasource(DS).height(4).span(6).description(description)
+            .with_target(_query(expr, "", "A")))
+
+
+def _datasource() -> dash.DatasourceVariable:
+    return dash.DatasourceVariable("datasource").label("Prometheus").type("prometheus")
+
+
+def models_dashboard() -> dash.Dashboard:
+    board = (dash.Dashboard("Zero Margin: models").uid("zm-models").tags(["zero-margin", "mlops"])
+             .description("Per model: accuracy and latency over time (top), data drift and anomaly rate (bottom).")
+             .time("now-30d", "now").refresh("1m").tooltip(DashboardCursorSync.CROSSHAIR)
+             .with_variable(_datasource()))
+    for family in FAMILIES:
+        m = f'model="{family}"'
+        board = board.with_row(dash.Row(family))
+        board = board.with_panel(_series(
+            f"{family}: accuracy", "percentunit",
+            [(f'max by (signal) (zm_model_quality_signal{{{m},signal="{s}"}})', legend)
+             for s, legend, _ in ACCURACY[family]],
+            "From the monitoring DAG after each check (Pushgateway).",
+        ))
+        board = board.with_panel(_series(
+            f"{family}: latency", "s",
+            [(f'zm:request_duration_seconds:p50_5m{{{m}}}', "p50"),
+             (f'zm:request_duration_seconds:p99_5m{{{m}}}', "p99")],
+            "Server-side latency of predictions (Feast lookup included).",
+        ))
+        board = board.with_panel(_series(
+            f"{family}: data drift", "percentunit",
+            [(f"max(zm_data_drift_share{{{m}}})", "share of drifting columns"),
+             (f'max(zm_monitoring_threshold{{{m},signal="drift_share"}})', "retrain threshold")],
+            "Evidently drift tests of the monitoring DAG: share of monitored columns that drifted.",
+        ))
+        board = board.with_panel(_series(
+            f"{family}: anomaly rate", "percentunit",
+            [(f'sum(rate(zm_requests_total{{{m},{PREDICT},status=~"4.."}}[$__rate_interval]))\n/\n'
+              f'sum(rate(zm_requests_total{{{m},{PREDICT}}}[$__rate_interval]))', "invalid requests (4xx)"),
+             (f"zm:feature_fallbacks:ratio_rate10m{{{m}}}", "degraded answers (feature fallback)")],
+            "Requests refused as invalid and answers given without online features.",
+        ))
+    return board
+
+
+def serving_dashboard() -> dash.Dashboard:
+    by_version = "model, version"
+    board = (dash.Dashboard("Zero Margin: serving").uid("zm-serving").tags(["zero-margin", "serving"])
+             .description("Serving health of the KServe predictors; canary versus stable by model version.")
+             .time("now-6h", "now").refresh("30s").tooltip(DashboardCursorSync.CROSSHAIR)
+             .with_variable(_datasource()))
+    board = board.with_row(dash.Row("Service level"))
+    board = board.with_panel(_stat(
+        "Availability, 30 days", "percentunit",
+        f'1 - (sum(increase(zm_requests_total{{{PREDICT},status=~"5.."}}[30d]))\n'
+        f"/ sum(increase(zm_requests_total{{{PREDICT}}}[30d])))",
+        "Share of prediction requests answered without a 5xx (objective 99.9%).",
+    ))
+    board = board.with_panel(_stat(
+        "Error budget left, 30 days", "percentunit",
+        f'1 - (sum(increase(zm_requests_total{{{PREDICT},status=~"5.."}}[30d]))\n'
+        f"/ sum(increase(zm_requests_total{{{PREDICT}}}[30d]))) / 0.001",
+        "1 = untouched, 0 = spent (99.9% objective).",
+    ))
+    board = board.with_panel(_stat(
+        "Ready models", "none", "sum(max by (model) (zm_model_ready))",
+        "Families with at least one predictor that loaded its version and passed the smoke prediction.",
+    ))
+    board = board.with_panel(_stat(
+        "Requests/s", "reqps", "sum(zm:requests:rate5m)", "Prediction requests per second over 5 min.",
+    ))
+    board = board.with_row(dash.Row("Traffic and errors"))
+    board = board.with_panel(_series(
+        "Requests/s by model", "reqps", [("zm:requests:rate5m", "{{model}}")], width=8))
+    board = board.with_panel(_series(
+        "5xx share by model", "percentunit", [("zm:request_errors:ratio_rate5m", "{{model}}")], width=8))
+    board = board.with_panel(_series(
+        "Answers by status", "reqps",
+        [(f"sum by (status) (rate(zm_requests_total{{{PREDICT}}}[$__rate_interval]))", "{{status}}")], width=8))
+    board = board.with_row(dash.Row("Latency, cache, fallbacks"))
+    board = board.with_panel(_series(
+        "p50 and p99 by model", "s",
+        [("zm:request_duration_seconds:p50_5m", "p50 {{model}}"),
+         ("zm:request_duration_seconds:p99_5m", "p99 {{model}}")], width=8))
+    board = board.with_panel(_series(
+        "Cache hit ratio", "percentunit",
+        [('sum by (model) (rate(zm_cache_requests_total{result="hit"}[$__rate_interval]))\n/\n'
+          "sum by (model) (rate(zm_cache_requests_total[$__rate_interval]))", "{{model}}")], width=8))
+    board = board.with_panel(_series(
+        "Feature fallbacks/s by reason", "reqps",
+        [("sum by (model, reason) (rate(zm_feature_fallbacks_total[$__rate_interval]))", "{{model}} {{reason}}")],
+        width=8))
+    board = board.with_row(dash.Row("Canary versus stable (by served version)"))
+    board = board.with_panel(_series(
+        "Requests/s by version", "reqps",
+        [(f"sum by ({by_version}) (rate(zm_requests_total{{{PREDICT}}}[$__rate_interval]))",
+          "{{model}} v{{version}}")], width=8))
+    board = board.with_panel(_series(
+        "5xx share by version", "percentunit",
+        [(f'sum by ({by_version}) (rate(zm_requests_total{{{PREDICT},status=~"5.."}}[$__rate_interval]))\n/\n'
+          f"sum by ({by_version}) (rate(zm_requests_total{{{PREDICT}}}[$__rate_interval]))",
+          "{{model}} v{{version}}")], width=8))
+    board = board.with_panel(_series(
+        "p99 by version", "s",
+        [(f"histogram_quantile(0.99, sum by ({by_version}, le) "
+          f"(rate(zm_request_duration_seconds_bucket{{{PREDICT}}}[$__rate_interval])))", "{{model}} v{{version}}")],
+        width=8))
+    return board
+
+
+def build() -> dict[str, dict[str, Any]]:
+    """Dashboard JSON by uid."""
+    out = {}
+    for board in (models_dashboard(), serving_dashboard()):
+        model = board.build()
+        out[str(model.uid)] = json.loads(json.dumps(model, cls=JSONEncoder))
+    return out
+
+
+def expressions(board: dict[str, Any]) -> list[str]:
+    """Every PromQL expression of a dashboard (panel targets)."""
+    return [t["expr"] for p in board.get("panels", []) for t in p.get("targets", []) if "expr" in t]
+
+
+def _text(board: dict[str, Any]) -> str:
+    return json.dumps(board, indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="fail when the committed JSON differs")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
+    args = parser.parse_args(argv)
+    boards = build()
+    stale = []
+    for uid, board in boards.items():
+        path = args.out / f"{uid}.json"
+        if args.check:
+            if not path.exists() or path.read_text() != _text(board):
+                stale.append(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(_text(board))
+            print(f"wrote {path}")
+    extra = {p for p in args.out.glob("*.json") if p.stem not in boards}
+    if args.check and (stale or extra):
+        print(f"stale dashboards: {sorted(map(str, stale + sorted(extra)))}: run python -m dashboards.generate",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,370 @@
+"""The Helm chart, validated offline: rendered with Helm's Go SDK (helm-python-sdk), every document
+checked against the Kubernetes schemas (kubernetes-validate, strict) and InferenceServices against the
+KServe CRD, scanned by checkov, and held to the production policies over several values combinations.
+
+Runs in the delivery environment (`make test` does: `.venvs/delivery/bin/python -m pytest --noconftest
+-m charts tests/charts`); it imports nothing from the project but the family names.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import os
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+pytestmark = pytest.mark.charts
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "zero-margin"
+KSERVE_CRDS = (ROOT / "../shared/schemas/kserve").resolve()
+KUBE_VERSION = "1.31.0"
+NAMESPACE = "mlops"
+PROFILES = {
+    "production": {},
+    "minimal": yaml.safe_load((CHART / "ci" / "minimal-values.yaml").read_text()),
+    "canary": yaml.safe_load((CHART / "ci" / "canary-values.yaml").read_text()),
+}
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "InferenceService")
+# Kinds without a schema in kubernetes-validate; InferenceService is validated against the KServe CRD,
+# the Prometheus operator kinds by the rules tests (promtool) and the checks below.
+CUSTOM_KINDS = {"InferenceService", "PodMonitor", "PrometheusRule"}
+
+
+def families() -> tuple[str, ...]:
+    tree = ast.parse((ROOT / "zmlops" / "catalog.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "FAMILIES":
+            return tuple(ast.literal_eval(node.value))
+    raise AssertionError("FAMILIES not found")
+
+
+@cache
+def _chart() -> helm.Chart:
+    return helm.Chart.load(str(CHART))
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    out = _chart().render(values or {}, name="zm", namespace=NAMESPACE, is_install=True)
+    docs = []
+    for text in out.values():
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+@cache
+def rendered(profile: str) -> tuple[dict[str, Any], ...]:
+    return tuple(render(PROFILES[profile]))
+
+
+def kinds(docs: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc["kind"] == "InferenceService":
+        return dict(doc["spec"]["predictor"])
+    if doc["kind"] == "CronJob":
+        return dict(doc["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    return dict(doc["spec"]["template"]["spec"])
+
+
+def pod_labels(doc: dict[str, Any]) -> dict[str, str]:
+    if doc["kind"] == "InferenceService":
+        # KServe adds this label to predictor pods, besides the predictor's own labels
+        return {**doc["spec"]["predictor"]["labels"], "serving.kserve.io/inferenceservice": doc["metadata"]["name"],
+                "component": "predictor"}
+    return dict(doc["spec"]["template"]["metadata"]["labels"])
+
+
+# ---------------------------------------------------------------- the contract: values and schema
+
+
+def test_values_schema_is_generated_from_the_documented_values() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "charts" / "values_schema.py"), str(CHART), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_every_leaf_has_type_description_and_default() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(node: dict[str, Any], path: str) -> int:
+        assert node.get("type") and node.get("description"), path
+        if "properties" in node:
+            assert node["additionalProperties"] is False, path
+            return sum(walk(child, f"{path}.{key}") for key, child in node["properties"].items())
+        assert "default" in node, path
+        return 1
+
+    assert sum(walk(child, key) for key, child in schema["properties"].items()) > 60
+
+
+def test_chart_models_are_the_model_families() -> None:
+    assert set(_chart().values["inference"]["models"]) == set(families())
+
+
+def test_lint_is_clean() -> None:
+    for profile, values in PROFILES.items():
+        report = helm.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE_VERSION}")
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        assert problems == [], (profile, problems)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"inference": {"minReplica": 2}}, "minReplica"),
+    ({"mlfow": {"enabled": False}}, "mlfow"),
+    ({"images": {"serving": {"tag": "latest"}}}, "tag"),
+    ({"images": {"serving": {"digest": "abc"}}}, "digest"),
+    ({"inference": {"resources": {"requests": {"cpu": "lots"}}}}, "cpu"),
+    ({"inference": {"deploymentMode": "Knative"}}, "deploymentMode"),
+    ({"inference": {"models": {"demand-forcast": {"enabled": True}}}}, "demand-forcast"),
+])
+def test_typos_and_bad_values_fail_the_render_naming_the_key(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError) as err:
+        render(values)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"inference": {"canary": {"enabled": True}}}, "inference.deploymentMode=Serverless"),
+    ({"inference": {"minReplicas": 5, "maxReplicas": 3}}, "inference.minReplicas (5) is above"),
+    ({"mlflow": {"enabled": False}}, "mlflow.externalTrackingUri"),
+    ({"inference": {"models": {f: {"enabled": False} for f in families()}}}, "every family is disabled"),
+])
+def test_cross_field_rules_fail_with_the_fix(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError) as err:
+        render(values)
+    assert message in str(err.value)
+
+
+# ---------------------------------------------------------------- schemas
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_core_documents_validate_strictly_against_kubernetes(profile: str) -> None:
+    docs = rendered(profile)
+    checked = 0
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)  # raises on any error
+        checked += 1
+    assert checked >= 5
+
+
+def _strict(schema: Any) -> Any:
+    """A CRD's openAPIV3Schema as JSON schema that refuses unknown fields, as the API server prunes them."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes-")}
+        if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out.setdefault("additionalProperties", False)
+        if schema.get("x-kubernetes-int-or-string"):
+            out.pop("type", None)
+            out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+        return out
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    return schema
+
+
+@cache
+def isvc_validator() -> jsonschema.Draft7Validator:
+    schema = isvc_schema()
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def isvc_schema() -> dict[str, Any]:
+    crd = yaml.safe_load((KSERVE_CRDS / "serving.kserve.io_inferenceservices.yaml").read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    # metadata is an ObjectMeta; the API server checks it, the CRD leaves it open
+    schema["properties"]["metadata"] = {"type": "object"}
+    return dict(schema)
+
+
+@pytest.mark.skipif(not KSERVE_CRDS.exists(), reason="KServe CRDs not found in ../shared/schemas/kserve")
+@pytest.mark.parametrize("profile", PROFILES)
+def test_inference_services_validate_against_the_kserve_crd(profile: str) -> None:
+    services = kinds(rendered(profile), "InferenceService")
+    assert {s["metadata"]["name"] for s in services} == set(families())
+    for doc in services:
+        assert doc["apiVersion"] == "serving.kserve.io/v1beta1"
+        isvc_validator().validate(doc)
+
+
+@pytest.mark.skipif(not KSERVE_CRDS.exists(), reason="KServe CRDs not found in ../shared/schemas/kserve")
+def test_the_crd_validation_refuses_unknown_fields() -> None:
+    doc = copy.deepcopy(kinds(rendered("production"), "InferenceService")[0])
+    doc["spec"]["predictor"]["minReplica"] = 2
+    with pytest.raises(jsonschema.ValidationError, match="minReplica"):
+        isvc_validator().validate(doc)
+    doc = copy.deepcopy(kinds(rendered("production"), "InferenceService")[0])
+    doc["spec"]["predictor"]["containers"][0]["readinessProbe"]["httpGett"] = {}
+    with pytest.raises(jsonschema.ValidationError, match="httpGett"):
+        isvc_validator().validate(doc)
+
+
+def test_prometheus_rule_carries_the_generated_rules() -> None:
+    rule = kinds(rendered("production"), "PrometheusRule")[0]
+    generated = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    assert rule["spec"] == generated
+    labelled = render({"monitoring": {"alertLabels": {"team": "retail-ml"}}})
+    spec = kinds(tuple(labelled), "PrometheusRule")[0]["spec"]
+    alerts = [r for g in spec["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts and all(r["labels"]["team"] == "retail-ml" and r["labels"]["severity"] for r in alerts)
+
+
+def test_dashboards_ship_as_sidecar_configmaps() -> None:
+    maps = [d for d in rendered("production") if d["kind"] == "ConfigMap"
+            and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    shipped = {name: json.loads(body) for m in maps for name, body in m["data"].items()}
+    files = {p.name: json.loads(p.read_text()) for p in (CHART / "files" / "dashboards").glob("*.json")}
+    assert shipped == files and len(files) >= 2
+
+
+# ---------------------------------------------------------------- checkov
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_checkov_finds_no_failed_check(profile: str, tmp_path: Path) -> None:
+    out_dir = tmp_path / profile
+    out_dir.mkdir()
+    (out_dir / "manifests.yaml").write_text(yaml.safe_dump_all(list(rendered(profile)), sort_keys=False))
+    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false",
+           "ENABLE_DEFINITION_KEY": "false"}
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("checkov")), "--directory", str(out_dir), "--framework", "kubernetes",
+         "--output", "json", "--skip-download"],
+        capture_output=True, text=True, env=env, timeout=600)
+    report = json.loads(out.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [(c["check_id"], c["resource"]) for r in reports for c in r.get("results", {}).get("failed_checks", [])]
+    passed = sum(len(r.get("results", {}).get("passed_checks", [])) for r in reports)
+    skipped = [c for r in reports for c in r.get("results", {}).get("skipped_checks", [])]
+    assert failed == [], failed
+    assert passed > 50  # checks ran (90 on the minimal profile, 353 on production)
+    assert all(c.get("check_result", {}).get("suppress_comment") for c in skipped), "every skip gives its reason"
+
+
+# ---------------------------------------------------------------- production policies
+
+
+PRODUCTION = ("production", "canary")
+
+
+@pytest.mark.parametrize("profile", PRODUCTION)
+def test_predictors_have_replicas_autoscaling_disruption_budget_and_spread(profile: str) -> None:
+    docs = rendered(profile)
+    budgets = {tuple(sorted(p["spec"]["selector"]["matchLabels"].items())) for p in kinds(docs, "PodDisruptionBudget")}
+    for isvc in kinds(docs, "InferenceService"):
+        p = isvc["spec"]["predictor"]
+        assert p["minReplicas"] >= 2 and p["maxReplicas"] > p["minReplicas"]
+        mode = isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+        if mode != "Serverless":  # KServe creates the HPA from these fields in RawDeployment mode
+            assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "hpa"
+        assert p["scaleMetric"] and p["scaleTarget"]
+        keys = {c["topologyKey"] for c in p["topologySpreadConstraints"]}
+        assert {"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys
+        labels = pod_labels(isvc)
+        assert any(all(labels.get(k) == v for k, v in sel) for sel in budgets), isvc["metadata"]["name"]
+
+
+def test_canary_fields_are_set_only_with_the_canary_profile() -> None:
+    for profile, expected in (("production", None), ("canary", 10)):
+        for isvc in kinds(rendered(profile), "InferenceService"):
+            assert isvc["spec"]["predictor"].get("canaryTrafficPercent") == expected
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_pod_is_restricted_non_root_read_only_and_without_token(profile: str) -> None:
+    for doc in rendered(profile):
+        if doc["kind"] not in WORKLOADS:
+            continue
+        spec = pod_spec(doc)
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        assert spec["automountServiceAccountToken"] is False, name
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, name
+            assert sc["capabilities"]["drop"] == ["ALL"] and not sc.get("privileged"), name
+            assert sc["runAsNonRoot"] is True and sc["runAsUser"] >= 10000, name
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_probes_differ_and_resources_are_bounded(profile: str) -> None:
+    for doc in rendered(profile):
+        if doc["kind"] not in WORKLOADS:
+            continue
+        for c in pod_spec(doc)["containers"]:
+            name = f"{doc['metadata']['name']}/{c['name']}"
+            assert c["readinessProbe"] != c["livenessProbe"], name
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c["resources"][kind]), name
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_images_are_pinned_and_secrets_only_referenced(profile: str) -> None:
+    docs = rendered(profile)
+    assert kinds(docs, "Secret") == []
+    for doc in docs:
+        if doc["kind"] not in WORKLOADS:
+            continue
+        for c in pod_spec(doc)["containers"]:
+            image = c["image"]
+            assert "@sha256:" in image or (":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")), image
+            for env in c.get("env", []):
+                if any(word in env["name"] for word in ("KEY", "PASSWORD", "SECRET", "REDIS", "REGISTRY", "URI")):
+                    if env["name"] in ("ZM_MLFLOW_TRACKING_URI",):
+                        continue
+                    assert "secretKeyRef" in env.get("valueFrom", {}), (doc["metadata"]["name"], env["name"])
+    digest = next(i for i in kinds(docs, "InferenceService"))["spec"]["predictor"]["containers"][0]["image"]
+    assert ("@sha256:" in digest) == (profile == "canary")
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_network_is_denied_by_default_with_an_allow_for_every_listening_pod(profile: str) -> None:
+    docs = rendered(profile)
+    policies = kinds(docs, "NetworkPolicy")
+    deny = [p for p in policies if p["metadata"]["name"].endswith("default-deny")]
+    assert len(deny) == 1 and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny[0]["spec"] and "egress" not in deny[0]["spec"]
+    for doc in docs:
+        if doc["kind"] not in WORKLOADS:
+            continue
+        labels = pod_labels(doc)
+        assert _selects(deny[0]["spec"]["podSelector"], labels), doc["metadata"]["name"]
+        allows = [p for p in policies if p is not deny[0] and "ingress" in p["spec"]
+                  and _selects(p["spec"]["podSelector"], labels)]
+        ports = {port["containerPort"] for c in pod_spec(doc)["containers"] for port in c.get("ports", [])}
+        allowed = {port["port"] for p in allows for rule in p["spec"]["ingress"] for port in rule.get("ports", [])}
+        assert ports and ports <= allowed, (doc["metadata"]["name"], ports, allowed)
+
+
+def test_minimal_profile_renders_only_what_it_asks_for() -> None:
+    docs = rendered("minimal")
+    assert {d["kind"] for d in docs} >= {"InferenceService", "ConfigMap", "NetworkPolicy"}
+    assert not kinds(docs, "PrometheusRule") and not kinds(docs, "PodMonitor")
+    names = {d["metadata"]["name"] for d in docs}
+    assert not any("mlflow" in n or "pushgateway" in n or "feature-server" in n for n in names)
+    config = next(d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"] == "zm-config")
+    assert config["data"]["ZM_MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow.svc:5000"
+    assert config["data"]["ZM_PROFILE"] == "k8s" and config["data"]["MLFLOW_DISABLE_TELEMETRY"] == "true"

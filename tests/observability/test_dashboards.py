@@ -1,0 +1,85 @@
+"""Grafana dashboards: regenerated JSON equals the committed JSON, every PromQL expression passes promtool,
+and every series a panel reads is one the services export, the monitoring job pushes or a rule records."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from dashboards import generate
+from monitoring import rules
+from monitoring.loop import write_metrics
+from zmlops.catalog import FAMILIES
+from zmlops.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+
+
+def _exported_series(tmp_path: Path) -> set[str]:
+    """Series names the predictors export (their metrics module) and the monitoring job writes."""
+    from inference_services import metrics  # prometheus_client only: importable without kserve
+
+    names = set()
+    for metric in vars(metrics).values():
+        if hasattr(metric, "_type") and hasattr(metric, "_name"):
+            suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+            names |= {metric._name + s for s in suffixes[metric._type]}
+    result = {"family": "demand-forecast", "drift_share": 0.1, "reasons": [], "columns": {},
+              "signals": {"units_wape_increase": 0.0}}
+    text = write_metrics(Settings(home=tmp_path / "zm"), [result]).read_text()
+    names |= {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
+    names |= {r["record"] for g in rules.groups()["groups"] for r in g["rules"] if "record" in r}
+    return names
+
+
+def test_committed_json_is_what_the_generator_writes() -> None:
+    assert generate.main(["--check"]) == 0, "run: python -m dashboards.generate"
+
+
+def test_one_block_per_model_with_accuracy_latency_on_top_and_drift_anomalies_below() -> None:
+    board = generate.build()["zm-models"]
+    rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
+    assert rows == list(FAMILIES)
+    for family in FAMILIES:
+        panels = {p["title"].split(": ")[1]: p["gridPos"] for p in board["panels"]
+                  if p["type"] != "row" and p["title"].startswith(family + ":")}
+        assert panels["accuracy"]["y"] == panels["latency"]["y"] < panels["data drift"]["y"] == \
+            panels["anomaly rate"]["y"]
+    assert set(generate.ACCURACY) == set(FAMILIES)
+
+
+def test_accuracy_signals_are_ones_the_monitoring_job_computes() -> None:
+    source = (ROOT / "monitoring" / "drift.py").read_text() + (ROOT / "monitoring" / "requests.py").read_text()
+    for family, signals in generate.ACCURACY.items():
+        for signal, _, _ in signals:
+            # literally, or as the f-string the forecast check builds per target (units, revenue)
+            assert f'"{signal}"' in source or f'"{signal.replace("_units_", "_{target}_")}"' in source, (
+                family, signal)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: make test installs it")
+def test_every_expression_parses_and_reads_known_series(tmp_path: Path) -> None:
+    known = _exported_series(tmp_path)
+    exprs = [e for board in generate.build().values() for e in generate.expressions(board)]
+    assert len(exprs) > 20
+    substituted = []
+    for expr in exprs:
+        for var, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(var, value)
+        assert "$" not in expr, expr
+        substituted.append(expr)
+        for name in re.findall(r"\b(zm[_:][a-zA-Z0-9_:]+)\s*(?:\{|\[|\)|$)", expr):
+            assert name in known, f"{name} (in {expr!r}) is not exported, pushed or recorded"
+    doc = {"groups": [{"name": "dashboards", "rules": [
+        {"record": f"dashboard:expr_{i}", "expr": e} for i, e in enumerate(substituted)]}]}
+    path = tmp_path / "dashboard-exprs.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
