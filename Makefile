@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYT
 export FEAST_USAGE=False SCARF_ANALYTICS=false AIRFLOW__CORE__LOAD_EXAMPLES=False OPENBLAS_NUM_THREADS=1
 export UV_PYTHON_DOWNLOADS=never
 
-.PHONY: help envs demo test test-all lint bench serve ui clean repro real-data airflow generate
+.PHONY: help envs demo test test-all lint bench serve ui clean repro real-data airflow generate drills
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,7 +47,7 @@ demo: envs ## run the main job on the embedded local stack (state in .zm/demo, r
 # Three runs, one per environment: pipelines (most tests), serving (real KServe servers), delivery
 # (the Helm chart rendered with Helm's Go SDK, kubernetes-validate, the KServe CRD, checkov).
 TEST_OS_PACKAGES := wrk:wrk prometheus-alertmanager:prometheus-alertmanager promtool:prometheus \
-	prometheus-pushgateway:prometheus-pushgateway
+	prometheus-pushgateway:prometheus-pushgateway haproxy:haproxy
 test: envs ## run the test suite (slow end-to-end tests in their short form)
 	$(call debian,$(TEST_OS_PACKAGES))
 	$(PY) -m pytest -m "not serving and not charts" -q --ignore=tests/charts
@@ -87,6 +87,10 @@ endef
 bench: envs ## benchmarks; figures as ratios against baselines run in the same session
 	$(call debian,wrk:wrk)
 	ZM_HOME=.zm/bench $(PIPELINES)/bin/zm bench --out docs/benchmarks.json
+
+drills: envs ## rollout drills under load (canary, rollback, replica loss) on HAProxy; figures -> docs/drills.json
+	$(call debian,haproxy:haproxy)
+	ZM_HOME=.zm/drills $(PIPELINES)/bin/zm rollout drills --out docs/drills.json
 
 serve: envs ## serve the three production models on 127.0.0.1 (ports 8081-8083); Ctrl-C stops them
 	@test -f $(ZM_HOME)/mlflow.db || { echo "no models under $(ZM_HOME): run 'make demo' and 'make serve ZM_HOME=.zm/demo'"; exit 2; }

@@ -9,8 +9,9 @@ kserve's ``ModelServer.start`` only starts listening once a model is ready and b
   smoke prediction; it stays false if the artifact is corrupt, and loading is retried);
 - polls the registry alias and swaps in a new version without dropping requests;
 - replaces kserve's per-request timing logs with Prometheus metrics and a request-size limit;
-- on SIGTERM turns readiness false, waits ``serving.drain_seconds`` for load balancers to
-  notice, then lets uvicorn finish the requests in flight and exit.
+- on SIGTERM turns readiness false (the readiness endpoints answer 503) while it keeps answering
+  predictions, waits ``serving.drain_seconds`` for load balancers to notice, then lets uvicorn
+  finish the requests in flight and exit.
 
 One process serves one model with one worker (kserve's multi-worker mode restarts
 slow-importing workers forever); scale is by replicas.
@@ -60,11 +61,22 @@ def service_class(family: str) -> type[ServedModel]:
 class Edge:
     """ASGI middleware in front of kserve: request-size limit, request counter and latency by status."""
 
-    def __init__(self, app: ASGIApp, model: ServedModel, max_body: int, instrument: bool = True) -> None:
+    def __init__(self, app: ASGIApp, model: ServedModel, max_body: int, instrument: bool = True,
+                 fault_error_every: int = 0, fault_delay_factor: float = 1.0) -> None:
         self.app = app
         self.model = model
         self.max_body = max_body
         self.instrument = instrument
+        # fault injection for the rollout drills (off unless settings turn it on)
+        self.fault_error_every = fault_error_every
+        self.fault_delay_factor = fault_delay_factor
+        self.predictions = 0
+        self.draining = False  # set on SIGTERM: readiness answers 503, predictions are still served
+
+    @staticmethod
+    def _readiness(path: str) -> bool:
+        return path == "/v2/health/ready" or (path.startswith("/v2/models/") and path.endswith("/ready")) \
+            or (path.startswith("/v1/models/") and ":" not in path)
 
     @staticmethod
     def _protocol(path: str) -> str | None:
@@ -86,6 +98,9 @@ class Edge:
                        send: Callable[[Message], Awaitable[None]]) -> None:
         protocol = self._protocol(scope.get("path", "")) if scope["type"] == "http" else None
         if protocol is None or scope.get("method") != "POST":
+            if self.draining and scope["type"] == "http" and self._readiness(scope.get("path", "")):
+                await self._reply(send, 503, "draining: shutting down")
+                return
             await self.app(scope, receive, send)
             return
         from inference_services import metrics
@@ -97,7 +112,18 @@ class Edge:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                if self.fault_delay_factor > 1.0:  # drill: this many times slower than the real work
+                    await asyncio.sleep((self.fault_delay_factor - 1.0) * (time.perf_counter() - started))
             await send(message)
+
+        self.predictions += 1
+        if self.fault_error_every and self.predictions % self.fault_error_every == 0:
+            status = 500  # drill: a failing candidate
+            await self._reply(send, 500, "fault injected (rollout drill)")
+            if self.instrument:
+                metrics.child(metrics.REQUESTS, self.model.family, self.model.state.version if self.model.state
+                              else "none", protocol, "500").inc()
+            return
 
         try:
             declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
@@ -191,9 +217,17 @@ def run(
                          grace_period=cfg.grace_seconds)
     server.register_model(model)  # registered before it is ready: readiness is observable
 
+    edges: list[Edge] = []
+
+    class TrackedEdge(Edge):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            edges.append(self)
+
     class EdgeREST(RESTServer):  # type: ignore[misc]
         def _add_middlewares(self, app: Any) -> None:  # kserve's timing middleware logs every request
-            app.add_middleware(Edge, model=model, max_body=cfg.max_body_bytes, instrument=cfg.instrument)
+            app.add_middleware(TrackedEdge, model=model, max_body=cfg.max_body_bytes, instrument=cfg.instrument,
+                               fault_error_every=cfg.fault_error_every, fault_delay_factor=cfg.fault_delay_factor)
 
     class Draining(_RefreshingServer):  # type: ignore[misc]
         draining = False
@@ -204,7 +238,8 @@ def run(
                 super().handle_exit(sig, frame)
                 return
             self.draining = True
-            model.ready = False  # readiness false first, so balancers stop sending
+            for edge in edges:  # readiness false first, so balancers stop sending; predictions still answered
+                edge.draining = True
             log.info("%s: draining for %.1f s before shutdown", family, cfg.drain_seconds)
             asyncio.get_event_loop().call_later(cfg.drain_seconds, super().handle_exit, sig, frame)
 

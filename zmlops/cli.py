@@ -148,7 +148,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default <reports>/bench.json)")
     p.add_argument("--only", action="append", choices=["simulator", "training", "serving", "monitoring"], default=None,
                    help="run just this section and update it in --out (repeatable)")
+
+    p = sub.add_parser(
+        "rollout", help="progressive delivery on the local stack: serve, deploy (canary), rollback, status, drills",
+        description="Models served by KServe processes behind HAProxy on the public ports. 'deploy' runs the "
+        "canary plan (settings ZM_ROLLOUT__*: steps, analysis windows, limits) and ends promoted or rolled "
+        "back; 'rollback' sends all traffic back to the warm previous version (no MLflow needed).",
+    )
+    rsub = p.add_subparsers(dest="action", required=True)
+    q = rsub.add_parser("serve", help="start HAProxy and serve a version (default: the production alias) as stable")
+    q.add_argument("model", choices=families)
+    q.add_argument("--version", default=None, help="registered version (default: the one behind 'production')")
+    q = rsub.add_parser("deploy", help="canary a version: 10%% -> 50%% -> 100%%, analysed; promote or roll back")
+    q.add_argument("model", choices=families)
+    q.add_argument("version", help="registered version to roll out")
+    q = rsub.add_parser("rollback", help="all traffic back to the warm previous version, now")
+    q.add_argument("model", choices=families)
+    q.add_argument("--reason", default="manual rollback", help="recorded in the decision log and on the version")
+    q = rsub.add_parser("status", help="what serves each model, and the latest decisions")
+    q = rsub.add_parser("stop", help="stop the servers of a model (and HAProxy with the last one)")
+    q.add_argument("model", choices=families)
+    q = rsub.add_parser("drills", help="run the rollout drills under load and print their figures")
+    q.add_argument("--rate", type=float, default=250.0, help="load in requests/s (default 250)")
+    q.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     return parser
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    import json
+
+    from zmlops.rollout.controller import Rollout
+
+    settings = get_settings()
+    if args.action == "drills":
+        from zmlops.rollout.drills import prepare, run_drills
+
+        drill_settings = prepare(settings.home.resolve(), say=console.print)
+        figures = run_drills(drill_settings, rate=args.rate, say=console.print)
+        console.print_json(json.dumps(figures))
+        if args.out:
+            args.out.write_text(json.dumps(figures, indent=2) + "\n")
+        return 0
+    rollout = Rollout(settings)
+    if args.action == "serve":
+        version = args.version
+        if version is None:
+            import mlflow
+
+            client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+            version = client.get_model_version_by_alias(args.model, "production").version
+        rollout.serve(args.model, str(version))
+        console.print(f"{args.model} v{version} on http://{settings.serving.host}:{settings.serving.ports[args.model]}")
+        return 0
+    if args.action == "deploy":
+        out = rollout.deploy(args.model, args.version)
+        console.print(f"{args.model} v{args.version}: {out.result} after {out.seconds:.1f} s: {out.reason}")
+        return 0 if out.result == "promoted" else 1
+    if args.action == "rollback":
+        out = rollout.rollback(args.model, args.reason)
+        console.print(f"{args.model}: v{out.version} serves again ({out.seconds:.2f} s)")
+        return 0
+    if args.action == "stop":
+        rollout.shutdown(args.model)
+        from zmlops.catalog import FAMILIES
+
+        if not any(rollout.state(f).stable for f in FAMILIES):
+            rollout.backend.proxy.stop()
+        return 0
+    from zmlops.catalog import FAMILIES
+
+    rows = []
+    for family in FAMILIES:
+        st = rollout.state(family)
+        rows.append([family, f"v{st.stable.version} ({st.stable.slot})" if st.stable else "-",
+                     f"v{st.previous.version} ({st.previous.slot})" if st.previous else "-"])
+    table("rollout", ["model", "stable", "previous (warm)"], rows)
+    for d in rollout.decisions()[-10:]:
+        console.print(f"{d['time']} {d['model']} v{d['version']}: {d['what']} ({d['why']})")
+    return 0
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
@@ -340,6 +417,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return handler(args)
         except (VersionNotFound, KeyError) as error:
             print(f"zm: error: {error.args[0] if error.args else error}", file=sys.stderr)
+            return 2
+    if args.command == "rollout":
+        try:
+            return _cmd_rollout(args)
+        except RuntimeError as error:
+            print(f"zm rollout: error: {error}", file=sys.stderr)
             return 2
     if args.command == "demo":
         from zmlops.demo import run_demo

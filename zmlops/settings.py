@@ -65,6 +65,38 @@ class ServingSettings(BaseModel):
     grace_seconds: int = Field(20, ge=0, description="Then at most this long for requests in flight.")
     keep_alive_seconds: int = Field(65, ge=1, description="HTTP keep-alive timeout.")
     instrument: bool = Field(True, description="Export our Prometheus metrics (off only to measure their cost).")
+    # Fault injection for the rollout drills (zmlops.rollout.drills); both off by default.
+    fault_error_every: int = Field(0, ge=0, description="Drills: answer every n-th prediction with a 500 (0: never).")
+    fault_delay_factor: float = Field(1.0, ge=1.0, description="Drills: make every prediction this many times slower.")
+
+
+class RolloutSettings(BaseModel):
+    """The canary plan and the limits its analysis judges a candidate by (zmlops.rollout)."""
+
+    steps: tuple[int, ...] = Field((10, 50, 100), description="Candidate traffic percent, step by step.")
+    window_seconds: float = Field(60.0, gt=0, description="Length of one analysis window.")
+    checks_per_step: int = Field(2, ge=1, description="Passed windows a step needs before the next step.")
+    failed_checks: int = Field(2, ge=1, description="Failed windows in a row that roll back.")
+    min_requests: int = Field(20, ge=1, description="Fewest candidate requests in a window to judge it.")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="Most 5xx share a candidate may answer with.")
+    error_rate_margin: float = Field(0.005, ge=0, description="...and at most this much above the stable version.")
+    max_p99_seconds: float = Field(0.25, gt=0, description="Absolute p99 limit of the candidate.")
+    max_p99_ratio: float = Field(2.0, gt=1, description="Candidate p99 at most this multiple of the stable p99...")
+    p99_floor_seconds: float = Field(0.002, ge=0, description="...when the candidate p99 is above this.")
+    max_quality_change: float = Field(0.5, gt=0, description="Forecasts: most relative change of mean units.")
+    ready_timeout_seconds: float = Field(120.0, gt=0, description="A candidate not ready by then gets no traffic.")
+    check_interval_ms: int = Field(200, ge=50, description="HAProxy health-check interval of each server slot.")
+    proxy_retries: int = Field(1, ge=0, description="HAProxy retries of a request whose server failed under it.")
+    proxy_server_timeout_seconds: int = Field(30, ge=1, description="HAProxy timeout waiting for a server.")
+    haproxy_binary: str = Field("haproxy", description="HAProxy executable (Debian package).")
+    serve_command: str | None = Field(None, description="zm-serve command line (default: .venvs/serving/bin).")
+
+    @model_validator(mode="after")
+    def _plan_ends_at_100(self) -> RolloutSettings:
+        if not self.steps or self.steps[-1] != 100 or any(not 0 < p <= 100 for p in self.steps) \
+                or list(self.steps) != sorted(set(self.steps)):
+            raise ValueError(f"rollout.steps must rise strictly and end at 100, got {list(self.steps)}")
+        return self
 
 
 class MonitoringSettings(BaseModel):
@@ -128,6 +160,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     airflow: AirflowSettings = AirflowSettings()
+    rollout: RolloutSettings = RolloutSettings()
     request_log_path: Path | None = Field(None, description="Request log folder (JSON lines per model and day).")
 
     @model_validator(mode="after")

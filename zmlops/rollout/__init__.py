@@ -1,0 +1,1 @@
+"""Progressive delivery: canary rollout with metric-based automatic rollback (local HAProxy backend)."""

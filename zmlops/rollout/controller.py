@@ -1,0 +1,292 @@
+"""Progressive delivery: ``deploy(family, version)`` runs the rollout plan and ends promoted or rolled back.
+
+The plan (settings ``rollout.steps``, default 10% -> 50% -> 100%) moves traffic to the candidate step by
+step; each step is held for ``rollout.checks_per_step`` analysis windows of ``rollout.window_seconds``.
+Every window is judged by :func:`zmlops.rollout.analysis.judge` (error rate, p99, quality proxy against
+the stable version and absolute limits); ``rollout.failed_checks`` failed windows in a row roll back.
+A candidate that never turns ready is stopped before it receives a request.
+
+Promotion moves the registry's ``production`` alias to the candidate and ``previous-production`` to the
+version it replaces, whose server stays up without traffic (warm) so :meth:`Rollout.rollback` is a
+weight change: it needs neither a model load nor MLflow. Every decision is appended to
+``home/rollout/decisions.jsonl`` (who, what, when, why, the numbers) and tagged on the model version.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zmlops.rollout.analysis import Counters, Verdict, judge, window
+from zmlops.rollout.haproxy import SLOTS
+from zmlops.rollout.local import LocalBackend
+from zmlops.settings import Settings
+
+__all__ = ["Slot", "State", "Rollout", "Outcome"]
+
+log = logging.getLogger("zmlops.rollout")
+PRODUCTION, PREVIOUS = "production", "previous-production"
+
+
+@dataclass
+class Slot:
+    slot: str
+    version: str
+    pid: int
+
+
+@dataclass
+class State:
+    """Which slot serves what, per family (home/rollout/<family>.json)."""
+
+    family: str
+    stable: Slot | None = None
+    previous: Slot | None = None
+
+    @classmethod
+    def load(cls, path: Path, family: str) -> State:
+        if not path.exists():
+            return cls(family)
+        raw = json.loads(path.read_text())
+        return cls(family, *(Slot(**raw[k]) if raw.get(k) else None for k in ("stable", "previous")))
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+
+@dataclass
+class Outcome:
+    family: str
+    version: str
+    result: str  # promoted | rolled_back | not_ready
+    reason: str
+    seconds: float
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    step_started: dict[int, float] = field(default_factory=dict)  # percent -> time.monotonic() it began
+
+
+class Rollout:
+    """The rollout controller over one backend (the local one here; see kserve.py for the cluster)."""
+
+    def __init__(self, settings: Settings, backend: LocalBackend | None = None, registry: Any = None) -> None:
+        from zmlops.catalog import FAMILIES
+
+        self.settings = settings
+        self.backend = backend or LocalBackend(settings, FAMILIES)
+        self.dir = settings.home.resolve() / "rollout"
+        self._registry = registry
+
+    # ------------------------------------------------------------------ state, log, registry
+
+    def state(self, family: str) -> State:
+        return State.load(self.dir / f"{family}.json", family)
+
+    def _save(self, state: State) -> None:
+        state.save(self.dir / f"{state.family}.json")
+
+    def record(self, family: str, version: str, what: str, why: str, **numbers: Any) -> dict[str, Any]:
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": family, "version": version,
+                 "what": what, "why": why, "who": os.environ.get("AIRFLOW_CTX_DAG_RUN_ID")
+                 or f"{getpass.getuser()}@{socket.gethostname()}", **numbers}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with (self.dir / "decisions.jsonl").open("a") as f:
+            f.write(json.dumps(entry, default=str) + "\n")
+        log.info("%s v%s: %s (%s)", family, version, what, why)
+        return entry
+
+    def decisions(self, family: str | None = None) -> list[dict[str, Any]]:
+        path = self.dir / "decisions.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        return [r for r in rows if family is None or r["model"] == family]
+
+    def _client(self) -> Any:
+        if self._registry is None:
+            import mlflow
+
+            self._registry = mlflow.MlflowClient(tracking_uri=self.settings.tracking_uri)
+        return self._registry
+
+    def _registry_update(self, family: str, aliases: dict[str, str], tags: dict[str, dict[str, str]]) -> str:
+        """Move aliases and tag versions; returns "" or why it could not (MLflow unreachable)."""
+        try:
+            client = self._client()
+            for alias, version in aliases.items():
+                client.set_registered_model_alias(family, alias, version)
+            for version, pairs in tags.items():
+                for key, value in pairs.items():
+                    client.set_model_version_tag(family, version, key, value)
+            return ""
+        except Exception as exc:  # noqa: BLE001 - the decision stands; the registry catches up later
+            return f"registry not updated: {type(exc).__name__}: {str(exc)[:200]}"
+
+    # ------------------------------------------------------------------ bootstrapping
+
+    def serve(self, family: str, version: str) -> State:
+        """Start serving ``version`` as the stable version (first start of the local stack)."""
+        self.backend.start_proxy()
+        state = self.state(family)
+        if state.stable and self.backend.alive(state.stable.pid) and state.stable.version == version:
+            return state
+        slot = self._free_slot(state)
+        pid = self.backend.start(family, slot, version)
+        if not self.backend.wait_ready(family, slot, pid, self.settings.rollout.ready_timeout_seconds):
+            self.backend.stop(pid, kill=True)
+            raise RuntimeError(f"{family} v{version} did not become ready in slot {slot}")
+        self.backend.set_traffic(family, {slot: 100})
+        if state.stable:
+            self.backend.stop(state.stable.pid)
+        state.stable = Slot(slot, version, pid)
+        self._save(state)
+        self.record(family, version, "serving", "started as the stable version")
+        return state
+
+    def _free_slot(self, state: State) -> str:
+        taken = {s.slot for s in (state.stable, state.previous) if s and self.backend.alive(s.pid)}
+        free = [s for s in SLOTS if s not in taken]
+        if not free:  # all three busy: the previous version gives its slot up
+            assert state.previous is not None
+            self.backend.stop(state.previous.pid)
+            free, state.previous = [state.previous.slot], None
+        return free[0]
+
+    # ------------------------------------------------------------------ the rollout
+
+    def _snapshot(self, family: str, slots: list[Slot]) -> dict[str, Counters]:
+        out: dict[str, Counters] = {}
+        for s in slots:
+            for version, counters in self.backend.scrape(family, s.slot).items():
+                out.setdefault(version, Counters()).add(counters)
+        return out
+
+    def _check(self, family: str, candidate: Slot, stable: Slot) -> Verdict:
+        before = self._snapshot(family, [candidate, stable])
+        time.sleep(self.settings.rollout.window_seconds)
+        after = self._snapshot(family, [candidate, stable])
+        c = window(candidate.version, before.get(candidate.version), after.get(candidate.version))
+        s = window(stable.version, before.get(stable.version), after.get(stable.version))
+        return judge(c, s, self.settings.rollout)
+
+    def deploy(self, family: str, version: str, candidate_env: dict[str, str] | None = None) -> Outcome:
+        """Run the plan for ``version`` of ``family`` against the current stable version.
+
+        ``candidate_env`` adds environment to the candidate's server (the drills inject faults with it).
+        """
+        r = self.settings.rollout
+        started = time.monotonic()
+        state = self.state(family)
+        if state.stable is None or not self.backend.alive(state.stable.pid):
+            raise RuntimeError(f"{family}: nothing is serving; start the stable version first (zm rollout serve)")
+        stable = state.stable
+        if stable.version == version:
+            return Outcome(family, version, "promoted", "already the stable version", 0.0)
+        slot = self._free_slot(state)
+        self._save(state)
+        self.record(family, version, "rollout started", f"candidate against stable v{stable.version}",
+                    plan=list(r.steps), window_seconds=r.window_seconds)
+        pid = self.backend.start(family, slot, version, candidate_env)
+        candidate = Slot(slot, version, pid)
+        if not self.backend.wait_ready(family, slot, pid, r.ready_timeout_seconds):
+            self.backend.stop(pid, kill=True)
+            why = f"not ready within {r.ready_timeout_seconds:.0f} s (no traffic was sent)"
+            self._registry_update(family, {}, {version: {"rollout.status": "not_ready", "rollout.reason": why}})
+            self.record(family, version, "rolled back", why)
+            return Outcome(family, version, "not_ready", why, time.monotonic() - started)
+
+        checks: list[dict[str, Any]] = []
+        step_started: dict[int, float] = {}
+        failed = 0
+        for percent in r.steps:
+            self.backend.set_traffic(family, {stable.slot: 100 - percent, slot: percent})
+            step_started[percent] = time.monotonic()
+            self.record(family, version, f"traffic {percent}%", "next step of the plan")
+            passes, windows = 0, 0
+            while passes < r.checks_per_step:
+                verdict = self._check(family, candidate, stable)
+                windows += 1
+                checks.append({"percent": percent, **verdict.to_dict()})
+                if verdict.passed:
+                    passes, failed = passes + 1, 0
+                elif verdict.passed is False:
+                    failed += 1
+                reason = None
+                if failed >= r.failed_checks:
+                    reason = "; ".join(verdict.reasons)
+                elif windows >= r.checks_per_step * 3 and passes == 0:
+                    reason = f"not enough traffic to judge at {percent}%: " + "; ".join(verdict.reasons)
+                if reason:
+                    out = self._roll_back(family, stable, candidate, reason, checks, started)
+                    out.step_started = step_started
+                    return out
+        out = self._promote(family, state, candidate, checks, started)
+        out.step_started = step_started
+        return out
+
+    def _roll_back(self, family: str, stable: Slot, candidate: Slot, why: str, checks: list[dict[str, Any]],
+                   started: float) -> Outcome:
+        self.backend.set_traffic(family, {stable.slot: 100})
+        self.backend.stop(candidate.pid)
+        note = self._registry_update(family, {}, {candidate.version: {"rollout.status": "rolled_back",
+                                                                      "rollout.reason": why[:500]}})
+        self.record(family, candidate.version, "rolled back", why, last_check=checks[-1] if checks else None,
+                    registry=note or "tagged")
+        return Outcome(family, candidate.version, "rolled_back", why, time.monotonic() - started, checks)
+
+    def _promote(self, family: str, state: State, candidate: Slot, checks: list[dict[str, Any]],
+                 started: float) -> Outcome:
+        old = state.stable
+        assert old is not None
+        self.backend.set_traffic(family, {candidate.slot: 100})
+        if state.previous and state.previous.slot not in (candidate.slot, old.slot):
+            self.backend.stop(state.previous.pid)
+        state.stable, state.previous = candidate, old  # the old version stays up, warm, without traffic
+        self._save(state)
+        why = f"passed {len(checks)} checks over {', '.join(f'{p}%' for p in self.settings.rollout.steps)}"
+        note = self._registry_update(
+            family, {PRODUCTION: candidate.version, PREVIOUS: old.version},
+            {candidate.version: {"rollout.status": "promoted", "rollout.reason": why}})
+        self.record(family, candidate.version, "promoted", why, replaced=old.version, registry=note or "aliases moved")
+        return Outcome(family, candidate.version, "promoted", why, time.monotonic() - started, checks)
+
+    def rollback(self, family: str, reason: str = "manual rollback") -> Outcome:
+        """Send all traffic back to the warm previous version and stop the current one.
+
+        A weight change on the proxy: no model load and no MLflow call on the critical path. The alias
+        moves afterwards when MLflow answers; if it does not, the decision log says so.
+        """
+        started = time.monotonic()
+        state = self.state(family)
+        previous, current = state.previous, state.stable
+        if previous is None or not self.backend.alive(previous.pid):
+            raise RuntimeError(f"{family}: no warm previous version to roll back to")
+        assert current is not None
+        if not self.backend.ready(family, previous.slot):
+            raise RuntimeError(f"{family}: previous v{previous.version} in slot {previous.slot} is not ready")
+        self.backend.set_traffic(family, {previous.slot: 100})
+        state.stable, state.previous = previous, None
+        self._save(state)
+        self.backend.stop(current.pid)
+        seconds = time.monotonic() - started
+        note = self._registry_update(family, {PRODUCTION: previous.version},
+                                     {current.version: {"rollout.status": "rolled_back",
+                                                        "rollout.reason": reason[:500]}})
+        self.record(family, previous.version, "rolled back", reason, replaced=current.version,
+                    seconds=round(seconds, 3), registry=note or "alias moved")
+        return Outcome(family, previous.version, "rolled_back", reason, seconds)
+
+    def shutdown(self, family: str) -> None:
+        """Stop every server of ``family`` (the proxy stays for the others)."""
+        state = self.state(family)
+        for s in (state.stable, state.previous):
+            if s:
+                self.backend.stop(s.pid)
+        (self.dir / f"{family}.json").unlink(missing_ok=True)
