@@ -42,6 +42,8 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "*.resources.*.memory": {"pattern": QUANTITY},
     "*.replicas": {"minimum": 1},
     "alertReceiver.airflowApiUrl": {"pattern": r"^https?://"},
+    "rollout.prometheusUrl": {"pattern": r"^https?://"},
+    "rollout.windowSeconds": {"minimum": 5},
     "networkPolicy.externalEgress": {
         "items": {
             "type": "object",

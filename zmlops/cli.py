@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_rollout(args: argparse.Namespace) -> int:
     import json
 
-    from zmlops.rollout.controller import Rollout
+    from zmlops.rollout.controller import Rollout, rollout_for
 
     settings = get_settings()
     if args.action == "drills":
@@ -189,6 +189,13 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         if args.out:
             args.out.write_text(json.dumps(figures, indent=2) + "\n")
         return 0
+    if args.action in ("deploy", "rollback") and settings.profile == "k8s":
+        target = rollout_for(settings)  # KServe: same plan and analysis on the InferenceService
+        out = target.deploy(args.model, args.version) if args.action == "deploy" else target.rollback(
+            args.model, args.reason)
+        console.print(f"{args.model} v{out.version}: {out.result} after {out.seconds:.1f} s: {out.reason}")
+        ok = out.result == ("promoted" if args.action == "deploy" else "rolled_back")
+        return 0 if ok else 1
     rollout = Rollout(settings)
     if args.action == "serve":
         version = args.version

@@ -86,15 +86,22 @@ def train(settings: Settings, family: str, version: str, reason: str) -> dict[st
 def deploy(settings: Settings, outcome: Mapping[str, Any]) -> dict[str, Any]:
     """Put a promoted version into service, once.
 
-    The local serving processes follow the ``production`` alias (they poll it and swap
-    versions without dropping requests), so this step records the deployment and, if a
-    local service answers, waits until it serves the new version. The progressive rollout
-    backend replaces this step when it lands.
+    With progressive delivery in place (always in the k8s profile; locally once ``zm rollout
+    serve`` put the family behind HAProxy) the version goes through the canary plan and ends
+    promoted or rolled back (which moves ``production`` back). Otherwise the local serving
+    processes follow the ``production`` alias (they poll it and swap versions without dropping
+    requests), so this step records the deployment and waits until they serve the new version.
     """
     family, version = str(outcome["family"]), str(outcome["version"])
     record = {"family": family, "version": version, "decision": outcome["decision"]}
     if outcome["decision"] != "promoted":
         return {**record, "deployed": False, "why": "not promoted: production unchanged"}
+    from zmlops.rollout.controller import rollout_for, serves
+
+    if serves(settings, family):  # progressive delivery: canary, analysis, promote or roll back
+        rolled = rollout_for(settings).deploy(family, version)
+        return {**record, "deployed": rolled.result == "promoted", "rollout": rolled.result, "why": rolled.reason,
+                "seconds": round(rolled.seconds, 1)}
     log = settings.home.resolve() / "deployments.jsonl"
     done = log.exists() and any(
         json.loads(line).get("family") == family and json.loads(line).get("version") == version

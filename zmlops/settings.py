@@ -90,6 +90,10 @@ class RolloutSettings(BaseModel):
     proxy_server_timeout_seconds: int = Field(30, ge=1, description="HAProxy timeout waiting for a server.")
     haproxy_binary: str = Field("haproxy", description="HAProxy executable (Debian package).")
     serve_command: str | None = Field(None, description="zm-serve command line (default: .venvs/serving/bin).")
+    namespace: str = Field("mlops", description="Kubernetes namespace of the InferenceServices (k8s profile).")
+    prometheus_url: str = Field("http://prometheus-operated.monitoring.svc:9090",
+                                description="Prometheus the k8s analysis queries.")
+    k8s_poll_seconds: float = Field(2.0, gt=0, description="How often the k8s backend polls a new revision.")
 
     @model_validator(mode="after")
     def _plan_ends_at_100(self) -> RolloutSettings:

@@ -368,3 +368,16 @@ def test_minimal_profile_renders_only_what_it_asks_for() -> None:
     config = next(d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"] == "zm-config")
     assert config["data"]["ZM_MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow.svc:5000"
     assert config["data"]["ZM_PROFILE"] == "k8s" and config["data"]["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+
+def test_the_rollout_role_grants_only_what_the_canary_needs() -> None:
+    docs = rendered("production")
+    role = kinds(docs, "Role")[0]
+    assert role["rules"] == [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
+                              "verbs": ["get", "list", "watch", "patch"]}]
+    binding = kinds(docs, "RoleBinding")[0]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "airflow-worker", "namespace": NAMESPACE}]
+    assert not kinds(docs, "ClusterRole") and not kinds(docs, "ClusterRoleBinding")
+    config = next(d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"] == "zm-config")["data"]
+    assert config["ZM_ROLLOUT__NAMESPACE"] == NAMESPACE and config["ZM_ROLLOUT__PROMETHEUS_URL"].startswith("http")

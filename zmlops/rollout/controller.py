@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zmlops.rollout.analysis import Counters, Verdict, judge, window
+from zmlops.rollout.analysis import Counters, Verdict, VersionStats, judge, window
 from zmlops.rollout.haproxy import SLOTS
 from zmlops.rollout.local import LocalBackend
 from zmlops.settings import Settings
 
-__all__ = ["Slot", "State", "Rollout", "Outcome"]
+__all__ = ["Slot", "State", "Recorder", "Rollout", "Outcome", "PRODUCTION", "PREVIOUS", "rollout_for", "serves"]
 
 log = logging.getLogger("zmlops.rollout")
 PRODUCTION, PREVIOUS = "production", "previous-production"
@@ -75,24 +75,16 @@ class Outcome:
     step_started: dict[int, float] = field(default_factory=dict)  # percent -> time.monotonic() it began
 
 
-class Rollout:
-    """The rollout controller over one backend (the local one here; see kserve.py for the cluster)."""
+class Recorder:
+    """What both backends share: the decision log, the registry's aliases and tags, the verdicts."""
 
-    def __init__(self, settings: Settings, backend: LocalBackend | None = None, registry: Any = None) -> None:
-        from zmlops.catalog import FAMILIES
-
+    def __init__(self, settings: Settings, registry: Any = None) -> None:
         self.settings = settings
-        self.backend = backend or LocalBackend(settings, FAMILIES)
         self.dir = settings.home.resolve() / "rollout"
         self._registry = registry
 
-    # ------------------------------------------------------------------ state, log, registry
-
-    def state(self, family: str) -> State:
-        return State.load(self.dir / f"{family}.json", family)
-
-    def _save(self, state: State) -> None:
-        state.save(self.dir / f"{state.family}.json")
+    def judge_window(self, candidate: VersionStats, stable: VersionStats) -> Verdict:
+        return judge(candidate, stable, self.settings.rollout)
 
     def record(self, family: str, version: str, what: str, why: str, **numbers: Any) -> dict[str, Any]:
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": family, "version": version,
@@ -128,6 +120,22 @@ class Rollout:
             return ""
         except Exception as exc:  # noqa: BLE001 - the decision stands; the registry catches up later
             return f"registry not updated: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+class Rollout(Recorder):
+    """The rollout controller over the local backend (HAProxy and server slots; kserve.py for the cluster)."""
+
+    def __init__(self, settings: Settings, backend: LocalBackend | None = None, registry: Any = None) -> None:
+        from zmlops.catalog import FAMILIES
+
+        super().__init__(settings, registry)
+        self.backend = backend or LocalBackend(settings, FAMILIES)
+
+    def state(self, family: str) -> State:
+        return State.load(self.dir / f"{family}.json", family)
+
+    def _save(self, state: State) -> None:
+        state.save(self.dir / f"{state.family}.json")
 
     # ------------------------------------------------------------------ bootstrapping
 
@@ -174,7 +182,7 @@ class Rollout:
         after = self._snapshot(family, [candidate, stable])
         c = window(candidate.version, before.get(candidate.version), after.get(candidate.version))
         s = window(stable.version, before.get(stable.version), after.get(stable.version))
-        return judge(c, s, self.settings.rollout)
+        return self.judge_window(c, s)
 
     def deploy(self, family: str, version: str, candidate_env: dict[str, str] | None = None) -> Outcome:
         """Run the plan for ``version`` of ``family`` against the current stable version.
@@ -235,8 +243,10 @@ class Rollout:
                    started: float) -> Outcome:
         self.backend.set_traffic(family, {stable.slot: 100})
         self.backend.stop(candidate.pid)
-        note = self._registry_update(family, {}, {candidate.version: {"rollout.status": "rolled_back",
-                                                                      "rollout.reason": why[:500]}})
+        # production points at the stable version again (the training DAG's gate may have moved it)
+        note = self._registry_update(family, {PRODUCTION: stable.version},
+                                     {candidate.version: {"rollout.status": "rolled_back",
+                                                          "rollout.reason": why[:500]}})
         self.record(family, candidate.version, "rolled back", why, last_check=checks[-1] if checks else None,
                     registry=note or "tagged")
         return Outcome(family, candidate.version, "rolled_back", why, time.monotonic() - started, checks)
@@ -290,3 +300,21 @@ class Rollout:
             if s:
                 self.backend.stop(s.pid)
         (self.dir / f"{family}.json").unlink(missing_ok=True)
+
+
+def rollout_for(settings: Settings) -> Any:
+    """The deployment interface of this profile: KServe in k8s, HAProxy and local processes otherwise."""
+    if settings.profile == "k8s":
+        from zmlops.rollout.kserve import KServeRollout
+
+        return KServeRollout(settings, settings.rollout.namespace)
+    return Rollout(settings)
+
+
+def serves(settings: Settings, family: str) -> bool:
+    """Whether progressive delivery handles ``family``: always in k8s; locally once `zm rollout serve` ran."""
+    if settings.profile == "k8s":
+        return True
+    rollout = Rollout(settings)
+    state = rollout.state(family)
+    return state.stable is not None and rollout.backend.alive(state.stable.pid)

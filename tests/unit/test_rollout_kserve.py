@@ -1,0 +1,198 @@
+"""The Kubernetes backend of the rollout against a recorded InferenceService and Prometheus answers,
+served over real HTTP to the official kubernetes client (no cluster can run here).
+
+The fake API server keeps the recorded object, applies each merge patch the controller sends, and
+plays KServe's part: a changed container spec creates a new revision, which turns ready or not
+depending on the scenario. Prometheus answers per version according to the scenario."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from kubernetes import client as k8s
+
+from zmlops.rollout.kserve import KServeRollout, PrometheusSource
+from zmlops.settings import RolloutSettings, Settings
+
+pytestmark = pytest.mark.unit
+RECORDED = json.loads((Path(__file__).parents[1] / "fixtures" / "kserve" / "demand-forecast.json").read_text())
+PATH = "/apis/serving.kserve.io/v1beta1/namespaces/mlops/inferenceservices/demand-forecast"
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key), value)
+    return out
+
+
+class Cluster:
+    def __init__(self, scenario: str) -> None:
+        self.scenario = scenario
+        self.obj = copy.deepcopy(RECORDED)
+        self.patches: list[dict[str, Any]] = []
+        self.revision = 3
+
+    def apply(self, patch: dict[str, Any]) -> None:
+        self.patches.append(patch)
+        old = self.obj["spec"]["predictor"]["containers"]
+        self.obj = merge(self.obj, patch)
+        if self.obj["spec"]["predictor"]["containers"] != old:  # KServe: a new revision
+            self.revision += 1
+            name = f"demand-forecast-predictor-{self.revision:05d}"
+            predictor = self.obj["status"]["components"]["predictor"]
+            predictor["latestCreatedRevision"] = name
+            if self.scenario != "unready":
+                predictor["latestReadyRevision"] = name
+
+    def prometheus(self, query: str) -> list[dict[str, Any]]:
+        candidate_errors = 12.0 if self.scenario == "errors" else 0.0
+        if "histogram_quantile" in query:
+            values = {"4": 0.0011, "5": 0.0012}
+        elif 'status=~"5.."' in query:
+            values = {"4": 0.0, "5": candidate_errors}
+        elif "forecast_units" in query:
+            values = {"4": 210.0, "5": 205.0}
+        else:
+            values = {"4": 900.0, "5": 100.0}
+        return [{"metric": {"version": v}, "value": [1795000000.0, str(x)]} for v, x in values.items()]
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[Any, Cluster]]:
+    state: dict[str, Cluster] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, body: Any, status: int = 200) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802
+            url = urlparse(self.path)
+            if url.path == PATH:
+                self._send(state["cluster"].obj)
+            elif url.path == "/api/v1/query":
+                query = parse_qs(url.query)["query"][0]
+                self._send({"status": "success", "data": {"resultType": "vector",
+                                                          "result": state["cluster"].prometheus(query)}})
+            else:
+                self._send({"kind": "Status", "code": 404}, 404)
+
+        def do_PATCH(self) -> None:  # noqa: N802
+            assert self.headers["content-type"] == "application/merge-patch+json"
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            state["cluster"].apply(body)
+            self._send(state["cluster"].obj)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.1:{server.server_address[1]}"
+    config = k8s.Configuration(host=host)
+    custom = k8s.CustomObjectsApi(k8s.ApiClient(config))
+
+    def make(scenario: str, tmp: Path) -> tuple[KServeRollout, Cluster]:
+        state["cluster"] = Cluster(scenario)
+        settings = Settings(home=tmp, rollout=RolloutSettings(window_seconds=0.01, k8s_poll_seconds=0.01,
+                                                              ready_timeout_seconds=0.5, prometheus_url=host))
+        registry = Registry()
+        return KServeRollout(settings, "mlops", api=custom, prometheus=PrometheusSource(host),
+                             registry=registry), state["cluster"]
+
+    yield make, state  # type: ignore[misc]
+    server.shutdown()
+
+
+class Registry:
+    """Records alias moves and tags (the MLflow registry is exercised by the local drills)."""
+
+    def __init__(self) -> None:
+        self.aliases: dict[str, str] = {}
+        self.tags: dict[tuple[str, str], str] = {}
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        self.aliases[alias] = version
+
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self.tags[(version, key)] = value
+
+
+def test_healthy_candidate_walks_the_plan_and_is_promoted(api: Any, tmp_path: Path) -> None:
+    make, _ = api
+    rollout, cluster = make("healthy", tmp_path)
+    out = rollout.deploy("demand-forecast", "5")
+    assert out.result == "promoted", out.reason
+    first = cluster.patches[0]["spec"]["predictor"]
+    assert first["canaryTrafficPercent"] == 10
+    assert first["containers"][0]["args"] == ["demand-forecast", "--port", "8080", "--version", "5"]
+    percents = [p["spec"]["predictor"].get("canaryTrafficPercent", "unset") for p in cluster.patches
+                if "spec" in p and "canaryTrafficPercent" in p["spec"]["predictor"]]
+    assert percents == [10, 10, 50, None]  # None removes the field: 100% to the new revision
+    annotations = cluster.obj["metadata"]["annotations"]
+    assert annotations["zero-margin/serving-version"] == "5" and annotations["zero-margin/previous-version"] == "4"
+    assert rollout._registry.aliases == {"production": "5", "previous-production": "4"}
+    assert rollout.decisions("demand-forecast")[-1]["what"] == "promoted"
+
+
+def test_failing_candidate_is_rolled_back_and_the_stable_spec_restored(api: Any, tmp_path: Path) -> None:
+    make, _ = api
+    rollout, cluster = make("errors", tmp_path)
+    out = rollout.deploy("demand-forecast", "5")
+    assert out.result == "rolled_back" and "error rate 12.00%" in out.reason
+    predictor = cluster.obj["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in predictor
+    assert predictor["containers"][0]["args"][-2:] == ["--version", "4"]
+    zero = [i for i, p in enumerate(cluster.patches) if p.get("spec", {}).get("predictor", {}).get(
+        "canaryTrafficPercent") == 0]
+    assert zero, "traffic pinned to the stable revision before the spec is restored"
+    assert rollout._registry.tags[("5", "rollout.status")] == "rolled_back"
+    assert rollout._registry.aliases == {"production": "4"}
+
+
+def test_unready_revision_gets_the_stable_spec_back(api: Any, tmp_path: Path) -> None:
+    make, _ = api
+    rollout, cluster = make("unready", tmp_path)
+    out = rollout.deploy("demand-forecast", "5")
+    assert out.result == "not_ready"
+    assert cluster.obj["spec"]["predictor"]["containers"][0]["args"][-1] == "4"
+    assert "canaryTrafficPercent" not in cluster.obj["spec"]["predictor"]
+
+
+def test_manual_rollback_uses_the_annotations(api: Any, tmp_path: Path) -> None:
+    make, _ = api
+    rollout, cluster = make("healthy", tmp_path)
+    out = rollout.rollback("demand-forecast", "bad answers reported")
+    assert out.version == "3"
+    assert cluster.obj["spec"]["predictor"]["containers"][0]["args"][-2:] == ["--version", "3"]
+    assert cluster.obj["metadata"]["annotations"]["zero-margin/serving-version"] == "3"
+    assert rollout._registry.aliases == {"production": "3"}
+
+
+def test_without_a_recorded_version_the_stable_one_is_what_prometheus_sees_served(api: Any, tmp_path: Path) -> None:
+    make, _ = api
+    rollout, cluster = make("healthy", tmp_path)
+    del cluster.obj["metadata"]["annotations"]["zero-margin/serving-version"]  # fresh install: --alias production
+    out = rollout.deploy("demand-forecast", "5")
+    assert out.result == "promoted"
+    assert out.checks[0]["stable"]["version"] == "4" and out.checks[0]["stable"]["requests"] == 900
+    assert cluster.obj["metadata"]["annotations"]["zero-margin/previous-version"] == "4"
