@@ -35,7 +35,7 @@ from inference_services import metrics
 from inference_services.request_log import RequestLog
 from zmlops.settings import Settings
 
-__all__ = ["Loaded", "ServedModel", "TensorSpec", "Result"]
+__all__ = ["Loaded", "ServedModel", "TensorSpec", "Result", "JsonTensor", "JsonInfer"]
 
 V2_TYPES: dict[str, tuple[str, ...]] = {
     "BYTES": ("BYTES",),
@@ -74,6 +74,60 @@ class Result:
     v1: dict[str, Any]
     v2: dict[str, Any]
     log: dict[str, Any]
+
+
+@dataclass
+class JsonTensor:
+    """One V2 input tensor of a plain JSON request (what :meth:`ServedModel.rows_v2` reads)."""
+
+    name: str
+    shape: list[Any]
+    datatype: str
+    data: Any
+
+
+@dataclass
+class JsonInfer:
+    """A plain JSON V2 request the middleware answers directly (no binary tensors, no parameters)."""
+
+    inputs: list[JsonTensor]
+    id: str | None
+    outputs: list[str] | None  # requested output names, None for all
+
+    TOP: ClassVar[frozenset[str]] = frozenset({"inputs", "id", "outputs"})
+    INPUT: ClassVar[frozenset[str]] = frozenset({"name", "shape", "datatype", "data"})
+
+    @classmethod
+    def parse(cls, body: bytes) -> JsonInfer | None:
+        """The request, or None when it needs kserve's full decoder (binary data, parameters, odd shapes)."""
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(raw, dict) or not set(raw) <= cls.TOP or not isinstance(raw.get("inputs"), list):
+            return None
+        inputs = []
+        for t in raw["inputs"]:
+            if not isinstance(t, dict) or set(t) != cls.INPUT or not isinstance(t["name"], str) \
+                    or not isinstance(t["datatype"], str) or not isinstance(t["shape"], list):
+                return None
+            inputs.append(JsonTensor(t["name"], t["shape"], t["datatype"], t["data"]))
+        outputs = None
+        if "outputs" in raw:
+            if not isinstance(raw["outputs"], list):
+                return None
+            outputs = []
+            for o in raw["outputs"]:
+                params = o.get("parameters", {}) if isinstance(o, dict) else None
+                if not isinstance(o, dict) or not isinstance(o.get("name"), str) \
+                        or not set(o) <= {"name", "parameters"} or not isinstance(params, dict) \
+                        or set(params) - {"binary_data"} or params.get("binary_data"):
+                    return None
+                outputs.append(o["name"])
+        rid = raw.get("id")
+        if rid is not None and not isinstance(rid, str):
+            return None
+        return cls(inputs, rid, outputs)
 
 
 def _field_path(loc: Sequence[Any], row: int | None) -> str:
@@ -227,7 +281,7 @@ class ServedModel(Model):  # type: ignore[misc]
         self._limit(len(instances), "instances")
         return [self._validate_row(raw, i) for i, raw in enumerate(instances)]
 
-    def rows_v2(self, request: InferRequest) -> list[BaseModel]:
+    def rows_v2(self, request: InferRequest | JsonInfer) -> list[BaseModel]:
         specs = {t.name: t for t in self.inputs}
         columns: dict[str, list[Any]] = {}
         n: int | None = None
@@ -315,6 +369,43 @@ class ServedModel(Model):  # type: ignore[misc]
             raise InvalidInput(f"{self.family} is not loaded")  # kserve answers 503 before this for not-ready
         v2 = isinstance(payload, InferRequest)
         rows = self.rows_v2(payload) if v2 else self.rows_v1(payload)
+        request_id = (headers or {}).get("x-request-id") or (
+            payload.id if isinstance(payload, InferRequest) and payload.id else None
+        )
+        results, request_id = await self._serve(state, rows, "v2" if v2 else "v1", request_id, started,
+                                                response_headers)
+        if v2:
+            return self._v2_response(payload, state, results, request_id)
+        return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
+
+    async def infer_json(self, request: JsonInfer, headers: dict[str, str],
+                         response_headers: dict[str, str]) -> dict[str, Any]:
+        """A plain JSON V2 request, answered as JSON without kserve's InferRequest/InferResponse and numpy
+        round trips (the middleware calls this; anything else goes through :meth:`predict`)."""
+        started = time.perf_counter()
+        state = self.state
+        if state is None:
+            raise InvalidInput(f"{self.family} is not loaded")
+        wanted = request.outputs
+        known = {spec.name for spec in self.outputs}
+        if wanted is not None and set(wanted) - known:
+            raise InvalidInput(f"outputs: unknown output {sorted(set(wanted) - known)}; expected {sorted(known)}")
+        rows = self.rows_v2(request)
+        results, request_id = await self._serve(state, rows, "v2", headers.get("x-request-id") or request.id,
+                                                started, response_headers)
+        outputs = []
+        for spec in self.outputs:
+            if wanted is not None and spec.name not in wanted:
+                continue
+            shape, values = self._v2_values(spec, results)
+            cast = _JSON_CAST[spec.datatype]
+            outputs.append({"name": spec.name, "shape": shape, "datatype": spec.datatype,
+                            "data": [cast(v) for v in values]})
+        return {"id": request_id, "model_name": self.family, "model_version": state.version, "outputs": outputs}
+
+    async def _serve(self, state: Loaded, rows: list[BaseModel], protocol: str, request_id: str | None,
+                     started: float, response_headers: dict[str, str] | None) -> tuple[list[Result], str]:
+        """Check, answer (through the cache), count, log: the part both protocols share."""
         self.check(state, rows)
         results, hits = await self._answer_cached(state, rows)
         if self.instrument:
@@ -322,44 +413,50 @@ class ServedModel(Model):  # type: ignore[misc]
             metrics.child(metrics.ROWS, self.family, state.version).inc(len(rows))
         if response_headers is not None:
             response_headers["x-model-version"] = state.version
-        request_id = (headers or {}).get("x-request-id") or (
-            payload.id if isinstance(payload, InferRequest) and payload.id else None
-        )
         request_id = request_id or f"{self._boot}-{next(self._ids):x}"
-        response: dict[str, Any] | InferResponse
-        if v2:
-            response = self._v2_response(payload, state, results, request_id)
-        else:
-            response = {"predictions": [r.v1 for r in results], "model_name": self.family,
-                        "model_version": state.version}
         self.log.append(
             {
                 "request_id": request_id,
                 "model": self.family,
                 "version": state.version,
-                "protocol": "v2" if v2 else "v1",
+                "protocol": protocol,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                 "cache_hits": hits,
                 "rows": [r.log for r in results],
             }
         )
-        return response
+        return results, request_id
+
+    @staticmethod
+    def _v2_values(spec: TensorSpec, results: list[Result]) -> tuple[list[int], list[Any]]:
+        """One output tensor's shape and flat values (rows padded to the longest with "" or 0)."""
+        per_row = [_as_list(r.v2[spec.name]) for r in results]
+        if len(spec.shape) > 1:
+            width = max((len(v) for v in per_row), default=0)
+            pad: Any = "" if spec.datatype == "BYTES" else 0
+            per_row = [v + [pad] * (width - len(v)) for v in per_row]
+            values = [v for row in per_row for v in row]
+            return [len(results), width], values
+        values = [v for row in per_row for v in row]
+        return [len(values)], values
 
     def _v2_response(self, request: InferRequest, state: Loaded, results: list[Result], rid: str) -> InferResponse:
         outputs = []
         for spec in self.outputs:
-            per_row = [_as_list(r.v2[spec.name]) for r in results]
-            if len(spec.shape) > 1:  # one row per result, padded to the longest ("" / 0)
-                width = max((len(v) for v in per_row), default=0)
-                pad: Any = "" if spec.datatype == "BYTES" else 0
-                per_row = [v + [pad] * (width - len(v)) for v in per_row]
-                shape = [len(results), width]
-            values = [v for row in per_row for v in row]
-            if len(spec.shape) == 1:
-                shape = [len(values)]
+            shape, values = self._v2_values(spec, results)
             data = _tensor(values, spec.datatype).reshape(shape)  # kserve converts through numpy anyway
             outputs.append(InferOutput(spec.name, shape, spec.datatype, data))
         return InferResponse(rid, self.family, outputs, model_version=state.version)
+
+
+_JSON_CAST: dict[str, Callable[[Any], Any]] = {
+    "BYTES": lambda v: v.decode() if isinstance(v, bytes) else str(v),
+    "BOOL": bool,
+    "INT32": int,
+    "INT64": int,
+    "FP32": float,
+    "FP64": float,
+}
 
 
 def _as_list(value: Any) -> list[Any]:
