@@ -64,6 +64,7 @@ def release() -> Iterator[str]:
     args = ["helm", "--kube-context", os.environ["ZM_K8S_CONTEXT"], "upgrade", "--install", RELEASE, str(CHART),
             "-n", NAMESPACE, "-f", str(CHART / "ci" / "minimal-values.yaml"), "--wait", "--timeout", "10m",
             "--set", f"mlflow.externalTrackingUri={os.environ.get('ZM_K8S_MLFLOW', 'http://mlflow:5000')}",
+            "--set", f"inference.deploymentMode={os.environ.get('ZM_K8S_DEPLOYMENT_MODE', 'RawDeployment')}",
             *_image_values()]
     subprocess.run(args, check=True, timeout=900)
     yield RELEASE
@@ -102,3 +103,22 @@ def test_inference_services_become_ready_and_answer(release: str) -> None:
             assert json.loads(resp.read())["predictions"][0]["segment"]
     finally:
         forward.terminate()
+
+
+@pytest.mark.skipif(not os.environ.get("ZM_K8S_ROLLOUT_VERSION") or not os.environ.get("ZM_K8S_PROMETHEUS"),
+                    reason="set ZM_K8S_ROLLOUT_VERSION (a registered forecaster version) and ZM_K8S_PROMETHEUS, "
+                           "with ZM_K8S_DEPLOYMENT_MODE=Serverless (KServe's canary needs Knative)")
+def test_canary_rollout_on_kserve(release: str) -> None:
+    """The rollout controller's KServe backend against the real API server and Prometheus (pipelines env).
+
+    Run from the pipelines environment: `.venvs/pipelines/bin/python -m pytest -m charts
+    tests/charts/test_cluster.py -k canary` (it needs the kubernetes client and zmlops)."""
+    rollout_mod = pytest.importorskip("zmlops.rollout.kserve")
+    from zmlops.settings import RolloutSettings, Settings
+
+    settings = Settings(rollout=RolloutSettings(namespace=NAMESPACE, prometheus_url=os.environ["ZM_K8S_PROMETHEUS"],
+                                                window_seconds=30))
+    out = rollout_mod.KServeRollout(settings, NAMESPACE).deploy("demand-forecast", os.environ["ZM_K8S_ROLLOUT_VERSION"])
+    assert out.result in ("promoted", "rolled_back"), out
+    isvc = json.loads(kubectl("-n", NAMESPACE, "get", "inferenceservice", "demand-forecast", "-o", "json").stdout)
+    assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]  # the plan always ends settled
