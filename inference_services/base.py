@@ -378,6 +378,17 @@ class ServedModel(Model):  # type: ignore[misc]
             return self._v2_response(payload, state, results, request_id)
         return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
 
+    async def predict_json(self, payload: dict[str, Any], headers: dict[str, str],
+                           response_headers: dict[str, str]) -> dict[str, Any]:
+        """A V1 request already parsed by the middleware (same checks and answer as :meth:`predict`)."""
+        started = time.perf_counter()
+        state = self.state
+        if state is None:
+            raise InvalidInput(f"{self.family} is not loaded")
+        rows = self.rows_v1(payload)
+        results, _ = await self._serve(state, rows, "v1", headers.get("x-request-id"), started, response_headers)
+        return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
+
     async def infer_json(self, request: JsonInfer, headers: dict[str, str],
                          response_headers: dict[str, str]) -> dict[str, Any]:
         """A plain JSON V2 request, answered as JSON without kserve's InferRequest/InferResponse and numpy

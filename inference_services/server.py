@@ -73,6 +73,7 @@ class Edge:
         self.predictions = 0
         self.draining = False  # set on SIGTERM: readiness answers 503, predictions are still served
         self.v2_path = f"/v2/models/{model.family}/infer"
+        self.v1_path = f"/v1/models/{model.family}:predict"
 
     @staticmethod
     def _readiness(path: str) -> bool:
@@ -103,7 +104,10 @@ class Edge:
         named = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
         extra: dict[str, str] = {}
         try:
-            answer = await self.model.infer_json(request, named, extra)
+            if isinstance(request, dict):
+                answer = await self.model.predict_json(request, named, extra)
+            else:
+                answer = await self.model.infer_json(request, named, extra)
         except InvalidInput as error:  # kserve's answer to InvalidInput: 400 {"error": message}
             await self._reply(send, 400, str(error))
             return
@@ -147,9 +151,9 @@ class Edge:
         try:
             headers = scope.get("headers", ())
             declared = next((v for k, v in headers if k == b"content-length"), None)
-            # plain JSON V2 requests are answered here, without kserve's decoder and numpy round trips
+            # plain JSON requests are answered here, without kserve's decoders and numpy round trips
             binary = any(k == b"inference-header-content-length" for k, _ in headers)
-            direct = protocol == "v2" and scope.get("path") == self.v2_path and self.model.ready \
+            direct = scope.get("path") in (self.v1_path, self.v2_path) and self.model.ready \
                 and self.model.state is not None and not binary
             if declared is not None and declared.isdigit():  # the server delivers exactly this many bytes
                 if int(declared) > self.max_body:
@@ -178,7 +182,7 @@ class Edge:
             if direct:
                 from inference_services.base import JsonInfer
 
-                request = JsonInfer.parse(body)
+                request: Any = JsonInfer.parse(body) if protocol == "v2" else _json_object(body)
                 if request is not None:
                     await self._infer_json(watch, request, headers)
                     return
@@ -199,6 +203,17 @@ class Edge:
                 family = self.model.family
                 metrics.child(metrics.REQUESTS, family, version, protocol, str(status)).inc()
                 metrics.child(metrics.LATENCY, family, version, protocol).observe(time.perf_counter() - started)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """A V1 body as a JSON object, or None to leave it to kserve (its error messages for the rest)."""
+    import orjson
+
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class _ClientErrors(logging.Filter):

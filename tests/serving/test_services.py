@@ -78,6 +78,28 @@ def test_both_protocols_for_all_three_models_with_batches(servers: dict[str, Ser
         assert meta["inputs"] and meta["outputs"] and all(t["datatype"] for t in meta["inputs"] + meta["outputs"])
 
 
+def test_direct_json_route_answers_as_kserve_does(servers: dict[str, Server], home: Path) -> None:
+    """Plain JSON V2 requests are answered by our middleware; the same request with a (here empty)
+    `parameters` object goes through kserve's decoder and encoder. Both answers are the same."""
+    rec = servers["product-recommendation"]
+    inputs = [{"name": "customer_id", "datatype": "INT64", "shape": [2], "data": known_customers(home, 2)},
+              {"name": "k", "datatype": "INT32", "shape": [1], "data": [3]}]
+    url = f"{rec.url}/v2/models/{rec.family}/infer"
+    direct = httpx.post(url, json={"inputs": inputs, "id": "same"}, timeout=10)
+    through = httpx.post(url, json={"inputs": inputs, "id": "same", "parameters": {}}, timeout=10)
+    assert direct.status_code == through.status_code == 200, (direct.text, through.text)
+    assert direct.headers["x-model-version"] == through.headers["x-model-version"]
+    a, b = direct.json(), through.json()
+    assert {k: a[k] for k in ("id", "model_name", "model_version")} == {k: b[k] for k in ("id", "model_name",
+                                                                                        "model_version")}
+    assert [{k: o[k] for k in ("name", "shape", "datatype", "data")} for o in a["outputs"]] == \
+        [{k: o[k] for k in ("name", "shape", "datatype", "data")} for o in b["outputs"]]
+    wrong = {"inputs": [{**inputs[0], "datatype": "FP32"}, inputs[1]]}
+    for body in (wrong, {**wrong, "parameters": {}}):  # the same 400 naming the input either way
+        r = httpx.post(url, json=body, timeout=10)
+        assert r.status_code == 400 and "inputs.customer_id" in r.json()["error"], r.text
+
+
 def test_third_party_clients_work_unchanged(servers: dict[str, Server], home: Path) -> None:
     import asyncio
 
