@@ -82,7 +82,7 @@ class RolloutSettings(BaseModel):
     error_rate_margin: float = Field(0.005, ge=0, description="...and at most this much above the stable version.")
     max_p99_seconds: float = Field(0.25, gt=0, description="Absolute p99 limit of the candidate.")
     max_p99_ratio: float = Field(2.0, gt=1, description="Candidate p99 at most this multiple of the stable p99...")
-    p99_floor_seconds: float = Field(0.002, ge=0, description="...when the candidate p99 is above this.")
+    p99_floor_seconds: float = Field(0.001, ge=0, description="...when the candidate p99 is above this.")
     max_quality_change: float = Field(0.5, gt=0, description="Forecasts: most relative change of mean units.")
     ready_timeout_seconds: float = Field(120.0, gt=0, description="A candidate not ready by then gets no traffic.")
     check_interval_ms: int = Field(200, ge=50, description="HAProxy health-check interval of each server slot.")

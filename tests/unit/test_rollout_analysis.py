@@ -64,8 +64,9 @@ def test_verdicts() -> None:
     assert judge(_stats("2", 200, 4, 0.001), _stats("1", 1000, 20, 0.001), LIMITS).passed is True
     slow = judge(_stats("2", 200, 0, 0.005), stable, LIMITS)
     assert slow.passed is False and "5.0x the stable" in slow.reasons[0]
-    # below the floor a ratio is noise: 1.5 ms against 0.5 ms passes
-    assert judge(_stats("2", 200, 0, 0.0015), _stats("1", 1000, 0, 0.0005), LIMITS).passed is True
+    # below the floor a ratio is noise: 0.9 ms against 0.3 ms passes; 1.5 ms against 0.3 ms does not
+    assert judge(_stats("2", 200, 0, 0.0009), _stats("1", 1000, 0, 0.0003), LIMITS).passed is True
+    assert judge(_stats("2", 200, 0, 0.0015), _stats("1", 1000, 0, 0.0003), LIMITS).passed is False
     assert judge(_stats("2", 200, 0, 0.3), None, LIMITS).passed is False  # absolute limit, no stable
     quality = judge(_stats("2", 200, 0, 0.001, 300.0), stable, LIMITS)
     assert quality.passed is False and "mean forecast" in quality.reasons[0]
