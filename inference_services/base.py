@@ -378,7 +378,7 @@ class ServedModel(Model):  # type: ignore[misc]
             return self._v2_response(payload, state, results, request_id)
         return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
 
-    async def predict_json(self, payload: dict[str, Any], headers: dict[str, str],
+    async def predict_json(self, payload: dict[str, Any], request_id: str | None,
                            response_headers: dict[str, str]) -> dict[str, Any]:
         """A V1 request already parsed by the middleware (same checks and answer as :meth:`predict`)."""
         started = time.perf_counter()
@@ -386,10 +386,10 @@ class ServedModel(Model):  # type: ignore[misc]
         if state is None:
             raise InvalidInput(f"{self.family} is not loaded")
         rows = self.rows_v1(payload)
-        results, _ = await self._serve(state, rows, "v1", headers.get("x-request-id"), started, response_headers)
+        results, _ = await self._serve(state, rows, "v1", request_id, started, response_headers)
         return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
 
-    async def infer_json(self, request: JsonInfer, headers: dict[str, str],
+    async def infer_json(self, request: JsonInfer, request_id: str | None,
                          response_headers: dict[str, str]) -> dict[str, Any]:
         """A plain JSON V2 request, answered as JSON without kserve's InferRequest/InferResponse and numpy
         round trips (the middleware calls this; anything else goes through :meth:`predict`)."""
@@ -402,7 +402,7 @@ class ServedModel(Model):  # type: ignore[misc]
         if wanted is not None and set(wanted) - known:
             raise InvalidInput(f"outputs: unknown output {sorted(set(wanted) - known)}; expected {sorted(known)}")
         rows = self.rows_v2(request)
-        results, request_id = await self._serve(state, rows, "v2", headers.get("x-request-id") or request.id,
+        results, request_id = await self._serve(state, rows, "v2", request_id or request.id,
                                                 started, response_headers)
         outputs = []
         for spec in self.outputs:

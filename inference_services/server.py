@@ -101,13 +101,13 @@ class Edge:
         import orjson
         from kserve.errors import InvalidInput
 
-        named = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+        rid = next((v.decode("latin-1") for k, v in headers if k == b"x-request-id"), None)
         extra: dict[str, str] = {}
         try:
             if isinstance(request, dict):
-                answer = await self.model.predict_json(request, named, extra)
+                answer = await self.model.predict_json(request, rid, extra)
             else:
-                answer = await self.model.infer_json(request, named, extra)
+                answer = await self.model.infer_json(request, rid, extra)
         except InvalidInput as error:  # kserve's answer to InvalidInput: 400 {"error": message}
             await self._reply(send, 400, str(error))
             return

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,42 @@ class Recorder:
 
     def judge_window(self, candidate: VersionStats, stable: VersionStats) -> Verdict:
         return judge(candidate, stable, self.settings.rollout)
+
+    def walk_plan(self, family: str, version: str, route: Callable[[int], None], check: Callable[[], Verdict]
+                  ) -> tuple[str | None, list[dict[str, Any]], dict[int, float]]:
+        """Step through the plan: ``route`` each percent, then ``check`` (one window each) until the step has
+        its passes. Returns why to roll back (None: promote), every check, and when each step began."""
+        r = self.settings.rollout
+        checks: list[dict[str, Any]] = []
+        step_started: dict[int, float] = {}
+        failed = 0
+        for percent in r.steps:
+            route(percent)
+            step_started[percent] = time.monotonic()
+            self.record(family, version, f"traffic {percent}%", "next step of the plan")
+            passes, windows = 0, 0
+            while passes < r.checks_per_step:
+                verdict = check()
+                windows += 1
+                checks.append({"percent": percent, **verdict.to_dict()})
+                if verdict.passed:
+                    passes, failed = passes + 1, 0
+                elif verdict.passed is False:
+                    failed += 1
+                if failed >= r.failed_checks:
+                    return "; ".join(verdict.reasons), checks, step_started
+                if windows >= r.checks_per_step * 3 and passes == 0:
+                    return (f"not enough traffic to judge at {percent}%: " + "; ".join(verdict.reasons), checks,
+                            step_started)
+        return None, checks, step_started
+
+    def not_ready(self, family: str, version: str, why: str, started: float) -> Outcome:
+        self._registry_update(family, {}, {version: {"rollout.status": "not_ready", "rollout.reason": why}})
+        self.record(family, version, "rolled back", why)
+        return Outcome(family, version, "not_ready", why, time.monotonic() - started)
+
+    def promoted_why(self, checks: list[dict[str, Any]]) -> str:
+        return f"passed {len(checks)} checks over {', '.join(f'{p}%' for p in self.settings.rollout.steps)}"
 
     def record(self, family: str, version: str, what: str, why: str, **numbers: Any) -> dict[str, Any]:
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": family, "version": version,
@@ -205,37 +242,16 @@ class Rollout(Recorder):
         candidate = Slot(slot, version, pid)
         if not self.backend.wait_ready(family, slot, pid, r.ready_timeout_seconds):
             self.backend.stop(pid, kill=True)
-            why = f"not ready within {r.ready_timeout_seconds:.0f} s (no traffic was sent)"
-            self._registry_update(family, {}, {version: {"rollout.status": "not_ready", "rollout.reason": why}})
-            self.record(family, version, "rolled back", why)
-            return Outcome(family, version, "not_ready", why, time.monotonic() - started)
-
-        checks: list[dict[str, Any]] = []
-        step_started: dict[int, float] = {}
-        failed = 0
-        for percent in r.steps:
-            self.backend.set_traffic(family, {stable.slot: 100 - percent, slot: percent})
-            step_started[percent] = time.monotonic()
-            self.record(family, version, f"traffic {percent}%", "next step of the plan")
-            passes, windows = 0, 0
-            while passes < r.checks_per_step:
-                verdict = self._check(family, candidate, stable)
-                windows += 1
-                checks.append({"percent": percent, **verdict.to_dict()})
-                if verdict.passed:
-                    passes, failed = passes + 1, 0
-                elif verdict.passed is False:
-                    failed += 1
-                reason = None
-                if failed >= r.failed_checks:
-                    reason = "; ".join(verdict.reasons)
-                elif windows >= r.checks_per_step * 3 and passes == 0:
-                    reason = f"not enough traffic to judge at {percent}%: " + "; ".join(verdict.reasons)
-                if reason:
-                    out = self._roll_back(family, stable, candidate, reason, checks, started)
-                    out.step_started = step_started
-                    return out
-        out = self._promote(family, state, candidate, checks, started)
+            return self.not_ready(family, version, f"not ready within {r.ready_timeout_seconds:.0f} s "
+                                  "(no traffic was sent)", started)
+        why, checks, step_started = self.walk_plan(
+            family, version, lambda percent: self.backend.set_traffic(family, {stable.slot: 100 - percent,
+                                                                                slot: percent}),
+            lambda: self._check(family, candidate, stable))
+        if why:
+            out = self._roll_back(family, stable, candidate, why, checks, started)
+        else:
+            out = self._promote(family, state, candidate, checks, started)
         out.step_started = step_started
         return out
 
@@ -260,7 +276,7 @@ class Rollout(Recorder):
             self.backend.stop(state.previous.pid)
         state.stable, state.previous = candidate, old  # the old version stays up, warm, without traffic
         self._save(state)
-        why = f"passed {len(checks)} checks over {', '.join(f'{p}%' for p in self.settings.rollout.steps)}"
+        why = self.promoted_why(checks)
         note = self._registry_update(
             family, {PRODUCTION: candidate.version, PREVIOUS: old.version},
             {candidate.version: {"rollout.status": "promoted", "rollout.reason": why}})

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from zmlops.rollout.analysis import VersionStats
+from zmlops.rollout.analysis import Verdict, VersionStats
 from zmlops.rollout.controller import PREVIOUS, PRODUCTION, Outcome, Recorder
 from zmlops.settings import Settings
 
@@ -123,9 +123,6 @@ class KServeRollout(Recorder):
             time.sleep(self.settings.rollout.k8s_poll_seconds)
         return False
 
-    def stable_version(self, family: str) -> str:
-        return str(self.get(family)["metadata"].get("annotations", {}).get(SERVING, ""))
-
     # ------------------------------------------------------------------ the plan
 
     def deploy(self, family: str, version: str) -> Outcome:
@@ -147,47 +144,29 @@ class KServeRollout(Recorder):
                                                    "containers": self._containers(obj, version)}}})
         if not self._wait_ready(family, before):
             self._restore(family, stable_containers)
-            why = f"new revision not ready within {r.ready_timeout_seconds:.0f} s (KServe sent it no traffic)"
-            self._registry_update(family, {}, {version: {"rollout.status": "not_ready", "rollout.reason": why}})
-            self.record(family, version, "rolled back", why)
-            return Outcome(family, version, "not_ready", why, time.monotonic() - started)
-        checks: list[dict[str, Any]] = []
-        failed = 0
-        for percent in r.steps:
-            if percent < 100:
-                self.patch(family, {"spec": {"predictor": {"canaryTrafficPercent": percent}}})
-            else:
-                self.patch(family, {"spec": {"predictor": {"canaryTrafficPercent": None}}})
-            self.record(family, version, f"traffic {percent}%", "next step of the plan")
-            passes, windows = 0, 0
-            while passes < r.checks_per_step:
-                time.sleep(r.window_seconds)
-                numbers = self.prometheus.stats(family, r.window_seconds)
-                verdict = self.judge_window(numbers.get(version, VersionStats(version, 0, 0, None)),
-                                            numbers.get(stable, VersionStats(stable, 0, 0, None)))
-                windows += 1
-                checks.append({"percent": percent, **verdict.to_dict()})
-                if verdict.passed:
-                    passes, failed = passes + 1, 0
-                elif verdict.passed is False:
-                    failed += 1
-                stop: str | None = None
-                if failed >= r.failed_checks:
-                    stop = "; ".join(verdict.reasons)
-                elif windows >= r.checks_per_step * 3 and passes == 0:
-                    stop = f"not enough traffic to judge at {percent}%: " + "; ".join(verdict.reasons)
-                if stop:
-                    why = stop
-                    self.patch(family, {"spec": {"predictor": {"canaryTrafficPercent": 0}}})  # at once
-                    self._restore(family, stable_containers)
-                    note = self._registry_update(family, {PRODUCTION: stable} if stable else {},
-                                                 {version: {"rollout.status": "rolled_back",
-                                                            "rollout.reason": why[:500]}})
-                    self.record(family, version, "rolled back", why, last_check=checks[-1], registry=note or "tagged")
-                    return Outcome(family, version, "rolled_back", why, time.monotonic() - started, checks)
+            return self.not_ready(family, version, f"new revision not ready within {r.ready_timeout_seconds:.0f} s "
+                                  "(KServe sent it no traffic)", started)
+
+        def route(percent: int) -> None:  # 100%: the field removed, all traffic to the new revision
+            self.patch(family, {"spec": {"predictor": {"canaryTrafficPercent": percent if percent < 100 else None}}})
+
+        def check() -> Verdict:
+            time.sleep(r.window_seconds)
+            numbers = self.prometheus.stats(family, r.window_seconds)
+            return self.judge_window(numbers.get(version, VersionStats(version, 0, 0, None)),
+                                     numbers.get(stable, VersionStats(stable, 0, 0, None)))
+
+        why, checks, _ = self.walk_plan(family, version, route, check)
+        if why:
+            self.patch(family, {"spec": {"predictor": {"canaryTrafficPercent": 0}}})  # at once
+            self._restore(family, stable_containers)
+            note = self._registry_update(family, {PRODUCTION: stable} if stable else {},
+                                         {version: {"rollout.status": "rolled_back", "rollout.reason": why[:500]}})
+            self.record(family, version, "rolled back", why, last_check=checks[-1], registry=note or "tagged")
+            return Outcome(family, version, "rolled_back", why, time.monotonic() - started, checks)
         self.patch(family, {"metadata": {"annotations": {SERVING: version, PREVIOUS_ANNOTATION: stable,
                                                          "zero-margin/candidate-version": None}}})
-        why = f"passed {len(checks)} checks over {', '.join(f'{p}%' for p in r.steps)}"
+        why = self.promoted_why(checks)
         aliases = {PRODUCTION: version, **({PREVIOUS: stable} if stable else {})}
         note = self._registry_update(family, aliases, {version: {"rollout.status": "promoted", "rollout.reason": why}})
         self.record(family, version, "promoted", why, replaced=stable, registry=note or "aliases moved")
