@@ -47,7 +47,7 @@ demo: envs ## run the main job on the embedded local stack (state in .zm/demo, r
 # Three runs, one per environment: pipelines (most tests), serving (real KServe servers), delivery
 # (the Helm chart rendered with Helm's Go SDK, kubernetes-validate, the KServe CRD, checkov).
 TEST_OS_PACKAGES := wrk:wrk prometheus-alertmanager:prometheus-alertmanager promtool:prometheus \
-	prometheus-pushgateway:prometheus-pushgateway haproxy:haproxy
+	prometheus-pushgateway:prometheus-pushgateway haproxy:haproxy redis-server:redis-server
 test: envs ## run the test suite (slow end-to-end tests in their short form)
 	$(call debian,$(TEST_OS_PACKAGES))
 	$(PY) -m pytest -m "not serving and not charts" -q --ignore=tests/charts

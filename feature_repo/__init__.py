@@ -8,7 +8,7 @@ same objects through :func:`training.features.store.apply_definitions`, which re
 from feature_repo.entities import category, customer, product
 from feature_repo.services import customer_segmentation, demand_forecast, product_recommendation
 from feature_repo.sources import category_week_source, customer_source, product_source
-from feature_repo.views import category_weekly_sales, customer_behaviour, product_popularity
+from feature_repo.views import category_weekly_sales, customer_behaviour, customer_profile, product_popularity
 
 __all__ = [
     "DEFINITIONS",
@@ -18,6 +18,7 @@ __all__ = [
     "customer_source",
     "product_source",
     "category_week_source",
+    "customer_profile",
     "customer_behaviour",
     "product_popularity",
     "category_weekly_sales",
@@ -33,6 +34,7 @@ DEFINITIONS = [
     customer_source,
     product_source,
     category_week_source,
+    customer_profile,
     customer_behaviour,
     product_popularity,
     category_weekly_sales,

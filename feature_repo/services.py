@@ -2,7 +2,7 @@
 
 from feast import FeatureService
 
-from feature_repo.views import category_weekly_sales, customer_behaviour, product_popularity
+from feature_repo.views import category_weekly_sales, customer_profile, product_popularity
 
 demand_forecast = FeatureService(
     name="demand_forecast",
@@ -11,8 +11,8 @@ demand_forecast = FeatureService(
 )
 customer_segmentation = FeatureService(
     name="customer_segmentation",
-    features=[customer_behaviour],
-    description="Customer behaviour features that the segmentation model clusters.",
+    features=[customer_profile],
+    description="The customer profile features that the segmentation model clusters.",
 )
 product_recommendation = FeatureService(
     name="product_recommendation",

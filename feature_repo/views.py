@@ -7,18 +7,32 @@ from feast.types import Float64, Int64, UnixTimestamp
 
 from feature_repo.entities import category, customer, product
 from feature_repo.sources import category_week_source, customer_source, product_source
-from training.features.build import CUSTOMER_FEATURES, PRODUCT_FEATURES
+from training.features.build import CUSTOMER_FEATURES, PRODUCT_FEATURES, PROFILE_FEATURES
 
 WEEK = timedelta(days=7)
 
+customer_profile = FeatureView(
+    name="customer_profile",
+    entities=[customer],
+    ttl=WEEK,
+    schema=[Field(name=name, dtype=Float64) for name in PROFILE_FEATURES],
+    source=customer_source,
+    online=True,
+    description="Orders, tenure, basket size, units per line and unit price: what segmentation reads, "
+    "online at serving time.",
+    tags={"owner": "ml-platform"},
+)
+# Offline only: no model reads these at serving time, so the online store does not carry them (the SQLite
+# store reads every feature of a view per lookup, and Redis would hold them for nothing). Set online=True
+# and materialize when a served model needs them.
 customer_behaviour = FeatureView(
     name="customer_behaviour",
     entities=[customer],
     ttl=WEEK,
-    schema=[Field(name=name, dtype=Float64) for name in CUSTOMER_FEATURES],
+    schema=[Field(name=name, dtype=Float64) for name in CUSTOMER_FEATURES if name not in PROFILE_FEATURES],
     source=customer_source,
-    online=True,
-    description="Recency, frequency, monetary value, basket size, unit price, tenure and category shares.",
+    online=False,
+    description="Recency, monetary value (all history and last 13 weeks), recent orders and category shares.",
     tags={"owner": "ml-platform"},
 )
 product_popularity = FeatureView(

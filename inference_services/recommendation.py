@@ -32,6 +32,7 @@ class RecommendationService(ServedModel):
     family = "product-recommendation"
     Row = RecommendRow
     cached = True
+    batched = True  # one scoring of the factors for the rows of concurrent requests (per k)
     inputs: ClassVar[tuple[TensorSpec, ...]] = (
         TensorSpec("customer_id", "INT64", accepts="INT", required=True),
         TensorSpec("k", "INT32", accepts="INT"),

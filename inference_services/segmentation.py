@@ -15,17 +15,19 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inference_services import metrics
 from inference_services.base import Loaded, Result, ServedModel, TensorSpec
 from inference_services.features import FeatureLookupFailed, OnlineFeatures
+from training.features.build import PROFILE_FEATURES
 from zmlops.settings import Settings
 
 __all__ = ["SegmentationService", "SegmentRow"]
 
-FEATURES = ("frequency", "tenure_days", "basket_lines", "units_per_line", "unit_price")
+FEATURES = tuple(PROFILE_FEATURES)  # the customer_profile feature view; the model's inputs
 
 
 def _feature(description: str) -> Any:
@@ -56,6 +58,7 @@ class SegmentRow(BaseModel):
 class SegmentationService(ServedModel):
     family = "customer-segmentation"
     Row = SegmentRow
+    batched = True  # one online-store read and one predict for the rows of concurrent requests
     inputs: ClassVar[tuple[TensorSpec, ...]] = (
         TensorSpec("customer_id", "INT64", accepts="INT"),
         *(TensorSpec(f, "FP64", accepts="FP") for f in FEATURES),
@@ -69,9 +72,7 @@ class SegmentationService(ServedModel):
 
     def __init__(self, settings: Settings, alias: str = "production", version: str | None = None) -> None:
         super().__init__(settings, alias, version)
-        self.online = OnlineFeatures(
-            settings, "customer_behaviour", FEATURES, "customer_id", settings.serving.feature_timeout_ms / 1000
-        )
+        self.online = OnlineFeatures(settings, "customer_profile", FEATURES, settings.serving.feature_timeout_ms / 1000)
 
     def build_index(self, estimator: Any) -> dict[str, Any]:
         shares = pd.Series(estimator.kmeans_.labels_).value_counts()
@@ -89,45 +90,51 @@ class SegmentationService(ServedModel):
         except Exception as error:  # noqa: BLE001 - the store may be down now and up later
             logging.getLogger("zmlops.serving").warning("%s: online store not reachable yet: %s", self.family, error)
 
-    def _segments(self, state: Loaded, rows: list[dict[str, float]]) -> list[tuple[int, str]]:
-        labels = state.estimator.predict({f: [r[f] for r in rows] for f in FEATURES})
-        return [(int(i), state.estimator.names_[int(i)]) for i in labels]
-
     async def answer(self, state: Loaded, rows: list[SegmentRow]) -> list[Result]:  # type: ignore[override]
-        features: list[dict[str, float] | None] = [
-            None if r.customer_id is not None else {f: float(getattr(r, f)) for f in FEATURES} for r in rows
-        ]
+        values: list[list[float] | None] = [None] * len(rows)  # the model's inputs per row, FEATURES order
         degraded = [False] * len(rows)
-        by_id = [i for i, r in enumerate(rows) if r.customer_id is not None]
+        by_id: list[int] = []
+        for i, r in enumerate(rows):
+            if r.customer_id is None:
+                values[i] = [getattr(r, f) for f in FEATURES]
+            else:
+                by_id.append(i)
         if by_id:
             try:
                 found = await self.online.lookup([rows[i].customer_id for i in by_id])  # type: ignore[misc]
-                for j, i in enumerate(by_id):
-                    values = [found[f][j] for f in FEATURES]
-                    if all(v is not None and math.isfinite(v) for v in values):
-                        features[i] = dict(zip(FEATURES, map(float, values), strict=True))
-                    else:
-                        metrics.FALLBACKS.labels(self.family, "missing").inc()
             except FeatureLookupFailed as failed:
                 metrics.FALLBACKS.labels(self.family, failed.reason).inc(len(by_id))
                 for i in by_id:
                     degraded[i] = True
-        known = [i for i, f in enumerate(features) if f is not None]
-        segments: dict[int, tuple[int, str]] = {}
-        if known:
-            found_rows = [features[i] for i in known]
-            segments = dict(zip(known, self._segments(state, found_rows), strict=True))  # type: ignore[arg-type]
+            else:
+                missing = 0
+                for i, got in zip(by_id, found, strict=True):
+                    if got is not None and None not in got and all(map(math.isfinite, got)):
+                        values[i] = got
+                    else:  # not in the store (cold start) or a feature missing
+                        missing += 1
+                if missing:
+                    metrics.FALLBACKS.labels(self.family, "missing").inc(missing)
+        known = [i for i, v in enumerate(values) if v is not None]
+        labels = state.estimator.predict(np.array([values[i] for i in known], dtype=float)).tolist() if known else []
+        segment = dict(zip(known, labels, strict=True))
+        names: dict[int, str] = state.estimator.names_
+        default_id, default_name = state.index["default"]
         results = []
         for i, row in enumerate(rows):
-            seg_id, name = segments.get(i, state.index["default"])
-            cold = i not in segments and not degraded[i]
+            seg_id = segment.get(i)
+            name = default_name if seg_id is None else names[seg_id]
+            seg_id = default_id if seg_id is None else seg_id
+            cold = i not in segment and not degraded[i]
+            given = values[i]
             results.append(
                 Result(
                     v1={"customer_id": row.customer_id, "segment": name, "segment_id": seg_id,
                         "cold_start": cold, "degraded": degraded[i]},
                     v2={"segment": name, "segment_id": seg_id, "cold_start": cold, "degraded": degraded[i]},
                     log={"customer": None if row.customer_id is None else self.log.pseudonymise(row.customer_id),
-                         "features": features[i], "segment": name, "cold_start": cold, "degraded": degraded[i]},
+                         "features": None if given is None else dict(zip(FEATURES, given, strict=True)),
+                         "segment": name, "cold_start": cold, "degraded": degraded[i]},
                 )
             )
         return results

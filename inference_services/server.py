@@ -247,8 +247,9 @@ def run(
 ) -> int:
     """Serve ``family`` on ``settings.serving.host:port`` until SIGINT/SIGTERM.
 
-    ``constant`` answers every row with the first smoke answer: the same class, validation,
-    cache, log and metrics without the model (the benchmark's "predictor returning a constant").
+    ``constant`` answers every row with the answer to the first row it was asked: the same class,
+    validation, batching, cache, log and metrics, answers of the real shape and size, and no
+    model work after that one call (the benchmark's "predictor returning a constant").
     """
     _quiet()
     import kserve.model_server as kms
@@ -330,9 +331,12 @@ def _make_constant(model: ServedModel) -> None:
     fixed: dict[str, Any] = {}
 
     async def answer(state: Any, rows: list[Any]) -> list[Any]:
-        if state.version not in fixed:
-            fixed[state.version] = (await real(state, list(model.smoke_rows(state))[:1]))[0]
-        return [fixed[state.version]] * len(rows)
+        active = model.state
+        if active is None or state is not active:  # the smoke prediction of a version being loaded
+            return await real(state, rows)
+        if active.version not in fixed:  # the first request's first row
+            fixed[active.version] = (await real(state, rows[:1]))[0]
+        return [fixed[active.version]] * len(rows)
 
     model.answer = answer  # type: ignore[method-assign]
     model.check = lambda state, rows: None  # type: ignore[method-assign]

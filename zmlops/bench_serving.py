@@ -84,7 +84,7 @@ family = sys.argv[1]
 estimator = load_estimator(settings, family, alias_version(settings, family, "production"))
 if family == "customer-segmentation":  # its first answer needs the online store open
     from inference_services.features import OnlineFeatures
-    OnlineFeatures(settings, "customer_behaviour", ["frequency"], "customer_id", 1.0).lookup_now([0])
+    OnlineFeatures(settings, "customer_profile", ["frequency"], 1.0).lookup_now([0])
 print(time.perf_counter() - t)
 """
 

@@ -58,6 +58,8 @@ class ServingSettings(BaseModel):
     )
     cache_size: int = Field(10_000, ge=0, description="Cached answers per process (per-row keys, per version).")
     max_batch: int = Field(1_000, ge=1, description="Most rows (instances) in one request.")
+    batching: bool = Field(True, description="Answer the rows of concurrent requests in one model call "
+                           "(segmentation, recommendation; at most max_batch rows a call).")
     max_body_bytes: int = Field(1_048_576, ge=1_024, description="Larger request bodies get 413.")
     feature_timeout_ms: float = Field(50.0, gt=0, description="Online-store lookups slower than this degrade.")
     poll_seconds: float = Field(10.0, ge=0, description="How often to look for a new version behind the alias.")

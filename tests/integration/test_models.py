@@ -179,12 +179,12 @@ def test_materialization_is_idempotent(trained: tuple[Settings, dict[str, object
     before = snapshot()
     fs = store.open_store(settings)
     ids = [{"customer_id": 12001}, {"customer_id": 12002}]
-    first = fs.get_online_features(features=["customer_behaviour:monetary"], entity_rows=ids).to_dict()
+    first = fs.get_online_features(features=["customer_profile:unit_price"], entity_rows=ids).to_dict()
     store.materialize(settings, end)
     store.materialize(settings, end)
     after = snapshot()
     assert after == before and sum(before.values()) > 0, (before, after)
-    again = store.open_store(settings).get_online_features(features=["customer_behaviour:monetary"], entity_rows=ids)
+    again = store.open_store(settings).get_online_features(features=["customer_profile:unit_price"], entity_rows=ids)
     assert again.to_dict() == first
 
 

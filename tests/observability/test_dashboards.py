@@ -24,13 +24,15 @@ GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": 
 
 def _exported_series(tmp_path: Path) -> set[str]:
     """Series names the predictors export (their metrics module) and the monitoring job writes."""
-    from inference_services import metrics  # prometheus_client only: importable without kserve
+    from prometheus_client import REGISTRY
+
+    import inference_services.metrics  # noqa: F401 - registers the families (prometheus_client only, no kserve)
 
     names = set()
-    for metric in vars(metrics).values():
-        if hasattr(metric, "_type") and hasattr(metric, "_name"):
-            suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
-            names |= {metric._name + s for s in suffixes[metric._type]}
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    for family in REGISTRY.collect():  # what /metrics exposes, samples or not
+        if family.name.startswith("zm_"):
+            names |= {family.name + s for s in suffixes[family.type]}
     result = {"family": "demand-forecast", "drift_share": 0.1, "reasons": [], "columns": {},
               "signals": {"units_wape_increase": 0.0}}
     text = write_metrics(Settings(home=tmp_path / "zm"), [result]).read_text()

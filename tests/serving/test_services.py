@@ -266,6 +266,55 @@ def metric(server: Server, name: str, **labels: str) -> float:
     return total
 
 
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(servers: dict[str, Server],
+                                                                      home: Path) -> None:
+    """Rows of concurrent requests go to the model together (zm_batch_rows) and every client gets
+    exactly the answer it gets alone: its own rows, in order, whatever else shared the call."""
+    import asyncio
+
+    customers = known_customers(home, 40)
+    requests = {
+        "customer-segmentation": [[{"customer_id": c}] if i % 3 else [{"customer_id": c}, {"customer_id": 10**12 + i}]
+                                  for i, c in enumerate(customers)],
+        "product-recommendation": [[{"customer_id": c, "k": 1 + i % 4}] if i % 3
+                                   else [{"customer_id": c, "k": 3}, {"customer_id": 7, "k": 2}]
+                                   for i, c in enumerate(customers)],
+    }
+
+    async def together(server: Server, bodies: list[list[dict[str, Any]]]) -> list[Any]:
+        limits = httpx.Limits(max_connections=len(bodies))
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=20) as client:
+            url = f"/v1/models/{server.family}:predict"
+            answers = []
+            for _ in range(3):  # a few rounds: some calls must carry rows of several requests
+                got = await asyncio.gather(*(client.post(url, json={"instances": b}) for b in bodies))
+                assert all(r.status_code == 200 for r in got), [r.text for r in got if r.status_code != 200][:3]
+                answers.append([r.json()["predictions"] for r in got])
+            return answers
+
+    # recommendations are cached per key: a server without the cache, so every round reaches the model
+    uncached = Server("product-recommendation", home, env={"ZM_SERVING__CACHE_SIZE": "0"}).start().wait_ready()
+    try:
+        for family, bodies in requests.items():
+            server = uncached if family == "product-recommendation" else servers[family]
+            _batched_answers_match(server, bodies, together)
+    finally:
+        uncached.stop()
+
+
+def _batched_answers_match(server: Server, bodies: list[list[dict[str, Any]]], together: Any) -> None:
+    import asyncio
+
+    alone = [v1(server, rows).json()["predictions"] for rows in bodies]
+    calls0, rows0 = metric(server, "zm_batch_rows_count"), metric(server, "zm_batch_rows_sum")
+    for answers in asyncio.run(together(server, bodies)):
+        assert answers == alone
+    calls = metric(server, "zm_batch_rows_count") - calls0
+    rows = metric(server, "zm_batch_rows_sum") - rows0
+    assert rows == 3 * sum(len(b) for b in bodies)  # every row went through the batcher once
+    assert calls < 3 * len(bodies), f"{server.family}: {calls} calls for {3 * len(bodies)} requests"
+
+
 def test_online_store_locked_or_gone_degrades_never_fails(servers: dict[str, Server], home: Path) -> None:
     seg = servers["customer-segmentation"]
     customer = known_customers(home, 1)[0]
@@ -286,7 +335,7 @@ def test_online_store_locked_or_gone_degrades_never_fails(servers: dict[str, Ser
     errors = metric(seg, "zm_feature_fallbacks_total", reason="error")
     admin = sqlite3.connect(db)
     (table,) = next(t for t in admin.execute("select name from sqlite_master where type='table'")
-                    if t[0].endswith("customer_behaviour"))
+                    if t[0].endswith("customer_profile"))
     admin.execute(f'ALTER TABLE "{table}" RENAME TO "{table}_away"')  # a store that fails every read
     admin.commit()
     try:

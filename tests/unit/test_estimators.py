@@ -73,6 +73,27 @@ def test_recommenders_filter_bought_items_and_fall_back(clean: pd.DataFrame) -> 
     assert pop.recommend([-5], k=5)[0][0] == unknown_items  # cold start = popularity
 
 
+def test_batch_ranking_equals_implicits_filtered_recommend(clean: pd.DataFrame) -> None:
+    """The served ALS path (one product for the whole batch, bought products masked) ranks exactly as
+    implicit's own ``recommend(filter_already_liked_items=True)``, in batches of any size and for
+    a user who bought almost everything."""
+    import scipy.sparse as sp
+
+    from training.models.recommendation import top_unbought
+
+    pairs = interactions(clean)
+    model = ALSRecommender(factors=8, iterations=3).fit(pairs)
+    users = np.arange(len(model.customers_))
+    for k in (1, 5, 10):
+        ours = model._warm(users, k)
+        theirs, _ = model.model_.recommend(users, model.matrix_[users], N=k, filter_already_liked_items=True)
+        assert (ours == np.asarray(theirs)).all()
+        assert (model._warm(users[:1], k) == ours[:1]).all()  # one row alone = the same row in a batch
+    scores = np.array([[0.9, 0.1, 0.5, 0.7], [0.2, 0.4, 0.3, 0.1]])
+    bought = sp.csr_matrix(np.array([[1, 0, 1, 1], [0, 0, 0, 0]]))  # user 0 bought all but product 1
+    assert top_unbought(scores, bought, np.array([0, 1]), 3).tolist() == [[1, -1, -1], [1, 2, 0]]
+
+
 def test_an_extract_cut_mid_week_loses_its_partial_last_week(clean: pd.DataFrame) -> None:
     from training.features.build import complete_weeks
 
@@ -117,3 +138,7 @@ def test_segmenter_predict_is_sklearns_arithmetic_without_its_overhead(clean: pd
     one = {c: [float(frame[c].iloc[0])] for c in frame.columns if c in ("frequency", "tenure_days", "basket_lines",
                                                                         "units_per_line", "unit_price")}
     assert model.predict(one)[0] == expected[0]
+    rows = frame[["frequency", "tenure_days", "basket_lines", "units_per_line", "unit_price"]].to_numpy()
+    assert (model.predict(rows) == expected).all()  # the serving path: one (n, 5) array
+    with pytest.raises(ValueError, match="array"):
+        model.predict(rows[:, :4])

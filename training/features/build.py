@@ -28,6 +28,7 @@ __all__ = [
     "product_features",
     "category_week_features",
     "CUSTOMER_FEATURES",
+    "PROFILE_FEATURES",
     "PRODUCT_FEATURES",
     "CATEGORY_WEEK_FEATURES",
     "RECENT_WEEKS",
@@ -49,6 +50,8 @@ CUSTOMER_FEATURES = [
     "tenure_days",
     *SHARE_COLUMNS,
 ]
+# what the segmentation model reads (online at serving time); the rest of CUSTOMER_FEATURES is offline only
+PROFILE_FEATURES = ["frequency", "tenure_days", "basket_lines", "units_per_line", "unit_price"]
 PRODUCT_FEATURES = ["units_4w", "orders_4w", "customers_4w", "price_4w"]
 CATEGORY_WEEK_FEATURES = [
     "week_start",

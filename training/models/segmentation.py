@@ -20,33 +20,34 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, davies_bouldin_score, silhouette_score
 from sklearn.preprocessing import StandardScaler
 
+from training.features.build import PROFILE_FEATURES
+
 __all__ = ["CustomerSegmenter", "INPUT_FEATURES", "segment_features", "segment_matrix", "bootstrap_stability"]
 
-INPUT_FEATURES = ["frequency", "tenure_days", "basket_lines", "units_per_line", "unit_price"]
+INPUT_FEATURES = list(PROFILE_FEATURES)  # the customer_profile feature view
 DERIVED = ["order_rate", "basket_lines", "units_per_line", "unit_price"]
 
 
 def segment_matrix(X: Any) -> np.ndarray:
-    """The clustering space as an (n, 4) array; ``X`` is a DataFrame or a mapping of columns.
+    """The clustering space as an (n, 4) array.
 
+    ``X`` is a DataFrame or a mapping of columns (named by :data:`INPUT_FEATURES`), or an (n, 5)
+    array with the columns in that order (the serving path: one array, no per-column copies).
     Log order rate per week of tenure, log basket size, log units per line, log price.
     """
-    missing = [f for f in INPUT_FEATURES if f not in X]
-    if missing:
-        raise KeyError(f"missing features: {sorted(missing)}")
-
-    def col(name: str) -> np.ndarray:
-        return np.asarray(X[name], dtype=float)
-
-    weeks = np.maximum(col("tenure_days"), 7.0) / 7.0
-    return np.column_stack(
-        [
-            np.log1p(col("frequency") / weeks),
-            np.log(np.maximum(col("basket_lines"), 1e-3)),
-            np.log(np.maximum(col("units_per_line"), 1e-3)),
-            np.log(np.maximum(col("unit_price"), 1e-3)),
-        ]
-    )
+    if isinstance(X, np.ndarray):
+        A = X.astype(float, copy=False)
+        if A.ndim != 2 or A.shape[1] != len(INPUT_FEATURES):
+            raise ValueError(f"expected an (n, {len(INPUT_FEATURES)}) array of {INPUT_FEATURES}, got {A.shape}")
+    else:
+        missing = [f for f in INPUT_FEATURES if f not in X]
+        if missing:
+            raise KeyError(f"missing features: {sorted(missing)}")
+        A = np.array([np.asarray(X[f], dtype=float) for f in INPUT_FEATURES]).T
+    out = np.empty((len(A), 4))
+    out[:, 0] = np.log1p(A[:, 0] / (np.maximum(A[:, 1], 7.0) / 7.0))  # frequency per week of tenure
+    out[:, 1:] = np.log(np.maximum(A[:, 2:], 1e-3))  # basket lines, units per line, unit price
+    return out
 
 
 def segment_features(X: pd.DataFrame) -> pd.DataFrame:
@@ -116,12 +117,13 @@ class CustomerSegmenter(BaseEstimator):  # type: ignore[misc]
         """Cluster index per customer: the nearest centre in the standardised space.
 
         The same arithmetic as ``KMeans.predict(StandardScaler.transform(...))`` on plain arrays:
-        sklearn's input validation on a one-row frame costs about 2 ms, this about 20 us.
+        sklearn's input validation on a one-row frame costs about 2 ms, this about 15 us. A row's
+        own squared norm is the same for every centre, so the nearest centre minimises
+        ``|c|^2 - 2 s.c`` alone.
         """
         S = (segment_matrix(X) - self.scaler_.mean_) / self.scaler_.scale_
         centres = self.kmeans_.cluster_centers_
-        distances = (S * S).sum(axis=1)[:, None] - 2 * S @ centres.T + (centres * centres).sum(axis=1)[None, :]
-        labels: np.ndarray = distances.argmin(axis=1).astype(np.int32)
+        labels: np.ndarray = ((centres * centres).sum(axis=1) - 2 * S @ centres.T).argmin(axis=1).astype(np.int32)
         return labels
 
     def predict_names(self, X: pd.DataFrame) -> np.ndarray:

@@ -1,0 +1,107 @@
+"""The Kubernetes profile's online store, for real: Feast with a SQL registry and Redis (Debian's redis-server).
+
+The services read features through the same :class:`inference_services.features.OnlineFeatures` in both
+profiles; locally it reads SQLite inline, in the cluster it awaits Feast's async Redis read. This runs
+the second path against a real Redis server started here: the same answers as the local store, a
+bounded wait when Redis hangs, an error when it is gone, and recovery.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.serving.conftest import free_port
+
+pytestmark = pytest.mark.serving
+
+FEATURES = ["frequency", "tenure_days", "basket_lines", "units_per_line", "unit_price"]
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is missing: `make test` installs it (apt-get install redis-server)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    try:
+        yield proc, port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _k8s_settings(home: Path, tmp: Path, port: int):  # type: ignore[no-untyped-def]
+    from zmlops.settings import Settings
+
+    feast = tmp / "feast"
+    shutil.copytree(home / "feast" / "sources", feast / "sources")  # the published feature tables
+    return Settings(profile="k8s", home=tmp, feast_dir=feast, pseudonymisation_key="0123456789abcdef",
+                    mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}", dvc_remote_url="s3://unused/remote",
+                    feast_registry=f"sqlite:///{tmp / 'registry.sqlite'}", feast_redis_url=f"127.0.0.1:{port}")
+
+
+def test_redis_online_store_answers_like_the_local_one_and_degrades(
+        redis: tuple[subprocess.Popen[bytes], int], home: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    import pandas as pd
+
+    from inference_services.features import FeatureLookupFailed, OnlineFeatures
+    from training.features import store
+    from zmlops.settings import Settings
+
+    proc, port = redis
+    k8s = _k8s_settings(home, tmp_path, port)
+    store.apply_definitions(k8s)
+    store.materialize(k8s, store.latest_window_end(k8s))
+
+    ids = [int(c) for c in pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet",
+                                           columns=["customer_id"])["customer_id"].unique()[:20]]
+    unknown = 10**12
+    remote = OnlineFeatures(k8s, "customer_profile", FEATURES, timeout=0.2)
+    local = OnlineFeatures(Settings(home=home), "customer_profile", FEATURES, timeout=0.2)
+
+    loop = asyncio.new_event_loop()  # one loop, as in a server: Feast's async Redis client belongs to it
+
+    def read(online: OnlineFeatures, batch: list[int]) -> list[list[float] | None]:
+        return loop.run_until_complete(online.lookup(batch))
+
+    try:
+        got = read(remote, [*ids, unknown])
+        assert remote.mode == "async"
+        assert got[:-1] == read(local, ids) and local.mode == "inline"
+        assert all(row is not None and len(row) == len(FEATURES) for row in got[:-1])
+        assert got[-1] is None  # not in the store: the caller's cold start, not an error
+        for _ in range(3):
+            read(remote, ids[:2])
+        assert remote.names == FEATURES  # Feast's Redis store appends to the list it is given: we pass a copy
+
+        proc.send_signal(signal.SIGSTOP)  # a store that accepts connections and never answers
+        try:
+            started = time.perf_counter()
+            with pytest.raises(FeatureLookupFailed) as hung:
+                read(remote, ids[:1])
+            assert hung.value.reason == "timeout" and time.perf_counter() - started < 2.0
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        assert read(remote, ids[:1]) == got[:1]  # answering again
+    finally:
+        loop.close()
