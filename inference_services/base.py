@@ -167,7 +167,7 @@ class ServedModel(Model):  # type: ignore[misc]
         if self.batched and settings.serving.batching:
             rows_hist = metrics.child(metrics.BATCH_ROWS, self.family)
             self.batcher = Batcher(self._answer_now, settings.serving.max_batch,
-                                   rows_hist.observe if self.instrument else None)
+                                   rows_hist.observe if self.instrument else None, settings.serving.batch_wait_turns)
         self._boot, self._ids = uuid.uuid4().hex[:12], itertools.count(1)  # request ids unique per process
         metrics.READY.labels(self.family).set(0)
 

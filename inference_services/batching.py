@@ -82,7 +82,7 @@ class Batcher(Generic[S, R]):
         return state, taken
 
     async def _settle(self) -> None:
-        """Let the event loop turn while rows keep arriving (up to ``SETTLE_TURNS`` pairs of turns)."""
+        """Let the event loop turn while rows keep arriving (up to ``settle_turns`` pairs of turns)."""
         for _ in range(self.settle_turns):
             before = len(self._pending)
             await asyncio.sleep(0)  # the loop polls its sockets: requests that arrived get a task

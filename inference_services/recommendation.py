@@ -59,23 +59,19 @@ class RecommendationService(ServedModel):
         return (row.customer_id, row.k, row.country)
 
     async def answer(self, state: Loaded, rows: list[RecommendRow]) -> list[Result]:  # type: ignore[override]
-        answers: list[tuple[list[str], bool] | None] = [None] * len(rows)
-        for k in sorted({r.k for r in rows}):
-            idx = [i for i, r in enumerate(rows) if r.k == k]
-            got = state.estimator.recommend(
-                [rows[i].customer_id for i in idx], k, [rows[i].country for i in idx]
-            )
-            for i, a in zip(idx, got, strict=True):
-                answers[i] = a
+        # one ranking at the largest k: a smaller k's answer is its prefix (warm and cold start alike)
+        most = max(r.k for r in rows)
+        ranked = state.estimator.recommend([r.customer_id for r in rows], most, [r.country for r in rows])
+        pseudonymise = self.log.pseudonymise
         results = []
-        for row, found in zip(rows, answers, strict=True):
-            assert found is not None
-            items, cold = found
+        for row, (items, cold) in zip(rows, ranked, strict=True):
+            if row.k < most:
+                items = items[: row.k]
             results.append(
                 Result(
                     v1={"customer_id": row.customer_id, "items": items, "cold_start": cold},
                     v2={"stock_codes": items, "cold_start": cold},
-                    log={"customer": self.log.pseudonymise(row.customer_id), "k": row.k, "country": row.country,
+                    log={"customer": pseudonymise(row.customer_id), "k": row.k, "country": row.country,
                          "items": items, "cold_start": cold},
                 )
             )

@@ -71,6 +71,7 @@ class Edge:
         self.fault_error_every = fault_error_every
         self.fault_delay_factor = fault_delay_factor
         self.predictions = 0
+        self._meters: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # (version, protocol, status) -> children
         self.draining = False  # set on SIGTERM: readiness answers 503, predictions are still served
         self.v2_path = f"/v2/models/{model.family}/infer"
         self.v1_path = f"/v1/models/{model.family}:predict"
@@ -199,10 +200,14 @@ class Edge:
         finally:
             if self.instrument:
                 state = self.model.state
-                version = state.version if state is not None else "none"
-                family = self.model.family
-                metrics.child(metrics.REQUESTS, family, version, protocol, str(status)).inc()
-                metrics.child(metrics.LATENCY, family, version, protocol).observe(time.perf_counter() - started)
+                key = (state.version if state is not None else "none", protocol, status)
+                meters = self._meters.get(key)
+                if meters is None:  # one dict lookup a request instead of two label lookups
+                    family, version = self.model.family, key[0]
+                    meters = self._meters[key] = (metrics.REQUESTS.labels(family, version, protocol, str(status)),
+                                                  metrics.LATENCY.labels(family, version, protocol))
+                meters[0].inc()
+                meters[1].observe(time.perf_counter() - started)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

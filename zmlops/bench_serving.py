@@ -1,18 +1,25 @@
 """Serving benchmarks (``make bench``): each figure against baselines measured back to back.
 
-Per model and protocol (V1, V2), single-row requests with rotating keys:
+Per model and protocol (V1, V2), single-row requests with rotating keys, prediction cache off:
 
 - (a) a bare uvicorn/FastAPI endpoint returning a constant: the ceiling of the HTTP stack;
-- (b) the same predictor class with ``--constant``: validation, cache, request log and
-  metrics, but one fixed answer instead of the model;
-- the real model, prediction cache off (so every request does the model's work).
+- (b) the same predictor class with ``--constant``: validation, batching, request log and
+  metrics, answers of the real shape, but no model work (one fixed answer);
+- the real model (every request does the model's work, the Feast lookup included).
 
-Figures: server CPU time per request (from ``/proc/<pid>/stat``, steady on a busy machine),
-throughput under a closed loop of 8 connections (wrk), p50/p99 at one connection (wrk),
-p99 under an open loop at half the measured maximum rate (our client, latency counted from
-the scheduled send time, so a stall is not hidden), the CPU cost of our metrics, and cold
-start to ready against a bare import and model load. Load runs on the same 2 cores as the
-server, which is why throughput swings between runs and CPU per request does not.
+This machine's speed drifts by 20-40% within a minute (other tenants of the host), far more
+than the differences measured, so the three servers run side by side and are loaded in short
+slices, one at a time, in a new order each round (a server's first slice after idling runs
+slow, so each slice follows a warm-up second); every ratio is the median of the per-round
+ratios. Figures: server CPU time per request (``/proc/<pid>/stat``) and throughput under a
+closed loop of 8 connections (wrk), the CPU-bound capacity ratio ``CPU(b) / CPU(model)``,
+p50/p99 at one connection, p99 under an open loop at half the measured maximum rate (latency
+counted from the scheduled send time, so a stall is not hidden), the CPU cost of our metrics,
+and cold start to ready against a bare import and model load. The metrics cost is measured
+twice: end to end (instrumented against uninstrumented servers, interleaved the same way) and
+in process, where the request path through our middleware and predictor runs with
+instrumentation on and off alternately (noise small enough to resolve 1%), divided by the
+request's whole server CPU. Load runs on the same 2 cores as the servers.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,6 +94,41 @@ if family == "customer-segmentation":  # its first answer needs the online store
     from inference_services.features import OnlineFeatures
     OnlineFeatures(settings, "customer_profile", ["frequency"], 1.0).lookup_now([0])
 print(time.perf_counter() - t)
+"""
+
+
+METRICS_PROBE = """
+import asyncio, json, statistics, sys, time
+import orjson
+from zmlops.settings import get_settings
+from inference_services.server import Edge, service_class
+family, body = sys.argv[1], sys.argv[2].encode()
+model = service_class(family)(get_settings())
+model.load()
+async def unused(scope, receive, send):
+    raise RuntimeError("not a direct JSON request")
+edge = Edge(unused, model, 1 << 20, instrument=True)
+scope = {"type": "http", "method": "POST", "path": f"/v1/models/{family}:predict",
+         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+async def receive():
+    return {"type": "http.request", "body": body, "more_body": False}
+async def send(message):
+    pass
+async def many(n):
+    for _ in range(n):
+        await edge(scope, receive, send)
+loop = asyncio.new_event_loop()
+loop.run_until_complete(many(1000))
+cost = {True: [], False: []}
+for _ in range(15):
+    for flag in (True, False):
+        edge.instrument = model.instrument = flag
+        t = time.process_time()
+        loop.run_until_complete(many(2000))
+        cost[flag].append((time.process_time() - t) / 2000 * 1e6)
+on, off = statistics.median(cost[True]), statistics.median(cost[False])
+print(json.dumps({"with_us": on, "without_us": off,
+                  "delta_us": statistics.median([a - b for a, b in zip(cost[True], cost[False])])}))
 """
 
 
@@ -224,7 +267,45 @@ def _prepare_home(home: Path) -> None:
         subprocess.run([str(PIPELINES_ZM), *argv], env=env, check=True, capture_output=True)
 
 
-def bench_serving(home: Path, seconds: int = 6, families: list[str] | None = None) -> dict[str, Any]:
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _interleaved(servers: dict[str, Proc], path: str, bodies: Path, lua: Path, rounds: int,
+                 seconds: int) -> dict[str, list[dict[str, float]]]:
+    """Closed-loop slices (8 connections), one server at a time, the order rotated each round."""
+    names = list(servers)
+    slices: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            server = servers[name]
+            url = f"http://127.0.0.1:{server.port}{path}"
+            _wrk(url, bodies, lua, 8, 1)  # warm-up: a server that sat idle answers its first second slowly
+            slices[name].append(_loaded(server.proc.pid, url, bodies, lua, 8, seconds))
+    return slices
+
+
+def _summary(slices: list[dict[str, float]]) -> dict[str, Any]:
+    return {"cpu_us_per_request": _median([s["cpu_us_per_request"] for s in slices]),
+            "rps": _median([s["rps"] for s in slices]),
+            "p50_ms": _median([s["p50_ms"] for s in slices]), "p99_ms": _median([s["p99_ms"] for s in slices]),
+            "cpu_us_per_slice": [round(s["cpu_us_per_request"], 1) for s in slices]}
+
+
+def _per_round(a: list[dict[str, float]], b: list[dict[str, float]], key: str) -> float:
+    return _median(_ratios(a, b, key))
+
+
+def _ratios(a: list[dict[str, float]], b: list[dict[str, float]], key: str) -> list[float]:
+    return [x[key] / y[key] for x, y in zip(a, b, strict=True)]
+
+
+def _start(family: str, env: dict[str, str], *args: str) -> Proc:
+    port = _port()
+    return Proc([str(SERVING_PY), "-m", "inference_services.server", family, "--port", str(port), *args], env, port)
+
+
+def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = None, rounds: int = 7) -> dict[str, Any]:
     import pandas as pd
 
     if shutil.which("wrk") is None:
@@ -232,7 +313,8 @@ def bench_serving(home: Path, seconds: int = 6, families: list[str] | None = Non
     home = home.resolve()
     console.print(f"serving: preparing models under {home} ...")
     _prepare_home(home)
-    env = {**os.environ, "ZM_HOME": str(home), "OPENBLAS_NUM_THREADS": "1", "ZM_SERVING__POLL_SECONDS": "0"}
+    env = {**os.environ, "ZM_HOME": str(home), "OPENBLAS_NUM_THREADS": "1", "ZM_SERVING__POLL_SECONDS": "0",
+           "ZM_SERVING__CACHE_SIZE": "0"}
     customers = [int(c) for c in pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet",
                                                  columns=["customer_id"])["customer_id"].unique()[:500]]
     categories = sorted(pd.read_parquet(home / "feast" / "sources" / "category_week_features.parquet",
@@ -242,7 +324,7 @@ def bench_serving(home: Path, seconds: int = 6, families: list[str] | None = Non
     lua.write_text(WRK_LUA)
     bare_script = work / "bare.py"
     bare_script.write_text(BARE_APP)
-    results: dict[str, Any] = {"seconds_per_run": seconds, "models": {}}
+    results: dict[str, Any] = {"seconds_per_slice": seconds, "rounds": rounds, "models": {}}
     try:
         for family in families or ["demand-forecast", "customer-segmentation", "product-recommendation"]:
             entry: dict[str, Any] = {}
@@ -251,67 +333,87 @@ def bench_serving(home: Path, seconds: int = 6, families: list[str] | None = Non
                 bodies = work / f"{family}-{protocol}.jsonl"
                 payloads = _bodies(family, protocol, customers, categories)
                 bodies.write_text("\n".join(json.dumps(b) for b in payloads) + "\n")
-                console.print(f"serving: {family} {protocol} ...")
-                runs: dict[str, Any] = {}
+                console.print(f"serving: {family} {protocol}: (a), (b) and the model, {rounds} interleaved rounds ...")
                 port = _port()
-                bare = Proc([str(SERVING_PY), str(bare_script), str(port)], env, port)
-                bare.wait_ready("/v2/health/ready")
-                runs["bare_fastapi"] = _loaded(bare.proc.pid, f"http://127.0.0.1:{port}{path}", bodies, lua, 8,
-                                               seconds)
-                bare.stop()
-                for name, extra, args in (
-                    ("constant_predictor", {"ZM_SERVING__CACHE_SIZE": "0"}, ["--constant"]),
-                    ("model", {"ZM_SERVING__CACHE_SIZE": "0"}, []),
-                ):
-                    port = _port()
-                    server = Proc([str(SERVING_PY), "-m", "inference_services.server", family, "--port", str(port),
-                                   *args], {**env, **extra}, port)
-                    ready_s = server.wait_ready(f"/v2/models/{family}/ready")
-                    url = f"http://127.0.0.1:{port}{path}"
-                    _wrk(url, bodies, lua, 2, 1)  # warm-up
-                    runs[name] = _loaded(server.proc.pid, url, bodies, lua, 8, seconds)
-                    if name == "model":
-                        runs[name]["cold_start_s"] = ready_s
-                        one = _wrk(url, bodies, lua, 1, max(3, seconds // 2))
-                        runs[name]["one_connection"] = {"p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"],
-                                                        "rps": one["rps"]}
-                        half = runs[name]["rps"] / 2
-                        raw = [json.dumps(b).encode() for b in payloads]
-                        runs[name]["open_loop_half_max"] = asyncio.run(
-                            _open_loop(port, path, raw, half, max(4, seconds - 1)))
-                    server.stop()
+                servers = {"bare_fastapi": Proc([str(SERVING_PY), str(bare_script), str(port)], env, port),
+                           "constant_predictor": _start(family, env, "--constant"), "model": _start(family, env)}
+                try:
+                    servers["bare_fastapi"].wait_ready("/v2/health/ready")
+                    for name in ("constant_predictor", "model"):
+                        servers[name].wait_ready(f"/v2/models/{family}/ready")
+                    slices = _interleaved(servers, path, bodies, lua, rounds, seconds)
+                    runs: dict[str, Any] = {name: _summary(s) for name, s in slices.items()}
+                    runs["ratios"] = {
+                        "cpu_vs_bare": _per_round(slices["model"], slices["bare_fastapi"], "cpu_us_per_request"),
+                        "rps_vs_constant": _per_round(slices["model"], slices["constant_predictor"], "rps"),
+                        "capacity_vs_constant": _per_round(slices["constant_predictor"], slices["model"],
+                                                           "cpu_us_per_request"),
+                        "rps_vs_constant_per_round": [round(x, 3) for x in _ratios(
+                            slices["model"], slices["constant_predictor"], "rps")],
+                        "cpu_vs_bare_per_round": [round(x, 3) for x in _ratios(
+                            slices["model"], slices["bare_fastapi"], "cpu_us_per_request")],
+                    }
+                    model = servers["model"]
+                    url = f"http://127.0.0.1:{model.port}{path}"
+                    one = _wrk(url, bodies, lua, 1, max(3, seconds + 1))
+                    runs["model"]["one_connection"] = {"p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"],
+                                                       "rps": one["rps"]}
+                    raw = [json.dumps(b).encode() for b in payloads]
+                    runs["model"]["open_loop_half_max"] = asyncio.run(
+                        _open_loop(model.port, path, raw, runs["model"]["rps"] / 2, max(4, 2 * seconds)))
+                finally:
+                    for server in servers.values():
+                        server.stop()
                 entry[protocol] = runs
-            # metrics cost: the same model without our instrumentation, V1
-            console.print(f"serving: {family} metrics cost and cold start ...")
-            path = f"/v1/models/{family}:predict"
-            bodies = work / f"{family}-v1.jsonl"
-            costs = []
-            for instrument in ("true", "false", "true", "false"):
-                port = _port()
-                server = Proc([str(SERVING_PY), "-m", "inference_services.server", family, "--port", str(port)],
-                              {**env, "ZM_SERVING__CACHE_SIZE": "0", "ZM_SERVING__INSTRUMENT": instrument}, port)
-                server.wait_ready(f"/v2/models/{family}/ready")
-                url = f"http://127.0.0.1:{port}{path}"
-                _wrk(url, bodies, lua, 2, 1)
-                costs.append(_loaded(server.proc.pid, url, bodies, lua, 8, seconds)["cpu_us_per_request"])
-                server.stop()
-            with_m, without = (costs[0] + costs[2]) / 2, (costs[1] + costs[3]) / 2
-            entry["metrics_cpu_overhead"] = {"with_us": with_m, "without_us": without,
-                                             "ratio": with_m / without}
-            bare_load = []
-            for _ in range(2):
-                done = subprocess.run([str(SERVING_PY), "-c", BARE_LOAD, family], env=env, capture_output=True,
-                                      text=True, check=True, cwd=REPO)
-                bare_load.append(float(done.stdout.strip().splitlines()[-1]))
-            entry["cold_start"] = {"server_to_ready_s": min(entry["v1"]["model"]["cold_start_s"],
-                                                            entry["v2"]["model"]["cold_start_s"]),
-                                   "bare_import_and_load_s": min(bare_load)}
-            entry["cold_start"]["ratio"] = entry["cold_start"]["server_to_ready_s"] / entry["cold_start"][
-                "bare_import_and_load_s"]
+            entry["metrics_cpu_overhead"] = _metrics_cost(family, env, work, lua, rounds, seconds)
+            entry["cold_start"] = _cold_start(family, env)
             results["models"][family] = entry
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def _metrics_cost(family: str, env: dict[str, str], work: Path, lua: Path, rounds: int,
+                  seconds: int) -> dict[str, Any]:
+    """Our instrumentation's share of a V1 request's server CPU, end to end and in process."""
+    console.print(f"serving: {family} metrics cost ...")
+    path = f"/v1/models/{family}:predict"
+    bodies = work / f"{family}-v1.jsonl"
+    servers = {"with": _start(family, env), "without": _start(family, {**env, "ZM_SERVING__INSTRUMENT": "false"})}
+    try:
+        for server in servers.values():
+            server.wait_ready(f"/v2/models/{family}/ready")
+        slices = _interleaved(servers, path, bodies, lua, rounds, seconds)
+    finally:
+        for server in servers.values():
+            server.stop()
+    probe = json.loads(subprocess.run(
+        [str(SERVING_PY), "-c", METRICS_PROBE, family, bodies.read_text().splitlines()[0]], env=env,
+        capture_output=True, text=True, check=True, cwd=REPO).stdout.strip().splitlines()[-1])
+    request_us = _median([s["cpu_us_per_request"] for s in slices["with"]])
+    return {"with_us": request_us, "without_us": _median([s["cpu_us_per_request"] for s in slices["without"]]),
+            "end_to_end_ratio": _per_round(slices["with"], slices["without"], "cpu_us_per_request"),
+            "in_process": probe, "ratio": 1 + probe["delta_us"] / request_us}
+
+
+def _cold_start(family: str, env: dict[str, str]) -> dict[str, float]:
+    """Start to ready of the server alone, against importing the stack and loading the model in a script."""
+    console.print(f"serving: {family} cold start ...")
+    ready = []
+    for _ in range(2):
+        server = _start(family, env)
+        try:
+            ready.append(server.wait_ready(f"/v2/models/{family}/ready"))
+        finally:
+            server.stop()
+    bare_load = []
+    for _ in range(2):
+        done = subprocess.run([str(SERVING_PY), "-c", BARE_LOAD, family], env=env, capture_output=True,
+                              text=True, check=True, cwd=REPO)
+        bare_load.append(float(done.stdout.strip().splitlines()[-1]))
+    out = {"server_to_ready_s": min(ready), "bare_import_and_load_s": min(bare_load)}
+    out["ratio"] = out["server_to_ready_s"] / out["bare_import_and_load_s"]
+    return out
 
 
 def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
@@ -319,13 +421,13 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
     for family, entry in results["models"].items():
         for protocol in ("v1", "v2"):
             r = entry[protocol]
-            bare, const, model = r["bare_fastapi"], r["constant_predictor"], r["model"]
+            bare, const, model, ratios = r["bare_fastapi"], r["constant_predictor"], r["model"], r["ratios"]
             rows.append([
                 family, protocol,
                 f"{model['cpu_us_per_request']:.0f} / {bare['cpu_us_per_request']:.0f}",
-                f"{model['cpu_us_per_request'] / bare['cpu_us_per_request']:.2f}",
+                f"{ratios['cpu_vs_bare']:.2f}",
                 f"{model['rps']:.0f} / {const['rps']:.0f}",
-                f"{model['rps'] / const['rps']:.2f}",
+                f"{ratios['rps_vs_constant']:.2f} ({ratios['capacity_vs_constant']:.2f})",
                 f"{model['one_connection']['p99_ms']:.2f}",
                 f"{model['open_loop_half_max']['p99_ms']:.2f} @ {model['open_loop_half_max']['rate']:.0f}/s",
             ])

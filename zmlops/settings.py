@@ -60,6 +60,8 @@ class ServingSettings(BaseModel):
     max_batch: int = Field(1_000, ge=1, description="Most rows (instances) in one request.")
     batching: bool = Field(True, description="Answer the rows of concurrent requests in one model call "
                            "(segmentation, recommendation; at most max_batch rows a call).")
+    batch_wait_turns: int = Field(4, ge=0, le=64, description="A model call waits while rows keep arriving, at "
+                                  "most this many pairs of event-loop turns (0: at once).")
     max_body_bytes: int = Field(1_048_576, ge=1_024, description="Larger request bodies get 413.")
     feature_timeout_ms: float = Field(50.0, gt=0, description="Online-store lookups slower than this degrade.")
     poll_seconds: float = Field(10.0, ge=0, description="How often to look for a new version behind the alias.")

@@ -454,13 +454,18 @@ def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
     """The short form of `make bench`'s serving part: every figure present and sane."""
     from zmlops.bench_serving import bench_serving, summary_rows
 
-    result = bench_serving(home, seconds=1, families=["demand-forecast"])
+    result = bench_serving(home, seconds=1, families=["demand-forecast"], rounds=2)
     entry = result["models"]["demand-forecast"]
     for protocol in ("v1", "v2"):
         runs = entry[protocol]
-        assert all(runs[k]["cpu_us_per_request"] > 0 and runs[k]["rps"] > 0
+        assert all(runs[k]["cpu_us_per_request"] > 0 and runs[k]["rps"] > 0 and len(runs[k]["cpu_us_per_slice"]) == 2
                    for k in ("bare_fastapi", "constant_predictor", "model"))
+        ratios = runs["ratios"]
+        assert all(ratios[k] > 0 for k in ("cpu_vs_bare", "rps_vs_constant", "capacity_vs_constant"))
+        assert len(ratios["rps_vs_constant_per_round"]) == len(ratios["cpu_vs_bare_per_round"]) == 2
         assert runs["model"]["open_loop_half_max"]["errors"] == 0
         assert 0 < runs["model"]["one_connection"]["p99_ms"] < 1000
-    assert entry["metrics_cpu_overhead"]["ratio"] > 0 and entry["cold_start"]["ratio"] > 0
+    cost = entry["metrics_cpu_overhead"]
+    assert cost["in_process"]["with_us"] > 0 and cost["ratio"] > 0 and cost["end_to_end_ratio"] > 0
+    assert entry["cold_start"]["ratio"] > 0
     assert len(summary_rows(result)) == 2

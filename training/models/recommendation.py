@@ -215,23 +215,27 @@ class ALSRecommender(_Base):
         """
         with _one_blas_thread():
             scores = self.model_.user_factors[users] @ self.model_.item_factors.T
-        return top_unbought(scores, self.matrix_, users, k)
+        return top_unbought(scores, self.matrix_, users, k, copy=False)  # a fresh array: masked in place
 
 
-def top_unbought(scores: np.ndarray, bought: sp.csr_matrix, users: np.ndarray, k: int) -> np.ndarray:
+def top_unbought(scores: np.ndarray, bought: sp.csr_matrix, users: np.ndarray, k: int,
+                 copy: bool = True) -> np.ndarray:
     """Per row of ``scores`` (users x products), the ``k`` best products the user has no purchase of
-    in ``bought``, best first; -1 pads rows with fewer than ``k`` such products."""
-    scores = np.array(scores)  # a copy: bought products are set to -inf
+    in ``bought``, best first; -1 pads rows with fewer than ``k`` such products. Bought products are set
+    to -inf in ``scores`` itself when ``copy`` is False."""
+    if copy:
+        scores = np.array(scores)
     indptr, indices = bought.indptr, bought.indices
     for row, user in enumerate(users.tolist()):  # one slice a user (cheaper than a vectorised gather here)
         scores[row, indices[indptr[user] : indptr[user + 1]]] = -np.inf
     k = min(k, scores.shape[1])
-    best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    best_scores = np.take_along_axis(scores, best, axis=1)
+    rows = np.arange(len(users))[:, None]  # fancy indexing: numpy's take_along_axis costs more per call
+    best = np.argpartition(scores, -k, axis=1)[:, -k:]
+    best_scores = scores[rows, best]
     order = np.argsort(-best_scores, axis=1, kind="stable")
-    top = np.take_along_axis(best, order, axis=1)
+    top = best[rows, order]
     if int((indptr[users + 1] - indptr[users]).max(initial=0)) > scores.shape[1] - k:  # someone bought nearly all
-        top[np.take_along_axis(best_scores, order, axis=1) == -np.inf] = -1
+        top[best_scores[rows, order] == -np.inf] = -1
     return top
 
 
