@@ -151,7 +151,7 @@ def test_training_sets_are_point_in_time(trained: tuple[Settings, dict[str, obje
     picks = table.sample(40, random_state=1)
     labels = picks["event_timestamp"] + pd.to_timedelta(rng.integers(0, 7 * 86400 - 1, len(picks)), unit="s")
     entities = pd.DataFrame({"customer_id": picks["customer_id"].to_numpy(), "event_timestamp": labels.to_numpy()})
-    sentinel = picks.assign(event_timestamp=labels.to_numpy() + pd.Timedelta(seconds=1), monetary=-1.0)
+    sentinel = picks.assign(event_timestamp=labels.to_numpy() + pd.Timedelta(seconds=1), unit_price=-1.0)
     original = source.read_bytes()
     try:
         pd.concat([table, sentinel], ignore_index=True).to_parquet(source, index=False)
@@ -159,9 +159,9 @@ def test_training_sets_are_point_in_time(trained: tuple[Settings, dict[str, obje
     finally:
         source.write_bytes(original)
     assert len(got) == len(entities)
-    assert (got["monetary"] >= 0).all()  # the future sentinel never leaked in
-    expected = picks["monetary"].to_numpy()
-    assert np.allclose(got["monetary"].to_numpy(), expected)
+    assert (got["unit_price"] >= 0).all()  # the future sentinel never leaked in
+    expected = picks["unit_price"].to_numpy()
+    assert np.allclose(got["unit_price"].to_numpy(), expected)
 
 
 def test_materialization_is_idempotent(trained: tuple[Settings, dict[str, object]]) -> None:
