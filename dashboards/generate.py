@@ -5,7 +5,7 @@ as ConfigMaps for the Grafana sidecar:
 
 - ``zm-models``: one loop over the model families. Per model, the top row shows accuracy and latency
   over time, the bottom row data drift and the anomaly rate (invalid requests and degraded answers).
-- ``zm-serving``: serving health (requests/s, errors, p50/p99, cache hit ratio, feature fallbacks,
+- ``zm-serving``: serving health (requests/s, errors, p50/p99, cache hit ratio, feature fallbacks, rows per call,
   error budget) and canary versus stable (the same numbers by served model version).
 
 Every query reads series the services export (inference_services/metrics.py), the monitoring job
@@ -141,19 +141,26 @@ def serving_dashboard() -> dash.Dashboard:
     board = board.with_panel(_series(
         "Answers by status", "reqps",
         [(f"sum by (status) (rate(zm_requests_total{{{PREDICT}}}[$__rate_interval]))", "{{status}}")], width=8))
-    board = board.with_row(dash.Row("Latency, cache, fallbacks"))
+    board = board.with_row(dash.Row("Latency, cache, fallbacks, batching"))
     board = board.with_panel(_series(
         "p50 and p99 by model", "s",
         [("zm:request_duration_seconds:p50_5m", "p50 {{model}}"),
-         ("zm:request_duration_seconds:p99_5m", "p99 {{model}}")], width=8))
+         ("zm:request_duration_seconds:p99_5m", "p99 {{model}}")], width=6))
     board = board.with_panel(_series(
         "Cache hit ratio", "percentunit",
         [('sum by (model) (rate(zm_cache_requests_total{result="hit"}[$__rate_interval]))\n/\n'
-          "sum by (model) (rate(zm_cache_requests_total[$__rate_interval]))", "{{model}}")], width=8))
+          "sum by (model) (rate(zm_cache_requests_total[$__rate_interval]))", "{{model}}")], width=6))
     board = board.with_panel(_series(
         "Feature fallbacks/s by reason", "reqps",
         [("sum by (model, reason) (rate(zm_feature_fallbacks_total[$__rate_interval]))", "{{model}} {{reason}}")],
-        width=8))
+        width=6))
+    board = board.with_panel(_series(
+        "Rows per model call", "short",
+        [("sum by (model) (rate(zm_batch_rows_sum[$__rate_interval]))\n/\n"
+          "sum by (model) (rate(zm_batch_rows_count[$__rate_interval]))", "mean {{model}}"),
+         ("histogram_quantile(0.9, sum by (model, le) (rate(zm_batch_rows_bucket[$__rate_interval])))",
+          "p90 {{model}}")], width=6,
+        description="Continuous batching: rows of concurrent requests answered in one model call (1 when idle)."))
     board = board.with_row(dash.Row("Canary versus stable (by served version)"))
     board = board.with_panel(_series(
         "Requests/s by version", "reqps",

@@ -38,7 +38,7 @@ BURN_RATES = (  # (burn rate, long window, short window, for, severity)
     (14.4, "1h", "5m", "2m", "page"),
     (6.0, "6h", "30m", "15m", "page"),
 )
-# server-side p99 per model over 5 min (docs/benchmarks.md: at most 2.15 ms at half the max rate here)
+# server-side p99 per model over 5 min (docs/benchmarks.md: at most 12.5 ms at half the max rate here)
 LATENCY_P99_SECONDS = 0.025
 ERROR_RATE = 0.01  # 5xx share over 10 min that opens a ticket before the budget alerts page
 FALLBACK_RATE = 0.05  # share of answers given without online features
