@@ -14,7 +14,8 @@ The wait is bounded by ``timeout`` seconds in the way the store allows:
   :func:`asyncio.wait_for`;
 - **SQLite** (the local profile): a local file, read inline on the event loop (a thread hop costs
   more than the read); a writer holding the database is waited for at most ``timeout`` through
-  SQLite's busy timeout, after which the lookup fails as a timeout;
+  SQLite's busy timeout, after which the lookup fails as a timeout. The bound covers lock waits,
+  not a stalled disk: keep the local store on local storage;
 - any other store: a worker thread, abandoned after ``timeout``.
 
 A failed lookup raises :class:`FeatureLookupFailed`; the caller answers without features and

@@ -13,6 +13,8 @@ cosine nearest-neighbour model (:class:`ItemKNNRecommender`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -226,27 +228,30 @@ def top_unbought(scores: np.ndarray, bought: sp.csr_matrix, users: np.ndarray, k
     if copy:
         scores = np.array(scores)
     indptr, indices = bought.indptr, bought.indices
+    most = 0  # the most products one of these users bought
     for row, user in enumerate(users.tolist()):  # one slice a user (cheaper than a vectorised gather here)
-        scores[row, indices[indptr[user] : indptr[user + 1]]] = -np.inf
+        start, end = int(indptr[user]), int(indptr[user + 1])
+        scores[row, indices[start:end]] = -np.inf
+        most = max(most, end - start)
     k = min(k, scores.shape[1])
     rows = np.arange(len(users))[:, None]  # fancy indexing: numpy's take_along_axis costs more per call
     best = np.argpartition(scores, -k, axis=1)[:, -k:]
     best_scores = scores[rows, best]
     order = np.argsort(-best_scores, axis=1, kind="stable")
     top = best[rows, order]
-    if int((indptr[users + 1] - indptr[users]).max(initial=0)) > scores.shape[1] - k:  # someone bought nearly all
+    if most > scores.shape[1] - k:  # someone bought nearly everything: pad with -1
         top[best_scores[rows, order] == -np.inf] = -1
     return top
+
+
+_PINNED = contextlib.nullcontext()
 
 
 def _one_blas_thread() -> Any:
     """implicit's own threads beat OpenBLAS's here. threadpoolctl scans the loaded libraries on
     every call (about 0.3 ms), so skip it where the environment already pins one BLAS thread."""
-    import contextlib
-    import os
-
     if os.environ.get("OPENBLAS_NUM_THREADS") == "1":
-        return contextlib.nullcontext()
+        return _PINNED
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1, "blas")
