@@ -142,3 +142,33 @@ def test_segmenter_predict_is_sklearns_arithmetic_without_its_overhead(clean: pd
     assert (model.predict(rows) == expected).all()  # the serving path: one (n, 5) array
     with pytest.raises(ValueError, match="array"):
         model.predict(rows[:, :4])
+
+
+def test_lookups_derived_for_serving_follow_a_refit_and_stay_out_of_the_pickle(clean: pd.DataFrame) -> None:
+    """The served paths build lookups from the fitted state on first use (transposed item factors,
+    folded segmentation centres, id positions): a refit on other data must not answer from the old
+    ones, and the logged artifact carries only the fitted state."""
+    import pickle
+
+    pairs = interactions(clean)
+    customers = pairs["customer_id"].drop_duplicates()
+    first, second = pairs[pairs["customer_id"].isin(customers[::2])], pairs[pairs["customer_id"].isin(customers[1::2])]
+    model = ALSRecommender(factors=8, iterations=3)
+    probe = [int(second["customer_id"].iloc[0])]
+    model.fit(first).recommend([int(first["customer_id"].iloc[0])], k=5)  # derived from the first fit
+    assert {"_position", "_item_factors_t"} <= set(model.__dict__)
+    model.fit(second)
+    fresh = ALSRecommender(factors=8, iterations=3).fit(second)
+    assert model.recommend(probe, k=5) == fresh.recommend(probe, k=5)
+    assert not model.recommend(probe, k=5)[0][1]  # known after the refit: not a cold start
+    state = pickle.loads(pickle.dumps(model)).__dict__
+    assert not {"_position", "_codes", "_item_factors_t"} & set(state)
+
+    feats = customer_features(clean)
+    feats = feats[feats["event_timestamp"] == feats["event_timestamp"].max()]
+    segmenter = CustomerSegmenter(k_range=(2,), n_init=2).fit(feats)
+    segmenter.predict(feats)
+    assert "_folded" in segmenter.__dict__
+    segmenter.set_params(k_range=(4,)).fit(feats)
+    assert segmenter.predict(feats).max() == 3  # four centres now, not the two folded before the refit
+    assert "_folded" not in pickle.loads(pickle.dumps(segmenter)).__dict__

@@ -54,8 +54,16 @@ class _Base(BaseEstimator):  # type: ignore[misc]
     """Index of customers and products, purchase matrix, popularity and the cold-start lists."""
 
     min_orders: int = 1
+    # lookups derived from the fitted state on first use when serving: rebuilt after a refit, not pickled
+    _DERIVED = ("_position", "_codes", "_item_factors_t")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()
+        return {k: v for k, v in state.items() if k not in self._DERIVED}
 
     def _fit_index(self, X: pd.DataFrame, recent: pd.Series | None = None) -> sp.csr_matrix:
+        for name in self._DERIVED:
+            self.__dict__.pop(name, None)
         pairs = X if "orders" in X else interactions(X)
         rows, customers = pd.factorize(pairs["customer_id"], sort=True)
         cols, items = pd.factorize(pairs["stock_code"], sort=True)
@@ -215,8 +223,13 @@ class ALSRecommender(_Base):
         implicit's filter slices the purchase matrix once per user inside its top-k, about
         30 us a user here, which made a served batch cost as much as its rows one by one.
         """
+        # the item factors transposed into their own contiguous array, once: multiplying by the
+        # transposed view costs about 5x more per call here (16 us against 3 us for 3 users)
+        items_t = self.__dict__.get("_item_factors_t")
+        if items_t is None:
+            items_t = self.__dict__["_item_factors_t"] = np.ascontiguousarray(self.model_.item_factors.T)
         with _one_blas_thread():
-            scores = self.model_.user_factors[users] @ self.model_.item_factors.T
+            scores = self.model_.user_factors[users] @ items_t
         return top_unbought(scores, self.matrix_, users, k, copy=False)  # a fresh array: masked in place
 
 

@@ -86,6 +86,7 @@ class CustomerSegmenter(BaseEstimator):  # type: ignore[misc]
         self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> CustomerSegmenter:
+        self.__dict__.pop("_folded", None)
         Z = segment_features(X)
         self.scaler_ = StandardScaler().fit(Z)
         S = self.scaler_.transform(Z)
@@ -116,15 +117,27 @@ class CustomerSegmenter(BaseEstimator):  # type: ignore[misc]
     def predict(self, X: Any) -> np.ndarray:
         """Cluster index per customer: the nearest centre in the standardised space.
 
-        The same arithmetic as ``KMeans.predict(StandardScaler.transform(...))`` on plain arrays:
-        sklearn's input validation on a one-row frame costs about 2 ms, this about 15 us. A row's
+        The same choice as ``KMeans.predict(StandardScaler.transform(...))`` on plain arrays:
+        sklearn's input validation on a one-row frame costs about 2 ms, this about 12 us. A row's
         own squared norm is the same for every centre, so the nearest centre minimises
-        ``|c|^2 - 2 s.c`` alone.
+        ``|c|^2 - 2 s.c`` alone; with ``s = (z - mean) / scale`` that is ``b + z.W`` for
+        ``W = -2 c / scale`` and ``b = |c|^2 + 2 (mean / scale).c``, folded once per fitted model.
         """
-        S = (segment_matrix(X) - self.scaler_.mean_) / self.scaler_.scale_
-        centres = self.kmeans_.cluster_centers_
-        labels: np.ndarray = ((centres * centres).sum(axis=1) - 2 * S @ centres.T).argmin(axis=1).astype(np.int32)
+        folded = self.__dict__.get("_folded")
+        if folded is None:
+            centres, mean, scale = self.kmeans_.cluster_centers_, self.scaler_.mean_, self.scaler_.scale_
+            folded = self.__dict__["_folded"] = (
+                np.ascontiguousarray((-2 * centres / scale).T),
+                (centres * centres).sum(axis=1) + 2 * (mean / scale) @ centres.T,
+            )
+        weights, bias = folded
+        labels: np.ndarray = (segment_matrix(X) @ weights + bias).argmin(axis=1).astype(np.int32)
         return labels
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()
+        state.pop("_folded", None)  # derived from the fitted state on first use
+        return state
 
     def predict_names(self, X: pd.DataFrame) -> np.ndarray:
         return np.array([self.names_[int(i)] for i in self.predict(X)], dtype=object)
