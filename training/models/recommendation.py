@@ -24,6 +24,8 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
+from training.models.derived import DerivedLookups
+
 __all__ = [
     "ALSRecommender",
     "PopularityRecommender",
@@ -50,20 +52,14 @@ def time_split(clean: pd.DataFrame, test_weeks: int = 8) -> tuple[pd.DataFrame, 
     return clean[clean["invoice_ts"] < cutoff], clean[clean["invoice_ts"] >= cutoff], cutoff
 
 
-class _Base(BaseEstimator):  # type: ignore[misc]
+class _Base(DerivedLookups, BaseEstimator):  # type: ignore[misc]
     """Index of customers and products, purchase matrix, popularity and the cold-start lists."""
 
     min_orders: int = 1
-    # lookups derived from the fitted state on first use when serving: rebuilt after a refit, not pickled
-    _DERIVED = ("_position", "_codes", "_item_factors_t")
-
-    def __getstate__(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().__getstate__()
-        return {k: v for k, v in state.items() if k not in self._DERIVED}
+    _DERIVED = ("_position", "_codes", "_item_factors_t")  # serving's lookups (DerivedLookups)
 
     def _fit_index(self, X: pd.DataFrame, recent: pd.Series | None = None) -> sp.csr_matrix:
-        for name in self._DERIVED:
-            self.__dict__.pop(name, None)
+        self.forget_derived()
         pairs = X if "orders" in X else interactions(X)
         rows, customers = pd.factorize(pairs["customer_id"], sort=True)
         cols, items = pd.factorize(pairs["stock_code"], sort=True)
@@ -111,12 +107,8 @@ class _Base(BaseEstimator):  # type: ignore[misc]
         """Top-k stock codes per customer and whether the answer is the cold-start fallback."""
         # customer id -> row and the stock codes as a list, built on first use (a pandas indexer costs
         # ~0.1 ms a call, one item of an Index ~1 us); models pickled before _codes existed build it here
-        lookup = self.__dict__.get("_position")
-        if lookup is None:
-            lookup = self.__dict__["_position"] = {c: i for i, c in enumerate(self.customers_.tolist())}
-        codes: list[str] | None = self.__dict__.get("_codes")
-        if codes is None:
-            codes = self.__dict__["_codes"] = [str(x) for x in self.items_.tolist()]
+        lookup = self.derived("_position", lambda: {c: i for i, c in enumerate(self.customers_.tolist())})
+        codes: list[str] = self.derived("_codes", lambda: [str(x) for x in self.items_.tolist()])
         pos = [lookup.get(c, -1) for c in customer_ids]
         warm_ = self.warm_
         warm = [i for i, p in enumerate(pos) if p >= 0 and warm_[p]]
@@ -225,9 +217,7 @@ class ALSRecommender(_Base):
         """
         # the item factors transposed into their own contiguous array, once: multiplying by the
         # transposed view costs about 5x more per call here (16 us against 3 us for 3 users)
-        items_t = self.__dict__.get("_item_factors_t")
-        if items_t is None:
-            items_t = self.__dict__["_item_factors_t"] = np.ascontiguousarray(self.model_.item_factors.T)
+        items_t = self.derived("_item_factors_t", lambda: np.ascontiguousarray(self.model_.item_factors.T))
         with _one_blas_thread():
             scores = self.model_.user_factors[users] @ items_t
         return top_unbought(scores, self.matrix_, users, k, copy=False)  # a fresh array: masked in place

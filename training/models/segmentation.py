@@ -21,6 +21,7 @@ from sklearn.metrics import adjusted_rand_score, davies_bouldin_score, silhouett
 from sklearn.preprocessing import StandardScaler
 
 from training.features.build import PROFILE_FEATURES
+from training.models.derived import DerivedLookups
 
 __all__ = ["CustomerSegmenter", "INPUT_FEATURES", "segment_features", "segment_matrix", "bootstrap_stability"]
 
@@ -77,8 +78,10 @@ def _name_clusters(profile: pd.DataFrame) -> dict[int, str]:
     return names
 
 
-class CustomerSegmenter(BaseEstimator):  # type: ignore[misc]
+class CustomerSegmenter(DerivedLookups, BaseEstimator):  # type: ignore[misc]
     """KMeans on standardised log behaviour features with k chosen by silhouette."""
+
+    _DERIVED = ("_folded",)  # serving's lookup (DerivedLookups)
 
     def __init__(self, k_range: Sequence[int] = tuple(range(2, 9)), n_init: int = 10, random_state: int = 0) -> None:
         self.k_range = k_range
@@ -86,7 +89,7 @@ class CustomerSegmenter(BaseEstimator):  # type: ignore[misc]
         self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> CustomerSegmenter:
-        self.__dict__.pop("_folded", None)
+        self.forget_derived()
         Z = segment_features(X)
         self.scaler_ = StandardScaler().fit(Z)
         S = self.scaler_.transform(Z)
@@ -123,21 +126,14 @@ class CustomerSegmenter(BaseEstimator):  # type: ignore[misc]
         ``|c|^2 - 2 s.c`` alone; with ``s = (z - mean) / scale`` that is ``b + z.W`` for
         ``W = -2 c / scale`` and ``b = |c|^2 + 2 (mean / scale).c``, folded once per fitted model.
         """
-        folded = self.__dict__.get("_folded")
-        if folded is None:
-            centres, mean, scale = self.kmeans_.cluster_centers_, self.scaler_.mean_, self.scaler_.scale_
-            folded = self.__dict__["_folded"] = (
-                np.ascontiguousarray((-2 * centres / scale).T),
-                (centres * centres).sum(axis=1) + 2 * (mean / scale) @ centres.T,
-            )
-        weights, bias = folded
+        weights, bias = self.derived("_folded", self._fold)
         labels: np.ndarray = (segment_matrix(X) @ weights + bias).argmin(axis=1).astype(np.int32)
         return labels
 
-    def __getstate__(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().__getstate__()
-        state.pop("_folded", None)  # derived from the fitted state on first use
-        return state
+    def _fold(self) -> tuple[np.ndarray, np.ndarray]:
+        centres, mean, scale = self.kmeans_.cluster_centers_, self.scaler_.mean_, self.scaler_.scale_
+        bias = (centres * centres).sum(axis=1) + 2 * (mean / scale) @ centres.T
+        return np.ascontiguousarray((-2 * centres / scale).T), bias
 
     def predict_names(self, X: pd.DataFrame) -> np.ndarray:
         return np.array([self.names_[int(i)] for i in self.predict(X)], dtype=object)
