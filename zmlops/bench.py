@@ -202,14 +202,18 @@ def _monitoring(quick: bool) -> list[dict[str, Any]]:
     return out
 
 
-def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | None = None) -> int:
-    """Run the benchmark sections (all by default); ``only`` updates just those in ``out``."""
+def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | None = None,
+              models: list[str] | None = None) -> int:
+    """Run the benchmark sections (all by default); ``only`` updates just those in ``out``; ``models``
+    limits the serving section to those model families."""
     target = out or get_settings().reports / "bench.json"
     report: dict[str, Any] = json.loads(target.read_text()) if only and target.exists() else {}
     started = time.perf_counter()
     for section in only or SECTIONS:
-        report[section] = {"simulator": _simulator, "training": _training, "serving": _serving,
-                           "monitoring": _monitoring}[section](quick)
+        if section == "serving":
+            report[section] = _serving(quick, models)
+            continue
+        report[section] = {"simulator": _simulator, "training": _training, "monitoring": _monitoring}[section](quick)
     report["machine"] = {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()}
     report["seconds"] = round(time.perf_counter() - started, 1)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -269,13 +273,13 @@ def _training(quick: bool) -> dict[str, Any]:
     return training
 
 
-def _serving(quick: bool) -> dict[str, Any] | None:
+def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | None:
     if quick:
         console.print("serving: skipped with --quick (tests/serving runs a short form)")
         return None
     from zmlops.bench_serving import bench_serving, summary_rows
 
-    serving = bench_serving(get_settings().home / "serving")
+    serving = bench_serving(get_settings().home / "serving", families=models)
     table(
         "serving: single-row requests, real model vs (a) bare FastAPI constant and (b) the same predictor "
         "returning a constant",

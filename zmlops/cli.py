@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default <reports>/bench.json)")
     p.add_argument("--only", action="append", choices=["simulator", "training", "serving", "monitoring"], default=None,
                    help="run just this section and update it in --out (repeatable)")
+    p.add_argument("--model", action="append", choices=families, default=None, dest="models",
+                   help="serving section: only this model family (repeatable; write to another --out, the "
+                   "section is replaced)")
 
     p = sub.add_parser(
         "rollout", help="progressive delivery on the local stack: serve, deploy (canary), rollback, status, drills",
@@ -453,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from zmlops.bench import run_bench
 
-        return run_bench(quick=args.quick, out=args.out, only=args.only)
+        return run_bench(quick=args.quick, out=args.out, only=args.only, models=args.models)
     raise AssertionError(args.command)
 
 
