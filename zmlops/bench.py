@@ -7,6 +7,7 @@ back to back, is the figure to compare across runs.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import resource
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,12 +210,12 @@ def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | No
     limits the serving section to those model families."""
     target = out or get_settings().reports / "bench.json"
     report: dict[str, Any] = json.loads(target.read_text()) if only and target.exists() else {}
+    sections: dict[str, Callable[[bool], Any]] = {"simulator": _simulator, "training": _training,
+                                                  "serving": functools.partial(_serving, models=models),
+                                                  "monitoring": _monitoring}
     started = time.perf_counter()
     for section in only or SECTIONS:
-        if section == "serving":
-            report[section] = _serving(quick, models)
-            continue
-        report[section] = {"simulator": _simulator, "training": _training, "monitoring": _monitoring}[section](quick)
+        report[section] = sections[section](quick)
     report["machine"] = {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()}
     report["seconds"] = round(time.perf_counter() - started, 1)
     target.parent.mkdir(parents=True, exist_ok=True)

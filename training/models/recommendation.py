@@ -106,7 +106,7 @@ class _Base(DerivedLookups, BaseEstimator):  # type: ignore[misc]
     ) -> list[tuple[list[str], bool]]:
         """Top-k stock codes per customer and whether the answer is the cold-start fallback."""
         # customer id -> row and the stock codes as a list, built on first use (a pandas indexer costs
-        # ~0.1 ms a call, one item of an Index ~1 us); models pickled before _codes existed build it here
+        # ~0.1 ms a call, one item of an Index ~1 us)
         lookup = self.derived("_position", lambda: {c: i for i, c in enumerate(self.customers_.tolist())})
         codes: list[str] = self.derived("_codes", lambda: [str(x) for x in self.items_.tolist()])
         pos = [lookup.get(c, -1) for c in customer_ids]
