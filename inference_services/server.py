@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -249,12 +249,15 @@ def run(
     alias: str = "production",
     version: str | None = None,
     constant: bool = False,
+    features_in_memory: bool = False,
 ) -> int:
     """Serve ``family`` on ``settings.serving.host:port`` until SIGINT/SIGTERM.
 
     ``constant`` answers every row with the answer to the first row it was asked: the same class,
     validation, batching, cache, log and metrics, answers of the real shape and size, and no
     model work after that one call (the benchmark's "predictor returning a constant").
+    ``features_in_memory`` keeps the real model but answers its online-store lookups from memory
+    after each id's first read: the benchmark's measure of what the store's reads cost.
     """
     _quiet()
     import kserve.model_server as kms
@@ -265,6 +268,8 @@ def run(
     model = service_class(family)(settings, alias=alias, version=version)
     if constant:
         _make_constant(model)
+    if features_in_memory:
+        _features_in_memory(model)
     cfg = settings.serving
     server = ModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False, workers=1,
                          grace_period=cfg.grace_seconds)
@@ -347,6 +352,25 @@ def _make_constant(model: ServedModel) -> None:
     model.check = lambda state, rows: None  # type: ignore[method-assign]
 
 
+def _features_in_memory(model: ServedModel) -> None:
+    from inference_services.features import OnlineFeatures
+
+    online = getattr(model, "online", None)
+    if not isinstance(online, OnlineFeatures):
+        raise SystemExit(f"{model.family} reads no online features while answering: --features-in-memory "
+                         "applies to customer-segmentation")
+    real = online.lookup
+    memo: dict[int, list[Any] | None] = {}
+
+    async def lookup(ids: Sequence[int]) -> list[list[Any] | None]:
+        missing = [i for i in dict.fromkeys(ids) if i not in memo]
+        if missing:
+            memo.update(zip(missing, await real(missing), strict=True))
+        return [memo[i] for i in ids]
+
+    online.lookup = lookup  # type: ignore[method-assign]
+
+
 def serve_all(settings: Settings, families: list[str] | None = None) -> int:
     """``make serve``: one process per family; prints the URLs; Ctrl-C stops them all."""
     families = families or list(SERVICES)
@@ -388,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default=None, help="serve this registered version instead of the alias")
     parser.add_argument("--constant", action="store_true",
                         help="benchmark baseline: answer every row with one fixed answer (no model work)")
+    parser.add_argument("--features-in-memory", action="store_true",
+                        help="benchmark variant: the real model, its online-store lookups answered from memory "
+                        "after each id's first read (what the store's reads cost; customer-segmentation)")
     args = parser.parse_args(argv)
     import os
 
@@ -401,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None:
         return serve_all(settings)
     port = args.port or settings.serving.ports[args.model]
-    return run(args.model, settings, port, alias=args.alias, version=args.version, constant=args.constant)
+    return run(args.model, settings, port, alias=args.alias, version=args.version, constant=args.constant,
+               features_in_memory=args.features_in_memory)
 
 
 if __name__ == "__main__":

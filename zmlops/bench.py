@@ -279,7 +279,7 @@ def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | N
     if quick:
         console.print("serving: skipped with --quick (tests/serving runs a short form)")
         return None
-    from zmlops.bench_serving import bench_serving, summary_rows
+    from zmlops.bench_serving import bench_serving, feature_read_rows, summary_rows
 
     serving = bench_serving(get_settings().home / "serving", families=models)
     table(
@@ -289,6 +289,12 @@ def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | N
          "ratio (>= 0.8; CPU capacity)", "p99 ms 1 conn (<= 5)", "p99 ms open loop (<= 25)"],
         summary_rows(serving),
     )
+    if feature_read_rows(serving):
+        table(
+            "serving: throughput vs (b) with the online store's reads and with the lookups answered from memory",
+            ["model", "protocol", "rps vs (b)", "features in memory: rps vs (b)", "CPU us of the reads / request"],
+            feature_read_rows(serving),
+        )
     table(
         "serving: metrics cost and cold start",
         ["model", "metrics: us in process / request CPU us", "ratio (<= 1.05)", "end to end",

@@ -5,7 +5,10 @@ Per model and protocol (V1, V2), single-row requests with rotating keys, predict
 - (a) a bare uvicorn/FastAPI endpoint returning a constant: the ceiling of the HTTP stack;
 - (b) the same predictor class with ``--constant``: validation, batching, request log and
   metrics, answers of the real shape, but no model work (one fixed answer);
-- the real model (every request does the model's work, the Feast lookup included).
+- the real model (every request does the model's work, the Feast lookup included);
+- for a model that reads the online store while answering (segmentation), the real model
+  again with ``--features-in-memory``: its lookups answered from memory after each id's first
+  read, which measures what Feast's reads cost against everything else the model does.
 
 This machine's speed drifts by 20-40% within a minute (other tenants of the host), far more
 than the differences measured, so the three servers run side by side and are loaded in short
@@ -300,6 +303,11 @@ def _ratios(a: list[dict[str, float]], b: list[dict[str, float]], key: str) -> l
     return [x[key] / y[key] for x, y in zip(a, b, strict=True)]
 
 
+# Families whose service reads Feast's online store per request; the server refuses
+# --features-in-memory for any other, so this list cannot silently go stale.
+READS_ONLINE_FEATURES = ("customer-segmentation",)
+
+
 def _start(family: str, env: dict[str, str], *args: str) -> Proc:
     port = _port()
     return Proc([str(SERVING_PY), "-m", "inference_services.server", family, "--port", str(port), *args], env, port)
@@ -337,10 +345,13 @@ def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = Non
                 port = _port()
                 servers = {"bare_fastapi": Proc([str(SERVING_PY), str(bare_script), str(port)], env, port),
                            "constant_predictor": _start(family, env, "--constant"), "model": _start(family, env)}
+                if family in READS_ONLINE_FEATURES:
+                    servers["model_features_in_memory"] = _start(family, env, "--features-in-memory")
                 try:
                     servers["bare_fastapi"].wait_ready("/v2/health/ready")
-                    for name in ("constant_predictor", "model"):
-                        servers[name].wait_ready(f"/v2/models/{family}/ready")
+                    for name in servers:
+                        if name != "bare_fastapi":
+                            servers[name].wait_ready(f"/v2/models/{family}/ready")
                     slices = _interleaved(servers, path, bodies, lua, rounds, seconds)
                     runs: dict[str, Any] = {name: _summary(s) for name, s in slices.items()}
                     runs["ratios"] = {
@@ -353,6 +364,13 @@ def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = Non
                         "cpu_vs_bare_per_round": [round(x, 3) for x in _ratios(
                             slices["model"], slices["bare_fastapi"], "cpu_us_per_request")],
                     }
+                    if "model_features_in_memory" in slices:
+                        memory = slices["model_features_in_memory"]
+                        runs["ratios"]["rps_vs_constant_features_in_memory"] = _per_round(
+                            memory, slices["constant_predictor"], "rps")
+                        runs["ratios"]["feature_read_cpu_us"] = _median(
+                            [m["cpu_us_per_request"] - f["cpu_us_per_request"]
+                             for m, f in zip(slices["model"], memory, strict=True)])
                     model = servers["model"]
                     url = f"http://127.0.0.1:{model.port}{path}"
                     one = _wrk(url, bodies, lua, 1, max(3, seconds + 1))
@@ -431,6 +449,21 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
                 f"{model['one_connection']['p99_ms']:.2f}",
                 f"{model['open_loop_half_max']['p99_ms']:.2f} @ {model['open_loop_half_max']['rate']:.0f}/s",
             ])
+    return rows
+
+
+def feature_read_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """Per model that reads the online store: throughput against (b) with and without Feast's reads."""
+    rows = []
+    for family, entry in results["models"].items():
+        for protocol in ("v1", "v2"):
+            r = entry[protocol]
+            if "model_features_in_memory" not in r:
+                continue
+            ratios = r["ratios"]
+            rows.append([family, protocol, f"{ratios['rps_vs_constant']:.2f}",
+                         f"{ratios['rps_vs_constant_features_in_memory']:.2f}",
+                         f"{ratios['feature_read_cpu_us']:.0f} / {r['model']['cpu_us_per_request']:.0f}"])
     return rows
 
 

@@ -451,21 +451,59 @@ def test_metrics_count_requests_by_status_with_sub_millisecond_buckets(servers: 
 
 
 def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
-    """The short form of `make bench`'s serving part: every figure present and sane."""
-    from zmlops.bench_serving import bench_serving, summary_rows
+    """The short form of `make bench`'s serving part: every figure present and sane (segmentation: the
+    model with the most servers, its features-in-memory variant included)."""
+    from zmlops.bench_serving import bench_serving, feature_read_rows, summary_rows
 
-    result = bench_serving(home, seconds=1, families=["demand-forecast"], rounds=2)
-    entry = result["models"]["demand-forecast"]
+    family = "customer-segmentation"
+    result = bench_serving(home, seconds=1, families=[family], rounds=2)
+    entry = result["models"][family]
     for protocol in ("v1", "v2"):
         runs = entry[protocol]
         assert all(runs[k]["cpu_us_per_request"] > 0 and runs[k]["rps"] > 0 and len(runs[k]["cpu_us_per_slice"]) == 2
-                   for k in ("bare_fastapi", "constant_predictor", "model"))
+                   for k in ("bare_fastapi", "constant_predictor", "model", "model_features_in_memory"))
         ratios = runs["ratios"]
-        assert all(ratios[k] > 0 for k in ("cpu_vs_bare", "rps_vs_constant", "capacity_vs_constant"))
+        assert all(ratios[k] > 0 for k in ("cpu_vs_bare", "rps_vs_constant", "capacity_vs_constant",
+                                           "rps_vs_constant_features_in_memory"))
+        assert abs(ratios["feature_read_cpu_us"]) < runs["model"]["cpu_us_per_request"]
         assert len(ratios["rps_vs_constant_per_round"]) == len(ratios["cpu_vs_bare_per_round"]) == 2
         assert runs["model"]["open_loop_half_max"]["errors"] == 0
         assert 0 < runs["model"]["one_connection"]["p99_ms"] < 1000
     cost = entry["metrics_cpu_overhead"]
     assert cost["in_process"]["with_us"] > 0 and cost["ratio"] > 0 and cost["end_to_end_ratio"] > 0
     assert entry["cold_start"]["ratio"] > 0
-    assert len(summary_rows(result)) == 2
+    assert len(summary_rows(result)) == len(feature_read_rows(result)) == 2
+
+
+def test_features_in_memory_variant_answers_like_the_model_without_reading_the_store_again(
+        servers: dict[str, Server], home: Path, tmp_path: Path) -> None:
+    """The benchmark's `--features-in-memory` server: the real model's answers, the store read once per id."""
+    customers = known_customers(home, 20)
+    rows = [{"customer_id": c} for c in customers] + [{"customer_id": 10**12}]
+    memo = Server("customer-segmentation", home, ["--features-in-memory"],
+                  {"ZM_REQUEST_LOG_PATH": str(tmp_path / "requests")}).start()
+    try:
+        memo.wait_ready()
+        first = v1(memo, rows)
+        assert first.status_code == 200, first.text
+        real = v1(servers["customer-segmentation"], rows)
+        assert first.json()["predictions"] == real.json()["predictions"]
+        assert not any(p["degraded"] for p in first.json()["predictions"])
+        assert first.json()["predictions"][-1]["cold_start"]
+        db = next((home / "feast").rglob("online*.db"))
+        lock = sqlite3.connect(db, timeout=1)
+        try:
+            lock.execute("BEGIN EXCLUSIVE")  # the store stops answering: the model server degrades...
+            locked = v1(servers["customer-segmentation"], rows[:1]).json()["predictions"][0]
+            again = v1(memo, rows)  # ...the variant answers every id it has read from memory
+        finally:
+            lock.rollback()
+            lock.close()
+        assert locked["degraded"]
+        assert again.json()["predictions"] == first.json()["predictions"]
+    finally:
+        memo.stop()
+    forecast = Server("demand-forecast", home, ["--features-in-memory"])
+    with pytest.raises(AssertionError, match="reads no online features"):
+        forecast.start()
+    forecast.stop()
