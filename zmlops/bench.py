@@ -289,11 +289,12 @@ def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | N
          "ratio (>= 0.8; CPU capacity)", "p99 ms 1 conn (<= 5)", "p99 ms open loop (<= 25)"],
         summary_rows(serving),
     )
-    if feature_read_rows(serving):
+    reads = feature_read_rows(serving)
+    if reads:
         table(
             "serving: throughput vs (b) with the online store's reads and with the lookups answered from memory",
             ["model", "protocol", "rps vs (b)", "features in memory: rps vs (b)", "CPU us of the reads / request"],
-            feature_read_rows(serving),
+            reads,
         )
     table(
         "serving: metrics cost and cold start",

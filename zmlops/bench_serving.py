@@ -11,7 +11,7 @@ Per model and protocol (V1, V2), single-row requests with rotating keys, predict
   read, which measures what Feast's reads cost against everything else the model does.
 
 This machine's speed drifts by 20-40% within a minute (other tenants of the host), far more
-than the differences measured, so the three servers run side by side and are loaded in short
+than the differences measured, so the servers run side by side and are loaded in short
 slices, one at a time, in a new order each round (a server's first slice after idling runs
 slow, so each slice follows a warm-up second); every ratio is the median of the per-round
 ratios. Figures: server CPU time per request (``/proc/<pid>/stat``) and throughput under a
@@ -303,8 +303,8 @@ def _ratios(a: list[dict[str, float]], b: list[dict[str, float]], key: str) -> l
     return [x[key] / y[key] for x, y in zip(a, b, strict=True)]
 
 
-# Families whose service reads Feast's online store per request; the server refuses
-# --features-in-memory for any other, so this list cannot silently go stale.
+# Families whose service reads Feast's online store per request (the server refuses
+# --features-in-memory for any other, so a family listed here by mistake fails the run).
 READS_ONLINE_FEATURES = ("customer-segmentation",)
 
 
