@@ -185,6 +185,9 @@ class ServedModel(Model):  # type: ignore[misc]
     def warm(self, state: Loaded) -> None:
         """Open connections (online store) before readiness; failures here only degrade answers."""
 
+    def watch_inputs(self) -> None:
+        """Run from the poll loop, off the event loop: notice changed inputs (features materialized again)."""
+
     def cache_key(self, row: BaseModel) -> Hashable:
         return tuple(row.model_dump().values())
 

@@ -20,6 +20,17 @@ The wait is bounded by ``timeout`` seconds in the way the store allows:
 
 A failed lookup raises :class:`FeatureLookupFailed`; the caller answers without features and
 marks the answer degraded. A store that failed is opened afresh on the next lookup.
+
+**Feature cache.** The profile features are written to the online store by batch materialization
+(weekly, or when a retrain re-publishes them), so the values of one customer stay the same for
+days. With ``cache_size > 0`` a bounded, per-entry-expiring cache (cachetools' ``TTLCache``: LRU
+eviction, at most ``cache_seconds`` old) answers ids read before, the ones the store has no row for
+included (the caller's cold start); a failed read is never cached. It is dropped whole as soon as
+Feast records a new materialization of the view: :meth:`OnlineFeatures.watch` reads the view's
+materialization intervals from the registry (any store, any registry) and runs from the server's
+poll loop, every ``serving.poll_seconds``. Writes that bypass materialization (a push, a manual
+fix) are seen after at most ``cache_seconds``. While the store is down, cached ids still get
+their features; only the others degrade. Hits and misses: ``zm_feature_cache_requests_total``.
 """
 
 from __future__ import annotations
@@ -30,17 +41,25 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from cachetools import TTLCache
+
+from inference_services import metrics
 from zmlops.settings import Settings
 
 __all__ = ["OnlineFeatures", "FeatureLookupFailed"]
 
 
 class FeatureLookupFailed(Exception):
-    """The online store did not answer in time or failed; ``reason`` is timeout or error."""
+    """The online store did not answer in time or failed; ``reason`` is timeout or error.
 
-    def __init__(self, reason: str, detail: str) -> None:
+    ``cached`` holds what the feature cache could still answer: per position of the ids asked for,
+    the values (or None when the store had no row), absent for the ids that needed the store.
+    """
+
+    def __init__(self, reason: str, detail: str, cached: dict[int, list[Any] | None] | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.cached = cached or {}
 
 
 class _Reader:
@@ -104,13 +123,30 @@ def _values(rows: list[tuple[Any, dict[str, Any] | None]], names: Sequence[str])
 
 
 class OnlineFeatures:
-    def __init__(self, settings: Settings, view: str, names: Sequence[str], timeout: float) -> None:
+    """Lookups of one feature view's ``names`` by entity id, bounded by ``timeout`` seconds.
+
+    ``cache_size`` ids (0: none) are kept for at most ``cache_seconds`` and until the view is
+    materialized again (see the module's docstring); ``label`` names the owner in the cache metrics.
+    """
+
+    def __init__(self, settings: Settings, view: str, names: Sequence[str], timeout: float,
+                 cache_size: int = 0, cache_seconds: float = 300.0, label: str = "") -> None:
         self.settings = settings
         self.view_name = view
         self.names = list(names)
         self.timeout = timeout
+        self.cache_size = cache_size
+        self.cache_seconds = cache_seconds
+        self._cache = self._new_cache()
+        self._mark: tuple[int, str | None] | None = None
+        self._registry: Any = None  # a FeatureStore of the poll thread's own, for the registry
+        self._hits = metrics.child(metrics.FEATURE_CACHE, label, "hit")
+        self._misses = metrics.child(metrics.FEATURE_CACHE, label, "miss")
         self._reader: _Reader | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _new_cache(self) -> TTLCache[int, list[Any] | None] | None:
+        return TTLCache(self.cache_size, self.cache_seconds) if self.cache_size > 0 else None
 
     @property
     def mode(self) -> str | None:
@@ -134,9 +170,37 @@ class OnlineFeatures:
     async def lookup(self, ids: Sequence[int]) -> list[list[Any] | None]:
         """Per id the values of ``names`` in that order, or None when the store has no row for it.
 
-        Raises :class:`FeatureLookupFailed` (reason ``timeout`` or ``error``) instead of waiting longer
-        than ``timeout`` or passing on the store's exception.
+        Ids in the feature cache are answered from it; the others are read from the store in one call.
+        Raises :class:`FeatureLookupFailed` (reason ``timeout`` or ``error``, with what the cache held)
+        instead of waiting longer than ``timeout`` or passing on the store's exception.
         """
+        cache = self._cache  # this call's cache: one dropped meanwhile is filled, never the new one
+        if cache is None:
+            return await self._lookup_store(ids)
+        found: dict[int, list[Any] | None] = {}
+        missing: list[int] = []
+        for i in ids:
+            if i in found:
+                continue
+            try:
+                found[i] = cache[i]
+            except KeyError:
+                found[i] = None
+                missing.append(i)
+        self._hits.inc(len(found) - len(missing))
+        if missing:
+            self._misses.inc(len(missing))
+            try:
+                read = await self._lookup_store(missing)
+            except FeatureLookupFailed as failed:
+                need = set(missing)
+                failed.cached = {n: found[i] for n, i in enumerate(ids) if i not in need}
+                raise
+            for i, values in zip(missing, read, strict=True):
+                found[i] = cache[i] = values
+        return [found[i] for i in ids]
+
+    async def _lookup_store(self, ids: Sequence[int]) -> list[list[Any] | None]:
         started = time.perf_counter()
         try:
             reader = self._open()
@@ -158,6 +222,31 @@ class OnlineFeatures:
             waited = time.perf_counter() - started
             reason = "timeout" if waited >= self.timeout or "locked" in str(error) else "error"
             raise FeatureLookupFailed(reason, f"{type(error).__name__}: {error}") from None
+
+    def _materialized(self) -> tuple[int, str | None]:
+        """The view's materialization record in the registry: how many runs, and the last one's end."""
+        if self._registry is None:
+            from training.features.store import open_store
+
+            self._registry = open_store(self.settings)
+        store = self._registry
+        view = store.registry.get_feature_view(self.view_name, store.project, allow_cache=False)
+        intervals = view.materialization_intervals
+        return len(intervals), intervals[-1][1].isoformat() if intervals else None
+
+    def watch(self) -> bool:
+        """Drop the feature cache if the view was materialized since the last look; True if it was.
+
+        Blocking (it reads the registry): run it off the event loop. The first call only takes note.
+        """
+        if self._cache is None:
+            return False
+        mark = self._materialized()
+        changed = self._mark is not None and mark != self._mark
+        self._mark = mark
+        if changed:
+            self._cache = self._new_cache()  # one assignment; lookups in flight finish with the old one
+        return changed
 
     def close(self) -> None:
         if self._pool is not None:

@@ -36,6 +36,7 @@ __all__ = [
     "RECOMMENDED",
     "COVERAGE",
     "CACHE",
+    "FEATURE_CACHE",
     "FALLBACKS",
     "BATCH_ROWS",
     "MODEL_VERSION",
@@ -140,6 +141,9 @@ RECOMMENDED = _HotMetric(
     "zm_recommendations_total", "Recommendation lists served, by cold start.", ["model", "version", "cold_start"]
 )
 CACHE = _HotMetric("zm_cache_requests_total", "Prediction cache lookups by result (hit, miss).", ["model", "result"])
+FEATURE_CACHE = _HotMetric("zm_feature_cache_requests_total",
+                           "Online-feature cache lookups per entity id by result (hit, miss: read from the store).",
+                           ["model", "result"])
 FALLBACKS = _HotMetric(
     "zm_feature_fallbacks_total",
     "Answers given without online features (degraded), by reason (timeout, error, missing).",

@@ -7,7 +7,9 @@ store) or the five raw behaviour features. Answers:
 - customer not in the online store: the cold-start answer, the largest training segment,
   with ``cold_start: true``;
 - online store down or slower than ``serving.feature_timeout_ms``: the same answer with
-  ``degraded: true`` (and ``zm_feature_fallbacks_total``); never an error.
+  ``degraded: true`` (and ``zm_feature_fallbacks_total``); never an error. Customers whose
+  features are in the feature cache (``serving.feature_cache_size``, see
+  :mod:`inference_services.features`) still get their segment.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from zmlops.settings import Settings
 __all__ = ["SegmentationService", "SegmentRow"]
 
 FEATURES = tuple(PROFILE_FEATURES)  # the customer_profile feature view; the model's inputs
+_UNREAD: Any = object()  # a customer the online store could not be asked about (degraded)
 
 
 def _feature(description: str) -> Any:
@@ -72,7 +75,9 @@ class SegmentationService(ServedModel):
 
     def __init__(self, settings: Settings, alias: str = "production", version: str | None = None) -> None:
         super().__init__(settings, alias, version)
-        self.online = OnlineFeatures(settings, "customer_profile", FEATURES, settings.serving.feature_timeout_ms / 1000)
+        cfg = settings.serving
+        self.online = OnlineFeatures(settings, "customer_profile", FEATURES, cfg.feature_timeout_ms / 1000,
+                                     cfg.feature_cache_size, cfg.feature_cache_seconds, label=self.family)
 
     def build_index(self, estimator: Any) -> dict[str, Any]:
         shares = pd.Series(estimator.kmeans_.labels_).value_counts()
@@ -87,8 +92,16 @@ class SegmentationService(ServedModel):
 
         try:
             self.online.lookup_now([0])
+            self.online.watch()  # the view's materialization record, against which later looks compare
         except Exception as error:  # noqa: BLE001 - the store may be down now and up later
             logging.getLogger("zmlops.serving").warning("%s: online store not reachable yet: %s", self.family, error)
+
+    def watch_inputs(self) -> None:
+        import logging
+
+        if self.online.watch():
+            logging.getLogger("zmlops.serving").info("%s: customer_profile materialized again: feature cache dropped",
+                                                     self.family)
 
     async def answer(self, state: Loaded, rows: list[SegmentRow]) -> list[Result]:  # type: ignore[override]
         values: list[list[float] | None] = [None] * len(rows)  # the model's inputs per row, FEATURES order
@@ -102,19 +115,20 @@ class SegmentationService(ServedModel):
         if by_id:
             try:
                 found = await self.online.lookup([rows[i].customer_id for i in by_id])  # type: ignore[misc]
-            except FeatureLookupFailed as failed:
-                metrics.FALLBACKS.labels(self.family, failed.reason).inc(len(by_id))
-                for i in by_id:
+            except FeatureLookupFailed as failed:  # answered from the feature cache where it could
+                found = [failed.cached.get(n, _UNREAD) for n in range(len(by_id))]
+                unread = sum(got is _UNREAD for got in found)
+                metrics.FALLBACKS.labels(self.family, failed.reason).inc(unread)
+            missing = 0
+            for i, got in zip(by_id, found, strict=True):
+                if got is _UNREAD:
                     degraded[i] = True
-            else:
-                missing = 0
-                for i, got in zip(by_id, found, strict=True):
-                    if got is not None and None not in got and all(map(math.isfinite, got)):
-                        values[i] = got
-                    else:  # not in the store (cold start) or a feature missing
-                        missing += 1
-                if missing:
-                    metrics.FALLBACKS.labels(self.family, "missing").inc(missing)
+                elif got is not None and None not in got and all(map(math.isfinite, got)):
+                    values[i] = got
+                else:  # not in the store (cold start) or a feature missing
+                    missing += 1
+            if missing:
+                metrics.FALLBACKS.labels(self.family, "missing").inc(missing)
         known = [i for i, v in enumerate(values) if v is not None]
         labels = state.estimator.predict(np.array([values[i] for i in known], dtype=float)).tolist() if known else []
         segment = dict(zip(known, labels, strict=True))

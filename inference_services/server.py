@@ -7,7 +7,9 @@ kserve's ``ModelServer.start`` only starts listening once a model is ready and b
 - starts listening at once and loads the model in the background, so readiness is
   observable (``/v2/models/<name>/ready`` is false until the model loaded and passed its
   smoke prediction; it stays false if the artifact is corrupt, and loading is retried);
-- polls the registry alias and swaps in a new version without dropping requests;
+- polls the registry alias and swaps in a new version without dropping requests, and on the
+  same beat asks the model whether its inputs changed (segmentation drops its feature cache
+  when its feature view was materialized again);
 - replaces kserve's per-request timing logs with Prometheus metrics and a request-size limit;
 - on SIGTERM turns readiness false (the readiness endpoints answer 503) while it keeps answering
   predictions, waits ``serving.drain_seconds`` for load balancers to notice, then lets uvicorn
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -249,15 +251,12 @@ def run(
     alias: str = "production",
     version: str | None = None,
     constant: bool = False,
-    features_in_memory: bool = False,
 ) -> int:
     """Serve ``family`` on ``settings.serving.host:port`` until SIGINT/SIGTERM.
 
     ``constant`` answers every row with the answer to the first row it was asked: the same class,
     validation, batching, cache, log and metrics, answers of the real shape and size, and no
     model work after that one call (the benchmark's "predictor returning a constant").
-    ``features_in_memory`` keeps the real model but answers its online-store lookups from memory
-    after each id's first read: the benchmark's measure of what the store's reads cost.
     """
     _quiet()
     import kserve.model_server as kms
@@ -268,8 +267,6 @@ def run(
     model = service_class(family)(settings, alias=alias, version=version)
     if constant:
         _make_constant(model)
-    if features_in_memory:
-        _features_in_memory(model)
     cfg = settings.serving
     server = ModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False, workers=1,
                          grace_period=cfg.grace_seconds)
@@ -319,6 +316,11 @@ def run(
             except Exception as error:  # noqa: BLE001 - a bad version must not stop the server
                 log.error("%s: cannot load the %s version, %s: %s (still serving %s)", family, alias,
                           type(error).__name__, error, model.state.version if model.state else "nothing")
+            if model.state is not None:
+                try:
+                    await loop.run_in_executor(None, model.watch_inputs)
+                except Exception as error:  # noqa: BLE001 - cached inputs then expire by age alone
+                    log.warning("%s: cannot check the inputs' freshness, %s: %s", family, type(error).__name__, error)
             if cfg.poll_seconds <= 0 and model.state is not None:
                 return
             await asyncio.sleep(max(cfg.poll_seconds, 1.0))
@@ -350,25 +352,6 @@ def _make_constant(model: ServedModel) -> None:
 
     model.answer = answer  # type: ignore[method-assign]
     model.check = lambda state, rows: None  # type: ignore[method-assign]
-
-
-def _features_in_memory(model: ServedModel) -> None:
-    from inference_services.features import OnlineFeatures
-
-    online = getattr(model, "online", None)
-    if not isinstance(online, OnlineFeatures):
-        raise SystemExit(f"{model.family} reads no online features while answering: --features-in-memory "
-                         "applies to customer-segmentation")
-    real = online.lookup
-    memo: dict[int, list[Any] | None] = {}
-
-    async def lookup(ids: Sequence[int]) -> list[list[Any] | None]:
-        missing = [i for i in dict.fromkeys(ids) if i not in memo]
-        if missing:
-            memo.update(zip(missing, await real(missing), strict=True))
-        return [memo[i] for i in ids]
-
-    online.lookup = lookup  # type: ignore[method-assign]
 
 
 def serve_all(settings: Settings, families: list[str] | None = None) -> int:
@@ -412,9 +395,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default=None, help="serve this registered version instead of the alias")
     parser.add_argument("--constant", action="store_true",
                         help="benchmark baseline: answer every row with one fixed answer (no model work)")
-    parser.add_argument("--features-in-memory", action="store_true",
-                        help="benchmark variant: the real model, its online-store lookups answered from memory "
-                        "after each id's first read (what the store's reads cost; customer-segmentation)")
     args = parser.parse_args(argv)
     import os
 
@@ -428,8 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None:
         return serve_all(settings)
     port = args.port or settings.serving.ports[args.model]
-    return run(args.model, settings, port, alias=args.alias, version=args.version, constant=args.constant,
-               features_in_memory=args.features_in_memory)
+    return run(args.model, settings, port, alias=args.alias, version=args.version, constant=args.constant)
 
 
 if __name__ == "__main__":

@@ -292,8 +292,9 @@ def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | N
     reads = feature_read_rows(serving)
     if reads:
         table(
-            "serving: throughput vs (b) with the online store's reads and with the lookups answered from memory",
-            ["model", "protocol", "rps vs (b)", "features in memory: rps vs (b)", "CPU us of the reads / request"],
+            "serving: throughput vs (b) with the feature cache (default) and with every request reading the store",
+            ["model", "protocol", "feature cache: rps vs (b) (CPU capacity)", "store reads: rps vs (b) (CPU capacity)",
+             "CPU us of the reads / request"],
             reads,
         )
     table(

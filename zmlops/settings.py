@@ -64,6 +64,10 @@ class ServingSettings(BaseModel):
                                   "most this many pairs of event-loop turns (0: at once).")
     max_body_bytes: int = Field(1_048_576, ge=1_024, description="Larger request bodies get 413.")
     feature_timeout_ms: float = Field(50.0, gt=0, description="Online-store lookups slower than this degrade.")
+    feature_cache_size: int = Field(100_000, ge=0, description="Customers whose online features a process keeps "
+                                    "(LRU; 0: read the store for every request).")
+    feature_cache_seconds: float = Field(300.0, gt=0, description="Cached online features at most this old; all "
+                                         "dropped when the view is materialized again (seen every poll_seconds).")
     poll_seconds: float = Field(10.0, ge=0, description="How often to look for a new version behind the alias.")
     drain_seconds: float = Field(0.0, ge=0, description="After SIGTERM: readiness false, then wait this long.")
     grace_seconds: int = Field(20, ge=0, description="Then at most this long for requests in flight.")

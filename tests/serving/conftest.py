@@ -112,7 +112,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        return self.proc.stdout.read().decode() if self.proc.stdout else ""
+        if self.proc.stdout is None:
+            return ""
+        with self.proc.stdout:
+            return self.proc.stdout.read().decode()
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +129,27 @@ def servers(home: Path) -> Iterator[dict[str, Server]]:
     finally:
         for s in started.values():
             s.stop()
+
+
+def write_profile(home: Path, customer: int, values: dict[str, float]) -> None:
+    """Write one customer's ``customer_profile`` features through Feast, outside materialization (a push)."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from training.features.store import open_store
+    from zmlops.settings import Settings
+
+    store = open_store(Settings(home=home))
+    frame = pd.DataFrame([{"customer_id": customer, "event_timestamp": dt.datetime.now(dt.UTC), **values}])
+    store.write_to_online_store("customer_profile", frame)
+
+
+def record_materialization(home: Path) -> None:
+    """A Feast materialization of a window with no rows: the registry records it, the store keeps its values."""
+    import datetime as dt
+
+    from training.features.store import materialize
+    from zmlops.settings import Settings
+
+    materialize(Settings(home=home), dt.datetime(2001, 1, 2, tzinfo=dt.UTC), days=1)

@@ -94,14 +94,57 @@ def test_redis_online_store_answers_like_the_local_one_and_degrades(
             read(remote, ids[:2])
         assert remote.names == FEATURES  # Feast's Redis store appends to the list it is given: we pass a copy
 
+        # the feature cache over Redis: Feast's SQL registry records each materialization the cache watches
+        cached = OnlineFeatures(k8s, "customer_profile", FEATURES, timeout=0.2, cache_size=100, label="test")
+        assert read(cached, ids) == got[:-1]
+        assert not cached.watch()  # the first look takes note
+        store.materialize(k8s, store.latest_window_end(k8s))
+        assert cached.watch() and not cached.watch()
+        assert read(cached, ids[:2]) == got[:2]
+
         proc.send_signal(signal.SIGSTOP)  # a store that accepts connections and never answers
         try:
             started = time.perf_counter()
             with pytest.raises(FeatureLookupFailed) as hung:
                 read(remote, ids[:1])
             assert hung.value.reason == "timeout" and time.perf_counter() - started < 2.0
+            assert read(cached, ids[:2]) == got[:2]  # what the cache holds is answered without the store
+            with pytest.raises(FeatureLookupFailed) as partly:
+                read(cached, [ids[5], ids[1]])
+            assert partly.value.cached == {1: got[1]}  # the caller degrades the other one only
         finally:
             proc.send_signal(signal.SIGCONT)
         assert read(remote, ids[:1]) == got[:1]  # answering again
+    finally:
+        loop.close()
+
+
+def test_cached_features_expire_after_feature_cache_seconds(home: Path) -> None:
+    """A write outside materialization (a push) reaches cached customers after at most cache_seconds."""
+    import asyncio
+
+    import pandas as pd
+
+    from inference_services.features import OnlineFeatures
+    from tests.serving.conftest import write_profile
+    from zmlops.settings import Settings
+
+    ids = [int(c) for c in pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet",
+                                           columns=["customer_id"])["customer_id"].unique()[100:102]]
+    ttl = 5.0
+    online = OnlineFeatures(Settings(home=home), "customer_profile", FEATURES, 1.0, cache_size=10, cache_seconds=ttl)
+    loop = asyncio.new_event_loop()
+    try:
+        started = time.monotonic()
+        original, other = loop.run_until_complete(online.lookup(ids))
+        assert original is not None and other is not None and original != other
+        write_profile(home, ids[0], dict(zip(FEATURES, other, strict=True)))
+        try:
+            assert time.monotonic() - started < ttl, "the write took longer than the cache keeps an entry"
+            assert loop.run_until_complete(online.lookup(ids[:1])) == [original]  # still the cached values
+            time.sleep(max(0.0, started + ttl + 0.2 - time.monotonic()))
+            assert loop.run_until_complete(online.lookup(ids[:1])) == [other]  # expired: read again
+        finally:
+            write_profile(home, ids[0], dict(zip(FEATURES, original, strict=True)))
     finally:
         loop.close()

@@ -316,21 +316,25 @@ def _batched_answers_match(server: Server, bodies: list[list[dict[str, Any]]], t
 
 
 def test_online_store_locked_or_gone_degrades_never_fails(servers: dict[str, Server], home: Path) -> None:
+    """The store hung or failing: customers it must be asked about get degraded answers, never an error;
+    those already in the feature cache still get their segment."""
     seg = servers["customer-segmentation"]
-    customer = known_customers(home, 1)[0]
+    cached, locked_out, failed_out = known_customers(home, 200)[-3:]  # asked by no other test
+    known = v1(seg, [{"customer_id": cached}]).json()["predictions"][0]  # now in the feature cache
     db = next((home / "feast").rglob("online*.db"))
     before = metric(seg, "zm_feature_fallbacks_total", reason="timeout")
     lock = sqlite3.connect(db, timeout=1)
     try:
         lock.execute("BEGIN EXCLUSIVE")  # a store that does not answer: every read waits on the lock
-        r = v1(seg, [{"customer_id": customer}])
+        r = v1(seg, [{"customer_id": locked_out}, {"customer_id": cached}])
     finally:
         lock.rollback()
         lock.close()
     assert r.status_code == 200, r.text
-    answer = r.json()["predictions"][0]
+    answer, from_cache = r.json()["predictions"]
     assert answer["degraded"] and not answer["cold_start"] and answer["segment"]
-    assert metric(seg, "zm_feature_fallbacks_total", reason="timeout") == before + 1
+    assert from_cache == known and not from_cache["degraded"]
+    assert metric(seg, "zm_feature_fallbacks_total", reason="timeout") == before + 1  # the one it had to ask
 
     errors = metric(seg, "zm_feature_fallbacks_total", reason="error")
     admin = sqlite3.connect(db)
@@ -339,15 +343,64 @@ def test_online_store_locked_or_gone_degrades_never_fails(servers: dict[str, Ser
     admin.execute(f'ALTER TABLE "{table}" RENAME TO "{table}_away"')  # a store that fails every read
     admin.commit()
     try:
-        r = v1(seg, [{"customer_id": customer}])
+        r = v1(seg, [{"customer_id": failed_out}])
         assert r.status_code == 200 and r.json()["predictions"][0]["degraded"]
         assert metric(seg, "zm_feature_fallbacks_total", reason="error") == errors + 1
     finally:
         admin.execute(f'ALTER TABLE "{table}_away" RENAME TO "{table}"')
         admin.commit()
         admin.close()
-    r = v1(seg, [{"customer_id": customer}])  # and back
+    r = v1(seg, [{"customer_id": failed_out}])  # and back
     assert r.status_code == 200 and not r.json()["predictions"][0]["degraded"]
+
+
+def test_feature_cache_answers_as_the_store_and_is_dropped_when_the_view_is_materialized(
+        servers: dict[str, Server], home: Path, tmp_path: Path) -> None:
+    """Segmentation reads a customer's features once; the answers equal a server that reads the store for
+    every request; a change written outside materialization stays unseen until Feast records a
+    materialization of the view, which the poll loop notices and drops the cache for."""
+    from tests.serving.conftest import record_materialization, write_profile
+    from training.features.build import PROFILE_FEATURES
+
+    seg = servers["customer-segmentation"]
+    direct = Server(seg.family, home, env={"ZM_SERVING__FEATURE_CACHE_SIZE": "0",
+                                          "ZM_REQUEST_LOG_PATH": str(tmp_path / "requests")}).start()
+    customers = known_customers(home, 120)[60:100]  # asked by no other test
+    rows = [{"customer_id": c} for c in customers] + [{"customer_id": 10**12 + 61}]  # unknown, asked nowhere else
+    try:
+        direct.wait_ready()
+        hits, misses = (metric(seg, "zm_feature_cache_requests_total", result=r) for r in ("hit", "miss"))
+        first = v1(seg, rows).json()["predictions"]
+        assert metric(seg, "zm_feature_cache_requests_total", result="miss") == misses + len(rows)
+        assert v1(seg, rows).json()["predictions"] == first == v1(direct, rows).json()["predictions"]
+        assert metric(seg, "zm_feature_cache_requests_total", result="hit") == hits + len(rows)
+        assert metric(direct, "zm_feature_cache_requests_total") == 0  # off: every request read the store
+        assert first[-1]["cold_start"] and not any(p["degraded"] for p in first)
+
+        # one customer gets, outside materialization, the features of a customer in another segment
+        moved = first[0]
+        other = next(p for p in first[1:-1] if p["segment"] != moved["segment"])
+        import asyncio
+
+        from inference_services.features import OnlineFeatures
+        from zmlops.settings import Settings
+
+        read = OnlineFeatures(Settings(home=home), "customer_profile", PROFILE_FEATURES, 1.0)
+        original, elsewhere = asyncio.run(read.lookup([moved["customer_id"], other["customer_id"]]))
+        write_profile(home, moved["customer_id"], dict(zip(PROFILE_FEATURES, elsewhere, strict=True)))
+        try:
+            one = [{"customer_id": moved["customer_id"]}]
+            assert v1(direct, one).json()["predictions"][0]["segment"] == other["segment"]  # the store changed
+            assert v1(seg, one).json()["predictions"][0] == moved  # the cache has not seen it
+            record_materialization(home)
+            seg.wait(lambda: v1(seg, one).json()["predictions"][0]["segment"] == other["segment"], 20,
+                     "answering with the features written before the materialization")
+        finally:
+            write_profile(home, moved["customer_id"], dict(zip(PROFILE_FEATURES, original, strict=True)))
+            record_materialization(home)
+        seg.wait(lambda: v1(seg, one).json()["predictions"][0] == moved, 20, "back to the original features")
+    finally:
+        direct.stop()
 
 
 def test_request_log_has_a_pseudonymised_row_for_every_call(servers: dict[str, Server], home: Path) -> None:
@@ -452,7 +505,7 @@ def test_metrics_count_requests_by_status_with_sub_millisecond_buckets(servers: 
 
 def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
     """The short form of `make bench`'s serving part: every figure present and sane (segmentation: the
-    model with the most servers, its features-in-memory variant included)."""
+    model with the most servers, its variant with every request read from the store included)."""
     from zmlops.bench_serving import bench_serving, feature_read_rows, summary_rows
 
     family = "customer-segmentation"
@@ -461,11 +514,11 @@ def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
     for protocol in ("v1", "v2"):
         runs = entry[protocol]
         assert all(runs[k]["cpu_us_per_request"] > 0 and runs[k]["rps"] > 0 and len(runs[k]["cpu_us_per_slice"]) == 2
-                   for k in ("bare_fastapi", "constant_predictor", "model", "model_features_in_memory"))
+                   for k in ("bare_fastapi", "constant_predictor", "model", "model_store_reads"))
         ratios = runs["ratios"]
         assert all(ratios[k] > 0 for k in ("cpu_vs_bare", "rps_vs_constant", "capacity_vs_constant",
-                                           "rps_vs_constant_features_in_memory"))
-        assert abs(ratios["feature_read_cpu_us"]) < runs["model"]["cpu_us_per_request"]
+                                           "rps_vs_constant_store_reads", "capacity_vs_constant_store_reads"))
+        assert abs(ratios["feature_read_cpu_us"]) < runs["model_store_reads"]["cpu_us_per_request"]
         assert len(ratios["rps_vs_constant_per_round"]) == len(ratios["cpu_vs_bare_per_round"]) == 2
         assert runs["model"]["open_loop_half_max"]["errors"] == 0
         assert 0 < runs["model"]["one_connection"]["p99_ms"] < 1000
@@ -473,37 +526,3 @@ def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
     assert cost["in_process"]["with_us"] > 0 and cost["ratio"] > 0 and cost["end_to_end_ratio"] > 0
     assert entry["cold_start"]["ratio"] > 0
     assert len(summary_rows(result)) == len(feature_read_rows(result)) == 2
-
-
-def test_features_in_memory_variant_answers_like_the_model_without_reading_the_store_again(
-        servers: dict[str, Server], home: Path, tmp_path: Path) -> None:
-    """The benchmark's `--features-in-memory` server: the real model's answers, the store read once per id."""
-    customers = known_customers(home, 20)
-    rows = [{"customer_id": c} for c in customers] + [{"customer_id": 10**12}]
-    memo = Server("customer-segmentation", home, ["--features-in-memory"],
-                  {"ZM_REQUEST_LOG_PATH": str(tmp_path / "requests")}).start()
-    try:
-        memo.wait_ready()
-        first = v1(memo, rows)
-        assert first.status_code == 200, first.text
-        real = v1(servers["customer-segmentation"], rows)
-        assert first.json()["predictions"] == real.json()["predictions"]
-        assert not any(p["degraded"] for p in first.json()["predictions"])
-        assert first.json()["predictions"][-1]["cold_start"]
-        db = next((home / "feast").rglob("online*.db"))
-        lock = sqlite3.connect(db, timeout=1)
-        try:
-            lock.execute("BEGIN EXCLUSIVE")  # the store stops answering: the model server degrades...
-            locked = v1(servers["customer-segmentation"], rows[:1]).json()["predictions"][0]
-            again = v1(memo, rows)  # ...the variant answers every id it has read from memory
-        finally:
-            lock.rollback()
-            lock.close()
-        assert locked["degraded"]
-        assert again.json()["predictions"] == first.json()["predictions"]
-    finally:
-        memo.stop()
-    forecast = Server("demand-forecast", home, ["--features-in-memory"])
-    with pytest.raises(AssertionError, match="reads no online features"):
-        forecast.start()
-    forecast.stop()
