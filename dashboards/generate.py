@@ -147,9 +147,13 @@ def serving_dashboard() -> dash.Dashboard:
         [("zm:request_duration_seconds:p50_5m", "p50 {{model}}"),
          ("zm:request_duration_seconds:p99_5m", "p99 {{model}}")], width=6))
     board = board.with_panel(_series(
-        "Cache hit ratio", "percentunit",
+        "Cache hit ratios", "percentunit",
         [('sum by (model) (rate(zm_cache_requests_total{result="hit"}[$__rate_interval]))\n/\n'
-          "sum by (model) (rate(zm_cache_requests_total[$__rate_interval]))", "{{model}}")], width=6))
+          "sum by (model) (rate(zm_cache_requests_total[$__rate_interval]))", "answers {{model}}"),
+         ('sum by (model) (rate(zm_feature_cache_requests_total{result="hit"}[$__rate_interval]))\n/\n'
+          "sum by (model) (rate(zm_feature_cache_requests_total[$__rate_interval]))", "online features {{model}}")],
+        width=6, description="Prediction cache (forecasts, recommendations) and online-feature cache (segmentation; "
+        "dropped when the features are materialized again)."))
     board = board.with_panel(_series(
         "Feature fallbacks/s by reason", "reqps",
         [("sum by (model, reason) (rate(zm_feature_fallbacks_total[$__rate_interval]))", "{{model}} {{reason}}")],

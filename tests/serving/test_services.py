@@ -521,6 +521,7 @@ def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
         assert abs(ratios["feature_read_cpu_us"]) < runs["model_store_reads"]["cpu_us_per_request"]
         assert len(ratios["rps_vs_constant_per_round"]) == len(ratios["cpu_vs_bare_per_round"]) == 2
         assert runs["model"]["open_loop_half_max"]["errors"] == 0
+        assert len(runs["model"]["open_loop_half_max"]["p99_ms_per_run"]) == 2  # min(3, rounds) runs, each kept
         assert 0 < runs["model"]["one_connection"]["p99_ms"] < 1000
     cost = entry["metrics_cpu_overhead"]
     assert cost["in_process"]["with_us"] > 0 and cost["ratio"] > 0 and cost["end_to_end_ratio"] > 0
