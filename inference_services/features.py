@@ -140,8 +140,9 @@ class OnlineFeatures:
         self._cache = self._new_cache()
         self._mark: tuple[int, str | None] | None = None
         self._registry: Any = None  # a FeatureStore of the poll thread's own, for the registry
-        self._hits = metrics.child(metrics.FEATURE_CACHE, label, "hit")
-        self._misses = metrics.child(metrics.FEATURE_CACHE, label, "miss")
+        if self._cache is not None:  # no series for a lookup without a cache
+            self._hits = metrics.child(metrics.FEATURE_CACHE, label, "hit")
+            self._misses = metrics.child(metrics.FEATURE_CACHE, label, "miss")
         self._reader: _Reader | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
