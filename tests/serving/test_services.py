@@ -359,8 +359,12 @@ def test_feature_cache_answers_as_the_store_and_is_dropped_when_the_view_is_mate
     """Segmentation reads a customer's features once; the answers equal a server that reads the store for
     every request; a change written outside materialization stays unseen until Feast records a
     materialization of the view, which the poll loop notices and drops the cache for."""
+    import asyncio
+
+    from inference_services.features import OnlineFeatures
     from tests.serving.conftest import record_materialization, write_profile
     from training.features.build import PROFILE_FEATURES
+    from zmlops.settings import Settings
 
     seg = servers["customer-segmentation"]
     direct = Server(seg.family, home, env={"ZM_SERVING__FEATURE_CACHE_SIZE": "0",
@@ -380,11 +384,6 @@ def test_feature_cache_answers_as_the_store_and_is_dropped_when_the_view_is_mate
         # one customer gets, outside materialization, the features of a customer in another segment
         moved = first[0]
         other = next(p for p in first[1:-1] if p["segment"] != moved["segment"])
-        import asyncio
-
-        from inference_services.features import OnlineFeatures
-        from zmlops.settings import Settings
-
         read = OnlineFeatures(Settings(home=home), "customer_profile", PROFILE_FEATURES, 1.0)
         original, elsewhere = asyncio.run(read.lookup([moved["customer_id"], other["customer_id"]]))
         write_profile(home, moved["customer_id"], dict(zip(PROFILE_FEATURES, elsewhere, strict=True)))
