@@ -381,3 +381,53 @@ def test_the_rollout_role_grants_only_what_the_canary_needs() -> None:
     assert not kinds(docs, "ClusterRole") and not kinds(docs, "ClusterRoleBinding")
     config = next(d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"] == "zm-config")["data"]
     assert config["ZM_ROLLOUT__NAMESPACE"] == NAMESPACE and config["ZM_ROLLOUT__PROMETHEUS_URL"].startswith("http")
+
+
+def _settings_fields() -> dict[str, set[str]]:
+    """Field names of zmlops.settings: "" for the top level, else the nested section's name (read with ast:
+    the delivery environment does not install the project)."""
+    tree = ast.parse((ROOT / "zmlops" / "settings.py").read_text())
+    classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
+
+    def fields(cls: ast.ClassDef) -> dict[str, str]:
+        return {n.target.id: ast.unparse(n.annotation) for n in cls.body
+                if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+
+    top = fields(classes["Settings"])
+    out = {"": set(top)}
+    for name, annotation in top.items():
+        if annotation in classes:
+            out[name] = set(fields(classes[annotation]))
+    return out
+
+
+def test_every_zm_variable_the_chart_sets_is_a_setting() -> None:
+    """A misspelt ZM_* name would be ignored by pydantic-settings (extra="ignore"): the pod would run on defaults.
+    The feature server runs `feast serve` on feature_store.k8s.yaml, whose ${ZM_...} placeholders Feast fills."""
+    import re
+
+    known = _settings_fields()
+    placeholders = set(re.findall(r"\$\{(ZM_\w+)\}", (ROOT / "feature_repo" / "feature_store.k8s.yaml").read_text()))
+    assert placeholders, "feature_store.k8s.yaml has no ${ZM_...} placeholders any more"
+    assert {"serving", "rollout", "monitoring"} <= set(known)
+    names = set()
+    for doc in rendered("production"):
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "zm-config":
+            names |= set(doc["data"])
+        if doc["kind"] in WORKLOADS:
+            names |= {e["name"] for c in pod_spec(doc)["containers"] for e in c.get("env", [])}
+    settings = sorted(n for n in names if n.startswith("ZM_"))
+    assert "ZM_SERVING__FEATURE_CACHE_SIZE" in settings
+    for name in set(settings) - placeholders:
+        section, _, field = name.removeprefix("ZM_").lower().rpartition("__")
+        assert field in known.get(section, set()), f"{name} is not a field of zmlops.settings"
+
+
+def test_feature_settings_reach_the_predictors_as_numbers_pydantic_reads() -> None:
+    config = next(d for d in render({"inference": {"features": {"cacheSize": 2000000, "cacheSeconds": 60,
+                                                                 "timeoutMs": 20}}})
+                  if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "zm-config")["data"]
+    assert config["ZM_SERVING__FEATURE_CACHE_SIZE"] == "2000000"  # not Go's 2e+06, which an int field refuses
+    assert config["ZM_SERVING__FEATURE_CACHE_SECONDS"] == "60" and config["ZM_SERVING__FEATURE_TIMEOUT_MS"] == "20"
+    with pytest.raises(Exception, match="cacheSize"):
+        render({"inference": {"features": {"cacheSize": -1}}})
