@@ -92,11 +92,11 @@ class SegmentationService(ServedModel):
 
         try:
             self.online.lookup_now([0])
-            self.online.watch()  # the view's materialization record, against which later looks compare
         except Exception as error:  # noqa: BLE001 - the store may be down now and up later
             logging.getLogger("zmlops.serving").warning("%s: online store not reachable yet: %s", self.family, error)
 
     def watch_inputs(self) -> None:
+        """The poll loop's look at the feature view (its first, right after loading, takes note)."""
         import logging
 
         if self.online.watch():
