@@ -76,10 +76,11 @@ def test_recommenders_filter_bought_items_and_fall_back(clean: pd.DataFrame) -> 
 def test_batch_ranking_equals_implicits_filtered_recommend(clean: pd.DataFrame) -> None:
     """The served ALS path (one product for the whole batch, bought products masked) ranks exactly as
     implicit's own ``recommend(filter_already_liked_items=True)``, in batches of any size and for
-    a user who bought almost everything."""
+    a user who bought almost everything, with the purchases masked from packed bits (the default)
+    and slice by slice (above the bits' memory bound)."""
     import scipy.sparse as sp
 
-    from training.models.recommendation import top_unbought
+    from training.models.recommendation import bought_bits, top_unbought
 
     pairs = interactions(clean)
     model = ALSRecommender(factors=8, iterations=3).fit(pairs)
@@ -89,9 +90,16 @@ def test_batch_ranking_equals_implicits_filtered_recommend(clean: pd.DataFrame) 
         theirs, _ = model.model_.recommend(users, model.matrix_[users], N=k, filter_already_liked_items=True)
         assert (ours == np.asarray(theirs)).all()
         assert (model._warm(users[:1], k) == ours[:1]).all()  # one row alone = the same row in a batch
-    scores = np.array([[0.9, 0.1, 0.5, 0.7], [0.2, 0.4, 0.3, 0.1]])
-    bought = sp.csr_matrix(np.array([[1, 0, 1, 1], [0, 0, 0, 0]]))  # user 0 bought all but product 1
-    assert top_unbought(scores, bought, np.array([0, 1]), 3).tolist() == [[1, -1, -1], [1, 2, 0]]
+        scores = model.model_.user_factors[users] @ model.model_.item_factors.T
+        assert (top_unbought(scores, model.matrix_, users, k) == ours).all()  # no bits: slice by slice
+    assert model.__dict__["_bought_bits"].size  # the served path used the bits
+    scores = np.array([[0.9, 0.1, 0.5, 0.7, 0.6, 0.2, 0.3, 0.8, 0.05], [0.2, 0.4, 0.3, 0.1, 0, 0, 0, 0, 0]])
+    bought = sp.csr_matrix(np.array([[1, 0, 1, 1, 1, 1, 1, 1, 1], [0] * 9]))  # user 0 bought all but product 1
+    expected = [[1, -1, -1], [1, 2, 0]]
+    users = np.array([0, 1])
+    assert top_unbought(scores, bought, users, 3).tolist() == expected
+    assert top_unbought(scores, bought, users, 3, bits=bought_bits(bought)).tolist() == expected
+    assert bought_bits(bought, max_bytes=3).size == 0  # 2 users x 2 bytes: above the bound, no bits
 
 
 def test_an_extract_cut_mid_week_loses_its_partial_last_week(clean: pd.DataFrame) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "ItemKNNRecommender",
     "interactions",
     "top_unbought",
+    "bought_bits",
     "time_split",
     "evaluate_recommender",
 ]
@@ -56,7 +57,7 @@ class _Base(DerivedLookups, BaseEstimator):  # type: ignore[misc]
     """Index of customers and products, purchase matrix, popularity and the cold-start lists."""
 
     min_orders: int = 1
-    _DERIVED = ("_position", "_codes", "_item_factors_t")  # serving's lookups (DerivedLookups)
+    _DERIVED = ("_position", "_codes", "_item_factors_t", "_bought_bits")  # serving's lookups (DerivedLookups)
 
     def _fit_index(self, X: pd.DataFrame, recent: pd.Series | None = None) -> sp.csr_matrix:
         self.forget_derived()
@@ -218,31 +219,58 @@ class ALSRecommender(_Base):
         # the item factors transposed into their own contiguous array, once: multiplying by the
         # transposed view costs about 5x more per call here (16 us against 3 us for 3 users)
         items_t = self.derived("_item_factors_t", lambda: np.ascontiguousarray(self.model_.item_factors.T))
+        bits = self.derived("_bought_bits", lambda: bought_bits(self.matrix_))
         with _one_blas_thread():
             scores = self.model_.user_factors[users] @ items_t
-        return top_unbought(scores, self.matrix_, users, k, copy=False)  # a fresh array: masked in place
+        return top_unbought(scores, self.matrix_, users, k, copy=False, bits=bits if bits.size else None)
+
+
+BOUGHT_BITS_MAX_BYTES = 64 * 2**20
+
+
+def bought_bits(bought: sp.csr_matrix, max_bytes: int = BOUGHT_BITS_MAX_BYTES) -> np.ndarray:
+    """The purchase matrix as one bit per (user, product), rows packed with ``np.packbits``, for
+    :func:`top_unbought`'s mask; an empty array when that would take more than ``max_bytes``
+    (users x products / 8: 3 MB for Online Retail II's 5,900 customers and 4,600 products)."""
+    n_users, n_items = bought.shape
+    width = (n_items + 7) // 8
+    if n_users * width > max_bytes:
+        return np.zeros((0, 0), np.uint8)
+    out = np.empty((n_users, width), np.uint8)
+    step = max(1, 2**24 // max(n_items, 1))  # a dense slice of 16 MB at most while packing
+    for start in range(0, n_users, step):
+        part = bought[start : start + step]
+        dense = np.zeros(part.shape, bool)  # every stored entry is a purchase, as in the per-user mask
+        dense[np.repeat(np.arange(part.shape[0]), np.diff(part.indptr)), part.indices] = True
+        out[start : start + step] = np.packbits(dense, axis=1)
+    return out
 
 
 def top_unbought(scores: np.ndarray, bought: sp.csr_matrix, users: np.ndarray, k: int,
-                 copy: bool = True) -> np.ndarray:
+                 copy: bool = True, bits: np.ndarray | None = None) -> np.ndarray:
     """Per row of ``scores`` (users x products), the ``k`` best products the user has no purchase of
     in ``bought``, best first; -1 pads rows with fewer than ``k`` such products. Bought products are set
-    to -inf in ``scores`` itself when ``copy`` is False."""
+    to -inf in ``scores`` itself when ``copy`` is False.
+
+    ``bits`` (:func:`bought_bits` of ``bought``) masks the batch in three numpy calls; without it the
+    mask is set one user's slice of ``bought`` at a time (two numpy calls a user). Served batches
+    are small, so the number of numpy calls is what they cost: 34 against 54 us for 8 users of 600
+    products in a ``timeit`` loop, about twice both in a busy server."""
     if copy:
         scores = np.array(scores)
-    indptr, indices = bought.indptr, bought.indices
-    most = 0  # the most products one of these users bought
-    for row, user in enumerate(users.tolist()):  # one slice a user (cheaper than a vectorised gather here)
-        start, end = int(indptr[user]), int(indptr[user + 1])
-        scores[row, indices[start:end]] = -np.inf
-        most = max(most, end - start)
+    if bits is not None:
+        np.putmask(scores, np.unpackbits(bits[users], axis=1, count=scores.shape[1]).view(bool), -np.inf)
+    else:
+        indptr, indices = bought.indptr, bought.indices
+        for row, user in enumerate(users.tolist()):
+            scores[row, indices[int(indptr[user]) : int(indptr[user + 1])]] = -np.inf
     k = min(k, scores.shape[1])
     rows = np.arange(len(users))[:, None]  # fancy indexing: numpy's take_along_axis costs more per call
     best = np.argpartition(scores, -k, axis=1)[:, -k:]
     best_scores = scores[rows, best]
     order = np.argsort(-best_scores, axis=1, kind="stable")
     top = best[rows, order]
-    if most > scores.shape[1] - k:  # someone bought nearly everything: pad with -1
+    if len(users) and best_scores.min() == -np.inf:  # someone bought nearly everything: pad with -1
         top[best_scores[rows, order] == -np.inf] = -1
     return top
 
