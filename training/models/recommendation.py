@@ -231,7 +231,7 @@ BOUGHT_BITS_MAX_BYTES = 64 * 2**20
 def bought_bits(bought: sp.csr_matrix, max_bytes: int = BOUGHT_BITS_MAX_BYTES) -> np.ndarray:
     """The purchase matrix as one bit per (user, product), rows packed with ``np.packbits``, for
     :func:`top_unbought`'s mask; an empty array when that would take more than ``max_bytes``
-    (users x products / 8: 3 MB for Online Retail II's 5,900 customers and 4,600 products)."""
+    (users x products / 8: 2.2 MB for the 4,312 customers and 4,017 products of Online Retail II 2009-2010)."""
     n_users, n_items = bought.shape
     width = (n_items + 7) // 8
     if n_users * width > max_bytes:
