@@ -283,6 +283,12 @@ def _prepare_home(home: Path) -> None:
         subprocess.run([str(PIPELINES_ZM), *argv], env=env, check=True, capture_output=True)
 
 
+def server_env(home: Path) -> dict[str, str]:
+    """The benchmark servers' environment: one BLAS thread, no registry polling, the prediction cache off."""
+    return {**os.environ, "ZM_HOME": str(home), "OPENBLAS_NUM_THREADS": "1", "ZM_SERVING__POLL_SECONDS": "0",
+            "ZM_SERVING__CACHE_SIZE": "0"}
+
+
 def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
@@ -334,8 +340,7 @@ def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = Non
     home = home.resolve()
     console.print(f"serving: preparing models under {home} ...")
     _prepare_home(home)
-    env = {**os.environ, "ZM_HOME": str(home), "OPENBLAS_NUM_THREADS": "1", "ZM_SERVING__POLL_SECONDS": "0",
-           "ZM_SERVING__CACHE_SIZE": "0"}
+    env = server_env(home)
     customers = [int(c) for c in pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet",
                                                  columns=["customer_id"])["customer_id"].unique()[:500]]
     categories = sorted(pd.read_parquet(home / "feast" / "sources" / "category_week_features.parquet",

@@ -164,13 +164,13 @@ def test_lookups_derived_for_serving_follow_a_refit_and_stay_out_of_the_pickle(c
     model = ALSRecommender(factors=8, iterations=3)
     probe = [int(second["customer_id"].iloc[0])]
     model.fit(first).recommend([int(first["customer_id"].iloc[0])], k=5)  # derived from the first fit
-    assert {"_position", "_item_factors_t"} <= set(model.__dict__)
+    assert {"_position", "_item_factors_t", "_bought_bits"} <= set(model.__dict__)
     model.fit(second)
     fresh = ALSRecommender(factors=8, iterations=3).fit(second)
     assert model.recommend(probe, k=5) == fresh.recommend(probe, k=5)
     assert not model.recommend(probe, k=5)[0][1]  # known after the refit: not a cold start
     state = pickle.loads(pickle.dumps(model)).__dict__
-    assert not {"_position", "_codes", "_item_factors_t"} & set(state)
+    assert not {"_position", "_codes", "_item_factors_t", "_bought_bits"} & set(state)
 
     feats = customer_features(clean)
     feats = feats[feats["event_timestamp"] == feats["event_timestamp"].max()]
