@@ -279,7 +279,7 @@ def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | N
     if quick:
         console.print("serving: skipped with --quick (tests/serving runs a short form)")
         return None
-    from zmlops.bench_serving import bench_serving, feature_read_rows, summary_rows
+    from zmlops.bench_serving import bench_serving, summary_rows, variant_rows
 
     serving = bench_serving(get_settings().home / "serving", families=models)
     table(
@@ -289,13 +289,14 @@ def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | N
          "ratio (>= 0.8; CPU capacity)", "p99 ms 1 conn (<= 5)", "p99 ms open loop (<= 25)"],
         summary_rows(serving),
     )
-    reads = feature_read_rows(serving)
-    if reads:
+    moved = variant_rows(serving)
+    if moved:
         table(
-            "serving: throughput vs (b) with the feature cache (default) and with every request reading the store",
-            ["model", "protocol", "feature cache: rps vs (b) (CPU capacity)", "store reads: rps vs (b) (CPU capacity)",
-             "CPU us of the reads / request"],
-            reads,
+            "serving: throughput vs (b) as served (default) and with the work it moves out of the request done "
+            "per request",
+            ["model", "protocol", "served / per request", "served: rps vs (b) (CPU capacity)",
+             "per request: rps vs (b) (CPU capacity)", "extra CPU us / request CPU us"],
+            moved,
         )
     table(
         "serving: metrics cost and cold start",

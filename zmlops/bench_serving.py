@@ -5,11 +5,13 @@ Per model and protocol (V1, V2), single-row requests with rotating keys, predict
 - (a) a bare uvicorn/FastAPI endpoint returning a constant: the ceiling of the HTTP stack;
 - (b) the same predictor class with ``--constant``: validation, batching, request log and
   metrics, answers of the real shape, but no model work (one fixed answer);
-- the real model as served by default (every request does the model's work; segmentation
-  reads its features through the online-feature cache, ``serving.feature_cache_size``);
-- for a model that reads the online store while answering (segmentation), the real model
-  again with the feature cache off: every request reads Feast's online store, which measures
-  what the store's reads cost against everything else the model does.
+- the real model as served by default (segmentation reads its features through the
+  online-feature cache, ``serving.feature_cache_size``; recommendation answers known customers
+  from the ranking table computed when the version loads, ``serving.ranking_table_mb``);
+- for a model whose default serving moves work out of the request, the real model again
+  without it (``VARIANTS``): segmentation with the feature cache off, every request reading
+  Feast's online store; recommendation without its ranking table, every request scoring the
+  ALS factors. Each measures what the moved work would cost a request.
 
 This machine's speed drifts by 20-40% within a minute (other tenants of the host), far more
 than the differences measured, so the servers run side by side and are loaded in short
@@ -322,9 +324,14 @@ def _ratios(a: list[dict[str, float]], b: list[dict[str, float]], key: str) -> l
     return [x[key] / y[key] for x, y in zip(a, b, strict=True)]
 
 
-# Families whose service reads Feast's online store while answering: they get a fourth server with
-# the feature cache off (ZM_SERVING__FEATURE_CACHE_SIZE=0), every request read from the store.
-READS_ONLINE_FEATURES = ("customer-segmentation",)
+# Families whose default serving keeps work out of the request get a fourth server without it:
+# (suffix of its figures, what that server's settings change, what its rows are called in reports).
+VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
+    "customer-segmentation": ("store_reads", {"ZM_SERVING__FEATURE_CACHE_SIZE": "0"},
+                              "feature cache / a store read per request"),
+    "product-recommendation": ("scored_per_request", {"ZM_SERVING__RANKING_TABLE_MB": "0"},
+                               "ranking table / the factors scored per request"),
+}
 
 
 def _start(family: str, env: dict[str, str], *args: str) -> Proc:
@@ -363,8 +370,9 @@ def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = Non
                 port = _port()
                 servers = {"bare_fastapi": Proc([str(SERVING_PY), str(bare_script), str(port)], env, port),
                            "constant_predictor": _start(family, env, "--constant"), "model": _start(family, env)}
-                if family in READS_ONLINE_FEATURES:
-                    servers["model_store_reads"] = _start(family, {**env, "ZM_SERVING__FEATURE_CACHE_SIZE": "0"})
+                if family in VARIANTS:
+                    suffix, changes, _ = VARIANTS[family]
+                    servers[f"model_{suffix}"] = _start(family, {**env, **changes})
                 try:
                     servers["bare_fastapi"].wait_ready("/v2/health/ready")
                     for name in servers:
@@ -382,15 +390,16 @@ def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = Non
                         "cpu_vs_bare_per_round": [round(x, 3) for x in _ratios(
                             slices["model"], slices["bare_fastapi"], "cpu_us_per_request")],
                     }
-                    if "model_store_reads" in slices:
-                        reads = slices["model_store_reads"]
-                        runs["ratios"]["rps_vs_constant_store_reads"] = _per_round(
-                            reads, slices["constant_predictor"], "rps")
-                        runs["ratios"]["capacity_vs_constant_store_reads"] = _per_round(
-                            slices["constant_predictor"], reads, "cpu_us_per_request")
-                        runs["ratios"]["feature_read_cpu_us"] = _median(
-                            [r["cpu_us_per_request"] - m["cpu_us_per_request"]
-                             for r, m in zip(reads, slices["model"], strict=True)])
+                    if family in VARIANTS:
+                        suffix = VARIANTS[family][0]
+                        other = slices[f"model_{suffix}"]
+                        runs["ratios"][f"rps_vs_constant_{suffix}"] = _per_round(
+                            other, slices["constant_predictor"], "rps")
+                        runs["ratios"][f"capacity_vs_constant_{suffix}"] = _per_round(
+                            slices["constant_predictor"], other, "cpu_us_per_request")
+                        runs["ratios"][f"extra_cpu_us_{suffix}"] = _median(
+                            [o["cpu_us_per_request"] - m["cpu_us_per_request"]
+                             for o, m in zip(other, slices["model"], strict=True)])
                     model = servers["model"]
                     url = f"http://127.0.0.1:{model.port}{path}"
                     one = _wrk(url, bodies, lua, 1, max(3, seconds + 1))
@@ -472,19 +481,20 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def feature_read_rows(results: dict[str, Any]) -> list[list[Any]]:
-    """Per model that reads the online store: against (b) with the feature cache and with every read from the store."""
+def variant_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """Per model with a fourth server (``VARIANTS``): against (b) as served and without the moved work."""
     rows = []
     for family, entry in results["models"].items():
+        if family not in VARIANTS:
+            continue
+        suffix, _, label = VARIANTS[family]
         for protocol in ("v1", "v2"):
             r = entry[protocol]
-            if "model_store_reads" not in r:
-                continue
             ratios = r["ratios"]
-            cached = f"{ratios['rps_vs_constant']:.2f} ({ratios['capacity_vs_constant']:.2f})"
-            reads = f"{ratios['rps_vs_constant_store_reads']:.2f} ({ratios['capacity_vs_constant_store_reads']:.2f})"
-            rows.append([family, protocol, cached, reads,
-                         f"{ratios['feature_read_cpu_us']:.0f} / {r['model_store_reads']['cpu_us_per_request']:.0f}"])
+            served = f"{ratios['rps_vs_constant']:.2f} ({ratios['capacity_vs_constant']:.2f})"
+            other = f"{ratios[f'rps_vs_constant_{suffix}']:.2f} ({ratios[f'capacity_vs_constant_{suffix}']:.2f})"
+            rows.append([family, protocol, label, served, other,
+                         f"{ratios[f'extra_cpu_us_{suffix}']:.0f} / {r[f'model_{suffix}']['cpu_us_per_request']:.0f}"])
     return rows
 
 

@@ -10,9 +10,11 @@ figures. It uses the benchmark's registry (``.zm/bench``, trained on first use) 
   memory bound, and the only one before them), and its parts with the alternatives that were
   tried (the product as ``einsum``; top-k through ``np.partition`` and a threshold).
 - ``servers``: the benchmark's interleaved closed-loop slices against three servers of the same
-  class: (b) ``--constant``, the model with ``recommend`` timed inside it, and the model answering
-  from a memo of its own answers (validation, batching, result building, log and metrics, no ALS
-  call). CPU per request, capacity against (b), ``recommend``'s time per call in the loaded
+  class, all without the ranking table (``serving.ranking_table_mb`` 0: the path that scores the
+  factors per request, which the table replaced for known customers): (b) ``--constant``, the
+  model with ``recommend`` timed inside it, and the model answering from a memo of its own
+  answers (validation, batching, result building, log and metrics, no ALS call). CPU per
+  request, capacity against (b), ``recommend``'s time per call in the loaded
   server, and the host's steal time over the run.
 
 The two server variants run this module with ``--serve`` in the serving environment.
@@ -93,7 +95,7 @@ def servers(home: Path, protocol: str, rounds: int, seconds: int = 2) -> dict[st
 
     from zmlops import bench_serving as bs
 
-    env = bs.server_env(home)
+    env = {**bs.server_env(home), "ZM_SERVING__RANKING_TABLE_MB": "0"}  # score per request
     customers = [int(c) for c in pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet",
                                                  columns=["customer_id"])["customer_id"].unique()[:500]]
     work = Path(tempfile.mkdtemp(prefix="zm-probe-"))

@@ -68,6 +68,9 @@ class ServingSettings(BaseModel):
                                     "(LRU; 0: read the store for every request).")
     feature_cache_seconds: float = Field(300.0, gt=0, description="Cached online features at most this old; all "
                                          "dropped when the view is materialized again (seen every poll_seconds).")
+    ranking_table_mb: int = Field(64, ge=0, description="product-recommendation: at load, rank every known "
+                                  "customer's top 100 into a table of at most this size and answer from it "
+                                  "(0, or a larger table: score the factors per request).")
     poll_seconds: float = Field(10.0, ge=0, description="How often to look for a new version behind the alias.")
     drain_seconds: float = Field(0.0, ge=0, description="After SIGTERM: readiness false, then wait this long.")
     grace_seconds: int = Field(20, ge=0, description="Then at most this long for requests in flight.")

@@ -402,6 +402,36 @@ def test_feature_cache_answers_as_the_store_and_is_dropped_when_the_view_is_mate
         direct.stop()
 
 
+def test_the_ranking_table_answers_as_scoring_per_request(servers: dict[str, Server], home: Path,
+                                                        tmp_path: Path) -> None:
+    """Recommendation answers known customers from the table ranked at load (the default); a server
+    without it (serving.ranking_table_mb 0) scores the factors per request and answers the same."""
+    from inference_services.recommendation import RecommendationService
+    from zmlops.settings import Settings
+
+    for size, built in ((64, True), (0, False)):
+        service = RecommendationService(Settings(home=home, request_log_path=tmp_path / "in-process",
+                                                 serving={"ranking_table_mb": size, "instrument": False}))
+        assert service.load() and service.state is not None
+        assert service.state.index["ranking_table"] is built
+        assert ("_ranking" in service.state.estimator.__dict__) is built
+        service.stop()
+    rec = servers["product-recommendation"]
+    scored = Server(rec.family, home, env={"ZM_SERVING__RANKING_TABLE_MB": "0",
+                                           "ZM_REQUEST_LOG_PATH": str(tmp_path / "requests")}).start()
+    customers = known_customers(home, 200)[100:160]  # asked by no other test: not in the cache
+    rows = [{"customer_id": c, "k": 1 + i % 12} for i, c in enumerate(customers)]
+    rows += [{"customer_id": customers[0], "k": 100}, {"customer_id": 10**12 + 7, "k": 4, "country": "France"}]
+    try:
+        scored.wait_ready()
+        answers = v1(rec, rows).json()["predictions"]
+        assert answers == v1(scored, rows).json()["predictions"]
+        assert [len(a["items"]) for a in answers[:-2]] == [r["k"] for r in rows[:-2]]
+        assert [a["cold_start"] for a in answers] == [False] * (len(rows) - 1) + [True]
+    finally:
+        scored.stop()
+
+
 def test_request_log_has_a_pseudonymised_row_for_every_call(servers: dict[str, Server], home: Path) -> None:
     rec = servers["product-recommendation"]
     customer = known_customers(home, 1)[0]
@@ -505,7 +535,7 @@ def test_metrics_count_requests_by_status_with_sub_millisecond_buckets(servers: 
 def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
     """The short form of `make bench`'s serving part: every figure present and sane (segmentation: the
     model with the most servers, its variant with every request read from the store included)."""
-    from zmlops.bench_serving import bench_serving, feature_read_rows, summary_rows
+    from zmlops.bench_serving import bench_serving, summary_rows, variant_rows
 
     family = "customer-segmentation"
     result = bench_serving(home, seconds=1, families=[family], rounds=2)
@@ -517,7 +547,7 @@ def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
         ratios = runs["ratios"]
         assert all(ratios[k] > 0 for k in ("cpu_vs_bare", "rps_vs_constant", "capacity_vs_constant",
                                            "rps_vs_constant_store_reads", "capacity_vs_constant_store_reads"))
-        assert abs(ratios["feature_read_cpu_us"]) < runs["model_store_reads"]["cpu_us_per_request"]
+        assert abs(ratios["extra_cpu_us_store_reads"]) < runs["model_store_reads"]["cpu_us_per_request"]
         assert len(ratios["rps_vs_constant_per_round"]) == len(ratios["cpu_vs_bare_per_round"]) == 2
         assert runs["model"]["open_loop_half_max"]["errors"] == 0
         assert len(runs["model"]["open_loop_half_max"]["p99_ms_per_run"]) == 2  # min(3, rounds) runs, each kept
@@ -525,4 +555,4 @@ def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
     cost = entry["metrics_cpu_overhead"]
     assert cost["in_process"]["with_us"] > 0 and cost["ratio"] > 0 and cost["end_to_end_ratio"] > 0
     assert entry["cold_start"]["ratio"] > 0
-    assert len(summary_rows(result)) == len(feature_read_rows(result)) == 2
+    assert len(summary_rows(result)) == len(variant_rows(result)) == 2

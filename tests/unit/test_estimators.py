@@ -102,6 +102,34 @@ def test_batch_ranking_equals_implicits_filtered_recommend(clean: pd.DataFrame) 
     assert bought_bits(bought, max_bytes=3).size == 0  # 2 users x 2 bytes: above the bound, no bits
 
 
+def test_the_ranking_table_answers_as_scoring_per_request(clean: pd.DataFrame) -> None:
+    """``rank_all`` (what the recommendation server builds at load) answers every known customer
+    exactly as scoring the factors per request, for any k up to its depth and beyond it, and keeps
+    nothing when the table would exceed its bound."""
+    pairs = interactions(clean)
+    model = ALSRecommender(factors=8, iterations=3).fit(pairs)
+    fresh = ALSRecommender(factors=8, iterations=3).fit(pairs)  # no table: scores per request
+    customers = model.customers_.tolist()
+    n_users, n_items = model.matrix_.shape
+    assert not model.rank_all(20, max_bytes=n_users * 20 * 2 - 1)  # int16 ids: one byte short
+    assert "_ranking" not in model.__dict__
+    assert model.rank_all(20, max_bytes=n_users * 20 * 2)
+    table = model.__dict__["_ranking"]
+    assert table.shape == (n_users, 20) and table.dtype == np.int16
+    users = np.arange(n_users)
+    for k in (1, 7, 20):
+        assert (table[users, :k] == fresh._warm(users, k)).all()
+    for k in (1, 7, 20, 25):  # 25: deeper than the table, scored per request
+        assert model.recommend(customers + [-5], k) == fresh.recommend(customers + [-5], k)
+    model.__dict__["_ranking"] = np.full_like(table, 0)  # answers must come from the table up to its depth
+    assert model.recommend(customers[:1], 3)[0][0] == [str(model.items_[0])] * 3
+    assert model.recommend(customers[:1], 25) == fresh.recommend(customers[:1], 25)
+    pop = PopularityRecommender().fit(pairs)
+    assert pop.rank_all(n_items + 5, max_bytes=2**30)  # deeper than the catalogue: the whole catalogue
+    assert pop.__dict__["_ranking"].shape == (n_users, n_items)
+    assert pop.recommend(customers, n_items + 5) == PopularityRecommender().fit(pairs).recommend(customers, n_items + 5)
+
+
 def test_an_extract_cut_mid_week_loses_its_partial_last_week(clean: pd.DataFrame) -> None:
     from training.features.build import complete_weeks
 
@@ -164,13 +192,14 @@ def test_lookups_derived_for_serving_follow_a_refit_and_stay_out_of_the_pickle(c
     model = ALSRecommender(factors=8, iterations=3)
     probe = [int(second["customer_id"].iloc[0])]
     model.fit(first).recommend([int(first["customer_id"].iloc[0])], k=5)  # derived from the first fit
-    assert {"_position", "_item_factors_t", "_bought_bits"} <= set(model.__dict__)
+    assert model.rank_all(10, 2**20)
+    assert {"_position", "_item_factors_t", "_bought_bits", "_ranking"} <= set(model.__dict__)
     model.fit(second)
     fresh = ALSRecommender(factors=8, iterations=3).fit(second)
     assert model.recommend(probe, k=5) == fresh.recommend(probe, k=5)
     assert not model.recommend(probe, k=5)[0][1]  # known after the refit: not a cold start
     state = pickle.loads(pickle.dumps(model)).__dict__
-    assert not {"_position", "_codes", "_item_factors_t", "_bought_bits"} & set(state)
+    assert not {"_position", "_codes", "_item_factors_t", "_bought_bits", "_ranking"} & set(state)
 
     feats = customer_features(clean)
     feats = feats[feats["event_timestamp"] == feats["event_timestamp"].max()]

@@ -57,7 +57,8 @@ class _Base(DerivedLookups, BaseEstimator):  # type: ignore[misc]
     """Index of customers and products, purchase matrix, popularity and the cold-start lists."""
 
     min_orders: int = 1
-    _DERIVED = ("_position", "_codes", "_item_factors_t", "_bought_bits")  # serving's lookups (DerivedLookups)
+    # serving's lookups (DerivedLookups): built on first use or at load, per fit, never pickled
+    _DERIVED = ("_position", "_codes", "_item_factors_t", "_bought_bits", "_ranking")
 
     def _fit_index(self, X: pd.DataFrame, recent: pd.Series | None = None) -> sp.csr_matrix:
         self.forget_derived()
@@ -102,6 +103,30 @@ class _Base(DerivedLookups, BaseEstimator):  # type: ignore[misc]
     def _warm(self, users: np.ndarray, k: int) -> np.ndarray:
         raise NotImplementedError
 
+    def rank_all(self, depth: int, max_bytes: int) -> bool:
+        """Rank every customer's top ``depth`` products once, into a table :meth:`recommend` then
+        answers ``k <= depth`` from: the same answers (rows of :meth:`_warm`), the scoring moved
+        from the request to the load. Kept among the derived lookups, so per fit and never
+        pickled. Returns False, and keeps nothing, when the table (customers x depth, int16 ids
+        while the catalogue allows) would take more than ``max_bytes``: 0.9 MB at depth 100 for
+        Online Retail II 2009-2010's 4,312 customers, 20 MB for 100,000."""
+        n_users, n_items = self.matrix_.shape
+        depth = max(1, min(depth, n_items))
+        dtype = np.int16 if n_items <= np.iinfo(np.int16).max else np.int32
+        if n_users * depth * np.dtype(dtype).itemsize > max_bytes:
+            return False
+
+        def build() -> np.ndarray:
+            table = np.empty((n_users, depth), dtype)
+            step = max(1, 2**22 // max(n_items, 1))  # at most 16 MB of scores at a time
+            for start in range(0, n_users, step):
+                stop = min(start + step, n_users)
+                table[start:stop] = self._warm(np.arange(start, stop), depth)
+            return table
+
+        self.derived("_ranking", build)
+        return True
+
     def recommend(
         self, customer_ids: Sequence[Any], k: int = 10, countries: Sequence[str | None] | None = None
     ) -> list[tuple[list[str], bool]]:
@@ -115,7 +140,12 @@ class _Base(DerivedLookups, BaseEstimator):  # type: ignore[misc]
         warm = [i for i, p in enumerate(pos) if p >= 0 and warm_[p]]
         out: list[tuple[list[str], bool]] = [([], True)] * len(pos)
         if warm:
-            ids = self._warm(np.array([pos[i] for i in warm], dtype=np.int64), k).tolist()
+            users = np.array([pos[i] for i in warm], dtype=np.int64)
+            table = self.__dict__.get("_ranking")  # rank_all's table, when the server built one
+            if table is not None and min(k, len(codes)) <= table.shape[1]:
+                ids = table[users, :k].tolist()
+            else:
+                ids = self._warm(users, k).tolist()
             for i, row in zip(warm, ids, strict=True):
                 out[i] = ([codes[x] for x in row if x >= 0], False)
         if len(warm) < len(pos):
