@@ -286,7 +286,7 @@ def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | N
         "serving: single-row requests, real model vs (a) bare FastAPI constant and (b) the same predictor "
         "returning a constant",
         ["model", "protocol", "CPU us/request vs (a)", "ratio (<= 2)", "rps vs (b)",
-         "ratio (>= 0.8; CPU capacity)", "p99 ms 1 conn (<= 5)", "p99 ms open loop (<= 25)"],
+         "ratio (>= 0.8; CPU capacity; in process)", "p99 ms 1 conn (<= 5)", "p99 ms open loop (<= 25)"],
         summary_rows(serving),
     )
     moved = variant_rows(serving)
@@ -294,8 +294,8 @@ def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | N
         table(
             "serving: throughput vs (b) as served (default) and with the work it moves out of the request done "
             "per request",
-            ["model", "protocol", "served / per request", "served: rps vs (b) (CPU capacity)",
-             "per request: rps vs (b) (CPU capacity)", "extra CPU us / request CPU us"],
+            ["model", "protocol", "served / per request", "served: rps vs (b) (CPU capacity; in process)",
+             "per request: rps vs (b) (CPU capacity; in process)", "extra CPU us / request CPU us"],
             moved,
         )
     table(

@@ -18,7 +18,9 @@ than the differences measured, so the servers run side by side and are loaded in
 slices, one at a time, in a new order each round (a server's first slice after idling runs
 slow, so each slice follows a warm-up second); every ratio is the median of the per-round
 ratios. Figures: server CPU time per request (``/proc/<pid>/stat``) and throughput under a
-closed loop of 8 connections (wrk), the CPU-bound capacity ratio ``CPU(b) / CPU(model)``,
+closed loop of 8 connections (wrk), the CPU-bound capacity ratio ``CPU(b) / CPU(model)``, and
+its steady form ``CPU(b) / (CPU(b) + extra)``, where ``extra`` is the model's CPU per request
+above (b) measured in process (``_in_process_capacity``: no HTTP server, no wrk on the cores),
 p50/p99 at one connection, p99 under an open loop at half the measured maximum rate (latency
 counted from the scheduled send time, so a stall is not hidden; the median of three runs, each
 kept), the CPU cost of our metrics,
@@ -138,6 +140,60 @@ for _ in range(60):
 on, off = statistics.median(cost[True]), statistics.median(cost[False])
 print(json.dumps({"with_us": on, "without_us": off,
                   "delta_us": statistics.median([a - b for a, b in zip(cost[True], cost[False])])}))
+"""
+
+
+CAPACITY_PROBE = """
+import asyncio, json, os, statistics, sys, tempfile, time
+from inference_services.server import Edge, _make_constant, service_class
+from zmlops.settings import Settings
+family, path, bodies_file, rounds, variant = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+bodies = [line.encode() for line in open(bodies_file).read().splitlines() if line]
+logs = tempfile.mkdtemp(prefix="zm-capacity-")
+async def unused(scope, receive, send):
+    raise RuntimeError("not a direct JSON request")
+def edge(name, changes):
+    saved = dict(os.environ)
+    os.environ.update({**changes, "ZM_REQUEST_LOG_PATH": os.path.join(logs, name)})
+    try:
+        service = service_class(family)(Settings())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    service.load()
+    if name == "constant":
+        _make_constant(service)
+    return Edge(unused, service, 1 << 20)
+edges = {"constant": edge("constant", {}), "model": edge("model", {})}
+if variant != "{}":
+    edges["variant"] = edge("variant", json.loads(variant))
+async def one(target, body):
+    scope = {"type": "http", "method": "POST", "path": path,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+    async def send(message):
+        pass
+    await target(scope, receive, send)
+async def load(target, n, start):  # 8 clients at once, as wrk's 8 connections: rows batch as in the server
+    async def client(c):
+        for i in range(c, n, 8):
+            await one(target, bodies[(start + i) % len(bodies)])
+    await asyncio.gather(*(client(c) for c in range(8)))
+loop = asyncio.new_event_loop()
+for target in edges.values():
+    loop.run_until_complete(load(target, 800, 0))
+cpu = {name: [] for name in edges}
+names, n = list(edges), 400
+for r in range(rounds):
+    for name in names[r % len(names):] + names[: r % len(names)]:
+        t = time.process_time()
+        loop.run_until_complete(load(edges[name], n, r * n))
+        cpu[name].append((time.process_time() - t) / n * 1e6)
+out = {f"{name}_us": statistics.median(v) for name, v in cpu.items()}
+for name in names[1:]:
+    out[f"{name}_extra_us"] = statistics.median([m - c for c, m in zip(cpu["constant"], cpu[name])])
+print(json.dumps(out))
 """
 
 
@@ -400,6 +456,14 @@ def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = Non
                         runs["ratios"][f"extra_cpu_us_{suffix}"] = _median(
                             [o["cpu_us_per_request"] - m["cpu_us_per_request"]
                              for o, m in zip(other, slices["model"], strict=True)])
+                    # the steady form of the CPU capacity: (b)'s server CPU against it plus the model's extra
+                    # CPU measured in process (as the metrics cost is: the server slices swing by +-30%)
+                    runs["in_process"] = _in_process_capacity(family, path, bodies, env, max(rounds * 4, 8))
+                    const_us = runs["constant_predictor"]["cpu_us_per_request"]
+                    runs["ratios"]["capacity_in_process"] = const_us / (const_us + runs["in_process"]["model_extra_us"])
+                    if family in VARIANTS:
+                        runs["ratios"][f"capacity_in_process_{VARIANTS[family][0]}"] = \
+                            const_us / (const_us + runs["in_process"]["variant_extra_us"])
                     model = servers["model"]
                     url = f"http://127.0.0.1:{model.port}{path}"
                     one = _wrk(url, bodies, lua, 1, max(3, seconds + 1))
@@ -443,6 +507,20 @@ def _metrics_cost(family: str, env: dict[str, str], work: Path, lua: Path, round
             "in_process": probe, "ratio": 1 + probe["delta_us"] / request_us}
 
 
+def _in_process_capacity(family: str, path: str, bodies: Path, env: dict[str, str], rounds: int) -> dict[str, float]:
+    """The model's (and its variant's) CPU per request above (b), with no HTTP server and no load
+    generator: (b), the model and the variant as instances in one process, their request path (our
+    middleware, validation, batching, answer, request log, metrics) driven by 8 concurrent clients
+    in rounds of 400 requests, the order rotated each round; the median of the per-round
+    differences. The HTTP server's share per request, which (b) and the model spend alike, is left
+    out; so is wrk's competition for the cores, which makes the server slices swing."""
+    console.print(f"serving: {family} capacity in process ...")
+    changes = json.dumps(VARIANTS[family][1]) if family in VARIANTS else "{}"
+    done = subprocess.run([str(SERVING_PY), "-c", CAPACITY_PROBE, family, path, str(bodies), str(rounds), changes],
+                          env=env, capture_output=True, text=True, check=True, cwd=REPO)
+    return {k: round(v, 3) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+
+
 def _cold_start(family: str, env: dict[str, str]) -> dict[str, float]:
     """Start to ready of the server alone, against importing the stack and loading the model in a script."""
     console.print(f"serving: {family} cold start ...")
@@ -474,7 +552,8 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
                 f"{model['cpu_us_per_request']:.0f} / {bare['cpu_us_per_request']:.0f}",
                 f"{ratios['cpu_vs_bare']:.2f}",
                 f"{model['rps']:.0f} / {const['rps']:.0f}",
-                f"{ratios['rps_vs_constant']:.2f} ({ratios['capacity_vs_constant']:.2f})",
+                f"{ratios['rps_vs_constant']:.2f} ({ratios['capacity_vs_constant']:.2f}; "
+                f"{ratios['capacity_in_process']:.2f})",
                 f"{model['one_connection']['p99_ms']:.2f}",
                 f"{model['open_loop_half_max']['p99_ms']:.2f} @ {model['open_loop_half_max']['rate']:.0f}/s",
             ])
@@ -491,8 +570,10 @@ def variant_rows(results: dict[str, Any]) -> list[list[Any]]:
         for protocol in ("v1", "v2"):
             r = entry[protocol]
             ratios = r["ratios"]
-            served = f"{ratios['rps_vs_constant']:.2f} ({ratios['capacity_vs_constant']:.2f})"
-            other = f"{ratios[f'rps_vs_constant_{suffix}']:.2f} ({ratios[f'capacity_vs_constant_{suffix}']:.2f})"
+            served = (f"{ratios['rps_vs_constant']:.2f} ({ratios['capacity_vs_constant']:.2f}; "
+                      f"{ratios['capacity_in_process']:.2f})")
+            other = (f"{ratios[f'rps_vs_constant_{suffix}']:.2f} ({ratios[f'capacity_vs_constant_{suffix}']:.2f}; "
+                     f"{ratios[f'capacity_in_process_{suffix}']:.2f})")
             rows.append([family, protocol, label, served, other,
                          f"{ratios[f'extra_cpu_us_{suffix}']:.0f} / {r[f'model_{suffix}']['cpu_us_per_request']:.0f}"])
     return rows

@@ -548,6 +548,10 @@ def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
         assert all(ratios[k] > 0 for k in ("cpu_vs_bare", "rps_vs_constant", "capacity_vs_constant",
                                            "rps_vs_constant_store_reads", "capacity_vs_constant_store_reads"))
         assert abs(ratios["extra_cpu_us_store_reads"]) < runs["model_store_reads"]["cpu_us_per_request"]
+        # in process, steady: the store read costs more than the cached lookup, both more than (b)'s nothing
+        extra = runs["in_process"]
+        assert 0 < extra["model_extra_us"] < extra["variant_extra_us"] < extra["variant_us"], extra
+        assert 0 < ratios["capacity_in_process_store_reads"] < ratios["capacity_in_process"] < 1
         assert len(ratios["rps_vs_constant_per_round"]) == len(ratios["cpu_vs_bare_per_round"]) == 2
         assert runs["model"]["open_loop_half_max"]["errors"] == 0
         assert len(runs["model"]["open_loop_half_max"]["p99_ms_per_run"]) == 2  # min(3, rounds) runs, each kept
