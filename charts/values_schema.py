@@ -40,6 +40,7 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "inference.features.timeoutMs": {"minimum": 1},
     "inference.features.cacheSize": {"minimum": 0},
     "inference.features.cacheSeconds": {"minimum": 1},
+    "inference.recommendation.rankingTableMb": {"minimum": 0},
     "inference.topologySpread.whenUnsatisfiable": {"enum": ["ScheduleAnyway", "DoNotSchedule"]},
     "*.resources.*.cpu": {"pattern": QUANTITY},
     "*.resources.*.memory": {"pattern": QUANTITY},

@@ -425,9 +425,13 @@ def test_every_zm_variable_the_chart_sets_is_a_setting() -> None:
 
 def test_feature_settings_reach_the_predictors_as_numbers_pydantic_reads() -> None:
     config = next(d for d in render({"inference": {"features": {"cacheSize": 2000000, "cacheSeconds": 60,
-                                                                 "timeoutMs": 20}}})
+                                                                 "timeoutMs": 20},
+                                                    "recommendation": {"rankingTableMb": 1000000}}})
                   if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "zm-config")["data"]
+    assert config["ZM_SERVING__RANKING_TABLE_MB"] == "1000000"
     assert config["ZM_SERVING__FEATURE_CACHE_SIZE"] == "2000000"  # not Go's 2e+06, which an int field refuses
     assert config["ZM_SERVING__FEATURE_CACHE_SECONDS"] == "60" and config["ZM_SERVING__FEATURE_TIMEOUT_MS"] == "20"
     with pytest.raises(Exception, match="cacheSize"):
         render({"inference": {"features": {"cacheSize": -1}}})
+    with pytest.raises(Exception, match="rankingTableMb"):
+        render({"inference": {"recommendation": {"rankingTableMb": -1}}})
