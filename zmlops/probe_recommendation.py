@@ -1,6 +1,7 @@
 """Where the recommendation service's cost above (b) goes: the probes behind docs/benchmarks.md.
 
     python -m zmlops.probe_recommendation [--protocol v1|v2] [--rounds 7] [--skip-servers]
+    python -m zmlops.probe_recommendation --table-sizes
 
 Not part of ``make bench`` (the targets are measured there); this explains its recommendation
 figures. It uses the benchmark's registry (``.zm/bench``, trained on first use) and prints JSON:
@@ -18,6 +19,10 @@ figures. It uses the benchmark's registry (``.zm/bench``, trained on first use) 
   server, and the host's steal time over the run.
 
 The two server variants run this module with ``--serve`` in the serving environment.
+
+``--table-sizes`` instead times the ranking table's build (``rank_all`` at depth 100, what a
+server does when a version loads) on random purchases at the real file's size (4,312 customers,
+4,017 products) and at 100,000 x 4,000, and checks sampled rows against per-request scoring.
 """
 
 from __future__ import annotations
@@ -83,6 +88,30 @@ def in_process(home: Path) -> dict[str, float]:
            "top_k_partition_threshold_us": _us(top_k_threshold)}
     est.__dict__["_bought_bits"] = np.zeros((0, 0), np.uint8)  # as above the bound: slice by slice
     out["recommend_8_slices_us"] = _us(lambda: est.recommend(customers, 10))
+    return out
+
+
+def table_sizes() -> list[dict[str, Any]]:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import numpy as np
+    import pandas as pd
+
+    from training.models.recommendation import ALSRecommender
+
+    rng, out = np.random.default_rng(0), []
+    for customers, products, pairs in ((4_312, 4_017, 200_000), (100_000, 4_000, 3_000_000)):
+        frame = pd.DataFrame({"customer_id": rng.integers(0, customers, pairs), "orders": 1, "country": "UK",
+                              "stock_code": rng.integers(0, products, pairs).astype(str)})
+        frame = frame.groupby(["customer_id", "stock_code"], as_index=False).agg(
+            orders=("orders", "sum"), country=("country", "first"))
+        model = ALSRecommender(iterations=2).fit(frame)  # the factors' values do not change the cost
+        started = time.perf_counter()
+        assert model.rank_all(100, 2**30)
+        seconds = time.perf_counter() - started
+        table, users = model.__dict__["_ranking"], np.arange(0, customers, 97)
+        assert (table[users, :10] == model._warm(users, 10)).all()
+        out.append({"customers": customers, "products": products, "build_s": round(seconds, 2),
+                    "mb": round(table.nbytes / 1e6, 2), "dtype": str(table.dtype)})
     return out
 
 
@@ -178,11 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=["v1", "v2"], default="v2", help="request protocol (default v2)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of 2-second slices (default 7)")
     parser.add_argument("--skip-servers", action="store_true", help="only the in-process timings")
+    parser.add_argument("--table-sizes", action="store_true",
+                        help="only time the ranking table's build at two sizes (serving environment)")
     parser.add_argument("--serve", choices=["timed", "memo"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return serve(args.serve, args.port)
+    if args.table_sizes:
+        print(json.dumps(table_sizes(), indent=1))
+        return 0
     from zmlops import bench_serving as bs
 
     home = (Path(__file__).resolve().parents[1] / ".zm" / "bench").resolve()
