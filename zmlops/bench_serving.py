@@ -106,97 +106,6 @@ print(time.perf_counter() - t)
 """
 
 
-METRICS_PROBE = """
-import asyncio, json, statistics, sys, time
-import orjson
-from zmlops.settings import get_settings
-from inference_services.server import Edge, service_class
-family, body = sys.argv[1], sys.argv[2].encode()
-model = service_class(family)(get_settings())
-model.load()
-async def unused(scope, receive, send):
-    raise RuntimeError("not a direct JSON request")
-edge = Edge(unused, model, 1 << 20, instrument=True)
-scope = {"type": "http", "method": "POST", "path": f"/v1/models/{family}:predict",
-         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
-async def receive():
-    return {"type": "http.request", "body": body, "more_body": False}
-async def send(message):
-    pass
-async def many(n):
-    for _ in range(n):
-        await edge(scope, receive, send)
-loop = asyncio.new_event_loop()
-loop.run_until_complete(many(1000))
-cost = {True: [], False: []}
-# 60 short alternating rounds: the machine's drift moves a round of 2,000 requests more than
-# instrumentation does (15 such rounds gave -2 to +7 us in one hour; 60 of 500, 4.7 to 6.8 us)
-for _ in range(60):
-    for flag in (True, False):
-        edge.instrument = model.instrument = flag
-        t = time.process_time()
-        loop.run_until_complete(many(500))
-        cost[flag].append((time.process_time() - t) / 500 * 1e6)
-on, off = statistics.median(cost[True]), statistics.median(cost[False])
-print(json.dumps({"with_us": on, "without_us": off,
-                  "delta_us": statistics.median([a - b for a, b in zip(cost[True], cost[False])])}))
-"""
-
-
-CAPACITY_PROBE = """
-import asyncio, json, os, statistics, sys, tempfile, time
-from inference_services.server import Edge, _make_constant, service_class
-from zmlops.settings import Settings
-family, path, bodies_file, rounds, variant = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
-bodies = [line.encode() for line in open(bodies_file).read().splitlines() if line]
-logs = tempfile.mkdtemp(prefix="zm-capacity-")
-async def unused(scope, receive, send):
-    raise RuntimeError("not a direct JSON request")
-def edge(name, changes):
-    saved = dict(os.environ)
-    os.environ.update({**changes, "ZM_REQUEST_LOG_PATH": os.path.join(logs, name)})
-    try:
-        service = service_class(family)(Settings())
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    service.load()
-    if name == "constant":
-        _make_constant(service)
-    return Edge(unused, service, 1 << 20)
-edges = {"constant": edge("constant", {}), "model": edge("model", {})}
-if variant != "{}":
-    edges["variant"] = edge("variant", json.loads(variant))
-async def one(target, body):
-    scope = {"type": "http", "method": "POST", "path": path,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-    async def send(message):
-        pass
-    await target(scope, receive, send)
-async def load(target, n, start):  # 8 clients at once, as wrk's 8 connections: rows batch as in the server
-    async def client(c):
-        for i in range(c, n, 8):
-            await one(target, bodies[(start + i) % len(bodies)])
-    await asyncio.gather(*(client(c) for c in range(8)))
-loop = asyncio.new_event_loop()
-for target in edges.values():
-    loop.run_until_complete(load(target, 800, 0))
-cpu = {name: [] for name in edges}
-names, n = list(edges), 400
-for r in range(rounds):
-    for name in names[r % len(names):] + names[: r % len(names)]:
-        t = time.process_time()
-        loop.run_until_complete(load(edges[name], n, r * n))
-        cpu[name].append((time.process_time() - t) / n * 1e6)
-out = {f"{name}_us": statistics.median(v) for name, v in cpu.items()}
-for name in names[1:]:
-    out[f"{name}_extra_us"] = statistics.median([m - c for c, m in zip(cpu["constant"], cpu[name])])
-print(json.dumps(out))
-"""
-
-
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -499,8 +408,8 @@ def _metrics_cost(family: str, env: dict[str, str], work: Path, lua: Path, round
         for server in servers.values():
             server.stop()
     probe = json.loads(subprocess.run(
-        [str(SERVING_PY), "-c", METRICS_PROBE, family, bodies.read_text().splitlines()[0]], env=env,
-        capture_output=True, text=True, check=True, cwd=REPO).stdout.strip().splitlines()[-1])
+        [str(SERVING_PY), "-m", "zmlops.bench_inprocess", "metrics", family, bodies.read_text().splitlines()[0]],
+        env=env, capture_output=True, text=True, check=True, cwd=REPO).stdout.strip().splitlines()[-1])
     request_us = _median([s["cpu_us_per_request"] for s in slices["with"]])
     return {"with_us": request_us, "without_us": _median([s["cpu_us_per_request"] for s in slices["without"]]),
             "end_to_end_ratio": _per_round(slices["with"], slices["without"], "cpu_us_per_request"),
@@ -516,8 +425,8 @@ def _in_process_capacity(family: str, path: str, bodies: Path, env: dict[str, st
     out; so is wrk's competition for the cores, which makes the server slices swing."""
     console.print(f"serving: {family} capacity in process ...")
     changes = json.dumps(VARIANTS[family][1]) if family in VARIANTS else "{}"
-    done = subprocess.run([str(SERVING_PY), "-c", CAPACITY_PROBE, family, path, str(bodies), str(rounds), changes],
-                          env=env, capture_output=True, text=True, check=True, cwd=REPO)
+    done = subprocess.run([str(SERVING_PY), "-m", "zmlops.bench_inprocess", "capacity", family, path, str(bodies),
+                           str(rounds), changes], env=env, capture_output=True, text=True, check=True, cwd=REPO)
     return {k: round(v, 3) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
