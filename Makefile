@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYT
 export FEAST_USAGE=False SCARF_ANALYTICS=false AIRFLOW__CORE__LOAD_EXAMPLES=False OPENBLAS_NUM_THREADS=1
 export UV_PYTHON_DOWNLOADS=never
 
-.PHONY: help envs demo test test-all lint bench serve ui clean repro real-data airflow generate drills
+.PHONY: help envs demo test test-all lint bench serve ui clean repro real-data airflow generate drills stack stack-down
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,8 +46,10 @@ demo: envs ## run the main job on the embedded local stack (state in .zm/demo, r
 
 # Three runs, one per environment: pipelines (most tests), serving (real KServe servers), delivery
 # (the Helm chart rendered with Helm's Go SDK, kubernetes-validate, the KServe CRD, checkov).
-TEST_OS_PACKAGES := wrk:wrk prometheus-alertmanager:prometheus-alertmanager promtool:prometheus \
-	prometheus-pushgateway:prometheus-pushgateway haproxy:haproxy redis-server:redis-server
+# The Kubernetes topology (stack/, tests/stack) runs real PostgreSQL, Redis, git, Prometheus and Alertmanager.
+STACK_OS_PACKAGES := /usr/lib/postgresql/*/bin/initdb:postgresql redis-server:redis-server git:git \
+	prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway
+TEST_OS_PACKAGES := wrk:wrk promtool:prometheus haproxy:haproxy $(STACK_OS_PACKAGES)
 test: envs ## run the test suite (slow end-to-end tests in their short form)
 	$(call debian,$(TEST_OS_PACKAGES))
 	$(PY) -m pytest -m "not serving and not charts" -q --ignore=tests/charts
@@ -77,9 +79,11 @@ real-data: envs ## train the three families on the real UCI file (last 8 weeks h
 	ZM_HOME=.zm/real $(PIPELINES)/bin/zm train --reason real-data
 	ZM_HOME=.zm/real $(PIPELINES)/bin/zm models --alias latest --cards docs/model-cards/real-data
 
-# Debian packages a target needs, installed when their command is missing: $(call debian,command:package ...)
+# Debian packages a target needs, installed when their command (or a file matching a pattern) is missing:
+# $(call debian,command:package ...)
 define debian
-	@missing=""; for pair in $(1); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	@missing=""; for pair in $(1); do command -v $${pair%%:*} >/dev/null || compgen -G "$${pair%%:*}" >/dev/null \
+	  || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 endef
@@ -95,6 +99,13 @@ drills: envs ## rollout drills under load (canary, rollback, replica loss) on HA
 serve: envs ## serve the three production models on 127.0.0.1 (ports 8081-8083); Ctrl-C stops them
 	@test -f $(ZM_HOME)/mlflow.db || { echo "no models under $(ZM_HOME): run 'make demo' and 'make serve ZM_HOME=.zm/demo'"; exit 2; }
 	ZM_HOME=$(ZM_HOME) $(SERVING)/bin/zm-serve
+
+stack: envs ## the Kubernetes profile on this machine: every workload of the chart, Airflow, PostgreSQL, S3, ... (root)
+	$(call debian,$(STACK_OS_PACKAGES))
+	$(PY) -m stack up
+
+stack-down: ## stop everything `make stack` started (its data stays in .zm/stack until `make clean`)
+	@test -x $(PY) && $(PY) -m stack down || true
 
 airflow: envs ## Airflow standalone (UI and API on 127.0.0.1:8080) over ZM_HOME's state until Ctrl-C
 	ZM_HOME=$(ZM_HOME) $(PIPELINES)/bin/zm airflow

@@ -21,6 +21,7 @@ import yaml
 
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$"
 DIGEST = r"^(sha256:[a-f0-9]{64})?$"
+DURATION = r"^[0-9]+(ms|s|m|h)$"
 TAG = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"  # RE2 (Helm is Go): no look-ahead; "latest" refused by `not`
 
 # Constraints beyond the type, by path ("*" matches any key at that level).
@@ -44,6 +45,17 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "inference.topologySpread.whenUnsatisfiable": {"enum": ["ScheduleAnyway", "DoNotSchedule"]},
     "*.resources.*.cpu": {"pattern": QUANTITY},
     "*.resources.*.memory": {"pattern": QUANTITY},
+    "*.resources.*.ephemeral-storage": {"pattern": QUANTITY},
+    "settings.objectStoreUrl": {"pattern": r"^[a-z0-9]+://"},
+    "settings.requestLog.flushSeconds": {"minimum": 1},
+    "settings.requestLog.maxBufferMb": {"minimum": 1},
+    "settings.requestLog.retentionDays": {"minimum": 1},
+    "inference.pollSeconds": {"minimum": 1},
+    "mlflow.allowedHosts": {"items": {"type": "string"}},
+    "alerting.groupWait": {"pattern": DURATION},
+    "alerting.groupInterval": {"pattern": DURATION},
+    "alerting.repeatInterval": {"pattern": DURATION},
+    "alerting.pagerduty.url": {"pattern": r"^https?://"},
     "*.replicas": {"minimum": 1},
     "alertReceiver.airflowApiUrl": {"pattern": r"^https?://"},
     "rollout.prometheusUrl": {"pattern": r"^https?://"},

@@ -35,6 +35,7 @@ from inference_services import metrics
 from inference_services.batching import Batcher
 from inference_services.request_log import RequestLog
 from zmlops.settings import Settings
+from zmlops.stores import object_store
 
 __all__ = ["Loaded", "ServedModel", "TensorSpec", "Result", "JsonTensor", "JsonInfer"]
 
@@ -159,7 +160,8 @@ class ServedModel(Model):  # type: ignore[misc]
         self.pinned = version
         self.state: Loaded | None = None
         self.cache: LRUCache[Hashable, Result] = LRUCache(maxsize=max(settings.serving.cache_size, 1))
-        self.log = RequestLog(settings.request_log_dir, self.family, settings.pseudonymisation_key.get_secret_value())
+        self.log = RequestLog(object_store(settings), self.family, settings.pseudonymisation_key.get_secret_value(),
+                              settings.request_log)
         self.ready = False
         self.instrument = settings.serving.instrument
         self.use_cache = self.cached and settings.serving.cache_size > 0

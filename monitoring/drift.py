@@ -100,7 +100,7 @@ def column_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[s
 def _clean(settings: Settings, version: str) -> pd.DataFrame:
     from training.data import ingest
 
-    return pd.read_parquet(ingest.clean_path(settings, version))
+    return pd.read_parquet(ingest.clean_file(settings, version))
 
 
 def _latest(frame: pd.DataFrame) -> pd.DataFrame:
@@ -132,7 +132,7 @@ def check_family(settings: Settings, family: str, current_version: str, out_dir:
         reference_version, current_version, model_version)
     from monitoring.requests import request_signals
 
-    since = _last_check(out_dir, family, model_version)
+    since = _last_check(settings, family, model_version)
     result.signals.update(request_signals(settings, family, model_version, estimator, ref_clean, cur_clean, since))
     return result
 
@@ -215,13 +215,12 @@ def assess(settings: Settings, family: str, ref_clean: pd.DataFrame, cur_clean: 
 
 
 
-def _last_check(folder: Path, family: str, model_version: str) -> str | None:
+def _last_check(settings: Settings, family: str, model_version: str) -> str | None:
     """When this model version was last checked: its requests before that were read then."""
-    times = []
-    for path in folder.glob(f"{family}-*.json"):
-        r = json.loads(path.read_text())
-        if str(r.get("model_version")) == str(model_version) and r.get("checked_at"):
-            times.append(str(r["checked_at"]))
+    from monitoring.loop import results
+
+    times = [str(r["checked_at"]) for r in results(settings, family)
+             if str(r.get("model_version")) == str(model_version) and r.get("checked_at")]
     return max(times) if times else None
 
 

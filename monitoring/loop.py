@@ -1,50 +1,65 @@
 """Results of the monitoring checks: reports index, Prometheus metrics, incidents (re-entry once).
 
-- Every check writes its Evidently HTML report and a JSON summary into
-  ``<reports>/monitoring/``; ``index.html`` there lists every report, newest first, so an
-  analyst opens one file.
-- The numbers are written in Prometheus' text format to ``<reports>/monitoring/metrics.prom``
-  (node-exporter textfile collector in a cluster; the drift alert rules read them).
+- Every check writes its Evidently HTML report and a JSON summary under the object store's
+  ``reports/monitoring/`` (``ZM_HOME/reports/monitoring/`` locally); ``index.html`` there lists
+  every report, newest first, so an analyst opens one file.
+- The numbers are written in Prometheus' text format to ``reports/monitoring/metrics.prom`` and
+  pushed to the Pushgateway when one is set (the drift alert rules read them).
 - An incident (family, production version, data version) re-enters training at most once:
-  :func:`claim_incident` appends to an append-only log under a file lock and says whether
-  this caller is the first.
+  :func:`claim_incident` inserts its key into the state database and says whether this
+  caller is the first (the Alertmanager receiver claims through the same table).
 """
 
 from __future__ import annotations
 
-import fcntl
 import html
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+from zmlops import statedb
 from zmlops.settings import Settings
+from zmlops.stores import object_store
 
-__all__ = ["monitoring_dir", "save_result", "write_index", "write_metrics", "claim_incident", "incidents"]
+__all__ = ["monitoring_dir", "save_result", "results", "write_index", "write_metrics", "claim_incident",
+           "incidents"]
+
+PREFIX = "reports/monitoring"
 
 
 def monitoring_dir(settings: Settings) -> Path:
-    folder = settings.reports / "monitoring"
+    """The local folder the checks write their reports into before :func:`save_result` stores them."""
+    folder = object_store(settings).path(PREFIX)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def save_result(settings: Settings, result: dict[str, Any]) -> Path:
-    folder = monitoring_dir(settings)
+def save_result(settings: Settings, result: dict[str, Any]) -> str:
+    """Store one check's summary (and its Evidently report); returns the summary's key."""
+    store = object_store(settings)
     name = (result.get("report") or f"{result['family']}-{result['current_version']}").removesuffix(".html")
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps({**result, "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                               indent=2))
-    return path
+    if result.get("report"):
+        store.upload(f"{PREFIX}/{result['report']}")
+    key = f"{PREFIX}/{name}.json"
+    store.put(key, json.dumps({**result, "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                              indent=2).encode())
+    return key
+
+
+def results(settings: Settings, family: str | None = None) -> list[dict[str, Any]]:
+    """Every stored check summary (of one family, or all), newest first."""
+    store = object_store(settings)
+    keys = [k for k in store.keys(PREFIX) if k.endswith(".json") and "/" not in k[len(PREFIX) + 1:]
+            and (family is None or k[len(PREFIX) + 1:].startswith(f"{family}-"))]
+    found = [json.loads(data) for data in store.get_many(keys).values()]
+    return sorted(found, key=lambda r: str(r.get("checked_at", "")), reverse=True)
 
 
 def write_index(settings: Settings) -> Path:
     """``index.html``: one row per check, newest first, linking its Evidently report."""
-    folder = monitoring_dir(settings)
     rows = []
-    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
-        r = json.loads(path.read_text())
+    for r in results(settings):
         link = f'<a href="{html.escape(r["report"])}">report</a>' if r.get("report") else "-"
         verdict = "retrain: " + "; ".join(r["reasons"]) if r.get("reasons") else "no action"
         signals = ", ".join(f"{k} {v:.3f}" for k, v in r.get("signals", {}).items())
@@ -64,9 +79,7 @@ def write_index(settings: Settings) -> Path:
         "<th>model</th><th>production</th><th>data: reference &rarr; current</th><th>drift share</th>"
         "<th>signals</th><th>decision</th><th>Evidently</th></tr>" + "".join(rows) + "</table>"
     )
-    index = folder / "index.html"
-    index.write_text(page)
-    return index
+    return object_store(settings).put(f"{PREFIX}/index.html", page.encode())
 
 
 PUSH_JOB = "zm-monitoring"
@@ -107,34 +120,17 @@ def write_metrics(settings: Settings, results: list[dict[str, Any]]) -> Path:
         checked.labels(r["family"]).set_to_current_time()
     path = monitoring_dir(settings) / "metrics.prom"
     write_to_textfile(str(path), registry)
+    object_store(settings).upload(f"{PREFIX}/metrics.prom")
     if m.pushgateway_url:
         push_to_gateway(m.pushgateway_url, job=PUSH_JOB, registry=registry, timeout=10)
     return path
 
 
-def _incident_log(settings: Settings) -> Path:
-    path = settings.home.resolve() / "monitoring" / "incidents.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def claim_incident(settings: Settings, key: str, source: str, reason: str) -> bool:
-    """Record the incident ``key``; True only for the first caller (any process)."""
-    path = _incident_log(settings)
-    with path.open("a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            f.seek(0)
-            if any(json.loads(line).get("key") == key for line in f if line.strip()):
-                return False
-            f.write(json.dumps({"key": key, "source": source, "reason": reason,
-                                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
-            f.flush()
-            return True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """Record the incident ``key``; True only for the first caller (any process, any pod)."""
+    return statedb.claim(settings, key, source, reason)
 
 
 def incidents(settings: Settings) -> list[dict[str, Any]]:
-    path = _incident_log(settings)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """Every incident that re-entered training, oldest first."""
+    return statedb.claims(settings)

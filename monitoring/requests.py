@@ -12,29 +12,44 @@ Signals per model, exported with the drift numbers:
 
 Customer ids in the log are keyed hashes; the new transactions are hashed with the same key
 (settings) to join them, so no raw id is ever read from the log.
+
+The log is read from the object store (``requests/<model>/<day>/*.jsonl``, written in batches by
+every predictor process); :func:`prune_log` deletes the days older than the retention setting.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import datetime as dt
+import io
 from typing import Any
 
 import pandas as pd
 
 from zmlops.settings import Settings
+from zmlops.stores import ObjectStore, object_store
 
-__all__ = ["read_log", "request_signals"]
+__all__ = ["read_log", "request_signals", "log_days", "prune_log"]
+
+PREFIX = "requests"  # inference_services.request_log.PREFIX (not imported: that is the serving package)
 
 
-def read_log(folder: Path, version: str | None = None, since: str | None = None) -> pd.DataFrame:
+def log_days(store: ObjectStore, family: str) -> list[str]:
+    """The UTC days (YYYY-MM-DD) that have request-log batches of ``family``."""
+    return sorted({key.split("/")[2] for key in store.keys(f"{PREFIX}/{family}") if key.count("/") >= 3})
+
+
+def read_log(store: ObjectStore, family: str, version: str | None = None, since: str | None = None) -> pd.DataFrame:
     """One row per answered row (``rows`` exploded), with the request's version and time.
 
-    ``since`` (ISO time) keeps requests after it; day files wholly before it are not read.
+    ``since`` (ISO time) keeps requests after it; days wholly before it are not read.
     """
-    files = sorted(f for f in folder.glob("*.jsonl") if since is None or f.stem >= since[:10])
-    if not files:
+    keys = [k for k in store.keys(f"{PREFIX}/{family}") if k.endswith(".jsonl")
+            and (since is None or k.split("/")[2] >= since[:10])]
+    blobs = store.get_many(keys)
+    parts = [pd.read_json(io.BytesIO(blobs[k]), lines=True, dtype=False) for k in keys if blobs.get(k)]
+    if not parts:
         return pd.DataFrame()
-    log = pd.concat((pd.read_json(f, lines=True, dtype=False) for f in files), ignore_index=True)
+    log = pd.concat(parts, ignore_index=True)
     if version is not None:
         log = log[log["version"].astype(str) == str(version)]
     if since is not None and not log.empty:
@@ -49,7 +64,7 @@ def read_log(folder: Path, version: str | None = None, since: str | None = None)
 def request_signals(settings: Settings, family: str, model_version: str, estimator: Any,
                     ref_clean: pd.DataFrame, cur_clean: pd.DataFrame, since: str | None = None) -> dict[str, float]:
     """Signals from the requests answered by ``model_version`` after ``since`` (the previous check)."""
-    served = read_log(settings.request_log_dir / family, model_version, since)
+    served = read_log(object_store(settings), family, model_version, since)
     out: dict[str, float] = {"requests": float(len(served))}
     if served.empty:
         return out
@@ -59,7 +74,7 @@ def request_signals(settings: Settings, family: str, model_version: str, estimat
         out["served_segment_shift"] = float(trained.sub(now, fill_value=0.0).abs().max())
         out["degraded_share"] = float(served["degraded"].astype(bool).mean())
     elif family == "product-recommendation":
-        from inference_services.request_log import pseudonymise
+        from governance.pseudonyms import pseudonymise
 
         key = settings.pseudonymisation_key.get_secret_value().encode()
         after = cur_clean[cur_clean["invoice_ts"] > ref_clean["invoice_ts"].max()]
@@ -74,3 +89,13 @@ def request_signals(settings: Settings, family: str, model_version: str, estimat
     elif family == "demand-forecast":
         out["served_forecast_units"] = float(served["units"].map(lambda u: sum(u) / max(len(u), 1)).mean())
     return out
+
+
+def prune_log(settings: Settings, family: str, today: dt.date | None = None) -> list[str]:
+    """Delete the request-log days of ``family`` older than ``request_log.retention_days``; returns them."""
+    store = object_store(settings)
+    cutoff = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=settings.request_log.retention_days)
+    gone = [day for day in log_days(store, family) if day < cutoff.isoformat()]
+    for day in gone:
+        store.delete(f"{PREFIX}/{family}/{day}")
+    return gone

@@ -29,7 +29,10 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SLO", "LATENCY_P99_SECONDS", "FALLBACK_RATE", "ERROR_RATE", "HIT_RATE_DROP", "groups", "render", "main"]
+from zmlops.catalog import FAMILIES
+
+__all__ = ["SLO", "LATENCY_P99_SECONDS", "FALLBACK_RATE", "ERROR_RATE", "HIT_RATE_DROP", "OUTAGE_FOR",
+           "MONITORING_STALE_HOURS", "groups", "render", "main"]
 
 RULES_FILE = Path(__file__).resolve().parents[1] / "charts" / "zero-margin" / "files" / "prometheus-rules.yaml"
 
@@ -43,6 +46,8 @@ LATENCY_P99_SECONDS = 0.025
 ERROR_RATE = 0.01  # 5xx share over 10 min that opens a ticket before the budget alerts page
 FALLBACK_RATE = 0.05  # share of answers given without online features
 HIT_RATE_DROP = 0.2  # relative drop of the served recommendation hit rate against its 7-day mean
+OUTAGE_FOR = "2m"  # no ready predictor of a model for this long pages (a rollout replaces pods one by one)
+MONITORING_STALE_HOURS = 36  # the monitoring DAG runs daily: a check older than this means it stopped
 PREDICT = 'protocol=~"v1|v2"'
 WINDOWS = sorted({w for _, long, short, _, _ in BURN_RATES for w in (long, short)} | {"10m"}, key=lambda w: (
     {"m": 60, "h": 3600}[w[-1]] * int(w[:-1])))
@@ -108,6 +113,13 @@ def _serving_alerts() -> dict[str, Any]:
         "{{ $value | humanizePercentage }} of answers over 10 min used the fallback; check the Feast online "
         "store (Redis) and its latency.",
     ))
+    for family in FAMILIES:  # absent(): with every pod gone there is no series left to compare
+        rules.append(_alert(
+            "ZmPredictorsDown", f'absent(zm_model_ready{{model="{family}"}} == 1)', OUTAGE_FOR, "page", "notify",
+            f"{family}: no predictor replica is up and ready",
+            "Prometheus scrapes no replica of the model that reports a loaded model: clients get errors or no "
+            "answer. Check the InferenceService, its pods and events (kubectl get isvc,pods), and MLflow.",
+        ) | {"labels": {"severity": "page", "action": "notify", "model": family}})
     rules.append(_alert(
         "ZmModelNotReady", "max by (model) (zm_model_ready) == 0", "5m", "ticket", "notify",
         "{{ $labels.model }} has no ready replica reporting a loaded model",
@@ -158,6 +170,22 @@ def _model_alerts() -> dict[str, Any]:
             "(request log joined with later purchases).",
         ),
     ]
+    rules.append(_alert(
+        "ZmMonitoringStale",
+        f"time() - max by (model) (zm_monitoring_last_check_timestamp_seconds) > {MONITORING_STALE_HOURS * 3600}",
+        "15m", "ticket", "notify",
+        f"{{{{ $labels.model }}}}: the monitoring DAG has not checked the model for {MONITORING_STALE_HOURS} hours",
+        "Drift, accuracy and hit-rate alerts are blind while the daily check does not run. Check the "
+        "zmlops_monitoring DAG in Airflow (paused, failing, or the Pushgateway unreachable).",
+    ))
+    for family in FAMILIES:
+        rules.append(_alert(
+            "ZmMonitoringMissing", f'absent(zm_monitoring_last_check_timestamp_seconds{{model="{family}"}})',
+            f"{MONITORING_STALE_HOURS}h", "ticket", "notify",
+            f"{family}: the monitoring DAG has never reported a check",
+            "No monitoring numbers reached the Pushgateway for this model: the zmlops_monitoring DAG is paused, "
+            "failing, or cannot push.",
+        ) | {"labels": {"severity": "ticket", "action": "notify", "model": family}})
     return {"name": "zm-model-alerts", "interval": "1m", "rules": rules}
 
 

@@ -21,6 +21,7 @@ from training.families import get_family
 from training.features import store
 from training.pyfunc import WRAPPERS
 from zmlops.settings import Settings
+from zmlops.stores import object_store
 
 __all__ = ["prepare_features", "train_family", "TrainOutcome", "write_production_cards"]
 
@@ -71,7 +72,7 @@ def train_family(
     published = store.published_version(settings)
     if published is None or published["data_version"] != version.name:
         prepare_features(settings, version.name)
-    clean_file = ingest.clean_path(settings, version.name)
+    clean_file = ingest.clean_file(settings, version.name)
     sha = version.files.get(version.transactions_file, "")
     code = tracking.code_version()
     fingerprint = _fingerprint(name, version.name, sha, code, params or {})
@@ -190,9 +191,7 @@ def train_family(
     c = tracking.client(settings)
     c.log_text(model.run_id, card, "model_card.md")
     c.update_model_version(name, model.version, description=card)
-    cards = settings.reports / "model-cards"
-    cards.mkdir(parents=True, exist_ok=True)
-    (cards / f"{name}-v{model.version}.md").write_text(card)
+    object_store(settings).put(f"reports/model-cards/{name}-v{model.version}.md", card.encode())
     return TrainOutcome(
         name,
         model.version,

@@ -62,10 +62,6 @@ class Evaluation:
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)  # per category / segment / country
 
 
-def _sources(settings: Settings) -> Path:
-    return settings.feast_home / "sources"
-
-
 def _newest(settings: Settings, table: str) -> pd.Timestamp:
     marker = store.published_version(settings)
     if marker is None:
@@ -73,10 +69,12 @@ def _newest(settings: Settings, table: str) -> pd.Timestamp:
     return pd.Timestamp(marker["tables"][table]["newest"])
 
 
-def _truth(clean_file: Path) -> pd.DataFrame | None:
-    """Planted segments shipped with a simulated data version (work/vN/raw/customers.parquet)."""
-    path = clean_file.parent / "raw" / "customers.parquet"
-    return pd.read_parquet(path) if path.exists() else None
+def _truth(settings: Settings, data_version: str) -> pd.DataFrame | None:
+    """Planted segments shipped with a simulated data version (its customers.parquet)."""
+    from training.data.ingest import truth_file
+
+    path = truth_file(settings, data_version)
+    return pd.read_parquet(path) if path is not None else None
 
 
 # ---------------------------------------------------------------- demand forecast
@@ -88,9 +86,7 @@ def make_forecaster(**params: Any) -> Any:
 
 def forecast_data(settings: Settings, clean_file: Path, data_version: str) -> TrainingData:
     """Every finished week of every category, as Feast serves it at the week's end."""
-    weeks = pd.read_parquet(
-        _sources(settings) / "category_week_features.parquet", columns=["category", "event_timestamp"]
-    )
+    weeks = store.source_table(settings, "category_week_features", ["category", "event_timestamp"])
     frame = store.training_frame(settings, "demand_forecast", weeks)
     if frame["units"].isna().any():
         raise RuntimeError("the point-in-time join left weeks without sales figures")
@@ -123,10 +119,10 @@ def make_segmenter(**params: Any) -> Any:
 def segmentation_data(settings: Settings, clean_file: Path, data_version: str) -> TrainingData:
     """Every customer's behaviour at the newest weekly cutoff."""
     as_of = _newest(settings, "customer_features")
-    customers = pd.read_parquet(_sources(settings) / "customer_features.parquet", columns=["customer_id"])
+    customers = store.source_table(settings, "customer_features", ["customer_id"])
     entities = pd.DataFrame({"customer_id": customers["customer_id"].unique(), "event_timestamp": as_of})
     frame = store.training_frame(settings, "customer_segmentation", entities).dropna()
-    return TrainingData(frame, pd.read_parquet(clean_file), as_of.to_pydatetime(), _truth(clean_file))
+    return TrainingData(frame, pd.read_parquet(clean_file), as_of.to_pydatetime(), _truth(settings, data_version))
 
 
 def segmentation_example(data: TrainingData) -> pd.DataFrame:

@@ -128,13 +128,11 @@ def services(settings: Settings) -> Iterator[dict[str, str]]:
 
 def _traffic(settings: Settings, urls: dict[str, str], n: int) -> dict[str, Any]:
     """Simulated client traffic: n single-row requests per model; returns versions seen and failures."""
-    import pandas as pd
+    from training.features.store import source_table
 
-    sources = settings.feast_home / "sources"
-    customers = pd.read_parquet(sources / "customer_features.parquet", columns=["customer_id"])["customer_id"]
+    customers = source_table(settings, "customer_features", ["customer_id"])["customer_id"]
     ids = [int(c) for c in customers.drop_duplicates().sample(min(n, customers.nunique()), random_state=1)]
-    categories = sorted(pd.read_parquet(sources / "category_week_features.parquet", columns=["category"])
-                        ["category"].unique())
+    categories = sorted(source_table(settings, "category_week_features", ["category"])["category"].unique())
     seen: dict[str, set[str]] = {f: set() for f in FAMILIES}
     failed = 0
     with httpx.Client(timeout=10) as http:
@@ -221,10 +219,10 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
             run = api.wait("zmlops_monitoring", api.trigger("zmlops_monitoring"))
             if run["state"] != "success":
                 raise RuntimeError("monitoring run failed; see the Airflow UI")
-        summaries = sorted((settings.reports / "monitoring").glob("*.json"), key=lambda p: p.stat().st_mtime)
+        from monitoring.loop import results
+
         decisions = {}
-        for path in summaries[-len(FAMILIES):]:
-            r = json.loads(path.read_text())
+        for r in reversed(results(settings)[:len(FAMILIES)]):
             decisions[r["family"]] = "; ".join(r["reasons"]) or "no action"
         for f, d in decisions.items():
             console.print(f"   {f}: {d}")

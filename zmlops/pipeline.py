@@ -86,43 +86,47 @@ def train(settings: Settings, family: str, version: str, reason: str) -> dict[st
 def deploy(settings: Settings, outcome: Mapping[str, Any]) -> dict[str, Any]:
     """Put a promoted version into service, once.
 
-    With progressive delivery in place (always in the k8s profile; locally once ``zm rollout
-    serve`` put the family behind HAProxy) the version goes through the canary plan and ends
-    promoted or rolled back (which moves ``production`` back). Otherwise the local serving
-    processes follow the ``production`` alias (they poll it and swap versions without dropping
-    requests), so this step records the deployment and waits until they serve the new version.
+    With progressive delivery (the k8s profile's default; locally once ``zm rollout serve`` put the
+    family behind HAProxy) the version goes through the canary plan and ends promoted or rolled
+    back (which moves ``production`` back). Otherwise the predictors follow the ``production``
+    alias (they poll it and swap versions without dropping requests), so this step waits until
+    they serve the new version (asked directly locally, through Prometheus in a cluster) and
+    records the deployment once in the state database.
     """
     family, version = str(outcome["family"]), str(outcome["version"])
     record = {"family": family, "version": version, "decision": outcome["decision"]}
     if outcome["decision"] != "promoted":
         return {**record, "deployed": False, "why": "not promoted: production unchanged"}
+    from zmlops import statedb
     from zmlops.rollout.controller import rollout_for, serves
 
     if serves(settings, family):  # progressive delivery: canary, analysis, promote or roll back
         rolled = rollout_for(settings).deploy(family, version)
         return {**record, "deployed": rolled.result == "promoted", "rollout": rolled.result, "why": rolled.reason,
                 "seconds": round(rolled.seconds, 1)}
-    log = settings.home.resolve() / "deployments.jsonl"
-    done = log.exists() and any(
-        json.loads(line).get("family") == family and json.loads(line).get("version") == version
-        for line in log.read_text().splitlines() if line.strip()
-    )
     serving = _served_version(settings, family)
     if serving is not None and serving != version:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + settings.rollout.ready_timeout_seconds
         while time.monotonic() < deadline and serving != version:
             time.sleep(1)
             serving = _served_version(settings, family)
-    if not done:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as f:
-            f.write(json.dumps({**record, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "serving": serving}) + "\n")
-    return {**record, "deployed": True, "serving": serving, "already_recorded": done}
+    first = statedb.record_deployment(settings, family, version, serving)
+    return {**record, "deployed": True, "serving": serving, "already_recorded": not first}
 
 
 def _served_version(settings: Settings, family: str) -> str | None:
-    """The version the local service answers with, or None when it is not running."""
+    """The version the predictors answer with: None when none answers (or, in a cluster, replicas disagree)."""
+    if settings.profile == "k8s":
+        import httpx
+
+        from zmlops.rollout.kserve import PrometheusSource
+
+        try:
+            served = set(PrometheusSource(settings.rollout.prometheus_url).served_versions(family))
+        except (httpx.HTTPError, RuntimeError, ValueError, KeyError) as error:
+            print(f"{family}: cannot ask Prometheus what is served ({error})")
+            return None
+        return served.pop() if len(served) == 1 else None
     import urllib.request
 
     url = f"http://{settings.serving.host}:{settings.serving.ports[family]}/v2/models/{family}"

@@ -24,6 +24,7 @@ __all__ = [
     "MonitoringSettings",
     "ServingSettings",
     "ValidationSettings",
+    "RequestLogSettings",
     "get_settings",
     "telemetry_env",
     "apply_telemetry_off",
@@ -81,6 +82,18 @@ class ServingSettings(BaseModel):
     fault_delay_factor: float = Field(1.0, ge=1.0, description="Drills: make every prediction this many times slower.")
 
 
+class RequestLogSettings(BaseModel):
+    """The predictors' request log: batches shipped to the object store (inference_services.request_log)."""
+
+    flush_seconds: float = Field(10.0, gt=0, description="A batch is written at most this many seconds after its "
+                                 "first record.")
+    batch_records: int = Field(2_000, ge=1, description="...or as soon as it holds this many records.")
+    max_buffer_mb: float = Field(32.0, gt=0, description="Most unwritten log data a process keeps while the store "
+                                 "is down; above it the oldest records are dropped (counted, never blocking).")
+    retention_days: int = Field(30, ge=1, description="Request-log days older than this are deleted by the "
+                                "monitoring DAG.")
+
+
 class RolloutSettings(BaseModel):
     """The canary plan and the limits its analysis judges a candidate by (zmlops.rollout)."""
 
@@ -101,6 +114,9 @@ class RolloutSettings(BaseModel):
     proxy_server_timeout_seconds: int = Field(30, ge=1, description="HAProxy timeout waiting for a server.")
     haproxy_binary: str = Field("haproxy", description="HAProxy executable (Debian package).")
     serve_command: str | None = Field(None, description="zm-serve command line (default: .venvs/serving/bin).")
+    canary: bool = Field(True, description="k8s profile: run the plan on the InferenceServices (the chart's "
+                         "rollout.enabled); false: the predictors follow the production alias and the deploy step "
+                         "waits until every replica Prometheus scrapes serves the new version.")
     namespace: str = Field("mlops", description="Kubernetes namespace of the InferenceServices (k8s profile).")
     prometheus_url: str = Field("http://prometheus-operated.monitoring.svc:9090",
                                 description="Prometheus the k8s analysis queries.")
@@ -154,11 +170,17 @@ class Settings(BaseSettings):
     seed: int = 42
 
     # data
-    data_registry_dir: Path | None = Field(None, description="Git+DVC repository holding data versions.")
+    data_registry_dir: Path | None = Field(None, description="Git+DVC repository holding data versions (its "
+                                           "working copy; in k8s a clone of data_registry_remote).")
+    data_registry_remote: SecretStr | None = Field(None, description="Git remote of the data registry (k8s: any git "
+                                                   "server; versions and verdicts are pushed there).")
     dvc_remote_url: str | None = Field(None, description="DVC remote; a local folder by default, s3:// in k8s.")
     real_data_path: Path = Path("../shared/data/online_retail_ii/online_retail_II_2009_2010.parquet")
-    work_dir: Path | None = Field(None, description="Derived tables per data version (clean table, features).")
-    reports_dir: Path | None = Field(None, description="Validation Data Docs, drift reports, benchmarks.")
+    object_store_url: str | None = Field(None, description="Object store of every file the stack keeps (reports, "
+                                         "request logs, feature sources, clean tables): s3://bucket/prefix in k8s; "
+                                         "by default ZM_HOME itself (zmlops.stores).")
+    state_db_url: SecretStr | None = Field(None, description="SQLAlchemy URL of the state database (incidents, "
+                                           "rollout decisions); default sqlite under ZM_HOME, PostgreSQL in k8s.")
 
     # tracking and features
     mlflow_tracking_uri: str | None = None
@@ -176,40 +198,40 @@ class Settings(BaseSettings):
     monitoring: MonitoringSettings = MonitoringSettings()
     airflow: AirflowSettings = AirflowSettings()
     rollout: RolloutSettings = RolloutSettings()
-    request_log_path: Path | None = Field(None, description="Request log folder (JSON lines per model and day).")
+    request_log: RequestLogSettings = RequestLogSettings()
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.profile != "local" and self.pseudonymisation_key.get_secret_value() == DEFAULT_SECRET:
             raise ValueError("ZM_PSEUDONYMISATION_KEY must be set outside the local profile")
-        if self.profile == "k8s":
-            needed = {
-                "ZM_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
-                "ZM_DVC_REMOTE_URL": self.dvc_remote_url,
-                "ZM_FEAST_REGISTRY": self.feast_registry,
-                "ZM_FEAST_REDIS_URL": self.feast_redis_url,
-            }
-            missing = [k for k, v in needed.items() if v is None]
-            if missing:
-                raise ValueError(f"the k8s profile needs {', '.join(missing)}")
         return self
 
-    # Derived locations: explicit values win, otherwise everything lives under ``home``.
+    def _k8s_needs(self, value: str | None, variable: str) -> str | None:
+        """In the k8s profile a state location is never left to its local default (a pod's own disk): the
+        workload that reaches for an unset one stops with the variable's name."""
+        if value is None and self.profile == "k8s":
+            raise RuntimeError(f"the k8s profile keeps no state on a pod's disk: set {variable}")
+        return value
+
+    # Derived locations: explicit values win, otherwise everything lives under ``home`` (the local profile; in the
+    # k8s profile every one of these that is state must be set, see _k8s_needs).
     @property
     def registry_dir(self) -> Path:
         return (self.data_registry_dir or self.home / "data-registry").resolve()
 
     @property
     def remote_url(self) -> str:
-        return self.dvc_remote_url or str((self.home / "dvc-remote").resolve())
+        return self._k8s_needs(self.dvc_remote_url, "ZM_DVC_REMOTE_URL") or str((self.home / "dvc-remote").resolve())
 
     @property
     def work(self) -> Path:
-        return (self.work_dir or self.home / "work").resolve()
+        """Derived tables per data version (object store keys ``work/<version>/...``; cached here)."""
+        return (self.home / "work").resolve()
 
     @property
     def reports(self) -> Path:
-        return (self.reports_dir or self.home / "reports").resolve()
+        """Validation Data Docs, monitoring reports, model cards (keys ``reports/...``; cached here)."""
+        return (self.home / "reports").resolve()
 
     @property
     def feast_home(self) -> Path:
@@ -225,8 +247,28 @@ class Settings(BaseSettings):
         return Path(spec.origin).resolve().parent
 
     @property
-    def request_log_dir(self) -> Path:
-        return (self.request_log_path or self.home / "requests").resolve()
+    def state_db(self) -> str:
+        url = self.state_db_url.get_secret_value() if self.state_db_url is not None else None
+        return self._k8s_needs(url, "ZM_STATE_DB_URL") or f"sqlite:///{(self.home / 'state.db').resolve()}"
+
+    @property
+    def registry_remote(self) -> str | None:
+        return self._k8s_needs(self.data_registry_remote.get_secret_value() if self.data_registry_remote else None,
+                               "ZM_DATA_REGISTRY_REMOTE")
+
+    @property
+    def object_store(self) -> str | None:
+        """The object store's URL; None: ZM_HOME itself (the local profile)."""
+        return self._k8s_needs(self.object_store_url, "ZM_OBJECT_STORE_URL")
+
+    @property
+    def feast_registry_url(self) -> str:
+        return self._k8s_needs(self.feast_registry, "ZM_FEAST_REGISTRY") or str(self.feast_home / "registry.db")
+
+    @property
+    def feast_redis(self) -> str:
+        url = self.feast_redis_url.get_secret_value() if self.feast_redis_url is not None else None
+        return self._k8s_needs(url, "ZM_FEAST_REDIS_URL") or ""
 
     @property
     def artifact_root(self) -> Path:
@@ -234,7 +276,8 @@ class Settings(BaseSettings):
 
     @property
     def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+        return self._k8s_needs(self.mlflow_tracking_uri, "ZM_MLFLOW_TRACKING_URI") \
+            or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
 
 
 @lru_cache(maxsize=1)

@@ -39,7 +39,7 @@ PROFILES = {
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "InferenceService")
 # Kinds without a schema in kubernetes-validate; InferenceService is validated against the KServe CRD,
 # the Prometheus operator kinds by the rules tests (promtool) and the checks below.
-CUSTOM_KINDS = {"InferenceService", "PodMonitor", "PrometheusRule"}
+CUSTOM_KINDS = {"InferenceService", "PodMonitor", "PrometheusRule", "AlertmanagerConfig"}
 
 
 def families() -> tuple[str, ...]:
@@ -55,12 +55,12 @@ def _chart() -> helm.Chart:
     return helm.Chart.load(str(CHART))
 
 
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    out = _chart().render(values or {}, name="zm", namespace=NAMESPACE, is_install=True)
-    docs = []
-    for text in out.values():
-        docs.extend(d for d in yaml.safe_load_all(text) if d)
-    return docs
+def render(values: dict[str, Any] | None = None, operator: bool = True) -> list[dict[str, Any]]:
+    """The chart in a cluster with the Prometheus operator's APIs (``operator``) or without them."""
+    from stack.render import OPERATOR_APIS
+    from stack.render import render as helm_render
+
+    return helm_render(values or {}, name="zm", namespace=NAMESPACE, api_versions=OPERATOR_APIS if operator else ())
 
 
 @cache
@@ -220,6 +220,10 @@ def test_the_crd_validation_refuses_unknown_fields() -> None:
 def test_prometheus_rule_carries_the_generated_rules() -> None:
     rule = kinds(rendered("production"), "PrometheusRule")[0]
     generated = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    for group in rule["spec"]["groups"]:  # the chart adds the release namespace to every alert
+        for r in group["rules"]:
+            if "alert" in r:
+                assert r["labels"].pop("namespace") == NAMESPACE
     assert rule["spec"] == generated
     labelled = render({"monitoring": {"alertLabels": {"team": "retail-ml"}}})
     spec = kinds(tuple(labelled), "PrometheusRule")[0]["spec"]
@@ -282,6 +286,87 @@ def test_predictors_have_replicas_autoscaling_disruption_budget_and_spread(profi
         assert any(all(labels.get(k) == v for k, v in sel) for sel in budgets), isvc["metadata"]["name"]
 
 
+def test_replicas_never_share_a_node_when_there_are_two_or_more() -> None:
+    for profile, hard in (("production", "DoNotSchedule"), ("minimal", None)):
+        for doc in rendered(profile):
+            if doc["kind"] not in WORKLOADS:
+                continue
+            spread = {c["topologyKey"]: c["whenUnsatisfiable"] for c in pod_spec(doc).get("topologySpreadConstraints", [])}
+            replicas = doc["spec"]["predictor"]["minReplicas"] if doc["kind"] == "InferenceService" \
+                else doc["spec"].get("replicas", 1)
+            if hard and replicas >= 2:
+                assert spread["kubernetes.io/hostname"] == hard, doc["metadata"]["name"]
+            elif spread:
+                assert spread.get("kubernetes.io/hostname") == "ScheduleAnyway", doc["metadata"]["name"]
+
+
+def test_a_settings_change_rolls_every_pod() -> None:
+    def checksums(values: dict[str, Any]) -> dict[str, str]:
+        out = {}
+        for doc in render(values):
+            if doc["kind"] == "InferenceService":
+                out[doc["metadata"]["name"]] = doc["spec"]["predictor"]["annotations"]["checksum/config"]
+            elif doc["kind"] in WORKLOADS:
+                out[doc["metadata"]["name"]] = doc["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        return out
+
+    before, after = checksums({}), checksums({"settings": {"monitoring": {"driftShare": 0.3}}})
+    assert set(before) == set(after) and len(before) >= 6
+    assert all(before[name] != after[name] for name in before), "a pod would keep running on the old settings"
+    assert checksums({}) == before  # deterministic: an unchanged upgrade rolls nothing
+
+
+def test_one_slow_readiness_answer_does_not_take_a_predictor_out() -> None:
+    for isvc in kinds(rendered("production"), "InferenceService"):
+        probe = isvc["spec"]["predictor"]["containers"][0]["readinessProbe"]
+        assert probe["failureThreshold"] >= 2 and probe["timeoutSeconds"] >= 2
+        drain = next(e for e in isvc["spec"]["predictor"]["containers"][0]["env"]
+                     if e["name"] == "ZM_SERVING__DRAIN_SECONDS")
+        # draining lasts longer than the Service needs to notice (failureThreshold periods)
+        assert float(drain["value"]) >= probe["failureThreshold"] * probe["periodSeconds"]
+
+
+def test_without_the_prometheus_operator_the_chart_installs_and_says_nothing_of_it() -> None:
+    docs = render({}, operator=False)
+    assert {d["kind"] for d in docs} & {"PrometheusRule", "PodMonitor", "AlertmanagerConfig"} == set()
+    assert {"InferenceService", "Deployment", "ConfigMap"} <= {d["kind"] for d in docs}
+    with_operator = {d["kind"] for d in rendered("production")}
+    assert {"PrometheusRule", "PodMonitor", "AlertmanagerConfig"} <= with_operator
+
+
+def test_alert_routes_reach_the_receiver_and_the_people_with_secrets_by_reference() -> None:
+    docs = render({"alerting": {"pagerduty": {"enabled": True}, "slack": {"enabled": True},
+                                "email": {"enabled": True}}})
+    (config,) = kinds(tuple(docs), "AlertmanagerConfig")
+    routes = {r["receiver"]: r for r in config["spec"]["route"]["routes"]}
+    assert routes["retrain"]["matchers"] == [{"name": "action", "value": "retrain", "matchType": "="}]
+    assert routes["page"]["matchers"] == [{"name": "severity", "value": "page", "matchType": "="}]
+    assert "matchers" not in routes["chat"] and routes["email"]["matchers"][0]["value"] == "ticket"
+    receivers = {r["name"]: r for r in config["spec"]["receivers"]}
+    assert receivers["retrain"]["webhookConfigs"][0]["url"] == "http://zm-alert-receiver.mlops.svc:9095/alertmanager"
+    assert receivers["page"]["pagerdutyConfigs"][0]["routingKey"] == {"name": "zero-margin-alerting",
+                                                                      "key": "pagerduty-routing-key"}
+    assert set(receivers["chat"]["slackConfigs"][0]["apiURL"]) == {"name", "key"}
+    assert set(receivers["email"]["emailConfigs"][0]["authPassword"]) == {"name", "key"}
+    # every alert carries the release's namespace (the operator's namespace matcher routes only those)
+    rule = kinds(tuple(docs), "PrometheusRule")[0]
+    assert all(r["labels"]["namespace"] == NAMESPACE for g in rule["spec"]["groups"] for r in g["rules"]
+               if "alert" in r)
+
+
+def test_mlflow_answers_its_service_names_and_exposes_metrics() -> None:
+    (mlflow,) = [d for d in kinds(rendered("production"), "Deployment") if d["metadata"]["name"] == "zm-mlflow"]
+    args = pod_spec(mlflow)["containers"][0]["args"]
+    hosts = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
+    import fnmatch
+
+    for host in ("zm-mlflow:5000", "zm-mlflow.mlops.svc:5000", "zm-mlflow.mlops.svc.cluster.local:5000",
+                 "10.12.0.7:5000"):
+        assert any(fnmatch.fnmatch(host, pattern) for pattern in hosts), host
+    assert not any(fnmatch.fnmatch("evil.example.com", pattern) for pattern in hosts)
+    assert any(a.startswith("--expose-prometheus=") for a in args)
+
+
 def test_canary_fields_are_set_only_with_the_canary_profile() -> None:
     for profile, expected in (("production", None), ("canary", 10)):
         for isvc in kinds(rendered(profile), "InferenceService"):
@@ -313,8 +398,8 @@ def test_probes_differ_and_resources_are_bounded(profile: str) -> None:
         for c in pod_spec(doc)["containers"]:
             name = f"{doc['metadata']['name']}/{c['name']}"
             assert c["readinessProbe"] != c["livenessProbe"], name
-            for kind in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(c["resources"][kind]), name
+            for kind in ("requests", "limits"):  # scratch disk too: the kubelet evicts a pod above its limit
+                assert {"cpu", "memory", "ephemeral-storage"} <= set(c["resources"][kind]), name
 
 
 @pytest.mark.parametrize("profile", PROFILES)

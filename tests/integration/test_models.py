@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -188,16 +189,20 @@ def test_materialization_is_idempotent(trained: tuple[Settings, dict[str, object
     assert again.to_dict() == first
 
 
-def test_feature_store_yaml_per_profile_loads() -> None:
+def test_feature_store_yaml_per_profile_loads(tmp_path: Path) -> None:
     from training.features import store
 
     k8s = Settings(
         profile="k8s",
+        home=tmp_path / "cache",
         pseudonymisation_key="x",
         mlflow_tracking_uri="http://mlflow",
         dvc_remote_url="s3://b",
         feast_registry="postgresql+psycopg://feast@db/feast",
         feast_redis_url="redis:6379",
+        object_store_url=f"file://{tmp_path / 'objects'}",
+        state_db_url="postgresql://zm@db/zm",
+        data_registry_remote="git://git/data-registry.git",
     )
     config = store.open_store(k8s).config
     assert config.online_store.type == "redis" and config.registry.registry_type == "sql"

@@ -51,11 +51,12 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess
 def _k8s_settings(home: Path, tmp: Path, port: int):  # type: ignore[no-untyped-def]
     from zmlops.settings import Settings
 
-    feast = tmp / "feast"
-    shutil.copytree(home / "feast" / "sources", feast / "sources")  # the published feature tables
-    return Settings(profile="k8s", home=tmp, feast_dir=feast, pseudonymisation_key="0123456789abcdef",
+    # the published feature tables come from the served home's object store (a folder here, a bucket in a cluster)
+    return Settings(profile="k8s", home=tmp, pseudonymisation_key="0123456789abcdef",
                     mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}", dvc_remote_url="s3://unused/remote",
-                    feast_registry=f"sqlite:///{tmp / 'registry.sqlite'}", feast_redis_url=f"127.0.0.1:{port}")
+                    feast_registry=f"sqlite:///{tmp / 'registry.sqlite'}", feast_redis_url=f"127.0.0.1:{port}",
+                    object_store_url=f"file://{home}", state_db_url=f"sqlite:///{tmp / 'state.db'}",
+                    data_registry_remote="git://unused/data-registry.git")
 
 
 def test_redis_online_store_answers_like_the_local_one_and_degrades(

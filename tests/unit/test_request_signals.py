@@ -11,20 +11,21 @@ import pytest
 from inference_services.request_log import RequestLog
 from monitoring.requests import read_log, request_signals
 from zmlops.settings import Settings
+from zmlops.stores import object_store
 
 pytestmark = pytest.mark.unit
 
 
 def test_hit_rate_joins_pseudonymised_log_rows_with_later_purchases(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
-    log = RequestLog(settings.request_log_dir, "product-recommendation",
-                     settings.pseudonymisation_key.get_secret_value())
+    log = RequestLog(object_store(settings), "product-recommendation",
+                     settings.pseudonymisation_key.get_secret_value(), settings.request_log)
     for customer, items, cold in ((1, ["A", "B"], False), (2, ["C"], False), (3, ["D"], True)):
         log.append({"version": "4", "rows": [{"customer": log.pseudonymise(customer), "items": items,
                                                "cold_start": cold}]})
     log.append({"version": "3", "rows": [{"customer": log.pseudonymise(9), "items": ["Z"], "cold_start": False}]})
     log.close()
-    assert "1" not in {str(x) for x in read_log(settings.request_log_dir / "product-recommendation")["customer"]}
+    assert "1" not in {str(x) for x in read_log(object_store(settings), "product-recommendation")["customer"]}
     ts = pd.Timestamp("2025-01-06")
     ref = pd.DataFrame({"invoice_ts": [ts], "customer_id": [1], "stock_code": ["A"]})
     cur = pd.DataFrame({"invoice_ts": [ts, ts + pd.Timedelta(days=3), ts + pd.Timedelta(days=4)],
@@ -38,7 +39,7 @@ def test_hit_rate_joins_pseudonymised_log_rows_with_later_purchases(tmp_path: Pa
 
 def test_served_segment_shift_against_training_shares(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
-    log = RequestLog(settings.request_log_dir, "customer-segmentation", "k")
+    log = RequestLog(object_store(settings), "customer-segmentation", "k", settings.request_log)
     for seg in ["loyal"] * 3 + ["bargain"]:
         log.append({"version": "1", "rows": [{"customer": None, "segment": seg, "degraded": seg == "bargain"}]})
     log.close()
@@ -51,7 +52,7 @@ def test_only_requests_since_the_last_check_are_read(tmp_path: Path) -> None:
     import datetime as dt
 
     settings = Settings(home=tmp_path)
-    log = RequestLog(settings.request_log_dir, "demand-forecast", "k")
+    log = RequestLog(object_store(settings), "demand-forecast", "k", settings.request_log)
     log.append({"version": "1", "rows": [{"category": "kitchen", "units": [10.0, 30.0]}]})
     cut = dt.datetime.now(dt.UTC).isoformat()
     import time

@@ -27,15 +27,29 @@ def test_k8s_profile_refuses_default_secret(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(ValidationError, match="PSEUDONYMISATION_KEY"):
         Settings()
     monkeypatch.setenv("ZM_PSEUDONYMISATION_KEY", "s3cret")
-    with pytest.raises(ValidationError, match="MLFLOW_TRACKING_URI"):
-        Settings()
-    monkeypatch.setenv("ZM_MLFLOW_TRACKING_URI", "http://mlflow:5000")
-    monkeypatch.setenv("ZM_DVC_REMOTE_URL", "s3://bucket/dvc")
-    with pytest.raises(ValidationError, match="ZM_FEAST_REGISTRY, ZM_FEAST_REDIS_URL"):
-        Settings()
-    monkeypatch.setenv("ZM_FEAST_REGISTRY", "postgresql+psycopg://feast@db/feast")
-    monkeypatch.setenv("ZM_FEAST_REDIS_URL", "redis:6379")
     assert Settings().profile == "k8s"
+
+
+@pytest.mark.parametrize(("attribute", "variable"), [
+    ("tracking_uri", "ZM_MLFLOW_TRACKING_URI"), ("remote_url", "ZM_DVC_REMOTE_URL"),
+    ("state_db", "ZM_STATE_DB_URL"), ("registry_remote", "ZM_DATA_REGISTRY_REMOTE"),
+    ("object_store", "ZM_OBJECT_STORE_URL"), ("feast_registry_url", "ZM_FEAST_REGISTRY"),
+    ("feast_redis", "ZM_FEAST_REDIS_URL"),
+])
+def test_k8s_profile_never_falls_back_to_a_pods_disk(monkeypatch: pytest.MonkeyPatch, attribute: str,
+                                                       variable: str) -> None:
+    monkeypatch.setenv("ZM_PROFILE", "k8s")
+    monkeypatch.setenv("ZM_PSEUDONYMISATION_KEY", "s3cret")
+    with pytest.raises(RuntimeError, match=variable):
+        getattr(Settings(), attribute)
+    monkeypatch.setenv(variable, "postgresql://zm@db/zm")
+    assert getattr(Settings(), attribute) == "postgresql://zm@db/zm"
+    monkeypatch.delenv(variable)
+    local = getattr(Settings(profile="local", home=Path("/srv/zm")), attribute)
+    embedded = {"tracking_uri": "sqlite:////srv/zm/mlflow.db", "remote_url": "/srv/zm/dvc-remote",
+                "state_db": "sqlite:////srv/zm/state.db", "registry_remote": None, "object_store": None,
+                "feast_registry_url": "/srv/zm/feast/registry.db", "feast_redis": ""}
+    assert local == embedded[attribute]  # the embedded defaults: under ZM_HOME, or none
 
 
 def test_telemetry_is_off_for_every_library() -> None:

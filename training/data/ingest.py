@@ -4,7 +4,9 @@
 :func:`validate_version` fetches a version, runs the raw suite, cleans, runs the clean
 suite and records the verdict. Only a version that passes both becomes ``current``;
 a failing one is marked ``bad`` and the previous good version stays current.
-Derived tables live in ``<work>/<version>/`` and are rebuilt from the version alone.
+Derived tables live in the object store under ``work/<version>/`` (cached in ``ZM_HOME``)
+and are rebuilt from the version alone when they are missing; the Great Expectations
+project (suites, results, Data Docs) lives under ``reports/validation/``.
 """
 
 from __future__ import annotations
@@ -28,19 +30,42 @@ from training.data.versions import DataRegistry, DataVersion
 from training.data.world import SimulationConfig
 from training.validation import GateResult, SuiteContext, ValidationFailed, clean_suite, raw_suite, run_gate
 from zmlops.settings import Settings
+from zmlops.stores import object_store
 
 __all__ = ["registry_for", "snapshot_simulated", "snapshot_file", "validate_version", "IngestResult",
-           "clean_path", "raw_view", "check_raw", "check_clean"]
+           "clean_path", "clean_file", "truth_file", "raw_view", "check_raw", "check_clean"]
 
 CLEAN_FILE = "clean.parquet"
+REPORT_FILE = "cleaning.json"
+VALIDATION = "reports/validation"  # the Great Expectations project's key prefix (training.validation.gate)
 
 
 def registry_for(settings: Settings) -> DataRegistry:
-    return DataRegistry(settings.registry_dir, settings.remote_url)
+    return DataRegistry(settings.registry_dir, settings.remote_url, settings.registry_remote)
+
+
+def _key(version: str, name: str) -> str:
+    return f"work/{version}/{name}"
 
 
 def clean_path(settings: Settings, version: str) -> Path:
-    return settings.work / version / CLEAN_FILE
+    """Where the clean table of ``version`` is cached (it may not be there: see :func:`clean_file`)."""
+    return object_store(settings).path(_key(version, CLEAN_FILE))
+
+
+def clean_file(settings: Settings, version: str) -> Path:
+    """A local copy of the clean table of ``version``: from the cache, the object store, or the gate again."""
+    found = object_store(settings).download(_key(version, CLEAN_FILE))
+    return found if found is not None else validate_version(settings, version).clean
+
+
+def truth_file(settings: Settings, version: str, name: str = "customers.parquet") -> Path | None:
+    """A planted-truth file shipped with a simulated version (None for real data)."""
+    registry = registry_for(settings)
+    found = registry.get(version)
+    if name not in found.files:
+        return None
+    return registry.fetch(found, settings.work / version / "raw", only=[name]) / name
 
 
 def snapshot_simulated(settings: Settings, config: SimulationConfig, then: Sequence[tuple[int, str]] = (),
@@ -111,16 +136,19 @@ def _previous_good(registry: DataRegistry, version: DataVersion) -> DataVersion 
 def validate_version(settings: Settings, name: str, force: bool = False) -> IngestResult:
     """Gate version ``name``; raise :class:`ValidationFailed` (version marked bad) on failure."""
     registry = registry_for(settings)
+    store = object_store(settings)
     version = registry.get(name)
     out_dir = settings.work / version.name
-    clean_file = out_dir / CLEAN_FILE
-    if version.status == "good" and clean_file.exists() and not force:
-        return IngestResult(version, clean_file, None, [])
+    if version.status == "good" and not force:
+        cached = store.download(_key(name, CLEAN_FILE))
+        if cached is not None:
+            return IngestResult(version, cached, None, [])
     raw_dir = registry.fetch(version, out_dir / "raw")
     raw = read_transactions(raw_dir / version.transactions_file)
     previous = _previous_good(registry, version)
     as_of = dt.date.fromisoformat(version.meta["as_of"])
     gates: list[GateResult] = []
+    store.download_tree(VALIDATION)  # earlier runs' results, so Data Docs list every delivery
     try:
         ctx = SuiteContext(settings.validation, as_of, previous.meta.get("rows") if previous else None)
         gates.append(check_raw(settings, raw, ctx, name))
@@ -129,13 +157,17 @@ def validate_version(settings: Settings, name: str, force: bool = False) -> Inge
         ctx = SuiteContext(settings.validation, as_of, prev_clean)
         gates.append(check_clean(settings, clean, ctx, name))
     except ValidationFailed:
+        store.upload_tree(VALIDATION)
         registry.mark(name, ok=False)
         raise
-    out_dir.mkdir(parents=True, exist_ok=True)
+    store.upload_tree(VALIDATION)
+    clean_file = clean_path(settings, name)
+    clean_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = clean_file.with_suffix(".parquet.part")
     pq.write_table(pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), tmp)
     tmp.replace(clean_file)
-    (out_dir / "cleaning.json").write_text(json.dumps(report.to_dict(), indent=2))
+    store.upload(_key(name, CLEAN_FILE))
+    store.put(_key(name, REPORT_FILE), json.dumps(report.to_dict(), indent=2).encode())
     version = registry.mark(name, ok=True)
     return IngestResult(version, clean_file, report, gates)
 
@@ -143,5 +175,5 @@ def validate_version(settings: Settings, name: str, force: bool = False) -> Inge
 def _clean_rows(settings: Settings, version: DataVersion | None) -> int | None:
     if version is None:
         return None
-    report = settings.work / version.name / "cleaning.json"
-    return int(json.loads(report.read_text())["rows_out"]) if report.exists() else None
+    report = object_store(settings).get(_key(version.name, REPORT_FILE))
+    return int(json.loads(report)["rows_out"]) if report is not None else None

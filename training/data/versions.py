@@ -7,9 +7,16 @@ points at the newest good version and moves only when a new version passes, so a
 bad snapshot is kept for inspection but never becomes current. "The data as of
 version X" is :meth:`DataRegistry.fetch`, which returns exactly the bytes stored.
 
-The remote is a local folder in the local profile and an S3-compatible bucket in
+The DVC remote is a local folder in the local profile and an S3-compatible bucket in
 the k8s profile; it is configured and committed before the first ``dvc add`` (DVC
 reads remote settings per commit).
+
+With a git remote (``data_registry_remote``; always in the k8s profile, where a task
+pod's disk is wiped after every task) the local repository is only a working copy:
+it is cloned when missing, brought up to date before every read, and every version,
+verdict and move of ``current`` is pushed. Two writers racing for the same ``vN``
+are told apart by the push: the loser fetches and takes the next number; ``current``
+moves by compare-and-swap (``--force-with-lease``), never backwards.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,9 +78,11 @@ def sha256_of(path: Path) -> str:
 class DataRegistry:
     """The data registry repository at ``root`` with DVC remote ``remote_url``."""
 
-    def __init__(self, root: Path, remote_url: str) -> None:
+    def __init__(self, root: Path, remote_url: str, git_remote: str | None = None) -> None:
         self.root = root
         self.remote_url = remote_url
+        self.git_remote = git_remote
+        self._synced_at = -1e9
 
     # -- commands ---------------------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -110,12 +120,18 @@ class DataRegistry:
 
     # -- setup ------------------------------------------------------------------------------------------
     def ensure(self) -> None:
-        """Create the registry (git, DVC, default remote) once; later calls do nothing."""
+        """Create the registry (git, DVC, default remote) once, or clone it from the git remote."""
         with self._locked():
             if (self.root / ".dvc" / "config").exists():
                 return
             self.root.mkdir(parents=True, exist_ok=True)
-            self._git("init", "-q", "-b", "main")
+            if not (self.root / ".git").exists():
+                self._git("init", "-q", "-b", "main")
+            if self.git_remote:
+                self._git("remote", "remove", "origin", check=False)
+                self._git("remote", "add", "origin", self.git_remote)
+                if self._fetch():  # the registry exists on the remote: this is a working copy of it
+                    return
             self._dvc("init", "-q")
             self._dvc("config", "core.autostage", "true")
             if "://" not in self.remote_url:
@@ -126,43 +142,107 @@ class DataRegistry:
             )
             self._git("add", "-A")
             self._git("commit", "-q", "-m", "Initialise data registry (DVC remote configured)")
+            if self.git_remote and not self._push("main"):
+                self._fetch()  # another writer initialised it first: take theirs
+
+    # -- the git remote ---------------------------------------------------------------------------------
+    def _fetch(self) -> bool:
+        """Mirror the remote's branch and tags into the working copy; False when the remote is empty."""
+        done = subprocess.run(["git", "-C", str(self.root), "fetch", "-q", "--force", "--prune", "--prune-tags",
+                               "--tags", "origin", "+refs/heads/main:refs/remotes/origin/main"],
+                              capture_output=True, text=True, env=self._env(), check=False)
+        if done.returncode != 0:
+            if "couldn't find remote ref" in done.stderr:
+                return False
+            raise RuntimeError(f"git fetch from the data registry remote failed: {done.stderr.strip()}")
+        self._git("reset", "-q", "--hard", "refs/remotes/origin/main")
+        self._synced_at = time.monotonic()
+        return True
+
+    def _refresh(self) -> None:
+        """Before a read: the remote's state, at most once a second (local registries need nothing)."""
+        if self.git_remote and time.monotonic() - self._synced_at > 1.0:
+            with self._locked():
+                if (self.root / ".git").exists():
+                    self._fetch()
+
+    def _push(self, *refspecs: str, lease: str | None = None) -> bool:
+        """Push atomically; False when the remote refused (someone else pushed first, or ``lease``,
+        a ``--force-with-lease`` expectation, no longer holds)."""
+        options = [f"--force-with-lease={lease}"] if lease is not None else []
+        done = subprocess.run(["git", "-C", str(self.root), "push", "-q", "--atomic", *options, "origin", *refspecs],
+                              capture_output=True, text=True, env=self._env(), check=False)
+        if done.returncode == 0:
+            return True
+        if "rejected" in done.stderr or "already exists" in done.stderr or "stale info" in done.stderr:
+            return False
+        raise RuntimeError(f"git push to the data registry remote failed: {done.stderr.strip()}")
 
     # -- writing ----------------------------------------------------------------------------------------
     def add_snapshot(self, src_dir: Path, meta: dict[str, Any], transactions_file: str) -> DataVersion:
         """Version the files of ``src_dir`` as the next ``vN`` (pending until the gate marks it)."""
         self.ensure()
-        with self._locked():
-            number = max((v.number for v in self.versions()), default=0) + 1
-            name = f"v{number}"
-            raw = self.root / "raw"
-            shutil.rmtree(raw, ignore_errors=True)
-            shutil.copytree(src_dir, raw)
-            files = {p.name: sha256_of(p) for p in sorted(raw.iterdir()) if p.is_file()}
-            if transactions_file not in files:
-                raise FileNotFoundError(f"{transactions_file} is not in {src_dir}")
-            record = {**meta, "version": name, "files": files, "transactions_file": transactions_file}
-            (self.root / "version.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-            self._dvc("add", "-q", "raw")
-            self._git("add", "-A")
-            self._git("commit", "-q", "-m", f"data {name}: {meta.get('source', 'snapshot')}")
-            self._git("tag", name)
-            self._dvc("push", "-q")
-            return self.get(name)
+        for _attempt in range(10):
+            with self._locked():
+                if self.git_remote:
+                    self._fetch()
+                number = max((v.number for v in self._versions()), default=0) + 1
+                name = f"v{number}"
+                raw = self.root / "raw"
+                shutil.rmtree(raw, ignore_errors=True)
+                shutil.copytree(src_dir, raw)
+                files = {p.name: sha256_of(p) for p in sorted(raw.iterdir()) if p.is_file()}
+                if transactions_file not in files:
+                    raise FileNotFoundError(f"{transactions_file} is not in {src_dir}")
+                record = {**meta, "version": name, "files": files, "transactions_file": transactions_file}
+                (self.root / "version.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+                self._dvc("add", "-q", "raw")
+                self._git("add", "-A")
+                self._git("commit", "-q", "-m", f"data {name}: {meta.get('source', 'snapshot')}")
+                self._git("tag", name)
+                self._dvc("push", "-q")  # the bytes first: a pushed tag always has its data on the remote
+                if not self.git_remote or self._push("main", f"refs/tags/{name}"):
+                    return self._get(name)
+                self._git("tag", "-d", name)  # another writer took vN: start again from the remote's state
+        raise RuntimeError("could not add a data version: the registry remote kept changing under us")
 
     def mark(self, name: str, ok: bool) -> DataVersion:
         """Record the gate's verdict; a pass makes ``name`` current if it is newer than the current one."""
-        with self._locked():
-            version = self.get(name)
-            self._git("tag", "-d", f"good/{name}", check=False)
-            self._git("tag", "-d", f"bad/{name}", check=False)
-            self._git("tag", f"{'good' if ok else 'bad'}/{name}", version.commit)
-            current = self.current()
-            if ok and (current is None or current.number <= version.number):
-                self._git("tag", "-f", "current", version.commit)
-            return self.get(name)
+        verdict, other = (f"good/{name}", f"bad/{name}") if ok else (f"bad/{name}", f"good/{name}")
+        for _attempt in range(10):
+            with self._locked():
+                if self.git_remote:
+                    self._fetch()
+                version = self._get(name)
+                tags = self._git("tag", "--list").split()
+                self._git("tag", "-d", other, check=False)
+                self._git("tag", "-f", verdict, version.commit)
+                current = self._current()
+                moves = ok and (current is None or current.number < version.number)
+                if moves:
+                    self._git("tag", "-f", "current", version.commit)
+                if not self.git_remote:
+                    return self._get(name)
+                refs = [f"+refs/tags/{verdict}"] + ([f":refs/tags/{other}"] if other in tags else [])
+                lease = None
+                if moves:  # compare-and-swap: only if nobody moved it since we looked
+                    lease = f"refs/tags/current:{current.commit if current is not None else ''}"
+                    refs.append("refs/tags/current")
+                if self._push(*refs, lease=lease):
+                    return self._get(name)
+        raise RuntimeError(f"could not record the verdict of {name}: the registry remote kept changing")
 
     # -- reading ----------------------------------------------------------------------------------------
     def versions(self) -> list[DataVersion]:
+        self._clone_if_missing()
+        self._refresh()
+        return self._versions()
+
+    def _clone_if_missing(self) -> None:
+        if self.git_remote and not (self.root / ".dvc" / "config").exists():
+            self.ensure()
+
+    def _versions(self) -> list[DataVersion]:
         if not (self.root / ".git").exists():
             return []
         tags = self._git("tag", "--list").split()
@@ -170,6 +250,11 @@ class DataRegistry:
         return [self._version(n, tags) for n in names]
 
     def get(self, name: str) -> DataVersion:
+        self._clone_if_missing()
+        self._refresh()
+        return self._get(name)
+
+    def _get(self, name: str) -> DataVersion:
         tags = self._git("tag", "--list").split() if (self.root / ".git").exists() else []
         if name not in tags:
             known = ", ".join(t for t in tags if t.startswith("v")) or "none yet"
@@ -184,11 +269,16 @@ class DataRegistry:
 
     def current(self) -> DataVersion | None:
         """The newest version that passed the gate, or None."""
-        if "current" not in self._git("tag", "--list", "current").split():
+        self._clone_if_missing()
+        self._refresh()
+        return self._current()
+
+    def _current(self) -> DataVersion | None:
+        if not (self.root / ".git").exists() or "current" not in self._git("tag", "--list", "current").split():
             return None
         commit = self._git("rev-list", "-n", "1", "current")
         names = [t for t in self._git("tag", "--points-at", commit).split() if t.startswith("v")]
-        return self.get(names[0]) if names else None
+        return self._get(names[0]) if names else None
 
     def resolve(self, ref: str) -> DataVersion:
         """``latest`` or ``current`` -> the current good version; ``vN`` -> that version."""
@@ -199,12 +289,16 @@ class DataRegistry:
             return current
         return self.get(ref)
 
-    def fetch(self, version: DataVersion, dest: Path) -> Path:
-        """Exactly the bytes of ``version`` in ``dest`` (checked against the recorded sha256)."""
+    def fetch(self, version: DataVersion, dest: Path, only: list[str] | None = None) -> Path:
+        """Exactly the bytes of ``version`` (or of its files ``only``) in ``dest``, checked against the
+        recorded sha256."""
         import dvc.api
 
+        self._clone_if_missing()
         dest.mkdir(parents=True, exist_ok=True)
         for file_name, digest in version.files.items():
+            if only is not None and file_name not in only:
+                continue
             target = dest / file_name
             if target.exists() and sha256_of(target) == digest:
                 continue

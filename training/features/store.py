@@ -3,6 +3,12 @@
 This is the one module of the training code that talks to Feast. The store's runtime
 ``repo_path`` is ``settings.feast_home``: the declared sources' relative paths resolve
 there, and the feature-building step writes one data version's tables into it.
+
+The tables and the ``published.json`` marker (which data version they hold) live in the
+object store under ``feast/sources/``; ``feast_home`` is a cache of them. Every reader
+compares its cached marker with the store's and fetches the tables again when another
+workload has published a newer version, so a pod with an empty disk reads what the
+features step published.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import yaml
 
 from training.features.build import category_week_features, customer_features, product_features
 from zmlops.settings import Settings
+from zmlops.stores import object_store
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -27,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = [
     "SOURCES",
     "open_store",
+    "sync_sources",
+    "source_table",
     "publish_sources",
     "published_version",
     "apply_definitions",
@@ -42,6 +51,7 @@ SOURCES = {
     "category_week_features": category_week_features,
 }
 MARKER = "published.json"
+PREFIX = "feast/sources"
 
 
 def _yaml_file(settings: Settings) -> Path:
@@ -50,17 +60,17 @@ def _yaml_file(settings: Settings) -> Path:
 
 
 def _substitutions(settings: Settings) -> dict[str, str]:
-    home = settings.feast_home
-    redis = settings.feast_redis_url.get_secret_value() if settings.feast_redis_url else ""
+    redis = settings.feast_redis if settings.profile == "k8s" else ""
     return {
-        "ZM_FEAST_REGISTRY": settings.feast_registry or str(home / "registry.db"),
-        "ZM_FEAST_ONLINE_STORE": str(home / "online.db"),
+        "ZM_FEAST_REGISTRY": settings.feast_registry_url,
+        "ZM_FEAST_ONLINE_STORE": str(settings.feast_home / "online.db"),
         "ZM_FEAST_REDIS": redis,
     }
 
 
-def open_store(settings: Settings) -> FeatureStore:
-    """A FeatureStore for the profile's feature_store.yaml, rooted at ``settings.feast_home``."""
+def open_store(settings: Settings, offline: bool = False) -> FeatureStore:
+    """A FeatureStore for the profile's feature_store.yaml, rooted at ``settings.feast_home``; ``offline``
+    (training sets, materialization) fetches the published source tables into it first."""
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
@@ -70,12 +80,40 @@ def open_store(settings: Settings) -> FeatureStore:
     home = settings.feast_home
     home.mkdir(parents=True, exist_ok=True)
     config.repo_path = home
+    if offline:
+        sync_sources(settings)
     return FeatureStore(repo_path=str(home), config=config)
 
 
 def published_version(settings: Settings) -> dict[str, Any] | None:
-    marker = settings.feast_home / "sources" / MARKER
-    return json.loads(marker.read_text()) if marker.exists() else None
+    """The marker of the published tables as the object store has it now (None before the first)."""
+    raw = object_store(settings).get(f"{PREFIX}/{MARKER}")
+    return json.loads(raw) if raw is not None else None
+
+
+def sync_sources(settings: Settings) -> dict[str, Any] | None:
+    """Make the cached source tables those the store's marker names; returns the marker."""
+    marker = published_version(settings)
+    if marker is None:
+        return None
+    folder = settings.feast_home / "sources"
+    local = folder / MARKER
+    if local.exists() and json.loads(local.read_text()) == marker \
+            and all((folder / f"{name}.parquet").exists() for name in marker["tables"]):
+        return marker
+    store = object_store(settings)
+    for name in marker["tables"]:
+        if not store.download_to(f"{PREFIX}/{name}.parquet", folder / f"{name}.parquet"):
+            raise RuntimeError(f"feature table {name} of {marker['data_version']} is missing from the object store")
+    folder.mkdir(parents=True, exist_ok=True)
+    local.write_text(json.dumps(marker, indent=2))
+    return marker
+
+
+def source_table(settings: Settings, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One published source table (e.g. ``category_week_features``)."""
+    sync_sources(settings)
+    return pd.read_parquet(settings.feast_home / "sources" / f"{name}.parquet", columns=columns)
 
 
 def publish_sources(settings: Settings, clean_file: Path, data_version: str, force: bool = False) -> dict[str, Any]:
@@ -90,6 +128,7 @@ def publish_sources(settings: Settings, clean_file: Path, data_version: str, for
     clean = pd.read_parquet(clean_file)
     out = settings.feast_home / "sources"
     out.mkdir(parents=True, exist_ok=True)
+    store = object_store(settings)
     marker: dict[str, Any] = {"data_version": data_version, "tables": {}}
     for name, build in SOURCES.items():
         table = build(clean)
@@ -99,8 +138,10 @@ def publish_sources(settings: Settings, clean_file: Path, data_version: str, for
         tmp = out / f"{name}.parquet.part"
         table.to_parquet(tmp, index=False)
         tmp.replace(out / f"{name}.parquet")
+        store.upload_from(out / f"{name}.parquet", f"{PREFIX}/{name}.parquet")
         marker["tables"][name] = {"rows": len(table), "newest": table["event_timestamp"].max().isoformat()}
     (out / MARKER).write_text(json.dumps(marker, indent=2))
+    store.upload_from(out / MARKER, f"{PREFIX}/{MARKER}")  # last: readers switch only once every table is there
     return marker
 
 
@@ -115,7 +156,7 @@ def apply_definitions(settings: Settings) -> list[str]:
 
 def materialize(settings: Settings, end: dt.datetime, days: int = 14) -> tuple[dt.datetime, dt.datetime]:
     """Load the online store from the window ``[end - days, end]`` (explicit, so repeats are idempotent)."""
-    store = open_store(settings)
+    store = open_store(settings, offline=True)
     start = end - dt.timedelta(days=days)
     with contextlib.redirect_stdout(io.StringIO()):  # Feast prints coloured lines per view; callers report
         store.materialize(start_date=start, end_date=end)
@@ -145,7 +186,7 @@ def training_frame(settings: Settings, service: str, entity_df: pd.DataFrame) ->
     the result is joined back onto the entity table: every entity row comes back, in order,
     with NaN where no feature value was valid at its timestamp.
     """
-    store = open_store(settings)
+    store = open_store(settings, offline=True)
     entities = entity_df.reset_index(drop=True).assign(_row=lambda f: range(len(f)))
     joined = store.get_historical_features(entity_df=entities, features=store.get_feature_service(service)).to_df()
     feature_cols = [c for c in joined.columns if c not in entities.columns]

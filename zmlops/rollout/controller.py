@@ -8,8 +8,8 @@ A candidate that never turns ready is stopped before it receives a request.
 
 Promotion moves the registry's ``production`` alias to the candidate and ``previous-production`` to the
 version it replaces, whose server stays up without traffic (warm) so :meth:`Rollout.rollback` is a
-weight change: it needs neither a model load nor MLflow. Every decision is appended to
-``home/rollout/decisions.jsonl`` (who, what, when, why, the numbers) and tagged on the model version.
+weight change: it needs neither a model load nor MLflow. Every decision is appended to the state
+database (:mod:`zmlops.statedb`: who, what, when, why, the numbers) and tagged on the model version.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zmlops import statedb
 from zmlops.rollout.analysis import Counters, Verdict, VersionStats, judge, window
 from zmlops.rollout.haproxy import SLOTS
 from zmlops.rollout.local import LocalBackend
@@ -124,19 +125,14 @@ class Recorder:
         return f"passed {len(checks)} checks over {', '.join(f'{p}%' for p in self.settings.rollout.steps)}"
 
     def record(self, family: str, version: str, what: str, why: str, **numbers: Any) -> dict[str, Any]:
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": family, "version": version,
-                 "what": what, "why": why, "who": os.environ.get("AIRFLOW_CTX_DAG_RUN_ID")
-                 or f"{getpass.getuser()}@{socket.gethostname()}", **numbers}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with (self.dir / "decisions.jsonl").open("a") as f:
-            f.write(json.dumps(entry, default=str) + "\n")
+        who = os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or f"{getpass.getuser()}@{socket.gethostname()}"
+        entry = statedb.add_decision(self.settings, family, version, what, why, who, numbers)
         log.info("%s v%s: %s (%s)", family, version, what, why)
-        return entry
+        return {"time": entry["created_at"], "model": family, "version": version, "what": what, "why": why,
+                "who": who, **numbers}
 
     def decisions(self, family: str | None = None) -> list[dict[str, Any]]:
-        path = self.dir / "decisions.jsonl"
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-        return [r for r in rows if family is None or r["model"] == family]
+        return statedb.decisions(self.settings, family)
 
     def _client(self) -> Any:
         if self._registry is None:
@@ -328,9 +324,10 @@ def rollout_for(settings: Settings) -> Any:
 
 
 def serves(settings: Settings, family: str) -> bool:
-    """Whether progressive delivery handles ``family``: always in k8s; locally once `zm rollout serve` ran."""
+    """Whether progressive delivery handles ``family``: in k8s unless ``rollout.canary`` is off; locally once
+    `zm rollout serve` ran."""
     if settings.profile == "k8s":
-        return True
+        return settings.rollout.canary
     rollout = Rollout(settings)
     state = rollout.state(family)
     return state.stable is not None and rollout.backend.alive(state.stable.pid)

@@ -56,6 +56,13 @@ class PrometheusSource:
                 out[item["metric"].get("version", "")] = value
         return out
 
+    def served_versions(self, family: str) -> list[str]:
+        """The version each scraped replica of ``family`` serves now (``zm_model_version_info``)."""
+        r = self.client.get(f"{self.url}/api/v1/query",
+                            params={"query": f'zm_model_version_info{{model="{family}"}} == 1'})
+        r.raise_for_status()
+        return sorted(str(item["metric"].get("version", "")) for item in r.json()["data"]["result"])
+
     def stats(self, family: str, seconds: float) -> dict[str, VersionStats]:
         w = f"{max(int(seconds), 1)}s"
         sel = f'model="{family}",protocol=~"v1|v2"'

@@ -77,6 +77,28 @@ seccompProfile:
       key: {{ .key }}
 {{- end -}}
 
+{{/* Pod annotation that changes with the settings, so `helm upgrade` with new settings rolls the pods. */}}
+{{- define "zm.configChecksum" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end -}}
+
+{{/* Topology spread of one component: (dict "root" $ "replicas" N "selector" (dict ...) "zoneWhen" "ScheduleAnyway").
+Zones are best effort; with two or more replicas no two share a node (one node's loss leaves one serving). */}}
+{{- define "zm.spread" -}}
+- maxSkew: 1
+  topologyKey: topology.kubernetes.io/zone
+  whenUnsatisfiable: {{ .zoneWhen | default "ScheduleAnyway" }}
+  labelSelector:
+    matchLabels:
+      {{- toYaml .selector | nindent 6 }}
+- maxSkew: 1
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: {{ if ge (int .replicas) 2 }}DoNotSchedule{{ else }}ScheduleAnyway{{ end }}
+  labelSelector:
+    matchLabels:
+      {{- toYaml .selector | nindent 6 }}
+{{- end -}}
+
 {{/* Writable scratch space for a read-only root filesystem. */}}
 {{- define "zm.scratchVolumes" -}}
 - name: tmp

@@ -1,0 +1,19 @@
+"""Pseudonyms of customer ids: a keyed hash, stable for one key.
+
+The request log and the monitoring jobs join on pseudonyms, never on raw ids: the serving side
+hashes the ids it is sent, the monitoring side hashes the ids in new transactions with the same
+key (``ZM_PSEUDONYMISATION_KEY``), and a data subject's rows are found by hashing their id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+__all__ = ["pseudonymise"]
+
+
+def pseudonymise(key: bytes, customer_id: Any) -> str:
+    """Keyed hash (HMAC-SHA256) of a customer id, 16 hex characters."""
+    return hmac.new(key, str(int(customer_id)).encode(), hashlib.sha256).hexdigest()[:16]

@@ -1,0 +1,285 @@
+"""The whole loop in the Kubernetes topology, as an operator and a client application would drive it.
+
+data delivery (a one-off pod) -> the DAGs unpaused (the scheduler starts the training DAG) -> three
+models served -> client traffic -> a drifted delivery -> the monitoring DAG -> its numbers pushed,
+scraped by Prometheus and judged by the chart's own rules -> Alertmanager -> the alert receiver ->
+the training DAG (and the monitoring DAG's own re-entry) -> new versions promoted -> served. Then every
+workload's working directory is deleted and every workload restarted: the same versions serve and the
+next DAG run succeeds. With ``wipe_between_steps`` the working directories are also deleted between
+the steps, so no step can lean on a file an earlier one left on a pod's disk.
+
+Used by ``tests/stack/`` (which asserts on what it returns) and by ``zm bench`` (its timings).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from stack.client import Control
+
+__all__ = ["LoopSize", "run_loop", "FAMILIES", "TRAINING", "MONITORING"]
+
+FAMILIES = ("demand-forecast", "customer-segmentation", "product-recommendation")
+TRAINING, MONITORING = "zmlops_training", "zmlops_monitoring"
+PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
+MLFLOW = "http://zm-mlflow.mlops.svc:5000"
+
+
+@dataclass(frozen=True)
+class LoopSize:
+    customers: int = 400
+    products: int = 150
+    weeks: int = 70
+    requests: int = 60
+    seed: int = 11
+    wipe_between_steps: bool = False
+
+
+@dataclass
+class Loop:
+    control: Control
+    size: LoopSize
+    say: Callable[[str], None] = print
+    steps: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    # ------------------------------------------------------------------ plumbing
+    def step(self, name: str, fn: Callable[[], Any]) -> Any:
+        t = time.monotonic()
+        self.say(f">> {name}")
+        out = fn()
+        self.steps[name] = round(time.monotonic() - t, 1)
+        self.say(f"   done in {self.steps[name]:.0f} s")
+        return out
+
+    def stack(self, command: str, *args: str) -> str:
+        """``python -m stack COMMAND --root ROOT ARGS`` (the CLI an operator uses); its output."""
+        argv = [sys.executable, "-m", "stack", command, "--root", str(self.control.layout.root), *args]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[3:])} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def airflow(self) -> Any:
+        from pydantic import SecretStr
+
+        from zmlops.airflow_client import AirflowAPI
+        from zmlops.settings import AirflowSettings, Settings
+
+        cfg = AirflowSettings(api_url="http://airflow-api-server:8080", username="admin",
+                              password=SecretStr(self.control.secret("airflow-users", "admin-password")))
+        return AirflowAPI(Settings().model_copy(update={"airflow": cfg}))
+
+    def mlflow(self) -> Any:
+        import mlflow
+
+        return mlflow.MlflowClient(tracking_uri=MLFLOW)
+
+    def wipe(self, why: str) -> None:
+        """Delete every workload's working directory (pods' disks) and restart them all."""
+        self.say(f"   wiping every workload's disk and restarting it ({why})")
+        self.control.restart(None, wipe=True)
+        self.control.wait_ready(600, names=[p for p in self.workloads() if not p.endswith("-predictor")])
+
+    def workloads(self) -> list[str]:
+        return [p["name"] for p in self.control.status()["processes"] if p["group"] != "backing"]
+
+    # ------------------------------------------------------------------ the steps
+    def ingest(self, then: str | None = None) -> str:
+        s = self.size
+        args = ["run", "--", "zm", "data", "ingest", "simulator", "--customers", str(s.customers), "--products",
+                str(s.products), "--weeks", str(s.weeks), "--seed", str(s.seed)]
+        out = self.stack(*args, *(["--then", then] if then else []))
+        line = next(x for x in out.splitlines() if "current data version" in x)
+        return line.rsplit(" ", 1)[-1]
+
+    def production(self) -> dict[str, str | None]:
+        client = self.mlflow()
+        out: dict[str, str | None] = {}
+        for f in FAMILIES:
+            try:
+                out[f] = str(client.get_model_version_by_alias(f, "production").version)
+            except Exception:  # noqa: BLE001 - MLflow answers an unknown alias with an exception
+                out[f] = None
+        return out
+
+    def served(self) -> dict[str, str]:
+        rows = {"demand-forecast": {"category": "kitchen"}, "customer-segmentation": {"customer_id": 1},
+                "product-recommendation": {"customer_id": 1}}
+        out = {}
+        for f in FAMILIES:
+            try:
+                r = httpx.post(f"http://{f}-predictor.mlops.svc:8080/v1/models/{f}:predict",
+                               json={"instances": [rows[f]]}, timeout=5)
+                out[f] = r.headers.get("x-model-version", f"HTTP {r.status_code}")
+            except httpx.HTTPError as error:
+                out[f] = type(error).__name__
+        return out
+
+    def wait_served(self, wanted: dict[str, str | None], timeout: float = 300) -> dict[str, str]:
+        deadline, served = time.monotonic() + timeout, {}
+        while time.monotonic() < deadline:
+            served = self.served()
+            if all(served.get(f) == v for f, v in wanted.items()):
+                return served
+            time.sleep(2)
+        raise TimeoutError(f"served {served}, wanted {wanted}")
+
+    def wait_runs(self, dag: str, count: int, timeout: float = 1200) -> list[dict[str, Any]]:
+        """Wait until the DAG has at least ``count`` runs and none is unfinished; returns them, newest first."""
+        api, deadline, runs = self.airflow(), time.monotonic() + timeout, []
+        while time.monotonic() < deadline:
+            runs = api.runs(dag)
+            if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs):
+                return list(runs)
+            time.sleep(3)
+        raise TimeoutError(f"{dag}: runs {[(r['run_type'], r['state']) for r in runs]}")
+
+    def traffic(self) -> dict[str, Any]:
+        """Client requests; segmentation's come from one segment only (a campaign aimed at one group), which
+        moves the served segment shares away from the training shares."""
+        import pandas as pd
+
+        keys = json.loads(self.control.layout.secrets.read_text())["zero-margin-secrets"]
+        s3 = {"key": keys["s3-access-key-id"], "secret": keys["s3-secret-access-key"],
+              "client_kwargs": {"endpoint_url": "http://zm-s3.mlops.svc:9000"}}
+        customers = pd.read_parquet("s3://zero-margin-state/feast/sources/customer_features.parquet",
+                                    columns=["customer_id"], storage_options=s3)["customer_id"].drop_duplicates()
+        ids = [int(c) for c in customers.sample(min(len(customers), self.size.requests * 3), random_state=1)]
+        failed, segments = 0, {}
+        with httpx.Client(timeout=10) as http:
+            for c in ids:
+                r = http.post("http://customer-segmentation-predictor.mlops.svc:8080/v1/models/"
+                              "customer-segmentation:predict", json={"instances": [{"customer_id": c}]})
+                failed += r.status_code != 200
+                if r.status_code == 200:
+                    segments.setdefault(r.json()["predictions"][0]["segment"], []).append(c)
+            target = max(segments, key=lambda k: len(segments[k]))
+            for i in range(self.size.requests):
+                c = segments[target][i % len(segments[target])]
+                for f, row in (("customer-segmentation", {"customer_id": c}),
+                               ("product-recommendation", {"customer_id": ids[i], "k": 10}),
+                               ("demand-forecast", {"category": "kitchen", "horizon": 4})):
+                    r = http.post(f"http://{f}-predictor.mlops.svc:8080/v1/models/{f}:predict",
+                                  json={"instances": [row]})
+                    failed += r.status_code != 200
+        return {"failed": failed, "segment": target, "requests": len(ids) + 3 * self.size.requests}
+
+    def alerts(self) -> list[dict[str, Any]]:
+        r = httpx.get(f"{PROMETHEUS}/api/v1/alerts", timeout=10)
+        return list(r.json()["data"]["alerts"])
+
+    def wait_alert(self, name: str, timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            firing = [a for a in self.alerts() if a["labels"].get("alertname") == name and a["state"] == "firing"]
+            if firing:
+                return firing[0]
+            time.sleep(3)
+        raise TimeoutError(f"{name} did not fire; alerts: {[(a['labels'], a['state']) for a in self.alerts()]}")
+
+    def retrain_events(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = self.airflow().get("/assets/events", limit=100)["asset_events"]
+        return events
+
+
+def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Drive the loop on a running topology; returns what happened and how long each step took."""
+    loop = Loop(control, size, say)
+    wipe = size.wipe_between_steps
+    out: dict[str, Any] = {"size": size.__dict__}
+    out["v1"] = loop.step("data delivery v1 (a one-off pod: DVC to the object store, git tags, the gate)",
+                          loop.ingest)
+    if wipe:
+        loop.wipe("after the delivery")
+    api = loop.airflow()
+
+    def first_training() -> dict[str, str | None]:
+        for dag in (TRAINING, MONITORING):  # the scheduler then starts the last missed run of each
+            api.unpause(dag)
+        deadline = time.monotonic() + 90
+        while not api.runs(TRAINING) and time.monotonic() < deadline:
+            time.sleep(2)
+        if not api.runs(TRAINING):  # a scheduler that waits for the next weekly slot: start it by hand
+            api.trigger(TRAINING, {"reason": "first training"})
+        runs = loop.wait_runs(TRAINING, 1)
+        if runs[0]["state"] != "success":
+            raise RuntimeError(f"the first training run failed: {runs[0]['dag_run_id']}")
+        production = loop.production()
+        loop.wait_served(production)
+        return production
+
+    out["production_v1"] = loop.step("unpause the DAGs: the scheduler trains; the predictors load production",
+                                     first_training)
+    if wipe:
+        loop.wipe("after the first training")
+    out["traffic"] = loop.step("client traffic (logged to the object store)", loop.traffic)
+    time.sleep(control_flush_seconds(control) + 1)  # the request log's last batch reaches the store
+    out["v2"] = loop.step("data delivery v2: a new design line arrives (drift)",
+                          lambda: loop.ingest(f"8:{'new_product_mix'}"))
+    if wipe:
+        loop.wipe("after the drifted delivery")
+
+    def monitoring() -> dict[str, Any]:
+        run = api.trigger(MONITORING, {})
+        done = api.wait(MONITORING, run, timeout=900)
+        if done["state"] != "success":
+            raise RuntimeError(f"monitoring run failed: {run}")
+        return {"run": run}
+
+    out["monitoring"] = loop.step("monitoring DAG: checks, reports, metrics pushed", monitoring)
+    out["alert"] = loop.step("Prometheus fires ZmServedSegmentShift on the scraped numbers",
+                             lambda: loop.wait_alert("ZmServedSegmentShift")["labels"])
+
+    def re_entry() -> dict[str, Any]:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # the receiver's event, then the runs it and the DAG's event started
+            events = loop.retrain_events()
+            by_alert = [e for e in events if str((e.get("extra") or {}).get("reason", "")).startswith("alert ")]
+            if by_alert:
+                break
+            time.sleep(3)
+        runs = loop.wait_runs(TRAINING, 2)
+        return {"events": [{"uri": e["uri"], "reason": (e.get("extra") or {}).get("reason"),
+                            "runs": [r["run_id"] for r in e.get("created_dagruns", [])]} for e in events],
+                "runs": [{"id": r["dag_run_id"], "type": r["run_type"], "state": r["state"]} for r in runs]}
+
+    out["re_entry"] = loop.step("Alertmanager -> receiver -> training DAG (and the monitoring DAG's own event)",
+                                re_entry)
+    out["production_v2"] = loop.production()
+    out["served_v2"] = loop.step("the predictors serve the new production versions",
+                                 lambda: loop.wait_served(out["production_v2"]))
+    out["sink"] = received(control)
+
+    def wipe_and_restart() -> dict[str, Any]:
+        loop.wipe("the final check")
+        served = loop.wait_served(out["production_v2"])
+        run = api.trigger(MONITORING, {})
+        done = api.wait(MONITORING, run, timeout=900)
+        return {"served": served, "next_run": done["state"]}
+
+    out["after_wipe"] = loop.step("every working directory deleted, every workload restarted; the next DAG run",
+                                  wipe_and_restart)
+    out["steps"] = loop.steps
+    out["seconds"] = round(time.monotonic() - loop.started, 1)
+    out["peak_rss_mb"] = control.status()["peak_rss_mb"]
+    return out
+
+
+def control_flush_seconds(control: Control) -> float:
+    env = control.specs()["product-recommendation-predictor"]["env"]
+    return float(env.get("ZM_REQUEST_LOG__FLUSH_SECONDS", "10"))
+
+
+def received(control: Control) -> list[dict[str, Any]]:
+    """What the paging and chat sink received (Alertmanager's notifications)."""
+    path = control.layout.services / "sink" / "received.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

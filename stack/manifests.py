@@ -1,0 +1,196 @@
+"""The rendered chart read as a kubelet reads it: which processes to start, with what command and environment.
+
+Everything here is read from the rendered manifests and never written a second time: a workload's
+command, arguments, environment (``envFrom`` ConfigMaps and Secrets, ``env`` values, ``secretKeyRef``,
+``fieldRef``, ``$(VAR)`` expansion), ports, readiness probe, labels and ``emptyDir`` mounts. Three
+translations make a manifest runnable on one machine, and only these:
+
+- **images**: an image's programs come from the environment it is built from (``.venvs/serving``,
+  ``.venvs/pipelines``, a Debian binary for the Pushgateway); image paths under ``/app`` are this
+  checkout (the image copies it there);
+- **the pod network**: each pod has its own loopback address; ``0.0.0.0`` in an argument or a
+  variable (all of the pod's interfaces) becomes that address;
+- **volumes**: every ``emptyDir`` mount is a folder of the pod's own working directory, created empty
+  when the pod starts.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["REPO", "Image", "IMAGES", "Pod", "Manifests", "expand"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Image:
+    """Where an image's programs come from on this machine."""
+
+    bin: Path | None  # a virtual environment's bin folder, or None for system programs
+    entrypoint: tuple[str, ...] = ()  # the image's ENTRYPOINT, used when a container sets no command
+
+
+IMAGES = {
+    "ghcr.io/zero-margin/serving": Image(REPO / ".venvs" / "serving" / "bin"),
+    "ghcr.io/zero-margin/pipelines": Image(REPO / ".venvs" / "pipelines" / "bin"),
+    "quay.io/prometheus/pushgateway": Image(None, ("prometheus-pushgateway",)),  # Debian's build of the image
+}
+IMAGE_PATHS = {"/app/": REPO, "/opt/airflow/dags": REPO / "dags"}  # where the images put this checkout
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion (``$$`` escapes; an unknown variable stays as written)."""
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+
+    return _VAR.sub(one, text)
+
+
+def _repository(image: str) -> str:
+    base = image.split("@", 1)[0]
+    return base.rsplit(":", 1)[0] if ":" in base.rsplit("/", 1)[-1] else base
+
+
+@dataclass
+class Pod:
+    """One replica of a workload, as its container will be run."""
+
+    name: str  # e.g. zm-mlflow, demand-forecast-predictor
+    kind: str  # Deployment, InferenceService
+    labels: dict[str, str]
+    image: str
+    command: list[str]  # program and arguments, after $(VAR) expansion and the translations
+    env: dict[str, str]  # the container's own environment (no host variables)
+    ports: dict[str, int]  # port name -> container port
+    readiness: dict[str, Any] | None
+    mounts: dict[str, str] = field(default_factory=dict)  # mount path -> emptyDir volume name
+    ip: str = ""
+
+    @property
+    def program(self) -> str:
+        """The executable: from the image's environment, else the machine's PATH."""
+        image = IMAGES.get(_repository(self.image))
+        if image is not None and image.bin is not None and (image.bin / self.command[0]).exists():
+            return str(image.bin / self.command[0])
+        found = shutil.which(self.command[0])
+        if found is None:
+            raise FileNotFoundError(f"{self.name}: {self.command[0]} is not installed (image {self.image})")
+        return found
+
+
+class Manifests:
+    """The rendered documents of one release, with the Secrets the installer created beforehand."""
+
+    def __init__(self, docs: list[dict[str, Any]], secrets: dict[str, dict[str, str]]) -> None:
+        self.docs = docs
+        self.secrets = secrets
+        self.config_maps = {d["metadata"]["name"]: dict(d.get("data") or {}) for d in self.of("ConfigMap")}
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d.get("kind") == kind]
+
+    # -------------------------------------------------------------- environment
+    def _secret(self, name: str, key: str, optional: bool = False) -> str | None:
+        value = self.secrets.get(name, {}).get(key)
+        if value is None and not optional:
+            raise KeyError(f"Secret {name} has no key {key}: the installer must create it (docs/install.md)")
+        return value
+
+    def env(self, container: dict[str, Any], ip: str, pod_name: str, namespace: str) -> dict[str, str]:
+        """The container's environment, resolved in Kubernetes' order (envFrom, then env in order)."""
+        out: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            prefix = source.get("prefix", "")
+            if "configMapRef" in source:
+                data = self.config_maps.get(source["configMapRef"]["name"])
+                if data is None:
+                    raise KeyError(f"ConfigMap {source['configMapRef']['name']} is not in the release")
+            else:
+                data = self.secrets[source["secretRef"]["name"]]
+            out.update({prefix + k: str(v) for k, v in data.items()})
+        fields = {"status.podIP": ip, "metadata.name": pod_name, "metadata.namespace": namespace}
+        for item in container.get("env") or []:
+            if "value" in item:
+                out[item["name"]] = expand(str(item["value"]), out)
+                continue
+            ref = item["valueFrom"]
+            if "secretKeyRef" in ref:
+                r = ref["secretKeyRef"]
+                value = self._secret(r["name"], r["key"], bool(r.get("optional")))
+            elif "configMapKeyRef" in ref:
+                r = ref["configMapKeyRef"]
+                value = self.config_maps.get(r["name"], {}).get(r["key"])
+            else:
+                value = fields[ref["fieldRef"]["fieldPath"]]
+            if value is not None:
+                out[item["name"]] = value
+        return out
+
+    # -------------------------------------------------------------- workloads
+    def pods(self, namespace: str) -> list[Pod]:
+        """One pod per Deployment and per InferenceService predictor of the release (one replica each)."""
+        found = []
+        for d in self.of("Deployment"):
+            spec = d["spec"]["template"]["spec"]
+            found.append(self._pod(d["metadata"]["name"], "Deployment", d["spec"]["template"]["metadata"]["labels"],
+                                   spec, namespace))
+        for d in self.of("InferenceService"):
+            predictor = d["spec"]["predictor"]
+            labels = {**predictor.get("labels", {}), "serving.kserve.io/inferenceservice": d["metadata"]["name"],
+                      "component": "predictor"}
+            found.append(self._pod(f"{d['metadata']['name']}-predictor", "InferenceService", labels, predictor,
+                                   namespace))
+        return found
+
+    def _pod(self, name: str, kind: str, labels: dict[str, str], spec: dict[str, Any], namespace: str) -> Pod:
+        container = spec["containers"][0]
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        mounts = {}
+        for m in container.get("volumeMounts") or []:
+            if "emptyDir" not in volumes.get(m["name"], {}):
+                raise ValueError(f"{name}: volume {m['name']} is not an emptyDir; the harness knows only those")
+            mounts[m["mountPath"]] = m["name"]
+        image = IMAGES.get(_repository(container["image"]))
+        command = list(container.get("command") or (image.entrypoint if image else ()))
+        if not command:
+            raise ValueError(f"{name}: no command and no known entrypoint for {container['image']}")
+        ports = {p.get("name", str(p["containerPort"])): int(p["containerPort"]) for p in container.get("ports", [])}
+        return Pod(name, kind, dict(labels), container["image"], command + list(container.get("args") or []),
+                   {}, ports, container.get("readinessProbe"), mounts)
+
+    def container(self, pod: Pod) -> dict[str, Any]:
+        for d in self.of("Deployment"):
+            if d["metadata"]["name"] == pod.name:
+                return dict(d["spec"]["template"]["spec"]["containers"][0])
+        for d in self.of("InferenceService"):
+            if f"{d['metadata']['name']}-predictor" == pod.name:
+                return dict(d["spec"]["predictor"]["containers"][0])
+        raise KeyError(pod.name)
+
+    def services(self) -> dict[str, tuple[dict[str, str], list[dict[str, Any]]]]:
+        """Service name -> (selector, ports)."""
+        return {d["metadata"]["name"]: (dict(d["spec"].get("selector") or {}), list(d["spec"].get("ports") or []))
+                for d in self.of("Service")}
+
+    def selects(self, selector: dict[str, str], pod: Pod) -> bool:
+        return bool(selector) and all(pod.labels.get(k) == v for k, v in selector.items())
+
+
+def translate(value: str, ip: str, mounts: dict[str, Path]) -> str:
+    """The three translations of a manifest value: the pod's address, its volumes, the image's paths."""
+    out = value.replace("0.0.0.0", ip)
+    out = re.sub(r"(--[a-z.-]*listen-address=):", rf"\g<1>{ip}:", out)
+    for mount, local in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+        out = re.sub(rf"(?<![\w/]){re.escape(mount.rstrip('/'))}(?=/|$|\s)", str(local), out)
+    for image_path, local in IMAGE_PATHS.items():
+        out = out.replace(image_path, f"{local}/" if image_path.endswith("/") else str(local))
+    return out

@@ -1,0 +1,94 @@
+"""The request log's batches: written by age and by size, kept while the store is down, bounded in memory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from inference_services.request_log import DROPPED, RequestLog
+from zmlops.settings import RequestLogSettings
+from zmlops.stores import ObjectStore
+
+pytestmark = pytest.mark.unit
+
+
+class FlakyStore(ObjectStore):
+    """A local object store whose writes fail while ``down`` (the object store's outage)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(None, root)
+        self.down = False
+        self.writes = 0
+
+    def put(self, key: str, data: bytes, keep: bool = True) -> Path:
+        if self.down:
+            raise ConnectionError("store unreachable")
+        self.writes += 1
+        return super().put(key, data, keep)
+
+
+def _lines(store: ObjectStore) -> list[bytes]:
+    return [line for key in store.keys("requests") for line in (store.get(key) or b"").splitlines()]
+
+
+def test_a_batch_is_written_when_it_is_old_enough(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path)
+    log = RequestLog(store, "demand-forecast", "k", RequestLogSettings(flush_seconds=0.3, batch_records=1000))
+    log.append({"n": 1})
+    log.append({"n": 2})
+    assert _lines(store) == []  # nothing is written on the request path
+    deadline = time.monotonic() + 5
+    while not _lines(store) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_lines(store)) == 2 and store.writes == 1  # one object for both records
+    (key,) = store.keys("requests/demand-forecast")
+    assert key.count("/") == 3 and key.endswith(".jsonl")  # requests/<model>/<day>/<batch>.jsonl
+    log.close()
+
+
+def test_a_full_batch_is_written_without_waiting_for_its_age(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path)
+    log = RequestLog(store, "demand-forecast", "k", RequestLogSettings(flush_seconds=3600, batch_records=5))
+    for n in range(12):
+        log.append({"n": n})
+    deadline = time.monotonic() + 5
+    while len(_lines(store)) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_lines(store)) == 10  # two full batches; the last 2 records wait for their age
+    log.close()
+    assert sorted(int(line.split(b":")[1].split(b",")[0]) for line in _lines(store)) == list(range(12))
+
+
+def test_records_wait_while_the_store_is_down_and_are_written_when_it_is_back(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path)
+    log = RequestLog(store, "product-recommendation", "k", RequestLogSettings(flush_seconds=0.1))
+    store.down = True
+    for n in range(50):
+        log.append({"n": n})
+    time.sleep(0.5)
+    assert _lines(store) == []
+    store.down = False
+    assert log.flush(timeout=5)
+    assert len(_lines(store)) == 50
+    log.close()
+
+
+def test_an_outage_drops_the_oldest_records_beyond_the_bound_and_counts_them(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path)
+    cfg = RequestLogSettings(flush_seconds=0.1, max_buffer_mb=0.01)  # about 10 KB
+    log = RequestLog(store, "customer-segmentation", "k", cfg)
+    before = DROPPED.labels("customer-segmentation")._value.get()
+    store.down = True
+    started = time.perf_counter()
+    for n in range(2_000):
+        log.append({"n": n, "pad": "x" * 40})
+    assert time.perf_counter() - started < 1.0  # appends never wait for the store
+    dropped = DROPPED.labels("customer-segmentation")._value.get() - before
+    assert dropped > 1_500
+    store.down = False
+    assert log.flush(timeout=5)
+    kept = [int(line.split(b":")[1].split(b",")[0]) for line in _lines(store)]
+    assert len(kept) == 2_000 - dropped and max(kept) == 1_999 and min(kept) == dropped  # the newest survive
+    log.close()

@@ -1,0 +1,153 @@
+"""The state database: the stack's small tables, in SQLite locally and PostgreSQL in the k8s profile.
+
+``ZM_STATE_DB_URL`` is any SQLAlchemy URL (``postgresql+psycopg2://user:password@host/db`` from a
+Secret in a cluster); the default is ``sqlite:///$ZM_HOME/state.db``. Tables are created on first
+use. Every write is one short transaction, so many processes (task pods, the alert receiver,
+servers) can share one database.
+
+Tables:
+
+- ``zm_incidents``: a drift or quality incident re-enters training once, whoever sees it first
+  (the monitoring DAG or the Alertmanager receiver): the key is the primary key;
+- ``zm_rollout_decisions``: what the rollout controller did, when, why and with which figures;
+- ``zm_deployments``: one row per model version the deploy step put into service.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from zmlops.settings import Settings
+
+__all__ = ["METADATA", "INCIDENTS", "DECISIONS", "DEPLOYMENTS", "engine", "claim", "claims", "add_decision",
+           "decisions", "record_deployment", "deployments"]
+
+METADATA = MetaData()
+INCIDENTS = Table(
+    "zm_incidents", METADATA,
+    Column("key", String(400), primary_key=True),
+    Column("source", String(100), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+DECISIONS = Table(
+    "zm_rollout_decisions", METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("model", String(100), nullable=False, index=True),
+    Column("version", String(50), nullable=False),
+    Column("what", String(100), nullable=False),
+    Column("why", Text, nullable=False),
+    Column("who", String(200), nullable=False),
+    Column("numbers", JSON, nullable=False),
+)
+
+DEPLOYMENTS = Table(
+    "zm_deployments", METADATA,
+    Column("model", String(100), primary_key=True),
+    Column("version", String(50), primary_key=True),
+    Column("serving", String(50), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+@lru_cache(maxsize=4)
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        eng = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(eng, "connect")
+        def _wal(dbapi_connection: Any, _record: Any) -> None:  # readers never wait for the one writer
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+    else:
+        eng = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    METADATA.create_all(eng)
+    return eng
+
+
+def engine(settings: Settings) -> Engine:
+    """The engine of the state database (created once per process, tables included)."""
+    return _engine(settings.state_db)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def claim(settings: Settings, key: str, source: str, reason: str) -> bool:
+    """Record incident ``key``; True only for the first caller, in any process."""
+    try:
+        with engine(settings).begin() as conn:
+            conn.execute(insert(INCIDENTS).values(key=key, source=source, reason=reason, created_at=_now()))
+    except IntegrityError:
+        return False
+    return True
+
+
+def claims(settings: Settings) -> list[dict[str, Any]]:
+    """Every incident claimed so far, oldest first."""
+    with engine(settings).connect() as conn:
+        rows = conn.execute(INCIDENTS.select().order_by(INCIDENTS.c.created_at)).mappings().all()
+    return [{**r, "created_at": r["created_at"].isoformat()} for r in rows]
+
+
+def add_decision(settings: Settings, model: str, version: str, what: str, why: str, who: str,
+                 numbers: dict[str, Any]) -> dict[str, Any]:
+    """Append one rollout decision; returns it as recorded."""
+    entry = {"created_at": _now(), "model": model, "version": str(version), "what": what, "why": why, "who": who,
+             "numbers": json.loads(json.dumps(numbers, default=str))}
+    with engine(settings).begin() as conn:
+        conn.execute(insert(DECISIONS).values(**entry))
+    return {**entry, "created_at": entry["created_at"].isoformat()}
+
+
+def decisions(settings: Settings, model: str | None = None) -> list[dict[str, Any]]:
+    """Rollout decisions, oldest first (of one model, or all)."""
+    query = DECISIONS.select().order_by(DECISIONS.c.id)
+    if model is not None:
+        query = query.where(DECISIONS.c.model == model)
+    with engine(settings).connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    return [{"time": r["created_at"].isoformat(), "model": r["model"], "version": r["version"], "what": r["what"],
+             "why": r["why"], "who": r["who"], **r["numbers"]} for r in rows]
+
+
+def record_deployment(settings: Settings, model: str, version: str, serving: str | None) -> bool:
+    """Record that ``version`` of ``model`` was deployed; False when it was recorded before."""
+    try:
+        with engine(settings).begin() as conn:
+            conn.execute(insert(DEPLOYMENTS).values(model=model, version=str(version), serving=serving,
+                                                    created_at=_now()))
+    except IntegrityError:
+        return False
+    return True
+
+
+def deployments(settings: Settings) -> list[dict[str, Any]]:
+    """Every deployment recorded, oldest first."""
+    with engine(settings).connect() as conn:
+        rows = conn.execute(select(DEPLOYMENTS).order_by(DEPLOYMENTS.c.created_at)).mappings().all()
+    return [{**r, "created_at": r["created_at"].isoformat()} for r in rows]
