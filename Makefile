@@ -89,8 +89,8 @@ define debian
 endef
 
 bench: envs ## benchmarks; figures as ratios against baselines run in the same session
-	$(call debian,wrk:wrk)
-	ZM_HOME=.zm/bench $(PIPELINES)/bin/zm bench --out docs/benchmarks.json
+	$(call debian,wrk:wrk $(STACK_OS_PACKAGES))
+	PYTHONPATH=$(CURDIR) ZM_HOME=.zm/bench $(PIPELINES)/bin/zm bench --out docs/benchmarks.json
 
 drills: envs ## rollout drills under load (canary, rollback, replica loss) on HAProxy; figures -> docs/drills.json
 	$(call debian,haproxy:haproxy)

@@ -20,11 +20,13 @@ Evidently data drift on stationary features (the method per column is in the rep
 per-model signals: realised forecast accuracy on the weeks since training, segment share shift,
 and the share of sales from products the recommender never saw.
 
-Results: an Evidently HTML report and a JSON summary per model in `reports/monitoring/`, with
-`index.html` listing every report; the numbers in `reports/monitoring/metrics.prom` (Prometheus
-text format); and for each model that should retrain, one event on its retrain asset, which
-starts the training DAG for that model with the reason. An incident (model version x data
-version) re-enters training once, however often the check repeats.
+Results: an Evidently HTML report and a JSON summary per model in the object store's
+`reports/monitoring/`, with `index.html` listing every report; the numbers in
+`reports/monitoring/metrics.prom` (Prometheus text format, also pushed to the Pushgateway); and for
+each model that should retrain, one event on its retrain asset, which starts the training DAG for
+that model with the reason. An incident (model version x data version) re-enters training once,
+however often the check repeats. The `retention` task deletes request-log days older than
+`ZM_REQUEST_LOG__RETENTION_DAYS`.
 
 Params: `data_version` (default `current`).
 """
@@ -83,9 +85,20 @@ def zmlops_monitoring() -> None:
         print(f"reports: {index}")
         return str(index)
 
+    @task
+    def retention() -> dict[str, list[str]]:
+        from monitoring.requests import prune_log
+        from zmlops.settings import get_settings
+
+        settings = get_settings()
+        gone = {family: prune_log(settings, family) for family in FAMILIES}
+        print(f"request-log days deleted (older than {settings.request_log.retention_days} days): {gone}")
+        return gone
+
     version = resolve()
     results = check.partial(version=version).expand(family=list(FAMILIES))
     publish(results)
+    retention()
 
     for family in FAMILIES:  # one task per family: a task emits events on all of its outlets
         asset = Asset(uri=retrain_asset_uri(family), name=f"retrain-{family}")

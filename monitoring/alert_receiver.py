@@ -5,7 +5,7 @@ Alertmanager posts its webhook (version 4) here. Every *firing* alert that carri
 the alerts that retraining can fix) becomes one event on that family's retrain
 asset through Airflow's authenticated REST API (``POST /api/v2/assets/events``), with the
 alert name and summary as the reason. The incident key is the alert's fingerprint and start
-time, claimed in the same append-only incident log as the monitoring DAG, so a repeated
+time, claimed in the state database's incident table beside the monitoring DAG's, so a repeated
 notification (Alertmanager re-sends every ``repeat_interval``) re-enters training once.
 Resolved alerts and alerts for other things are acknowledged and ignored.
 
@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request  # at module level: FastAPI resolves annotations here
+from sqlalchemy.exc import SQLAlchemyError
 
 from monitoring.loop import claim_incident
 from zmlops.airflow_client import AirflowAPI
@@ -69,6 +70,9 @@ def create_app(settings: Settings, api: AirflowAPI | None = None) -> FastAPI:
             return {"results": handle(settings, payload, airflow)}
         except (httpx.HTTPError, LookupError, RuntimeError) as error:  # Alertmanager retries on 5xx
             raise HTTPException(503, f"Airflow: {error}") from None
+        except SQLAlchemyError as error:  # the state database (incidents) is down: retry later
+            log.warning("state database: %s", error)
+            raise HTTPException(503, "state database unavailable") from None
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -83,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Receive Alertmanager webhooks and re-enter the training DAG for the alerted model "
         "(one Airflow asset event per alert incident).",
         epilog="Settings: ZM_AIRFLOW__API_URL, ZM_AIRFLOW__USERNAME, ZM_AIRFLOW__PASSWORD or "
-        "ZM_AIRFLOW__PASSWORD_FILE; incidents are logged under ZM_HOME/monitoring/.",
+        "ZM_AIRFLOW__PASSWORD_FILE; incidents are claimed in the state database (ZM_STATE_DB_URL; SQLite under "
+        "ZM_HOME by default).",
     )
     parser.add_argument("--host", default=None, help="bind address (default: serving host from settings)")
     parser.add_argument("--port", type=int, default=9095, help="port (default 9095)")

@@ -55,8 +55,9 @@ def up(root: Path, values: tuple[Path, ...], timeout: float, fresh: bool) -> Non
         control.wait_ready(timeout, progress=lambda line: click.echo(f"  {line}"), skip=("-predictor",))
     except (TimeoutError, RuntimeError) as error:
         raise click.ClickException(f"{error} (logs: {root / 'logs'}; stop with: python -m stack down)") from None
-    click.echo(f"topology ready in {time.monotonic() - started:.0f} s (the predictors turn ready once a model is in "
-               "production: docs/install.md, first training)")
+    click.echo(f"topology ready in {time.monotonic() - started:.0f} s; next: `python -m stack first-run` (users, "
+               "the first delivery, the DAGs: docs/install.md section 4); the predictors turn ready after the first "
+               "training")
     _urls(control)
 
 
@@ -73,6 +74,16 @@ def _urls(control: Control) -> None:
     click.echo("  Alertmanager        http://alertmanager-operated.monitoring.svc:9093")
     click.echo(f"  object store (S3)   http://zm-s3.mlops.svc:9000  (keys: {control.layout.secrets})")
     click.echo(f"  logs                {control.layout.logs}")
+
+
+@cli.command(name="first-run", help="Run docs/install.md's first-run commands in the topology: Airflow's users, "
+                                    "the first data delivery, the feature store, the DAGs unpaused.")
+@ROOT_OPTION
+def first_run(root: Path) -> None:
+    from stack import install_doc
+
+    done = install_doc.run(Control(root), "4.", say=click.echo)
+    click.echo(f"{len(done)} commands of docs/install.md ran; the scheduler now trains (python -m stack status)")
 
 
 @cli.command(help="Show every process: group, address, ready, restarts; and the peak memory so far.")

@@ -40,10 +40,10 @@ class PodProcessExecutor(BaseExecutor):
 
     def _process_workloads(self, workload_items: Any) -> None:
         for workload in workload_items:
-            key = next(k for queue in (self.queued_tasks, self.queued_callbacks) for k, w in queue.items()
-                       if w is workload)
-            self.queued_tasks.pop(key, None)
-            self.queued_callbacks.pop(key, None)
+            queues: tuple[dict[Any, Any], ...] = (self.queued_tasks, self.queued_callbacks)
+            key = next(k for queue in queues for k, w in queue.items() if w is workload)
+            for queue in queues:
+                queue.pop(key, None)
             name = f"task-{uuid.uuid4().hex[:10]}"
             pod = self.pods / name
             (pod / "tmp").mkdir(parents=True)
@@ -51,7 +51,9 @@ class PodProcessExecutor(BaseExecutor):
             env.update({"HOME": str(pod), "TMPDIR": str(pod / "tmp"), "AIRFLOW_HOME": str(pod), "ZM_STACK_POD": name})
             self.logs.mkdir(parents=True, exist_ok=True)
             log = (self.logs / f"{name}.log").open("wb")
-            log.write(f"# {workload.display_name}\n".encode())
+            ti = getattr(workload, "ti", None)
+            title = f"{ti.dag_id}.{ti.task_id}[{ti.map_index}] {ti.run_id}" if ti is not None else workload.display_name
+            log.write(f"# {title}\n".encode())
             log.flush()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "airflow.sdk.execution_time.execute_workload", "--json-string",

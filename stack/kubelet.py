@@ -197,15 +197,9 @@ class Kubelet:
         hosts.write(names)
         (layout.config / "airflow-worker-env.json").write_text(json.dumps(worker_env(manifests)))
 
-        self.phase = "airflow jobs"
+        self.phase = "airflow jobs"  # the chart's migration Job (users: docs/install.md, section 4)
         airflow = next(s for s in chart_specs if s.name == "airflow-scheduler")
         self._job("airflow-db-migrate", ["airflow", "db", "migrate"], airflow.env)
-        admin = secrets["airflow-users"]["admin-password"]
-        receiver = secrets["zero-margin-secrets"]["airflow-password"]
-        for user, role, password in (("admin", "Admin", admin), ("zm-alert-receiver", "User", receiver)):
-            self._job(f"airflow-user-{user}", ["airflow", "users", "create", "--username", user, "--role", role,
-                                               "--password", password, "--firstname", user, "--lastname", "-",
-                                               "--email", f"{user}@zero-margin.invalid"], airflow.env, check=False)
 
         self.phase = "workloads"
         backing.write_yaml(layout.config / "rules.yaml", backing.prometheus_rules(manifests))

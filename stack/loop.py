@@ -35,11 +35,10 @@ MLFLOW = "http://zm-mlflow.mlops.svc:5000"
 
 @dataclass(frozen=True)
 class LoopSize:
-    customers: int = 400
-    products: int = 150
-    weeks: int = 70
+    """How much traffic, and whether disks are wiped between the steps (the data's size is the delivery
+    command of docs/install.md, which the drifted delivery continues)."""
+
     requests: int = 60
-    seed: int = 11
     wipe_between_steps: bool = False
 
 
@@ -93,11 +92,15 @@ class Loop:
         return [p["name"] for p in self.control.status()["processes"] if p["group"] != "backing"]
 
     # ------------------------------------------------------------------ the steps
-    def ingest(self, then: str | None = None) -> str:
-        s = self.size
-        args = ["run", "--", "zm", "data", "ingest", "simulator", "--customers", str(s.customers), "--products",
-                str(s.products), "--weeks", str(s.weeks), "--seed", str(s.seed)]
-        out = self.stack(*args, *(["--then", then] if then else []))
+    def ingest_next(self, scenario: str, weeks: int = 8) -> str:
+        """The next delivery of the same simulated world (docs/install.md's first delivery, continued under a
+        drift scenario), from a one-off pod; returns the current data version after its gate."""
+        import shlex
+
+        from stack import install_doc
+
+        first = next(c for c in install_doc.commands() if c.text.startswith("zm data ingest"))
+        out = self.stack("run", "--", *shlex.split(first.text), "--then", f"{weeks}:{scenario}")
         line = next(x for x in out.splitlines() if "current data version" in x)
         return line.rsplit(" ", 1)[-1]
 
@@ -154,7 +157,7 @@ class Loop:
         customers = pd.read_parquet("s3://zero-margin-state/feast/sources/customer_features.parquet",
                                     columns=["customer_id"], storage_options=s3)["customer_id"].drop_duplicates()
         ids = [int(c) for c in customers.sample(min(len(customers), self.size.requests * 3), random_state=1)]
-        failed, segments = 0, {}
+        failed, segments = 0, dict[str, list[int]]()
         with httpx.Client(timeout=10) as http:
             for c in ids:
                 r = http.post("http://customer-segmentation-predictor.mlops.svc:8080/v1/models/"
@@ -192,20 +195,26 @@ class Loop:
 
 
 def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Drive the loop on a running topology; returns what happened and how long each step took."""
+    """Drive the loop on a running topology; returns what happened and how long each step took.
+
+    Every workload's disk is wiped and every workload restarted once the first versions serve, before the
+    drifted delivery: the same versions must serve and every later step (the monitoring DAG, the alert path,
+    the retraining) runs on empty disks. With ``size.wipe_between_steps`` the disks are also wiped after the
+    first delivery and the drifted one, and once more at the end before a last training run.
+    """
+    from stack import install_doc
+
     loop = Loop(control, size, say)
     wipe = size.wipe_between_steps
     out: dict[str, Any] = {"size": size.__dict__}
-    out["v1"] = loop.step("data delivery v1 (a one-off pod: DVC to the object store, git tags, the gate)",
-                          loop.ingest)
+    out["install"] = loop.step("docs/install.md, first run: users, delivery v1, feature store, DAGs unpaused",
+                               lambda: [c.text for c in install_doc.run(control, "4.", say)])
     if wipe:
-        loop.wipe("after the delivery")
+        loop.wipe("after the first delivery")
     api = loop.airflow()
 
     def first_training() -> dict[str, str | None]:
-        for dag in (TRAINING, MONITORING):  # the scheduler then starts the last missed run of each
-            api.unpause(dag)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 90  # unpaused, the scheduler starts the last missed weekly run
         while not api.runs(TRAINING) and time.monotonic() < deadline:
             time.sleep(2)
         if not api.runs(TRAINING):  # a scheduler that waits for the next weekly slot: start it by hand
@@ -217,34 +226,37 @@ def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str],
         loop.wait_served(production)
         return production
 
-    out["production_v1"] = loop.step("unpause the DAGs: the scheduler trains; the predictors load production",
-                                     first_training)
-    if wipe:
-        loop.wipe("after the first training")
+    out["production_v1"] = loop.step("the scheduler trains; the predictors load production", first_training)
     out["traffic"] = loop.step("client traffic (logged to the object store)", loop.traffic)
     time.sleep(control_flush_seconds(control) + 1)  # the request log's last batch reaches the store
-    out["v2"] = loop.step("data delivery v2: a new design line arrives (drift)",
-                          lambda: loop.ingest(f"8:{'new_product_mix'}"))
+
+    def wipe_and_restart() -> dict[str, str]:
+        loop.wipe("every working directory deleted, every workload restarted")
+        return loop.wait_served(out["production_v1"])
+
+    out["after_wipe"] = loop.step("every disk wiped, every workload restarted: the same versions serve",
+                                  wipe_and_restart)
+    out["v2"] = loop.step("data delivery v2 (a one-off pod): a new design line arrives (drift)",
+                          lambda: loop.ingest_next("new_product_mix"))
     if wipe:
         loop.wipe("after the drifted delivery")
 
     def monitoring() -> dict[str, Any]:
         run = api.trigger(MONITORING, {})
         done = api.wait(MONITORING, run, timeout=900)
-        if done["state"] != "success":
-            raise RuntimeError(f"monitoring run failed: {run}")
-        return {"run": run}
+        return {"run": run, "state": done["state"]}
 
-    out["monitoring"] = loop.step("monitoring DAG: checks, reports, metrics pushed", monitoring)
+    out["monitoring"] = loop.step("monitoring DAG (the first run on wiped disks): checks, reports, metrics pushed",
+                                  monitoring)
     out["alert"] = loop.step("Prometheus fires ZmServedSegmentShift on the scraped numbers",
                              lambda: loop.wait_alert("ZmServedSegmentShift")["labels"])
 
     def re_entry() -> dict[str, Any]:
         deadline = time.monotonic() + 300
+        events: list[dict[str, Any]] = []
         while time.monotonic() < deadline:  # the receiver's event, then the runs it and the DAG's event started
             events = loop.retrain_events()
-            by_alert = [e for e in events if str((e.get("extra") or {}).get("reason", "")).startswith("alert ")]
-            if by_alert:
+            if any(str((e.get("extra") or {}).get("reason", "")).startswith("alert ") for e in events):
                 break
             time.sleep(3)
         runs = loop.wait_runs(TRAINING, 2)
@@ -258,16 +270,16 @@ def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str],
     out["served_v2"] = loop.step("the predictors serve the new production versions",
                                  lambda: loop.wait_served(out["production_v2"]))
     out["sink"] = received(control)
+    out["upgrade"] = loop.step("docs/install.md, upgrade: MLflow's schema migration",
+                               lambda: [c.text for c in install_doc.run(control, "Upgrade", say)])
+    if wipe:
+        def last_run() -> dict[str, Any]:
+            loop.wipe("the final check")
+            served = loop.wait_served(out["production_v2"])
+            run = api.trigger(TRAINING, {"reason": "after every disk was wiped"})
+            return {"served": served, "state": api.wait(TRAINING, run, timeout=900)["state"]}
 
-    def wipe_and_restart() -> dict[str, Any]:
-        loop.wipe("the final check")
-        served = loop.wait_served(out["production_v2"])
-        run = api.trigger(MONITORING, {})
-        done = api.wait(MONITORING, run, timeout=900)
-        return {"served": served, "next_run": done["state"]}
-
-    out["after_wipe"] = loop.step("every working directory deleted, every workload restarted; the next DAG run",
-                                  wipe_and_restart)
+        out["final"] = loop.step("every disk wiped again; the next training run", last_run)
     out["steps"] = loop.steps
     out["seconds"] = round(time.monotonic() - loop.started, 1)
     out["peak_rss_mb"] = control.status()["peak_rss_mb"]

@@ -189,8 +189,10 @@ def translate(value: str, ip: str, mounts: dict[str, Path]) -> str:
     """The three translations of a manifest value: the pod's address, its volumes, the image's paths."""
     out = value.replace("0.0.0.0", ip)
     out = re.sub(r"(--[a-z.-]*listen-address=):", rf"\g<1>{ip}:", out)
-    for mount, local in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
-        out = re.sub(rf"(?<![\w/]){re.escape(mount.rstrip('/'))}(?=/|$|\s)", str(local), out)
-    for image_path, local in IMAGE_PATHS.items():
-        out = out.replace(image_path, f"{local}/" if image_path.endswith("/") else str(local))
-    return out
+    paths = {m.rstrip("/"): str(local) for m, local in mounts.items()}
+    paths.update({p.rstrip("/"): str(local) for p, local in IMAGE_PATHS.items()})
+    if not paths:
+        return out
+    # one pass, longest first: a path just substituted is never substituted again
+    pattern = "|".join(re.escape(p) for p in sorted(paths, key=len, reverse=True))
+    return re.sub(rf"(?<![\w/])({pattern})(?=/|$|\s|\")", lambda m: paths[m.group(1)], out)

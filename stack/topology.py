@@ -200,9 +200,11 @@ def plan(layout: Layout, manifests: Manifests) -> tuple[list[Spec], list[Pod], d
     values = af.load_values()
     for i, component in enumerate(af.COMPONENTS):
         ip = Addresses.airflow(i)
+        home = layout.pod_dir(f"airflow-{component}")
         env = {**_image_env("ghcr.io/zero-margin/pipelines:0"),
-               **af.rebase(af.airflow_env(values, manifests, ip, NAMESPACE), layout.pod_dir(f"airflow-{component}")),
-               "AIRFLOW_HOME": str(layout.pod_dir(f"airflow-{component}")), "ZM_STACK_PODS": str(layout.pods), "ZM_STACK_TASK_LOGS": str(layout.logs / "tasks"),
+               **af.rebase(af.airflow_env(values, manifests, ip, NAMESPACE), home),
+               "AIRFLOW_HOME": str(home), "ZM_STACK_PODS": str(layout.pods),
+               "ZM_STACK_TASK_LOGS": str(layout.logs / "tasks"),
                "ZM_STACK_WORKER_ENV": str(layout.config / "airflow-worker-env.json"), "PYTHONPATH": str(REPO)}
         ready = f"http://{ip}:{af.API_PORT}/api/v2/monitor/health" if component == "api-server" else None
         specs.append(Spec(f"airflow-{component}", "airflow", af.component_command(component, ip), env, ip, ready,

@@ -165,7 +165,40 @@ def bench_training(sizes: list[int]) -> dict[str, Any]:
     return {"sizes": per_size, "overhead": overhead}
 
 
-SECTIONS = ("simulator", "training", "serving", "monitoring")
+SECTIONS = ("simulator", "training", "serving", "monitoring", "topology")
+
+
+def _topology(quick: bool) -> dict[str, Any] | None:
+    """The Kubernetes topology on this machine (stack/): start-up, the whole loop, every workload wiped and
+    restarted, with each step's wall time and the peak memory of every process together."""
+    import subprocess
+
+    if quick:
+        console.print("topology: skipped with --quick (tests/stack runs the loop)")
+        return None
+    from stack.client import Control
+    from stack.loop import LoopSize, run_loop
+
+    root = get_settings().home.resolve() / "stack"
+    started = time.perf_counter()
+    up = subprocess.run([sys.executable, "-m", "stack", "up", "--root", str(root)], capture_output=True, text=True,
+                        check=False)
+    if up.returncode != 0:
+        raise RuntimeError(f"the topology did not start: {up.stdout[-2000:]}{up.stderr[-2000:]}")
+    up_seconds = time.perf_counter() - started
+    try:
+        control = Control(root)
+        out = run_loop(control, LoopSize(), say=lambda line: console.print(f"topology: {line}"))
+    finally:
+        subprocess.run([sys.executable, "-m", "stack", "down", "--root", str(root)], capture_output=True, check=False)
+    result = {"up_seconds": round(up_seconds, 1), "loop_seconds": out["seconds"], "steps": out["steps"],
+              "peak_rss_mb": out["peak_rss_mb"], "processes": len(control.specs())}
+    table("topology: the chart's workloads, Airflow and the stores as processes on this machine (make stack)",
+          ["measure", "value"],
+          [["processes", result["processes"]], ["start to ready s", result["up_seconds"]],
+           *[[f"loop: {name}", f"{seconds:.0f} s"] for name, seconds in out["steps"].items()],
+           ["loop total s", result["loop_seconds"]], ["peak memory of every process, MB", result["peak_rss_mb"]]])
+    return result
 
 
 def bench_monitoring(sizes: list[int]) -> list[dict[str, Any]]:
@@ -212,7 +245,7 @@ def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | No
     report: dict[str, Any] = json.loads(target.read_text()) if only and target.exists() else {}
     sections: dict[str, Callable[[bool], Any]] = {"simulator": _simulator, "training": _training,
                                                   "serving": functools.partial(_serving, models=models),
-                                                  "monitoring": _monitoring}
+                                                  "monitoring": _monitoring, "topology": _topology}
     started = time.perf_counter()
     for section in only or SECTIONS:
         report[section] = sections[section](quick)

@@ -32,7 +32,8 @@ def _edge(family: str, logs: str, name: str, changes: dict[str, str] | None = No
     from zmlops.settings import Settings
 
     saved = dict(os.environ)
-    os.environ.update({**(changes or {}), "ZM_REQUEST_LOG_PATH": os.path.join(logs, name)})
+    # each instance's request log in a store of its own (a folder as a "remote" object store)
+    os.environ.update({**(changes or {}), "ZM_OBJECT_STORE_URL": "file://" + os.path.join(logs, name)})
     try:
         service = service_class(family)(Settings())
     finally:

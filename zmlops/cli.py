@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run benchmarks and write docs/benchmarks.md figures")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default <reports>/bench.json)")
-    p.add_argument("--only", action="append", choices=["simulator", "training", "serving", "monitoring"], default=None,
+    p.add_argument("--only", action="append", default=None,
+                   choices=["simulator", "training", "serving", "monitoring", "topology"],
                    help="run just this section and update it in --out (repeatable)")
     p.add_argument("--model", action="append", choices=families, default=None, dest="models",
                    help="serving section: only this model family (repeatable; write to another --out, the "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -76,6 +77,9 @@ DEPLOYMENTS = Table(
 @lru_cache(maxsize=4)
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         eng = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(eng, "connect")

@@ -99,6 +99,10 @@ class ObjectStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, path)
             return True
+        return self._fetch(key, path)
+
+    def _fetch(self, key: str, path: Path) -> bool:
+        """Copy ``key`` from the remote store to ``path`` atomically; False when there is no such key."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         try:
@@ -163,15 +167,7 @@ class ObjectStore:
             return path if path.exists() else None
         if path.exists() and not refresh:
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-        try:
-            self.fs.get_file(self._remote(key), str(tmp))
-        except FileNotFoundError:
-            tmp.unlink(missing_ok=True)
-            return None
-        tmp.replace(path)
-        return path
+        return path if self._fetch(key, path) else None
 
     def download_tree(self, prefix: str) -> Path:
         """Fetch every file under ``prefix`` into the cache (files already there are kept)."""

@@ -291,7 +291,8 @@ def test_replicas_never_share_a_node_when_there_are_two_or_more() -> None:
         for doc in rendered(profile):
             if doc["kind"] not in WORKLOADS:
                 continue
-            spread = {c["topologyKey"]: c["whenUnsatisfiable"] for c in pod_spec(doc).get("topologySpreadConstraints", [])}
+            constraints = pod_spec(doc).get("topologySpreadConstraints", [])
+            spread = {c["topologyKey"]: c["whenUnsatisfiable"] for c in constraints}
             replicas = doc["spec"]["predictor"]["minReplicas"] if doc["kind"] == "InferenceService" \
                 else doc["spec"].get("replicas", 1)
             if hard and replicas >= 2:

@@ -96,16 +96,18 @@ def test_training_dag_trains_gates_and_deploys_all_three_then_repeats_nothing(
     run = dag.test(run_conf={"reason": "dag test"})
     assert str(run.state) == "success", _states(run)
     assert _production(ingested) == {f: "1" for f in FAMILIES}
-    deployments = (ingested / "deployments.jsonl").read_text().splitlines()
-    assert sorted(json.loads(x)["family"] for x in deployments) == sorted(FAMILIES)
+    from training import tracking
+    from zmlops import statedb
+    from zmlops.settings import get_settings
+
+    deployments = statedb.deployments(get_settings())
+    assert sorted((d["model"], d["version"]) for d in deployments) == sorted((f, "1") for f in FAMILIES)
     assert all(ingested.joinpath("reports", "model-cards", f"{f}-v1.md").exists() for f in FAMILIES)
 
     again = dag.test(run_conf={"reason": "dag test again"})  # same data version: nothing new
     assert str(again.state) == "success"
     assert _production(ingested) == {f: "1" for f in FAMILIES}
-    assert len((ingested / "deployments.jsonl").read_text().splitlines()) == len(FAMILIES)
-    from training import tracking
-    from zmlops.settings import get_settings
+    assert len(statedb.deployments(get_settings())) == len(FAMILIES)  # recorded once per model version
 
     client = tracking.client(get_settings())
     assert all(len(client.search_model_versions(f"name = '{f}'")) == 1 for f in FAMILIES)

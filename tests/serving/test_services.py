@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -367,8 +368,7 @@ def test_feature_cache_answers_as_the_store_and_is_dropped_when_the_view_is_mate
     from zmlops.settings import Settings
 
     seg = servers["customer-segmentation"]
-    direct = Server(seg.family, home, env={"ZM_SERVING__FEATURE_CACHE_SIZE": "0",
-                                          "ZM_REQUEST_LOG_PATH": str(tmp_path / "requests")}).start()
+    direct = Server(seg.family, home, env={"ZM_SERVING__FEATURE_CACHE_SIZE": "0"}).start()
     customers = known_customers(home, 120)[60:100]  # asked by no other test
     rows = [{"customer_id": c} for c in customers] + [{"customer_id": 10**12 + 61}]  # unknown, asked nowhere else
     try:
@@ -410,15 +410,15 @@ def test_the_ranking_table_answers_as_scoring_per_request(servers: dict[str, Ser
     from zmlops.settings import Settings
 
     for size, built in ((64, True), (0, False)):
-        service = RecommendationService(Settings(home=home, request_log_path=tmp_path / "in-process",
+        service = RecommendationService(Settings(home=tmp_path / "in-process",
+                                                 mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
                                                  serving={"ranking_table_mb": size, "instrument": False}))
         assert service.load() and service.state is not None
         assert service.state.index["ranking_table"] is built
         assert ("_ranking" in service.state.estimator.__dict__) is built
         service.stop()
     rec = servers["product-recommendation"]
-    scored = Server(rec.family, home, env={"ZM_SERVING__RANKING_TABLE_MB": "0",
-                                           "ZM_REQUEST_LOG_PATH": str(tmp_path / "requests")}).start()
+    scored = Server(rec.family, home, env={"ZM_SERVING__RANKING_TABLE_MB": "0"}).start()
     customers = known_customers(home, 200)[100:160]  # asked by no other test: not in the cache
     rows = [{"customer_id": c, "k": 1 + i % 12} for i, c in enumerate(customers)]
     rows += [{"customer_id": customers[0], "k": 100}, {"customer_id": 10**12 + 7, "k": 4, "country": "France"}]
@@ -433,21 +433,25 @@ def test_the_ranking_table_answers_as_scoring_per_request(servers: dict[str, Ser
 
 
 def test_request_log_has_a_pseudonymised_row_for_every_call(servers: dict[str, Server], home: Path) -> None:
+    """Batches of the log reach the object store (ZM_HOME locally) within request_log.flush_seconds."""
     rec = servers["product-recommendation"]
     customer = known_customers(home, 1)[0]
-    folder = home / "requests" / rec.family
+    folder = home / "requests" / rec.family  # requests/<model>/<day>/<batch>.jsonl
 
     def lines() -> list[dict[str, Any]]:
-        return [json.loads(x) for f in sorted(folder.glob("*.jsonl")) for x in f.read_text().splitlines()]
+        return [json.loads(x) for f in sorted(folder.rglob("*.jsonl")) for x in f.read_text().splitlines()]
 
-    before = len(lines())
+    before = lines()
     for k in (1, 2, 3):
         assert v1(rec, [{"customer_id": customer, "k": k}]).status_code == 200
     assert v1(rec, [{"customer_id": customer, "k": 0}]).status_code == 400  # refused: not a prediction
-    rows = lines()[before:]
+    deadline = time.monotonic() + 10
+    while len(lines()) < len(before) + 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    rows = [r for r in lines() if r not in before]
     assert len(rows) == 3
     assert {r["version"] for r in rows} == {"1"} and all(r["request_id"] and r["latency_ms"] > 0 for r in rows)
-    text = folder.joinpath(sorted(p.name for p in folder.glob("*.jsonl"))[-1]).read_text()
+    text = "".join(f.read_text() for f in folder.rglob("*.jsonl"))
     assert str(customer) not in text  # pseudonymised
     assert rows[0]["rows"][0]["customer"] and len(rows[0]["rows"][0]["customer"]) == 16
 

@@ -92,3 +92,21 @@ def test_an_outage_drops_the_oldest_records_beyond_the_bound_and_counts_them(tmp
     kept = [int(line.split(b":")[1].split(b",")[0]) for line in _lines(store)]
     assert len(kept) == 2_000 - dropped and max(kept) == 1_999 and min(kept) == dropped  # the newest survive
     log.close()
+
+
+def test_retention_deletes_only_the_days_older_than_the_setting(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from monitoring.requests import log_days, prune_log
+    from zmlops.settings import RequestLogSettings, Settings
+    from zmlops.stores import object_store
+
+    settings = Settings(home=tmp_path, request_log=RequestLogSettings(retention_days=30))
+    store = object_store(settings)
+    for day in ("2026-10-01", "2026-11-02", "2026-11-03", "2026-12-01"):
+        store.put(f"requests/demand-forecast/{day}/000000-w-000001.jsonl", b'{"n": 1}\n')
+    store.put("requests/customer-segmentation/2026-10-01/000000-w-000001.jsonl", b'{"n": 1}\n')
+    gone = prune_log(settings, "demand-forecast", today=dt.date(2026, 12, 3))
+    assert gone == ["2026-10-01", "2026-11-02"]  # 2026-11-03 is exactly 30 days old: kept
+    assert log_days(store, "demand-forecast") == ["2026-11-03", "2026-12-01"]
+    assert log_days(store, "customer-segmentation") == ["2026-10-01"]  # another model's log is its own

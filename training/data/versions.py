@@ -197,6 +197,9 @@ class DataRegistry:
                 record = {**meta, "version": name, "files": files, "transactions_file": transactions_file}
                 (self.root / "version.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
                 self._dvc("add", "-q", "raw")
+                # staged from their content, never from the index's stat cache: after a reset, a new version.json
+                # of the same size written within the same tick would otherwise look unchanged ("racy git")
+                self._git("rm", "-q", "--cached", "--ignore-unmatch", "version.json", "raw.dvc")
                 self._git("add", "-A")
                 self._git("commit", "-q", "-m", f"data {name}: {meta.get('source', 'snapshot')}")
                 self._git("tag", name)

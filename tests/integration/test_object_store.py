@@ -1,0 +1,88 @@
+"""The object store on a real S3-compatible server (moto's server mode): what the k8s profile's pods share.
+
+A pod writes into its cache and uploads; another pod with an empty cache reads the same bytes; the
+request log's batches land there and the monitoring side reads them back.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from zmlops.stores import ObjectStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        import boto3
+
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="zm-state")
+        yield "s3://zm-state/stack"
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_what_one_pod_stores_another_pod_reads_with_an_empty_cache(s3: str, tmp_path: Path) -> None:
+    writer, reader = ObjectStore(s3, tmp_path / "pod-a"), ObjectStore(s3, tmp_path / "pod-b")
+    writer.put("reports/monitoring/a.json", b'{"a": 1}')
+    (tmp_path / "pod-a" / "work" / "v1").mkdir(parents=True)
+    (tmp_path / "pod-a" / "work" / "v1" / "clean.parquet").write_bytes(b"PAR1...")
+    writer.upload("work/v1/clean.parquet")
+    assert not (tmp_path / "pod-b").exists()
+    assert reader.get("reports/monitoring/a.json") == b'{"a": 1}'
+    local = reader.download("work/v1/clean.parquet")
+    assert local is not None and local.read_bytes() == b"PAR1..." and local.is_relative_to(tmp_path / "pod-b")
+    assert reader.download("work/v9/clean.parquet") is None
+    assert reader.keys("work") == ["work/v1/clean.parquet"]
+    writer.delete("work/v1")
+    assert reader.keys("work") == [] and not reader.exists("work/v1/clean.parquet")
+
+
+def test_request_log_batches_reach_the_store_and_read_back(s3: str, tmp_path: Path) -> None:
+    from inference_services.request_log import RequestLog
+    from monitoring.requests import read_log
+    from zmlops.settings import RequestLogSettings
+
+    store = ObjectStore(s3, tmp_path / "predictor")
+    log = RequestLog(store, "product-recommendation", "k", RequestLogSettings(flush_seconds=0.2))
+    for n in range(30):
+        log.append({"version": "3", "rows": [{"customer": log.pseudonymise(n), "items": ["A"], "cold_start": False}]})
+    log.close()
+    assert not (tmp_path / "predictor" / "requests").exists()  # nothing of the log stays on the pod's disk
+    rows = read_log(ObjectStore(s3, tmp_path / "monitoring-task"), "product-recommendation", version="3")
+    assert len(rows) == 30 and set(rows["customer"]) == {log.pseudonymise(n) for n in range(30)}
