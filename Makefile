@@ -52,7 +52,7 @@ STACK_OS_PACKAGES := /usr/lib/postgresql/*/bin/initdb:postgresql redis-server:re
 TEST_OS_PACKAGES := wrk:wrk promtool:prometheus haproxy:haproxy $(STACK_OS_PACKAGES)
 test: envs ## run the test suite (slow end-to-end tests in their short form)
 	$(call debian,$(TEST_OS_PACKAGES))
-	$(PY) -m pytest -m "not serving and not charts" -q --ignore=tests/charts
+	$(PY) -m pytest -m "not serving and not charts and not full" -q --ignore=tests/charts
 	$(SERVING)/bin/python -m pytest -m serving -q tests/serving
 	$(DELIVERY)/bin/python -m pytest --noconftest -m charts -q tests/charts
 

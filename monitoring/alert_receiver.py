@@ -9,6 +9,10 @@ time, claimed in the state database's incident table beside the monitoring DAG's
 notification (Alertmanager re-sends every ``repeat_interval``) re-enters training once.
 Resolved alerts and alerts for other things are acknowledged and ignored.
 
+It also keeps the Pushgateway whole: every ``RECONCILE_SECONDS`` it pushes the last numbers the
+monitoring DAG stored in the object store to a Pushgateway that lost them by restarting
+(:func:`monitoring.loop.reconcile_pushgateway`), so no alert goes quiet until the next daily check.
+
 Run: ``zm-alert-receiver --port 9095`` (settings ``ZM_AIRFLOW__*`` name the API and account).
 """
 
@@ -54,8 +58,36 @@ def handle(settings: Settings, payload: dict[str, Any], api: AirflowAPI) -> list
     return done
 
 
+RECONCILE_SECONDS = 60.0
+
+
+async def _reconcile_forever(settings: Settings) -> None:
+    import asyncio
+
+    from monitoring.loop import reconcile_pushgateway
+
+    while True:
+        try:
+            if await asyncio.to_thread(reconcile_pushgateway, settings):
+                log.info("pushed the last stored monitoring numbers to the Pushgateway (it had none)")
+        except Exception as error:  # noqa: BLE001 - the next round tries again; alerts are served meanwhile
+            log.warning("Pushgateway not reconciled: %s: %s", type(error).__name__, error)
+        await asyncio.sleep(RECONCILE_SECONDS)
+
+
 def create_app(settings: Settings, api: AirflowAPI | None = None) -> FastAPI:
-    app = FastAPI(title="zmlops alert receiver", docs_url=None, redoc_url=None)
+    import asyncio
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_reconcile_forever(settings)) if settings.monitoring.pushgateway_url else None
+        yield
+        if task is not None:
+            task.cancel()
+
+    app = FastAPI(title="zmlops alert receiver", docs_url=None, redoc_url=None, lifespan=lifespan)
     airflow = api or AirflowAPI(settings)
 
     @app.post("/alertmanager")

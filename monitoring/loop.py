@@ -23,7 +23,7 @@ from zmlops.settings import Settings
 from zmlops.stores import object_store
 
 __all__ = ["monitoring_dir", "save_result", "results", "write_index", "write_metrics", "claim_incident",
-           "incidents"]
+           "incidents", "reconcile_pushgateway"]
 
 PREFIX = "reports/monitoring"
 
@@ -124,6 +124,27 @@ def write_metrics(settings: Settings, results: list[dict[str, Any]]) -> Path:
     if m.pushgateway_url:
         push_to_gateway(m.pushgateway_url, job=PUSH_JOB, registry=registry, timeout=10)
     return path
+
+
+def reconcile_pushgateway(settings: Settings) -> bool:
+    """Give the Pushgateway the last stored numbers if it lost them (a restart with an empty disk); returns
+    whether it pushed. The object store's ``reports/monitoring/metrics.prom`` is the source of truth."""
+    import httpx
+
+    url = settings.monitoring.pushgateway_url
+    if not url:
+        return False
+    current = httpx.get(f"{url.rstrip('/')}/metrics", timeout=5)
+    current.raise_for_status()
+    if f'job="{PUSH_JOB}"' in current.text:
+        return False
+    data = object_store(settings).get(f"{PREFIX}/metrics.prom")
+    if data is None:
+        return False
+    r = httpx.put(f"{url.rstrip('/')}/metrics/job/{PUSH_JOB}", content=data, timeout=10,
+                  headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    r.raise_for_status()
+    return True
 
 
 def claim_incident(settings: Settings, key: str, source: str, reason: str) -> bool:

@@ -38,7 +38,9 @@ class Image:
 IMAGES = {
     "ghcr.io/zero-margin/serving": Image(REPO / ".venvs" / "serving" / "bin"),
     "ghcr.io/zero-margin/pipelines": Image(REPO / ".venvs" / "pipelines" / "bin"),
-    "quay.io/prometheus/pushgateway": Image(None, ("prometheus-pushgateway",)),  # Debian's build of the image
+    # Debian's build of the image's program; Debian's default persists to /var/lib/prometheus, the image's keeps
+    # metrics in memory only: the entrypoint restores the image's default
+    "quay.io/prometheus/pushgateway": Image(None, ("prometheus-pushgateway", "--persistence.file=")),
 }
 IMAGE_PATHS = {"/app/": REPO, "/opt/airflow/dags": REPO / "dags"}  # where the images put this checkout
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")

@@ -1,4 +1,8 @@
-"""The whole loop through a real Airflow standalone, at test size (the short form of `make demo`)."""
+"""The whole loop through a real Airflow standalone on the embedded stack (what `make demo` runs).
+
+`make test-all` only: `make test` runs the loop once, in the Kubernetes topology (tests/stack/), through
+the same DAGs, and `make demo` runs this path whole.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import pytest
 
 from zmlops.settings import Settings
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.full]
 
 
 def _port() -> int:

@@ -86,3 +86,50 @@ def test_request_log_batches_reach_the_store_and_read_back(s3: str, tmp_path: Pa
     assert not (tmp_path / "predictor" / "requests").exists()  # nothing of the log stays on the pod's disk
     rows = read_log(ObjectStore(s3, tmp_path / "monitoring-task"), "product-recommendation", version="3")
     assert len(rows) == 30 and set(rows["customer"]) == {log.pseudonymise(n) for n in range(30)}
+
+
+def test_a_pushgateway_that_restarted_empty_gets_the_last_stored_numbers_back(tmp_path: Path) -> None:
+    import shutil
+
+    import httpx
+
+    from monitoring.loop import reconcile_pushgateway, write_metrics
+    from zmlops.settings import MonitoringSettings, Settings
+
+    binary = shutil.which("prometheus-pushgateway")
+    assert binary, "prometheus-pushgateway is missing: make test installs the Debian package"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    settings = Settings(home=tmp_path / "zm", monitoring=MonitoringSettings(pushgateway_url=url))
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("pushgateway did not start")
+
+    result = {"family": "demand-forecast", "drift_share": 0.25, "signals": {"units_wape_increase": 0.07},
+              "columns": {}, "reasons": []}
+    proc = start()
+    try:
+        write_metrics(settings, [result])  # the monitoring DAG: stored, and pushed
+        assert reconcile_pushgateway(settings) is False  # nothing lost: nothing pushed again
+        proc.kill()
+        proc.wait()
+        proc = start()  # a new pod, an empty disk: the numbers are gone
+        assert 'job="zm-monitoring"' not in httpx.get(f"{url}/metrics").text
+        assert reconcile_pushgateway(settings) is True
+        text = httpx.get(f"{url}/metrics").text
+        assert 'zm_data_drift_share{instance="",job="zm-monitoring",model="demand-forecast"} 0.25' in text
+    finally:
+        proc.kill()
+        proc.wait()

@@ -46,6 +46,7 @@ def test_ingest_then_versions_through_the_installed_entry_point(tmp_path: Path) 
 
 
 @pytest.mark.integration
+@pytest.mark.full  # make test-all; `make bench` runs every section whole
 def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--out", str(out)]) == 0
