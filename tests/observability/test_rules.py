@@ -67,3 +67,14 @@ def test_a_broken_rule_fails_its_scenario(tmp_path: Path) -> None:
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(scenarios, sort_keys=False))
     out = subprocess.run(["promtool", "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode != 0 and "ZmAvailabilityBudgetBurn1H" in out.stdout + out.stderr
+
+
+def test_every_alert_has_its_runbook_section() -> None:
+    """The alerts' runbook_url points at docs/runbooks.md#<alert in lower case>: that heading must exist."""
+    text = (HERE.parents[1] / "docs" / "runbooks.md").read_text()
+    headings = {line[3:].strip().lower() for line in text.splitlines() if line.startswith("## ")}
+    for group in rules.groups()["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                anchor = rule["annotations"]["runbook_url"].split("#", 1)[1]
+                assert anchor in headings, f"docs/runbooks.md has no section for {rule['alert']}"
