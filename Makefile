@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYT
 export FEAST_USAGE=False SCARF_ANALYTICS=false AIRFLOW__CORE__LOAD_EXAMPLES=False OPENBLAS_NUM_THREADS=1
 export UV_PYTHON_DOWNLOADS=never
 
-.PHONY: help envs demo test test-all lint bench serve ui clean repro real-data airflow generate drills stack stack-down
+.PHONY: help envs demo test test-topology test-pipelines test-serving test-all lint bench serve ui clean repro real-data airflow generate drills stack stack-down
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,10 +50,20 @@ demo: envs ## run the main job on the embedded local stack (state in .zm/demo, r
 STACK_OS_PACKAGES := /usr/lib/postgresql/*/bin/initdb:postgresql redis-server:redis-server git:git \
 	prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway
 TEST_OS_PACKAGES := wrk:wrk promtool:prometheus haproxy:haproxy $(STACK_OS_PACKAGES)
+# The topology's loop spends most of its time waiting on schedulers, scrapes and alert timers, so the three
+# runs go side by side (each run's output is printed whole when it ends).
 test: envs ## run the test suite (slow end-to-end tests in their short form)
 	$(call debian,$(TEST_OS_PACKAGES))
-	$(PY) -m pytest -m "not serving and not charts and not full" -q --ignore=tests/charts
-	$(SERVING)/bin/python -m pytest -m serving -q tests/serving
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-topology test-pipelines test-serving
+
+test-topology: envs ## the whole loop in the Kubernetes topology, short form (part of make test)
+	$(PY) -m pytest -m stack -q tests/stack
+
+test-pipelines: envs ## unit, integration, DAG and observability tests (part of make test)
+	$(PY) -m pytest -m "not serving and not charts and not full and not stack" -q --ignore=tests/charts
+
+test-serving: envs ## real KServe servers, then the chart (part of make test)
+	$(SERVING)/bin/python -m pytest -m "serving and not full" -q tests/serving
 	$(DELIVERY)/bin/python -m pytest --noconftest -m charts -q tests/charts
 
 test-all: envs ## every test, slow ones at full size

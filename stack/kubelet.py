@@ -50,6 +50,7 @@ class Process:
         self.stopped = True
         self.ready = False
         self.log: IO[bytes] | None = None
+        self.cpu_before = self.cpu_now = 0.0
 
     @property
     def workdir(self) -> Path:
@@ -70,16 +71,27 @@ class Process:
                                      start_new_session=True)
         self.stopped = False
         self.ready = False
+        self.cpu_before += self.cpu_now
+        self.cpu_now = 0.0
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
+        self.terminate()
+        self.reap()
+
+    def terminate(self) -> None:
+        """SIGTERM to the process group, as the kubelet does when a pod is deleted; `reap` waits."""
         self.stopped = True
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+
+    def reap(self) -> None:
+        """Wait out the grace period (``stop_seconds``), then SIGKILL."""
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=self.spec.stop_seconds)
         except subprocess.TimeoutExpired:
@@ -115,20 +127,31 @@ class Process:
         return self.ready
 
     def rss(self) -> int:
+        """Memory of the process tree; also samples its CPU time (``cpu_seconds``)."""
         if not self.alive():
             return 0
         assert self.proc is not None
         try:
             root = psutil.Process(self.proc.pid)
-            return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+            tree = [root, *root.children(recursive=True)]
+            rss = sum(p.memory_info().rss for p in tree)
+            times = [p.cpu_times() for p in tree]
         except psutil.Error:
             return 0
+        # live processes, plus the children each has reaped (an Airflow task process, a gunicorn worker)
+        self.cpu_now = sum(t.user + t.system + t.children_user + t.children_system for t in times)
+        return rss
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time of every incarnation of this process (sampled every few seconds while it runs)."""
+        return self.cpu_before + self.cpu_now
 
     def status(self) -> dict[str, Any]:
         return {"name": self.spec.name, "group": self.spec.group, "ip": self.spec.ip, "ready": self.ready,
                 "alive": self.alive(), "restarts": self.restarts, "pid": self.proc.pid if self.proc else None,
                 "workdir": str(self.workdir) if self.spec.workdir else None,
-                "log": str(self.layout.logs / f"{self.spec.name}.log")}
+                "log": str(self.layout.logs / f"{self.spec.name}.log"), "cpu_seconds": round(self.cpu_seconds, 1)}
 
 
 class Kubelet:
@@ -253,7 +276,8 @@ class Kubelet:
                     elif p.alive():
                         if p.ready and now - p.next_start > 60:
                             p.backoff = 1.0
-                    p.probe()
+                    if not p.ready or tick % 5 == 0:  # a ready pod re-probed every 5 s (periodSeconds)
+                        p.probe()
                     if measure:
                         total += p.rss()
                 self.peak_rss = max(self.peak_rss, total)
@@ -270,8 +294,7 @@ class Kubelet:
     def restart(self, names: list[str], wipe: bool) -> dict[str, Any]:
         with self.lock:
             chosen = [self.procs[n] for n in names]
-            for p in chosen:
-                p.stop()
+            _stop_together(chosen)
             for p in chosen:
                 if wipe:
                     p.wipe()
@@ -283,9 +306,16 @@ class Kubelet:
         order = ["pod", "airflow", "backing"]
         with self.lock:
             for group in order:
-                for p in [p for p in self.procs.values() if p.spec.group == group]:
-                    p.stop()
+                _stop_together([p for p in self.procs.values() if p.spec.group == group])
         hosts.remove()
+
+
+def _stop_together(procs: list[Process]) -> None:
+    """Every process signalled at once, then each waited for: the grace periods overlap, as pods' do."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.reap()
 
 
 def _serve(kubelet: Kubelet) -> int:

@@ -282,7 +282,9 @@ def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str],
         out["final"] = loop.step("every disk wiped again; the next training run", last_run)
     out["steps"] = loop.steps
     out["seconds"] = round(time.monotonic() - loop.started, 1)
-    out["peak_rss_mb"] = control.status()["peak_rss_mb"]
+    status = control.status()
+    out["peak_rss_mb"] = status["peak_rss_mb"]
+    out["cpu_seconds"] = {p["name"]: p["cpu_seconds"] for p in status["processes"]}  # up and loop, per workload
     return out
 
 

@@ -192,12 +192,15 @@ def _topology(quick: bool) -> dict[str, Any] | None:
     finally:
         subprocess.run([sys.executable, "-m", "stack", "down", "--root", str(root)], capture_output=True, check=False)
     result = {"up_seconds": round(up_seconds, 1), "loop_seconds": out["seconds"], "steps": out["steps"],
-              "peak_rss_mb": out["peak_rss_mb"], "processes": len(control.specs())}
+              "peak_rss_mb": out["peak_rss_mb"], "processes": len(control.specs()), "cpu_seconds": out["cpu_seconds"]}
     table("topology: the chart's workloads, Airflow and the stores as processes on this machine (make stack)",
           ["measure", "value"],
           [["processes", result["processes"]], ["start to ready s", result["up_seconds"]],
            *[[f"loop: {name}", f"{seconds:.0f} s"] for name, seconds in out["steps"].items()],
-           ["loop total s", result["loop_seconds"]], ["peak memory of every process, MB", result["peak_rss_mb"]]])
+           ["loop total s", result["loop_seconds"]], ["peak memory of every process, MB", result["peak_rss_mb"]],
+           ["CPU s, every workload (start-up and loop)", round(sum(out["cpu_seconds"].values()))],
+           *[[f"CPU s: {name}", f"{cpu:.0f}"] for name, cpu in
+             sorted(out["cpu_seconds"].items(), key=lambda item: -item[1])[:8]]])
     return result
 
 

@@ -39,7 +39,7 @@ def test_a_new_product_line_re_enters_training_once_for_the_recommender(airflow_
     from zmlops.settings import get_settings
 
     settings = get_settings()
-    config = SimulationConfig(seed=11, n_customers=600, n_products=300, weeks=80)
+    config = SimulationConfig(seed=11, n_customers=400, n_products=150, weeks=70)  # the size docs/install.md ingests
     v1 = ingest.snapshot_simulated(settings, config)
     ingest.validate_version(settings, v1.name)
     for family in FAMILIES:

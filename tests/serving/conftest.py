@@ -12,10 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -46,7 +48,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("serving-home")
     env = _env(root)
     for argv in (
-        ["data", "ingest", "--customers", "600", "--products", "300", "--weeks", "80", "--seed", "11"],
+        ["data", "ingest", "--customers", "400", "--products", "150", "--weeks", "70", "--seed", "11"],
         ["train", "--reason", "serving-tests"],
     ):
         done = subprocess.run([str(PIPELINES_ZM), *argv], env=env, capture_output=True, text=True, cwd=REPO)
@@ -62,21 +64,31 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inference_services.server", self.family, "--port", str(self.port), *self.args],
-            env=_env(self.home, ZM_SERVING__POLL_SECONDS="1", **self.env),
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        with self._log() as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "inference_services.server", self.family, "--port", str(self.port), *self.args],
+                env=_env(self.home, ZM_SERVING__POLL_SECONDS="1", **self.env),
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.wait(lambda: httpx.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200, 90, "live")
         return self
+
+    def _log(self) -> IO[bytes]:
+        """The server's output in a file (readable while it runs; a pipe nobody reads can fill and block it)."""
+        self.log_path = Path(tempfile.mkstemp(prefix=f"zm-{self.family}-", suffix=".log")[1])
+        return self.log_path.open("wb")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path is not None else ""
 
     def ready(self) -> bool:
         r = httpx.get(f"{self.url}/v2/models/{self.family}/ready", timeout=2)
@@ -87,7 +99,7 @@ class Server:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                out = self.output()
                 raise AssertionError(f"{self.family} server exited ({self.proc.returncode}) before {what}:\n{out}")
             try:
                 if check():  # type: ignore[operator]
@@ -112,10 +124,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout is None:
-            return ""
-        with self.proc.stdout:
-            return self.proc.stdout.read().decode()
+        return self.output()
 
 
 @pytest.fixture(scope="module")
