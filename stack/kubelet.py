@@ -134,7 +134,7 @@ class Process:
         try:
             root = psutil.Process(self.proc.pid)
             tree = [root, *root.children(recursive=True)]
-            rss = sum(p.memory_info().rss for p in tree)
+            rss: int = sum(p.memory_info().rss for p in tree)
             times = [p.cpu_times() for p in tree]
         except psutil.Error:
             return 0
