@@ -19,7 +19,10 @@ Run: ``zm-alert-receiver --port 9095`` (settings ``ZM_AIRFLOW__*`` name the API 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -62,8 +65,6 @@ RECONCILE_SECONDS = 60.0
 
 
 async def _reconcile_forever(settings: Settings) -> None:
-    import asyncio
-
     from monitoring.loop import reconcile_pushgateway
 
     while True:
@@ -76,10 +77,6 @@ async def _reconcile_forever(settings: Settings) -> None:
 
 
 def create_app(settings: Settings, api: AirflowAPI | None = None) -> FastAPI:
-    import asyncio
-    import contextlib
-    from collections.abc import AsyncIterator
-
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_reconcile_forever(settings)) if settings.monitoring.pushgateway_url else None

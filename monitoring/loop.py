@@ -130,6 +130,8 @@ def reconcile_pushgateway(settings: Settings) -> bool:
     """Give the Pushgateway the last stored numbers if it lost them (a restart with an empty disk); returns
     whether it pushed. The object store's ``reports/monitoring/metrics.prom`` is the source of truth."""
     import httpx
+    from prometheus_client import CollectorRegistry, push_to_gateway
+    from prometheus_client.parser import text_string_to_metric_families
 
     url = settings.monitoring.pushgateway_url
     if not url:
@@ -141,9 +143,15 @@ def reconcile_pushgateway(settings: Settings) -> bool:
     data = object_store(settings).get(f"{PREFIX}/metrics.prom")
     if data is None:
         return False
-    r = httpx.put(f"{url.rstrip('/')}/metrics/job/{PUSH_JOB}", content=data, timeout=10,
-                  headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-    r.raise_for_status()
+    text = data.decode()
+
+    class Stored:  # the stored text as a collector, pushed the way write_metrics pushes
+        def collect(self) -> Any:
+            return text_string_to_metric_families(text)
+
+    registry = CollectorRegistry()
+    registry.register(Stored())  # type: ignore[arg-type]
+    push_to_gateway(url, job=PUSH_JOB, registry=registry, timeout=10)
     return True
 
 

@@ -126,8 +126,8 @@ class Process:
                 self.ready = False
         return self.ready
 
-    def rss(self) -> int:
-        """Memory of the process tree; also samples its CPU time (``cpu_seconds``)."""
+    def sample(self) -> int:
+        """Sample the process tree: returns its memory, keeps its CPU time for ``cpu_seconds``."""
         if not self.alive():
             return 0
         assert self.proc is not None
@@ -279,7 +279,7 @@ class Kubelet:
                     if not p.ready or tick % 5 == 0:  # a ready pod re-probed every 5 s (periodSeconds)
                         p.probe()
                     if measure:
-                        total += p.rss()
+                        total += p.sample()
                 self.peak_rss = max(self.peak_rss, total)
             self.shutdown.wait(1.0)
 
