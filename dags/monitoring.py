@@ -26,7 +26,8 @@ Results: an Evidently HTML report and a JSON summary per model in the object sto
 each model that should retrain, one event on its retrain asset, which starts the training DAG for
 that model with the reason. An incident (model version x data version) re-enters training once,
 however often the check repeats. The `retention` task deletes request-log days older than
-`ZM_REQUEST_LOG__RETENTION_DAYS`.
+`ZM_REQUEST_LOG__RETENTION_DAYS`. Before any model is in production (a fresh install) the checks
+are skipped.
 
 Params: `data_version` (default `current`).
 """
@@ -51,10 +52,15 @@ Params: `data_version` (default `current`).
 def zmlops_monitoring() -> None:
     @task
     def resolve(params: dict[str, Any] | None = None) -> str:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from zmlops import pipeline
         from zmlops.settings import get_settings
 
-        return pipeline.resolve_version(get_settings(), str((params or {}).get("data_version", "current")))
+        settings = get_settings()
+        if not pipeline.in_production(settings):  # a fresh install: the checks and re-entries are skipped
+            raise AirflowSkipException("no model is in production yet: nothing to monitor")
+        return pipeline.resolve_version(settings, str((params or {}).get("data_version", "current")))
 
     @task
     def check(family: str, version: str) -> dict[str, Any] | None:

@@ -314,8 +314,15 @@ def run(
                     log.info("%s: serving version %s (%s) after %.1f s", family, new, alias,
                              time.perf_counter() - started)
             except Exception as error:  # noqa: BLE001 - a bad version must not stop the server
-                log.error("%s: cannot load the %s version, %s: %s (still serving %s)", family, alias,
+                log.error("%s: cannot load the %s version, %s: %s (still serving %s)", family, version or alias,
                           type(error).__name__, error, model.state.version if model.state else "nothing")
+                if version is not None and model.state is None:
+                    # A pinned version will not change: exit like a predictor whose model cannot load
+                    # (the orchestrator restarts it or rolls the candidate back) instead of idling unready.
+                    log.error("%s: exiting, pinned version %s cannot load", family, version)
+                    failed.append(version)
+                    rest._server.should_exit = True
+                    return
             if model.state is not None:
                 try:
                     await loop.run_in_executor(None, model.watch_inputs)
@@ -324,6 +331,8 @@ def run(
             if cfg.poll_seconds <= 0 and model.state is not None:
                 return
             await asyncio.sleep(max(cfg.poll_seconds, 1.0))
+
+    failed: list[str] = []
 
     async def main_loop() -> None:
         task = asyncio.create_task(lifecycle())
@@ -335,7 +344,7 @@ def run(
             model.stop()
 
     asyncio.run(main_loop())
-    return 0
+    return 1 if failed else 0
 
 
 def _make_constant(model: ServedModel) -> None:

@@ -16,13 +16,20 @@ from typing import Any
 from zmlops.catalog import FAMILIES, RETRAIN_ASSET_PREFIX
 from zmlops.settings import Settings
 
-__all__ = ["resolve_version", "validate", "features", "plan", "train", "deploy"]
+__all__ = ["resolve_version", "in_production", "validate", "features", "plan", "train", "deploy"]
 
 
 def resolve_version(settings: Settings, requested: str) -> str:
     from training.data import ingest
 
     return ingest.registry_for(settings).resolve(requested or "current").name
+
+
+def in_production(settings: Settings) -> list[str]:
+    """The families with a ``production`` version (what the monitoring DAG has to check)."""
+    from training import tracking
+
+    return [f for f in FAMILIES if tracking.alias_version(settings, f, "production") is not None]
 
 
 def validate(settings: Settings, version: str) -> dict[str, Any]:

@@ -42,12 +42,17 @@ def test_a_new_product_line_re_enters_training_once_for_the_recommender(airflow_
     config = SimulationConfig(seed=11, n_customers=400, n_products=150, weeks=70)  # the size docs/install.md ingests
     v1 = ingest.snapshot_simulated(settings, config)
     ingest.validate_version(settings, v1.name)
+    dag = load_dag("monitoring").monitoring_dag  # type: ignore[attr-defined]
+    fresh = dag.test()  # a fresh install: nothing in production, nothing checked, nothing re-entered
+    assert str(fresh.state) == "success"
+    assert {k: v for k, v in _states(fresh).items() if k != "retention"} == {
+        "resolve": "skipped", "publish": "skipped", **{f"check[{i}]": "skipped" for i in range(len(FAMILIES))},
+        **{f"reenter_{f.replace('-', '_')}": "skipped" for f in FAMILIES}}
     for family in FAMILIES:
         train_family(settings, family, v1.name, reason="initial")
     v2 = ingest.snapshot_simulated(settings, config, then=[(8, "new_product_mix")])
     ingest.validate_version(settings, v2.name)
 
-    dag = load_dag("monitoring").monitoring_dag  # type: ignore[attr-defined]
     run = dag.test()
     states = _states(run)
     assert str(run.state) == "success", states

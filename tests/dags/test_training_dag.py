@@ -83,7 +83,7 @@ def ingested(zm_home: Path) -> Path:
     from zmlops.settings import get_settings
 
     version = ingest.snapshot_simulated(
-        get_settings(), SimulationConfig(seed=11, n_customers=600, n_products=300, weeks=80)
+        get_settings(), SimulationConfig(seed=11, n_customers=400, n_products=150, weeks=70)  # docs/install.md's size
     )
     ingest.validate_version(get_settings(), version.name)
     return zm_home

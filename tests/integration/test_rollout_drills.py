@@ -38,7 +38,8 @@ def drills(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_unready_candidate_gets_no_traffic(drills: dict[str, Any]) -> None:
     f = drills["figures"]["unready"]
     assert f["result"] == "not_ready" and f["served_by_candidate"] == 0 and f["failed"] == 0
-    assert f["requests"] > 1000
+    assert f["requests"] > 100  # the load ran through the drill
+    assert "exited before it was ready" in f["why"] and f["seconds"] < 30, f
 
 
 @pytest.mark.parametrize("fault", ["errors_5pct", "slow_5x"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serving.conftest import FAMILIES, Server
+from tests.serving.conftest import FAMILIES, REPO, Server, _env
 
 pytestmark = pytest.mark.serving
 
@@ -484,15 +486,26 @@ def test_readiness_follows_loading_and_a_corrupt_artifact_is_never_ready(home: P
     (broken / "MLmodel").write_text("artifact_path: model\nflavors: {}\n")
     (broken / "estimator.joblib").write_bytes(b"this is not a joblib file")
     bad = client.create_model_version(name, source=str(broken))
-    corrupt = Server(name, home, args=["--version", str(bad.version)]).start()
-    try:
+    client.set_registered_model_alias(name, "zm-test-corrupt", bad.version)
+    corrupt = Server(name, home, args=["--alias", "zm-test-corrupt"]).start()
+    try:  # behind an alias: unready, still alive, retried (the alias may move to a good version)
         corrupt.wait(lambda: "cannot load" in corrupt.output(), 60, "reporting the corrupt artifact")
         assert not corrupt.ready()
         assert v1(corrupt, [{"customer_id": 1}]).status_code == 503
         assert httpx.get(f"{corrupt.url}/v2/health/live", timeout=2).status_code == 200
     finally:
         output = corrupt.stop()
+        client.delete_registered_model_alias(name, "zm-test-corrupt")
     assert "cannot load" in output
+
+    # pinned to the version (how the rollout starts a candidate): it exits, as a predictor that cannot load
+    pinned = Server(name, home, args=["--version", str(bad.version)])
+    with pinned._log() as out:
+        done = subprocess.run([sys.executable, "-m", "inference_services.server", name, "--port", str(pinned.port),
+                               "--version", str(bad.version)], env=_env(home, ZM_SERVING__POLL_SECONDS="1"),
+                              cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False)
+    assert done.returncode == 1, pinned.output()[-3000:]
+    assert f"exiting, pinned version {bad.version} cannot load" in pinned.output()
 
 
 def test_cache_hits_and_invalidation_when_the_version_changes(home: Path) -> None:

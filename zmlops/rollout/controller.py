@@ -237,9 +237,11 @@ class Rollout(Recorder):
         pid = self.backend.start(family, slot, version, candidate_env)
         candidate = Slot(slot, version, pid)
         if not self.backend.wait_ready(family, slot, pid, r.ready_timeout_seconds):
+            exited = not self.backend.alive(pid)
             self.backend.stop(pid, kill=True)
-            return self.not_ready(family, version, f"not ready within {r.ready_timeout_seconds:.0f} s "
-                                  "(no traffic was sent)", started)
+            why = ("exited before it was ready (its log says why)" if exited
+                   else f"not ready within {r.ready_timeout_seconds:.0f} s")
+            return self.not_ready(family, version, f"{why} (no traffic was sent)", started)
         why, checks, step_started = self.walk_plan(
             family, version, lambda percent: self.backend.set_traffic(family, {stable.slot: 100 - percent,
                                                                                 slot: percent}),

@@ -33,7 +33,9 @@ __all__ = ["prepare", "run_drills", "DRILL_ROLLOUT"]
 FAMILY = "demand-forecast"
 # Short windows so a drill takes seconds, not minutes (three per step: at 250 requests/s the 10% step
 # sees over 2,000 requests); the limits are the production defaults.
-DRILL_ROLLOUT = {"window_seconds": 3.0, "checks_per_step": 3, "failed_checks": 2, "ready_timeout_seconds": 15.0}
+# A generous ready timeout: on a busy machine a healthy candidate takes a while to load; the unready one
+# exits as soon as its artifact fails to load, so the drill does not wait for the timeout.
+DRILL_ROLLOUT = {"window_seconds": 3.0, "checks_per_step": 3, "failed_checks": 2, "ready_timeout_seconds": 60.0}
 
 
 def prepare(home: Path, say: Callable[[str], None] = print) -> Settings:
@@ -105,7 +107,8 @@ def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], Non
         out = rollout.deploy(FAMILY, broken)
         answers = load.between(t0, time.monotonic())
         results["unready"] = {"result": out.result, "requests": len(answers), "failed": load.failed(answers),
-                              "served_by_candidate": load.versions(answers).get(broken, 0)}
+                              "served_by_candidate": load.versions(answers).get(broken, 0), "why": out.reason,
+                              "seconds": round(out.seconds, 1)}
 
         for name, env, version in (("errors_5pct", {"ZM_SERVING__FAULT_ERROR_EVERY": "20"}, good[1]),
                                    ("slow_5x", {"ZM_SERVING__FAULT_DELAY_FACTOR": "5"}, good[2])):
