@@ -10,6 +10,7 @@ import datetime as dt
 import os
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from zmlops.catalog import FAMILIES, retrain_asset_uri
@@ -17,13 +18,19 @@ from zmlops.catalog import FAMILIES, retrain_asset_uri
 # ZM_DAG_SCHEDULES=off (the demo) keeps the asset trigger and drops the clock.
 CLOCKS_OFF = os.environ.get("ZM_DAG_SCHEDULES") == "off"
 RETRAIN_ASSETS = [Asset(uri=retrain_asset_uri(f), name=f"retrain-{f}") for f in FAMILIES]
+APPROVAL_TIMEOUT = dt.timedelta(hours=float(os.environ.get("ZM_APPROVAL__TIMEOUT_HOURS", "72")))
 
 DOC = """
 ### zmlops_training
 Pulls a DVC data version, gates it with Great Expectations, builds features and materializes
 Feast, then per model family (mapped tasks): training set from Feast, fit, evaluation against
-the baseline and the production champion, registration, promotion to `staging` and
-`production` when the gate passes, model card; then deployment.
+the baseline and the production champion, registration, `staging` when the gate passes, model card.
+Then the review board (`approve`, Airflow's approval task) where approval is required
+(`ZM_APPROVAL__REQUIRED`, default in the k8s profile): it shows each staged version's gate figures,
+its difference to production and its model card, and waits (without a worker slot) for Approve or
+Reject in the UI or the REST API; unanswered within `ZM_APPROVAL__TIMEOUT_HOURS` it rejects. A
+rejection skips deployment. Last, `deploy` (only it moves `production`): the canary where a rollout
+serves the family, otherwise the alias moves and the step waits until the predictors serve it.
 
 **Triggers**: weekly (Monday 03:00 UTC), a retrain asset event from the monitoring DAG or the
 Alertmanager receiver (only the affected family trains; the reason becomes the run's `reason`
@@ -36,6 +43,29 @@ tag), or by hand with params:
 A data version that fails validation stops the run before training; production is unchanged.
 Re-running any task for the same data version reuses what it produced.
 """
+
+
+class ModelApproval(ApprovalOperator):  # type: ignore[misc]
+    """The review board: Airflow's approval task, its answer recorded on every version it was asked about.
+
+    The task waits without a worker slot (``awaiting_input``); whoever answers in the UI or the REST API
+    (``/api/v2/hitlDetails``) is recorded in the audit trail, and a rejection (or the timeout) leaves
+    production unchanged: the deploy tasks are skipped.
+    """
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from zmlops import pipeline
+        from zmlops.settings import get_settings
+
+        result = super().execute_complete(context=context, event=event)
+        approved = result["chosen_options"][0] == self.APPROVE
+        who = result.get("responded_by_user") or {}
+        by = str(who.get("name") or who.get("id") or "timeout")
+        why = (result.get("params_input") or {}).get("reason") or ("approved" if approved else (
+            "rejected" if by != "timeout" else f"no answer within {self.response_timeout}"))
+        asked = context["ti"].xcom_pull(task_ids="review")
+        pipeline.answer(get_settings(), asked["versions"], approved, by, str(why))
+        return result
 
 
 @dag(
@@ -107,6 +137,19 @@ def zmlops_training() -> None:
         print(f"training {jobs}")
         return jobs
 
+    @task
+    def review(outcomes: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from zmlops import pipeline
+        from zmlops.settings import get_settings
+
+        asked = pipeline.review(get_settings(), [o for o in outcomes if o])
+        if asked is None:
+            raise AirflowSkipException("nothing waits for the review board (not staged, or approval not required)")
+        print(asked["subject"])
+        return asked
+
     @task(max_active_tis_per_dag=1)  # one training at a time: each uses both cores
     def train(job: dict[str, str], version: str) -> dict[str, Any]:
         from zmlops import pipeline
@@ -114,7 +157,7 @@ def zmlops_training() -> None:
 
         return pipeline.train(get_settings(), job["family"], version, job["reason"])
 
-    @task
+    @task(trigger_rule="none_failed")  # approval skipped: nothing needed it; rejected: the board skips this
     def deploy(outcome: dict[str, Any]) -> dict[str, Any]:
         from zmlops import pipeline
         from zmlops.settings import get_settings
@@ -125,7 +168,17 @@ def zmlops_training() -> None:
 
     version = features(validate(resolve()))
     outcomes = train.partial(version=version).expand(job=plan())
-    deploy.expand(outcome=outcomes)
+    asked = review(outcomes)
+    board = ModelApproval(
+        task_id="approve",
+        subject="{{ ti.xcom_pull(task_ids='review')['subject'] }}",
+        body="{{ ti.xcom_pull(task_ids='review')['body'] }}",
+        defaults="Reject",  # unanswered within the timeout: rejected
+        response_timeout=APPROVAL_TIMEOUT,
+        params={"reason": Param("", type="string", description="why (recorded in the audit trail)")},
+        retries=0,
+    )
+    asked >> board >> deploy.expand(outcome=outcomes)
 
 
 training_dag = zmlops_training()

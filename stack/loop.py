@@ -49,6 +49,7 @@ class Loop:
     say: Callable[[str], None] = print
     steps: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    approved: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ plumbing
     def step(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -76,6 +77,25 @@ class Loop:
         cfg = AirflowSettings(api_url="http://airflow-api-server:8080", username="admin",
                               password=SecretStr(self.control.secret("airflow-users", "admin-password")))
         return AirflowAPI(Settings().model_copy(update={"airflow": cfg}))
+
+    def approver(self) -> Any:
+        """The review board's member (docs/install.md creates ``approver`` in the role ``model-approvers``)."""
+        from pydantic import SecretStr
+
+        from zmlops.airflow_client import AirflowAPI
+        from zmlops.settings import AirflowSettings, Settings
+
+        cfg = AirflowSettings(api_url="http://airflow-api-server:8080", username="approver",
+                              password=SecretStr(self.control.secret("airflow-users", "approver-password")))
+        return AirflowAPI(Settings().model_copy(update={"airflow": cfg}))
+
+    def approve_waiting(self) -> None:
+        """Answer every approval task the training DAG waits on (Approve, as the board's member)."""
+        board = self.approver()
+        for waiting in board.approvals(TRAINING):
+            board.answer(waiting, "Approve", "stack loop: the figures pass")
+            self.approved.append({"run": waiting["task_instance"]["dag_run_id"], "subject": waiting["subject"]})
+            self.say(f"   approved as approver: {waiting['subject']}")
 
     def mlflow(self) -> Any:
         import mlflow
@@ -140,6 +160,8 @@ class Loop:
         """Wait until the DAG has at least ``count`` runs and none is unfinished; returns them, newest first."""
         api, deadline, runs = self.airflow(), time.monotonic() + timeout, []
         while time.monotonic() < deadline:
+            if dag == TRAINING:
+                self.approve_waiting()
             runs = api.runs(dag)
             if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs):
                 return list(runs)
@@ -280,12 +302,27 @@ def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str],
             return {"served": served, "state": api.wait(TRAINING, run, timeout=900)["state"]}
 
         out["final"] = loop.step("every disk wiped again; the next training run", last_run)
+    out["approved"] = loop.approved
+    out["audit"] = control_audit(control)
     out["steps"] = loop.steps
     out["seconds"] = round(time.monotonic() - loop.started, 1)
     status = control.status()
     out["peak_rss_mb"] = status["peak_rss_mb"]
     out["cpu_seconds"] = {p["name"]: p["cpu_seconds"] for p in status["processes"]}  # up and loop, per workload
     return out
+
+
+def control_audit(control: Control) -> dict[str, Any]:
+    """The audit trail as ``zm audit`` shows it in a pipelines pod: the verification and the actions."""
+    verify = subprocess.run([sys.executable, "-m", "stack", "exec", "--root", str(control.layout.root),
+                             "airflow-scheduler", "--", "zm", "audit", "verify"], capture_output=True, text=True,
+                            check=False)
+    export = subprocess.run([sys.executable, "-m", "stack", "exec", "--root", str(control.layout.root),
+                             "airflow-scheduler", "--", "zm", "audit", "export"], capture_output=True, text=True,
+                            check=False)
+    entries = [json.loads(line) for line in export.stdout.splitlines() if line.startswith("{")]
+    return {"verify_code": verify.returncode, "verify": verify.stdout[-500:],
+            "actions": [(e["action"], e["subject"], e["actor"]) for e in entries]}
 
 
 def control_flush_seconds(control: Control) -> float:

@@ -1,9 +1,9 @@
 """Training steps for one data version, in the order the training DAG runs them.
 
 ``prepare_features`` (features built, Feast applied and materialized) runs once per data
-version; ``train_family`` then trains, evaluates, registers, gates and promotes one
-family. Both are idempotent: repeating them for the same data version, code and
-parameters returns what the first call produced.
+version; ``train_family`` then trains, evaluates, registers and gates one family, moving
+``staging`` on a pass (``production`` moves later, in the deploy step). Both are idempotent:
+repeating them for the same data version, code and parameters returns what the first call produced.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from governance import audit
 from training import tracking
 from training.cards import model_card
 from training.data import ingest
@@ -66,7 +67,7 @@ def train_family(
     reason: str = "scheduled",
     params: dict[str, Any] | None = None,
 ) -> TrainOutcome:
-    """Train, evaluate, register (``candidate``), gate against ``production``, promote on a pass."""
+    """Train, evaluate, register (``candidate``), gate against ``production``, ``staging`` on a pass."""
     family = get_family(name)
     version = ingest.registry_for(settings).resolve(data_version)
     published = store.published_version(settings)
@@ -148,7 +149,7 @@ def train_family(
     if failures:
         decision, why = "rejected", "; ".join(failures)
     else:
-        decision = "promoted"
+        decision = "staged"
         why = (
             "first version"
             if champion is None
@@ -166,8 +167,10 @@ def train_family(
         "trigger": reason,
     }
     tracking.record_gate(settings, model, gate)
-    if decision == "promoted":
-        tracking.promote(settings, model)
+    if decision == "staged":  # production moves later, in the deploy step (approval, canary)
+        tracking.stage(settings, model)
+    audit.record(settings, "model.gated", f"model:{name}:v{model.version}",
+                 {"why": why, "decision": decision, "data_version": version.name, "run_id": model.run_id, **gate})
 
     card = model_card(
         family,

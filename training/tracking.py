@@ -1,16 +1,21 @@
 """The one module that talks to MLflow: runs, the model registry, aliases and the gate's record.
 
-Stages are registry aliases (MLflow 3 deprecates the stage API):
+Every registry write of the project goes through here. Stages are registry aliases (MLflow 3
+deprecates the stage API), and each has one writer:
 
-============  ====================================================
-old stage     alias here
-============  ====================================================
-None          ``candidate`` (registered, not yet gated)
-Staging       ``staging`` (passed the champion/challenger gate)
-Production    ``production`` (served); the one before it keeps
-              ``previous-production`` for rollback
+============  ====================================================  =========================
+old stage     alias here                                            moved by
+============  ====================================================  =========================
+None          ``candidate`` (registered, not yet gated)             training
+Staging       ``staging`` (passed the champion/challenger gate)     the gate (training)
+Production    ``production`` (served); the one before it keeps      the deploy step, after
+              ``previous-production`` for rollback                  approval and the canary
 Archived      no alias (the version and its run stay)
-============  ====================================================
+============  ====================================================  =========================
+
+Registry writes are retried for a few seconds (MLflow restarting); one that still fails raises
+:class:`RegistryUnavailable`, and the rollout reconciles the aliases with what is served at its
+next start.
 """
 
 from __future__ import annotations
@@ -39,7 +44,12 @@ __all__ = [
     "set_alias",
     "alias_version",
     "record_gate",
-    "promote",
+    "stage",
+    "move_production",
+    "tag_version",
+    "update_registry",
+    "copy_version",
+    "RegistryUnavailable",
     "load_estimator",
     "RegisteredModel",
 ]
@@ -174,10 +184,91 @@ def alias_version(settings: Settings, family: str, alias: str) -> str | None:
         return None
 
 
+class RegistryUnavailable(RuntimeError):
+    """A registry write failed after its retries (MLflow unreachable or refusing)."""
+
+
+def _write(what: str, fn: Any, attempts: int = 4, wait: float = 0.5) -> Any:
+    """Run one registry write, retried with a doubling wait (about 4 s in all)."""
+    import time
+
+    from mlflow.exceptions import MlflowException, RestException
+
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except RestException as error:  # an answer from MLflow: 4xx will not get better
+            if error.get_http_status_code() < 500 or attempt == attempts - 1:
+                raise RegistryUnavailable(f"{what}: {error}") from error
+        except (MlflowException, OSError) as error:
+            if attempt == attempts - 1:
+                raise RegistryUnavailable(f"{what}: {type(error).__name__}: {str(error)[:200]}") from error
+        time.sleep(wait * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def set_alias(settings: Settings, family: str, alias: str, version: str) -> None:
     if alias not in ALIASES:
         raise ValueError(f"unknown alias {alias!r}; use one of {ALIASES}")
-    client(settings).set_registered_model_alias(family, alias, version)
+    _write(f"{family}: {alias} -> v{version}",
+           lambda: client(settings).set_registered_model_alias(family, alias, version))
+
+
+def stage(settings: Settings, model: RegisteredModel) -> None:
+    """The gate passed: ``staging`` -> this version. Production does not move here."""
+    set_alias(settings, model.name, "staging", model.version)
+
+
+def move_production(settings: Settings, family: str, version: str, previous: str | None) -> None:
+    """``production`` -> ``version`` and, when given and different, ``previous-production`` -> ``previous``.
+
+    Only the deploy step (after approval and the canary), a rollback and the reconciliation call this.
+    """
+    if previous is not None and previous != version:
+        set_alias(settings, family, "previous-production", previous)
+    set_alias(settings, family, "production", version)
+
+
+def update_registry(settings: Settings, family: str, aliases: dict[str, str | None],
+                    tags: dict[str, dict[str, str]], registry: Any = None) -> None:
+    """Move ``aliases`` (None removes one) and set ``tags`` per version (the rollout's writes); ``registry``: a
+    client to use instead of MLflow's (tests). Raises :class:`RegistryUnavailable` after the retries."""
+    from mlflow.exceptions import MlflowException
+
+    c = registry or client(settings)
+    for alias, version in aliases.items():
+        if version is None:
+            def drop(a: str = alias) -> None:
+                try:
+                    c.delete_registered_model_alias(family, a)
+                except MlflowException as error:  # already gone
+                    if error.get_http_status_code() != 404:
+                        raise
+
+            _write(f"{family}: remove {alias}", drop)
+            continue
+        _write(f"{family}: {alias} -> v{version}",
+               lambda a=alias, v=version: c.set_registered_model_alias(family, a, v))
+    for version, pairs in tags.items():
+        for key, value in pairs.items():
+            _write(f"{family} v{version}: tag {key}",
+                   lambda v=version, k=key, x=value: c.set_model_version_tag(family, v, k, str(x)[:5000]))
+
+
+def tag_version(settings: Settings, family: str, version: str, tags: dict[str, str]) -> None:
+    c = client(settings)
+    for key, value in tags.items():
+        _write(f"{family} v{version}: tag {key}", lambda k=key, v=value: c.set_model_version_tag(family, version, k,
+                                                                                                   str(v)[:5000]))
+
+
+def copy_version(settings: Settings, family: str, version: str | None = None, source: str | None = None,
+                 description: str = "") -> str:
+    """A new version of ``family``: a copy of ``version``, or one registered from ``source`` (drills, tests)."""
+    c = client(settings)
+    if version is not None:
+        return str(c.copy_model_version(f"models:/{family}/{version}", family).version)
+    return str(c.create_model_version(family, source=source, description=description).version)
 
 
 def record_gate(settings: Settings, model: RegisteredModel, decision: dict[str, Any]) -> None:
@@ -188,16 +279,6 @@ def record_gate(settings: Settings, model: RegisteredModel, decision: dict[str, 
         c.set_model_version_tag(model.name, model.version, k, v)
         c.set_tag(model.run_id, k, v)
     c.log_text(model.run_id, json.dumps(decision, indent=2, default=str), "gate.json")
-
-
-def promote(settings: Settings, model: RegisteredModel) -> str | None:
-    """staging -> production; the replaced production version keeps ``previous-production``."""
-    old = alias_version(settings, model.name, "production")
-    set_alias(settings, model.name, "staging", model.version)
-    if old is not None and old != model.version:
-        set_alias(settings, model.name, "previous-production", old)
-    set_alias(settings, model.name, "production", model.version)
-    return old
 
 
 def load_estimator(settings: Settings, family: str, version: str) -> Any:

@@ -59,6 +59,22 @@ class AirflowAPI:
         event: dict[str, Any] = self.post("/assets/events", {"asset_id": self.asset_id(uri), "extra": extra})
         return event
 
+    def approvals(self, dag_id: str, run_id: str = "~") -> list[dict[str, Any]]:
+        """Approval (human-in-the-loop) tasks of ``dag_id`` still waiting for an answer."""
+        found = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/hitlDetails", response_received=False)
+        return list(found.get("hitl_details", []))
+
+    def answer(self, waiting: dict[str, Any], option: str, reason: str = "") -> dict[str, Any]:
+        """Answer one waiting approval task (``Approve`` or ``Reject``) as this client's user."""
+        ti = waiting["task_instance"]
+        path = (f"{self.base}/api/v2/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/"
+                f"{ti['map_index']}/hitlDetails")
+        r = self.http.patch(path, json={"chosen_options": [option], "params_input": {"reason": reason}},
+                            headers=self.headers())
+        r.raise_for_status()
+        out: dict[str, Any] = r.json()
+        return out
+
     def unpause(self, dag_id: str) -> None:
         r = self.http.patch(f"{self.base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=self.headers())
         r.raise_for_status()

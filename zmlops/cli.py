@@ -120,11 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     families = ("demand-forecast", "customer-segmentation", "product-recommendation")
     p = sub.add_parser(
         "train",
-        help="train, evaluate, register, gate and promote model families",
+        help="train, evaluate, register, gate (staging) and deploy model families",
         description="Train each family on a data version, log the run to MLflow, register the model as "
-        "'candidate', compare it with 'production' on the same evaluation data and promote it on a pass. "
-        "Repeating a call for the same data version, code and parameters reuses the registered version.",
+        "'candidate', compare it with 'production' on the same evaluation data and move 'staging' to it on a "
+        "pass; then the deploy step (the training DAG's): approval where required (ZM_APPROVAL__*), the canary "
+        "where a rollout serves the family, and only then 'production'. Repeating a call for the same data "
+        "version, code and parameters reuses the registered version.",
     )
+    p.add_argument("--no-deploy", action="store_true", help="stop at 'staging' (production unchanged)")
     p.add_argument("families", nargs="*", default=[], metavar="FAMILY",
                    help=f"any of {', '.join(families)} (default: all)")
     p.add_argument("--data-version", default="current", help="vN or 'current' (default)")
@@ -152,6 +155,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", choices=families, default=None, dest="models",
                    help="serving section: only this model family (repeatable; write to another --out, the "
                    "section is replaced)")
+
+    p = sub.add_parser(
+        "audit", help="the audit trail: list, show, verify (tamper evidence), export",
+        description="Every data version, gate, approval, rollout step and workload start is an entry chained to the "
+        "one before by its SHA-256 hash (in the state database: ZM_STATE_DB_URL, SQLite by default).")
+    asub = p.add_subparsers(dest="action", required=True)
+    q = asub.add_parser("list", help="entries, oldest first")
+    q.add_argument("--action", dest="what", default=None,
+                   help="only these actions (e.g. 'model.*', 'rollout.promoted')")
+    q.add_argument("--subject", default=None, help="only these subjects (e.g. 'model:demand-forecast:*', 'data:v2')")
+    q.add_argument("--last", type=int, default=50, help="the newest N matching entries (default 50; 0: all)")
+    q = asub.add_parser("show", help="one entry in full (JSON)")
+    q.add_argument("seq", type=int, help="the entry's number")
+    q = asub.add_parser("verify", help="recompute the hash chain; exit 1 naming every broken entry")
+    q.add_argument("--head", default=None, help="a head hash exported earlier: also detects deleted newest entries")
+    q = asub.add_parser("export", help="every entry as JSON lines (stdout or --out), then the head hash on stderr")
+    q.add_argument("--out", type=Path, default=None, help="write to this file instead of stdout")
 
     p = sub.add_parser(
         "rollout", help="progressive delivery on the local stack: serve, deploy (canary), rollback, status, drills",
@@ -239,6 +259,46 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    import json
+
+    from governance import audit
+
+    settings = get_settings()
+    if args.action == "list":
+        found = audit.entries(settings, args.what, args.subject)
+        shown = found[-args.last:] if args.last else found
+        table(f"audit trail ({len(shown)} of {len(found)} entries)", ["#", "time", "actor", "action", "subject", "why"],
+              [[e.seq, e.created_at[:19], e.actor, e.action, e.subject, str(e.details.get("why", ""))[:70]]
+               for e in shown])
+        return 0
+    if args.action == "show":
+        found_one = audit.entry(settings, args.seq)
+        if found_one is None:
+            print(f"zm audit: error: no entry {args.seq}", file=sys.stderr)
+            return 2
+        print(json.dumps(found_one.to_dict(), indent=2))
+        return 0
+    if args.action == "verify":
+        problems = audit.verify(settings, args.head)
+        count, digest = audit.head(settings)
+        if problems:
+            for problem in problems:
+                console.print(f"[red]broken[/] {problem}")
+            console.print(f"{len(problems)} problem(s) in {count} entries")
+            return 1
+        console.print(f"audit trail intact: {count} entries, head {digest}")
+        return 0
+    lines = "".join(json.dumps(e.to_dict(), sort_keys=True) + "\n" for e in audit.entries(settings))
+    if args.out:
+        args.out.write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    count, digest = audit.head(settings)
+    print(f"head {digest} ({count} entries)", file=sys.stderr)
+    return 0
+
+
 def _cmd_features(args: argparse.Namespace) -> int:
     from training.run import prepare_features
 
@@ -254,6 +314,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.families import FAMILIES, get_family
     from training.run import train_family
+    from zmlops import pipeline
 
     settings = get_settings()
     rows = []
@@ -262,10 +323,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for name in args.families or list(FAMILIES):
         with step(f"train {name} on data version {args.data_version}"):
             o = train_family(settings, name, args.data_version, reason=args.reason)
+        deployed = "-"
+        if not args.no_deploy and o.decision == "staged":
+            with step(f"deploy {name} v{o.version}"):
+                d = pipeline.deploy(settings, o.to_dict())
+            deployed = "production" if d["deployed"] else d["why"]
         rows.append([name, o.version, o.data_version, o.primary_metric, f"{o.metric:.4f}", f"{o.baseline:.4f}",
-                     "" if o.champion is None else f"{o.champion:.4f}", o.decision + (" (reused)" if o.reused else "")])
-    table("training", ["model", "version", "data", "metric", "model", "baseline", "production before", "decision"],
-          rows)
+                     "" if o.champion is None else f"{o.champion:.4f}", o.decision + (" (reused)" if o.reused else ""),
+                     deployed])
+    table("training", ["model", "version", "data", "metric", "model", "baseline", "production before", "gate",
+                       "deployed"], rows)
     console.print(f"MLflow: {settings.tracking_uri} (make ui)   model cards: {settings.reports / 'model-cards'}")
     return 0
 
@@ -429,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (VersionNotFound, KeyError) as error:
             print(f"zm: error: {error.args[0] if error.args else error}", file=sys.stderr)
             return 2
+    if args.command == "audit":
+        return _cmd_audit(args)
     if args.command == "rollout":
         try:
             return _cmd_rollout(args)

@@ -14,7 +14,7 @@ from rich.table import Table
 __all__ = ["console", "step", "table", "week_progress"]
 
 # Logs and CI are not terminals: give tables room instead of rich's 80-column default.
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+console = Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 
 
 @contextlib.contextmanager

@@ -114,6 +114,7 @@ def _train_models(settings: Settings) -> None:
 
     from training.families import FAMILIES
     from training.run import prepare_features, train_family, write_production_cards
+    from zmlops.pipeline import deploy
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     console.rule("features and models")
@@ -123,10 +124,12 @@ def _train_models(settings: Settings) -> None:
         f"{k} {v['rows']:,} rows" for k, v in marker["tables"].items()))
     rows = []
     for name in FAMILIES:
-        with step(f"train, evaluate, register and gate {name}"):
+        with step(f"train, evaluate, register and gate {name}, then deploy"):
             o = train_family(settings, name, reason="demo")
-        rows.append([name, f"v{o.version}", o.primary_metric, f"{o.metric:.4f}", f"{o.baseline:.4f}", o.decision])
+            d = deploy(settings, o.to_dict())
+        rows.append([name, f"v{o.version}", o.primary_metric, f"{o.metric:.4f}", f"{o.baseline:.4f}", o.decision,
+                     "production" if d["deployed"] else d["why"]])
     table("models against their baselines (docs/models.md names each baseline)",
-          ["model", "version", "metric", "model", "baseline", "gate"], rows)
+          ["model", "version", "metric", "model", "baseline", "gate", "deployed"], rows)
     cards = write_production_cards(settings, settings.reports / "model-cards" / "production")
     console.print(f"MLflow: {settings.tracking_uri} (make ui)   model cards: {cards[0].parent if cards else '-'}")

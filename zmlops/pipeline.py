@@ -16,7 +16,7 @@ from typing import Any
 from zmlops.catalog import FAMILIES, RETRAIN_ASSET_PREFIX
 from zmlops.settings import Settings
 
-__all__ = ["resolve_version", "in_production", "validate", "features", "plan", "train", "deploy"]
+__all__ = ["resolve_version", "in_production", "validate", "features", "plan", "train", "review", "answer", "deploy"]
 
 
 def resolve_version(settings: Settings, requested: str) -> str:
@@ -78,7 +78,7 @@ def plan(requested: Iterable[str], events: Mapping[str, list[Mapping[str, Any]]]
 
 
 def train(settings: Settings, family: str, version: str, reason: str) -> dict[str, Any]:
-    """Training set from Feast, fit, evaluate, register, gate, promote, model card."""
+    """Training set from Feast, fit, evaluate, register, gate (``staging`` on a pass), model card."""
     import logging
 
     from training.run import train_family
@@ -90,33 +90,83 @@ def train(settings: Settings, family: str, version: str, reason: str) -> dict[st
     return outcome.to_dict()
 
 
-def deploy(settings: Settings, outcome: Mapping[str, Any]) -> dict[str, Any]:
-    """Put a promoted version into service, once.
+def review(settings: Settings, outcomes: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """What the review board is asked about this run: the staged versions whose family requires approval
+    (none when the local auto-approver answers), with the text it reads; None when nothing waits."""
+    from governance import approval
 
-    With progressive delivery (the k8s profile's default; locally once ``zm rollout serve`` put the
-    family behind HAProxy) the version goes through the canary plan and ends promoted or rolled
-    back (which moves ``production`` back). Otherwise the predictors follow the ``production``
-    alias (they poll it and swap versions without dropping requests), so this step waits until
-    they serve the new version (asked directly locally, through Prometheus in a cluster) and
-    records the deployment once in the state database.
+    waiting = [dict(o) for o in outcomes if o and o.get("decision") == "staged"
+               and settings.approval_required(str(o["family"])) and not settings.approval.auto_approver
+               and approval.answer(settings, str(o["family"]), str(o["version"])) is None]
+    if not waiting:
+        return None
+    names = ", ".join(f"{o['family']} v{o['version']}" for o in waiting)
+    return {"subject": f"Deploy {names}?", "body": approval.review_text(settings, waiting),
+            "versions": [{"family": o["family"], "version": o["version"]} for o in waiting]}
+
+
+def answer(settings: Settings, versions: Iterable[Mapping[str, Any]], approved: bool, by: str, why: str) -> None:
+    """Record the board's answer on every version it was asked about."""
+    from governance import approval
+
+    for v in versions:
+        approval.decide(settings, str(v["family"]), str(v["version"]), approved, by, why)
+        print(f"{v['family']} v{v['version']}: {'approved' if approved else 'rejected'} by {by} ({why})")
+
+
+def deploy(settings: Settings, outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """Put a staged version into service, once: the only step that moves ``production``.
+
+    Where approval is required (``ZM_APPROVAL__*``), the board must have approved the version
+    (:mod:`governance.approval`); a rejected or unanswered one leaves production unchanged. With
+    progressive delivery (the k8s profile's default; locally once ``zm rollout serve`` put the family
+    behind HAProxy) the version goes through the canary plan, which moves ``production`` only on
+    promotion. Otherwise the predictors follow the ``production`` alias: this step moves it, waits
+    until they serve the new version (asked directly locally, through Prometheus in a cluster) and
+    moves it back if they never do (a version that cannot load). The deployment is recorded once.
     """
     family, version = str(outcome["family"]), str(outcome["version"])
     record = {"family": family, "version": version, "decision": outcome["decision"]}
-    if outcome["decision"] != "promoted":
-        return {**record, "deployed": False, "why": "not promoted: production unchanged"}
+    if outcome["decision"] != "staged":
+        return {**record, "deployed": False, "why": "not staged by the gate: production unchanged"}
+    from governance import approval, audit
+    from training import tracking
     from zmlops import statedb
     from zmlops.rollout.controller import rollout_for, serves
 
+    if settings.approval_required(family):
+        answer = approval.answer(settings, family, version)
+        if answer is None and settings.approval.auto_approver:
+            answer = approval.decide(settings, family, version, True, settings.approval.auto_approver,
+                                     "approved automatically (ZM_APPROVAL__AUTO_APPROVER, local profile)")
+            print(f"{family} v{version}: approved as {answer.by} (ZM_APPROVAL__AUTO_APPROVER)")
+        if answer is None or not answer.approved:
+            why = "waiting for the review board" if answer is None else f"rejected by {answer.by}: {answer.why}"
+            return {**record, "deployed": False, "why": f"{why}: production unchanged"}
     if serves(settings, family):  # progressive delivery: canary, analysis, promote or roll back
         rolled = rollout_for(settings).deploy(family, version)
         return {**record, "deployed": rolled.result == "promoted", "rollout": rolled.result, "why": rolled.reason,
                 "seconds": round(rolled.seconds, 1)}
+    production = tracking.alias_version(settings, family, "production")
+    subject = f"model:{family}:v{version}"
+    if production != version:
+        tracking.move_production(settings, family, version, production)
+        audit.record(settings, "deploy.production_moved", subject,
+                     {"why": "approved and staged" if settings.approval_required(family) else "staged",
+                      "replaced": production})
     serving = _served_version(settings, family)
     if serving is not None and serving != version:
         deadline = time.monotonic() + settings.rollout.ready_timeout_seconds
         while time.monotonic() < deadline and serving != version:
             time.sleep(1)
             serving = _served_version(settings, family)
+        if serving != version:  # the predictors never loaded it: back to what they serve
+            why = (f"the predictors still serve v{serving} after {settings.rollout.ready_timeout_seconds:.0f} s "
+                   f"(the new version did not load)")
+            tracking.move_production(settings, family, serving, None)
+            tracking.tag_version(settings, family, version, {"rollout.status": "not_ready", "rollout.reason": why})
+            audit.record(settings, "rollout.not_ready", subject, {"why": why, "production": serving})
+            return {**record, "deployed": False, "serving": serving, "why": why}
     first = statedb.record_deployment(settings, family, version, serving)
     return {**record, "deployed": True, "serving": serving, "already_recorded": not first}
 

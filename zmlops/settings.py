@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "AirflowSettings",
+    "ApprovalSettings",
     "Settings",
     "MonitoringSettings",
     "ServingSettings",
@@ -158,6 +159,19 @@ class AirflowSettings(BaseModel):
     )
 
 
+class ApprovalSettings(BaseModel):
+    """The model review board: a human decision between ``staging`` and the canary."""
+
+    required: bool | None = Field(None, description="Whether a staged version waits for approval before it "
+                                  "deploys; default: required in the k8s profile, not locally.")
+    families: dict[str, bool] = Field(default_factory=dict, description="Per-family override of `required` "
+                                      "(e.g. {\"customer-segmentation\": false}).")
+    timeout_hours: float = Field(72.0, gt=0, description="Unanswered for this long: rejected.")
+    role: str = Field("model-approvers", description="The Airflow role whose users may answer.")
+    auto_approver: str | None = Field(None, description="Local profile only: approve every staged version as this "
+                                      "named user (the demo's `demo-approver`), printed and audited.")
+
+
 class Settings(BaseSettings):
     """Settings of one deployment of the stack."""
 
@@ -199,12 +213,20 @@ class Settings(BaseSettings):
     airflow: AirflowSettings = AirflowSettings()
     rollout: RolloutSettings = RolloutSettings()
     request_log: RequestLogSettings = RequestLogSettings()
+    approval: ApprovalSettings = ApprovalSettings()
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.profile != "local" and self.pseudonymisation_key.get_secret_value() == DEFAULT_SECRET:
             raise ValueError("ZM_PSEUDONYMISATION_KEY must be set outside the local profile")
+        if self.profile != "local" and self.approval.auto_approver:
+            raise ValueError("ZM_APPROVAL__AUTO_APPROVER is for the local profile only (the demo)")
         return self
+
+    def approval_required(self, family: str) -> bool:
+        """Whether a staged version of ``family`` waits for the review board."""
+        default = self.profile == "k8s" if self.approval.required is None else self.approval.required
+        return self.approval.families.get(family, default) and not self.approval.auto_approver
 
     def _k8s_needs(self, value: str | None, variable: str) -> str | None:
         """In the k8s profile a state location is never left to its local default (a pod's own disk): the

@@ -9,14 +9,14 @@ Tables:
 
 - ``zm_incidents``: a drift or quality incident re-enters training once, whoever sees it first
   (the monitoring DAG or the Alertmanager receiver): the key is the primary key;
-- ``zm_rollout_decisions``: what the rollout controller did, when, why and with which figures;
+- ``zm_audit``: the audit trail (:mod:`governance.audit`): append-only, each entry chained to the one
+  before by its hash; the rollout controller's decisions are entries of it;
 - ``zm_deployments``: one row per model version the deploy step put into service.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 
     from zmlops.settings import Settings
 
-__all__ = ["METADATA", "INCIDENTS", "DECISIONS", "DEPLOYMENTS", "engine", "claim", "claims", "add_decision",
-           "decisions", "record_deployment", "deployments"]
+__all__ = ["METADATA", "INCIDENTS", "AUDIT", "DEPLOYMENTS", "engine", "claim", "claims", "record_deployment",
+           "deployments"]
 
 METADATA = MetaData()
 INCIDENTS = Table(
@@ -53,16 +53,16 @@ INCIDENTS = Table(
     Column("reason", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
-DECISIONS = Table(
-    "zm_rollout_decisions", METADATA,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("model", String(100), nullable=False, index=True),
-    Column("version", String(50), nullable=False),
-    Column("what", String(100), nullable=False),
-    Column("why", Text, nullable=False),
-    Column("who", String(200), nullable=False),
-    Column("numbers", JSON, nullable=False),
+AUDIT = Table(
+    "zm_audit", METADATA,
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # 1, 2, 3... with no gap: a writer that
+    Column("created_at", DateTime(timezone=True), nullable=False),  # loses the race for seq n retries n+1
+    Column("actor", String(200), nullable=False),
+    Column("action", String(100), nullable=False, index=True),
+    Column("subject", String(300), nullable=False, index=True),
+    Column("details", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False, unique=True),
 )
 
 DEPLOYMENTS = Table(
@@ -116,27 +116,6 @@ def claims(settings: Settings) -> list[dict[str, Any]]:
     with engine(settings).connect() as conn:
         rows = conn.execute(INCIDENTS.select().order_by(INCIDENTS.c.created_at)).mappings().all()
     return [{**r, "created_at": r["created_at"].isoformat()} for r in rows]
-
-
-def add_decision(settings: Settings, model: str, version: str, what: str, why: str, who: str,
-                 numbers: dict[str, Any]) -> dict[str, Any]:
-    """Append one rollout decision; returns it as recorded."""
-    entry = {"created_at": _now(), "model": model, "version": str(version), "what": what, "why": why, "who": who,
-             "numbers": json.loads(json.dumps(numbers, default=str))}
-    with engine(settings).begin() as conn:
-        conn.execute(insert(DECISIONS).values(**entry))
-    return {**entry, "created_at": entry["created_at"].isoformat()}
-
-
-def decisions(settings: Settings, model: str | None = None) -> list[dict[str, Any]]:
-    """Rollout decisions, oldest first (of one model, or all)."""
-    query = DECISIONS.select().order_by(DECISIONS.c.id)
-    if model is not None:
-        query = query.where(DECISIONS.c.model == model)
-    with engine(settings).connect() as conn:
-        rows = conn.execute(query).mappings().all()
-    return [{"time": r["created_at"].isoformat(), "model": r["model"], "version": r["version"], "what": r["what"],
-             "why": r["why"], "who": r["who"], **r["numbers"]} for r in rows]
 
 
 def record_deployment(settings: Settings, model: str, version: str, serving: str | None) -> bool:

@@ -49,7 +49,7 @@ def test_a_new_product_line_re_enters_training_once_for_the_recommender(airflow_
         "resolve": "skipped", "publish": "skipped", **{f"check[{i}]": "skipped" for i in range(len(FAMILIES))},
         **{f"reenter_{f.replace('-', '_')}": "skipped" for f in FAMILIES}}
     for family in FAMILIES:
-        train_family(settings, family, v1.name, reason="initial")
+        pipeline.deploy(settings, train_family(settings, family, v1.name, reason="initial").to_dict())
     v2 = ingest.snapshot_simulated(settings, config, then=[(8, "new_product_mix")])
     ingest.validate_version(settings, v2.name)
 

@@ -43,7 +43,7 @@ def test_drift_re_enters_training_through_airflow_and_the_services_serve_the_new
         after = outcome["after"][family]
         if family in flagged:  # retrained once for the drift, gated (promoted or refused)
             assert after["latest"] == str(int(before["latest"]) + 1), (family, after)
-            assert after["latest_reason"].startswith("drift") and after["latest_decision"] in ("promoted", "rejected")
+            assert after["latest_reason"].startswith("drift") and after["latest_decision"] in ("staged", "rejected")
         else:
             assert after["latest"] == before["latest"], (family, outcome["decisions"])
         assert outcome["served"][family] == after["version"]  # the services follow production

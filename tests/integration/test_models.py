@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from training.data.world import SimulationConfig
+from zmlops import pipeline
 from zmlops.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ FAMILY_NAMES = ("customer-segmentation", "product-recommendation", "demand-forec
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, dict[str, object]]]:
-    from training import run
+    from training import run, tracking
     from training.data import ingest
 
     settings = Settings(home=tmp_path_factory.mktemp("models") / "zm")
@@ -36,20 +37,89 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings
     ingest.validate_version(settings, version.name)
     run.prepare_features(settings, version.name)
     outcomes = {name: run.train_family(settings, name, version.name) for name in FAMILY_NAMES}
-    yield settings, outcomes
+    # what the gate alone leaves behind, before the deploy step
+    gated = {name: {a: tracking.alias_version(settings, name, a) for a in ("staging", "production")}
+             for name in FAMILY_NAMES}
+    deployed = {name: pipeline.deploy(settings, outcome.to_dict()) for name, outcome in outcomes.items()}
+    yield settings, {**outcomes, "gated": gated, "deployed": deployed}
 
 
-def test_every_family_is_registered_and_promoted(trained: tuple[Settings, dict[str, object]]) -> None:
+def test_the_gate_stages_and_only_the_deploy_step_moves_production(
+        trained: tuple[Settings, dict[str, object]]) -> None:
     from training import tracking
 
     settings, outcomes = trained
-    for name, outcome in outcomes.items():
-        assert outcome.decision == "promoted", outcome  # type: ignore[attr-defined]
+    for name in FAMILY_NAMES:
+        outcome = outcomes[name]
+        assert outcome.decision == "staged", outcome  # type: ignore[attr-defined]
+        assert outcomes["gated"][name] == {"staging": outcome.version, "production": None}  # type: ignore[index,attr-defined]
+        assert outcomes["deployed"][name]["deployed"] is True  # type: ignore[index]
         assert tracking.alias_version(settings, name, "production") == outcome.version  # type: ignore[attr-defined]
         tags = tracking.client(settings).get_model_version(name, outcome.version).tags  # type: ignore[attr-defined]
         assert tags["data_version"] == "v1" and len(tags["data_sha256"]) == 64
         assert json.loads(tags["features"]) and tags["lock_hash"] != "unknown"
-        assert tags["gate.decision"] == "promoted"
+        assert tags["gate.decision"] == "staged"
+
+
+def test_where_approval_is_required_only_an_approved_version_reaches_production(
+        trained: tuple[Settings, dict[str, object]]) -> None:
+    from governance import approval
+    from training import tracking
+    from zmlops.settings import ApprovalSettings
+
+    settings, outcomes = trained
+    board = settings.model_copy(update={"approval": ApprovalSettings(required=True)})
+    name = "customer-segmentation"
+    before = tracking.alias_version(board, name, "production")
+    source = tracking.client(board).get_model_version(name, before).source
+    copy = tracking.copy_version(board, name, source=source)  # a second staged version of the same model
+    staged = {**outcomes[name].to_dict(), "version": copy}  # type: ignore[attr-defined]
+    waiting = pipeline.deploy(board, staged)
+    assert waiting["deployed"] is False and "waiting for the review board" in waiting["why"]
+    assert pipeline.review(board, [staged])["versions"] == [{"family": name, "version": copy}]  # type: ignore[index]
+    approval.decide(board, name, copy, False, "reviewer-a", "segment names unclear")
+    refused = pipeline.deploy(board, staged)
+    assert refused["deployed"] is False and "rejected by reviewer-a: segment names unclear" in refused["why"]
+    assert tracking.alias_version(board, name, "production") == before
+    assert tracking.client(board).get_model_version(name, copy).tags["approval.status"] == "rejected"
+    approval.decide(board, name, copy, True, "reviewer-b", "names fixed in the card")
+    assert pipeline.review(board, [staged]) is None  # answered: nothing waits
+    assert pipeline.deploy(board, staged)["deployed"] is True
+    assert tracking.alias_version(board, name, "production") == copy
+    assert tracking.alias_version(board, name, "previous-production") == before
+
+
+def test_the_audit_trail_records_each_step_and_detects_tampering(
+        trained: tuple[Settings, dict[str, object]]) -> None:
+    import sqlalchemy as sa
+
+    from governance import audit
+    from zmlops import statedb
+
+    settings, _ = trained
+    actions = [e.action for e in audit.entries(settings)]
+    for expected in ("data.created", "data.validated", "model.gated", "deploy.production_moved"):
+        assert expected in actions, actions
+    assert audit.verify(settings) == []
+    count, head = audit.head(settings)
+    with statedb.engine(settings).begin() as conn:  # an insider rewrites why a version was deployed
+        conn.execute(sa.update(statedb.AUDIT).where(statedb.AUDIT.c.seq == 2).values(actor="someone-else"))
+    try:
+        problems = audit.verify(settings)
+        assert [p.seq for p in problems] == [2] and "changed" in problems[0].what
+    finally:
+        with statedb.engine(settings).begin() as conn:
+            conn.execute(sa.update(statedb.AUDIT).where(statedb.AUDIT.c.seq == 2).values(
+                actor=audit.entries(settings)[0].actor))
+    assert audit.verify(settings) == []
+    with statedb.engine(settings).begin() as conn:  # deleting the newest entry: only the exported head shows it
+        last = conn.execute(sa.select(statedb.AUDIT).where(statedb.AUDIT.c.seq == count)).mappings().one()
+        conn.execute(sa.delete(statedb.AUDIT).where(statedb.AUDIT.c.seq == count))
+    assert audit.verify(settings) == []
+    assert audit.verify(settings, expected_head=head) != []
+    with statedb.engine(settings).begin() as conn:
+        conn.execute(sa.insert(statedb.AUDIT).values(**last))
+    assert audit.verify(settings, expected_head=head) == []
 
 
 def test_targets_on_simulated_data(trained: tuple[Settings, dict[str, object]]) -> None:

@@ -70,6 +70,8 @@ def test_losing_a_replica_costs_no_request(drills: dict[str, Any]) -> None:
 
 
 def test_every_decision_is_recorded_in_the_log_and_the_registry(drills: dict[str, Any]) -> None:
+    from governance import audit
+
     settings = drills["settings"]
     log = Rollout(settings).decisions(FAMILY)
     whats = [d["what"] for d in log]
@@ -81,10 +83,13 @@ def test_every_decision_is_recorded_in_the_log_and_the_registry(drills: dict[str
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
     figures = drills["figures"]
     promoted = figures["healthy"]["version"]
-    # promotion moved both aliases; the offline manual rollback could not move them back
-    assert str(client.get_model_version_by_alias(FAMILY, "production").version) == promoted
-    assert str(client.get_model_version_by_alias(FAMILY, "previous-production").version) == "1"
+    # the offline manual rollback could not move the aliases; the next start set them from what is served
+    assert figures["reconciled"] == {"production": "1", "previous-production": None}
+    assert str(client.get_model_version_by_alias(FAMILY, "production").version) == "1"
     assert client.get_model_version(FAMILY, promoted).tags["rollout.status"] == "promoted"
+    reconciled = audit.entries(settings, "registry.reconciled")
+    assert len(reconciled) == 1 and reconciled[0].details["moved"] == figures["reconciled"]
+    assert audit.verify(settings) == []
     for fault in ("errors_5pct", "slow_5x"):
         tags = client.get_model_version(FAMILY, figures[fault]["version"]).tags
         assert tags["rollout.status"] == "rolled_back" and tags["rollout.reason"]

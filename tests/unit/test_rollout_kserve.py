@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import types
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -127,11 +128,19 @@ class Registry:
     """Records alias moves and tags (the MLflow registry is exercised by the local drills)."""
 
     def __init__(self) -> None:
-        self.aliases: dict[str, str] = {}
+        self.aliases: dict[str, str] = {"production": "4", "previous-production": "3"}  # what the cluster serves
         self.tags: dict[tuple[str, str], str] = {}
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> Any:
+        if alias not in self.aliases:
+            raise LookupError(alias)
+        return types.SimpleNamespace(version=self.aliases[alias])
 
     def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
         self.aliases[alias] = version
+
+    def delete_registered_model_alias(self, name: str, alias: str) -> None:
+        self.aliases.pop(alias, None)
 
     def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self.tags[(version, key)] = value
@@ -166,7 +175,19 @@ def test_failing_candidate_is_rolled_back_and_the_stable_spec_restored(api: Any,
         "canaryTrafficPercent") == 0]
     assert zero, "traffic pinned to the stable revision before the spec is restored"
     assert rollout._registry.tags[("5", "rollout.status")] == "rolled_back"
-    assert rollout._registry.aliases == {"production": "4"}
+    assert rollout._registry.aliases == {"production": "4", "previous-production": "3"}
+
+
+def test_a_registry_left_behind_by_a_crash_is_reconciled_at_the_next_deploy(api: Any, tmp_path: Path) -> None:
+    from governance import audit
+
+    make, _ = api
+    rollout, cluster = make("healthy", tmp_path)
+    rollout._registry.aliases["production"] = "5"  # a controller killed between the registry write and the patch
+    rollout.deploy("demand-forecast", "5")
+    moved = audit.entries(rollout.settings, "registry.reconciled")
+    assert len(moved) == 1 and moved[0].details["moved"] == {"production": "4"}
+    assert rollout._registry.aliases == {"production": "5", "previous-production": "4"}  # then promoted
 
 
 def test_unready_revision_gets_the_stable_spec_back(api: Any, tmp_path: Path) -> None:
@@ -185,7 +206,7 @@ def test_manual_rollback_uses_the_annotations(api: Any, tmp_path: Path) -> None:
     assert out.version == "3"
     assert cluster.obj["spec"]["predictor"]["containers"][0]["args"][-2:] == ["--version", "3"]
     assert cluster.obj["metadata"]["annotations"]["zero-margin/serving-version"] == "3"
-    assert rollout._registry.aliases == {"production": "3"}
+    assert rollout._registry.aliases == {"production": "3"}  # no warm version left behind it
 
 
 def test_without_a_recorded_version_the_stable_one_is_what_prometheus_sees_served(api: Any, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from governance import audit
 from training.data.cleaning import CleaningReport, clean_transactions, read_transactions
 from training.data.schema import CLEAN_SCHEMA
 from training.data.simulator import TRANSACTIONS_FILE, periods_of, simulate
@@ -81,7 +82,7 @@ def snapshot_simulated(settings: Settings, config: SimulationConfig, then: Seque
             "simulation": config.to_dict(),
             "periods": [{"weeks": p.weeks, "scenario": p.scenario} for p in periods],
         }
-        return registry_for(settings).add_snapshot(Path(tmp), meta, TRANSACTIONS_FILE)
+        return _created(settings, registry_for(settings).add_snapshot(Path(tmp), meta, TRANSACTIONS_FILE))
 
 
 def snapshot_file(settings: Settings, path: Path, as_of: dt.date | None = None) -> DataVersion:
@@ -92,7 +93,14 @@ def snapshot_file(settings: Settings, path: Path, as_of: dt.date | None = None) 
     with tempfile.TemporaryDirectory(prefix="zm-file-") as tmp:
         shutil.copy2(path, Path(tmp) / path.name)
         meta = {"source": f"file:{path.name}", "as_of": as_of.isoformat(), "rows": len(raw)}
-        return registry_for(settings).add_snapshot(Path(tmp), meta, path.name)
+        return _created(settings, registry_for(settings).add_snapshot(Path(tmp), meta, path.name))
+
+
+def _created(settings: Settings, version: DataVersion) -> DataVersion:
+    audit.record(settings, "data.created", f"data:{version.name}",
+                 {"source": version.meta.get("source"), "as_of": version.meta.get("as_of"),
+                  "rows": version.meta.get("rows"), "files": version.files})
+    return version
 
 
 def check_raw(settings: Settings, raw: pd.DataFrame, ctx: SuiteContext, run_name: str) -> GateResult:
@@ -156,9 +164,11 @@ def validate_version(settings: Settings, name: str, force: bool = False) -> Inge
         prev_clean = _clean_rows(settings, previous)
         ctx = SuiteContext(settings.validation, as_of, prev_clean)
         gates.append(check_clean(settings, clean, ctx, name))
-    except ValidationFailed:
+    except ValidationFailed as failed:
         store.upload_tree(VALIDATION)
         registry.mark(name, ok=False)
+        audit.record(settings, "data.refused", f"data:{name}", {"why": str(failed).splitlines()[0],
+                                                                 "report": str(failed)[:4000]})
         raise
     store.upload_tree(VALIDATION)
     clean_file = clean_path(settings, name)
@@ -169,6 +179,8 @@ def validate_version(settings: Settings, name: str, force: bool = False) -> Inge
     store.upload(_key(name, CLEAN_FILE))
     store.put(_key(name, REPORT_FILE), json.dumps(report.to_dict(), indent=2).encode())
     version = registry.mark(name, ok=True)
+    audit.record(settings, "data.validated", f"data:{name}", {"why": "passed the raw and clean suites",
+                                                              "clean_rows": len(clean), "dropped": report.to_dict()})
     return IngestResult(version, clean_file, report, gates)
 
 

@@ -8,30 +8,27 @@ A candidate that never turns ready is stopped before it receives a request.
 
 Promotion moves the registry's ``production`` alias to the candidate and ``previous-production`` to the
 version it replaces, whose server stays up without traffic (warm) so :meth:`Rollout.rollback` is a
-weight change: it needs neither a model load nor MLflow. Every decision is appended to the state
-database (:mod:`zmlops.statedb`: who, what, when, why, the numbers) and tagged on the model version.
+weight change: it needs neither a model load nor MLflow. Every decision is an entry of the audit trail
+(:mod:`governance.audit`: who, what, when, why, the numbers) and is tagged on the model version.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zmlops import statedb
 from zmlops.rollout.analysis import Counters, Verdict, VersionStats, judge, window
 from zmlops.rollout.haproxy import SLOTS
 from zmlops.rollout.local import LocalBackend
 from zmlops.settings import Settings
 
-__all__ = ["Slot", "State", "Recorder", "Rollout", "Outcome", "PRODUCTION", "PREVIOUS", "rollout_for", "serves"]
+__all__ = ["Slot", "State", "Recorder", "Rollout", "Outcome", "PRODUCTION", "PREVIOUS", "rollout_for", "serves",
+           "model_subject"]
 
 log = logging.getLogger("zmlops.rollout")
 PRODUCTION, PREVIOUS = "production", "previous-production"
@@ -125,34 +122,78 @@ class Recorder:
         return f"passed {len(checks)} checks over {', '.join(f'{p}%' for p in self.settings.rollout.steps)}"
 
     def record(self, family: str, version: str, what: str, why: str, **numbers: Any) -> dict[str, Any]:
-        who = os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or f"{getpass.getuser()}@{socket.gethostname()}"
-        entry = statedb.add_decision(self.settings, family, version, what, why, who, numbers)
+        """One decision, as an entry of the audit trail (``rollout.<what>`` on ``model:<family>:v<version>``)."""
+        from governance import audit
+
+        action = "rollout." + ("traffic" if what.startswith("traffic") else what.replace(" ", "_"))
+        entry = audit.record(self.settings, action, model_subject(family, version), {"what": what, "why": why,
+                                                                                     **numbers})
         log.info("%s v%s: %s (%s)", family, version, what, why)
-        return {"time": entry["created_at"], "model": family, "version": version, "what": what, "why": why,
-                "who": who, **numbers}
+        return _decision(entry)
 
     def decisions(self, family: str | None = None) -> list[dict[str, Any]]:
-        return statedb.decisions(self.settings, family)
+        """The rollout's decisions, oldest first (of one model, or all): audit entries ``rollout.*``."""
+        from governance import audit
 
-    def _client(self) -> Any:
-        if self._registry is None:
-            import mlflow
+        return [_decision(e) for e in audit.entries(self.settings, "rollout.*", model_subject(family or "*", "*"))]
 
-            self._registry = mlflow.MlflowClient(tracking_uri=self.settings.tracking_uri)
-        return self._registry
+    def _registry_update(self, family: str, aliases: dict[str, str | None], tags: dict[str, dict[str, str]]) -> str:
+        """Move aliases and tag versions; returns "" or why it could not (MLflow unreachable after retries).
 
-    def _registry_update(self, family: str, aliases: dict[str, str], tags: dict[str, dict[str, str]]) -> str:
-        """Move aliases and tag versions; returns "" or why it could not (MLflow unreachable)."""
+        The decision stands either way (traffic already moved); :meth:`reconcile` at the next start sets the
+        aliases from what is served."""
+        from training import tracking
+
         try:
-            client = self._client()
-            for alias, version in aliases.items():
-                client.set_registered_model_alias(family, alias, version)
-            for version, pairs in tags.items():
-                for key, value in pairs.items():
-                    client.set_model_version_tag(family, version, key, value)
+            tracking.update_registry(self.settings, family, aliases, tags, registry=self._registry)
             return ""
-        except Exception as exc:  # noqa: BLE001 - the decision stands; the registry catches up later
-            return f"registry not updated: {type(exc).__name__}: {str(exc)[:200]}"
+        except tracking.RegistryUnavailable as exc:
+            return f"registry not updated (reconciled at the next start): {str(exc)[:200]}"
+
+    def reconcile_aliases(self, family: str, served: str | None, previous: str | None) -> dict[str, str | None]:
+        """Point ``production`` (and ``previous-production``) at what is actually served; returns what moved."""
+        from governance import audit
+        from training import tracking
+
+        if served is None:
+            return {}
+        changed: dict[str, str | None] = {}
+        try:
+            c = self._registry or tracking.client(self.settings)
+            have: dict[str, str | None] = {}
+            for alias in (PRODUCTION, PREVIOUS):
+                try:
+                    have[alias] = str(c.get_model_version_by_alias(family, alias).version)
+                except Exception:  # noqa: BLE001 - no such alias yet (or a fake registry without it)
+                    have[alias] = None
+            if have[PRODUCTION] != served:
+                changed[PRODUCTION] = served
+            if previous is not None and have[PREVIOUS] != previous:
+                changed[PREVIOUS] = previous
+            elif previous is None and have[PREVIOUS] == served:  # "the version before" cannot be the one served
+                changed[PREVIOUS] = None
+            if changed:
+                tracking.update_registry(self.settings, family, changed, {}, registry=self._registry)
+        except tracking.RegistryUnavailable as exc:
+            log.warning("%s: cannot reconcile the registry now (%s)", family, exc)
+            return {}
+        if changed:
+            audit.record(self.settings, "registry.reconciled", model_subject(family, served),
+                         {"why": "aliases set from what is served", "moved": changed})
+            log.warning("%s: registry reconciled with what is served: %s", family,
+                        ", ".join(f"{a} -> v{v}" if v else f"{a} removed" for a, v in changed.items()))
+        return changed
+
+
+def model_subject(family: str, version: str) -> str:
+    return f"model:{family}:v{version}" if version != "*" else f"model:{family}:*"
+
+
+def _decision(entry: Any) -> dict[str, Any]:
+    _, model, version = entry.subject.split(":", 2)
+    details = dict(entry.details)
+    return {"time": entry.created_at, "model": model, "version": version.removeprefix("v"),
+            "what": details.pop("what"), "why": details.pop("why"), "who": entry.actor, **details}
 
 
 class Rollout(Recorder):
@@ -189,7 +230,15 @@ class Rollout(Recorder):
         state.stable = Slot(slot, version, pid)
         self._save(state)
         self.record(family, version, "serving", "started as the stable version")
+        self.reconcile(family)
         return state
+
+    def reconcile(self, family: str) -> dict[str, str | None]:
+        """Set the registry's aliases from the slots that serve (after a crash or a registry outage)."""
+        state = self.state(family)
+        alive = [s if s and self.backend.alive(s.pid) else None for s in (state.stable, state.previous)]
+        return self.reconcile_aliases(family, alive[0].version if alive[0] else None,
+                                      alive[1].version if alive[1] else None)
 
     def _free_slot(self, state: State) -> str:
         taken = {s.slot for s in (state.stable, state.previous) if s and self.backend.alive(s.pid)}
@@ -228,6 +277,7 @@ class Rollout(Recorder):
         if state.stable is None or not self.backend.alive(state.stable.pid):
             raise RuntimeError(f"{family}: nothing is serving; start the stable version first (zm rollout serve)")
         stable = state.stable
+        self.reconcile(family)  # a crash mid-rollout may have left the aliases behind what is served
         if stable.version == version:
             return Outcome(family, version, "promoted", "already the stable version", 0.0)
         slot = self._free_slot(state)
@@ -300,7 +350,7 @@ class Rollout(Recorder):
         self._save(state)
         self.backend.stop(current.pid)
         seconds = time.monotonic() - started
-        note = self._registry_update(family, {PRODUCTION: previous.version},
+        note = self._registry_update(family, {PRODUCTION: previous.version, PREVIOUS: None},
                                      {current.version: {"rollout.status": "rolled_back",
                                                         "rollout.reason": reason[:500]}})
         self.record(family, previous.version, "rolled back", reason, replaced=current.version,

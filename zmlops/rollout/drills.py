@@ -42,7 +42,7 @@ def prepare(home: Path, say: Callable[[str], None] = print) -> Settings:
     """A ZM_HOME with the forecaster trained (v1), three copies (v2-v4) and a version that cannot load."""
     import logging
 
-    import mlflow
+    from training import tracking
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
@@ -56,15 +56,14 @@ def prepare(home: Path, say: Callable[[str], None] = print) -> Settings:
             if done.returncode != 0:
                 raise RuntimeError(f"zm {' '.join(argv)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     settings = Settings(home=home, rollout=RolloutSettings(**DRILL_ROLLOUT))  # type: ignore[arg-type]
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
-    versions = client.search_model_versions(f"name='{FAMILY}'")
+    versions = tracking.client(settings).search_model_versions(f"name='{FAMILY}'")
     if len(versions) < 4:
         first = min(versions, key=lambda v: int(v.version))
         for _ in range(3 - len(versions) + 1):
-            client.copy_model_version(f"models:/{FAMILY}/{first.version}", FAMILY)
+            tracking.copy_version(settings, FAMILY, str(first.version))
         broken = home / "broken-artifact"
         broken.mkdir(exist_ok=True)
-        client.create_model_version(FAMILY, source=str(broken), description="rollout drill: does not load")
+        tracking.copy_version(settings, FAMILY, source=str(broken), description="rollout drill: does not load")
     return settings
 
 
@@ -87,10 +86,9 @@ def _category(settings: Settings) -> str:
 
 def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every drill once; returns the figures by drill."""
-    import mlflow
+    from training import tracking
 
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{FAMILY}'"))
+    versions = sorted(int(v.version) for v in tracking.client(settings).search_model_versions(f"name='{FAMILY}'"))
     good = [str(v) for v in versions[:-1]]
     broken = str(versions[-1])
     rollout = Rollout(settings)
@@ -152,6 +150,8 @@ def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], Non
                                       "failed": load.failed(answers),
                                       "served_after": dict(load.versions(load.between(t0 + out.seconds + 0.5,
                                                                                        time.monotonic())))}
+        say("MLflow is back: the next start reconciles the registry with what is served")
+        results["reconciled"] = rollout.reconcile(FAMILY)
         results["replicas"] = _replica_drills(rollout, settings, load, good[0], say)
     finally:
         load.stop()

@@ -140,6 +140,9 @@ class KServeRollout(Recorder):
         if not stable:  # first rollout after install: the predictor follows the alias; ask what it serves
             served = self.prometheus.stats(family, max(r.window_seconds, 300))
             stable = max((v for v in served if v != version), key=lambda v: served[v].requests, default="")
+        annotations = obj["metadata"].get("annotations", {})
+        if annotations.get(SERVING):  # a crash mid-rollout may have left the aliases behind what is served
+            self.reconcile_aliases(family, stable, annotations.get(PREVIOUS_ANNOTATION))
         if stable == version:
             return Outcome(family, version, "promoted", "already the stable version", 0.0)
         stable_containers = copy.deepcopy(obj["spec"]["predictor"]["containers"])
@@ -195,7 +198,7 @@ class KServeRollout(Recorder):
                             "spec": {"predictor": {"canaryTrafficPercent": None,
                                                    "containers": self._containers(obj, str(previous))}}})
         seconds = time.monotonic() - started
-        note = self._registry_update(family, {PRODUCTION: str(previous)},
+        note = self._registry_update(family, {PRODUCTION: str(previous), PREVIOUS: None},
                                      {str(current): {"rollout.status": "rolled_back", "rollout.reason": reason[:500]}}
                                      if current else {})
         self.record(family, str(previous), "rolled back", reason, replaced=current, registry=note or "alias moved")
