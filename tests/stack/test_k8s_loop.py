@@ -29,6 +29,14 @@ def test_the_loop_runs_in_the_topology_and_survives_wiped_disks(topology: Contro
     assert out["install"] + out["upgrade"] == [c.text for c in commands()]
     assert out["v2"] == "v2"
     assert all(out["production_v1"][f] for f in FAMILIES)
+    # the k8s profile's review board: every staged version waited for the approver (role model-approvers), who
+    # answered through Airflow's REST API; the audit trail shows each step with its actor and verifies
+    assert len(out["approved"]) >= 2, out["approved"]
+    actions = out["audit"]["actions"]
+    assert out["audit"]["verify_code"] == 0, out["audit"]
+    assert {"data.created", "data.validated", "model.gated", "deploy.production_moved"} <= {a for a, _, _ in actions}
+    approved = [(subject, actor) for a, subject, actor in actions if a == "model.approved"]
+    assert len(approved) >= 4 and all(actor == "approver" for _, actor in approved), approved
     assert out["traffic"]["failed"] == 0
     # the chart's rule fired on numbers the monitoring DAG pushed, and Alertmanager reached the receiver, which
     # re-entered the training DAG for segmentation; the monitoring DAG re-entered it for the recommender itself
