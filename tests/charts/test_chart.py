@@ -139,6 +139,7 @@ def test_typos_and_bad_values_fail_the_render_naming_the_key(values: dict[str, A
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"inference": {"canary": {"enabled": True}}}, "inference.deploymentMode=Serverless"),
+    ({"inference": {"gatewayApi": False}}, "set inference.gatewayApi=true"),
     ({"inference": {"minReplicas": 5, "maxReplicas": 3}}, "inference.minReplicas (5) is above"),
     ({"mlflow": {"enabled": False}}, "mlflow.externalTrackingUri"),
     ({"inference": {"models": {f: {"enabled": False} for f in families()}}}, "every family is disabled"),

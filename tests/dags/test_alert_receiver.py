@@ -113,6 +113,7 @@ def _events(api: str, uri: str) -> list[dict[str, Any]]:
     return list(events["asset_events"])
 
 
+@pytest.mark.full  # make test runs this DAG end to end in tests/stack (the chart's Airflow, real scheduler)
 def test_an_alert_re_enters_training_for_its_model_once(stack: dict[str, Any]) -> None:
     uri = retrain_asset_uri("customer-segmentation")
     assert _events(stack["api"], uri) == []

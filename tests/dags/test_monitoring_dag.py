@@ -31,6 +31,7 @@ def _asset_events(uri: str) -> list[dict[str, Any]]:
         return [dict(e.extra or {}) for e in rows]
 
 
+@pytest.mark.full  # make test runs this DAG end to end in tests/stack (the chart's Airflow, real scheduler)
 def test_a_new_product_line_re_enters_training_once_for_the_recommender(airflow_db: Path, zm_home: Path) -> None:
     from training.data import ingest
     from training.data.world import SimulationConfig

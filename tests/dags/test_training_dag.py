@@ -21,14 +21,14 @@ HEAVY = ("pandas", "numpy", "mlflow", "feast", "sklearn", "great_expectations", 
 
 PARSE = """
 import json, sys, time
-import airflow.sdk  # Airflow itself is loaded once per parser process; the file's own cost is timed
+import airflow.sdk  # Airflow itself is loaded once per parser process; the file's own cost is measured
 from airflow.sdk import DAG
-t = time.perf_counter()
+t = time.process_time()  # CPU time: what parsing costs the dag processor, whatever else the machine runs
 import importlib.util
 spec = importlib.util.spec_from_file_location("d", sys.argv[1])
 m = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(m)
-seconds = time.perf_counter() - t
+seconds = time.process_time() - t
 dags = [o for o in vars(m).values() if isinstance(o, DAG)]
 heavy = [h for h in json.loads(sys.argv[2]) if h in sys.modules]
 print(json.dumps({"seconds": seconds, "heavy": heavy, "dags": [
@@ -52,7 +52,7 @@ def test_dag_file_integrity(path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     info = json.loads(done.stdout.strip().splitlines()[-1])
     assert info["heavy"] == [], f"{path.name} imports heavy modules at parse time: {info['heavy']}"
-    assert info["seconds"] <= 0.5, f"{path.name} took {info['seconds']:.2f} s to parse"
+    assert info["seconds"] <= 0.5, f"{path.name} took {info['seconds']:.2f} s of CPU to parse"
     assert info["dags"], f"{path.name} defines no DAG"
     for dag in info["dags"]:
         assert dag["tags"] and dag["doc"], dag["id"]
@@ -89,6 +89,7 @@ def ingested(zm_home: Path) -> Path:
     return zm_home
 
 
+@pytest.mark.full  # make test runs this DAG end to end in tests/stack (the chart's Airflow, real scheduler)
 def test_training_dag_trains_gates_and_deploys_all_three_then_repeats_nothing(
     airflow_db: Path, ingested: Path
 ) -> None:

@@ -1,9 +1,12 @@
-"""The Kubernetes backend of the rollout against a recorded InferenceService and Prometheus answers,
-served over real HTTP to the official kubernetes client (no cluster can run here).
+"""The Kubernetes backend of the rollout against recorded InferenceServices of both KServe modes and
+Prometheus answers, served over real HTTP to the official kubernetes client (no cluster can run here).
 
-The fake API server keeps the recorded object, applies each merge patch the controller sends, and
-plays KServe's part: a changed container spec creates a new revision, which turns ready or not
-depending on the scenario. Prometheus answers per version according to the scenario."""
+The fake API server keeps the recorded object, applies each merge patch the controller sends, checks the
+result against the InferenceService CRD's schema (../shared/schemas/kserve/), and plays KServe's part:
+Serverless, a changed container spec creates a new revision, which turns ready or not depending on the
+scenario; Standard, a ``spec.canary`` entry gets a canary status (ready or not) and a changed stable
+predictor rolls out (observed generation, PredictorReady). Prometheus answers per version according to the
+scenario."""
 
 from __future__ import annotations
 
@@ -24,7 +27,24 @@ from zmlops.rollout.kserve import KServeRollout, PrometheusSource
 from zmlops.settings import RolloutSettings, Settings
 
 pytestmark = pytest.mark.unit
-RECORDED = json.loads((Path(__file__).parents[1] / "fixtures" / "kserve" / "demand-forecast.json").read_text())
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "kserve"
+RECORDED = {"Serverless": json.loads((FIXTURES / "demand-forecast.json").read_text()),
+            "Standard": json.loads((FIXTURES / "demand-forecast-standard.json").read_text())}
+CRD = Path(__file__).resolve().parents[2] / "../shared/schemas/kserve/serving.kserve.io_inferenceservices.yaml"
+
+
+def _spec_validator() -> Any:
+    import jsonschema
+    import yaml
+
+    if not CRD.exists():
+        pytest.fail(f"{CRD} is missing: the KServe CRD every patch is checked against")
+    crd = yaml.safe_load(CRD.read_text())
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")["schema"]["openAPIV3Schema"]
+    return jsonschema.Draft7Validator(schema["properties"]["spec"])
+
+
+SPEC = _spec_validator()
 PATH = "/apis/serving.kserve.io/v1beta1/namespaces/mlops/inferenceservices/demand-forecast"
 
 
@@ -42,9 +62,9 @@ def merge(target: Any, patch: Any) -> Any:
 
 
 class Cluster:
-    def __init__(self, scenario: str) -> None:
-        self.scenario = scenario
-        self.obj = copy.deepcopy(RECORDED)
+    def __init__(self, scenario: str, mode: str = "Serverless") -> None:
+        self.scenario, self.mode = scenario, mode
+        self.obj = copy.deepcopy(RECORDED[mode])
         self.patches: list[dict[str, Any]] = []
         self.revision = 3
 
@@ -52,7 +72,19 @@ class Cluster:
         self.patches.append(patch)
         old = self.obj["spec"]["predictor"]["containers"]
         self.obj = merge(self.obj, patch)
-        if self.obj["spec"]["predictor"]["containers"] != old:  # KServe: a new revision
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in SPEC.iter_errors(self.obj["spec"])]
+        assert not errors, f"the patch makes an InferenceService the CRD refuses: {errors}"
+        changed = self.obj["spec"]["predictor"]["containers"] != old
+        if self.mode == "Standard":
+            status = self.obj["status"]
+            status["canaryStatuses"] = [{"name": c["predictor"]["name"], "trafficPercent": c["trafficPercent"],
+                                         "ready": self.scenario != "unready"}
+                                        for c in self.obj["spec"].get("canary", [])]
+            if changed:  # the stable Deployment rolls out the new spec
+                self.obj["metadata"]["generation"] += 1
+                if self.scenario != "stall":
+                    status["observedGeneration"] = self.obj["metadata"]["generation"]
+        elif changed:  # Serverless: a new revision
             self.revision += 1
             name = f"demand-forecast-predictor-{self.revision:05d}"
             predictor = self.obj["status"]["components"]["predictor"]
@@ -112,8 +144,8 @@ def api() -> Iterator[tuple[Any, Cluster]]:
     config = k8s.Configuration(host=host)
     custom = k8s.CustomObjectsApi(k8s.ApiClient(config))
 
-    def make(scenario: str, tmp: Path) -> tuple[KServeRollout, Cluster]:
-        state["cluster"] = Cluster(scenario)
+    def make(scenario: str, tmp: Path, mode: str = "Serverless") -> tuple[KServeRollout, Cluster]:
+        state["cluster"] = Cluster(scenario, mode)
         settings = Settings(home=tmp, rollout=RolloutSettings(window_seconds=0.01, k8s_poll_seconds=0.01,
                                                               ready_timeout_seconds=0.5, prometheus_url=host))
         registry = Registry()
@@ -217,3 +249,59 @@ def test_without_a_recorded_version_the_stable_one_is_what_prometheus_sees_serve
     assert out.result == "promoted"
     assert out.checks[0]["stable"]["version"] == "4" and out.checks[0]["stable"]["requests"] == 900
     assert cluster.obj["metadata"]["annotations"]["zero-margin/previous-version"] == "4"
+
+
+# ---------------------------------------------------------------- Standard mode: spec.canary (KServe 0.20+)
+
+def test_standard_mode_walks_the_plan_on_a_named_canary_and_promotes_by_retargeting(api: Any, tmp_path: Path) -> None:
+    make, _ = api
+    rollout, cluster = make("healthy", tmp_path, "Standard")
+    out = rollout.deploy("demand-forecast", "5")
+    assert out.result == "promoted", out.reason
+    weights = [p["spec"]["canary"][0]["trafficPercent"] for p in cluster.patches if p.get("spec", {}).get("canary")]
+    assert weights == [10, 10, 50, 100]
+    first = next(p["spec"]["canary"][0] for p in cluster.patches if p.get("spec", {}).get("canary"))
+    assert first["predictor"]["name"] == "candidate-v5"
+    assert first["predictor"]["containers"][0]["args"][-2:] == ["--version", "5"]
+    assert not any("canaryTrafficPercent" in p.get("spec", {}).get("predictor", {}) for p in cluster.patches)
+    spec = cluster.obj["spec"]
+    assert "canary" not in spec and spec["predictor"]["containers"][0]["args"][-2:] == ["--version", "5"]
+    assert cluster.obj["metadata"]["annotations"]["zero-margin/serving-version"] == "5"
+    assert rollout._registry.aliases == {"production": "5", "previous-production": "4"}
+
+
+def test_standard_mode_rolls_back_by_removing_the_entry(api: Any, tmp_path: Path) -> None:
+    make, _ = api
+    rollout, cluster = make("errors", tmp_path, "Standard")
+    out = rollout.deploy("demand-forecast", "5")
+    assert out.result == "rolled_back" and "error rate" in out.reason
+    assert "canary" not in cluster.obj["spec"]
+    assert cluster.obj["spec"]["predictor"]["containers"][0]["args"][-2:] == ["--version", "4"]  # never touched
+    assert rollout._registry.aliases == {"production": "4", "previous-production": "3"}
+
+
+def test_standard_mode_unready_canary_gets_no_traffic_and_production_stays(api: Any, tmp_path: Path) -> None:
+    make, _ = api
+    rollout, cluster = make("unready", tmp_path, "Standard")
+    out = rollout.deploy("demand-forecast", "5")
+    assert out.result == "not_ready"
+    assert "canary" not in cluster.obj["spec"]
+    assert rollout._registry.aliases["production"] == "4"
+    assert rollout._registry.tags[("5", "rollout.status")] == "not_ready"
+
+
+def test_standard_mode_a_stalled_retarget_keeps_the_canary_serving(api: Any, tmp_path: Path) -> None:
+    make, _ = api
+    rollout, cluster = make("stall", tmp_path, "Standard")
+    out = rollout.deploy("demand-forecast", "5")
+    assert out.result == "stalled"
+    assert cluster.obj["spec"]["canary"][0]["trafficPercent"] == 100  # the candidate keeps all traffic
+    assert rollout._registry.aliases["production"] == "4"
+
+
+def test_standard_mode_manual_rollback_removes_any_canary(api: Any, tmp_path: Path) -> None:
+    make, _ = api
+    rollout, cluster = make("healthy", tmp_path, "Standard")
+    out = rollout.rollback("demand-forecast", "bad answers reported")
+    assert out.version == "3" and "canary" not in cluster.obj["spec"]
+    assert cluster.obj["spec"]["predictor"]["containers"][0]["args"][-2:] == ["--version", "3"]

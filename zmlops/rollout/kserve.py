@@ -1,21 +1,24 @@
-"""Kubernetes backend of the rollout: the same plan and analysis, on KServe InferenceServices.
+"""Kubernetes backend of the rollout: the same plan and analysis, on KServe InferenceServices, in either mode.
 
-KServe's canary (``spec.predictor.canaryTrafficPercent``, Serverless mode) splits traffic between the
-last rolled-out revision and the newest one, but never rolls back a revision that passed readiness and
-then misbehaves. This controller closes that gap:
+KServe splits canary traffic two ways, and the controller drives the one the InferenceService runs in
+(``status.deploymentMode``, else its ``serving.kserve.io/deploymentMode`` annotation):
 
-1. patch the predictor to serve the candidate version (``--version <v>``: a new revision) with
-   ``canaryTrafficPercent`` at the plan's first step, through the official kubernetes client;
-2. wait until the new revision is ready; if it never is, restore the stable spec (KServe sent it no
-   traffic);
-3. per step, patch the percent, wait one analysis window and ask Prometheus for each version's
-   requests, 5xx, p99 and mean forecast over the window (the services' own metrics carry the version);
-   :func:`zmlops.rollout.analysis.judge` decides, as locally;
-4. promote (``canaryTrafficPercent`` removed: 100% to the new revision; registry aliases moved) or roll
-   back (``canaryTrafficPercent: 0`` at once, then the stable spec restored).
+- **Standard** (RawDeployment; the chart's default; KServe 0.20+): ``spec.canary`` holds one named canary
+  predictor (``candidate-v<version>``, the stable predictor's spec pinned to the candidate) with its
+  ``trafficPercent``; KServe puts the weights on the Gateway API HTTPRoute. Promotion retargets the stable
+  predictor to the candidate version and removes the entry once it rolled out; rollback removes the entry.
+- **Serverless** (Knative): ``spec.predictor.canaryTrafficPercent`` splits traffic between the last
+  rolled-out revision and the new one; promotion removes the field, rollback pins it to 0 and restores
+  the stable spec.
+
+In both: a candidate that never turns ready gets no traffic and production stays; per step the controller
+waits one analysis window and asks Prometheus for each version's requests, 5xx, p99 and mean forecast
+(the services' own metrics carry the version); :func:`zmlops.rollout.analysis.judge` decides, as locally.
+KServe itself never rolls back a candidate that passed readiness and then misbehaves: this controller does.
 
 The served version is kept in the InferenceService's annotations (``zero-margin/serving-version``,
-``zero-margin/previous-version``) so a manual rollback knows where to go without MLflow.
+``zero-margin/previous-version``) so a manual rollback knows where to go without MLflow, and the next deploy
+reconciles the registry's aliases with them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ __all__ = ["KServeRollout", "PrometheusSource"]
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 SERVING, PREVIOUS_ANNOTATION = "zero-margin/serving-version", "zero-margin/previous-version"
+CANDIDATE, MODE_ANNOTATION = "zero-margin/candidate-version", "serving.kserve.io/deploymentMode"
+
+
+def canary_name(version: str) -> str:
+    """The canary predictor's name in ``spec.canary`` (a DNS label)."""
+    return f"candidate-v{version}"
 
 
 class PrometheusSource:
@@ -132,33 +141,81 @@ class KServeRollout(Recorder):
 
     # ------------------------------------------------------------------ the plan
 
+    @staticmethod
+    def mode(obj: dict[str, Any]) -> str:
+        """``Serverless`` or ``Standard`` (KServe 0.20's name for RawDeployment), from the object itself."""
+        found = (obj.get("status", {}).get("deploymentMode")
+                 or obj["metadata"].get("annotations", {}).get(MODE_ANNOTATION) or "Standard")
+        return "Serverless" if found == "Serverless" else "Standard"
+
+    def _canary(self, obj: dict[str, Any], version: str, percent: int) -> list[dict[str, Any]]:
+        """``spec.canary`` of Standard mode: one named canary predictor, the stable one pinned to ``version``."""
+        predictor = {k: v for k, v in copy.deepcopy(obj["spec"]["predictor"]).items() if k != "canaryTrafficPercent"}
+        predictor.update(name=canary_name(version), containers=self._containers(obj, version))
+        return [{"predictor": predictor, "trafficPercent": percent}]
+
+    def _wait_canary(self, family: str, name: str) -> bool:
+        deadline = time.monotonic() + self.settings.rollout.ready_timeout_seconds
+        while time.monotonic() < deadline:
+            statuses = self.get(family).get("status", {}).get("canaryStatuses") or []
+            if any(c.get("name") == name and c.get("ready") for c in statuses):
+                return True
+            time.sleep(self.settings.rollout.k8s_poll_seconds)
+        return False
+
+    def _wait_predictor(self, family: str) -> bool:
+        """Standard mode: the stable predictor rolled out its new spec (observed and ready)."""
+        deadline = time.monotonic() + self.settings.rollout.ready_timeout_seconds
+        while time.monotonic() < deadline:
+            obj = self.get(family)
+            status = obj.get("status", {})
+            ready = any(c.get("type") == "PredictorReady" and c.get("status") == "True"
+                        for c in status.get("conditions", []))
+            if ready and status.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0):
+                return True
+            time.sleep(self.settings.rollout.k8s_poll_seconds)
+        return False
+
     def deploy(self, family: str, version: str) -> Outcome:
+        """Run the plan in the InferenceService's own mode: ``spec.canary`` in Standard mode (KServe 0.20+: a
+        named canary predictor, traffic weights on the HTTPRoute), ``canaryTrafficPercent`` in Serverless."""
         r = self.settings.rollout
         started = time.monotonic()
         obj = self.get(family)
-        stable = str(obj["metadata"].get("annotations", {}).get(SERVING, ""))
+        annotations = obj["metadata"].get("annotations", {})
+        stable = str(annotations.get(SERVING, ""))
         if not stable:  # first rollout after install: the predictor follows the alias; ask what it serves
             served = self.prometheus.stats(family, max(r.window_seconds, 300))
             stable = max((v for v in served if v != version), key=lambda v: served[v].requests, default="")
-        annotations = obj["metadata"].get("annotations", {})
         if annotations.get(SERVING):  # a crash mid-rollout may have left the aliases behind what is served
             self.reconcile_aliases(family, stable, annotations.get(PREVIOUS_ANNOTATION))
         if stable == version:
             return Outcome(family, version, "promoted", "already the stable version", 0.0)
+        mode = self.mode(obj)
         stable_containers = copy.deepcopy(obj["spec"]["predictor"]["containers"])
         before, _, _ = self._revisions(obj)
-        self.record(family, version, "rollout started", f"candidate against stable v{stable or '?'} on KServe",
-                    plan=list(r.steps), window_seconds=r.window_seconds, namespace=self.namespace)
-        self.patch(family, {"metadata": {"annotations": {"zero-margin/candidate-version": version}},
-                            "spec": {"predictor": {"canaryTrafficPercent": r.steps[0],
-                                                   "containers": self._containers(obj, version)}}})
-        if not self._wait_ready(family, before):
-            self._restore(family, stable_containers)
-            return self.not_ready(family, version, f"new revision not ready within {r.ready_timeout_seconds:.0f} s "
-                                  "(KServe sent it no traffic)", started)
+        self.record(family, version, "rollout started", f"candidate against stable v{stable or '?'} on KServe "
+                    f"({mode} mode)", plan=list(r.steps), window_seconds=r.window_seconds, namespace=self.namespace)
+        if mode == "Standard":
+            self.patch(family, {"metadata": {"annotations": {CANDIDATE: version}},
+                                "spec": {"canary": self._canary(obj, version, r.steps[0])}})
+            ready = self._wait_canary(family, canary_name(version))
+        else:
+            self.patch(family, {"metadata": {"annotations": {CANDIDATE: version}},
+                                "spec": {"predictor": {"canaryTrafficPercent": r.steps[0],
+                                                       "containers": self._containers(obj, version)}}})
+            ready = self._wait_ready(family, before)
+        if not ready:
+            self._restore(family, stable_containers, mode)
+            return self.not_ready(family, version, f"the candidate was not ready within "
+                                  f"{r.ready_timeout_seconds:.0f} s (KServe sent it no traffic)", started)
 
-        def route(percent: int) -> None:  # 100%: the field removed, all traffic to the new revision
-            self.patch(family, {"spec": {"predictor": {"canaryTrafficPercent": percent if percent < 100 else None}}})
+        def route(percent: int) -> None:
+            if mode == "Standard":  # the list is atomic: the whole entry, with its new weight
+                self.patch(family, {"spec": {"canary": self._canary(obj, version, percent)}})
+            else:  # 100%: the field removed, all traffic to the new revision
+                self.patch(family, {"spec": {"predictor": {"canaryTrafficPercent": percent if percent < 100
+                                                           else None}}})
 
         def check() -> Verdict:
             time.sleep(r.window_seconds)
@@ -168,22 +225,34 @@ class KServeRollout(Recorder):
 
         why, checks, _ = self.walk_plan(family, version, route, check)
         if why:
-            self.patch(family, {"spec": {"predictor": {"canaryTrafficPercent": 0}}})  # at once
-            self._restore(family, stable_containers)
+            if mode == "Serverless":
+                self.patch(family, {"spec": {"predictor": {"canaryTrafficPercent": 0}}})  # at once
+            self._restore(family, stable_containers, mode)  # Standard: the entry removed, its weight with it
             note = self._registry_update(family, {PRODUCTION: stable} if stable else {},
                                          {version: {"rollout.status": "rolled_back", "rollout.reason": why[:500]}})
             self.record(family, version, "rolled back", why, last_check=checks[-1], registry=note or "tagged")
             return Outcome(family, version, "rolled_back", why, time.monotonic() - started, checks)
+        if mode == "Standard":  # promotion: the stable predictor retargeted to the candidate, then the entry removed
+            self.patch(family, {"spec": {"predictor": {"containers": self._containers(obj, version)}}})
+            if not self._wait_predictor(family):
+                why = (f"the stable predictor did not roll out v{version} within {r.ready_timeout_seconds:.0f} s; "
+                       "the canary keeps serving it")
+                self.record(family, version, "promotion stalled", why)
+                return Outcome(family, version, "stalled", why, time.monotonic() - started, checks)
+            self.patch(family, {"spec": {"canary": None}})
         self.patch(family, {"metadata": {"annotations": {SERVING: version, PREVIOUS_ANNOTATION: stable,
-                                                         "zero-margin/candidate-version": None}}})
+                                                         CANDIDATE: None}}})
         why = self.promoted_why(checks)
-        aliases = {PRODUCTION: version, **({PREVIOUS: stable} if stable else {})}
+        aliases: dict[str, str | None] = {PRODUCTION: version, **({PREVIOUS: stable} if stable else {})}
         note = self._registry_update(family, aliases, {version: {"rollout.status": "promoted", "rollout.reason": why}})
         self.record(family, version, "promoted", why, replaced=stable, registry=note or "aliases moved")
         return Outcome(family, version, "promoted", why, time.monotonic() - started, checks)
 
-    def _restore(self, family: str, containers: list[dict[str, Any]]) -> None:
-        self.patch(family, {"metadata": {"annotations": {"zero-margin/candidate-version": None}},
+    def _restore(self, family: str, containers: list[dict[str, Any]], mode: str) -> None:
+        if mode == "Standard":
+            self.patch(family, {"metadata": {"annotations": {CANDIDATE: None}}, "spec": {"canary": None}})
+            return
+        self.patch(family, {"metadata": {"annotations": {CANDIDATE: None}},
                             "spec": {"predictor": {"canaryTrafficPercent": None, "containers": containers}}})
 
     def rollback(self, family: str, reason: str = "manual rollback") -> Outcome:
@@ -194,9 +263,13 @@ class KServeRollout(Recorder):
         previous, current = annotations.get(PREVIOUS_ANNOTATION), annotations.get(SERVING)
         if not previous:
             raise RuntimeError(f"{family}: no previous version recorded on the InferenceService")
+        spec: dict[str, Any] = {"predictor": {"containers": self._containers(obj, str(previous))}}
+        if self.mode(obj) == "Standard":
+            spec["canary"] = None
+        else:
+            spec["predictor"]["canaryTrafficPercent"] = None
         self.patch(family, {"metadata": {"annotations": {SERVING: previous, PREVIOUS_ANNOTATION: None}},
-                            "spec": {"predictor": {"canaryTrafficPercent": None,
-                                                   "containers": self._containers(obj, str(previous))}}})
+                            "spec": spec})
         seconds = time.monotonic() - started
         note = self._registry_update(family, {PRODUCTION: str(previous), PREVIOUS: None},
                                      {str(current): {"rollout.status": "rolled_back", "rollout.reason": reason[:500]}}
