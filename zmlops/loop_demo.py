@@ -53,7 +53,23 @@ def _airflow_env(settings: Settings, home: Path, passwords: Path) -> dict[str, s
         "ZM_HOME": str(settings.home.resolve()),
         "ZM_SERVING__PORTS": json.dumps(settings.serving.ports),
         "ZM_DAG_SCHEDULES": "off",
+        # the review board, answered by a named demo user (local profile only; docs/governance.md)
+        "ZM_APPROVAL__REQUIRED": "true",
+        "ZM_APPROVAL__AUTO_APPROVER": DEMO_APPROVER,
     }
+
+
+DEMO_APPROVER = "demo-approver"
+
+
+def _print_approvals(settings: Settings, shown: set[int] = set()) -> None:  # noqa: B006 - remembers what it showed
+    """The review board's answers so far (the demo approves as a named user: say so)."""
+    from governance import audit
+
+    for e in audit.entries(settings, "model.approved"):
+        if e.seq not in shown:
+            shown.add(e.seq)
+            console.print(f"   review board: {e.subject} approved by {e.actor} ({e.details.get('why', '')})")
 
 
 @contextlib.contextmanager
@@ -207,6 +223,7 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
                 raise RuntimeError(f"training run {run['dag_run_id']} failed; see the Airflow UI")
         before = _versions(settings)
         console.print("   production: " + ", ".join(f"{f} v{v['version']}" for f, v in before.items()))
+        _print_approvals(settings)
         with step("start the three KServe services on 127.0.0.1"):
             urls = stack.enter_context(services(settings))
         with step(f"simulated client traffic: {requests} requests per model, logged for monitoring"):
@@ -249,6 +266,7 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
     table("models before and after the drift loop (retrained models: both scored on the new data by the gate)",
           ["model", "production before", "retrained (gate)", "metric", "before", "after", "why", "served now"],
           rows)
+    _print_approvals(settings)
     console.print(f"retraining run: {retrain.get('dag_run_id')} ({retrain.get('state')})")
     console.print(f"Airflow UI: {settings.airflow.api_url} (user {settings.airflow.username}, password in "
                   f"{settings.home.resolve() / 'airflow' / 'passwords.json'}; `make airflow ZM_HOME=.zm/demo` "

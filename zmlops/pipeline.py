@@ -160,7 +160,7 @@ def deploy(settings: Settings, outcome: Mapping[str, Any]) -> dict[str, Any]:
         while time.monotonic() < deadline and serving != version:
             time.sleep(1)
             serving = _served_version(settings, family)
-        if serving != version:  # the predictors never loaded it: back to what they serve
+        if serving is not None and serving != version:  # the predictors never loaded it: back to what they serve
             why = (f"the predictors still serve v{serving} after {settings.rollout.ready_timeout_seconds:.0f} s "
                    f"(the new version did not load)")
             tracking.move_production(settings, family, serving, None)

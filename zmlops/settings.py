@@ -226,7 +226,7 @@ class Settings(BaseSettings):
     def approval_required(self, family: str) -> bool:
         """Whether a staged version of ``family`` waits for the review board."""
         default = self.profile == "k8s" if self.approval.required is None else self.approval.required
-        return self.approval.families.get(family, default) and not self.approval.auto_approver
+        return self.approval.families.get(family, default)
 
     def _k8s_needs(self, value: str | None, variable: str) -> str | None:
         """In the k8s profile a state location is never left to its local default (a pod's own disk): the

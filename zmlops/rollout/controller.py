@@ -289,9 +289,9 @@ class Rollout(Recorder):
         if not self.backend.wait_ready(family, slot, pid, r.ready_timeout_seconds):
             exited = not self.backend.alive(pid)
             self.backend.stop(pid, kill=True)
-            why = ("exited before it was ready (its log says why)" if exited
-                   else f"not ready within {r.ready_timeout_seconds:.0f} s")
-            return self.not_ready(family, version, f"{why} (no traffic was sent)", started)
+            reason = ("exited before it was ready (its log says why)" if exited
+                      else f"not ready within {r.ready_timeout_seconds:.0f} s")
+            return self.not_ready(family, version, f"{reason} (no traffic was sent)", started)
         why, checks, step_started = self.walk_plan(
             family, version, lambda percent: self.backend.set_traffic(family, {stable.slot: 100 - percent,
                                                                                 slot: percent}),
