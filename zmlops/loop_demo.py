@@ -217,7 +217,8 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
         console.print("[bold cyan]>>[/] start Airflow standalone (SQLite) with the training and monitoring DAGs")
         api = stack.enter_context(airflow_standalone(settings))
         console.print(f"   Airflow up in {time.perf_counter() - t:.0f} s: {settings.airflow.api_url}")
-        with step(f"training DAG on {v1.name}: validate, features, train, gate, promote, deploy (3 mapped models)"):
+        with step(f"training DAG on {v1.name}: validate, features, train, gate (staging), review board, deploy "
+                  "(3 mapped models)"):
             run = api.wait("zmlops_training", api.trigger("zmlops_training", {"reason": "initial training"}))
             if run["state"] != "success":
                 raise RuntimeError(f"training run {run['dag_run_id']} failed; see the Airflow UI")

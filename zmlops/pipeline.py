@@ -138,7 +138,7 @@ def deploy(settings: Settings, outcome: Mapping[str, Any]) -> dict[str, Any]:
         answer = approval.answer(settings, family, version)
         if answer is None and settings.approval.auto_approver:
             answer = approval.decide(settings, family, version, True, settings.approval.auto_approver,
-                                     "approved automatically (ZM_APPROVAL__AUTO_APPROVER, local profile)")
+                                     "ZM_APPROVAL__AUTO_APPROVER, local profile")
             print(f"{family} v{version}: approved as {answer.by} (ZM_APPROVAL__AUTO_APPROVER)")
         if answer is None or not answer.approved:
             why = "waiting for the review board" if answer is None else f"rejected by {answer.by}: {answer.why}"
