@@ -31,10 +31,15 @@ from grafana_foundation_sdk.models.dashboard import DashboardCursorSync, DataSou
 
 from zmlops.catalog import FAMILIES
 
-__all__ = ["ACCURACY", "build", "expressions", "main"]
+__all__ = ["ACCURACY", "AUDIT_ANNOTATION", "audit_sql", "build", "expressions", "main"]
 
 OUT = Path(__file__).resolve().parents[1] / "charts" / "zero-margin" / "files" / "dashboards"
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
+# The audit trail (governance/audit.py) in the state database: promotions and rollbacks as annotations.
+AUDIT_DS = DataSourceRef(type_val="grafana-postgresql-datasource", uid="${statedb}")
+AUDIT_ANNOTATION = "promotions and rollbacks (audit trail)"
+DELIVERY_ACTIONS = ("deploy.production_moved", "rollout.promoted", "rollout.rolled_back", "rollout.not_ready",
+                    "registry.reconciled")
 PREDICT = 'protocol=~"v1|v2"'
 
 # What "accuracy" means per family, from the monitoring job's signals: (signal, legend, unit).
@@ -71,11 +76,26 @@ def _datasource() -> dash.DatasourceVariable:
     return dash.DatasourceVariable("datasource").label("Prometheus").type("prometheus")
 
 
+def audit_sql() -> str:
+    """The annotations' query: delivery decisions of every model from ``zm_audit`` (Grafana's time macro)."""
+    actions = ", ".join(f"'{a}'" for a in DELIVERY_ACTIONS)
+    return ("SELECT created_at AS time, action || ' ' || subject || ' by ' || actor AS text, action AS tags "
+            f"FROM zm_audit WHERE action IN ({actions}) AND subject LIKE 'model:%' "
+            "AND $__timeFilter(created_at) ORDER BY seq")
+
+
+def _audit_annotation() -> dash.AnnotationQuery:
+    return dash.AnnotationQuery().name(AUDIT_ANNOTATION).datasource(AUDIT_DS).enable(True).icon_color("purple")
+
+
 def models_dashboard() -> dash.Dashboard:
     board = (dash.Dashboard("Zero Margin: models").uid("zm-models").tags(["zero-margin", "mlops"])
              .description("Per model: accuracy and latency over time (top), data drift and anomaly rate (bottom).")
              .time("now-30d", "now").refresh("1m").tooltip(DashboardCursorSync.CROSSHAIR)
-             .with_variable(_datasource()))
+             .with_variable(_datasource())
+             .with_variable(dash.DatasourceVariable("statedb").label("State database (audit trail)")
+                            .type("grafana-postgresql-datasource"))
+             .annotation(_audit_annotation()))
     for family in FAMILIES:
         m = f'model="{family}"'
         board = board.with_row(dash.Row(family))
@@ -188,7 +208,11 @@ def build() -> dict[str, dict[str, Any]]:
     out = {}
     for board in (models_dashboard(), serving_dashboard()):
         model = board.build()
-        out[str(model.uid)] = json.loads(json.dumps(model, cls=JSONEncoder))
+        built = json.loads(json.dumps(model, cls=JSONEncoder))
+        for annotation in built.get("annotations", {}).get("list", []):
+            if annotation.get("name") == AUDIT_ANNOTATION:  # the SDK's annotation target has no SQL field yet
+                annotation["target"] = {"refId": "Anno", "format": "table", "rawQuery": True, "rawSql": audit_sql()}
+        out[str(model.uid)] = built
     return out
 
 

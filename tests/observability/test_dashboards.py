@@ -85,3 +85,28 @@ def test_every_expression_parses_and_reads_known_series(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(doc))
     out = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_promotions_and_rollbacks_are_annotations_read_from_the_audit_trail(tmp_path: Path) -> None:
+    """The models dashboard's annotation query, run on a real state database (Grafana's time macro replaced):
+    it returns the delivery decisions, with their actor, and nothing else."""
+    import sqlalchemy as sa
+
+    from governance import audit
+    from zmlops import statedb
+
+    board = generate.build()["zm-models"]
+    [annotation] = [a for a in board["annotations"]["list"] if a["name"] == generate.AUDIT_ANNOTATION]
+    assert annotation["datasource"]["uid"] == "${statedb}"
+    assert "statedb" in {v["name"] for v in board["templating"]["list"]}
+    settings = Settings(home=tmp_path / "zm")
+    audit.record(settings, "data.created", "data:v2", {"rows": 10})
+    audit.record(settings, "model.gated", "model:demand-forecast:v2", {"decision": "staged"})
+    audit.record(settings, "rollout.promoted", "model:demand-forecast:v2", {"why": "passed 9 checks"}, who="run-7")
+    audit.record(settings, "rollout.rolled_back", "model:product-recommendation:v4", {"why": "p99"}, who="run-8")
+    sql = annotation["target"]["rawSql"].replace("$__timeFilter(created_at)", "created_at >= '1970-01-01'")
+    with statedb.engine(settings).connect() as conn:
+        rows = conn.execute(sa.text(sql)).mappings().all()
+    assert [(r["tags"], r["text"]) for r in rows] == [
+        ("rollout.promoted", "rollout.promoted model:demand-forecast:v2 by run-7"),
+        ("rollout.rolled_back", "rollout.rolled_back model:product-recommendation:v4 by run-8")]
