@@ -57,15 +57,16 @@ class ModelApproval(ApprovalOperator):  # type: ignore[misc]
         from zmlops import pipeline
         from zmlops.settings import get_settings
 
-        result = super().execute_complete(context=context, event=event)
-        approved = result["chosen_options"][0] == self.APPROVE
-        who = result.get("responded_by_user") or {}
-        by = str(who.get("name") or who.get("id") or "timeout")
-        why = (result.get("params_input") or {}).get("reason") or ("approved" if approved else (
-            "rejected" if by != "timeout" else f"no answer within {self.response_timeout}"))
-        asked = context["ti"].xcom_pull(task_ids="review")
-        pipeline.answer(get_settings(), asked["versions"], approved, by, str(why))
-        return result
+        if "error" not in event:  # recorded first: on Reject, Airflow's skip of `deploy` ends this call by raising
+            self.validate_chosen_options(event["chosen_options"])
+            approved = event["chosen_options"][0] == self.APPROVE
+            who = event.get("responded_by_user") or {}
+            by = str(who.get("name") or who.get("id") or "timeout")
+            why = (event.get("params_input") or {}).get("reason") or ("approved" if approved else (
+                "rejected" if by != "timeout" else f"no answer within {self.response_timeout}"))
+            asked = context["ti"].xcom_pull(task_ids="review")
+            pipeline.answer(get_settings(), asked["versions"], approved, by, str(why))
+        return super().execute_complete(context=context, event=event)
 
 
 @dag(

@@ -138,3 +138,57 @@ def test_bad_data_stops_the_run_before_training_and_production_stays(airflow_db:
     assert states["validate"] == ["failed"]
     assert all(s in ("upstream_failed", "None") for s in states.get("train", ["upstream_failed"])), states
     assert _production(ingested) == before
+
+
+class _TaskInstance:
+    """What the approval task reads from its task instance: the review's XCom; what it writes: the skip list."""
+
+    map_index = -1
+
+    def __init__(self, asked: dict[str, Any]) -> None:
+        self.asked, self.pushed = asked, {}  # type: dict[str, Any], dict[str, Any]
+
+    def xcom_pull(self, task_ids: str) -> dict[str, Any]:
+        assert task_ids == "review"
+        return self.asked
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+@pytest.mark.parametrize(("answer", "who", "expected"), [
+    ("Approve", {"id": "2", "name": "approver"}, ("model.approved", "approver")),
+    ("Reject", {"id": "3", "name": "reviewer"}, ("model.rejected", "reviewer")),
+    ("Reject", None, ("model.rejected", "timeout")),  # the timeout sweep answers with the default, Reject
+])
+def test_the_board_s_answer_is_recorded_and_a_rejection_skips_deployment(
+        zm_home: Path, answer: str, who: dict[str, str] | None, expected: tuple[str, str]) -> None:
+    import datetime as dt
+
+    import mlflow
+    from airflow.providers.common.compat.sdk import DownstreamTasksSkipped
+
+    from governance import audit
+    from zmlops.settings import get_settings
+
+    settings = get_settings()
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    client.create_registered_model("customer-segmentation")
+    version = client.create_model_version("customer-segmentation", source=str(zm_home / "artifact")).version
+    approve = load_dag("training").training_dag.get_task("approve")  # type: ignore[attr-defined]
+    ti = _TaskInstance({"versions": [{"family": "customer-segmentation", "version": str(version)}]})
+    # the scheduler's timeout sweep sends the defaults: Reject, the params' defaults, no user
+    event = {"chosen_options": [answer], "params_input": {"reason": "looks right" if who else ""},
+             "responded_at": dt.datetime.now(dt.UTC), "responded_by_user": who}
+    context = {"ti": ti, "task_instance": ti, "task": approve}
+    if answer == "Reject":
+        with pytest.raises(DownstreamTasksSkipped) as skipped:  # how Airflow skips the deploy tasks
+            approve.execute_complete(context=context, event=event)
+        assert "deploy" in str(skipped.value.tasks)
+        tags = client.get_model_version("customer-segmentation", version).tags
+        assert tags["approval.status"] == "rejected" and tags["approval.by"] == expected[1]
+    else:
+        assert approve.execute_complete(context=context, event=event)["chosen_options"] == ["Approve"]
+    [entry] = audit.entries(settings, "model.*", f"model:customer-segmentation:v{version}")
+    assert (entry.action, entry.actor) == expected
+    assert entry.details["why"] == ("looks right" if who else "no answer within 3 days, 0:00:00")
