@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("version", help="registered version to roll out")
     q = rsub.add_parser("rollback", help="all traffic back to the warm previous version, now")
     q.add_argument("model", choices=families)
-    q.add_argument("--reason", default="manual rollback", help="recorded in the decision log and on the version")
+    q.add_argument("--reason", default="manual rollback", help="recorded in the audit trail and on the version")
     q = rsub.add_parser("status", help="what serves each model, and the latest decisions")
     q = rsub.add_parser("stop", help="stop the servers of a model (and HAProxy with the last one)")
     q.add_argument("model", choices=families)

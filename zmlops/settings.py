@@ -194,7 +194,8 @@ class Settings(BaseSettings):
                                          "request logs, feature sources, clean tables): s3://bucket/prefix in k8s; "
                                          "by default ZM_HOME itself (zmlops.stores).")
     state_db_url: SecretStr | None = Field(None, description="SQLAlchemy URL of the state database (incidents, "
-                                           "rollout decisions); default sqlite under ZM_HOME, PostgreSQL in k8s.")
+                                           "the audit trail, deployments); default sqlite under ZM_HOME, "
+                                           "PostgreSQL in k8s.")
 
     # tracking and features
     mlflow_tracking_uri: str | None = None

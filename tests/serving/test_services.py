@@ -339,7 +339,10 @@ def test_online_store_locked_or_gone_degrades_never_fails(servers: dict[str, Ser
     assert from_cache == known and not from_cache["degraded"]
     assert metric(seg, "zm_feature_fallbacks_total", reason="timeout") == before + 1  # the one it had to ask
 
-    errors = metric(seg, "zm_feature_fallbacks_total", reason="error")
+    def fallbacks() -> tuple[float, float]:
+        return tuple(metric(seg, "zm_feature_fallbacks_total", reason=r) for r in ("error", "timeout"))  # type: ignore[return-value]
+
+    errors, timeouts = fallbacks()
     admin = sqlite3.connect(db)
     (table,) = next(t for t in admin.execute("select name from sqlite_master where type='table'")
                     if t[0].endswith("customer_profile"))
@@ -348,7 +351,10 @@ def test_online_store_locked_or_gone_degrades_never_fails(servers: dict[str, Ser
     try:
         r = v1(seg, [{"customer_id": failed_out}])
         assert r.status_code == 200 and r.json()["predictions"][0]["degraded"]
-        assert metric(seg, "zm_feature_fallbacks_total", reason="error") == errors + 1
+        # counted once: as an error, or as a timeout when a busy machine makes the failing read slower than
+        # the lookup's deadline (the answer is the same degraded one either way)
+        now_errors, now_timeouts = fallbacks()
+        assert (now_errors - errors, now_timeouts - timeouts) in ((1, 0), (0, 1))
     finally:
         admin.execute(f'ALTER TABLE "{table}_away" RENAME TO "{table}"')
         admin.commit()

@@ -75,7 +75,7 @@ class Outcome:
 
 
 class Recorder:
-    """What both backends share: the decision log, the registry's aliases and tags, the verdicts."""
+    """What both backends share: decisions in the audit trail, the registry's aliases and tags, the verdicts."""
 
     def __init__(self, settings: Settings, registry: Any = None) -> None:
         self.settings = settings
@@ -335,7 +335,7 @@ class Rollout(Recorder):
         """Send all traffic back to the warm previous version and stop the current one.
 
         A weight change on the proxy: no model load and no MLflow call on the critical path. The alias
-        moves afterwards when MLflow answers; if it does not, the decision log says so.
+        moves afterwards when MLflow answers; if it does not, the audit trail says so and the next start reconciles.
         """
         started = time.monotonic()
         state = self.state(family)
