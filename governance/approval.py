@@ -28,13 +28,9 @@ class Answer:
     seq: int
 
 
-def _subject(family: str, version: str) -> str:
-    return f"model:{family}:v{version}"
-
-
 def answer(settings: Settings, family: str, version: str) -> Answer | None:
     """The board's latest answer on this version, or None while it has not answered."""
-    found = [e for e in audit.entries(settings, "model.*", _subject(family, version))
+    found = [e for e in audit.entries(settings, "model.*", audit.model_subject(family, version))
              if e.action in ("model.approved", "model.rejected")]
     if not found:
         return None
@@ -44,8 +40,8 @@ def answer(settings: Settings, family: str, version: str) -> Answer | None:
 
 def decide(settings: Settings, family: str, version: str, approved: bool, by: str, why: str) -> Answer:
     """Record the board's answer (audit trail; a rejection also on the model version)."""
-    entry = audit.record(settings, "model.approved" if approved else "model.rejected", _subject(family, version),
-                         {"why": why}, who=by)
+    action = "model.approved" if approved else "model.rejected"
+    entry = audit.record(settings, action, audit.model_subject(family, version), {"why": why}, who=by)
     if not approved:
         from training import tracking
 

@@ -33,7 +33,7 @@ from zmlops.statedb import AUDIT, engine
 if TYPE_CHECKING:
     from zmlops.settings import Settings
 
-__all__ = ["Entry", "Problem", "record", "entries", "entry", "verify", "head", "actor", "GENESIS"]
+__all__ = ["Entry", "Problem", "record", "entries", "entry", "verify", "head", "actor", "model_subject", "GENESIS"]
 
 GENESIS = "0" * 64
 _ATTEMPTS = 50
@@ -61,6 +61,11 @@ class Problem:
 
     def __str__(self) -> str:
         return f"entry {self.seq}: {self.what}"
+
+
+def model_subject(family: str, version: str) -> str:
+    """The subject of a model version's entries, ``model:<family>:v<version>``; ``*`` matches any (for queries)."""
+    return f"model:{family}:*" if version == "*" else f"model:{family}:v{version}"
 
 
 def actor() -> str:
@@ -105,8 +110,11 @@ def record(settings: Settings, action: str, subject: str, details: dict[str, Any
     raise RuntimeError(f"audit: could not append {action} {subject} after {_ATTEMPTS} attempts")
 
 
-def _rows(settings: Settings, action: str | None = None, subject: str | None = None) -> Iterator[Entry]:
+def _rows(settings: Settings, action: str | None = None, subject: str | None = None,
+          seq: int | None = None) -> Iterator[Entry]:
     query = select(AUDIT).order_by(AUDIT.c.seq)
+    if seq is not None:
+        query = query.where(AUDIT.c.seq == seq)
     if action:
         query = query.where(AUDIT.c.action.like(action.replace("*", "%")))
     if subject:
@@ -123,7 +131,7 @@ def entries(settings: Settings, action: str | None = None, subject: str | None =
 
 
 def entry(settings: Settings, seq: int) -> Entry | None:
-    return next((e for e in _rows(settings) if e.seq == seq), None)
+    return next(_rows(settings, seq=seq), None)
 
 
 def head(settings: Settings) -> tuple[int, str]:

@@ -169,7 +169,7 @@ def train_family(
     tracking.record_gate(settings, model, gate)
     if decision == "staged":  # production moves later, in the deploy step (approval, canary)
         tracking.stage(settings, model)
-    audit.record(settings, "model.gated", f"model:{name}:v{model.version}",
+    audit.record(settings, "model.gated", audit.model_subject(name, model.version),
                  {"why": why, "decision": decision, "data_version": version.name, "run_id": model.run_id, **gate})
 
     card = model_card(

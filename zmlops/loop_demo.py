@@ -62,8 +62,8 @@ def _airflow_env(settings: Settings, home: Path, passwords: Path) -> dict[str, s
 DEMO_APPROVER = "demo-approver"
 
 
-def _print_approvals(settings: Settings, shown: set[int] = set()) -> None:  # noqa: B006 - remembers what it showed
-    """The review board's answers so far (the demo approves as a named user: say so)."""
+def _print_approvals(settings: Settings, shown: set[int]) -> None:
+    """The review board's answers not in ``shown`` yet (the demo approves as a named user: say so)."""
     from governance import audit
 
     for e in audit.entries(settings, "model.approved"):
@@ -206,6 +206,7 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
     from training.data.world import SimulationConfig
 
     started = time.perf_counter()
+    approvals_shown: set[int] = set()
     console.rule("Zero Margin MLOps: the whole loop on the embedded stack")
     console.print(f"state under {settings.home.resolve()}")
     config = config or SimulationConfig(seed=settings.seed)
@@ -224,7 +225,7 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
                 raise RuntimeError(f"training run {run['dag_run_id']} failed; see the Airflow UI")
         before = _versions(settings)
         console.print("   production: " + ", ".join(f"{f} v{v['version']}" for f, v in before.items()))
-        _print_approvals(settings)
+        _print_approvals(settings, approvals_shown)
         with step("start the three KServe services on 127.0.0.1"):
             urls = stack.enter_context(services(settings))
         with step(f"simulated client traffic: {requests} requests per model, logged for monitoring"):
@@ -267,7 +268,7 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
     table("models before and after the drift loop (retrained models: both scored on the new data by the gate)",
           ["model", "production before", "retrained (gate)", "metric", "before", "after", "why", "served now"],
           rows)
-    _print_approvals(settings)
+    _print_approvals(settings, approvals_shown)
     console.print(f"retraining run: {retrain.get('dag_run_id')} ({retrain.get('state')})")
     console.print(f"Airflow UI: {settings.airflow.api_url} (user {settings.airflow.username}, password in "
                   f"{settings.home.resolve() / 'airflow' / 'passwords.json'}; `make airflow ZM_HOME=.zm/demo` "

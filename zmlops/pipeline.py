@@ -148,7 +148,7 @@ def deploy(settings: Settings, outcome: Mapping[str, Any]) -> dict[str, Any]:
         return {**record, "deployed": rolled.result == "promoted", "rollout": rolled.result, "why": rolled.reason,
                 "seconds": round(rolled.seconds, 1)}
     production = tracking.alias_version(settings, family, "production")
-    subject = f"model:{family}:v{version}"
+    subject = audit.model_subject(family, version)
     if production != version:
         tracking.move_production(settings, family, version, production)
         audit.record(settings, "deploy.production_moved", subject,

@@ -27,8 +27,7 @@ from zmlops.rollout.haproxy import SLOTS
 from zmlops.rollout.local import LocalBackend
 from zmlops.settings import Settings
 
-__all__ = ["Slot", "State", "Recorder", "Rollout", "Outcome", "PRODUCTION", "PREVIOUS", "rollout_for", "serves",
-           "model_subject"]
+__all__ = ["Slot", "State", "Recorder", "Rollout", "Outcome", "PRODUCTION", "PREVIOUS", "rollout_for", "serves"]
 
 log = logging.getLogger("zmlops.rollout")
 PRODUCTION, PREVIOUS = "production", "previous-production"
@@ -126,8 +125,8 @@ class Recorder:
         from governance import audit
 
         action = "rollout." + ("traffic" if what.startswith("traffic") else what.replace(" ", "_"))
-        entry = audit.record(self.settings, action, model_subject(family, version), {"what": what, "why": why,
-                                                                                     **numbers})
+        entry = audit.record(self.settings, action, audit.model_subject(family, version),
+                             {"what": what, "why": why, **numbers})
         log.info("%s v%s: %s (%s)", family, version, what, why)
         return _decision(entry)
 
@@ -135,7 +134,8 @@ class Recorder:
         """The rollout's decisions, oldest first (of one model, or all): audit entries ``rollout.*``."""
         from governance import audit
 
-        return [_decision(e) for e in audit.entries(self.settings, "rollout.*", model_subject(family or "*", "*"))]
+        subject = audit.model_subject(family or "*", "*")
+        return [_decision(e) for e in audit.entries(self.settings, "rollout.*", subject)]
 
     def _registry_update(self, family: str, aliases: dict[str, str | None], tags: dict[str, dict[str, str]]) -> str:
         """Move aliases and tag versions; returns "" or why it could not (MLflow unreachable after retries).
@@ -178,15 +178,11 @@ class Recorder:
             log.warning("%s: cannot reconcile the registry now (%s)", family, exc)
             return {}
         if changed:
-            audit.record(self.settings, "registry.reconciled", model_subject(family, served),
+            audit.record(self.settings, "registry.reconciled", audit.model_subject(family, served),
                          {"why": "aliases set from what is served", "moved": changed})
             log.warning("%s: registry reconciled with what is served: %s", family,
                         ", ".join(f"{a} -> v{v}" if v else f"{a} removed" for a, v in changed.items()))
         return changed
-
-
-def model_subject(family: str, version: str) -> str:
-    return f"model:{family}:v{version}" if version != "*" else f"model:{family}:*"
 
 
 def _decision(entry: Any) -> dict[str, Any]:
