@@ -54,10 +54,12 @@ def zmlops_monitoring() -> None:
     def resolve(params: dict[str, Any] | None = None) -> str:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from governance import audit
         from zmlops import pipeline
         from zmlops.settings import get_settings
 
         settings = get_settings()
+        audit.record_start(settings, "zmlops_monitoring")  # the settings this run's task pods start with
         if not pipeline.in_production(settings):  # a fresh install: the checks and re-entries are skipped
             raise AirflowSkipException("no model is in production yet: nothing to monitor")
         return pipeline.resolve_version(settings, str((params or {}).get("data_version", "current")))

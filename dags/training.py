@@ -13,12 +13,14 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
+from governance.respondents import respondents
 from zmlops.catalog import FAMILIES, retrain_asset_uri
 
 # ZM_DAG_SCHEDULES=off (the demo) keeps the asset trigger and drops the clock.
 CLOCKS_OFF = os.environ.get("ZM_DAG_SCHEDULES") == "off"
 RETRAIN_ASSETS = [Asset(uri=retrain_asset_uri(f), name=f"retrain-{f}") for f in FAMILIES]
 APPROVAL_TIMEOUT = dt.timedelta(hours=float(os.environ.get("ZM_APPROVAL__TIMEOUT_HOURS", "72")))
+APPROVAL_ROLE = os.environ.get("ZM_APPROVAL__ROLE", "model-approvers")
 
 DOC = """
 ### zmlops_training
@@ -28,7 +30,8 @@ the baseline and the production champion, registration, `staging` when the gate 
 Then the review board (`approve`, Airflow's approval task) where approval is required
 (`ZM_APPROVAL__REQUIRED`, default in the k8s profile): it shows each staged version's gate figures,
 its difference to production and its model card, and waits (without a worker slot) for Approve or
-Reject in the UI or the REST API; unanswered within `ZM_APPROVAL__TIMEOUT_HOURS` it rejects. A
+Reject in the UI or the REST API from a holder of the role `ZM_APPROVAL__ROLE` (`model-approvers`;
+anyone else gets 403, `governance/board_auth.py`); unanswered within `ZM_APPROVAL__TIMEOUT_HOURS` it rejects. A
 rejection skips deployment. Last, `deploy` (only it moves `production`): the canary where a rollout
 serves the family, otherwise the alias moves and the step waits until the predictors serve it.
 
@@ -100,10 +103,13 @@ class ModelApproval(ApprovalOperator):  # type: ignore[misc]
 def zmlops_training() -> None:
     @task
     def resolve(params: dict[str, Any] | None = None) -> str:
+        from governance import audit
         from zmlops import pipeline
         from zmlops.settings import get_settings
 
-        return pipeline.resolve_version(get_settings(), str((params or {}).get("data_version", "latest")))
+        settings = get_settings()
+        audit.record_start(settings, "zmlops_training")  # the settings this run's task pods start with
+        return pipeline.resolve_version(settings, str((params or {}).get("data_version", "latest")))
 
     @task(retries=0)  # bad data does not get better by retrying
     def validate(version: str) -> str:
@@ -175,6 +181,7 @@ def zmlops_training() -> None:
         subject="{{ ti.xcom_pull(task_ids='review')['subject'] }}",
         body="{{ ti.xcom_pull(task_ids='review')['body'] }}",
         defaults="Reject",  # unanswered within the timeout: rejected
+        assigned_users=respondents(APPROVAL_ROLE),  # honoured by governance.board_auth's auth managers
         response_timeout=APPROVAL_TIMEOUT,
         params={"reason": Param("", type="string", description="why (recorded in the audit trail)")},
         retries=0,

@@ -33,7 +33,8 @@ from zmlops.statedb import AUDIT, engine
 if TYPE_CHECKING:
     from zmlops.settings import Settings
 
-__all__ = ["Entry", "Problem", "record", "entries", "entry", "verify", "head", "actor", "model_subject", "GENESIS"]
+__all__ = ["Entry", "Problem", "record", "record_start", "entries", "entry", "verify", "head", "actor", "model_subject",
+           "GENESIS"]
 
 GENESIS = "0" * 64
 _ATTEMPTS = 50
@@ -72,6 +73,27 @@ def actor() -> str:
     """Who acts: the Airflow run (``AIRFLOW_CTX_DAG_RUN_ID``), else the ``ZM_ACTOR`` variable, else user@host."""
     return (os.environ.get("ZM_ACTOR") or os.environ.get("AIRFLOW_CTX_DAG_RUN_ID")
             or f"{getpass.getuser()}@{socket.gethostname()}")
+
+
+def record_start(settings: Settings, workload: str, **extra: Any) -> Entry | None:
+    """``workload.started`` on ``workload:<name>``: the settings this process runs with (secrets masked),
+    the code's version, host, pid and ``extra`` (its arguments). A workload starts even when the state
+    database does not answer: then it logs why and returns None."""
+    import logging
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        code = version("zero-margin-mlops")
+    except PackageNotFoundError:
+        code = "not installed"
+    details = {"settings": settings.snapshot(), "code_version": code, "host": socket.gethostname(),
+               "pid": os.getpid(), **extra}
+    try:
+        return record(settings, "workload.started", f"workload:{workload}", details)
+    except Exception as exc:  # noqa: BLE001 - any database failure: serve anyway, say so
+        logging.getLogger("zmlops.audit").warning("audit: %s started without its entry (%s)", workload,
+                                                  str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
 
 
 def _digest(prev_hash: str, seq: int, created_at: str, who: str, action: str, subject: str,

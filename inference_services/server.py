@@ -391,6 +391,16 @@ def serve_all(settings: Settings, families: list[str] | None = None) -> int:
     return failed[0] if failed else 0
 
 
+def _record_start(settings: Settings, workload: str, **arguments: Any) -> None:
+    """The audit trail's ``workload.started`` entry, written beside the start (never delaying readiness)."""
+    import threading
+
+    from governance import audit
+
+    threading.Thread(target=audit.record_start, args=(settings, workload), kwargs=arguments, daemon=True,
+                     name="audit-start").start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="zm-serve",
@@ -417,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None:
         return serve_all(settings)
     port = args.port or settings.serving.ports[args.model]
+    _record_start(settings, f"{args.model}-predictor", port=port, alias=args.alias, version=args.version)
     return run(args.model, settings, port, alias=args.alias, version=args.version, constant=args.constant)
 
 

@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     apply_telemetry_off()
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from governance import audit
+
+    audit.record_start(settings, "zm-alert-receiver", port=args.port)
     uvicorn.run(create_app(settings), host=args.host or settings.serving.host, port=args.port,
                 log_level="warning", access_log=False)
     return 0

@@ -50,6 +50,7 @@ class Loop:
     steps: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     approved: list[dict[str, Any]] = field(default_factory=list)
+    outsider: list[int] = field(default_factory=list)  # what the board's approval task answered the Admin
 
     # ------------------------------------------------------------------ plumbing
     def step(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -90,9 +91,17 @@ class Loop:
         return AirflowAPI(Settings().model_copy(update={"airflow": cfg}))
 
     def approve_waiting(self) -> None:
-        """Answer every approval task the training DAG waits on (Approve, as the board's member)."""
-        board = self.approver()
+        """Answer every approval task the training DAG waits on (Approve, as the board's member), after the
+        Admin, who does not hold the role, tried to answer first and was refused (the status is kept)."""
+        import httpx
+
+        board, admin = self.approver(), self.airflow()
         for waiting in board.approvals(TRAINING):
+            try:
+                admin.answer(waiting, "Approve", "stack loop: not a member of the board")
+                self.outsider.append(200)
+            except httpx.HTTPStatusError as refused:
+                self.outsider.append(refused.response.status_code)
             board.answer(waiting, "Approve", "stack loop: the figures pass")
             self.approved.append({"run": waiting["task_instance"]["dag_run_id"], "subject": waiting["subject"]})
             self.say(f"   approved as approver: {waiting['subject']}")
@@ -302,7 +311,7 @@ def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str],
             return {"served": served, "state": api.wait(TRAINING, run, timeout=900)["state"]}
 
         out["final"] = loop.step("every disk wiped again; the next training run", last_run)
-    out["approved"] = loop.approved
+    out["approved"], out["outsider"] = loop.approved, loop.outsider
     out["audit"] = control_audit(control)
     out["steps"] = loop.steps
     out["seconds"] = round(time.monotonic() - loop.started, 1)

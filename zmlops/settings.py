@@ -13,7 +13,7 @@ import importlib.util
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -223,6 +223,20 @@ class Settings(BaseSettings):
         if self.profile != "local" and self.approval.auto_approver:
             raise ValueError("ZM_APPROVAL__AUTO_APPROVER is for the local profile only (the demo)")
         return self
+
+    def snapshot(self) -> dict[str, Any]:
+        """These settings as JSON, secrets masked (``SecretStr`` fields, and passwords inside URLs): what the
+        audit trail records at each workload's start."""
+        import re
+
+        def mask(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: mask(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [mask(v) for v in value]
+            return re.sub(r"(//[^/:@\s]+:)[^@/\s]+@", r"\1***@", value) if isinstance(value, str) else value
+
+        return dict(mask(self.model_dump(mode="json")))
 
     def approval_required(self, family: str) -> bool:
         """Whether a staged version of ``family`` waits for the review board."""

@@ -1,6 +1,6 @@
 """The state database: the stack's small tables, in SQLite locally and PostgreSQL in the k8s profile.
 
-``ZM_STATE_DB_URL`` is any SQLAlchemy URL (``postgresql+psycopg2://user:password@host/db`` from a
+``ZM_STATE_DB_URL`` is any SQLAlchemy URL (``postgresql://user:password@host/db``, driven by psycopg 3, from a
 Secret in a cluster); the default is ``sqlite:///$ZM_HOME/state.db``. Tables are created on first
 use. Every write is one short transaction, so many processes (task pods, the alert receiver,
 servers) can share one database.
@@ -86,7 +86,8 @@ def _engine(url: str) -> Engine:
         def _wal(dbapi_connection: Any, _record: Any) -> None:  # readers never wait for the one writer
             dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
-    else:
+    else:  # psycopg 3 is in both environments (psycopg2, SQLAlchemy's default for postgresql://, is not)
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
         eng = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
     METADATA.create_all(eng)
     return eng

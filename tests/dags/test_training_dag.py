@@ -192,3 +192,78 @@ def test_the_board_s_answer_is_recorded_and_a_rejection_skips_deployment(
     [entry] = audit.entries(settings, "model.*", f"model:customer-segmentation:v{version}")
     assert (entry.action, entry.actor) == expected
     assert entry.details["why"] == ("looks right" if who else "no answer within 3 days, 0:00:00")
+
+
+BOARD_DAG = """
+import datetime as dt
+
+from airflow.sdk import DAG, Param, task
+
+from dags.training import ModelApproval
+from governance.respondents import respondents
+
+with DAG("zm_board_timeout", schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)):
+    @task
+    def review():
+        return {"subject": "Deploy?", "body": "figures",
+                "versions": [{"family": "demand-forecast", "version": "VERSION"}]}
+
+    @task
+    def deploy():
+        raise AssertionError("a version the board never approved deployed")
+
+    board = ModelApproval(task_id="approve", subject="Deploy?", body="figures", defaults="Reject",
+                          response_timeout=dt.timedelta(seconds=3), assigned_users=respondents("model-approvers"),
+                          params={"reason": Param("", type="string")})
+    review() >> board >> deploy()
+"""
+
+
+def test_an_unanswered_board_rejects_when_its_timeout_passes(airflow_db: Path, zm_home: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training DAG's approval operator in a DAG run of its own: nobody answers; ``dag.test`` parks the task
+    awaiting input, and the scheduler's timeout sweep (``SchedulerJobRunner.check_awaiting_input_timeouts``, which
+    its loop calls) answers with the defaults, Reject: the rejection is recorded and deployment skipped."""
+    import json
+    import threading
+    import time
+
+    import mlflow
+    from airflow.dag_processing.dagbag import DagBag
+
+    from governance import audit
+    from zmlops.settings import get_settings
+
+    settings = get_settings()
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    client.create_registered_model("demand-forecast")
+    version = client.create_model_version("demand-forecast", source=str(zm_home / "artifact")).version
+    folder = tmp_path / "board-dags"
+    folder.mkdir()
+    (folder / "board.py").write_text(BOARD_DAG.replace("VERSION", str(version)))
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([
+        {"name": "board", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+         "kwargs": {"path": str(folder), "refresh_interval": 0}}]))
+    dag = DagBag(dag_folder=str(folder)).get_dag("zm_board_timeout")
+    done = threading.Event()
+
+    def scheduler_ticks() -> None:  # the scheduler's own timeout sweep, as its loop calls it
+        from airflow.jobs.job import Job
+        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+        runner = SchedulerJobRunner(job=Job())
+        deadline = time.monotonic() + 120
+        while not done.wait(1.0) and time.monotonic() < deadline:
+            runner.check_awaiting_input_timeouts()
+
+    sweeper = threading.Thread(target=scheduler_ticks, daemon=True)
+    sweeper.start()
+    try:
+        run = dag.test()
+    finally:
+        done.set()
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert states == {"review": "success", "approve": "success", "deploy": "skipped"}, states
+    [entry] = audit.entries(settings, "model.rejected", f"model:demand-forecast:v{version}")
+    assert entry.actor == "timeout" and entry.details["why"] == "no answer within 0:00:03"
+    assert client.get_model_version("demand-forecast", version).tags["approval.status"] == "rejected"

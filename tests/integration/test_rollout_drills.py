@@ -4,7 +4,8 @@ against their targets, with real KServe servers behind a real HAProxy and a real
 Targets (the issue's): an unready candidate gets 0 requests and costs 0 failures; a candidate failing
 5% of requests or 5x slower is rolled back within 40 s with at most 10 failed requests; a healthy one is
 promoted 10 -> 50 -> 100% with 0 failures and serves 7-13% at the 10% step over at least 2,000 requests;
-a manual rollback takes under 10 s with 0 failures (here with MLflow unreachable); SIGKILL of one of
+a controller killed at 10% is ended by the next start with 0 failures; a manual rollback takes under 10 s
+with 0 failures (here with MLflow unreachable); SIGKILL of one of
 two replicas costs 0 failures with the proxy's one retry, SIGTERM costs 0 failures and no retries.
 """
 
@@ -50,10 +51,19 @@ def test_faulty_candidate_is_rolled_back_quickly_and_cheaply(drills: dict[str, A
     assert f["failed"] <= 10
 
 
-def test_healthy_candidate_is_promoted_step_by_step(drills: dict[str, Any]) -> None:
+def test_healthy_candidate_waits_for_approval_then_is_promoted_step_by_step(drills: dict[str, Any]) -> None:
     f = drills["figures"]["healthy"]
-    assert f["result"] == "promoted" and f["failed"] == 0
+    assert f["before_approval"].startswith("waiting for the review board") and f["canary_before_approval"] == 0
+    assert f["result"] == "promoted" and f["deployed"] and f["failed"] == 0
     assert f["requests_at_10pct"] >= 2000 and 0.07 <= f["candidate_share_at_10pct"] <= 0.13
+
+
+def test_a_controller_killed_mid_rollout_is_ended_at_the_next_start(drills: dict[str, Any]) -> None:
+    f = drills["figures"]["interrupted"]
+    assert f["orphan_requests"] > 0  # the killed controller's candidate kept its 10%
+    assert not f["candidate_alive_after"] and not f["candidate_in_state_after"]
+    assert set(f["served_after"]) == {drills["figures"]["healthy"]["version"]} and f["failed"] == 0, f
+    assert f["decision"]["what"] == "rolled back" and f["decision"]["why"].startswith("interrupted"), f
 
 
 def test_manual_rollback_is_fast_and_works_without_mlflow(drills: dict[str, Any]) -> None:
@@ -75,7 +85,7 @@ def test_every_decision_is_recorded_in_the_log_and_the_registry(drills: dict[str
     settings = drills["settings"]
     log = Rollout(settings).decisions(FAMILY)
     whats = [d["what"] for d in log]
-    assert whats.count("rolled back") == 4 and whats.count("promoted") == 1  # unready, errors, slow, manual
+    assert whats.count("rolled back") == 5 and whats.count("promoted") == 1  # unready, errors, slow, killed, manual
     assert all({"time", "who", "why", "version"} <= set(d) for d in log)
     errors = next(d for d in log if d["what"] == "rolled back" and "error rate" in d["why"])
     assert errors["last_check"]["candidate"]["errors"] > 0  # the numbers behind the decision

@@ -32,9 +32,13 @@ def test_the_loop_runs_in_the_topology_and_survives_wiped_disks(topology: Contro
     # the k8s profile's review board: every staged version waited for the approver (role model-approvers), who
     # answered through Airflow's REST API; the audit trail shows each step with its actor and verifies
     assert len(out["approved"]) >= 2, out["approved"]
+    assert out["outsider"] and set(out["outsider"]) == {403}  # the Admin is not on the board: refused each time
     actions = out["audit"]["actions"]
     assert out["audit"]["verify_code"] == 0, out["audit"]
     assert {"data.created", "data.validated", "model.gated", "deploy.production_moved"} <= {a for a, _, _ in actions}
+    started = {subject for a, subject, _ in actions if a == "workload.started"}  # each with its settings
+    assert {"workload:zm-alert-receiver", "workload:zmlops_training", "workload:zmlops_monitoring",
+            *(f"workload:{f}-predictor" for f in FAMILIES)} <= started, started
     approved = [(subject, actor) for a, subject, actor in actions if a == "model.approved"]
     assert len(approved) >= 4 and all(actor == "approver" for _, actor in approved), approved
     assert out["traffic"]["failed"] == 0

@@ -305,3 +305,43 @@ def test_standard_mode_manual_rollback_removes_any_canary(api: Any, tmp_path: Pa
     out = rollout.rollback("demand-forecast", "bad answers reported")
     assert out.version == "3" and "canary" not in cluster.obj["spec"]
     assert cluster.obj["spec"]["predictor"]["containers"][0]["args"][-2:] == ["--version", "3"]
+
+
+class Killed(BaseException):
+    """The controller's process ends here (SIGKILL runs no cleanup: nothing catches a BaseException)."""
+
+
+@pytest.mark.parametrize("mode", ["Serverless", "Standard"])
+def test_a_controller_killed_mid_canary_is_ended_by_the_next_deploy(api: Any, tmp_path: Path, mode: str) -> None:
+    from governance import audit
+
+    make, _ = api
+    dying, cluster = make("healthy", tmp_path, mode)
+
+    def killed(*_: Any) -> Any:
+        raise Killed
+
+    dying.judge_window = killed  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        dying.deploy("demand-forecast", "5")
+    annotations = cluster.obj["metadata"]["annotations"]
+    assert annotations["zero-margin/candidate-version"] == "5"  # left mid-canary at 10%
+    assert (cluster.obj["spec"]["canary"][0]["trafficPercent"] if mode == "Standard"
+            else cluster.obj["spec"]["predictor"]["canaryTrafficPercent"]) == 10
+
+    from zmlops.rollout.kserve import KServeRollout
+
+    fresh = KServeRollout(dying.settings, "mlops", api=dying.api, prometheus=dying.prometheus, registry=dying._registry)
+    fresh.reconcile("demand-forecast")
+    spec, annotations = cluster.obj["spec"], cluster.obj["metadata"]["annotations"]
+    assert "canary" not in spec and "canaryTrafficPercent" not in spec["predictor"]
+    assert spec["predictor"]["containers"][0]["args"][-2:] == ["--version", "4"]
+    assert "zero-margin/candidate-version" not in annotations and annotations["zero-margin/serving-version"] == "4"
+    assert dying._registry.tags[("5", "rollout.status")] == "interrupted"
+    assert dying._registry.aliases == {"production": "4", "previous-production": "3"}
+    ended = audit.entries(dying.settings, "rollout.rolled_back", audit.model_subject("demand-forecast", "5"))
+    assert len(ended) == 1 and ended[0].details["why"].startswith("interrupted"), ended
+    if mode == "Serverless":  # traffic pinned to the stable revision before its spec came back
+        pins = [p for p in cluster.patches if p.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent") == 0]
+        assert pins
+    assert fresh.deploy("demand-forecast", "5").result == "promoted"  # and the next rollout runs as usual

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -42,18 +43,24 @@ class Slot:
 
 @dataclass
 class State:
-    """Which slot serves what, per family (home/rollout/<family>.json)."""
+    """Which slot serves what, per family (home/rollout/<family>.json). ``candidate`` is set while a rollout
+    runs, with the pid of the process running it (``controller``): found with that process gone, it means the
+    controller stopped mid-rollout (:meth:`Rollout.reconcile`)."""
 
     family: str
     stable: Slot | None = None
     previous: Slot | None = None
+    candidate: Slot | None = None
+    controller: int | None = None
 
     @classmethod
     def load(cls, path: Path, family: str) -> State:
         if not path.exists():
             return cls(family)
         raw = json.loads(path.read_text())
-        return cls(family, *(Slot(**raw[k]) if raw.get(k) else None for k in ("stable", "previous")))
+        stable, previous, candidate = (Slot(**raw[k]) if raw.get(k) else None for k in ("stable", "previous",
+                                                                                       "candidate"))
+        return cls(family, stable, previous, candidate, raw.get("controller"))
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +219,7 @@ class Rollout(Recorder):
     def serve(self, family: str, version: str) -> State:
         """Start serving ``version`` as the stable version (first start of the local stack)."""
         self.backend.start_proxy()
+        self.reconcile(family)
         state = self.state(family)
         if state.stable and self.backend.alive(state.stable.pid) and state.stable.version == version:
             return state
@@ -230,11 +238,32 @@ class Rollout(Recorder):
         return state
 
     def reconcile(self, family: str) -> dict[str, str | None]:
-        """Set the registry's aliases from the slots that serve (after a crash or a registry outage)."""
+        """After a crash or a registry outage: end a rollout the controller left mid-way (all traffic back to
+        the stable slot, the candidate stopped, recorded), then set the registry's aliases from the slots that
+        serve. Returns the aliases it moved."""
         state = self.state(family)
+        if state.candidate is not None and not self.backend.alive(state.controller):
+            self._end_interrupted(state)
         alive = [s if s and self.backend.alive(s.pid) else None for s in (state.stable, state.previous)]
         return self.reconcile_aliases(family, alive[0].version if alive[0] else None,
                                       alive[1].version if alive[1] else None)
+
+    def _end_interrupted(self, state: State) -> None:
+        candidate = state.candidate
+        assert candidate is not None
+        stable = state.stable if state.stable and self.backend.alive(state.stable.pid) else None
+        if stable is not None:
+            self.backend.set_traffic(state.family, {stable.slot: 100})
+        self.backend.stop(candidate.pid, kill=True)
+        state.candidate = None
+        self._save(state)
+        why = ("interrupted: the controller stopped mid-rollout; "
+               + (f"all traffic back to the stable v{stable.version}, " if stable else "nothing serves, ")
+               + "the candidate stopped")
+        note = self._registry_update(state.family, {}, {candidate.version: {"rollout.status": "interrupted",
+                                                                              "rollout.reason": why}})
+        self.record(state.family, candidate.version, "rolled back", why, registry=note or "tagged")
+        log.warning("%s v%s: %s", state.family, candidate.version, why)
 
     def _free_slot(self, state: State) -> str:
         taken = {s.slot for s in (state.stable, state.previous) if s and self.backend.alive(s.pid)}
@@ -269,11 +298,11 @@ class Rollout(Recorder):
         """
         r = self.settings.rollout
         started = time.monotonic()
+        self.reconcile(family)  # a crash mid-rollout may have left a candidate, or the aliases behind what serves
         state = self.state(family)
         if state.stable is None or not self.backend.alive(state.stable.pid):
             raise RuntimeError(f"{family}: nothing is serving; start the stable version first (zm rollout serve)")
         stable = state.stable
-        self.reconcile(family)  # a crash mid-rollout may have left the aliases behind what is served
         if stable.version == version:
             return Outcome(family, version, "promoted", "already the stable version", 0.0)
         slot = self._free_slot(state)
@@ -281,10 +310,14 @@ class Rollout(Recorder):
         self.record(family, version, "rollout started", f"candidate against stable v{stable.version}",
                     plan=list(r.steps), window_seconds=r.window_seconds)
         pid = self.backend.start(family, slot, version, candidate_env)
-        candidate = Slot(slot, version, pid)
+        candidate = state.candidate = Slot(slot, version, pid)
+        state.controller = os.getpid()
+        self._save(state)  # found at the next start if this process dies before the end
         if not self.backend.wait_ready(family, slot, pid, r.ready_timeout_seconds):
             exited = not self.backend.alive(pid)
             self.backend.stop(pid, kill=True)
+            state.candidate = None
+            self._save(state)
             reason = ("exited before it was ready (its log says why)" if exited
                       else f"not ready within {r.ready_timeout_seconds:.0f} s")
             return self.not_ready(family, version, f"{reason} (no traffic was sent)", started)
@@ -293,16 +326,20 @@ class Rollout(Recorder):
                                                                                 slot: percent}),
             lambda: self._check(family, candidate, stable))
         if why:
-            out = self._roll_back(family, stable, candidate, why, checks, started)
+            out = self._roll_back(family, state, candidate, why, checks, started)
         else:
             out = self._promote(family, state, candidate, checks, started)
         out.step_started = step_started
         return out
 
-    def _roll_back(self, family: str, stable: Slot, candidate: Slot, why: str, checks: list[dict[str, Any]],
+    def _roll_back(self, family: str, state: State, candidate: Slot, why: str, checks: list[dict[str, Any]],
                    started: float) -> Outcome:
+        stable = state.stable
+        assert stable is not None
         self.backend.set_traffic(family, {stable.slot: 100})
         self.backend.stop(candidate.pid)
+        state.candidate = None
+        self._save(state)
         # production points at the stable version again (the training DAG's gate may have moved it)
         note = self._registry_update(family, {PRODUCTION: stable.version},
                                      {candidate.version: {"rollout.status": "rolled_back",
@@ -318,7 +355,7 @@ class Rollout(Recorder):
         self.backend.set_traffic(family, {candidate.slot: 100})
         if state.previous and state.previous.slot not in (candidate.slot, old.slot):
             self.backend.stop(state.previous.pid)
-        state.stable, state.previous = candidate, old  # the old version stays up, warm, without traffic
+        state.stable, state.previous, state.candidate = candidate, old, None  # the old one stays warm, unrouted
         self._save(state)
         why = self.promoted_why(checks)
         note = self._registry_update(
@@ -356,7 +393,7 @@ class Rollout(Recorder):
     def shutdown(self, family: str) -> None:
         """Stop every server of ``family`` (the proxy stays for the others)."""
         state = self.state(family)
-        for s in (state.stable, state.previous):
+        for s in (state.candidate, state.stable, state.previous):
             if s:
                 self.backend.stop(s.pid)
         (self.dir / f"{family}.json").unlink(missing_ok=True)

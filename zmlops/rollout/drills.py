@@ -7,7 +7,10 @@ candidate through the serving settings (``ZM_SERVING__FAULT_ERROR_EVERY``, ``ZM_
 - unready candidate (an artifact that does not load): 0 requests reach it, 0 failed requests;
 - candidate failing 5% of requests, and a 5x slower candidate: rolled back, seconds from the first
   request it received to the rollback and failed client requests counted (targets 40 s, 10);
-- healthy candidate: promoted 10 -> 50 -> 100% with 0 failed requests; the share it served at 10%;
+- healthy candidate, through the deploy step with approval required: nothing starts before the review
+  board approves; then promoted 10 -> 50 -> 100% with 0 failed requests; the share it served at 10%;
+- controller killed (SIGKILL) at the 10% step, candidate left serving: the next start (``reconcile``)
+  sends all traffic back to the stable version and stops the candidate; failed requests (target 0);
 - manual rollback to the warm previous version: seconds and failed requests (targets 10 s, 0);
 - SIGKILL of one of two replicas: failed requests (target 0) and HAProxy's retries;
 - SIGTERM of one of two replicas: failed requests and retries (target 0 and 0).
@@ -39,7 +42,8 @@ DRILL_ROLLOUT = {"window_seconds": 3.0, "checks_per_step": 3, "failed_checks": 2
 
 
 def prepare(home: Path, say: Callable[[str], None] = print) -> Settings:
-    """A ZM_HOME with the forecaster trained (v1), three copies (v2-v4) and a version that cannot load."""
+    """A ZM_HOME with the forecaster trained (v1), copies of it (five good versions in all) and a version that
+    cannot load."""
     import logging
 
     from training import tracking
@@ -56,15 +60,27 @@ def prepare(home: Path, say: Callable[[str], None] = print) -> Settings:
             if done.returncode != 0:
                 raise RuntimeError(f"zm {' '.join(argv)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     settings = Settings(home=home, rollout=RolloutSettings(**DRILL_ROLLOUT))  # type: ignore[arg-type]
-    versions = tracking.client(settings).search_model_versions(f"name='{FAMILY}'")
-    if len(versions) < 4:
-        first = min(versions, key=lambda v: int(v.version))
-        for _ in range(3 - len(versions) + 1):
-            tracking.copy_version(settings, FAMILY, str(first.version))
-        broken = home / "broken-artifact"
-        broken.mkdir(exist_ok=True)
-        tracking.copy_version(settings, FAMILY, source=str(broken), description="rollout drill: does not load")
+    good, broken = _versions(settings)
+    for _ in range(GOOD_VERSIONS - len(good)):
+        tracking.copy_version(settings, FAMILY, good[0])
+    if broken is None:
+        artifact = home / "broken-artifact"
+        artifact.mkdir(exist_ok=True)
+        tracking.copy_version(settings, FAMILY, source=str(artifact), description=BROKEN)
     return settings
+
+
+GOOD_VERSIONS = 5
+BROKEN = "rollout drill: does not load"
+
+
+def _versions(settings: Settings) -> tuple[list[str], str | None]:
+    """The drill's good versions (oldest first) and the one that cannot load."""
+    from training import tracking
+
+    found = sorted(tracking.client(settings).search_model_versions(f"name='{FAMILY}'"), key=lambda v: int(v.version))
+    broken = [str(v.version) for v in found if v.description == BROKEN]
+    return [str(v.version) for v in found if v.description != BROKEN], (broken[0] if broken else None)
 
 
 def _category(settings: Settings) -> str:
@@ -86,11 +102,8 @@ def _category(settings: Settings) -> str:
 
 def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every drill once; returns the figures by drill."""
-    from training import tracking
-
-    versions = sorted(int(v.version) for v in tracking.client(settings).search_model_versions(f"name='{FAMILY}'"))
-    good = [str(v) for v in versions[:-1]]
-    broken = str(versions[-1])
+    good, broken = _versions(settings)
+    assert broken is not None and len(good) >= GOOD_VERSIONS, "prepare() makes the drill's versions"
     rollout = Rollout(settings)
     results: dict[str, Any] = {}
     say(f"serving v{good[0]} behind haproxy on 127.0.0.1:{settings.serving.ports[FAMILY]}")
@@ -121,20 +134,12 @@ def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], Non
                              "requests": len(answers),
                              "seconds_to_rollback": round(t1 - first, 1) if first else None}
 
-        say(f"drill: healthy candidate v{good[3]}, 10 -> 50 -> 100%")
-        t0 = time.monotonic()
-        out = rollout.deploy(FAMILY, good[3])
-        t1 = time.monotonic()
-        answers = load.between(t0, t1)
-        marks = out.step_started
-        at10 = load.between(marks[10], marks[50]) if 10 in marks and 50 in marks else []
-        served = load.versions(at10)
-        results["healthy"] = {
-            "version": good[3], "result": out.result, "failed": load.failed(answers), "requests": len(answers),
-            "requests_at_10pct": sum(served.values()),
-            "candidate_share_at_10pct": round(served.get(good[3], 0) / max(sum(served.values()), 1), 4),
-            "seconds": round(out.seconds, 1),
-        }
+        say(f"drill: healthy candidate v{good[3]} through the deploy step: it waits for the review board, is "
+            "approved, then 10 -> 50 -> 100%")
+        results["healthy"] = _approved_drill(settings, load, good[3])
+
+        say(f"drill: the controller rolling out v{good[4]} killed at 10%; the next start ends its rollout")
+        results["interrupted"] = _interrupted_drill(settings, load, good[4], say)
 
         say(f"drill: manual rollback to the warm v{good[0]}, with MLflow unreachable")
         offline = Rollout(settings.model_copy(update={"mlflow_tracking_uri": "http://127.0.0.1:9"}))
@@ -158,6 +163,78 @@ def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], Non
         rollout.shutdown(FAMILY)
         rollout.backend.proxy.stop()
     return results
+
+
+def _approved_drill(settings: Settings, load: Load, version: str) -> dict[str, Any]:
+    """The training DAG's deploy step (:func:`zmlops.pipeline.deploy`) with approval required: unanswered,
+    nothing starts; approved (as ``drill-approver``), the canary runs. Step times from the audit trail."""
+    import datetime as dt
+
+    from governance import approval, audit
+    from zmlops import pipeline
+    from zmlops.settings import ApprovalSettings
+
+    board = settings.model_copy(update={"approval": ApprovalSettings(required=True)})
+    staged = {"family": FAMILY, "version": version, "decision": "staged"}
+    waiting = pipeline.deploy(board, staged)
+    started_before = audit.entries(settings, "rollout.rollout_started", audit.model_subject(FAMILY, version))
+    approval.decide(board, FAMILY, version, True, "drill-approver", "drill: the figures pass")
+    wall0, t0 = time.time(), time.monotonic()
+    done = pipeline.deploy(board, staged)
+    t1 = time.monotonic()
+    marks = {int(e.details["what"].split()[1].rstrip("%")):
+             t0 + dt.datetime.fromisoformat(e.created_at).timestamp() - wall0
+             for e in audit.entries(settings, "rollout.traffic", audit.model_subject(FAMILY, version))
+             if dt.datetime.fromisoformat(e.created_at).timestamp() >= wall0}
+    answers = load.between(t0, t1)
+    at10 = load.between(marks[10], marks[50]) if 10 in marks and 50 in marks else []
+    served = load.versions(at10)
+    return {"version": version, "before_approval": waiting["why"], "canary_before_approval": len(started_before),
+            "result": done.get("rollout"), "deployed": done["deployed"], "failed": load.failed(answers),
+            "requests": len(answers), "requests_at_10pct": sum(served.values()),
+            "candidate_share_at_10pct": round(served.get(version, 0) / max(sum(served.values()), 1), 4),
+            "seconds": done.get("seconds")}
+
+
+def _interrupted_drill(settings: Settings, load: Load, version: str, say: Callable[[str], None]) -> dict[str, Any]:
+    """``zm rollout deploy`` in its own process, SIGKILLed once the candidate serves 10%; then a new controller
+    starts (``reconcile``). The killed controller's candidate keeps serving its share until then."""
+    import signal
+
+    from governance import audit
+
+    subject = audit.model_subject(FAMILY, version)
+    seen = len(audit.entries(settings, "rollout.traffic", subject))
+    r = settings.rollout
+    env = {**os.environ, "ZM_HOME": str(settings.home.resolve()), "ZM_ROLLOUT__WINDOW_SECONDS": str(r.window_seconds),
+           "ZM_ROLLOUT__CHECKS_PER_STEP": "1000", "ZM_ROLLOUT__READY_TIMEOUT_SECONDS": str(r.ready_timeout_seconds)}
+    zm = str(Path(sys.prefix) / "bin" / "zm")
+    controller = subprocess.Popen([zm, "rollout", "deploy", FAMILY, version], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + r.ready_timeout_seconds + 30
+    while len(audit.entries(settings, "rollout.traffic", subject)) == seen:
+        if controller.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the controller never routed 10% to v{version} (exit {controller.poll()})")
+        time.sleep(0.2)
+    time.sleep(2)
+    controller.send_signal(signal.SIGKILL)
+    controller.wait()
+    rollout = Rollout(settings)
+    left = rollout.state(FAMILY).candidate
+    assert left is not None
+    t0 = time.monotonic()
+    orphan_share = load.versions(load.between(t0 - 1.5, t0)).get(version, 0)
+    say(f"   killed; candidate pid {left.pid} still serves ({orphan_share} requests in the last 1.5 s); restarting")
+    rollout.reconcile(FAMILY)
+    t1 = time.monotonic()
+    time.sleep(2)
+    after = load.between(t1 + 0.5, time.monotonic())
+    ended = [d for d in rollout.decisions(FAMILY) if d["version"] == version][-1]
+    return {"version": version, "orphan_requests": orphan_share,
+            "candidate_alive_after": rollout.backend.alive(left.pid), "served_after": dict(load.versions(after)),
+            "failed": load.failed(load.between(t0 - 2, time.monotonic())), "seconds": round(t1 - t0, 2),
+            "decision": {k: ended[k] for k in ("what", "why")},
+            "candidate_in_state_after": rollout.state(FAMILY).candidate is not None}
 
 
 def _replica_drills(rollout: Rollout, settings: Settings, load: Load, version: str,

@@ -18,7 +18,10 @@ KServe itself never rolls back a candidate that passed readiness and then misbeh
 
 The served version is kept in the InferenceService's annotations (``zero-margin/serving-version``,
 ``zero-margin/previous-version``) so a manual rollback knows where to go without MLflow, and the next deploy
-reconciles the registry's aliases with them.
+reconciles the registry's aliases with them. ``zero-margin/candidate-version`` is set while a rollout runs:
+found by the next deploy (the controller's pod died mid-rollout; the deploy task's retry is that next
+deploy), the candidate is taken out and the stable version serves alone again (:meth:`KServeRollout.reconcile`).
+One controller per InferenceService at a time: the training DAG deploys each family once per run.
 """
 
 from __future__ import annotations
@@ -176,19 +179,44 @@ class KServeRollout(Recorder):
             time.sleep(self.settings.rollout.k8s_poll_seconds)
         return False
 
+    def reconcile(self, family: str) -> dict[str, str | None]:
+        """End a rollout a dead controller left (the candidate taken out, recorded), then set the registry's
+        aliases from the annotations. Returns the aliases it moved."""
+        obj = self.get(family)
+        annotations = obj["metadata"].get("annotations", {})
+        left, stable = annotations.get(CANDIDATE), annotations.get(SERVING)
+        if left:
+            mode = self.mode(obj)
+            if mode == "Serverless":  # all traffic to the last rolled-out revision first
+                self.patch(family, {"spec": {"predictor": {"canaryTrafficPercent": 0}}})
+            if stable:
+                self._restore(family, self._containers(obj, str(stable)), mode)
+                why = (f"interrupted: the controller stopped mid-rollout; the candidate taken out, "
+                       f"v{stable} serves alone ({mode} mode)")
+            else:  # no stable version recorded: the stable predictor's spec stays as it is
+                self.patch(family, {"metadata": {"annotations": {CANDIDATE: None}},
+                                    "spec": {"canary": None} if mode == "Standard" else {}})
+                why = (f"interrupted: the controller stopped mid-rollout; the candidate taken out ({mode} mode; no "
+                       "stable version recorded, the predictor's spec left as it is)")
+            note = self._registry_update(family, {}, {str(left): {"rollout.status": "interrupted",
+                                                                  "rollout.reason": why}})
+            self.record(family, str(left), "rolled back", why, registry=note or "tagged")
+        if not stable:
+            return {}
+        return self.reconcile_aliases(family, str(stable), annotations.get(PREVIOUS_ANNOTATION))
+
     def deploy(self, family: str, version: str) -> Outcome:
         """Run the plan in the InferenceService's own mode: ``spec.canary`` in Standard mode (KServe 0.20+: a
         named canary predictor, traffic weights on the HTTPRoute), ``canaryTrafficPercent`` in Serverless."""
         r = self.settings.rollout
         started = time.monotonic()
+        self.reconcile(family)  # a crash mid-rollout may have left a candidate, or the aliases behind what serves
         obj = self.get(family)
         annotations = obj["metadata"].get("annotations", {})
         stable = str(annotations.get(SERVING, ""))
         if not stable:  # first rollout after install: the predictor follows the alias; ask what it serves
             served = self.prometheus.stats(family, max(r.window_seconds, 300))
             stable = max((v for v in served if v != version), key=lambda v: served[v].requests, default="")
-        if annotations.get(SERVING):  # a crash mid-rollout may have left the aliases behind what is served
-            self.reconcile_aliases(family, stable, annotations.get(PREVIOUS_ANNOTATION))
         if stable == version:
             return Outcome(family, version, "promoted", "already the stable version", 0.0)
         mode = self.mode(obj)
@@ -196,12 +224,13 @@ class KServeRollout(Recorder):
         before, _, _ = self._revisions(obj)
         self.record(family, version, "rollout started", f"candidate against stable v{stable or '?'} on KServe "
                     f"({mode} mode)", plan=list(r.steps), window_seconds=r.window_seconds, namespace=self.namespace)
+        running = {CANDIDATE: version, **({SERVING: stable} if stable else {})}  # what the next deploy reconciles
         if mode == "Standard":
-            self.patch(family, {"metadata": {"annotations": {CANDIDATE: version}},
+            self.patch(family, {"metadata": {"annotations": running},
                                 "spec": {"canary": self._canary(obj, version, r.steps[0])}})
             ready = self._wait_canary(family, canary_name(version))
         else:
-            self.patch(family, {"metadata": {"annotations": {CANDIDATE: version}},
+            self.patch(family, {"metadata": {"annotations": running},
                                 "spec": {"predictor": {"canaryTrafficPercent": r.steps[0],
                                                        "containers": self._containers(obj, version)}}})
             ready = self._wait_ready(family, before)
@@ -249,8 +278,10 @@ class KServeRollout(Recorder):
         return Outcome(family, version, "promoted", why, time.monotonic() - started, checks)
 
     def _restore(self, family: str, containers: list[dict[str, Any]], mode: str) -> None:
+        """The stable spec back (``containers``), the candidate out: Standard mode removes the canary entry."""
         if mode == "Standard":
-            self.patch(family, {"metadata": {"annotations": {CANDIDATE: None}}, "spec": {"canary": None}})
+            self.patch(family, {"metadata": {"annotations": {CANDIDATE: None}},
+                                "spec": {"canary": None, "predictor": {"containers": containers}}})
             return
         self.patch(family, {"metadata": {"annotations": {CANDIDATE: None}},
                             "spec": {"predictor": {"canaryTrafficPercent": None, "containers": containers}}})
