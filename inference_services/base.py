@@ -388,6 +388,8 @@ class ServedModel(Model):  # type: ignore[misc]
         if state is None:
             raise InvalidInput(f"{self.family} is not loaded")  # kserve answers 503 before this for not-ready
         v2 = isinstance(payload, InferRequest)
+        asked = payload.request_outputs if isinstance(payload, InferRequest) else None
+        specs = self._output_specs([o.name for o in asked] if asked else None)
         rows = self.rows_v2(payload) if v2 else self.rows_v1(payload)
         request_id = (headers or {}).get("x-request-id") or (
             payload.id if isinstance(payload, InferRequest) and payload.id else None
@@ -395,7 +397,7 @@ class ServedModel(Model):  # type: ignore[misc]
         results, request_id = await self._serve(state, rows, "v2" if v2 else "v1", request_id, started,
                                                 response_headers)
         if v2:
-            return self._v2_response(payload, state, results, request_id)
+            return self._v2_response(specs, state, results, request_id)
         return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
 
     async def predict_json(self, payload: dict[str, Any], request_id: str | None,
@@ -417,17 +419,12 @@ class ServedModel(Model):  # type: ignore[misc]
         state = self.state
         if state is None:
             raise InvalidInput(f"{self.family} is not loaded")
-        wanted = request.outputs
-        known = {spec.name for spec in self.outputs}
-        if wanted is not None and set(wanted) - known:
-            raise InvalidInput(f"outputs: unknown output {sorted(set(wanted) - known)}; expected {sorted(known)}")
+        specs = self._output_specs(request.outputs)
         rows = self.rows_v2(request)
         results, request_id = await self._serve(state, rows, "v2", request_id or request.id,
                                                 started, response_headers)
         outputs = []
-        for spec in self.outputs:
-            if wanted is not None and spec.name not in wanted:
-                continue
+        for spec in specs:
             shape, values = self._v2_values(spec, results)
             cast = _JSON_CAST[spec.datatype]
             outputs.append({"name": spec.name, "shape": shape, "datatype": spec.datatype,
@@ -471,9 +468,16 @@ class ServedModel(Model):  # type: ignore[misc]
         values = [v for row in per_row for v in row]
         return [len(values)], values
 
-    def _v2_response(self, request: InferRequest, state: Loaded, results: list[Result], rid: str) -> InferResponse:
+    def _output_specs(self, wanted: list[str] | None) -> list[TensorSpec]:
+        """The output tensors a V2 request asked for (all when it named none); an unknown name is a 400."""
+        known = {spec.name for spec in self.outputs}
+        if wanted is not None and set(wanted) - known:
+            raise InvalidInput(f"outputs: unknown output {sorted(set(wanted) - known)}; expected {sorted(known)}")
+        return [spec for spec in self.outputs if wanted is None or spec.name in wanted]
+
+    def _v2_response(self, specs: list[TensorSpec], state: Loaded, results: list[Result], rid: str) -> InferResponse:
         outputs = []
-        for spec in self.outputs:
+        for spec in specs:
             shape, values = self._v2_values(spec, results)
             data = _tensor(values, spec.datatype).reshape(shape)  # kserve converts through numpy anyway
             outputs.append(InferOutput(spec.name, shape, spec.datatype, data))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,8 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
+
+from inference_services.binary import HEADER, binary_request_error
 
 if TYPE_CHECKING:
     from inference_services.base import ServedModel
@@ -60,14 +63,27 @@ def service_class(family: str) -> type[ServedModel]:
     return cls
 
 
+VERSIONED = re.compile(r"^/v2/models/([^/]+)/versions/([^/]+)(/.*)?$")
+
+
 class Edge:
-    """ASGI middleware in front of kserve: request-size limit, request counter and latency by status."""
+    """ASGI middleware in front of kserve: the inference edge.
+
+    Request-size limit and a body read timeout (slow or half-sent bodies get 408 and lose the connection);
+    the binary tensor extension checked before kserve decodes it; ``/v2/models/NAME/versions/V/...`` answered
+    for the served version and 404 for any other; the model repository API off unless settings turn it on;
+    every error in one shape, ``{"error": "..."}`` (FastAPI's 422 becomes a 400 naming the field, and a 5xx
+    body never carries exception text: that goes to the log); request counter and latency by status.
+    """
 
     def __init__(self, app: ASGIApp, model: ServedModel, max_body: int, instrument: bool = True,
-                 fault_error_every: int = 0, fault_delay_factor: float = 1.0) -> None:
+                 fault_error_every: int = 0, fault_delay_factor: float = 1.0, body_timeout: float = 10.0,
+                 repository_api: bool = False) -> None:
         self.app = app
         self.model = model
         self.max_body = max_body
+        self.body_timeout = body_timeout
+        self.repository_api = repository_api
         self.instrument = instrument
         # fault injection for the rollout drills (off unless settings turn it on)
         self.fault_error_every = fault_error_every
@@ -91,12 +107,53 @@ class Edge:
             return "v2"
         return None
 
-    async def _reply(self, send: Callable[[Message], Awaitable[None]], status: int, error: str) -> None:
+    def _route(self, path: str) -> tuple[str, tuple[int, str] | None]:
+        """The path kserve serves (a versioned path of the served version: the unversioned one), or the answer
+        to give instead."""
+        if path.startswith("/v2/models/") and "/versions/" in path:
+            found = VERSIONED.match(path)
+            if found:
+                name, version, rest = found.groups()
+                served = self.model.state.version if self.model.state is not None else None
+                if name == self.model.family and version != served:
+                    return path, (404, f"model {name} version {version}: not served here (this server serves "
+                                       f"{'version ' + served if served else 'no version yet'})")
+                path = f"/v2/models/{name}{rest or ''}"
+        if path.startswith("/v2/repository") and not self.repository_api:
+            return path, (404, "the model repository API is off here (ZM_SERVING__REPOSITORY_API)")
+        if path.startswith("/v1/models/") and path.endswith(":explain"):
+            return path, (404, f"{path}: no explainer is served here")
+        return path, None
+
+    def _tidy(self, send: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:
+        """``send`` for kserve's answers: its 422 as a 400 naming the field, a 5xx without exception text."""
+        held: Message | None = None
+        chunks: list[bytes] = []
+
+        async def tidy(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                if status == 422 or status in (500, 501, 502, 504):
+                    held = message
+                    return
+            if held is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                await self._reply(send, *_tidied(self.model.family, int(held["status"]), b"".join(chunks)))
+
+        return tidy
+
+    async def _reply(self, send: Callable[[Message], Awaitable[None]], status: int, error: str,
+                     close: bool = False) -> None:
         import orjson
 
         body = orjson.dumps({"error": error})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [*headers, (b"connection", b"close")] if close else headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _infer_json(self, send: Callable[[Message], Awaitable[None]], request: Any,
@@ -122,12 +179,21 @@ class Edge:
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
-        protocol = self._protocol(scope.get("path", "")) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, answer = self._route(scope.get("path", ""))
+        if answer is not None:
+            await self._reply(send, *answer)
+            return
+        if path != scope.get("path"):
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+        protocol = self._protocol(path)
         if protocol is None or scope.get("method") != "POST":
-            if self.draining and scope["type"] == "http" and self._readiness(scope.get("path", "")):
+            if self.draining and self._readiness(path):
                 await self._reply(send, 503, "draining: shutting down")
                 return
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._tidy(send))
             return
         from inference_services import metrics
 
@@ -155,21 +221,23 @@ class Edge:
             headers = scope.get("headers", ())
             declared = next((v for k, v in headers if k == b"content-length"), None)
             # plain JSON requests are answered here, without kserve's decoders and numpy round trips
-            binary = any(k == b"inference-header-content-length" for k, _ in headers)
-            direct = scope.get("path") in (self.v1_path, self.v2_path) and self.model.ready \
-                and self.model.state is not None and not binary
-            if declared is not None and declared.isdigit():  # the server delivers exactly this many bytes
-                if int(declared) > self.max_body:
-                    status = 413
-                    await self._reply(send, 413, f"body: larger than the limit of {self.max_body} bytes")
-                    return
-                if not direct:
-                    await self.app(scope, receive, watch)
-                    return
-            # read the body up to the limit (kserve reads it whole anyway), then answer or replay it
+            binary = next((v for k, v in headers if k == HEADER), None)
+            direct = path in (self.v1_path, self.v2_path) and self.model.ready \
+                and self.model.state is not None and binary is None
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+                status = 413
+                await self._reply(send, 413, f"body: larger than the limit of {self.max_body} bytes")
+                return
+            # read the body up to the limit and within the timeout (kserve reads it whole anyway), then answer
+            # or replay it
             chunks, size, more = [], 0, True
             while more:
-                message = await receive()
+                try:
+                    message = await asyncio.wait_for(receive(), self.body_timeout)
+                except TimeoutError:  # a slow or half-sent body: answered, and the connection goes with it
+                    status = 408
+                    await self._reply(send, 408, f"body: not received within {self.body_timeout:g} s", close=True)
+                    return
                 if message["type"] == "http.disconnect":
                     status = 499
                     return
@@ -182,6 +250,12 @@ class Edge:
                 chunks.append(chunk)
                 more = message.get("more_body", False)
             body = b"".join(chunks)
+            if binary is not None:
+                problem = binary_request_error(body, binary)
+                if problem:
+                    status = 400
+                    await self._reply(watch, 400, problem)
+                    return
             if direct:
                 from inference_services.base import JsonInfer
 
@@ -198,7 +272,13 @@ class Edge:
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()
 
-            await self.app(scope, replay, watch)
+            if protocol == "v2" and binary is None and not any(
+                    k == b"content-type" and v.startswith(b"application/json") for k, v in headers):
+                # without the binary header a V2 body is JSON, whatever its content type says (tritonclient
+                # sends none); kserve would read it as bytes
+                scope = {**scope, "headers": [*(h for h in headers if h[0] != b"content-type"),
+                                              (b"content-type", b"application/json")]}
+            await self.app(scope, replay, self._tidy(watch))
         finally:
             if self.instrument:
                 state = self.model.state
@@ -210,6 +290,25 @@ class Edge:
                                                   metrics.LATENCY.labels(family, version, protocol))
                 meters[0].inc()
                 meters[1].observe(time.perf_counter() - started)
+
+
+def _tidied(family: str, status: int, body: bytes) -> tuple[int, str]:
+    """What the client gets instead of kserve's 422 (a 400 naming the field) or 5xx (no exception text)."""
+    import orjson
+
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raw = body.decode("utf-8", "replace")
+    if status == 422:
+        detail = raw.get("detail") if isinstance(raw, dict) else None
+        first = detail[0] if isinstance(detail, list) and detail and isinstance(detail[0], dict) else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return 400, f"{where}: {first.get('msg', 'not a valid request')}"
+    if status == 501:
+        return 404, str(raw.get("error") if isinstance(raw, dict) else raw)[:200] + ": not served here"
+    log.error("%s: answered %d: %s", family, status, str(raw)[:2000])
+    return status, "internal error; the server's log has the details"
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
@@ -282,7 +381,8 @@ def run(
     class EdgeREST(RESTServer):  # type: ignore[misc]
         def _add_middlewares(self, app: Any) -> None:  # kserve's timing middleware logs every request
             app.add_middleware(TrackedEdge, model=model, max_body=cfg.max_body_bytes, instrument=cfg.instrument,
-                               fault_error_every=cfg.fault_error_every, fault_delay_factor=cfg.fault_delay_factor)
+                               fault_error_every=cfg.fault_error_every, fault_delay_factor=cfg.fault_delay_factor,
+                               body_timeout=cfg.body_timeout_seconds, repository_api=cfg.repository_api)
 
     class Draining(_RefreshingServer):  # type: ignore[misc]
         draining = False
@@ -302,6 +402,7 @@ def run(
                     workers=1, grace_period=cfg.grace_seconds, timeout_keep_alive=cfg.keep_alive_seconds)
     rest.config.host = cfg.host
     rest.config.access_log = False
+    rest.config.limit_concurrency = cfg.max_connections  # beyond it: 503 at once, before any work
     rest._server = Draining(rest.config)
 
     async def lifecycle() -> None:

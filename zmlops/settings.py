@@ -77,6 +77,12 @@ class ServingSettings(BaseModel):
     drain_seconds: float = Field(0.0, ge=0, description="After SIGTERM: readiness false, then wait this long.")
     grace_seconds: int = Field(20, ge=0, description="Then at most this long for requests in flight.")
     keep_alive_seconds: int = Field(65, ge=1, description="HTTP keep-alive timeout.")
+    body_timeout_seconds: float = Field(10.0, gt=0, description="A request body not received within this long: 408, "
+                                        "and the connection is closed (slow or half-sent bodies).")
+    max_connections: int = Field(1_000, ge=1, description="Concurrent connections and requests a process accepts; "
+                                 "beyond it 503 at once.")
+    repository_api: bool = Field(False, description="KServe's model repository API (/v2/repository: load, unload); "
+                                 "off, a pod serves the version the rollout gave it.")
     instrument: bool = Field(True, description="Export our Prometheus metrics (off only to measure their cost).")
     # Fault injection for the rollout drills (zmlops.rollout.drills); both off by default.
     fault_error_every: int = Field(0, ge=0, description="Drills: answer every n-th prediction with a 500 (0: never).")

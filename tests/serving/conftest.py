@@ -36,7 +36,8 @@ def free_port() -> int:
 def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZM_")}
     env.update({"ZM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
-                "FEAST_USAGE": "False", "OPENBLAS_NUM_THREADS": "1", "ZM_REQUEST_LOG__FLUSH_SECONDS": "0.5", **extra})
+                "FEAST_USAGE": "False", "OPENBLAS_NUM_THREADS": "1", "ZM_REQUEST_LOG__FLUSH_SECONDS": "0.5",
+                "ZM_SERVING__BODY_TIMEOUT_SECONDS": "3", **extra})
     return env
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -124,6 +125,16 @@ def test_third_party_clients_work_unchanged(servers: dict[str, Server], home: Pa
     assert {i["name"] for i in meta["inputs"]} == {"customer_id", "k", "country"}
 
     fc = servers["demand-forecast"]
+    forecasts = triton.InferenceServerClient(url=f"127.0.0.1:{fc.port}")
+    category = triton.InferInput("category", [1], "BYTES")
+    category.set_data_from_numpy(np.array([b"kitchen"], dtype=object), binary_data=False)
+    default = forecasts.infer(fc.family, [category])  # tritonclient's default: no outputs named, no content type
+    units = default.as_numpy("units")
+    assert units.shape[0] >= 1 and default.get_response()["model_version"] == "1"
+    category.set_data_from_numpy(np.array([b"kitchen"], dtype=object), binary_data=True)
+    picked = forecasts.infer(fc.family, [category], outputs=[triton.InferRequestedOutput("units", binary_data=True)])
+    assert [o["name"] for o in picked.get_response()["outputs"]] == ["units"]  # binary both ways, one output
+    assert np.allclose(picked.as_numpy("units"), units)
 
     headers: dict[str, str] = {}
 
@@ -218,7 +229,7 @@ def test_malformed_input_corpus_gets_4xx_and_the_servers_stay_healthy(servers: d
                 url = f"{server.url}/v2/models/{family}/infer"
             content = body if isinstance(body, bytes) else json.dumps(body).encode()
             r = http.post(url, content=content, headers={"content-type": "application/json"})
-            if not 400 <= r.status_code < 500:
+            if not 400 <= r.status_code < 500 or r.status_code == 422 or set(r.json()) != {"error"}:
                 failures.append((family, protocol, str(body)[:120], r.status_code, r.text[:200]))
             elif family != "unknown-model" and protocol != "big":
                 assert "Traceback" not in r.text
@@ -247,6 +258,93 @@ def test_error_messages_name_the_field(servers: dict[str, Server]) -> None:
 
     r = httpx.post(f"{rec.url}/v1/models/{rec.family}:predict", content=chunked(), timeout=10)
     assert r.status_code == 413 and "body" in r.text
+
+
+def _binary(inputs: list[tuple[dict[str, Any], bytes]]) -> tuple[bytes, dict[str, str]]:
+    """A V2 binary-extension body: the JSON header, then each tensor's bytes; and its headers."""
+    header = json.dumps({"inputs": [t for t, _ in inputs]}).encode()
+    return header + b"".join(data for _, data in inputs), {"inference-header-content-length": str(len(header)),
+                                                           "content-type": "application/octet-stream"}
+
+
+def _category(name: bytes, size: int | None = None, shape: list[int] | None = None) -> tuple[dict[str, Any], bytes]:
+    data = struct.pack("<I", len(name)) + name
+    return ({"name": "category", "shape": shape or [1], "datatype": "BYTES",
+             "parameters": {"binary_data_size": len(data) if size is None else size}}, data)
+
+
+def test_binary_extension_and_odd_routes_answer_4xx_in_one_shape(servers: dict[str, Server]) -> None:
+    fc = servers["demand-forecast"]
+    infer = f"{fc.url}/v2/models/{fc.family}/infer"
+    body, headers = _binary([_category(b"kitchen")])
+    r = httpx.post(infer, content=body, headers=headers, timeout=10)
+    assert r.status_code == 200, r.text  # a well-formed binary request still reaches kserve's decoder
+    horizon = ({"name": "horizon", "shape": [1], "datatype": "INT64", "parameters": {"binary_data_size": 4}},
+               struct.pack("<i", 4))
+    cases: list[tuple[bytes, dict[str, str], str]] = [
+        (body, {**headers, "inference-header-content-length": "abc"}, "inference-header-content-length"),
+        (body, {**headers, "inference-header-content-length": ""}, "inference-header-content-length"),
+        (body, {**headers, "inference-header-content-length": "-5"}, "inference-header-content-length"),
+        (body, {**headers, "inference-header-content-length": "99999"}, "inference-header-content-length"),
+        (*_binary([_category(b"kitchen", size=500)]), "binary_data_size"),
+        (*_binary([_category(b"kitchen", size=3)]), "BYTES element 0"),
+        (body + b"extra", headers, "body: 5 bytes follow the last binary tensor"),
+        (*_binary([_category(b"kitchen", size=-1)]), "binary_data_size"),
+        (*_binary([({"name": "category", "shape": [1], "datatype": "BYTES",
+                     "parameters": {"binary_data_size": 8}}, struct.pack("<I", 0x7FFFFFFF) + b"abcd")]), "BYTES"),
+        (*_binary([_category(b"kitchen", shape=[2])]), "BYTES elements"),
+        (*_binary([_category(b"kitchen"), horizon]), "inputs[1].parameters.binary_data_size"),
+    ]
+    for content, hdrs, names in cases:
+        r = httpx.post(infer, content=content, headers=hdrs, timeout=10)
+        assert r.status_code == 400 and set(r.json()) == {"error"} and names in r.json()["error"], (hdrs, r.text)
+    version = v1(fc, _good(fc.family)).headers["x-model-version"]
+    routes = [
+        ("POST", f"/v2/models/{fc.family}/versions/{version}/infer", 200),
+        ("GET", f"/v2/models/{fc.family}/versions/{version}/ready", 200),
+        ("POST", f"/v2/models/{fc.family}/versions/999/infer", 404),
+        ("GET", f"/v2/models/{fc.family}/versions/999/ready", 404),
+        ("POST", f"/v1/models/{fc.family}:explain", 404),
+        ("POST", f"/v2/repository/models/{fc.family}/unload", 404),
+        ("POST", f"/v2/repository/models/{fc.family}/load", 404),
+        ("GET", "/v2/repository/index", 404),
+    ]
+    good = {"inputs": [{"name": "category", "shape": [1], "datatype": "BYTES", "data": ["kitchen"]}]}
+    for method, path, expected in routes:
+        r = httpx.request(method, f"{fc.url}{path}", json=good if method == "POST" else None, timeout=10)
+        assert r.status_code == expected, (path, r.text)
+        if expected >= 400:
+            assert set(r.json()) == {"error"}, (path, r.text)
+    assert fc.ready() and v1(fc, _good(fc.family)).status_code == 200  # nothing took the model out of service
+
+
+def test_half_sent_bodies_are_cut_after_the_timeout_while_others_are_answered(servers: dict[str, Server]) -> None:
+    """200 clients send headers and half a body, then nothing; valid requests keep getting answers, and every slow
+    connection gets 408 and is closed after the body timeout (3 s in these tests)."""
+    import socket
+
+    rec = servers["product-recommendation"]
+    path = f"/v1/models/{rec.family}:predict"
+    slow = []
+    for _ in range(200):
+        sock = socket.create_connection(("127.0.0.1", rec.port), timeout=15)
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: 100\r\n\r\n{{\"instances\": [".encode())
+        slow.append(sock)
+    started = time.monotonic()
+    with httpx.Client(timeout=10) as http:
+        answered = [http.post(f"{rec.url}{path}", json={"instances": _good(rec.family)}).status_code
+                    for _ in range(100)]
+    assert answered == [200] * 100
+    closed = []
+    for sock in slow:
+        data = b""
+        while chunk := sock.recv(4096):  # the server closes: recv returns b""
+            data += chunk
+        closed.append(time.monotonic() - started)
+        assert data.startswith(b"HTTP/1.1 408") and b"body" in data, data[:200]
+        sock.close()
+    assert max(closed) < 3 + 10, max(closed)
 
 
 def _good(family: str) -> list[dict[str, Any]]:
