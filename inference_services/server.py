@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from inference_services.binary import HEADER, binary_request_error
+from zmlops import auth
+from zmlops.auth import Key, digest
 
 if TYPE_CHECKING:
     from inference_services.base import ServedModel
@@ -78,8 +80,10 @@ class Edge:
 
     def __init__(self, app: ASGIApp, model: ServedModel, max_body: int, instrument: bool = True,
                  fault_error_every: int = 0, fault_delay_factor: float = 1.0, body_timeout: float = 10.0,
-                 repository_api: bool = False) -> None:
+                 repository_api: bool = False, keys: dict[str, Key] | None = None) -> None:
         self.app = app
+        self.keys = keys  # by sha256; None: no authentication (only when settings turn it off)
+        self._known: dict[bytes, Key | None] = {}  # recent Authorization values -> their key
         self.model = model
         self.max_body = max_body
         self.body_timeout = body_timeout
@@ -105,6 +109,37 @@ class Edge:
             return "v1"
         if path.startswith("/v2/models/") and path.endswith("/infer"):
             return "v2"
+        return None
+
+    @staticmethod
+    def scope_of(path: str) -> str | None:
+        """The scope a route needs: None for health and readiness probes (no key), else predict, metrics or
+        admin."""
+        if path in ("/", "/v2/health/live", "/v2/health/ready") or Edge._readiness(path):
+            return None
+        if path == "/metrics":
+            return "metrics"
+        return "admin" if path.startswith("/v2/repository") else "predict"
+
+    def _refused(self, scope: Scope, path: str) -> tuple[int, str] | None:
+        """401 without a known key, 403 without the route's scope; None when the request may pass."""
+        needed = self.scope_of(path)
+        if self.keys is None or needed is None:
+            return None
+        given = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
+        if given is None:
+            return 401, "authorization: a bearer token is required (Authorization: Bearer <key>)"
+        if given not in self._known:
+            token = given.decode("latin-1")
+            found = self.keys.get(digest(token[7:].strip())) if token[:7].lower() == "bearer " else None
+            if len(self._known) > 10_000:
+                self._known.clear()
+            self._known[given] = found
+        key = self._known[given]
+        if key is None:
+            return 401, "authorization: not a valid key"
+        if needed not in key.scopes:
+            return 403, f"authorization: key {key.name!r} lacks the scope {needed!r}"
         return None
 
     def _route(self, path: str) -> tuple[str, tuple[int, str] | None]:
@@ -147,11 +182,13 @@ class Edge:
         return tidy
 
     async def _reply(self, send: Callable[[Message], Awaitable[None]], status: int, error: str,
-                     close: bool = False) -> None:
+                     close: bool = False, challenge: bool = False) -> None:
         import orjson
 
         body = orjson.dumps({"error": error})
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if challenge:
+            headers.append((b"www-authenticate", b'Bearer realm="zero-margin"'))
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"connection", b"close")] if close else headers})
         await send({"type": "http.response.body", "body": body})
@@ -181,6 +218,10 @@ class Edge:
                        send: Callable[[Message], Awaitable[None]]) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        refused = self._refused(scope, scope.get("path", ""))
+        if refused is not None:  # the connection goes too: nobody waits for an unread body on it
+            await self._reply(send, *refused, close=True, challenge=refused[0] == 401)
             return
         path, answer = self._route(scope.get("path", ""))
         if answer is not None:
@@ -367,6 +408,7 @@ def run(
     if constant:
         _make_constant(model)
     cfg = settings.serving
+    keys = auth.keys(settings) if settings.auth.required else None
     server = ModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False, workers=1,
                          grace_period=cfg.grace_seconds)
     server.register_model(model)  # registered before it is ready: readiness is observable
@@ -382,7 +424,8 @@ def run(
         def _add_middlewares(self, app: Any) -> None:  # kserve's timing middleware logs every request
             app.add_middleware(TrackedEdge, model=model, max_body=cfg.max_body_bytes, instrument=cfg.instrument,
                                fault_error_every=cfg.fault_error_every, fault_delay_factor=cfg.fault_delay_factor,
-                               body_timeout=cfg.body_timeout_seconds, repository_api=cfg.repository_api)
+                               body_timeout=cfg.body_timeout_seconds, repository_api=cfg.repository_api,
+                               keys=keys)
 
     class Draining(_RefreshingServer):  # type: ignore[misc]
         draining = False

@@ -11,6 +11,7 @@ the chart's own, unchanged.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import secrets
 import shutil
@@ -80,6 +81,16 @@ def postgres_bin() -> Path:
     return Path(initdb).resolve().parent
 
 
+def _serving_keys() -> dict[str, str]:
+    """The predictors' keys as docs/install.md makes them: a client key, Prometheus' token, and their hashes."""
+    from zmlops import auth
+
+    client, client_entry = auth.new_key("clients", ("predict",))
+    metrics, metrics_entry = auth.new_key("prometheus", ("metrics",))
+    return {"serving-client-key": client, "serving-metrics-token": metrics,
+            "serving-api-keys": json.dumps([client_entry, metrics_entry])}
+
+
 def new_secrets() -> dict[str, dict[str, str]]:
     """The Secrets an installer creates before `helm install` (docs/install.md), with fresh random values."""
     def pw() -> str:
@@ -101,6 +112,7 @@ def new_secrets() -> dict[str, dict[str, str]]:
             "airflow-password": pw(),
             "state-db-url": f"postgresql://zm:{db['zm']}@{pg}/zm",
             "data-registry-remote": "git://zm-git.mlops.svc/data-registry.git",
+            **_serving_keys(),
         },
         "zero-margin-alerting": {
             "pagerduty-routing-key": secrets.token_hex(16),
@@ -163,7 +175,8 @@ def _port(pod: Pod, name: str) -> int:
 
 def prometheus_config(manifests: Manifests, pods: list[Pod], rules_file: Path, alertmanager: str,
                       namespace: str = NAMESPACE) -> dict[str, Any]:
-    """prometheus.yml as the operator builds it: one job per PodMonitor over the pods it selects."""
+    """prometheus.yml as the operator builds it: one job per PodMonitor over the pods it selects (an endpoint's
+    ``authorization`` read from its Secret)."""
     jobs = []
     for monitor in manifests.of("PodMonitor"):
         selector = monitor["spec"]["selector"].get("matchLabels", {})
@@ -177,6 +190,9 @@ def prometheus_config(manifests: Manifests, pods: list[Pod], rules_file: Path, a
                 "metrics_path": endpoint.get("path", "/metrics"),
                 "honor_labels": bool(endpoint.get("honorLabels", False)),
                 "static_configs": targets,
+                **({"authorization": {"type": endpoint["authorization"].get("type", "Bearer"),
+                                      "credentials": manifests.secrets[ref["name"]][ref["key"]]}}
+                   if (ref := endpoint.get("authorization", {}).get("credentials")) else {}),
             })
     return {
         "global": {"scrape_interval": "30s", "evaluation_interval": "30s"},

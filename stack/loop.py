@@ -106,6 +106,10 @@ class Loop:
             self.approved.append({"run": waiting["task_instance"]["dag_run_id"], "subject": waiting["subject"]})
             self.say(f"   approved as approver: {waiting['subject']}")
 
+    def client_headers(self) -> dict[str, str]:
+        """A client application's key for the predictors (the Secret's serving-client-key)."""
+        return {"authorization": f"Bearer {self.control.secret('zero-margin-secrets', 'serving-client-key')}"}
+
     def mlflow(self) -> Any:
         import mlflow
 
@@ -150,7 +154,7 @@ class Loop:
         for f in FAMILIES:
             try:
                 r = httpx.post(f"http://{f}-predictor.mlops.svc:8080/v1/models/{f}:predict",
-                               json={"instances": [rows[f]]}, timeout=5)
+                               json={"instances": [rows[f]]}, headers=self.client_headers(), timeout=5)
                 out[f] = r.headers.get("x-model-version", f"HTTP {r.status_code}")
             except httpx.HTTPError as error:
                 out[f] = type(error).__name__
@@ -189,7 +193,7 @@ class Loop:
                                     columns=["customer_id"], storage_options=s3)["customer_id"].drop_duplicates()
         ids = [int(c) for c in customers.sample(min(len(customers), self.size.requests * 3), random_state=1)]
         failed, segments = 0, dict[str, list[int]]()
-        with httpx.Client(timeout=10) as http:
+        with httpx.Client(timeout=10, headers=self.client_headers()) as http:
             for c in ids:
                 r = http.post("http://customer-segmentation-predictor.mlops.svc:8080/v1/models/"
                               "customer-segmentation:predict", json={"instances": [{"customer_id": c}]})

@@ -59,13 +59,15 @@ REPO = Path(__file__).resolve().parents[1]
 SERVING_PY = REPO / ".venvs" / "serving" / "bin" / "python"
 PIPELINES_ZM = REPO / ".venvs" / "pipelines" / "bin" / "zm"
 TICK = os.sysconf("SC_CLK_TCK")
+AUTHORIZATION = [""]  # the header wrk sends (set from ZM_HOME's local key by bench_serving)
 WRK_LUA = """
 local bodies = {}
+local auth = os.getenv("ZM_AUTHORIZATION")
 for line in io.lines(os.getenv("ZM_BODIES")) do bodies[#bodies + 1] = line end
 local i = 0
 request = function()
   i = i % #bodies + 1
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[i])
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json", ["Authorization"] = auth}, bodies[i])
 end
 """
 
@@ -150,7 +152,8 @@ class Proc:
 def _wrk(url: str, bodies: Path, lua: Path, connections: int, seconds: int) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
-        env={**os.environ, "ZM_BODIES": str(bodies)}, capture_output=True, text=True, check=True,
+        env={**os.environ, "ZM_BODIES": str(bodies), "ZM_AUTHORIZATION": AUTHORIZATION[0]}, capture_output=True,
+        text=True, check=True,
     ).stdout
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad or "Socket errors" in out:
@@ -313,6 +316,10 @@ def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = Non
     console.print(f"serving: preparing models under {home} ...")
     _prepare_home(home)
     env = server_env(home)
+    from zmlops import auth
+    from zmlops.settings import Settings
+
+    AUTHORIZATION[0] = auth.headers(Settings(home=home))["authorization"]  # the bare server ignores it
     customers = [int(c) for c in pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet",
                                                  columns=["customer_id"])["customer_id"].unique()[:500]]
     categories = sorted(pd.read_parquet(home / "feast" / "sources" / "category_week_features.parquet",

@@ -157,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "section is replaced)")
 
     p = sub.add_parser(
+        "auth", help="the predictors' API keys: make one (the key, and the entry for ZM_AUTH__API_KEYS)",
+        description="Keys are stored hashed: a predictor holds {name, sha256, scopes} entries (ZM_AUTH__API_KEYS, "
+        "from a Secret); the client holds the key. Rotation: add the new entry beside the old, roll the "
+        "predictors, move the clients, remove the old entry (docs/security.md).")
+    ausub = p.add_subparsers(dest="action", required=True)
+    q = ausub.add_parser("new-key", help="print a new key and its ZM_AUTH__API_KEYS entry (JSON)")
+    q.add_argument("name", help="who holds it (e.g. shop-frontend, prometheus)")
+    q.add_argument("--scope", action="append", choices=["predict", "metrics", "admin"], dest="scopes",
+                   help="what it may do (repeatable; default predict)")
+
+    p = sub.add_parser(
         "audit", help="the audit trail: list, show, verify (tamper evidence), export",
         description="Every data version, gate, approval, rollout step and workload start is an entry chained to the "
         "one before by its SHA-256 hash (in the state database: ZM_STATE_DB_URL, SQLite by default).")
@@ -498,6 +509,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "audit":
         return _cmd_audit(args)
+    if args.command == "auth":
+        import json
+
+        from zmlops import auth
+
+        key, entry = auth.new_key(args.name, tuple(args.scopes or ["predict"]))
+        print(f"key (give it to {args.name}; it is not stored anywhere): {key}")
+        print(f"entry (add it to ZM_AUTH__API_KEYS): {json.dumps(entry)}")
+        return 0
     if args.command == "rollout":
         try:
             return _cmd_rollout(args)

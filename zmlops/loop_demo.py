@@ -152,7 +152,9 @@ def _traffic(settings: Settings, urls: dict[str, str], n: int) -> dict[str, Any]
     categories = sorted(source_table(settings, "category_week_features", ["category"])["category"].unique())
     seen: dict[str, set[str]] = {f: set() for f in FAMILIES}
     failed = 0
-    with httpx.Client(timeout=10) as http:
+    from zmlops import auth
+
+    with httpx.Client(timeout=10, headers=auth.headers(settings)) as http:
         for i in range(n):
             rows = {"demand-forecast": {"category": categories[i % len(categories)], "horizon": 8},
                     "customer-segmentation": {"customer_id": ids[i % len(ids)]},
@@ -185,7 +187,8 @@ def _versions(settings: Settings) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _wait_served(urls: dict[str, str], wanted: dict[str, str], timeout: float = 60) -> dict[str, str]:
+def _wait_served(urls: dict[str, str], wanted: dict[str, str], headers: dict[str, str],
+                 timeout: float = 60) -> dict[str, str]:
     served: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     row = {"demand-forecast": {"category": "kitchen"}, "customer-segmentation": {"customer_id": 1},
@@ -193,7 +196,8 @@ def _wait_served(urls: dict[str, str], wanted: dict[str, str], timeout: float = 
     while time.monotonic() < deadline:
         for f, url in urls.items():
             with contextlib.suppress(httpx.HTTPError):
-                r = httpx.post(f"{url}/v1/models/{f}:predict", json={"instances": [row[f]]}, timeout=5)
+                r = httpx.post(f"{url}/v1/models/{f}:predict", json={"instances": [row[f]]}, headers=headers,
+                               timeout=5)
                 served[f] = r.headers.get("x-model-version", "?")
         if all(served.get(f) == v for f, v in wanted.items()):
             break
@@ -252,7 +256,9 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
         after = _versions(settings)
         wanted = {f: v["version"] for f, v in after.items() if v["version"]}
         with step("the services pick up the new production versions"):
-            served = _wait_served(urls, wanted)
+            from zmlops import auth
+
+            served = _wait_served(urls, wanted, auth.headers(settings))
             traffic2 = _traffic(settings, urls, max(requests // 4, 10))
         console.print(f"   failed requests: {traffic2['failed']}; versions served: {traffic2['versions']}")
     rows = []
@@ -275,6 +281,8 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
                   f"{settings.home.resolve() / 'airflow' / 'passwords.json'}; `make airflow ZM_HOME=.zm/demo` "
                   "starts it again over this state)")
     console.print("MLflow UI: `make ui ZM_HOME=.zm/demo` -> http://127.0.0.1:5000")
+    console.print(f"Predictors (`make serve ZM_HOME=.zm/demo`) want a key: curl -H \"Authorization: Bearer $(cat "
+                  f"{settings.home.resolve() / 'secrets' / 'client-key'})\" ... (docs/security.md)")
     console.print(f"Reports: {settings.reports / 'monitoring' / 'index.html'}")
     console.print(f"loop finished in {time.perf_counter() - started:.0f} s")
     failed = traffic["failed"] + traffic2["failed"]

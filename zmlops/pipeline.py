@@ -186,9 +186,11 @@ def _served_version(settings: Settings, family: str) -> str | None:
         return served.pop() if len(served) == 1 else None
     import urllib.request
 
+    from zmlops import auth
+
     url = f"http://{settings.serving.host}:{settings.serving.ports[family]}/v2/models/{family}"
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback, from settings
+        with urllib.request.urlopen(urllib.request.Request(url, headers=auth.headers(settings)), timeout=1) as r:  # noqa: S310 - loopback, from settings
             meta = json.loads(r.read())
     except OSError:
         return None
@@ -200,9 +202,11 @@ def _version_by_metrics(settings: Settings, family: str) -> str | None:
     import re
     import urllib.request
 
+    from zmlops import auth
+
     url = f"http://{settings.serving.host}:{settings.serving.ports[family]}/metrics"
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback, from settings
+        with urllib.request.urlopen(urllib.request.Request(url, headers=auth.headers(settings)), timeout=1) as r:  # noqa: S310 - loopback, from settings
             text = r.read().decode()
     except OSError:
         return None

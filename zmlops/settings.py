@@ -89,6 +89,17 @@ class ServingSettings(BaseModel):
     fault_delay_factor: float = Field(1.0, ge=1.0, description="Drills: make every prediction this many times slower.")
 
 
+class AuthSettings(BaseModel):
+    """Who may call the predictors: API keys stored hashed, with scopes (zmlops.auth)."""
+
+    required: bool = Field(True, description="Every route but the health and readiness probes needs a key.")
+    api_keys: SecretStr | None = Field(None, description="The keys a predictor accepts: a JSON list of "
+                                       "{name, sha256, scopes} (a Secret in k8s; locally created under "
+                                       "ZM_HOME/secrets). Two entries during a rotation.")
+    client_key: SecretStr | None = Field(None, description="This process's key as a client of the predictors "
+                                         "(a Secret in k8s; locally ZM_HOME/secrets/client-key).")
+
+
 class RequestLogSettings(BaseModel):
     """The predictors' request log: batches shipped to the object store (inference_services.request_log)."""
 
@@ -220,6 +231,7 @@ class Settings(BaseSettings):
     airflow: AirflowSettings = AirflowSettings()
     rollout: RolloutSettings = RolloutSettings()
     request_log: RequestLogSettings = RequestLogSettings()
+    auth: AuthSettings = AuthSettings()
     approval: ApprovalSettings = ApprovalSettings()
 
     @model_validator(mode="after")

@@ -91,6 +91,14 @@ class Server:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path is not None else ""
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The local profile's client key for these servers (ZM_HOME/secrets, zmlops.auth)."""
+        from zmlops import auth
+        from zmlops.settings import Settings
+
+        return auth.headers(Settings(home=self.home))
+
     def ready(self) -> bool:
         r = httpx.get(f"{self.url}/v2/models/{self.family}/ready", timeout=2)
         return r.status_code == 200 and bool(r.json().get("ready"))

@@ -21,11 +21,13 @@ pytestmark = pytest.mark.serving
 
 def v1(server: Server, instances: Any, **kw: Any) -> httpx.Response:
     url = f"{server.url}/v1/models/{server.family}:predict"
+    kw["headers"] = {**server.auth, **kw.get("headers", {})}
     return httpx.post(url, json={"instances": instances}, timeout=10, **kw)
 
 
 def v2(server: Server, inputs: list[dict[str, Any]]) -> httpx.Response:
-    return httpx.post(f"{server.url}/v2/models/{server.family}/infer", json={"inputs": inputs}, timeout=10)
+    return httpx.post(f"{server.url}/v2/models/{server.family}/infer", json={"inputs": inputs}, headers=server.auth,
+                      timeout=10)
 
 
 def outputs(response: httpx.Response) -> dict[str, dict[str, Any]]:
@@ -78,7 +80,7 @@ def test_both_protocols_for_all_three_models_with_batches(servers: dict[str, Ser
     assert out["stock_codes"]["shape"] == [3, 4] and len(out["stock_codes"]["data"]) == 12
 
     for server in (fc, seg, rec):  # metadata describes the real tensors
-        meta = httpx.get(f"{server.url}/v2/models/{server.family}", timeout=5).json()
+        meta = httpx.get(f"{server.url}/v2/models/{server.family}", headers=server.auth, timeout=5).json()
         assert meta["inputs"] and meta["outputs"] and all(t["datatype"] for t in meta["inputs"] + meta["outputs"])
 
 
@@ -89,8 +91,8 @@ def test_direct_json_route_answers_as_kserve_does(servers: dict[str, Server], ho
     inputs = [{"name": "customer_id", "datatype": "INT64", "shape": [2], "data": known_customers(home, 2)},
               {"name": "k", "datatype": "INT32", "shape": [1], "data": [3]}]
     url = f"{rec.url}/v2/models/{rec.family}/infer"
-    direct = httpx.post(url, json={"inputs": inputs, "id": "same"}, timeout=10)
-    through = httpx.post(url, json={"inputs": inputs, "id": "same", "parameters": {}}, timeout=10)
+    direct = httpx.post(url, json={"inputs": inputs, "id": "same"}, headers=rec.auth, timeout=10)
+    through = httpx.post(url, json={"inputs": inputs, "id": "same", "parameters": {}}, headers=rec.auth, timeout=10)
     assert direct.status_code == through.status_code == 200, (direct.text, through.text)
     assert direct.headers["x-model-version"] == through.headers["x-model-version"]
     a, b = direct.json(), through.json()
@@ -100,7 +102,7 @@ def test_direct_json_route_answers_as_kserve_does(servers: dict[str, Server], ho
         [{k: o[k] for k in ("name", "shape", "datatype", "data")} for o in b["outputs"]]
     wrong = {"inputs": [{**inputs[0], "datatype": "FP32"}, inputs[1]]}
     for body in (wrong, {**wrong, "parameters": {}}):  # the same 400 naming the input either way
-        r = httpx.post(url, json=body, timeout=10)
+        r = httpx.post(url, json=body, headers=rec.auth, timeout=10)
         assert r.status_code == 400 and "inputs.customer_id" in r.json()["error"], r.text
 
 
@@ -118,21 +120,22 @@ def test_third_party_clients_work_unchanged(servers: dict[str, Server], home: Pa
     customer.set_data_from_numpy(np.array(known_customers(home, 2), dtype=np.int64), binary_data=False)
     k = triton.InferInput("k", [1], "INT32")
     k.set_data_from_numpy(np.array([6], dtype=np.int32), binary_data=False)
-    result = client.infer(rec.family, [customer, k], headers={"Content-Type": "application/json"},
+    result = client.infer(rec.family, [customer, k], headers={"Content-Type": "application/json", **rec.auth},
                           outputs=[triton.InferRequestedOutput("stock_codes", binary_data=False)])
     assert result.as_numpy("stock_codes").shape == (2, 6)
-    meta = client.get_model_metadata(rec.family)
+    meta = client.get_model_metadata(rec.family, headers=rec.auth)
     assert {i["name"] for i in meta["inputs"]} == {"customer_id", "k", "country"}
 
     fc = servers["demand-forecast"]
     forecasts = triton.InferenceServerClient(url=f"127.0.0.1:{fc.port}")
     category = triton.InferInput("category", [1], "BYTES")
     category.set_data_from_numpy(np.array([b"kitchen"], dtype=object), binary_data=False)
-    default = forecasts.infer(fc.family, [category])  # tritonclient's default: no outputs named, no content type
+    default = forecasts.infer(fc.family, [category], headers=fc.auth)  # tritonclient's default: no outputs, no type
     units = default.as_numpy("units")
     assert units.shape[0] >= 1 and default.get_response()["model_version"] == "1"
     category.set_data_from_numpy(np.array([b"kitchen"], dtype=object), binary_data=True)
-    picked = forecasts.infer(fc.family, [category], outputs=[triton.InferRequestedOutput("units", binary_data=True)])
+    picked = forecasts.infer(fc.family, [category], outputs=[triton.InferRequestedOutput("units", binary_data=True)],
+                             headers=fc.auth)
     assert [o["name"] for o in picked.get_response()["outputs"]] == ["units"]  # binary both ways, one output
     assert np.allclose(picked.as_numpy("units"), units)
 
@@ -145,7 +148,7 @@ def test_third_party_clients_work_unchanged(servers: dict[str, Server], home: Pa
                 InferInput("category", [1], "BYTES", ["home_decor"]),
                 InferInput("horizon", [1], "INT64", [2]),
             ])
-            return await rest.infer(fc.url, req, model_name=fc.family, response_headers=headers)
+            return await rest.infer(fc.url, req, model_name=fc.family, headers=fc.auth, response_headers=headers)
         finally:
             await rest.close()
 
@@ -220,7 +223,7 @@ def test_malformed_input_corpus_gets_4xx_and_the_servers_stay_healthy(servers: d
     cases = corpus()
     assert len(cases) >= 200
     failures = []
-    with httpx.Client(timeout=20) as http:
+    with httpx.Client(timeout=20, headers=servers["demand-forecast"].auth) as http:
         for family, protocol, body in cases:
             server = servers.get(family, servers["demand-forecast"])
             if protocol in ("v1", "raw", "big"):
@@ -249,14 +252,15 @@ def test_error_messages_name_the_field(servers: dict[str, Server]) -> None:
     assert r.status_code == 400 and "instances[0].k" in r.text
     r = v1(rec, [{"customer_id": 1, "colour": "red"}])
     assert r.status_code == 400 and "colour" in r.text
-    r = httpx.post(f"{rec.url}/v1/models/{rec.family}:predict", content=b"x" * 2_000_000, timeout=10)
+    r = httpx.post(f"{rec.url}/v1/models/{rec.family}:predict", content=b"x" * 2_000_000, headers=rec.auth,
+                   timeout=10)
     assert r.status_code == 413 and "body" in r.text
 
     def chunked() -> Any:  # no content-length: the limit must hold while streaming
         for _ in range(40):
             yield b"x" * 50_000
 
-    r = httpx.post(f"{rec.url}/v1/models/{rec.family}:predict", content=chunked(), timeout=10)
+    r = httpx.post(f"{rec.url}/v1/models/{rec.family}:predict", content=chunked(), headers=rec.auth, timeout=10)
     assert r.status_code == 413 and "body" in r.text
 
 
@@ -277,7 +281,7 @@ def test_binary_extension_and_odd_routes_answer_4xx_in_one_shape(servers: dict[s
     fc = servers["demand-forecast"]
     infer = f"{fc.url}/v2/models/{fc.family}/infer"
     body, headers = _binary([_category(b"kitchen")])
-    r = httpx.post(infer, content=body, headers=headers, timeout=10)
+    r = httpx.post(infer, content=body, headers={**headers, **fc.auth}, timeout=10)
     assert r.status_code == 200, r.text  # a well-formed binary request still reaches kserve's decoder
     horizon = ({"name": "horizon", "shape": [1], "datatype": "INT64", "parameters": {"binary_data_size": 4}},
                struct.pack("<i", 4))
@@ -296,7 +300,7 @@ def test_binary_extension_and_odd_routes_answer_4xx_in_one_shape(servers: dict[s
         (*_binary([_category(b"kitchen"), horizon]), "inputs[1].parameters.binary_data_size"),
     ]
     for content, hdrs, names in cases:
-        r = httpx.post(infer, content=content, headers=hdrs, timeout=10)
+        r = httpx.post(infer, content=content, headers={**hdrs, **fc.auth}, timeout=10)
         assert r.status_code == 400 and set(r.json()) == {"error"} and names in r.json()["error"], (hdrs, r.text)
     version = v1(fc, _good(fc.family)).headers["x-model-version"]
     routes = [
@@ -311,7 +315,8 @@ def test_binary_extension_and_odd_routes_answer_4xx_in_one_shape(servers: dict[s
     ]
     good = {"inputs": [{"name": "category", "shape": [1], "datatype": "BYTES", "data": ["kitchen"]}]}
     for method, path, expected in routes:
-        r = httpx.request(method, f"{fc.url}{path}", json=good if method == "POST" else None, timeout=10)
+        r = httpx.request(method, f"{fc.url}{path}", json=good if method == "POST" else None, headers=fc.auth,
+                          timeout=10)
         assert r.status_code == expected, (path, r.text)
         if expected >= 400:
             assert set(r.json()) == {"error"}, (path, r.text)
@@ -320,19 +325,28 @@ def test_binary_extension_and_odd_routes_answer_4xx_in_one_shape(servers: dict[s
 
 def test_half_sent_bodies_are_cut_after_the_timeout_while_others_are_answered(servers: dict[str, Server]) -> None:
     """200 clients send headers and half a body, then nothing; valid requests keep getting answers, and every slow
-    connection gets 408 and is closed after the body timeout (3 s in these tests)."""
+    connection gets 408 and is closed after the body timeout (3 s in these tests); 50 more without a key get 401
+    and lose their connection at once."""
     import socket
 
     rec = servers["product-recommendation"]
     path = f"/v1/models/{rec.family}:predict"
-    slow = []
-    for _ in range(200):
+    key = rec.auth["authorization"]
+    slow, strangers = [], []
+    for i in range(250):
         sock = socket.create_connection(("127.0.0.1", rec.port), timeout=15)
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        header = f"Authorization: {key}\r\n" if i < 200 else ""
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{header}"
                      f"Content-Length: 100\r\n\r\n{{\"instances\": [".encode())
-        slow.append(sock)
+        (slow if i < 200 else strangers).append(sock)
+    for sock in strangers:
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 401") and b"www-authenticate: bearer" in data.lower(), data[:300]
+        sock.close()
     started = time.monotonic()
-    with httpx.Client(timeout=10) as http:
+    with httpx.Client(timeout=10, headers=rec.auth) as http:
         answered = [http.post(f"{rec.url}{path}", json={"instances": _good(rec.family)}).status_code
                     for _ in range(100)]
     assert answered == [200] * 100
@@ -358,7 +372,7 @@ def _good(family: str) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- degradation, cache, log, readiness
 def metric(server: Server, name: str, **labels: str) -> float:
-    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    text = httpx.get(f"{server.url}/metrics", headers=server.auth, timeout=5).text
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name + "{") or line.startswith(name + " "):
@@ -384,7 +398,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(servers: d
 
     async def together(server: Server, bodies: list[list[dict[str, Any]]]) -> list[Any]:
         limits = httpx.Limits(max_connections=len(bodies))
-        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=20) as client:
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=20, headers=server.auth) as client:
             url = f"/v1/models/{server.family}:predict"
             answers = []
             for _ in range(3):  # a few rounds: some calls must carry rows of several requests
@@ -651,7 +665,7 @@ def test_metrics_count_requests_by_status_with_sub_millisecond_buckets(servers: 
     v1(fc, [{"category": 3}])
     assert metric(fc, "zm_requests_total", status="200", protocol="v1") == ok + 1
     assert metric(fc, "zm_requests_total", status="400", protocol="v1") == bad + 1
-    text = httpx.get(f"{fc.url}/metrics", timeout=5).text
+    text = httpx.get(f"{fc.url}/metrics", headers=fc.auth, timeout=5).text
     buckets = [x for x in text.splitlines() if x.startswith("zm_request_duration_seconds_bucket")]
     assert any('le="0.0001"' in x for x in buckets) and any('le="0.0005"' in x for x in buckets)
     assert metric(fc, "zm_forecast_units_count") > 0
@@ -687,3 +701,62 @@ def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
     assert cost["in_process"]["with_us"] > 0 and cost["ratio"] > 0 and cost["end_to_end_ratio"] > 0
     assert entry["cold_start"]["ratio"] > 0
     assert len(summary_rows(result)) == len(variant_rows(result)) == 2
+
+
+# ---------------------------------------------------------------- authentication
+def _expected_scope(path: str) -> str | None:
+    """What a route needs, as docs/security.md states it: probes nothing, /metrics metrics, the repository API
+    admin, everything else predict."""
+    if path in ("/", "/v2/health/live", "/v2/health/ready") or path.endswith("/ready") or (
+            path.startswith("/v1/models/") and ":" not in path):
+        return None
+    if path == "/metrics":
+        return "metrics"
+    return "admin" if path.startswith("/v2/repository") else "predict"
+
+
+def test_every_route_but_the_probes_needs_a_key_with_its_scope(home: Path) -> None:
+    """The route inventory: every route of the predictor, from its OpenAPI document and kserve's route table (not a
+    hand list), answers 401 without a key or with a wrong one, 403 with a key lacking the route's scope, and is
+    served with the right one. The keys come as the k8s profile gives them: hashes in ZM_AUTH__API_KEYS."""
+    import kserve.model_server as kms
+
+    from zmlops import auth
+
+    tokens, entries = {}, []
+    for scope in ("predict", "metrics", "admin"):
+        tokens[scope], entry = auth.new_key(f"{scope}-client", (scope,))
+        entries.append(entry)
+    server = Server("demand-forecast", home, env={"ZM_AUTH__API_KEYS": json.dumps(entries)}).start().wait_ready()
+    try:
+        def call(method: str, path: str, token: str | None) -> int:
+            headers = {"authorization": f"Bearer {token}"} if token else {}
+            body = {"instances": [{"category": "kitchen"}]} if method == "POST" else None
+            return httpx.request(method, f"{server.url}{path}", json=body, headers=headers, timeout=10).status_code
+
+        spec = httpx.get(f"{server.url}/openapi.json", headers={"authorization": f"Bearer {tokens['predict']}"},
+                         timeout=10).json()
+        routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+        routes |= {(m, r.path) for r in kms.app.routes for m in (getattr(r, "methods", None) or {"GET"})}
+        routes = {(m, p) for m, p in routes if m in ("GET", "POST")}
+        version = httpx.post(f"{server.url}/v1/models/demand-forecast:predict", json={"instances": [{"category": 1}]},
+                             headers={"authorization": f"Bearer {tokens['predict']}"}, timeout=10)
+        assert version.status_code == 400  # authenticated, then validated
+        assert len(routes) >= 15 and ("GET", "/metrics") in routes, sorted(routes)
+        problems = []
+        for method, template in sorted(routes):
+            path = (template.replace("{model_name}", "demand-forecast").replace("{model_version}", "1")
+                    .replace("{version}", "1"))
+            needed = _expected_scope(path)
+            if needed is None:
+                if call(method, path, None) in (401, 403):
+                    problems.append((method, path, "a probe asked for a key"))
+                continue
+            other = next(s for s in tokens if s != needed)
+            got = {"none": call(method, path, None), "wrong": call(method, path, "zm_not-a-key"),
+                   "other scope": call(method, path, tokens[other]), "right": call(method, path, tokens[needed])}
+            if (got["none"], got["wrong"], got["other scope"]) != (401, 401, 403) or got["right"] in (401, 403):
+                problems.append((method, path, got))
+        assert not problems, problems
+    finally:
+        server.stop()

@@ -89,6 +89,9 @@ def test_prometheus_and_alertmanager_accept_the_translated_operator_objects(tmp_
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
     assert set(jobs) == {"mlops/zm-predictors", "mlops/zm-mlflow", "mlops/zm-pushgateway"}
     assert len(jobs["mlops/zm-predictors"]["static_configs"]) == 3 and jobs["mlops/zm-pushgateway"]["honor_labels"]
+    # the predictors' /metrics needs a key: the PodMonitor's authorization, resolved from its Secret
+    assert jobs["mlops/zm-predictors"]["authorization"] == {
+        "type": "Bearer", "credentials": m.secrets["zero-margin-secrets"]["serving-metrics-token"]}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     am = alertmanager_config(m)
     (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am))

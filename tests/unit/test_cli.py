@@ -68,3 +68,14 @@ def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
     monitoring = json.loads(out.read_text())["monitoring"]
     assert [r["rows"] for r in monitoring] == [20_000, 50_000]
     assert all(r["max_score_difference"] <= 0.01 and r["ratio_vs_baseline"] > 0 for r in monitoring)
+
+
+def test_a_new_key_is_accepted_by_the_entry_it_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from zmlops import auth
+
+    assert main(["auth", "new-key", "shop", "--scope", "predict", "--scope", "metrics"]) == 0
+    key_line, entry_line = capsys.readouterr().out.strip().splitlines()
+    key, entry = key_line.rsplit(" ", 1)[1], json.loads(entry_line.split(": ", 1)[1])
+    assert entry["sha256"] == auth.digest(key) and entry["scopes"] == ["predict", "metrics"] and key not in entry_line

@@ -90,8 +90,10 @@ def _category(settings: Settings) -> str:
     import urllib.request
 
     url = f"http://127.0.0.1:{settings.serving.ports[FAMILY]}/v1/models/{FAMILY}:predict"
+    from zmlops import auth
+
     req = urllib.request.Request(url, data=json.dumps({"instances": [{"category": "?"}]}).encode(),
-                                 headers={"content-type": "application/json"})
+                                 headers={"content-type": "application/json", **auth.headers(settings)})
     try:
         urllib.request.urlopen(req, timeout=5)  # noqa: S310 - loopback
     except urllib.error.HTTPError as err:  # 400 naming the known categories
@@ -109,7 +111,10 @@ def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], Non
     say(f"serving v{good[0]} behind haproxy on 127.0.0.1:{settings.serving.ports[FAMILY]}")
     rollout.serve(FAMILY, good[0])
     body: dict[str, object] = {"instances": [{"category": _category(settings), "horizon": 4}]}
-    load = Load(settings.serving.ports[FAMILY], f"/v1/models/{FAMILY}:predict", body, rate=rate).start()
+    from zmlops import auth
+
+    load = Load(settings.serving.ports[FAMILY], f"/v1/models/{FAMILY}:predict", body, rate=rate,
+                headers=auth.headers(settings)).start()
     try:
         time.sleep(2)
 

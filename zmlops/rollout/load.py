@@ -30,6 +30,7 @@ class Load:
     body: dict[str, object]
     rate: float = 150.0
     connections: int = 4
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. the predictors' Authorization
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -37,7 +38,7 @@ class Load:
 
     def _worker(self, offset: float) -> None:
         payload = json.dumps(self.body).encode()
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", **self.headers}
         conn: http.client.HTTPConnection | None = None
         period = self.connections / self.rate
         next_at = time.monotonic() + offset

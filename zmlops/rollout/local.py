@@ -117,9 +117,12 @@ class LocalBackend:
             self.proxy.set_weights(family, {slot: weights[slot]})
 
     def scrape(self, family: str, slot: str) -> dict[str, Counters]:
+        from zmlops import auth
+
         url = f"http://127.0.0.1:{slot_port(self.settings, family, slot)}/metrics"
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback
+            with urllib.request.urlopen(urllib.request.Request(url, headers=auth.headers(self.settings)),
+                                        timeout=2) as r:  # noqa: S310 - loopback
                 return parse(r.read().decode(), family)
         except OSError:
             return {}

@@ -1,0 +1,105 @@
+"""API keys of the predictors: stored hashed, each with scopes; clients send ``Authorization: Bearer <key>``.
+
+Scopes: ``predict`` (inference and model metadata), ``metrics`` (``/metrics``, for Prometheus and the
+rollout's analysis), ``admin`` (the model repository API, when it is on). Health and readiness probes need
+no key.
+
+Where the keys come from:
+
+- **k8s profile**: ``ZM_AUTH__API_KEYS``, a JSON list ``[{"name": ..., "sha256": ..., "scopes": [...]}]`` from
+  a Secret: only hashes reach the predictors. A client holds its own key (``ZM_AUTH__CLIENT_KEY``, from its
+  Secret). Rotation without downtime: add the new key's entry, move the clients, remove the old entry; both
+  are valid in between (``zm auth new-key`` prints a key and its entry).
+- **local profile**: the first process that needs them creates ``$ZM_HOME/secrets/api-keys.json`` (the
+  hashes the servers check) and ``$ZM_HOME/secrets/client-key`` (one key with every scope, mode 0600, for
+  the demo, the rollout and the tests on this machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zmlops.settings import Settings
+
+__all__ = ["Key", "SCOPES", "digest", "keys", "client_key", "headers", "new_key"]
+
+SCOPES = ("predict", "metrics", "admin")
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    sha256: str
+    scopes: frozenset[str]
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_key(name: str, scopes: tuple[str, ...] = ("predict",)) -> tuple[str, dict[str, object]]:
+    """A fresh key and its entry for ``ZM_AUTH__API_KEYS``."""
+    token = "zm_" + secrets.token_urlsafe(32)
+    return token, {"name": name, "sha256": digest(token), "scopes": list(scopes)}
+
+
+def _local(settings: Settings) -> tuple[list[dict[str, object]], str]:
+    """The local profile's key file and client key, created once (the first writer wins; others read it)."""
+    folder = settings.home.resolve() / "secrets"
+    entries_file, client_file = folder / "api-keys.json", folder / "client-key"
+    if not client_file.exists():
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        token, entry = new_key("local", SCOPES)
+        tmp = folder / f".api-keys.{os.getpid()}.json"
+        tmp.write_text(json.dumps([entry], indent=2))
+        try:
+            fd = os.open(client_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created them first
+            tmp.unlink()
+        else:
+            tmp.replace(entries_file)
+            with os.fdopen(fd, "w") as out:
+                out.write(token)
+    for _ in range(50):  # the winner writes the key file just after the client key
+        if entries_file.exists() and client_file.stat().st_size:
+            break
+        time.sleep(0.05)
+    return json.loads(entries_file.read_text()), client_file.read_text().strip()
+
+
+def keys(settings: Settings) -> dict[str, Key]:
+    """The keys a predictor accepts, by their sha256."""
+    if settings.auth.api_keys is not None:
+        raw = json.loads(settings.auth.api_keys.get_secret_value())
+    elif settings.profile == "local":
+        raw = _local(settings)[0]
+    else:
+        raise RuntimeError("the k8s profile's predictors need ZM_AUTH__API_KEYS (hashed keys, from a Secret)")
+    out = {}
+    for entry in raw:
+        unknown = set(entry.get("scopes", [])) - set(SCOPES)
+        if unknown:
+            raise ValueError(f"ZM_AUTH__API_KEYS: key {entry.get('name')!r} has unknown scopes {sorted(unknown)}")
+        out[str(entry["sha256"])] = Key(str(entry["name"]), str(entry["sha256"]), frozenset(entry["scopes"]))
+    return out
+
+
+def client_key(settings: Settings) -> str:
+    """This process's key as a client of the predictors."""
+    if settings.auth.client_key is not None:
+        return settings.auth.client_key.get_secret_value()
+    if settings.profile == "local":
+        return _local(settings)[1]
+    raise RuntimeError("set ZM_AUTH__CLIENT_KEY (a key of the predictors, from a Secret) to call the predictors")
+
+
+def headers(settings: Settings) -> dict[str, str]:
+    """HTTP headers that authenticate this process to the predictors."""
+    return {"authorization": f"Bearer {client_key(settings)}"}
