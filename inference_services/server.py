@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from inference_services.binary import HEADER, binary_request_error
 from zmlops import auth
-from zmlops.auth import Key, digest
+from zmlops.auth import Key
 
 if TYPE_CHECKING:
     from inference_services.base import ServedModel
@@ -83,7 +83,7 @@ class Edge:
                  repository_api: bool = False, keys: dict[str, Key] | None = None) -> None:
         self.app = app
         self.keys = keys  # by sha256; None: no authentication (only when settings turn it off)
-        self._known: dict[bytes, Key | None] = {}  # recent Authorization values -> their key
+        self._known: dict[tuple[bytes | None, str], tuple[int, str] | None] = {}  # (header, scope) -> answer
         self.model = model
         self.max_body = max_body
         self.body_timeout = body_timeout
@@ -127,20 +127,13 @@ class Edge:
         if self.keys is None or needed is None:
             return None
         given = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
-        if given is None:
-            return 401, "authorization: a bearer token is required (Authorization: Bearer <key>)"
-        if given not in self._known:
-            token = given.decode("latin-1")
-            found = self.keys.get(digest(token[7:].strip())) if token[:7].lower() == "bearer " else None
+        asked = (given, needed)
+        if asked not in self._known:  # the answer to this header and scope, computed once
             if len(self._known) > 10_000:
                 self._known.clear()
-            self._known[given] = found
-        key = self._known[given]
-        if key is None:
-            return 401, "authorization: not a valid key"
-        if needed not in key.scopes:
-            return 403, f"authorization: key {key.name!r} lacks the scope {needed!r}"
-        return None
+            self._known[asked] = auth.allowed(self.keys, given.decode("latin-1") if given is not None else None,
+                                              needed)
+        return self._known[asked]
 
     def _route(self, path: str) -> tuple[str, tuple[int, str] | None]:
         """The path kserve serves (a versioned path of the served version: the unversioned one), or the answer

@@ -30,6 +30,7 @@ from fastapi import FastAPI, HTTPException, Request  # at module level: FastAPI 
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitoring.loop import claim_incident
+from zmlops import auth
 from zmlops.airflow_client import AirflowAPI
 from zmlops.catalog import FAMILIES, retrain_asset_uri
 from zmlops.settings import Settings
@@ -84,8 +85,22 @@ def create_app(settings: Settings, api: AirflowAPI | None = None) -> FastAPI:
         if task is not None:
             task.cancel()
 
-    app = FastAPI(title="zmlops alert receiver", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="zmlops alert receiver", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     airflow = api or AirflowAPI(settings)
+    keys = auth.keys(settings) if settings.auth.required else None
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Any:
+        """Every route but /healthz needs a key with the scope alerts (Alertmanager's webhook credentials)."""
+        refused = None if keys is None or request.url.path == "/healthz" else auth.allowed(
+            keys, request.headers.get("authorization"), "alerts")
+        if refused is not None:
+            from fastapi.responses import JSONResponse
+
+            return JSONResponse({"detail": refused[1]}, status_code=refused[0],
+                                headers={"www-authenticate": 'Bearer realm="zero-margin"'} if refused[0] == 401
+                                else None)
+        return await call_next(request)
 
     @app.post("/alertmanager")
     async def alertmanager(request: Request) -> dict[str, Any]:

@@ -87,8 +87,9 @@ def _serving_keys() -> dict[str, str]:
 
     client, client_entry = auth.new_key("clients", ("predict",))
     metrics, metrics_entry = auth.new_key("prometheus", ("metrics",))
-    return {"serving-client-key": client, "serving-metrics-token": metrics,
-            "serving-api-keys": json.dumps([client_entry, metrics_entry])}
+    alerts, alerts_entry = auth.new_key("alertmanager", ("alerts",))
+    return {"serving-client-key": client, "serving-metrics-token": metrics, "alert-receiver-token": alerts,
+            "serving-api-keys": json.dumps([client_entry, metrics_entry, alerts_entry])}
 
 
 def new_secrets() -> dict[str, dict[str, str]]:
@@ -218,8 +219,12 @@ def _secret(manifests: Manifests, ref: dict[str, str]) -> str:
 def _receiver(manifests: Manifests, prefix: str, spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"name": prefix + spec["name"]}
     for hook in spec.get("webhookConfigs", []):
-        out.setdefault("webhook_configs", []).append({"url": hook["url"],
-                                                      "send_resolved": hook.get("sendResolved", True)})
+        item = {"url": hook["url"], "send_resolved": hook.get("sendResolved", True)}
+        authorization = hook.get("httpConfig", {}).get("authorization")
+        if authorization:
+            item["http_config"] = {"authorization": {"type": authorization.get("type", "Bearer"),
+                                                     "credentials": _secret(manifests, authorization["credentials"])}}
+        out.setdefault("webhook_configs", []).append(item)
     for page in spec.get("pagerdutyConfigs", []):
         out.setdefault("pagerduty_configs", []).append({
             "url": page["url"], "routing_key": _secret(manifests, page["routingKey"]),

@@ -1,8 +1,8 @@
 """API keys of the predictors: stored hashed, each with scopes; clients send ``Authorization: Bearer <key>``.
 
 Scopes: ``predict`` (inference and model metadata), ``metrics`` (``/metrics``, for Prometheus and the
-rollout's analysis), ``admin`` (the model repository API, when it is on). Health and readiness probes need
-no key.
+rollout's analysis), ``admin`` (the model repository API, when it is on), ``alerts`` (the alert receiver's
+webhook, for Alertmanager). Health and readiness probes need no key.
 
 Where the keys come from:
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Key", "SCOPES", "digest", "keys", "client_key", "headers", "new_key"]
 
-SCOPES = ("predict", "metrics", "admin")
+SCOPES = ("predict", "metrics", "admin", "alerts")
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,18 @@ def client_key(settings: Settings) -> str:
     if settings.profile == "local":
         return _local(settings)[1]
     raise RuntimeError("set ZM_AUTH__CLIENT_KEY (a key of the predictors, from a Secret) to call the predictors")
+
+
+def allowed(found: dict[str, Key], authorization: str | None, scope: str) -> tuple[int, str] | None:
+    """None when ``authorization`` (the header's value) carries a key with ``scope``, else the 401 or 403."""
+    if authorization is None:
+        return 401, "authorization: a bearer token is required (Authorization: Bearer <key>)"
+    key = found.get(digest(authorization[7:].strip())) if authorization[:7].lower() == "bearer " else None
+    if key is None:
+        return 401, "authorization: not a valid key"
+    if scope not in key.scopes:
+        return 403, f"authorization: key {key.name!r} lacks the scope {scope!r}"
+    return None
 
 
 def headers(settings: Settings) -> dict[str, str]:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.dags.conftest import REPO
+from zmlops import auth
 from zmlops.catalog import retrain_asset_uri
 
 pytestmark = pytest.mark.dags
@@ -68,8 +69,9 @@ def stack(airflow_db: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
         api = subprocess.Popen([airflow, "api-server", "--port", str(api_port), "--host", "127.0.0.1"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
         procs.append(api)
+        token, entry = auth.new_key("alertmanager", ("alerts",))  # as docs/install.md makes it
         zm_env = {**env, "ZM_HOME": str(tmp_path / "zm"), "ZM_AIRFLOW__API_URL": f"http://127.0.0.1:{api_port}",
-                  "ZM_AIRFLOW__PASSWORD_FILE": str(passwords)}
+                  "ZM_AIRFLOW__PASSWORD_FILE": str(passwords), "ZM_AUTH__API_KEYS": json.dumps([entry])}
         receiver = subprocess.Popen([sys.executable, "-m", "monitoring.alert_receiver", "--port", str(receiver_port)],
                                     env=zm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
         procs.append(receiver)
@@ -79,6 +81,7 @@ def stack(airflow_db: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
             "  group_interval: 1s\n  repeat_interval: 1h\n"
             f"receivers:\n  - name: zmlops\n    webhook_configs:\n"
             f"      - url: http://127.0.0.1:{receiver_port}/alertmanager\n        send_resolved: true\n"
+            f"        http_config:\n          authorization:\n            credentials: {token}\n"
         )
         am = subprocess.Popen([ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp_path / 'am'}",
                                f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
@@ -91,6 +94,7 @@ def stack(airflow_db: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
         _wait(lambda: httpx.get(f"http://127.0.0.1:{am_port}/-/ready", timeout=2).status_code == 200,
               60, "Alertmanager ready", procs)
         yield {"api": f"http://127.0.0.1:{api_port}", "receiver": f"http://127.0.0.1:{receiver_port}",
+               "auth": {"authorization": f"Bearer {token}"},
                "alertmanager": f"http://127.0.0.1:{am_port}", "procs": procs, "zm_home": tmp_path / "zm"}
     finally:
         for p in procs:
@@ -133,19 +137,23 @@ def test_an_alert_re_enters_training_for_its_model_once(stack: dict[str, Any]) -
     webhook = {"version": "4", "status": "firing", "alerts": [
         {**alert, "status": "firing", "fingerprint": event["extra"]["incident"].split(":")[1],
          "startsAt": event["extra"]["incident"].split(":", 2)[2]}]}
-    again = httpx.post(f"{stack['receiver']}/alertmanager", json=webhook, timeout=10).json()
+    assert httpx.post(f"{stack['receiver']}/alertmanager", json=webhook, timeout=10).status_code == 401
+    assert httpx.post(f"{stack['receiver']}/alertmanager", json=webhook, timeout=10,
+                      headers={"authorization": "Bearer zm_wrong"}).status_code == 401
+    again = httpx.post(f"{stack['receiver']}/alertmanager", json=webhook, headers=stack["auth"], timeout=10).json()
     assert again["results"][0]["action"] == "duplicate"
     time.sleep(3)
     assert len(_events(stack["api"], uri)) == 1
 
     # not ours: no event, still a 2xx so Alertmanager does not retry
     other = {"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "DiskFull"}}]}
-    assert httpx.post(f"{stack['receiver']}/alertmanager", json=other, timeout=10).json()["results"][0][
-        "action"] == "ignored"
+    assert httpx.post(f"{stack['receiver']}/alertmanager", json=other, headers=stack["auth"], timeout=10).json()[
+        "results"][0]["action"] == "ignored"
     # ours but for people (retraining does not fix 5xx answers): no event
     page = {"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {
         "alertname": "ZmAvailabilityBudgetBurn1H", "model": "customer-segmentation", "action": "notify"}}]}
-    assert httpx.post(f"{stack['receiver']}/alertmanager", json=page, timeout=10).json()["results"][0][
-        "action"] == "ignored"
+    assert httpx.post(f"{stack['receiver']}/alertmanager", json=page, headers=stack["auth"], timeout=10).json()[
+        "results"][0]["action"] == "ignored"
     assert len(_events(stack["api"], uri)) == 1
-    assert httpx.post(f"{stack['receiver']}/alertmanager", content=b"nope", timeout=10).status_code == 400
+    assert httpx.post(f"{stack['receiver']}/alertmanager", content=b"nope", headers=stack["auth"],
+                      timeout=10).status_code == 400

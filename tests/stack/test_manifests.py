@@ -97,6 +97,8 @@ def test_prometheus_and_alertmanager_accept_the_translated_operator_objects(tmp_
     (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am))
     receivers = {r["name"]: r for r in am["receivers"]}
     assert receivers["mlops/zm-alerts/retrain"]["webhook_configs"][0]["url"].endswith("/alertmanager")
+    assert receivers["mlops/zm-alerts/retrain"]["webhook_configs"][0]["http_config"]["authorization"] == {
+        "type": "Bearer", "credentials": m.secrets["zero-margin-secrets"]["alert-receiver-token"]}  # scope alerts
     assert receivers["mlops/zm-alerts/chat"]["slack_configs"][0]["api_url"] == \
         m.secrets["zero-margin-alerting"]["slack-webhook-url"]  # the Secret's value, resolved as the operator does
     assert am["route"]["routes"][0]["matchers"][0] == 'namespace="mlops"'
