@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 from inference_services.binary import HEADER, binary_request_error
 from zmlops import auth
-from zmlops.auth import Key
 
 if TYPE_CHECKING:
     from inference_services.base import ServedModel
+    from zmlops.auth import Key
     from zmlops.settings import Settings
 
 __all__ = ["SERVICES", "service_class", "main", "serve_all"]
@@ -162,7 +162,7 @@ class Edge:
             nonlocal held
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                if status == 422 or status in (500, 501, 502, 504):
+                if status == 422 or (status >= 500 and status != 503):  # 503: not ready, kserve's own words
                     held = message
                     return
             if held is None:
@@ -339,8 +339,6 @@ def _tidied(family: str, status: int, body: bytes) -> tuple[int, str]:
         first = detail[0] if isinstance(detail, list) and detail and isinstance(detail[0], dict) else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
         return 400, f"{where}: {first.get('msg', 'not a valid request')}"
-    if status == 501:
-        return 404, str(raw.get("error") if isinstance(raw, dict) else raw)[:200] + ": not served here"
     log.error("%s: answered %d: %s", family, status, str(raw)[:2000])
     return status, "internal error; the server's log has the details"
 
