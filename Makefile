@@ -30,7 +30,7 @@ $(PIPELINES)/.synced: uv.lock pyproject.toml | $(UV)
 	UV_PROJECT_ENVIRONMENT=$(PIPELINES) $(UV) sync --frozen --group pipelines --python $(PYTHON) --compile-bytecode
 	@touch $@
 $(SERVING)/.synced: uv.lock pyproject.toml | $(UV)
-	UV_PROJECT_ENVIRONMENT=$(SERVING) $(UV) sync --frozen --group serving --python $(PYTHON) --compile-bytecode
+	UV_PROJECT_ENVIRONMENT=$(SERVING) $(UV) sync --frozen --group serving --group serving-tests --python $(PYTHON) --compile-bytecode
 	@touch $@
 
 # Tools only (helm SDK, kubernetes-validate, checkov): no project code, checkov cannot share with Airflow.

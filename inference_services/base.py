@@ -100,12 +100,9 @@ class JsonInfer:
     INPUT: ClassVar[frozenset[str]] = frozenset({"name", "shape", "datatype", "data"})
 
     @classmethod
-    def parse(cls, body: bytes) -> JsonInfer | None:
-        """The request, or None when it needs kserve's full decoder (binary data, parameters, odd shapes)."""
-        try:
-            raw = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None
+    def parse(cls, raw: Any) -> JsonInfer | None:
+        """The request from its parsed JSON body, or None when it needs kserve's full decoder (parameters, odd
+        shapes)."""
         if not isinstance(raw, dict) or not set(raw) <= cls.TOP or not isinstance(raw.get("inputs"), list):
             return None
         inputs = []

@@ -135,23 +135,36 @@ class Edge:
                                               needed)
         return self._known[asked]
 
-    def _route(self, path: str) -> tuple[str, tuple[int, str] | None]:
-        """The path kserve serves (a versioned path of the served version: the unversioned one), or the answer
-        to give instead."""
+    def _unserved(self, name: str, version: str) -> tuple[int, str] | None:
+        served = self.model.state.version if self.model.state is not None else None
+        if name == self.model.family and version != served:
+            return 404, (f"model {name} version {version}: not served here (this server serves "
+                         f"{'version ' + served if served else 'no version yet'})")
+        return None
+
+    def _route(self, path: str, query: bytes = b"") -> tuple[str, bytes, tuple[int, str] | None]:
+        """The path and query kserve serves (a versioned path or ``?model_version=`` of the served version: the
+        unversioned one), or the answer to give instead."""
         if path.startswith("/v2/models/") and "/versions/" in path:
             found = VERSIONED.match(path)
             if found:
                 name, version, rest = found.groups()
-                served = self.model.state.version if self.model.state is not None else None
-                if name == self.model.family and version != served:
-                    return path, (404, f"model {name} version {version}: not served here (this server serves "
-                                       f"{'version ' + served if served else 'no version yet'})")
+                if unserved := self._unserved(name, version):
+                    return path, query, unserved
                 path = f"/v2/models/{name}{rest or ''}"
+        if b"model_version" in query and path.startswith("/v2/models/"):  # kserve answers 501 to any version
+            from urllib.parse import parse_qsl, urlencode
+
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            versions = [v for k, v in pairs if k == "model_version" and v]
+            if versions and (unserved := self._unserved(path.split("/")[3], versions[-1])):
+                return path, query, unserved
+            query = urlencode([(k, v) for k, v in pairs if k != "model_version"]).encode("latin-1")
         if path.startswith("/v2/repository") and not self.repository_api:
-            return path, (404, "the model repository API is off here (ZM_SERVING__REPOSITORY_API)")
+            return path, query, (404, "the model repository API is off here (ZM_SERVING__REPOSITORY_API)")
         if path.startswith("/v1/models/") and path.endswith(":explain"):
-            return path, (404, f"{path}: no explainer is served here")
-        return path, None
+            return path, query, (404, f"{path}: no explainer is served here")
+        return path, query, None
 
     def _tidy(self, send: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:
         """``send`` for kserve's answers: its 422 as a 400 naming the field, a 5xx without exception text."""
@@ -212,16 +225,33 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._dispatch(scope, receive, sending)
+        except Exception:  # an error nobody answered: logged once here, and a 500 without its text
+            log.exception("%s: %s %s failed", self.model.family, scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await self._reply(send, 500, "internal error; the server's log has the details")
+
+    async def _dispatch(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                        send: Callable[[Message], Awaitable[None]]) -> None:
         refused = self._refused(scope, scope.get("path", ""))
         if refused is not None:  # the connection goes too: nobody waits for an unread body on it
             await self._reply(send, *refused, close=True, challenge=refused[0] == 401)
             return
-        path, answer = self._route(scope.get("path", ""))
+        path, query, answer = self._route(scope.get("path", ""), scope.get("query_string", b""))
         if answer is not None:
             await self._reply(send, *answer)
             return
-        if path != scope.get("path"):
-            scope = {**scope, "path": path, "raw_path": path.encode()}
+        if path != scope.get("path") or query != scope.get("query_string", b""):
+            scope = {**scope, "path": path, "raw_path": path.encode(), "query_string": query}
         protocol = self._protocol(path)
         if protocol is None or scope.get("method") != "POST":
             if self.draining and self._readiness(path):
@@ -290,10 +320,20 @@ class Edge:
                     status = 400
                     await self._reply(watch, 400, problem)
                     return
+            if binary is None:  # a JSON body: strict JSON (no NaN or Infinity) for every route, or a 400
+                import orjson
+
+                try:
+                    value = orjson.loads(body)
+                except orjson.JSONDecodeError as error:
+                    status = 400
+                    await self._reply(watch, 400, f"body: not valid JSON ({error})")
+                    return
             if direct:
                 from inference_services.base import JsonInfer
 
-                request: Any = JsonInfer.parse(body) if protocol == "v2" else _json_object(body)
+                request: Any = JsonInfer.parse(value) if protocol == "v2" else (
+                    value if isinstance(value, dict) else None)
                 if request is not None:
                     await self._infer_json(watch, request, headers)
                     return
@@ -341,17 +381,6 @@ def _tidied(family: str, status: int, body: bytes) -> tuple[int, str]:
         return 400, f"{where}: {first.get('msg', 'not a valid request')}"
     log.error("%s: answered %d: %s", family, status, str(raw)[:2000])
     return status, "internal error; the server's log has the details"
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    """A V1 body as a JSON object, or None to leave it to kserve (its error messages for the rest)."""
-    import orjson
-
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class _ClientErrors(logging.Filter):

@@ -60,6 +60,11 @@ class Process:
         if self.spec.workdir:  # the pod's disk: its emptyDir volumes, created empty
             for volume in ("tmp", "home", *self.spec.volumes):
                 (self.workdir / volume).mkdir(parents=True, exist_ok=True)
+            for relative, content in self.spec.files.items():  # secret volumes: the owner reads them
+                path = self.workdir / relative
+                path.unlink(missing_ok=True)
+                path.write_text(content)
+                path.chmod(0o400)
         cwd = self.workdir if self.spec.workdir else self.layout.services
         cwd.mkdir(parents=True, exist_ok=True)
         self.layout.logs.mkdir(parents=True, exist_ok=True)

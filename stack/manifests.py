@@ -2,7 +2,7 @@
 
 Everything here is read from the rendered manifests and never written a second time: a workload's
 command, arguments, environment (``envFrom`` ConfigMaps and Secrets, ``env`` values, ``secretKeyRef``,
-``fieldRef``, ``$(VAR)`` expansion), ports, readiness probe, labels and ``emptyDir`` mounts. Three
+``fieldRef``, ``$(VAR)`` expansion), ports, readiness probe, labels, ``emptyDir`` and ``secret`` mounts. Three
 translations make a manifest runnable on one machine, and only these:
 
 - **images**: an image's programs come from the environment it is built from (``.venvs/serving``,
@@ -11,7 +11,8 @@ translations make a manifest runnable on one machine, and only these:
 - **the pod network**: each pod has its own loopback address; ``0.0.0.0`` in an argument or a
   variable (all of the pod's interfaces) becomes that address;
 - **volumes**: every ``emptyDir`` mount is a folder of the pod's own working directory, created empty
-  when the pod starts.
+  when the pod starts; a ``secret`` mount is such a folder holding the Secret's keys (or its ``items``) as
+  files readable by the owner only, as the kubelet projects them.
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ class Pod:
     env: dict[str, str]  # the container's own environment (no host variables)
     ports: dict[str, int]  # port name -> container port
     readiness: dict[str, Any] | None
-    mounts: dict[str, str] = field(default_factory=dict)  # mount path -> emptyDir volume name
+    mounts: dict[str, str] = field(default_factory=dict)  # mount path -> emptyDir or secret volume name
     ip: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # volume/file -> content (secret volumes)
 
     @property
     def program(self) -> str:
@@ -156,10 +158,18 @@ class Manifests:
     def _pod(self, name: str, kind: str, labels: dict[str, str], spec: dict[str, Any], namespace: str) -> Pod:
         container = spec["containers"][0]
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
-        mounts = {}
+        mounts, files = {}, {}
         for m in container.get("volumeMounts") or []:
-            if "emptyDir" not in volumes.get(m["name"], {}):
-                raise ValueError(f"{name}: volume {m['name']} is not an emptyDir; the harness knows only those")
+            volume = volumes.get(m["name"], {})
+            if "secret" in volume:
+                data = self.secrets.get(volume["secret"]["secretName"])
+                if data is None:
+                    raise KeyError(f"{name}: Secret {volume['secret']['secretName']} does not exist")
+                items = volume["secret"].get("items") or [{"key": k, "path": k} for k in data]
+                files.update({f"{m['name']}/{i['path']}": data[i["key"]] for i in items})
+            elif "emptyDir" not in volume:
+                raise ValueError(f"{name}: volume {m['name']} is neither an emptyDir nor a Secret; the harness "
+                                 "knows only those")
             mounts[m["mountPath"]] = m["name"]
         image = IMAGES.get(_repository(container["image"]))
         command = list(container.get("command") or (image.entrypoint if image else ()))
@@ -167,7 +177,7 @@ class Manifests:
             raise ValueError(f"{name}: no command and no known entrypoint for {container['image']}")
         ports = {p.get("name", str(p["containerPort"])): int(p["containerPort"]) for p in container.get("ports", [])}
         return Pod(name, kind, dict(labels), container["image"], command + list(container.get("args") or []),
-                   {}, ports, container.get("readinessProbe"), mounts)
+                   {}, ports, container.get("readinessProbe"), mounts, files=files)
 
     def container(self, pod: Pod) -> dict[str, Any]:
         for d in self.of("Deployment"):

@@ -48,6 +48,7 @@ class Spec:
     labels: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     volumes: list[str] = field(default_factory=list)  # emptyDir volumes: folders of the working directory
+    files: dict[str, str] = field(default_factory=dict)  # files of secret volumes (volume/name -> content)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,7 +126,7 @@ def _pod_spec(layout: Layout, manifests: Manifests, pod: Pod) -> Spec:
         port = probe["tcpSocket"]["port"]
         ready = f"tcp://{pod.ip}:{pod.ports.get(port, port)}"
     return Spec(pod.name, "pod", argv, env, pod.ip, ready, labels=pod.labels, ports=pod.ports,
-                volumes=sorted(set(pod.mounts.values())))
+                volumes=sorted(set(pod.mounts.values())), files=pod.files)
 
 
 def _expand_all(text: str, env: dict[str, str]) -> str:

@@ -344,6 +344,17 @@ def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | N
           f"{e['cold_start']['bare_import_and_load_s']:.2f}", f"{e['cold_start']['ratio']:.2f}"]
          for f, e in serving["models"].items()],
     )
+    table(
+        "serving: valid traffic at half the maximum while 200 clients hold half-sent bodies, side by side with the "
+        "same traffic alone (V1, medians of the runs)",
+        ["model", "rps", "p99 ms alone", "p99 ms with slow clients (<= 25)", "ratio", "valid errors",
+         "slow answered", "slow closed after s (timeout)"],
+        [[f, f"{d['rate']:.0f}", f"{d['p99_ms_alone']:.1f}", f"{d['p99_ms_with_slow_clients']:.1f}",
+          f"{d['p99_ratio']:.2f}", f"{d['valid_errors']:.0f}",
+          ", ".join(f"{n} x {code}" for code, n in d["answers_to_slow"].items()),
+          f"{d['slow_closed_after_s_min']:.1f}-{d['slow_closed_after_s_max']:.1f} ({d['body_timeout_s']:g})"]
+         for f, e in serving["models"].items() if (d := e["v1"]["model"].get("slow_clients"))],
+    )
     return serving
 
 

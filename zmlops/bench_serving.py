@@ -205,7 +205,7 @@ async def _open_loop(port: int, path: str, bodies: list[bytes], rate: float, sec
                 body = bodies[i % len(bodies)]
                 writer.write(
                     f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                    f"Authorization: {AUTHORIZATION[0]}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
                 )
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
@@ -229,6 +229,62 @@ def _open_loops(port: int, path: str, bodies: list[bytes], rate: float, seconds:
     return {"rate": rate, "requests": sum(r["requests"] for r in each), "errors": sum(r["errors"] for r in each),
             "p50_ms": _median([r["p50_ms"] for r in each]), "p99_ms": _median([r["p99_ms"] for r in each]),
             "p99_ms_per_run": [round(r["p99_ms"], 2) for r in each]}
+
+
+async def _slow_clients(port: int, path: str, bodies: list[bytes], rate: float, seconds: float, slow: int,
+                        timeout: float) -> dict[str, Any]:
+    """``slow`` clients send their headers and half a body, then nothing, while the open loop sends valid requests
+    at ``rate``; each slow connection's answer and the time until the server closed it."""
+
+    async def hold() -> tuple[float, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     f"Authorization: {AUTHORIZATION[0]}\r\nContent-Length: 400\r\n\r\n".encode()
+                     + b'{"instances": [')
+        await writer.drain()
+        opened = time.perf_counter()
+        try:
+            answer = await asyncio.wait_for(reader.read(), timeout + 30)  # until the server closes
+        except TimeoutError:
+            answer = b"still open"
+        writer.close()
+        return time.perf_counter() - opened, answer[:12]
+
+    holders = [asyncio.create_task(hold()) for _ in range(slow)]
+    await asyncio.sleep(0.5)  # every slow client has sent its headers
+    valid = await _open_loop(port, path, bodies, rate, seconds)
+    held = await asyncio.gather(*holders)
+    closed = [s for s, _ in held]
+    answers: dict[str, int] = {}
+    for _, answer in held:
+        code = answer.split(b" ")[1].decode() if answer.startswith(b"HTTP/1.1 ") else answer.decode("latin-1")
+        answers[code] = answers.get(code, 0) + 1
+    return {"slow_clients": slow, "body_timeout_s": timeout, "valid": valid, "answers_to_slow": answers,
+            "closed_after_s": {"min": round(min(closed), 2), "max": round(max(closed), 2)}}
+
+
+def slow_client_drill(port: int, path: str, bodies: list[bytes], rate: float, timeout: float,
+                      slow: int = 200, runs: int = 3) -> dict[str, Any]:
+    """Valid traffic at ``rate`` with and without ``slow`` half-sent bodies held open, side by side (alternating,
+    ``runs`` times each); p99 of the valid requests in both, the median of the runs, and the ratio."""
+    console.print(f"serving: {slow} slow clients holding half-sent bodies, {runs} runs ...")
+    seconds = max(2.0, timeout - 2.0)  # the valid traffic runs while the slow connections are held
+    alone, held = [], []
+    for _ in range(runs):
+        alone.append(asyncio.run(_open_loop(port, path, bodies, rate, seconds)))
+        held.append(asyncio.run(_slow_clients(port, path, bodies, rate, seconds, slow, timeout)))
+    p99_alone = _median([r["p99_ms"] for r in alone])
+    p99_held = _median([r["valid"]["p99_ms"] for r in held])
+    answers: dict[str, int] = {}
+    for r in held:
+        for code, n in r["answers_to_slow"].items():
+            answers[code] = answers.get(code, 0) + n
+    return {"rate": rate, "slow_clients": slow, "body_timeout_s": timeout, "runs": runs,
+            "p99_ms_alone": round(p99_alone, 2), "p99_ms_with_slow_clients": round(p99_held, 2),
+            "p99_ratio": round(p99_held / p99_alone, 3),
+            "valid_errors": sum(r["valid"]["errors"] for r in held), "answers_to_slow": answers,
+            "slow_closed_after_s_max": max(r["closed_after_s"]["max"] for r in held),
+            "slow_closed_after_s_min": min(r["closed_after_s"]["min"] for r in held)}
 
 
 def _bodies(family: str, protocol: str, customers: list[int], categories: list[str]) -> list[dict[str, Any]]:
@@ -388,6 +444,10 @@ def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = Non
                     raw = [json.dumps(b).encode() for b in payloads]
                     runs["model"]["open_loop_half_max"] = _open_loops(model.port, path, raw, runs["model"]["rps"] / 2,
                                                                       max(4, 2 * seconds), min(3, rounds))
+                    if protocol == "v1":  # the slow-client drill, on the served model at half its maximum
+                        runs["model"]["slow_clients"] = slow_client_drill(
+                            model.port, path, raw, runs["model"]["rps"] / 2,
+                            Settings(home=home).serving.body_timeout_seconds, runs=min(3, rounds))
                 finally:
                     for server in servers.values():
                         server.stop()

@@ -697,6 +697,11 @@ def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
         assert runs["model"]["open_loop_half_max"]["errors"] == 0
         assert len(runs["model"]["open_loop_half_max"]["p99_ms_per_run"]) == 2  # min(3, rounds) runs, each kept
         assert 0 < runs["model"]["one_connection"]["p99_ms"] < 1000
+    drill = entry["v1"]["model"]["slow_clients"]  # the slow-client drill
+    assert drill["answers_to_slow"] == {"408": 200 * drill["runs"]} and drill["valid_errors"] == 0, drill
+    assert drill["body_timeout_s"] <= drill["slow_closed_after_s_min"] <= drill["slow_closed_after_s_max"] < \
+        drill["body_timeout_s"] + 5, drill
+    assert drill["p99_ms_alone"] > 0 and drill["p99_ratio"] > 0
     cost = entry["metrics_cpu_overhead"]
     assert cost["in_process"]["with_us"] > 0 and cost["ratio"] > 0 and cost["end_to_end_ratio"] > 0
     assert entry["cold_start"]["ratio"] > 0
