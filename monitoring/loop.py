@@ -15,11 +15,12 @@ from __future__ import annotations
 import html
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from zmlops import statedb
-from zmlops.settings import Settings
+from zmlops.settings import MonitoringSettings, Settings
 from zmlops.stores import object_store
 
 __all__ = ["monitoring_dir", "save_result", "results", "write_index", "write_metrics", "claim_incident",
@@ -122,8 +123,27 @@ def write_metrics(settings: Settings, results: list[dict[str, Any]]) -> Path:
     write_to_textfile(str(path), registry)
     object_store(settings).upload(f"{PREFIX}/metrics.prom")
     if m.pushgateway_url:
-        push_to_gateway(m.pushgateway_url, job=PUSH_JOB, registry=registry, timeout=10)
+        push_to_gateway(m.pushgateway_url, job=PUSH_JOB, registry=registry, timeout=10, handler=_push_handler(m))
     return path
+
+
+def _push_handler(m: MonitoringSettings) -> Callable[..., Callable[[], None]]:
+    """prometheus_client's push handler, with the monitoring job's basic-auth credentials when set."""
+    from prometheus_client.exposition import basic_auth_handler, default_handler
+
+    if m.pushgateway_password is None:
+        return default_handler
+    user, password = m.pushgateway_username, m.pushgateway_password.get_secret_value()
+
+    def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
+                data: bytes) -> Callable[[], None]:
+        return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+    return handler
+
+
+def _pushgateway_auth(m: MonitoringSettings) -> tuple[str, str] | None:
+    return (m.pushgateway_username, m.pushgateway_password.get_secret_value()) if m.pushgateway_password else None
 
 
 def reconcile_pushgateway(settings: Settings) -> bool:
@@ -136,7 +156,7 @@ def reconcile_pushgateway(settings: Settings) -> bool:
     url = settings.monitoring.pushgateway_url
     if not url:
         return False
-    current = httpx.get(f"{url.rstrip('/')}/metrics", timeout=5)
+    current = httpx.get(f"{url.rstrip('/')}/metrics", timeout=5, auth=_pushgateway_auth(settings.monitoring))
     current.raise_for_status()
     if f'job="{PUSH_JOB}"' in current.text:
         return False
@@ -151,7 +171,7 @@ def reconcile_pushgateway(settings: Settings) -> bool:
 
     registry = CollectorRegistry()
     registry.register(Stored())  # type: ignore[arg-type]
-    push_to_gateway(url, job=PUSH_JOB, registry=registry, timeout=10)
+    push_to_gateway(url, job=PUSH_JOB, registry=registry, timeout=10, handler=_push_handler(settings.monitoring))
     return True
 
 

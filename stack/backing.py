@@ -114,6 +114,7 @@ def new_secrets() -> dict[str, dict[str, str]]:
             "state-db-url": f"postgresql://zm:{db['zm']}@{pg}/zm",
             "data-registry-remote": "git://zm-git.mlops.svc/data-registry.git",
             **_serving_keys(),
+            **_pushgateway_users(),
         },
         "zero-margin-alerting": {
             "pagerduty-routing-key": secrets.token_hex(16),
@@ -126,6 +127,16 @@ def new_secrets() -> dict[str, dict[str, str]]:
         "airflow-jwt-secret": {"jwt-secret": secrets.token_urlsafe(64)},
         "airflow-users": {"admin-password": pw(), "approver-password": pw()},
     }
+
+
+def _pushgateway_users() -> dict[str, str]:
+    """The Pushgateway's users (monitoring pushes, prometheus scrapes) as `zm auth web-config` makes them."""
+    from zmlops.auth import web_config
+
+    push, scrape = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    return {"pushgateway-password": push, "pushgateway-scrape-user": "prometheus",
+            "pushgateway-scrape-password": scrape,
+            "pushgateway-web-config": web_config({"monitoring": push, "prometheus": scrape})}
 
 
 def _fernet_key() -> str:
@@ -177,7 +188,7 @@ def _port(pod: Pod, name: str) -> int:
 def prometheus_config(manifests: Manifests, pods: list[Pod], rules_file: Path, alertmanager: str,
                       namespace: str = NAMESPACE) -> dict[str, Any]:
     """prometheus.yml as the operator builds it: one job per PodMonitor over the pods it selects (an endpoint's
-    ``authorization`` read from its Secret)."""
+    ``authorization`` and ``basicAuth`` read from their Secrets)."""
     jobs = []
     for monitor in manifests.of("PodMonitor"):
         selector = monitor["spec"]["selector"].get("matchLabels", {})
@@ -194,6 +205,9 @@ def prometheus_config(manifests: Manifests, pods: list[Pod], rules_file: Path, a
                 **({"authorization": {"type": endpoint["authorization"].get("type", "Bearer"),
                                       "credentials": manifests.secrets[ref["name"]][ref["key"]]}}
                    if (ref := endpoint.get("authorization", {}).get("credentials")) else {}),
+                **({"basic_auth": {"username": _secret(manifests, basic["username"]),
+                                   "password": _secret(manifests, basic["password"])}}
+                   if (basic := endpoint.get("basicAuth")) else {}),
             })
     return {
         "global": {"scrape_interval": "30s", "evaluation_interval": "30s"},
@@ -212,7 +226,7 @@ def prometheus_rules(manifests: Manifests) -> dict[str, Any]:
 def _secret(manifests: Manifests, ref: dict[str, str]) -> str:
     value = manifests.secrets.get(ref["name"], {}).get(ref["key"])
     if value is None:
-        raise KeyError(f"Secret {ref['name']} has no key {ref['key']} (AlertmanagerConfig reference)")
+        raise KeyError(f"Secret {ref['name']} has no key {ref['key']} (a monitoring resource's reference)")
     return value
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from zmlops.settings import Settings
 
-__all__ = ["Key", "SCOPES", "digest", "keys", "client_key", "headers", "new_key"]
+__all__ = ["Key", "SCOPES", "digest", "keys", "client_key", "headers", "new_key", "web_config"]
 
 SCOPES = ("predict", "metrics", "admin", "alerts")
 
@@ -48,6 +48,15 @@ def new_key(name: str, scopes: tuple[str, ...] = ("predict",)) -> tuple[str, dic
     """A fresh key and its entry for ``ZM_AUTH__API_KEYS``."""
     token = "zm_" + secrets.token_urlsafe(32)
     return token, {"name": name, "sha256": digest(token), "scopes": list(scopes)}
+
+
+def web_config(passwords: dict[str, str], rounds: int = 10) -> str:
+    """A Prometheus exporter-toolkit web config (the Pushgateway's ``--web.config.file``) admitting these users:
+    only bcrypt hashes of their passwords are in it. JSON, which is YAML."""
+    import bcrypt
+
+    return json.dumps({"basic_auth_users": {user: bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
+                                            for user, password in passwords.items()}}, indent=2)
 
 
 def _local(settings: Settings) -> tuple[list[dict[str, object]], str]:

@@ -164,8 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     ausub = p.add_subparsers(dest="action", required=True)
     q = ausub.add_parser("new-key", help="print a new key and its ZM_AUTH__API_KEYS entry (JSON)")
     q.add_argument("name", help="who holds it (e.g. shop-frontend, prometheus)")
-    q.add_argument("--scope", action="append", choices=["predict", "metrics", "admin"], dest="scopes",
+    q.add_argument("--scope", action="append", choices=["predict", "metrics", "admin", "alerts"], dest="scopes",
                    help="what it may do (repeatable; default predict)")
+    q = ausub.add_parser("web-config", help="new passwords for these users and the Pushgateway's web config (only "
+                         "bcrypt hashes) admitting them",
+                         description="Prints each user's new password and the exporter-toolkit web config for the "
+                         "Secret key pushgateway-web-config (docs/security.md: monitoring pushes, prometheus "
+                         "scrapes).")
+    q.add_argument("users", nargs="+", help="user names (e.g. monitoring prometheus)")
 
     p = sub.add_parser(
         "audit", help="the audit trail: list, show, verify (tamper evidence), export",
@@ -514,6 +520,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from zmlops import auth
 
+        if args.action == "web-config":
+            import secrets
+
+            passwords = {user: secrets.token_urlsafe(24) for user in args.users}
+            for user, password in passwords.items():
+                print(f"password of {user} (not stored anywhere): {password}")
+            print("web config (the Secret key pushgateway-web-config):")
+            print(auth.web_config(passwords))
+            return 0
         key, entry = auth.new_key(args.name, tuple(args.scopes or ["predict"]))
         print(f"key (give it to {args.name}; it is not stored anywhere): {key}")
         print(f"entry (add it to ZM_AUTH__API_KEYS): {json.dumps(entry)}")

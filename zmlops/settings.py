@@ -163,6 +163,9 @@ class MonitoringSettings(BaseModel):
     pushgateway_url: str | None = Field(
         None, description="Prometheus Pushgateway the latest numbers and thresholds are pushed to (k8s profile)."
     )
+    pushgateway_username: str = Field("monitoring", description="Basic-auth user the monitoring job pushes as.")
+    pushgateway_password: SecretStr | None = Field(
+        None, description="Its password (a secret reference in k8s); none: the Pushgateway asks for nothing.")
 
 
 class AirflowSettings(BaseModel):

@@ -3,6 +3,7 @@ the operator's objects become Prometheus and Alertmanager configuration that the
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from functools import cache
@@ -92,6 +93,16 @@ def test_prometheus_and_alertmanager_accept_the_translated_operator_objects(tmp_
     # the predictors' /metrics needs a key: the PodMonitor's authorization, resolved from its Secret
     assert jobs["mlops/zm-predictors"]["authorization"] == {
         "type": "Bearer", "credentials": m.secrets["zero-margin-secrets"]["serving-metrics-token"]}
+    # the Pushgateway asks Prometheus for the scrape user's basic auth (users and hashes in its web config)
+    pushgateway_secrets = m.secrets["zero-margin-secrets"]
+    assert jobs["mlops/zm-pushgateway"]["basic_auth"] == {
+        "username": "prometheus", "password": pushgateway_secrets["pushgateway-scrape-password"]}
+    assert set(json.loads(pushgateway_secrets["pushgateway-web-config"])["basic_auth_users"]) == {
+        "monitoring", "prometheus"}
+    gateway = next(s for s in _specs if s.name == "zm-pushgateway")
+    config_file = next(a.split("=", 1)[1] for a in gateway.argv if a.startswith("--web.config.file="))
+    assert config_file == str(tmp_path / "pods" / "zm-pushgateway" / "web-config" / "web-config.yml")
+    assert gateway.files == {"web-config/web-config.yml": pushgateway_secrets["pushgateway-web-config"]}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     am = alertmanager_config(m)
     (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am))
