@@ -60,7 +60,7 @@ test-topology: envs ## the whole loop in the Kubernetes topology, short form (pa
 	$(PY) -m pytest -m stack -q tests/stack
 
 test-pipelines: envs ## unit, integration, DAG and observability tests (part of make test)
-	$(PY) -m pytest -m "not serving and not charts and not full and not stack" -q --ignore=tests/charts
+	$(PY) -m pytest -m "not serving and not charts and not full and not stack" -q --ignore=tests/charts --ignore=tests/serving
 
 test-serving: envs ## real KServe servers, then the chart (part of make test)
 	$(SERVING)/bin/python -m pytest -m "serving and not full" -q tests/serving
@@ -68,7 +68,7 @@ test-serving: envs ## real KServe servers, then the chart (part of make test)
 
 test-all: envs ## every test, slow ones at full size
 	$(call debian,$(TEST_OS_PACKAGES))
-	ZM_FULL=1 $(PY) -m pytest -m "not serving and not charts" -q --ignore=tests/charts
+	ZM_FULL=1 $(PY) -m pytest -m "not serving and not charts" -q --ignore=tests/charts --ignore=tests/serving
 	ZM_FULL=1 $(SERVING)/bin/python -m pytest -m serving -q tests/serving
 	$(DELIVERY)/bin/python -m pytest --noconftest -m charts -q tests/charts
 
