@@ -115,6 +115,8 @@ def new_secrets() -> dict[str, dict[str, str]]:
             "data-registry-remote": "git://zm-git.mlops.svc/data-registry.git",
             **_serving_keys(),
             **_pushgateway_users(),
+            "mlflow-admin-password": pw(), "mlflow-pipelines-password": pw(), "mlflow-serving-password": pw(),
+            "mlflow-flask-secret-key": secrets.token_hex(32),
         },
         "zero-margin-alerting": {
             "pagerduty-routing-key": secrets.token_hex(16),

@@ -111,8 +111,13 @@ class Loop:
         return {"authorization": f"Bearer {self.control.secret('zero-margin-secrets', 'serving-client-key')}"}
 
     def mlflow(self) -> Any:
+        """MLflow as the predictors read it: the read-only service account serving."""
+        import os
+
         import mlflow
 
+        os.environ["MLFLOW_TRACKING_USERNAME"] = "serving"
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = self.control.secret("zero-margin-secrets", "mlflow-serving-password")
         return mlflow.MlflowClient(tracking_uri=MLFLOW)
 
     def wipe(self, why: str) -> None:

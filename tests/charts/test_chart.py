@@ -361,9 +361,22 @@ def test_alert_routes_reach_the_receiver_and_the_people_with_secrets_by_referenc
                if "alert" in r)
 
 
-def test_mlflow_answers_its_service_names_and_exposes_metrics() -> None:
-    (mlflow,) = [d for d in kinds(rendered("production"), "Deployment") if d["metadata"]["name"] == "zm-mlflow"]
-    args = pod_spec(mlflow)["containers"][0]["args"]
+def test_mlflow_answers_its_service_names_behind_its_auth_app() -> None:
+    docs = rendered("production")
+    (mlflow,) = [d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "zm-mlflow"]
+    container = pod_spec(mlflow)["containers"][0]
+    args = container["args"]
+    assert container["command"] == ["python", "-m", "zmlops.mlflow_server"]
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}).get("key") for e in container["env"]}
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "mlflow-admin-password"
+    assert env["MLFLOW_ACCOUNT_SERVING_PASSWORD"] == "mlflow-serving-password"
+    for isvc in kinds(docs, "InferenceService"):  # the predictors read as the account serving
+        pe = {e["name"]: e for e in isvc["spec"]["predictor"]["containers"][0]["env"]}
+        assert pe["MLFLOW_TRACKING_USERNAME"]["value"] == "serving"
+        assert pe["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "mlflow-serving-password"
+    # MLflow's /metrics admits administrators only behind its auth app: no scrape of it then
+    assert not any(a.startswith("--expose-prometheus=") for a in args)
+    assert "zm-mlflow" not in {d["metadata"]["name"] for d in kinds(docs, "PodMonitor")}
     hosts = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
     import fnmatch
 
@@ -371,7 +384,6 @@ def test_mlflow_answers_its_service_names_and_exposes_metrics() -> None:
                  "10.12.0.7:5000"):
         assert any(fnmatch.fnmatch(host, pattern) for pattern in hosts), host
     assert not any(fnmatch.fnmatch("evil.example.com", pattern) for pattern in hosts)
-    assert any(a.startswith("--expose-prometheus=") for a in args)
 
 
 def test_canary_fields_are_set_only_with_the_canary_profile() -> None:

@@ -60,7 +60,8 @@ def test_the_commands_the_chart_runs_are_in_the_images() -> None:
     assert {"apache-airflow", "apache-airflow-providers-cncf-kubernetes", "psycopg2-binary"} <= groups["pipelines"]
     chart = "\n".join(p.read_text() for p in (ROOT / "charts" / "zero-margin" / "templates").glob("*.yaml"))
     assert 'command: ["zm-serve"]' in chart and 'command: ["zm-alert-receiver"]' in chart
-    assert 'command: ["mlflow", "server"]' in chart and 'command: ["feast"]' in chart
+    assert 'command: ["python", "-m", "zmlops.mlflow_server"]' in chart and 'command: ["feast"]' in chart
+    assert 'command: ["mlflow", "server"]' in chart  # without MLflow's auth app
 
 
 def test_airflow_values_use_our_image_kubernetes_executor_and_our_settings() -> None:
@@ -75,9 +76,11 @@ def test_airflow_values_use_our_image_kubernetes_executor_and_our_settings() -> 
     assert "zm-config" in values["extraEnvFrom"]
     assert values["dags"]["gitSync"]["enabled"] is False and values["dags"]["persistence"]["enabled"] is False
     env = yaml.safe_load(values["extraEnv"])
-    # secrets by reference only; the one literal is where the tasks' cache of the object store lives
+    # secrets by reference only; the literals are where the tasks' cache of the object store lives and the name
+    # of MLflow's service account they use
     assert all("secretKeyRef" in e["valueFrom"] for e in env if "valueFrom" in e)
-    assert {e["name"]: e["value"] for e in env if "value" in e} == {"ZM_HOME": "/opt/airflow/zm"}
+    assert {e["name"]: e["value"] for e in env if "value" in e} == {"ZM_HOME": "/opt/airflow/zm",
+                                                                    "MLFLOW_TRACKING_USERNAME": "pipelines"}
     secret = chart["secrets"]["name"]
     assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e} == {secret}
     # the zero-margin chart's policies let Airflow's pods (tier: airflow) through

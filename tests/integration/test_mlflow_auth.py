@@ -1,0 +1,170 @@
+"""MLflow as the chart runs it: ``python -m zmlops.mlflow_server`` (MLflow's basic-auth app with our service
+accounts) over a real server process, its route table checked route by route, each account held to its rights."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ADMIN = ("admin", "admin-password-0123456789")
+PASSWORDS = {"pipelines": "pipelines-password-0123456789", "serving": "serving-password-0123456789"}
+
+
+class MlflowServer:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, passwords: dict[str, str]) -> MlflowServer:
+        env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{self.root / 'mlflow.db'}",
+               "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key",
+               "MLFLOW_ACCOUNT_PIPELINES_PASSWORD": passwords["pipelines"],
+               "MLFLOW_ACCOUNT_SERVING_PASSWORD": passwords["serving"], "TMPDIR": str(self.root / "tmp"),
+               "MLFLOW_DISABLE_TELEMETRY": "true"}
+        (self.root / "tmp").mkdir(exist_ok=True)
+        log = (self.root / "server.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zmlops.mlflow_server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", env["MLFLOW_BACKEND_STORE_URI"],
+             "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError("MLflow did not start:\n" + (self.root / "server.log").read_text()[-3000:])
+
+    def stop(self) -> None:
+        """SIGTERM to the server and its uvicorn workers (one process group), as the kubelet stops a pod."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    started = MlflowServer(tmp_path_factory.mktemp("mlflow-auth")).start(PASSWORDS)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def _as(user: str, password: str | None = None) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password or PASSWORDS[user]}
+
+
+def _client(monkeypatch: pytest.MonkeyPatch, server: MlflowServer, user: str, password: str | None = None) -> Any:
+    import mlflow
+
+    for key, value in _as(user, password).items():
+        monkeypatch.setenv(key, value)
+    mlflow.set_tracking_uri(server.url)
+    return mlflow.MlflowClient(tracking_uri=server.url)
+
+
+def _status(call: Any) -> int:
+    from mlflow.exceptions import MlflowException, RestException
+
+    try:
+        call()
+    except RestException as error:
+        return int(error.get_http_status_code())
+    except MlflowException as error:
+        found = re.search(r"error code (\d{3})", str(error))
+        return int(found.group(1)) if found else 500
+    return 200
+
+
+def test_every_route_of_the_route_table_asks_for_credentials(server: MlflowServer) -> None:
+    """MLflow's own route table (its Flask app), not a hand list: every route but the health and static ones
+    answers 401 without credentials (and, checked on every tenth, with a wrong password)."""
+    from mlflow.server import app
+
+    rules = [r for r in app.url_map.iter_rules() if r.endpoint != "static" and "static-files" not in r.rule]
+    assert len(rules) > 100
+    open_routes, problems = set(), []
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for i, rule in enumerate(rules):
+            path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", "x", rule.rule)
+            method = sorted((rule.methods or {"GET"}) - {"HEAD", "OPTIONS"})[0]
+            anonymous = http.request(method, path).status_code
+            # a wrong password costs the server a PBKDF2 check: every tenth route is enough to show it is refused
+            wrong = http.request(method, path, auth=("pipelines", "not-the-password")).status_code \
+                if i % 10 == 0 or anonymous != 401 else 401
+            if anonymous != 401 or wrong != 401:
+                if anonymous < 400 and wrong < 400:
+                    open_routes.add(path)
+                else:
+                    problems.append((method, path, anonymous, wrong))
+    assert not problems, problems
+    # what MLflow serves to anyone: its health check, version and server-info (no secrets), static files
+    assert all(p in ("/health", "/version", "/") or "static" in p or "server-info" in p or p.endswith(".js")
+               for p in open_routes), sorted(open_routes)
+
+
+def test_each_account_has_its_rights_and_no_more(server: MlflowServer, monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    import mlflow
+
+    client = _client(monkeypatch, server, "pipelines")
+    mlflow.set_experiment("zm-auth-test")
+    with mlflow.start_run() as run:
+        mlflow.log_param("alpha", 1)
+        (tmp_path / "model.txt").write_text("weights")
+        mlflow.log_artifact(str(tmp_path / "model.txt"), artifact_path="model")
+    client.create_registered_model("auth-test-model")
+    version = client.create_model_version("auth-test-model", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    client.set_registered_model_alias("auth-test-model", "production", version.version)
+
+    serving = _client(monkeypatch, server, "serving")
+    found = serving.get_model_version_by_alias("auth-test-model", "production")
+    assert found.version == version.version
+    local = mlflow.artifacts.download_artifacts("models:/auth-test-model@production", dst_path=str(tmp_path / "d"))
+    assert (Path(local) / "model.txt").read_text() == "weights"
+    assert _status(lambda: serving.set_registered_model_alias("auth-test-model", "production", "1")) == 403
+    assert _status(lambda: serving.create_run(run.info.experiment_id)) == 403
+    assert _status(lambda: serving.delete_registered_model("auth-test-model")) == 403
+    assert _status(lambda: serving.log_param(run.info.run_id, "beta", 2)) == 403
+
+    stranger = _client(monkeypatch, server, "pipelines", "a-wrong-password-123")
+    assert _status(lambda: stranger.get_registered_model("auth-test-model")) == 401
+
+
+def test_a_rotated_password_takes_effect_at_the_next_start(server: MlflowServer) -> None:
+    """The Secret changed, the pods restarted: the old password is refused, the new one and the other accounts
+    work (the last test of the module: it restarts the module's server)."""
+    search = f"{server.url}/api/2.0/mlflow/registered-models/search"
+    assert httpx.get(search, auth=("serving", PASSWORDS["serving"]), timeout=10).status_code == 200
+    server.stop()
+    rotated = {**PASSWORDS, "serving": "rotated-serving-password-987654"}
+    server.start(rotated)
+    assert httpx.get(search, auth=("serving", PASSWORDS["serving"]), timeout=10).status_code == 401
+    assert httpx.get(search, auth=("serving", rotated["serving"]), timeout=10).status_code == 200
+    assert httpx.get(search, auth=("pipelines", PASSWORDS["pipelines"]), timeout=10).status_code == 200
