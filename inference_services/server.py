@@ -466,6 +466,10 @@ def run(
     rest.config.host = cfg.host
     rest.config.access_log = False
     rest.config.limit_concurrency = cfg.max_connections  # beyond it: 503 at once, before any work
+    if cfg.tls_cert_file is not None or cfg.tls_key_file is not None:  # HTTPS only (cert-manager's certificate)
+        if cfg.tls_cert_file is None or cfg.tls_key_file is None:
+            raise SystemExit("zm-serve: ZM_SERVING__TLS_CERT_FILE and ZM_SERVING__TLS_KEY_FILE go together")
+        rest.config.ssl_certfile, rest.config.ssl_keyfile = str(cfg.tls_cert_file), str(cfg.tls_key_file)
     rest._server = Draining(rest.config)
 
     async def lifecycle() -> None:

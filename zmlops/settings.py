@@ -81,6 +81,9 @@ class ServingSettings(BaseModel):
                                         "and the connection is closed (slow or half-sent bodies).")
     max_connections: int = Field(1_000, ge=1, description="Concurrent connections and requests a process accepts; "
                                  "beyond it 503 at once.")
+    tls_cert_file: Path | None = Field(None, description="PEM certificate (with its chain): the predictor answers "
+                                       "HTTPS only (in the k8s profile cert-manager's Secret, mounted).")
+    tls_key_file: Path | None = Field(None, description="The certificate's PEM private key.")
     repository_api: bool = Field(False, description="KServe's model repository API (/v2/repository: load, unload); "
                                  "off, a pod serves the version the rollout gave it.")
     instrument: bool = Field(True, description="Export our Prometheus metrics (off only to measure their cost).")

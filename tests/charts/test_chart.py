@@ -35,11 +35,13 @@ PROFILES = {
     "production": {},
     "minimal": yaml.safe_load((CHART / "ci" / "minimal-values.yaml").read_text()),
     "canary": yaml.safe_load((CHART / "ci" / "canary-values.yaml").read_text()),
+    "tls": {"inference": {"tls": {"enabled": True}}},
 }
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "InferenceService")
 # Kinds without a schema in kubernetes-validate; InferenceService is validated against the KServe CRD,
-# the Prometheus operator kinds by the rules tests (promtool) and the checks below.
-CUSTOM_KINDS = {"InferenceService", "PodMonitor", "PrometheusRule", "AlertmanagerConfig"}
+# the Prometheus operator kinds by the rules tests (promtool) and the checks below, cert-manager's Certificate
+# by the checks below.
+CUSTOM_KINDS = {"InferenceService", "PodMonitor", "PrometheusRule", "AlertmanagerConfig", "Certificate"}
 
 
 def families() -> tuple[str, ...]:
@@ -433,8 +435,8 @@ def test_images_are_pinned_and_secrets_only_referenced(profile: str) -> None:
             assert "@sha256:" in image or (":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")), image
             for env in c.get("env", []):
                 if any(word in env["name"] for word in ("KEY", "PASSWORD", "SECRET", "REDIS", "REGISTRY", "URI")):
-                    if env["name"] in ("ZM_MLFLOW_TRACKING_URI",):
-                        continue
+                    if env["name"] in ("ZM_MLFLOW_TRACKING_URI",) or env["name"].endswith("_FILE"):
+                        continue  # a URL without credentials; a path into a mounted Secret
                     assert "secretKeyRef" in env.get("valueFrom", {}), (doc["metadata"]["name"], env["name"])
     digest = next(i for i in kinds(docs, "InferenceService"))["spec"]["predictor"]["containers"][0]["image"]
     assert ("@sha256:" in digest) == (profile == "canary")
@@ -539,3 +541,30 @@ def test_feature_settings_reach_the_predictors_as_numbers_pydantic_reads() -> No
         render({"inference": {"features": {"cacheSize": -1}}})
     with pytest.raises(Exception, match="rankingTableMb"):
         render({"inference": {"recommendation": {"rankingTableMb": -1}}})
+
+
+def test_tls_gives_each_predictor_a_certificate_and_serves_and_probes_https() -> None:
+    docs = rendered("tls")
+    certificates = {d["metadata"]["name"]: d["spec"] for d in kinds(docs, "Certificate")}
+    assert set(certificates) == {f"{f}-predictor-tls" for f in families()}
+    for family in families():
+        spec = certificates[f"{family}-predictor-tls"]
+        assert spec["secretName"] == f"{family}-predictor-tls" and spec["issuerRef"]["group"] == "cert-manager.io"
+        assert f"{family}-predictor.{NAMESPACE}.svc" in spec["dnsNames"]
+        assert f"zero-margin-predictors.{NAMESPACE}.svc" in spec["dnsNames"]
+    for isvc in kinds(docs, "InferenceService"):
+        predictor = isvc["spec"]["predictor"]
+        container = predictor["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["ZM_SERVING__TLS_CERT_FILE"] == "/etc/zero-margin/tls/tls.crt"
+        mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounted["tls"] == "/etc/zero-margin/tls"
+        secrets = {v["name"]: v["secret"]["secretName"] for v in predictor["volumes"] if "secret" in v}
+        assert secrets["tls"] == f"{isvc['metadata']['name']}-predictor-tls"
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    (monitor,) = [d for d in kinds(docs, "PodMonitor") if d["metadata"]["name"] == "zm-predictors"]
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"]["ca"]["secret"]["key"] == "ca.crt"
+    assert endpoint["tlsConfig"]["serverName"] == f"zero-margin-predictors.{NAMESPACE}.svc"
+    assert not kinds(rendered("production"), "Certificate")  # off by default

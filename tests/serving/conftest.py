@@ -66,10 +66,12 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    scheme: str = "http"
+    verify: str | bool = True  # for https: the CA bundle the test trusts
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
         with self._log() as out:
@@ -80,7 +82,8 @@ class Server:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        self.wait(lambda: httpx.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200, 90, "live")
+        self.wait(lambda: httpx.get(f"{self.url}/v2/health/live", timeout=1, verify=self.verify).status_code == 200,
+                  90, "live")
         return self
 
     def _log(self) -> IO[bytes]:
@@ -100,7 +103,7 @@ class Server:
         return auth.headers(Settings(home=self.home))
 
     def ready(self) -> bool:
-        r = httpx.get(f"{self.url}/v2/models/{self.family}/ready", timeout=2)
+        r = httpx.get(f"{self.url}/v2/models/{self.family}/ready", timeout=2, verify=self.verify)
         return r.status_code == 200 and bool(r.json().get("ready"))
 
     def wait(self, check: object, seconds: float, what: str) -> None:
