@@ -127,7 +127,8 @@ def new_secrets() -> dict[str, dict[str, str]]:
         "airflow-fernet-key": {"fernet-key": _fernet_key()},
         "airflow-api-secret-key": {"api-secret-key": pw()},
         "airflow-jwt-secret": {"jwt-secret": secrets.token_urlsafe(64)},
-        "airflow-users": {"admin-password": pw(), "approver-password": pw()},
+        "airflow-users": {"admin-password": pw(), "approver-password": pw(), "analyst-password": pw(),
+                          "engineer-password": pw()},
     }
 
 

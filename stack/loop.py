@@ -81,14 +81,38 @@ class Loop:
 
     def approver(self) -> Any:
         """The review board's member (docs/install.md creates ``approver`` in the role ``model-approvers``)."""
+        return self.airflow_user("approver")
+
+    def airflow_user(self, name: str) -> Any:
+        """Airflow's REST API as one of docs/install.md's users (password from the Secret airflow-users)."""
         from pydantic import SecretStr
 
         from zmlops.airflow_client import AirflowAPI
         from zmlops.settings import AirflowSettings, Settings
 
-        cfg = AirflowSettings(api_url="http://airflow-api-server:8080", username="approver",
-                              password=SecretStr(self.control.secret("airflow-users", "approver-password")))
+        cfg = AirflowSettings(api_url="http://airflow-api-server:8080", username=name,
+                              password=SecretStr(self.control.secret("airflow-users", f"{name}-password")))
         return AirflowAPI(Settings().model_copy(update={"airflow": cfg}))
+
+    def roles(self) -> dict[str, dict[str, int]]:
+        """What each of docs/install.md's people may do in Airflow: read the training DAG's runs, and clear them
+        (a dry run: nothing changes)."""
+        import httpx
+
+        def status(api: Any, method: str, path: str, *body: Any) -> int:
+            try:
+                getattr(api, method)(path, *body)
+            except httpx.HTTPStatusError as refused:
+                return int(refused.response.status_code)
+            return 200
+
+        out = {}
+        for user in ("analyst", "engineer", "admin"):
+            api = self.airflow_user(user)
+            out[user] = {"read runs": status(api, "get", f"/dags/{TRAINING}/dagRuns"),
+                         "clear runs": status(api, "post", f"/dags/{TRAINING}/clearTaskInstances",
+                                              {"dry_run": True, "only_failed": False})}
+        return out
 
     def approve_waiting(self) -> None:
         """Answer every approval task the training DAG waits on (Approve, as the board's member), after the
@@ -267,6 +291,7 @@ def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str],
         return production
 
     out["production_v1"] = loop.step("the scheduler trains; the predictors load production", first_training)
+    out["roles"] = loop.step("Airflow's roles: who may read and who may clear the training DAG's runs", loop.roles)
     out["traffic"] = loop.step("client traffic (logged to the object store)", loop.traffic)
     time.sleep(control_flush_seconds(control) + 1)  # the request log's last batch reaches the store
 

@@ -33,6 +33,10 @@ def test_the_loop_runs_in_the_topology_and_survives_wiped_disks(topology: Contro
     # answered through Airflow's REST API; the audit trail shows each step with its actor and verifies
     assert len(out["approved"]) >= 2, out["approved"]
     assert out["outsider"] and set(out["outsider"]) == {403}  # the Admin is not on the board: refused each time
+    # Airflow's roles: analysts (Viewer) read; ML engineers (User) and the Admin may also clear runs
+    assert {u: c["read runs"] for u, c in out["roles"].items()} == dict.fromkeys(out["roles"], 200), out["roles"]
+    assert {u: c["clear runs"] for u, c in out["roles"].items()} == {
+        "analyst": 403, "engineer": 200, "admin": 200}, out["roles"]
     actions = out["audit"]["actions"]
     assert out["audit"]["verify_code"] == 0, out["audit"]
     assert {"data.created", "data.validated", "model.gated", "deploy.production_moved"} <= {a for a, _, _ in actions}
