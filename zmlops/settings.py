@@ -38,6 +38,9 @@ class ValidationSettings(BaseModel):
     """Thresholds of the Great Expectations gate."""
 
     max_customer_null_share: float = Field(0.35, description="Raw rows may lack a customer id up to this share.")
+    max_description_null_share: float = Field(
+        0.01, description="Raw rows may lack a description up to this share (real files have a few, all of them "
+        "lines cleaning drops).")
     max_row_count_change: float = Field(
         0.5, description="A new snapshot may differ from the current one in rows by at most this fraction."
     )

@@ -103,3 +103,42 @@ def test_unknown_version_names_the_known_ones(settings: Settings) -> None:
 
     with pytest.raises(VersionNotFound, match="not found"):
         ingest.registry_for(settings).get("v99")
+
+
+def test_a_missing_column_is_one_failure_with_the_fix_not_a_cascade(good_registry: Settings, tiny_sim: Path,
+                                                                   tmp_path: Path) -> None:
+    bad = tmp_path / "transactions.parquet"
+    read_transactions(tiny_sim / "transactions.parquet").drop(columns=["Price"]).to_parquet(bad, index=False)
+    version = ingest.snapshot_file(good_registry, bad, as_of=_as_of(tiny_sim))
+    with pytest.raises(ValidationFailed) as failed:
+        ingest.validate_version(good_registry, version.name)
+    message = str(failed.value)
+    assert message.count("FAILED") == 1 and "could not be evaluated" not in message, message
+    assert "fix: the file lacks Price" in message and "UnitPrice" in message, message  # both spellings named
+
+
+def test_the_older_spelling_and_a_few_null_descriptions_pass_and_are_reported(
+        good_registry: Settings, tiny_sim: Path, tmp_path: Path) -> None:
+    """What real files look like: the first UCI dataset's column names, and a fraction of a percent of lines
+    without a description (cleaning drops them); a delivery with many is refused, naming the column."""
+    from training.data.schema import OLDER_NAMES
+
+    raw = read_transactions(tiny_sim / "transactions.parquet")
+    few = raw.copy()
+    few.loc[few.sample(frac=0.003, random_state=1).index, "Description"] = None
+    older = tmp_path / "older.parquet"
+    few.rename(columns={v: k for k, v in OLDER_NAMES.items()}).to_parquet(older, index=False)
+    version = ingest.snapshot_file(good_registry, older, as_of=_as_of(tiny_sim))
+    result = ingest.validate_version(good_registry, version.name)
+    lines = "\n".join(result.summary_lines())
+    assert "UCI Online Retail's spelling (InvoiceNo, UnitPrice, CustomerID)" in lines, lines
+    assert ingest.registry_for(good_registry).get(version.name).status == "good"
+
+    many = raw.copy()
+    many.loc[many.sample(frac=0.05, random_state=1).index, "Description"] = None
+    bad = tmp_path / "many.parquet"
+    many.to_parquet(bad, index=False)
+    version = ingest.snapshot_file(good_registry, bad, as_of=_as_of(tiny_sim))
+    with pytest.raises(ValidationFailed) as failed:
+        ingest.validate_version(good_registry, version.name)
+    assert "'Description'" in str(failed.value) and "5.00%" in str(failed.value), str(failed.value)

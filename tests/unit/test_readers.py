@@ -31,6 +31,23 @@ def test_csv_and_xlsx_read_like_parquet(sample: pd.DataFrame, tmp_path: Path) ->
         pd.testing.assert_frame_equal(clean_transactions(got)[0], expected, check_dtype=False, obj=name)
 
 
+def test_the_older_uci_spelling_reads_as_online_retail_ii(sample: pd.DataFrame, tmp_path: Path) -> None:
+    """The first UCI dataset (Online Retail) spells InvoiceNo, UnitPrice, CustomerID; the adapter renames them and
+    says which spelling it found."""
+    from training.data.schema import OLDER_NAMES
+
+    older = sample.rename(columns={v: k for k, v in OLDER_NAMES.items()})
+    assert "InvoiceNo" in older and "Invoice" not in older
+    older.to_csv(tmp_path / "online_retail.csv", index=False)
+    got = read_transactions(tmp_path / "online_retail.csv")
+    assert list(got.columns) == list(sample.columns) and got.attrs["spelling"] == "UCI Online Retail"
+    pd.testing.assert_frame_equal(clean_transactions(got)[0], clean_transactions(sample)[0], check_dtype=False)
+    sample.to_csv(tmp_path / "online_retail_ii.csv", index=False)
+    assert read_transactions(tmp_path / "online_retail_ii.csv").attrs["spelling"] == "UCI Online Retail II"
+    sample.drop(columns=["Price"]).to_csv(tmp_path / "neither.csv", index=False)
+    assert read_transactions(tmp_path / "neither.csv").attrs["spelling"] is None
+
+
 def test_unknown_format_and_missing_columns_are_named(sample: pd.DataFrame, tmp_path: Path) -> None:
     (tmp_path / "t.json").write_text("{}")
     with pytest.raises(UnreadableInput, match="unsupported file type '.json'"):

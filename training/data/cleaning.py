@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from training.data.categories import categorize_series
-from training.data.schema import CLEAN_SCHEMA, PRODUCT_CODE_PATTERN, RAW_COLUMNS
+from training.data.schema import CLEAN_SCHEMA, OLDER_NAMES, PRODUCT_CODE_PATTERN, RAW_COLUMNS, SPELLINGS
 
 __all__ = ["read_transactions", "clean_transactions", "CleaningReport", "DROP_RULES", "UnreadableInput"]
 
@@ -25,18 +25,33 @@ class UnreadableInput(ValueError):
 
 
 def read_transactions(path: Path) -> pd.DataFrame:
-    """Read a raw file into the raw schema's dtypes; columns missing from the file stay missing."""
+    """Read a raw file into the raw schema's names and dtypes; columns missing from the file stay missing.
+
+    Both UCI spellings are read (Online Retail II's ``Invoice``, ``Price``, ``Customer ID`` and the older
+    Online Retail's ``InvoiceNo``, ``UnitPrice``, ``CustomerID``); ``frame.attrs["spelling"]`` says which the
+    file used (None when it matches neither completely)."""
     suffix = path.suffix.lower()
+    text = {"Invoice": str, "InvoiceNo": str, "StockCode": str, "Description": str}
     if suffix == ".parquet":
         frame = pd.read_parquet(path)
     elif suffix == ".csv":
-        frame = pd.read_csv(path, dtype={"Invoice": str, "StockCode": str, "Description": str})
+        frame = pd.read_csv(path, dtype=text)
     elif suffix in (".xlsx", ".xls"):
-        sheets = pd.read_excel(path, sheet_name=None, dtype={"Invoice": str, "StockCode": str})
+        sheets = pd.read_excel(path, sheet_name=None, dtype={k: v for k, v in text.items() if k != "Description"})
         frame = pd.concat(sheets.values(), ignore_index=True)
     else:
         raise UnreadableInput(f"{path}: unsupported file type {suffix!r} (use .parquet, .csv or .xlsx)")
-    return _normalise(frame)
+    return _normalise(_respelled(frame))
+
+
+def _respelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """The older UCI names renamed to Online Retail II's (never over a column the file also has)."""
+    columns = set(frame.columns)
+    spelling = next((name for name, names in SPELLINGS.items() if set(names) <= columns), None)
+    renames = {old: new for old, new in OLDER_NAMES.items() if old in columns and new not in columns}
+    out = frame.rename(columns=renames) if renames else frame
+    out.attrs["spelling"] = spelling
+    return out
 
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:

@@ -104,8 +104,26 @@ def _created(settings: Settings, version: DataVersion) -> DataVersion:
 
 
 def check_raw(settings: Settings, raw: pd.DataFrame, ctx: SuiteContext, run_name: str) -> GateResult:
-    """The raw suite on ``raw`` (raises :class:`ValidationFailed`)."""
-    return run_gate(raw_view(raw), "raw_transactions", raw_suite(ctx), settings.reports, f"{run_name}-raw")
+    """The raw suite on ``raw`` (raises :class:`ValidationFailed`); its report says which UCI spelling the file
+    used, or which columns it lacks and the two spellings the adapter reads."""
+    return run_gate(raw_view(raw), "raw_transactions", raw_suite(ctx, raw.columns), settings.reports,
+                    f"{run_name}-raw", notes=_column_notes(raw))
+
+
+def _column_notes(raw: pd.DataFrame) -> tuple[str, ...]:
+    from training.data.schema import OLDER_NAMES, RAW_COLUMNS, SPELLINGS
+
+    spelling = raw.attrs.get("spelling")
+    if spelling == "UCI Online Retail":
+        return (f"columns: {spelling}'s spelling ({', '.join(OLDER_NAMES)}), read as Online Retail II's",)
+    if spelling is not None:
+        return (f"columns: {spelling}'s spelling",)
+    missing = [c for c in RAW_COLUMNS if c not in raw.columns]
+    if not missing:
+        return ()
+    known = "; ".join(f"{name}: {', '.join(names)}" for name, names in SPELLINGS.items())
+    return (f"fix: the file lacks {', '.join(missing)}. The adapter reads either spelling ({known}); rename the "
+            "file's columns to one of them.",)
 
 
 def check_clean(settings: Settings, clean: pd.DataFrame, ctx: SuiteContext, run_name: str) -> GateResult:

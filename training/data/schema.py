@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-__all__ = ["RAW_COLUMNS", "RAW_SCHEMA", "CLEAN_SCHEMA", "PRODUCT_CODE_PATTERN", "NON_PRODUCT_CODES"]
+__all__ = ["RAW_COLUMNS", "RAW_SCHEMA", "CLEAN_SCHEMA", "PRODUCT_CODE_PATTERN", "NON_PRODUCT_CODES", "OLDER_NAMES",
+           "SPELLINGS"]
 
 RAW_SCHEMA = pa.schema(
     [
@@ -19,6 +20,13 @@ RAW_SCHEMA = pa.schema(
     ]
 )
 RAW_COLUMNS: tuple[str, ...] = tuple(RAW_SCHEMA.names)
+
+# The first UCI dataset (Online Retail, 2010-2011) spells three columns differently; the adapter reads both.
+OLDER_NAMES = {"InvoiceNo": "Invoice", "UnitPrice": "Price", "CustomerID": "Customer ID"}
+SPELLINGS = {
+    "UCI Online Retail II": RAW_COLUMNS,
+    "UCI Online Retail": tuple({v: k for k, v in OLDER_NAMES.items()}.get(c, c) for c in RAW_COLUMNS),
+}
 
 # The cleaned table: one row per sold product line, typed, with a derived category.
 CLEAN_SCHEMA = pa.schema(

@@ -39,6 +39,7 @@ class GateResult:
     evaluated: int
     failures: list[Failure]
     docs_index: Path
+    notes: tuple[str, ...] = ()  # what the reader found and, for a refusal it can name, the fix
 
     @property
     def success(self) -> bool:
@@ -49,7 +50,7 @@ class GateResult:
             f"{self.suite} [{self.run_name}]: {self.evaluated - len(self.failures)}/{self.evaluated} "
             f"expectations passed on {self.rows:,} rows"
         )
-        return [head, *("  " + f.line() for f in self.failures)]
+        return [head, *("  " + n for n in self.notes), *("  " + f.line() for f in self.failures)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class GateResult:
             "evaluated": self.evaluated,
             "failures": [asdict(f) for f in self.failures],
             "docs_index": str(self.docs_index),
+            "notes": list(self.notes),
         }
 
 
@@ -121,6 +123,7 @@ def run_gate(
     reports_dir: Path,
     run_name: str,
     raise_on_failure: bool = True,
+    notes: tuple[str, ...] = (),
 ) -> GateResult:
     """Validate ``frame`` against ``expectations``; store the result and rebuild Data Docs."""
     import great_expectations as gx
@@ -154,7 +157,7 @@ def run_gate(
         if not r.success
     ]
     docs = root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    result = GateResult(suite_name, run_name, len(frame), len(results), failures, docs)
+    result = GateResult(suite_name, run_name, len(frame), len(results), failures, docs, notes)
     summary = root / "summaries" / f"{run_name}.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps(result.to_dict(), indent=2, default=str))
