@@ -59,11 +59,12 @@ test: envs ## run the test suite (slow end-to-end tests in their short form)
 test-topology: envs ## the whole loop in the Kubernetes topology, short form (part of make test)
 	$(PY) -m pytest -m stack -q tests/stack
 
+# The topology's loop is make test's longest path: the other two runs yield the CPU to it (nice), filling its waits.
 test-pipelines: envs ## unit, integration, DAG and observability tests (part of make test)
-	$(PY) -m pytest -m "not serving and not charts and not full and not stack" -q --ignore=tests/charts --ignore=tests/serving
+	nice -n 10 $(PY) -m pytest -m "not serving and not charts and not full and not stack" -q --ignore=tests/charts --ignore=tests/serving
 
 test-serving: envs ## real KServe servers, then the chart (part of make test)
-	$(SERVING)/bin/python -m pytest -m "serving and not full" -q tests/serving
+	nice -n 10 $(SERVING)/bin/python -m pytest -m "serving and not full" -q tests/serving
 	$(DELIVERY)/bin/python -m pytest --noconftest -m charts -q tests/charts
 
 test-all: envs ## every test, slow ones at full size

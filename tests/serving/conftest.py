@@ -139,9 +139,10 @@ class Server:
         return self.output()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def servers(home: Path) -> Iterator[dict[str, Server]]:
-    """The three families serving ``production``, started together, stopped after the module."""
+    """The three families serving ``production``, started together once for every module that uses them (their
+    tests tell their own requests apart: ids, metric deltas), stopped at the end of the session."""
     started = {f: Server(f, home).start() for f in FAMILIES}
     try:
         for s in started.values():

@@ -13,7 +13,6 @@ import json
 import os
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +44,6 @@ def rss_mb(server: Server) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-@pytest.fixture(scope="module")
-def fuzzed(servers: dict[str, Server]) -> Iterator[dict[str, Server]]:
-    yield servers
 
 
 # ---------------------------------------------------------------- generators
@@ -144,9 +138,9 @@ def _check(response: httpx.Response, elapsed: float, what: object) -> None:
 
 # ---------------------------------------------------------------- the property-based stage
 @pytest.mark.parametrize("family", FAMILIES)
-def test_malformed_payloads_never_get_a_5xx_a_slow_answer_or_a_changed_server(fuzzed: dict[str, Server],
+def test_malformed_payloads_never_get_a_5xx_a_slow_answer_or_a_changed_server(servers: dict[str, Server],
                                                                                family: str) -> None:
-    server = fuzzed[family]
+    server = servers[family]
     http = httpx.Client(base_url=server.url, headers=server.auth, timeout=10)
     metadata = http.get(f"/v2/models/{family}").json()
     valid = http.post(f"/v1/models/{family}:predict", json=VALID[family])
@@ -178,11 +172,11 @@ def test_malformed_payloads_never_get_a_5xx_a_slow_answer_or_a_changed_server(fu
 
 # ---------------------------------------------------------------- schemathesis from the OpenAPI document
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_operation_of_the_openapi_document_survives_schemathesis(fuzzed: dict[str, Server],
+def test_every_operation_of_the_openapi_document_survives_schemathesis(servers: dict[str, Server],
                                                                        family: str) -> None:
     import schemathesis
 
-    server = fuzzed[family]
+    server = servers[family]
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", headers=server.auth)
     operations = list(schema.get_all_operations())
     assert len(operations) >= 10
