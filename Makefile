@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYT
 export FEAST_USAGE=False SCARF_ANALYTICS=false AIRFLOW__CORE__LOAD_EXAMPLES=False OPENBLAS_NUM_THREADS=1
 export UV_PYTHON_DOWNLOADS=never
 
-.PHONY: help envs demo test test-topology test-pipelines test-serving test-all lint bench serve ui clean repro real-data airflow generate drills stack stack-down
+.PHONY: help envs demo test test-topology test-pipelines test-pipelines-integration test-pipelines-rest test-serving test-all lint bench serve ui clean repro real-data airflow generate drills stack stack-down
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,14 +54,21 @@ TEST_OS_PACKAGES := wrk:wrk promtool:prometheus haproxy:haproxy $(STACK_OS_PACKA
 # runs go side by side (each run's output is printed whole when it ends).
 test: envs ## run the test suite (slow end-to-end tests in their short form)
 	$(call debian,$(TEST_OS_PACKAGES))
-	$(MAKE) --no-print-directory -j3 --output-sync=target test-topology test-pipelines test-serving
+	$(MAKE) --no-print-directory -j4 --output-sync=target test-topology test-pipelines-integration \
+	  test-pipelines-rest test-serving
 
 test-topology: envs ## the whole loop in the Kubernetes topology, short form (part of make test)
 	$(PY) -m pytest -m stack -q tests/stack
 
-# The topology's loop is make test's longest path: the other two runs yield the CPU to it (nice), filling its waits.
-test-pipelines: envs ## unit, integration, DAG and observability tests (part of make test)
-	nice -n 10 $(PY) -m pytest -m "not serving and not charts and not full and not stack" -q --ignore=tests/charts --ignore=tests/serving
+# The topology's loop is make test's longest path: the other runs yield the CPU to it (nice), filling its waits;
+# the pipelines tests run as two processes (--shard, tests/conftest.py), each mostly waiting on servers it started.
+PIPELINES_TESTS := -m "not serving and not charts and not full and not stack" -q --ignore=tests/charts --ignore=tests/serving
+test-pipelines: envs ## unit, integration, DAG and observability tests, in one process
+	$(PY) -m pytest $(PIPELINES_TESTS)
+test-pipelines-integration: envs
+	nice -n 10 $(PY) -m pytest $(PIPELINES_TESTS) --shard integration
+test-pipelines-rest: envs
+	nice -n 10 $(PY) -m pytest $(PIPELINES_TESTS) --shard rest
 
 test-serving: envs ## real KServe servers, then the chart (part of make test)
 	nice -n 10 $(SERVING)/bin/python -m pytest -m "serving and not full" -q tests/serving

@@ -45,3 +45,25 @@ def real_data() -> Iterator[Path]:
             f"real data absent: {REAL_DATA} (UCI Online Retail II, see ../shared/data/online_retail_ii/README.md)"
         )
     yield REAL_DATA
+
+
+# ---------------------------------------------------------------- make test's two pipelines runs
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shard", choices=("integration", "rest"), default=None,
+                     help="one of make test's two pipelines runs (side by side): 'integration' is tests/integration "
+                     "but the rollout drills, 'rest' everything else; every test is in exactly one")
+
+
+def _shard(item: pytest.Item) -> str:
+    path = Path(str(item.path))
+    return "integration" if "integration" in path.parts and path.name != "test_rollout_drills.py" else "rest"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.getoption("--shard")
+    if shard is None:
+        return
+    other = [item for item in items if _shard(item) != shard]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [item for item in items if _shard(item) == shard]
