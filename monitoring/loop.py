@@ -127,23 +127,24 @@ def write_metrics(settings: Settings, results: list[dict[str, Any]]) -> Path:
     return path
 
 
+def _pushgateway_auth(m: MonitoringSettings) -> tuple[str, str] | None:
+    """The monitoring job's basic-auth credentials for the Pushgateway, when set."""
+    return (m.pushgateway_username, m.pushgateway_password.get_secret_value()) if m.pushgateway_password else None
+
+
 def _push_handler(m: MonitoringSettings) -> Callable[..., Callable[[], None]]:
-    """prometheus_client's push handler, with the monitoring job's basic-auth credentials when set."""
+    """prometheus_client's push handler, with those credentials."""
     from prometheus_client.exposition import basic_auth_handler, default_handler
 
-    if m.pushgateway_password is None:
+    credentials = _pushgateway_auth(m)
+    if credentials is None:
         return default_handler
-    user, password = m.pushgateway_username, m.pushgateway_password.get_secret_value()
 
     def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
                 data: bytes) -> Callable[[], None]:
-        return basic_auth_handler(url, method, timeout, headers, data, user, password)
+        return basic_auth_handler(url, method, timeout, headers, data, *credentials)
 
     return handler
-
-
-def _pushgateway_auth(m: MonitoringSettings) -> tuple[str, str] | None:
-    return (m.pushgateway_username, m.pushgateway_password.get_secret_value()) if m.pushgateway_password else None
 
 
 def reconcile_pushgateway(settings: Settings) -> bool:

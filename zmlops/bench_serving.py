@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -255,10 +256,8 @@ async def _slow_clients(port: int, path: str, bodies: list[bytes], rate: float, 
     valid = await _open_loop(port, path, bodies, rate, seconds)
     held = await asyncio.gather(*holders)
     closed = [s for s, _ in held]
-    answers: dict[str, int] = {}
-    for _, answer in held:
-        code = answer.split(b" ")[1].decode() if answer.startswith(b"HTTP/1.1 ") else answer.decode("latin-1")
-        answers[code] = answers.get(code, 0) + 1
+    answers = Counter(answer.split(b" ")[1].decode() if answer.startswith(b"HTTP/1.1 ") else answer.decode("latin-1")
+                      for _, answer in held)
     return {"slow_clients": slow, "body_timeout_s": timeout, "valid": valid, "answers_to_slow": answers,
             "closed_after_s": {"min": round(min(closed), 2), "max": round(max(closed), 2)}}
 
@@ -275,10 +274,7 @@ def slow_client_drill(port: int, path: str, bodies: list[bytes], rate: float, ti
         held.append(asyncio.run(_slow_clients(port, path, bodies, rate, seconds, slow, timeout)))
     p99_alone = _median([r["p99_ms"] for r in alone])
     p99_held = _median([r["valid"]["p99_ms"] for r in held])
-    answers: dict[str, int] = {}
-    for r in held:
-        for code, n in r["answers_to_slow"].items():
-            answers[code] = answers.get(code, 0) + n
+    answers = dict(sum((r["answers_to_slow"] for r in held), Counter()))
     return {"rate": rate, "slow_clients": slow, "body_timeout_s": timeout, "runs": runs,
             "p99_ms_alone": round(p99_alone, 2), "p99_ms_with_slow_clients": round(p99_held, 2),
             "p99_ratio": round(p99_held / p99_alone, 3),

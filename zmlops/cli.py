@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zmlops import auth
 from zmlops.console import console, step, table
 from zmlops.settings import get_settings
 
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     ausub = p.add_subparsers(dest="action", required=True)
     q = ausub.add_parser("new-key", help="print a new key and its ZM_AUTH__API_KEYS entry (JSON)")
     q.add_argument("name", help="who holds it (e.g. shop-frontend, prometheus)")
-    q.add_argument("--scope", action="append", choices=["predict", "metrics", "admin", "alerts"], dest="scopes",
+    q.add_argument("--scope", action="append", choices=auth.SCOPES, dest="scopes",
                    help="what it may do (repeatable; default predict)")
     q = ausub.add_parser("web-config", help="new passwords for these users and the Pushgateway's web config (only "
                          "bcrypt hashes) admitting them",
@@ -516,10 +517,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "audit":
         return _cmd_audit(args)
     if args.command == "auth":
-        import json
-
-        from zmlops import auth
-
         if args.action == "web-config":
             import secrets
 

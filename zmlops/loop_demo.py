@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from zmlops import auth
 from zmlops.catalog import FAMILIES
 from zmlops.console import console, step, table
 from zmlops.settings import Settings
@@ -143,7 +144,7 @@ def services(settings: Settings) -> Iterator[dict[str, str]]:
                 p.kill()
 
 
-def _traffic(settings: Settings, urls: dict[str, str], n: int) -> dict[str, Any]:
+def _traffic(settings: Settings, urls: dict[str, str], n: int, headers: dict[str, str]) -> dict[str, Any]:
     """Simulated client traffic: n single-row requests per model; returns versions seen and failures."""
     from training.features.store import source_table
 
@@ -152,9 +153,7 @@ def _traffic(settings: Settings, urls: dict[str, str], n: int) -> dict[str, Any]
     categories = sorted(source_table(settings, "category_week_features", ["category"])["category"].unique())
     seen: dict[str, set[str]] = {f: set() for f in FAMILIES}
     failed = 0
-    from zmlops import auth
-
-    with httpx.Client(timeout=10, headers=auth.headers(settings)) as http:
+    with httpx.Client(timeout=10, headers=headers) as http:
         for i in range(n):
             rows = {"demand-forecast": {"category": categories[i % len(categories)], "horizon": 8},
                     "customer-segmentation": {"customer_id": ids[i % len(ids)]},
@@ -233,8 +232,9 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
         _print_approvals(settings, approvals_shown)
         with step("start the three KServe services on 127.0.0.1"):
             urls = stack.enter_context(services(settings))
+        client = auth.headers(settings)  # the local client key (ZM_HOME/secrets)
         with step(f"simulated client traffic: {requests} requests per model, logged for monitoring"):
-            traffic = _traffic(settings, urls, requests)
+            traffic = _traffic(settings, urls, requests, client)
         console.print(f"   failed requests: {traffic['failed']}; versions served: {traffic['versions']}")
         with step(f"v2: eight more weeks under the '{SCENARIO}' drift scenario (a new design line arrives)"):
             v2 = ingest.snapshot_simulated(settings, config, then=[(8, SCENARIO)])
@@ -256,10 +256,8 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
         after = _versions(settings)
         wanted = {f: v["version"] for f, v in after.items() if v["version"]}
         with step("the services pick up the new production versions"):
-            from zmlops import auth
-
-            served = _wait_served(urls, wanted, auth.headers(settings))
-            traffic2 = _traffic(settings, urls, max(requests // 4, 10))
+            served = _wait_served(urls, wanted, client)
+            traffic2 = _traffic(settings, urls, max(requests // 4, 10), client)
         console.print(f"   failed requests: {traffic2['failed']}; versions served: {traffic2['versions']}")
     rows = []
     for f in FAMILIES:

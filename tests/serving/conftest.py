@@ -25,6 +25,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PIPELINES_ZM = REPO / ".venvs" / "pipelines" / "bin" / "zm"
 FAMILIES = ("demand-forecast", "customer-segmentation", "product-recommendation")
+# One valid V1 row per family, every field given and in range (the malformed corpus and the fuzzers vary it).
+VALID_ROWS: dict[str, dict[str, object]] = {
+    "demand-forecast": {"category": "kitchen", "horizon": 4},
+    "customer-segmentation": {"frequency": 4.0, "tenure_days": 90.0, "basket_lines": 10.0, "units_per_line": 5.0,
+                              "unit_price": 2.0},
+    "product-recommendation": {"customer_id": 12345, "k": 5},
+}
 
 
 def free_port() -> int:

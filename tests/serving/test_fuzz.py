@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.serving.conftest import FAMILIES, Server
+from tests.serving.conftest import FAMILIES, VALID_ROWS, Server
 
 pytestmark = pytest.mark.serving
 
@@ -29,12 +29,7 @@ FULL = bool(os.environ.get("ZM_FULL"))
 CASES = 5_000 if FULL else 500
 SLOWEST_S = 2.0
 RSS_GROWTH_MB = 64  # a leak per request would show: 500 cases of up to ~100 KB each
-VALID = {
-    "demand-forecast": {"instances": [{"category": "kitchen", "horizon": 4}]},
-    "customer-segmentation": {"instances": [{"frequency": 4.0, "tenure_days": 90.0, "basket_lines": 10.0,
-                                             "units_per_line": 5.0, "unit_price": 2.0}]},
-    "product-recommendation": {"instances": [{"customer_id": 12345, "k": 5}]},
-}
+VALID = {family: {"instances": [row]} for family, row in VALID_ROWS.items()}
 V2_TYPES = ["BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES", "BF16", "COMPLEX"]
 
 

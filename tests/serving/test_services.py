@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serving.conftest import FAMILIES, REPO, Server, _env
+from tests.route_inventory import inventory_problems
+from tests.serving.conftest import FAMILIES, REPO, VALID_ROWS, Server, _env
 
 pytestmark = pytest.mark.serving
 
@@ -162,12 +163,7 @@ def corpus() -> list[tuple[str, str, Any]]:
     """(family, protocol, body) cases, each of which must get a 4xx naming what is wrong."""
     cases: list[tuple[str, str, Any]] = []
     bad_values: list[Any] = [None, "x", "", -1, 0, 1.5, True, [], {}, [1], {"a": 1}, 10**30, -10**30, "NaN", "1e999"]
-    rows = {
-        "demand-forecast": {"category": "kitchen", "horizon": 4},
-        "customer-segmentation": {"frequency": 4.0, "tenure_days": 90.0, "basket_lines": 10.0,
-                                  "units_per_line": 5.0, "unit_price": 2.0},
-        "product-recommendation": {"customer_id": 12345, "k": 5},
-    }
+    rows = VALID_ROWS
     for family, good in rows.items():
         for key in good:
             for value in bad_values:
@@ -362,12 +358,7 @@ def test_half_sent_bodies_are_cut_after_the_timeout_while_others_are_answered(se
 
 
 def _good(family: str) -> list[dict[str, Any]]:
-    return {
-        "demand-forecast": [{"category": "kitchen"}],
-        "customer-segmentation": [{"frequency": 4.0, "tenure_days": 90.0, "basket_lines": 10.0,
-                                   "units_per_line": 5.0, "unit_price": 2.0}],
-        "product-recommendation": [{"customer_id": 12345}],
-    }[family]
+    return [VALID_ROWS[family]]
 
 
 # ---------------------------------------------------------------- degradation, cache, log, readiness
@@ -748,20 +739,9 @@ def test_every_route_but_the_probes_needs_a_key_with_its_scope(home: Path) -> No
                              headers={"authorization": f"Bearer {tokens['predict']}"}, timeout=10)
         assert version.status_code == 400  # authenticated, then validated
         assert len(routes) >= 15 and ("GET", "/metrics") in routes, sorted(routes)
-        problems = []
-        for method, template in sorted(routes):
-            path = (template.replace("{model_name}", "demand-forecast").replace("{model_version}", "1")
-                    .replace("{version}", "1"))
-            needed = _expected_scope(path)
-            if needed is None:
-                if call(method, path, None) in (401, 403):
-                    problems.append((method, path, "a probe asked for a key"))
-                continue
-            other = next(s for s in tokens if s != needed)
-            got = {"none": call(method, path, None), "wrong": call(method, path, "zm_not-a-key"),
-                   "other scope": call(method, path, tokens[other]), "right": call(method, path, tokens[needed])}
-            if (got["none"], got["wrong"], got["other scope"]) != (401, 401, 403) or got["right"] in (401, 403):
-                problems.append((method, path, got))
+        paths = [(method, template.replace("{model_name}", "demand-forecast").replace("{model_version}", "1")
+                  .replace("{version}", "1")) for method, template in sorted(routes)]
+        problems = inventory_problems(paths, call, _expected_scope, tokens)
         assert not problems, problems
     finally:
         server.stop()
