@@ -94,8 +94,8 @@ def _serving_keys() -> dict[str, str]:
 
 def new_secrets() -> dict[str, dict[str, str]]:
     """The Secrets an installer creates before `helm install` (docs/install.md), with fresh random values."""
-    def pw() -> str:
-        return secrets.token_urlsafe(18)
+    def pw() -> str:  # hex, as docs/install.md's `openssl rand -hex 16`: a urlsafe token may start with "-",
+        return secrets.token_hex(16)  # which `airflow users create --password -x...` reads as an option
 
     db = {name: pw() for name in DATABASES}
     pg = "zm-postgresql.mlops.svc:5432"
@@ -126,7 +126,7 @@ def new_secrets() -> dict[str, dict[str, str]]:
         "airflow-metadata-db": {"connection": f"postgresql://airflow:{db['airflow']}@{pg}/airflow"},
         "airflow-fernet-key": {"fernet-key": _fernet_key()},
         "airflow-api-secret-key": {"api-secret-key": pw()},
-        "airflow-jwt-secret": {"jwt-secret": secrets.token_urlsafe(64)},
+        "airflow-jwt-secret": {"jwt-secret": secrets.token_hex(64)},
         "airflow-users": {"admin-password": pw(), "approver-password": pw(), "analyst-password": pw(),
                           "engineer-password": pw()},
     }
@@ -136,7 +136,7 @@ def _pushgateway_users() -> dict[str, str]:
     """The Pushgateway's users (monitoring pushes, prometheus scrapes) as `zm auth web-config` makes them."""
     from zmlops.auth import web_config
 
-    push, scrape = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    push, scrape = secrets.token_hex(24), secrets.token_hex(24)
     return {"pushgateway-password": push, "pushgateway-scrape-user": "prometheus",
             "pushgateway-scrape-password": scrape,
             "pushgateway-web-config": web_config({"monitoring": push, "prometheus": scrape})}
@@ -151,7 +151,7 @@ def _fernet_key() -> str:
 def init_postgres(data: Path, passwords: dict[str, str]) -> None:
     """initdb with password authentication (as the postgres user when run as root, which PostgreSQL refuses)."""
     data.parent.mkdir(parents=True, exist_ok=True)
-    superuser = secrets.token_urlsafe(18)
+    superuser = secrets.token_hex(16)
     pwfile = data.parent / "superuser.pw"
     pwfile.write_text(superuser)
     if needs_root():

@@ -84,10 +84,26 @@ def train(settings: Settings, family: str, version: str, reason: str) -> dict[st
     from training.run import train_family
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    outcome = train_family(settings, family, version, reason=reason)
+    try:
+        outcome = train_family(settings, family, version, reason=reason)
+    finally:
+        _release_worker_pool()
     print(f"{family} v{outcome.version}: {outcome.decision} ({outcome.reason}); "
           f"{outcome.primary_metric} {outcome.metric:.4f} vs baseline {outcome.baseline:.4f}")
     return outcome.to_dict()
+
+
+def _release_worker_pool() -> None:
+    """Stop joblib's worker processes (the forecaster fits its series on them). Airflow forks the task from its
+    supervisor and ends it with ``os._exit`` after the exit handlers registered since the fork; multiprocessing's
+    handler joins the idle workers, which leave only after loky's 300 s idle timeout, so the finished task hung
+    until ``task_success_overtime`` (20 s) killed it."""
+    import sys
+
+    if "joblib.externals.loky" in sys.modules:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
 
 
 def review(settings: Settings, outcomes: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:

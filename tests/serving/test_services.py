@@ -584,7 +584,7 @@ def test_readiness_follows_loading_and_a_corrupt_artifact_is_never_ready(home: P
         assert not late.ready()  # listening, nothing behind the alias yet
         assert v1(late, [{"customer_id": 1}]).status_code == 503
         client.set_registered_model_alias(name, "zm-test-late", "1")
-        late.wait_ready(30)
+        late.wait_ready()
         assert v1(late, [{"customer_id": 1}]).json()["model_version"] == "1"
     finally:
         late.stop()
