@@ -15,9 +15,6 @@ ZM_HOME ?= .zm/local
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=False
 export FEAST_USAGE=False SCARF_ANALYTICS=false AIRFLOW__CORE__LOAD_EXAMPLES=False OPENBLAS_NUM_THREADS=1
 export UV_PYTHON_DOWNLOADS=never
-# OpenMP threads (k-means, implicit's ALS, histogram boosting) sleep while they wait instead of spinning: with the
-# tests' and the demo's processes sharing two cores, spinning made such fits cost about 10x their CPU.
-export OMP_WAIT_POLICY=PASSIVE
 
 .PHONY: help envs demo test test-topology test-pipelines test-pipelines-integration test-pipelines-rest test-serving test-all lint bench serve ui clean repro real-data airflow generate drills stack stack-down
 

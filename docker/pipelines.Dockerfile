@@ -36,10 +36,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends git libgomp1 \
 COPY --from=build --chown=50000:0 /app /app
 # Our DAGs where the official chart looks for baked-in DAGs.
 COPY --chown=50000:0 dags /opt/airflow/dags
-# OMP_WAIT_POLICY=PASSIVE: OpenMP threads (k-means, implicit's ALS) sleep instead of spinning while they wait; on
-# a pod sharing its cores (or throttled at its CPU limit) spinning cost about 10x the CPU of the work itself.
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 \
     AIRFLOW__CORE__LOAD_EXAMPLES=False SCARF_ANALYTICS=false DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true \
-    DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=False FEAST_USAGE=False OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+    DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=False FEAST_USAGE=False OPENBLAS_NUM_THREADS=1
 USER 50000
 WORKDIR /opt/airflow

@@ -29,7 +29,6 @@ BASE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 IMAGE_ENV = {  # what the Dockerfiles set (docker/*.Dockerfile)
     "PYTHONUNBUFFERED": "1", "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "FEAST_USAGE": "False",
     "OPENBLAS_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "False", "SCARF_ANALYTICS": "false",
-    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
