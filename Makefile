@@ -60,8 +60,9 @@ test: envs ## run the test suite (slow end-to-end tests in their short form)
 test-topology: envs ## the whole loop in the Kubernetes topology, short form (part of make test)
 	$(PY) -m pytest -m stack -q tests/stack
 
-# The topology's loop is make test's longest path: the other runs yield the CPU to it (nice), filling its waits;
-# the pipelines tests run as two processes (--shard, tests/conftest.py), each mostly waiting on servers it started.
+# The topology's loop gets the CPU first: the other runs yield it to the loop (nice), filling its waits;
+# the pipelines tests run as two processes (--shard, tests/conftest.py). Measured: all four end within about 2 minutes
+# of each other, so make test is bound by the total CPU work, not by one run.
 PIPELINES_TESTS := -m "not serving and not charts and not full and not stack" -q --ignore=tests/charts --ignore=tests/serving
 test-pipelines: envs ## unit, integration, DAG and observability tests, in one process
 	$(PY) -m pytest $(PIPELINES_TESTS)
