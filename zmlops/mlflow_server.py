@@ -21,6 +21,11 @@ becomes ``mlflow server --app-name basic-auth ...`` (``os.execvp``: the server i
 Passwords come from Secrets by reference (``MLFLOW_ACCOUNT_PIPELINES_PASSWORD``, ``MLFLOW_ACCOUNT_SERVING_PASSWORD``);
 a changed Secret takes effect when the MLflow pods restart (docs/security.md). Two replicas starting together
 both apply the same accounts: whichever creates a row first wins and the other updates it.
+
+Rotation without downtime: MLflow keeps one password per user, so while ``MLFLOW_ACCOUNT_<NAME>_PREVIOUS_PASSWORD``
+is set the auth app checks requests with :func:`authenticate` (its ``authorization_function`` extension point):
+the account's previous password is accepted beside the current one until the clients have moved and the
+previous one is removed (the MLflow pods restart again). Without a previous password MLflow's own check runs.
 """
 
 from __future__ import annotations
@@ -31,25 +36,48 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ACCOUNTS", "ROLES", "apply", "write_config", "main"]
+__all__ = ["ACCOUNTS", "PREVIOUS", "ROLES", "apply", "authenticate", "write_config", "main"]
 
 log = logging.getLogger("zmlops.mlflow_server")
 
 RESOURCES = ("experiment", "registered_model")
 ROLES = {"pipelines": "MANAGE", "serving": "READ", "viewer": "READ"}  # per resource type, pattern "*"
 ACCOUNTS = {"pipelines": "MLFLOW_ACCOUNT_PIPELINES_PASSWORD", "serving": "MLFLOW_ACCOUNT_SERVING_PASSWORD"}
+PREVIOUS = {user: env.replace("_PASSWORD", "_PREVIOUS_PASSWORD") for user, env in ACCOUNTS.items()}
 WORKSPACE = "default"  # workspaces are off: every grant lives in MLflow's default workspace
+BASIC = "mlflow.server.auth:authenticate_request_basic_auth"
 
 
-def write_config(path: Path, database_uri: str, admin: str = "admin") -> Path:
-    """The auth app's ini file (no password in it: MLFLOW_AUTH_ADMIN_PASSWORD carries the admin's)."""
+def authenticate() -> Any:
+    """MLflow's basic-auth check, and a service account's previous password while it rotates.
+
+    The previous password is compared first (a constant-time compare, where MLflow's check of a wrong
+    password costs a PBKDF2 hash), so clients not yet moved are as fast as before."""
+    import hmac
+
+    from flask import request
+    from mlflow.server.auth import authenticate_request_basic_auth
+
+    given = request.authorization
+    if given is not None and given.username in PREVIOUS and given.password:
+        previous = os.environ.get(PREVIOUS[given.username], "")
+        if previous and hmac.compare_digest(given.password.encode(), previous.encode()):
+            return given
+    return authenticate_request_basic_auth()
+
+
+def write_config(path: Path, database_uri: str, admin: str = "admin", rotating: bool = False) -> Path:
+    """The auth app's ini file (no password in it: MLFLOW_AUTH_ADMIN_PASSWORD carries the admin's);
+    ``rotating``: some account has a previous password too (:func:`authenticate` checks requests)."""
     config = configparser.ConfigParser(interpolation=None)
     config["mlflow"] = {
         "default_permission": "NO_PERMISSIONS",
         "database_uri": database_uri,
         "admin_username": admin,
-        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        # by module name, not __name__ (which is __main__ in the container's command)
+        "authorization_function": "zmlops.mlflow_server:authenticate" if rotating else BASIC,
         "grant_default_workspace_access": "false",
         # a checked password is remembered per worker for a minute: without it every request pays a PBKDF2 hash
         # (a rotated or deleted account's old password keeps working on a worker for at most that long)
@@ -108,11 +136,14 @@ def main(argv: list[str] | None = None) -> None:
     missing = [env for env in ACCOUNTS.values() if not os.environ.get(env)]
     if missing:
         raise SystemExit(f"zmlops.mlflow_server: {', '.join(missing)} not set (the service accounts' passwords)")
+    rotating = sorted(user for user, env in PREVIOUS.items() if os.environ.get(env))
     config = write_config(Path(tempfile.gettempdir()) / "mlflow-auth" / "basic_auth.ini", database,
-                          os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "admin"))
+                          os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "admin"), rotating=bool(rotating))
     os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
     done = apply(database, {user: os.environ[env] for user, env in ACCOUNTS.items()})
     log.info("MLflow accounts: %s", ", ".join(f"{k} {v}" for k, v in done.items()) or "unchanged")
+    if rotating:
+        log.info("MLflow accounts rotating (previous password accepted too): %s", ", ".join(rotating))
     beside = Path(sys.executable).with_name("mlflow")  # the environment's own mlflow, else the PATH's
     program = str(beside) if beside.exists() else "mlflow"
     os.execvp(program, [program, "server", "--app-name", "basic-auth", *args])

@@ -35,7 +35,7 @@ PROFILES = {
     "production": {},
     "minimal": yaml.safe_load((CHART / "ci" / "minimal-values.yaml").read_text()),
     "canary": yaml.safe_load((CHART / "ci" / "canary-values.yaml").read_text()),
-    "tls": {"inference": {"tls": {"enabled": True}}},
+    "tls": {"inference": {"tls": {"enabled": True}}, "mlflow": {"tls": {"enabled": True}}},
 }
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "InferenceService")
 # Kinds without a schema in kubernetes-validate; InferenceService is validated against the KServe CRD,
@@ -546,7 +546,7 @@ def test_feature_settings_reach_the_predictors_as_numbers_pydantic_reads() -> No
 def test_tls_gives_each_predictor_a_certificate_and_serves_and_probes_https() -> None:
     docs = rendered("tls")
     certificates = {d["metadata"]["name"]: d["spec"] for d in kinds(docs, "Certificate")}
-    assert set(certificates) == {f"{f}-predictor-tls" for f in families()}
+    assert set(certificates) == {f"{f}-predictor-tls" for f in families()} | {"zm-mlflow-tls"}
     for family in families():
         spec = certificates[f"{family}-predictor-tls"]
         assert spec["secretName"] == f"{family}-predictor-tls" and spec["issuerRef"]["group"] == "cert-manager.io"
@@ -568,3 +568,51 @@ def test_tls_gives_each_predictor_a_certificate_and_serves_and_probes_https() ->
     assert endpoint["scheme"] == "https" and endpoint["tlsConfig"]["ca"]["secret"]["key"] == "ca.crt"
     assert endpoint["tlsConfig"]["serverName"] == f"zero-margin-predictors.{NAMESPACE}.svc"
     assert not kinds(rendered("production"), "Certificate")  # off by default
+
+
+def test_mlflow_tls_serves_https_and_its_clients_check_it_against_the_ca() -> None:
+    """mlflow.tls: MLflow's container gets the certificate and uvicorn's TLS options (the form
+    tests/integration/test_mlflow_auth.py starts the real server with), probes HTTPS; the tracking URI is https and
+    every pod that calls MLflow (predictors; Airflow through charts/airflow-values.yaml) has the CA where
+    MLFLOW_TRACKING_SERVER_CERT_PATH points."""
+    docs = rendered("tls")
+    (certificate,) = [d["spec"] for d in kinds(docs, "Certificate") if d["metadata"]["name"] == "zm-mlflow-tls"]
+    assert certificate["secretName"] == "zm-mlflow-tls" and f"zm-mlflow.{NAMESPACE}.svc" in certificate["dnsNames"]
+    (mlflow,) = [d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "zm-mlflow"]
+    container = pod_spec(mlflow)["containers"][0]
+    assert ("--uvicorn-opts=--ssl-certfile=/etc/zero-margin/tls/tls.crt --ssl-keyfile=/etc/zero-margin/tls/tls.key"
+            in container["args"])
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["tls"] == "/etc/zero-margin/tls"
+    assert {v["name"]: v.get("secret", {}).get("secretName") for v in pod_spec(mlflow)["volumes"]}["tls"] \
+        == "zm-mlflow-tls"
+    config = next(d["data"] for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "zm-config")
+    assert config["ZM_MLFLOW_TRACKING_URI"] == f"https://zm-mlflow.{NAMESPACE}.svc:5000"
+    ca_file = config["MLFLOW_TRACKING_SERVER_CERT_PATH"]
+    folder, name = ca_file.rsplit("/", 1)
+
+    def holds_ca(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> bool:
+        secret = {v["name"]: v.get("secret", {}) for v in volumes}
+        return any(m["mountPath"] == folder and secret.get(m["name"], {}).get("secretName") == "zm-mlflow-tls"
+                   and {"key": "ca.crt", "path": name} in secret[m["name"]]["items"] for m in mounts)
+
+    for isvc in kinds(docs, "InferenceService"):
+        predictor = isvc["spec"]["predictor"]
+        assert holds_ca(predictor["volumes"], predictor["containers"][0]["volumeMounts"]), isvc["metadata"]["name"]
+    airflow = yaml.safe_load((ROOT / "charts" / "airflow-values.yaml").read_text())
+    assert holds_ca(airflow["volumes"], airflow["volumeMounts"])
+    production = next(d["data"] for d in rendered("production") if d["kind"] == "ConfigMap"
+                      and d["metadata"]["name"] == "zm-config")
+    assert production["ZM_MLFLOW_TRACKING_URI"].startswith("http://")
+    assert "MLFLOW_TRACKING_SERVER_CERT_PATH" not in production
+
+
+def test_mlflow_accepts_a_previous_password_only_from_an_optional_secret_key() -> None:
+    """While an account's password rotates its previous one is in the Secret; otherwise the key is absent and the
+    pod must still start (optional), and MLflow then runs its own check (zmlops/mlflow_server.py)."""
+    (mlflow,) = [d for d in kinds(rendered("production"), "Deployment") if d["metadata"]["name"] == "zm-mlflow"]
+    env = {e["name"]: e for e in pod_spec(mlflow)["containers"][0]["env"]}
+    for account in ("PIPELINES", "SERVING"):
+        ref = env[f"MLFLOW_ACCOUNT_{account}_PREVIOUS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref["optional"] is True and ref["key"] == f"mlflow-{account.lower()}-previous-password"
+        assert "optional" not in env[f"MLFLOW_ACCOUNT_{account}_PASSWORD"]["valueFrom"]["secretKeyRef"]

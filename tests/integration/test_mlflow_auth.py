@@ -1,5 +1,7 @@
 """MLflow as the chart runs it: ``python -m zmlops.mlflow_server`` (MLflow's basic-auth app with our service
-accounts) over a real server process, its route table checked route by route, each account held to its rights."""
+accounts) over a real server process, its route table checked route by route, each account held to its rights.
+The server answers HTTPS only, as with the chart's ``mlflow.tls.enabled`` (uvicorn's certificate options), with a
+certificate of a private CA made here; MLflow's client trusts it through ``MLFLOW_TRACKING_SERVER_CERT_PATH``."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.certificates import private_ca
+
 pytestmark = pytest.mark.integration
 
 ADMIN = ("admin", "admin-password-0123456789")
@@ -30,26 +34,31 @@ class MlflowServer:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.ca, self.cert, self.key = private_ca(root, "zm-mlflow")
 
-    def start(self, passwords: dict[str, str]) -> MlflowServer:
+    def start(self, passwords: dict[str, str], previous: dict[str, str] | None = None) -> MlflowServer:
+        """Start with these account passwords (and, while they rotate, the previous ones)."""
         env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{self.root / 'mlflow.db'}",
                "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key",
                "MLFLOW_ACCOUNT_PIPELINES_PASSWORD": passwords["pipelines"],
                "MLFLOW_ACCOUNT_SERVING_PASSWORD": passwords["serving"], "TMPDIR": str(self.root / "tmp"),
                "MLFLOW_DISABLE_TELEMETRY": "true"}
+        for user, password in (previous or {}).items():
+            env[f"MLFLOW_ACCOUNT_{user.upper()}_PREVIOUS_PASSWORD"] = password
         (self.root / "tmp").mkdir(exist_ok=True)
         log = (self.root / "server.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "zmlops.mlflow_server", "--host", "127.0.0.1", "--port", str(self.port),
              "--backend-store-uri", env["MLFLOW_BACKEND_STORE_URI"],
-             "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
+             "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1",
+             f"--uvicorn-opts=--ssl-certfile={self.cert} --ssl-keyfile={self.key}"],  # as the chart's mlflow.tls
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/health", timeout=1, verify=str(self.ca)).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -76,14 +85,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
         started.stop()
 
 
-def _as(user: str, password: str | None = None) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password or PASSWORDS[user]}
-
-
 def _client(monkeypatch: pytest.MonkeyPatch, server: MlflowServer, user: str, password: str | None = None) -> Any:
     import mlflow
 
-    for key, value in _as(user, password).items():
+    for key, value in {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password or PASSWORDS[user],
+                       "MLFLOW_TRACKING_SERVER_CERT_PATH": str(server.ca)}.items():
         monkeypatch.setenv(key, value)
     mlflow.set_tracking_uri(server.url)
     return mlflow.MlflowClient(tracking_uri=server.url)
@@ -110,7 +116,7 @@ def test_every_route_of_the_route_table_asks_for_credentials(server: MlflowServe
     rules = [r for r in app.url_map.iter_rules() if r.endpoint != "static" and "static-files" not in r.rule]
     assert len(rules) > 100
     open_routes, problems = set(), []
-    with httpx.Client(base_url=server.url, timeout=10) as http:
+    with httpx.Client(base_url=server.url, timeout=10, verify=str(server.ca)) as http:
         for i, rule in enumerate(rules):
             path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", "x", rule.rule)
             method = sorted((rule.methods or {"GET"}) - {"HEAD", "OPTIONS"})[0]
@@ -157,14 +163,39 @@ def test_each_account_has_its_rights_and_no_more(server: MlflowServer, monkeypat
     assert _status(lambda: stranger.get_registered_model("auth-test-model")) == 401
 
 
-def test_a_rotated_password_takes_effect_at_the_next_start(server: MlflowServer) -> None:
-    """The Secret changed, the pods restarted: the old password is refused, the new one and the other accounts
-    work (the last test of the module: it restarts the module's server)."""
+def test_only_https_and_only_for_clients_trusting_the_ca(server: MlflowServer) -> None:
+    health = f"{server.url}/health"
+    assert httpx.get(health, verify=str(server.ca), timeout=10).status_code == 200
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(health, timeout=10)
+    with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port gets no answer
+        httpx.get(health.replace("https://", "http://"), timeout=10)
+
+
+def test_a_password_rotates_with_both_valid_in_between(server: MlflowServer) -> None:
+    """The rotation of docs/security.md, MLflow restarted at each step as the pods are (the last test of the
+    module: it restarts the module's server). 1: the new password in the Secret, the old one as the previous:
+    both work, so clients move without a gap. 2: the previous one removed: only the new one works."""
     search = f"{server.url}/api/2.0/mlflow/registered-models/search"
-    assert httpx.get(search, auth=("serving", PASSWORDS["serving"]), timeout=10).status_code == 200
-    server.stop()
+
+    def status(user: str, password: str) -> int:
+        return httpx.get(search, auth=(user, password), timeout=10, verify=str(server.ca)).status_code
+
+    assert status("serving", PASSWORDS["serving"]) == 200
     rotated = {**PASSWORDS, "serving": "rotated-serving-password-987654"}
+    server.stop()
+    server.start(rotated, previous={"serving": PASSWORDS["serving"]})
+    assert status("serving", PASSWORDS["serving"]) == 200
+    assert status("serving", rotated["serving"]) == 200
+    assert status("serving", "neither-password-000") == 401
+    assert status("pipelines", PASSWORDS["serving"]) == 401  # a previous password is its own account's only
+    assert status("pipelines", PASSWORDS["pipelines"]) == 200
+    # the previous password carries the account's rights and no more: serving still may not write
+    delete = f"{server.url}/api/2.0/mlflow/registered-models/delete"
+    assert httpx.request("DELETE", delete, json={"name": "auth-test-model"}, auth=("serving", PASSWORDS["serving"]),
+                         timeout=10, verify=str(server.ca)).status_code == 403
+    server.stop()
     server.start(rotated)
-    assert httpx.get(search, auth=("serving", PASSWORDS["serving"]), timeout=10).status_code == 401
-    assert httpx.get(search, auth=("serving", rotated["serving"]), timeout=10).status_code == 200
-    assert httpx.get(search, auth=("pipelines", PASSWORDS["pipelines"]), timeout=10).status_code == 200
+    assert status("serving", PASSWORDS["serving"]) == 401
+    assert status("serving", rotated["serving"]) == 200
+    assert status("pipelines", PASSWORDS["pipelines"]) == 200

@@ -30,7 +30,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "zm.trackingUri" -}}
 {{- if .Values.mlflow.enabled -}}
-http://{{ include "zm.name" . }}-mlflow.{{ .Release.Namespace }}.svc:5000
+{{ ternary "https" "http" .Values.mlflow.tls.enabled }}://{{ include "zm.name" . }}-mlflow.{{ .Release.Namespace }}.svc:5000
 {{- else -}}
 {{ .Values.mlflow.externalTrackingUri }}
 {{- end -}}
@@ -75,6 +75,9 @@ seccompProfile:
     secretKeyRef:
       name: {{ .root.Values.secrets.name }}
       key: {{ .key }}
+      {{- if .optional }}
+      optional: true
+      {{- end }}
 {{- end -}}
 
 {{/* Pod annotation that changes with the settings, so `helm upgrade` with new settings rolls the pods. */}}
@@ -121,4 +124,18 @@ Zones are best effort; with two or more replicas no two share a node (one node's
 checkov.io/skip1: CKV_K8S_43=Images are pinned by release tag by default; set images.*.digest to pin by digest (the values schema refuses latest)
 checkov.io/skip2: CKV_K8S_15=Pinned images with IfNotPresent let pods restart during a registry outage; pullPolicy is a value
 checkov.io/skip3: CKV_K8S_35=Settings are read from ZM_* environment variables (pydantic-settings); secret values come only from secretKeyRef, never inline
+{{- end -}}
+
+{{/* Where pods find the CA that signed MLflow's certificate (mlflow.tls): ca.crt of its cert-manager Secret. */}}
+{{- define "zm.mlflowCaMount" -}}
+- name: mlflow-ca
+  mountPath: /etc/zero-margin/mlflow-ca
+  readOnly: true
+{{- end -}}
+{{- define "zm.mlflowCaVolume" -}}
+- name: mlflow-ca
+  secret:
+    secretName: {{ include "zm.name" . }}-mlflow-tls
+    items: [{key: ca.crt, path: ca.crt}]
+    defaultMode: 0444
 {{- end -}}
