@@ -6,6 +6,7 @@ same objects through :func:`training.features.store.apply_definitions`, which re
 """
 
 from feature_repo.entities import category, customer, product
+from feature_repo.permissions import readers, writers
 from feature_repo.services import customer_segmentation, demand_forecast, product_recommendation
 from feature_repo.sources import category_week_source, customer_source, product_source
 from feature_repo.views import category_weekly_sales, customer_behaviour, customer_profile, product_popularity
@@ -25,6 +26,8 @@ __all__ = [
     "demand_forecast",
     "customer_segmentation",
     "product_recommendation",
+    "readers",
+    "writers",
 ]
 
 DEFINITIONS = [
@@ -41,4 +44,6 @@ DEFINITIONS = [
     demand_forecast,
     customer_segmentation,
     product_recommendation,
+    readers,
+    writers,
 ]

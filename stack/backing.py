@@ -35,7 +35,8 @@ class Addresses:
     """Loopback addresses: one per backing service and per pod, as a cluster gives each its own IP."""
 
     BASE = "127.42"
-    BACKING = {"postgresql": 1, "redis": 2, "s3": 3, "git": 4, "prometheus": 5, "alertmanager": 6, "sink": 7}
+    BACKING = {"postgresql": 1, "redis": 2, "s3": 3, "git": 4, "prometheus": 5, "alertmanager": 6, "sink": 7,
+               "oidc": 8}
 
     @classmethod
     def backing(cls, name: str) -> str:
@@ -63,7 +64,9 @@ BACKING_HOSTS = {  # backing service -> the Service names clients use
     "prometheus": service_names("prometheus-operated", MONITORING),
     "alertmanager": service_names("alertmanager-operated", MONITORING),
     "sink": service_names("zm-alert-sink", NAMESPACE),
+    "oidc": service_names("zm-oidc", NAMESPACE),  # the identity provider (stack/oidc.py)
 }
+OIDC_ISSUER = "http://zm-oidc.mlops.svc:9400"  # as stack/values.yaml gives it to the feature server
 
 
 def needs_root() -> bool:
@@ -127,6 +130,9 @@ def new_secrets() -> dict[str, dict[str, str]]:
         "airflow-fernet-key": {"fernet-key": _fernet_key()},
         "airflow-api-secret-key": {"api-secret-key": pw()},
         "airflow-jwt-secret": {"jwt-secret": secrets.token_hex(64)},
+        # the identity provider's clients (not a Secret of ours: the IdP keeps them); an analyst's tool reads features
+        "zm-oidc": {"clients": json.dumps([{"client_id": "analyst-tool", "client_secret": pw(),
+                                            "roles": ["feast-reader"], "audience": "zero-margin-feast"}])},
         "airflow-users": {"admin-password": pw(), "approver-password": pw(), "analyst-password": pw(),
                           "engineer-password": pw()},
     }

@@ -189,13 +189,15 @@ class Kubelet:
         raise TimeoutError(f"not ready after {seconds:.0f} s: {[n for n in names if not self.procs[n].ready]}")
 
     def _secrets(self) -> dict[str, dict[str, str]]:
+        """The Secrets of this topology: kept across restarts; a Secret a newer harness adds is created."""
+        loaded: dict[str, dict[str, str]] = {}
         if self.layout.secrets.exists():
-            loaded: dict[str, dict[str, str]] = json.loads(self.layout.secrets.read_text())
-            return loaded
-        created = backing.new_secrets()
-        self.layout.secrets.write_text(json.dumps(created, indent=2))
-        self.layout.secrets.chmod(0o600)
-        return created
+            loaded = json.loads(self.layout.secrets.read_text())
+        created = {name: value for name, value in backing.new_secrets().items() if name not in loaded}
+        if created:
+            self.layout.secrets.write_text(json.dumps({**loaded, **created}, indent=2))
+            self.layout.secrets.chmod(0o600)
+        return {**loaded, **created}
 
     def bring_up(self) -> None:
         layout = self.layout

@@ -31,6 +31,12 @@ FAMILIES = ("demand-forecast", "customer-segmentation", "product-recommendation"
 TRAINING, MONITORING = "zmlops_training", "zmlops_monitoring"
 PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 MLFLOW = "http://zm-mlflow.mlops.svc:5000"
+FEATURE_SERVER = "http://zm-feature-server.mlops.svc:6566"
+AIRFLOW_API = "http://airflow-api-server:8080"
+# Airflow's UI API: a router outside its OpenAPI document (it authenticates every route by construction); its
+# route table as the api-server's own code has it, read in a pod of the image
+UI_ROUTES = ("import json; from airflow.api_fastapi.core_api.routes.ui import ui_router as r; "
+             "print(json.dumps([[m, x.path] for x in r.routes for m in sorted(x.methods - {'HEAD', 'OPTIONS'})]))")
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,25 @@ class Loop:
         cfg = AirflowSettings(api_url="http://airflow-api-server:8080", username=name,
                               password=SecretStr(self.control.secret("airflow-users", f"{name}-password")))
         return AirflowAPI(Settings().model_copy(update={"airflow": cfg}))
+
+    def airflow_routes(self) -> dict[str, Any]:
+        """Airflow's API server, route by route without credentials: its public API and FAB's (their OpenAPI
+        documents) and its UI API (Airflow's router). Returns how many routes and those that answered."""
+        import re
+
+        routes = [(m.upper(), p) for p, item in httpx.get(f"{AIRFLOW_API}/openapi.json", timeout=30).json()["paths"]
+                  .items() for m in item if m in ("get", "post", "put", "patch", "delete")]
+        routes += [(m.upper(), "/auth" + p) for p, item in
+                   httpx.get(f"{AIRFLOW_API}/auth/openapi.json", timeout=30).json()["paths"].items() for m in item]
+        printed = self.stack("exec", "airflow-scheduler", "python", "-c", UI_ROUTES).strip().splitlines()[-1]
+        routes += [(m, p) for m, p in json.loads(printed)]  # the last line: warnings come before it
+        answered = {}
+        with httpx.Client(base_url=AIRFLOW_API, timeout=30) as http:
+            for method, path in routes:
+                status = http.request(method, re.sub(r"\{[^}]+\}", "x", path), json={}).status_code
+                if status not in (401, 403):
+                    answered[f"{method} {path}"] = status
+        return {"routes": len(routes), "answered": answered}
 
     def roles(self) -> dict[str, dict[str, int]]:
         """What each of docs/install.md's people may do in Airflow: read the training DAG's runs, and clear them
@@ -210,9 +235,8 @@ class Loop:
             time.sleep(3)
         raise TimeoutError(f"{dag}: runs {[(r['run_type'], r['state']) for r in runs]}")
 
-    def traffic(self) -> dict[str, Any]:
-        """Client requests; segmentation's come from one segment only (a campaign aimed at one group), which
-        moves the served segment shares away from the training shares."""
+    def customers(self, count: int) -> list[int]:
+        """Customer ids of the published feature tables (the object store), a fixed sample."""
         import pandas as pd
 
         keys = json.loads(self.control.layout.secrets.read_text())["zero-margin-secrets"]
@@ -220,7 +244,28 @@ class Loop:
               "client_kwargs": {"endpoint_url": "http://zm-s3.mlops.svc:9000"}}
         customers = pd.read_parquet("s3://zero-margin-state/feast/sources/customer_features.parquet",
                                     columns=["customer_id"], storage_options=s3)["customer_id"].drop_duplicates()
-        ids = [int(c) for c in customers.sample(min(len(customers), self.size.requests * 3), random_state=1)]
+        return [int(c) for c in customers.sample(min(len(customers), count), random_state=1)]
+
+    def feature_server(self) -> dict[str, Any]:
+        """An analyst's tool reads online features through the Feast feature server with an access token of the
+        identity provider (client credentials, stack/oidc.py); without a token it is refused."""
+        from stack.backing import OIDC_ISSUER
+
+        client = json.loads(self.control.secret("zm-oidc", "clients"))[0]
+        token = httpx.post(f"{OIDC_ISSUER}/token", data={"grant_type": "client_credentials"},
+                           auth=(client["client_id"], client["client_secret"]), timeout=10).json()["access_token"]
+        body = {"features": ["customer_profile:frequency"], "entities": {"customer_id": self.customers(3)}}
+        url = f"{FEATURE_SERVER}/get-online-features"
+        answer = httpx.post(url, json=body, headers={"authorization": f"Bearer {token}"}, timeout=30)
+        present = answer.status_code == 200 and all(
+            s == "PRESENT" for r in answer.json()["results"][1:] for s in r["statuses"])
+        return {"anonymous": httpx.post(url, json=body, timeout=30).status_code, "with token": answer.status_code,
+                "present": present}
+
+    def traffic(self) -> dict[str, Any]:
+        """Client requests; segmentation's come from one segment only (a campaign aimed at one group), which
+        moves the served segment shares away from the training shares."""
+        ids = self.customers(self.size.requests * 3)
         failed, segments = 0, dict[str, list[int]]()
         with httpx.Client(timeout=10, headers=self.client_headers()) as http:
             for c in ids:
@@ -292,7 +337,10 @@ def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str],
 
     out["production_v1"] = loop.step("the scheduler trains; the predictors load production", first_training)
     out["roles"] = loop.step("Airflow's roles: who may read and who may clear the training DAG's runs", loop.roles)
+    out["airflow_routes"] = loop.step("Airflow's routes without credentials", loop.airflow_routes)
     out["traffic"] = loop.step("client traffic (logged to the object store)", loop.traffic)
+    out["feature_server"] = loop.step("an analyst's tool reads features through the feature server (OIDC token)",
+                                      loop.feature_server)
     time.sleep(control_flush_seconds(control) + 1)  # the request log's last batch reaches the store
 
     def wipe_and_restart() -> dict[str, str]:

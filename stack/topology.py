@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stack import airflow as af
-from stack.backing import BACKING_HOSTS, NAMESPACE, Addresses, postgres_bin, service_names
+from stack.backing import BACKING_HOSTS, NAMESPACE, OIDC_ISSUER, Addresses, postgres_bin, service_names
 from stack.manifests import IMAGES, REPO, Manifests, Pod, _repository, translate
 
 __all__ = ["Spec", "Layout", "plan", "render_chart", "STACK_VALUES"]
@@ -158,6 +158,12 @@ def backing_specs(layout: Layout, secrets: dict[str, dict[str, str]]) -> list[Sp
         Spec("git", "backing", ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
                                 f"--base-path={svc / 'git'}", f"--listen={ip('git')}", "--port=9418", str(svc / "git")],
              {"PATH": BASE_PATH}, ip("git"), f"tcp://{ip('git')}:9418", workdir=False),
+        Spec("oidc", "backing", [sys.executable, "-m", "stack.oidc", "--host", ip("oidc"), "--port", "9400",
+                                 "--issuer", OIDC_ISSUER],
+             # plain HTTP on this machine's loopback network, as MLflow here (Authlib refuses it otherwise)
+             {"PATH": BASE_PATH, "PYTHONPATH": str(REPO), "ZM_OIDC_CLIENTS": secrets["zm-oidc"]["clients"],
+              "AUTHLIB_INSECURE_TRANSPORT": "1"},
+             ip("oidc"), f"http://{ip('oidc')}:9400/healthz", workdir=False),
         Spec("sink", "backing", [sys.executable, "-m", "stack.sink", "--host", ip("sink"), "--port", "9099",
                                  "--out", str(svc / "sink" / "received.jsonl")],
              {"PATH": BASE_PATH, "PYTHONPATH": str(REPO)}, ip("sink"), f"http://{ip('sink')}:9099/healthz",

@@ -31,8 +31,12 @@ CHART = ROOT / "charts" / "zero-margin"
 KSERVE_CRDS = (ROOT / "../shared/schemas/kserve").resolve()
 KUBE_VERSION = "1.31.0"
 NAMESPACE = "mlops"
+# a production install turns the feature server on with its identity provider (the chart's default leaves it off)
+FEATURE_SERVER = {"featureServer": {"enabled": True, "oidc": {
+    "discoveryUrl": "https://sso.example.com/realms/retail/.well-known/openid-configuration",
+    "issuer": "https://sso.example.com/realms/retail"}}}
 PROFILES = {
-    "production": {},
+    "production": FEATURE_SERVER,
     "minimal": yaml.safe_load((CHART / "ci" / "minimal-values.yaml").read_text()),
     "canary": yaml.safe_load((CHART / "ci" / "canary-values.yaml").read_text()),
     "tls": {"inference": {"tls": {"enabled": True}}, "mlflow": {"tls": {"enabled": True}}},
@@ -318,11 +322,12 @@ def test_a_settings_change_rolls_every_pod() -> None:
         text = json.dumps(pod)
         return "zero-margin-config" in text or "zm-config" in text or '"ZM_' in text
 
-    before, after = checksums({}), checksums({"settings": {"monitoring": {"driftShare": 0.3}}})
+    before = checksums(FEATURE_SERVER)
+    after = checksums({**FEATURE_SERVER, "settings": {"monitoring": {"driftShare": 0.3}}})
     assert set(before) == set(after) and len(before) >= 6
     assert {"zm-mlflow", "zm-feature-server", "zm-alert-receiver"} <= set(before)
     assert all(before[name] != after[name] for name in before), "a pod would keep running on the old settings"
-    assert checksums({}) == before  # deterministic: an unchanged upgrade rolls nothing
+    assert checksums(FEATURE_SERVER) == before  # deterministic: an unchanged upgrade rolls nothing
 
 
 def test_one_slow_readiness_answer_does_not_take_a_predictor_out() -> None:
@@ -605,6 +610,27 @@ def test_mlflow_tls_serves_https_and_its_clients_check_it_against_the_ca() -> No
                       and d["metadata"]["name"] == "zm-config")
     assert production["ZM_MLFLOW_TRACKING_URI"].startswith("http://")
     assert "MLFLOW_TRACKING_SERVER_CERT_PATH" not in production
+
+
+def test_the_feature_server_runs_only_with_an_issuer_whose_tokens_it_checks() -> None:
+    """Off by default; on, it needs the issuer (a clear failure otherwise) and gets it as the variables
+    feature_store.k8s.yaml's auth section names."""
+    import re
+
+    assert not [d for d in render({}) if "feature-server" in d["metadata"]["name"]]
+    with pytest.raises(Exception, match="featureServer.oidc.discoveryUrl"):
+        render({"featureServer": {"enabled": True}})
+    (server,) = [d for d in kinds(rendered("production"), "Deployment")
+                 if d["metadata"]["name"] == "zm-feature-server"]
+    container = pod_spec(server)["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    oidc = FEATURE_SERVER["featureServer"]["oidc"]
+    assert env["ZM_FEAST_OIDC_DISCOVERY_URL"] == oidc["discoveryUrl"] and env["ZM_FEAST_OIDC_ISSUER"] == oidc["issuer"]
+    assert env["ZM_FEAST_OIDC_AUDIENCE"] == env["ZM_FEAST_OIDC_CLIENT_ID"] == "zero-margin-feast"
+    config = yaml.safe_load((ROOT / "feature_repo" / "feature_store.k8s.yaml").read_text())
+    assert config["auth"]["type"] == "oidc"
+    assert set(re.findall(r"\$\{(\w+)\}", json.dumps(config["auth"]))) <= set(env)
+    assert "/app/feature_repo/feature_store.k8s.yaml" in container["args"]
 
 
 def test_mlflow_accepts_a_previous_password_only_from_an_optional_secret_key() -> None:

@@ -8,44 +8,16 @@ bounded wait when Redis hangs, an error when it is gone, and recovery.
 
 from __future__ import annotations
 
-import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.serving.conftest import free_port
-
 pytestmark = pytest.mark.serving
 
 FEATURES = ["frequency", "tenure_days", "basket_lines", "units_per_line", "unit_price"]
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is missing: `make test` installs it (apt-get install redis-server)")
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    try:
-        yield proc, port
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def _k8s_settings(home: Path, tmp: Path, port: int):  # type: ignore[no-untyped-def]

@@ -37,6 +37,12 @@ def test_the_loop_runs_in_the_topology_and_survives_wiped_disks(topology: Contro
     assert {u: c["read runs"] for u, c in out["roles"].items()} == dict.fromkeys(out["roles"], 200), out["roles"]
     assert {u: c["clear runs"] for u, c in out["roles"].items()} == {
         "analyst": 403, "engineer": 200, "admin": 200}, out["roles"]
+    # Airflow's API server: every route of its public, FAB and UI APIs asks for credentials but the health check,
+    # the version, the login and logout redirects and the token endpoints (which take the credentials)
+    assert out["airflow_routes"]["routes"] > 150, out["airflow_routes"]
+    assert set(out["airflow_routes"]["answered"]) <= {
+        "GET /api/v2/monitor/health", "GET /api/v2/version", "GET /api/v2/auth/login", "GET /api/v2/auth/logout",
+        "POST /auth/token", "POST /auth/token/cli", "GET /auth/logout"}, out["airflow_routes"]
     actions = out["audit"]["actions"]
     assert out["audit"]["verify_code"] == 0, out["audit"]
     assert {"data.created", "data.validated", "model.gated", "deploy.production_moved"} <= {a for a, _, _ in actions}
@@ -46,6 +52,8 @@ def test_the_loop_runs_in_the_topology_and_survives_wiped_disks(topology: Contro
     approved = [(subject, actor) for a, subject, actor in actions if a == "model.approved"]
     assert len(approved) >= 4 and all(actor == "approver" for _, actor in approved), approved
     assert out["traffic"]["failed"] == 0
+    # the Feast feature server checks the identity provider's tokens (feature_repo/permissions.py: feast-reader)
+    assert out["feature_server"] == {"anonymous": 401, "with token": 200, "present": True}, out["feature_server"]
     # the chart's rule fired on numbers the monitoring DAG pushed, and Alertmanager reached the receiver, which
     # re-entered the training DAG for segmentation; the monitoring DAG re-entered it for the recommender itself
     assert out["alert"]["model"] == "customer-segmentation" and out["alert"]["action"] == "retrain"

@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import os
 import string
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,12 +60,19 @@ def _yaml_file(settings: Settings) -> Path:
     return settings.feature_repo / name
 
 
+# The feature server's token check (feature_store.k8s.yaml's auth section): Feast fills these from the feature
+# server's environment; our own use of the SDK never builds that section's config, so elsewhere they may be empty.
+FEATURE_SERVER_AUTH = ("ZM_FEAST_OIDC_DISCOVERY_URL", "ZM_FEAST_OIDC_CLIENT_ID", "ZM_FEAST_OIDC_AUDIENCE",
+                       "ZM_FEAST_OIDC_ISSUER")
+
+
 def _substitutions(settings: Settings) -> dict[str, str]:
     redis = settings.feast_redis if settings.profile == "k8s" else ""
     return {
         "ZM_FEAST_REGISTRY": settings.feast_registry_url,
         "ZM_FEAST_ONLINE_STORE": str(settings.feast_home / "online.db"),
         "ZM_FEAST_REDIS": redis,
+        **{name: os.environ.get(name, "") for name in FEATURE_SERVER_AUTH},
     }
 
 
