@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from zmlops.rollout.analysis import Verdict, VersionStats
-from zmlops.rollout.controller import PREVIOUS, PRODUCTION, Outcome, Recorder
+from zmlops.rollout.recorder import PREVIOUS, PRODUCTION, Outcome, Recorder
 from zmlops.settings import Settings
 
 __all__ = ["KServeRollout", "PrometheusSource"]
