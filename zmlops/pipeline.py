@@ -117,17 +117,44 @@ def review(settings: Settings, outcomes: Iterable[Mapping[str, Any]]) -> dict[st
     if not waiting:
         return None
     names = ", ".join(f"{o['family']} v{o['version']}" for o in waiting)
-    return {"subject": f"Deploy {names}?", "body": approval.review_text(settings, waiting),
+    return {"subject": f"Deploy {names}?", "body": _review_text(settings, waiting),
             "versions": [{"family": o["family"], "version": o["version"]} for o in waiting]}
 
 
+def _review_text(settings: Settings, outcomes: list[dict[str, Any]]) -> str:
+    """What the board reads: per staged version, the gate's figures, the difference to production, the card."""
+    from training import tracking
+
+    parts = []
+    for o in outcomes:
+        family, version = str(o["family"]), str(o["version"])
+        production = tracking.alias_version(settings, family, "production")
+        card = tracking.client(settings).get_model_version(family, version).description or ""
+        champion = o.get("champion")
+        diff = (f"production v{production}: {o['primary_metric']} {champion:.4f}" if isinstance(champion, float)
+                else "no production version yet")
+        parts.append(f"## {family} v{version}\n\n"
+                     f"- gate: **{o['decision']}** ({o['reason']})\n"
+                     f"- {o['primary_metric']}: {float(str(o['metric'])):.4f} "
+                     f"(baseline {float(str(o['baseline'])):.4f}); {diff}\n"
+                     f"- data version {o['data_version']}\n\n"
+                     f"<details><summary>model card</summary>\n\n{card}\n\n</details>\n")
+    return "\n".join(parts)
+
+
 def answer(settings: Settings, versions: Iterable[Mapping[str, Any]], approved: bool, by: str, why: str) -> None:
-    """Record the board's answer on every version it was asked about."""
+    """Record the board's answer on every version it was asked about (the audit trail; a rejection is also
+    tagged on the model version)."""
     from governance import approval
+    from training import tracking
 
     for v in versions:
-        approval.decide(settings, str(v["family"]), str(v["version"]), approved, by, why)
-        print(f"{v['family']} v{v['version']}: {'approved' if approved else 'rejected'} by {by} ({why})")
+        family, version = str(v["family"]), str(v["version"])
+        approval.decide(settings, family, version, approved, by, why)
+        if not approved:
+            tracking.tag_version(settings, family, version, {"approval.status": "rejected",
+                                                             "approval.reason": why, "approval.by": by})
+        print(f"{family} v{version}: {'approved' if approved else 'rejected'} by {by} ({why})")
 
 
 def deploy(settings: Settings, outcome: Mapping[str, Any]) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def test_where_approval_is_required_only_an_approved_version_reaches_production(
     waiting = pipeline.deploy(board, staged)
     assert waiting["deployed"] is False and "waiting for the review board" in waiting["why"]
     assert pipeline.review(board, [staged])["versions"] == [{"family": name, "version": copy}]  # type: ignore[index]
-    approval.decide(board, name, copy, False, "reviewer-a", "segment names unclear")
+    pipeline.answer(board, [{"family": name, "version": copy}], False, "reviewer-a", "segment names unclear")
     refused = pipeline.deploy(board, staged)
     assert refused["deployed"] is False and "rejected by reviewer-a: segment names unclear" in refused["why"]
     assert tracking.alias_version(board, name, "production") == before
