@@ -68,6 +68,8 @@ def model_card(
         lines += ["", "## Breakdown", "", "| group | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
         for group, row in evaluation.breakdown.items():
             lines.append(f"| {group} | " + " | ".join(_fmt(row[k]) if k in row else "–" for k in keys) + " |")
+    for title, section in evaluation.sections.items():
+        lines += ["", f"## {title}", "", *section]
     lines += [
         "",
         "## Promotion gate",

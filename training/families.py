@@ -89,8 +89,9 @@ def _families() -> dict[str, Family]:
             evaluate=t.evaluate_segmenter,
             input_example=t.segmentation_example,
             evaluation_refits=False,  # scores the fitted model itself
-            purpose="A named, interpretable segment per customer (wholesale, loyal, occasional, bargain) for "
-            "marketing and as context for recommendations.",
+            purpose="A named, interpretable segment per customer (wholesale, loyal, occasional, bargain, new, "
+            "mainstream: each name given by an explicit rule only where it is true) for marketing and as context "
+            "for recommendations.",
             limitations="Segments describe past behaviour up to the feature cutoff; customers with one order "
             "have no rate history and land in the nearest segment by basket and price.",
         ),

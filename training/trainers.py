@@ -60,6 +60,7 @@ class Evaluation:
     metrics: dict[str, float]  # the model's metrics
     baseline: dict[str, float]  # the baseline's metrics on the same data
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)  # per category / segment / country
+    sections: dict[str, list[str]] = field(default_factory=dict)  # more of the model card: title -> markdown lines
 
 
 def _newest(settings: Settings, table: str) -> pd.Timestamp:
@@ -151,7 +152,27 @@ def evaluate_segmenter(model: Any, data: TrainingData) -> Evaluation:
         for c in top
         if c in by_country.index
     }
-    return Evaluation(metrics, base, breakdown)
+    return Evaluation(metrics, base, breakdown, {"Segment profiles": segment_profile_lines(model)})
+
+
+def segment_profile_lines(model: Any) -> list[str]:
+    """The segments as the card shows them: medians of the inputs, size, and the rule each name comes from
+    (k chosen by bootstrap stability, then silhouette)."""
+    profiles = model.profiles_
+    numbers = [c for c in profiles.columns if c not in ("customers", "share", "named_for")]
+    lines = [f"k = {model.k_}, chosen among the k whose bootstrap ARI is at least {model.min_stability} "
+             "(else the most stable) by silhouette:", "",
+             "| k | silhouette | bootstrap ARI |", "|---:|---:|---:|"]
+    lines += [f"| {k} | {model.silhouette_by_k_[k]:.3f} | {model.stability_by_k_[k]:.3f} |"
+              for k in sorted(model.silhouette_by_k_)]
+    lines += ["", "Medians per segment; each name comes from an explicit rule on the segment's profile "
+              "(`training/models/segmentation.py::name_segments`):", "",
+              "| segment | customers | share | " + " | ".join(numbers) + " | named for |",
+              "|---|---:|---:|" + "---:|" * len(numbers) + "---|"]
+    for name, row in profiles.iterrows():
+        lines.append(f"| {name} | {int(row['customers']):,} | {row['share']:.1%} | "
+                     + " | ".join(f"{float(row[c]):,.2f}" for c in numbers) + f" | {row['named_for']} |")
+    return lines
 
 
 # ---------------------------------------------------------------- recommendation

@@ -14,7 +14,7 @@ from training.features.build import category_week_features, customer_features
 from training.models.forecasting import CategoryForecaster, SeasonalNaive
 from training.models.metrics import forecast_errors, ranking_metrics
 from training.models.recommendation import ALSRecommender, PopularityRecommender, interactions
-from training.models.segmentation import CustomerSegmenter
+from training.models.segmentation import DERIVED, CustomerSegmenter, name_segments
 
 pytestmark = pytest.mark.unit
 
@@ -59,6 +59,57 @@ def test_segmenter_names_and_predicts(clean: pd.DataFrame) -> None:
     assert len(names) == len(last) and set(names) <= set(model.names_.values())
     assert "wholesale" in set(names)
     assert model.profiles_["share"].sum() == pytest.approx(1.0)
+    # k is chosen among the stable clusterings, by silhouette
+    assert set(model.stability_by_k_) == {2, 3, 4}
+    stable = [k for k, ari in model.stability_by_k_.items() if ari >= model.min_stability]
+    assert model.k_ == (max(stable, key=lambda k: (model.silhouette_by_k_[k], -k)) if stable
+                        else max(model.stability_by_k_, key=model.stability_by_k_.get))
+    assert set(model.profiles_["named_for"]) and model.profiles_.index.is_unique
+
+
+def test_segment_names_follow_their_rules_and_are_never_handed_down() -> None:
+    """A name goes only to the segment extreme on its measure, by the margin; a taken or indistinct name is not
+    passed to the next segment (the real-data check found a "bargain" segment whose unit price was not the
+    lowest)."""
+    def profile(rows: dict[int, tuple[float, float, float, float]]) -> pd.DataFrame:
+        return pd.DataFrame.from_dict(rows, orient="index", columns=DERIVED)  # order_rate, lines, units, price
+
+    names, why = name_segments(profile({0: (0.2, 1.5, 1.5, -1.5), 1: (-1.2, -0.3, -0.2, 0.3),
+                                        2: (1.1, -0.2, -0.1, 0.4), 3: (0.0, -0.1, 0.0, 0.5)}))
+    # segment 0 has the largest baskets and also the lowest price: it is wholesale, and nobody is "bargain"
+    assert names == {0: "wholesale", 1: "occasional", 2: "loyal", 3: "segment_3"}
+    assert "lowest order rate" in why[1] and "no rule applies" in why[3]
+    names, _ = name_segments(profile({0: (0.0, 2.0, 2.0, 0.0), 1: (0.1, 0.0, 0.0, -1.0),
+                                      2: (-1.0, 0.0, 0.0, 0.2), 3: (1.0, 0.0, 0.0, 0.3)}))
+    assert names == {0: "wholesale", 1: "bargain", 2: "occasional", 3: "loyal"}
+    # two segments almost equally cheap: neither is "bargain"
+    names, _ = name_segments(profile({0: (0.0, 2.0, 2.0, 0.0), 1: (0.1, 0.0, 0.0, -1.0),
+                                      2: (-1.0, 0.0, 0.0, -0.9)}))
+    assert "bargain" not in names.values() and names[2] == "occasional"
+    # new customers buy often per week of their short tenure: "new", not "loyal"; the largest unnamed is mainstream
+    frame = profile({0: (1.5, 0.0, 0.0, 0.0), 1: (0.0, 0.1, 0.0, 0.1), 2: (-1.0, 0.0, 0.1, 0.0),
+                     3: (0.8, -0.1, 0.0, -0.1)}).assign(size=[50, 600, 200, 150])
+    names, why = name_segments(frame, pd.Series({0: 30.0, 1: 400.0, 2: 300.0, 3: 500.0}))
+    assert names == {0: "new", 1: "mainstream", 2: "occasional", 3: "loyal"}, names
+    assert "30 days" in why[0] and "other segments but wholesale and new" in why[3]
+
+
+def test_planted_segments_are_found_stable_and_named_for_what_they_are(tiny_sim: Path, clean: pd.DataFrame) -> None:
+    """The simulator's four planted segments: k = 4 is stable, the labels match the planted truth and each
+    cluster carries the planted segment's name."""
+    from sklearn.metrics import adjusted_rand_score
+
+    feats = customer_features(clean)
+    last = feats[feats["event_timestamp"] == feats["event_timestamp"].max()]
+    truth = pd.read_parquet(tiny_sim / "customers.parquet").set_index("customer_id")["segment"]
+    last = last[last["customer_id"].isin(truth.index)]
+    model = CustomerSegmenter(n_init=3).fit(last)
+    assert model.k_ == 4 and model.stability_by_k_[4] >= 0.85
+    names = pd.Series(model.predict_names(last), index=last["customer_id"].to_numpy())
+    planted = truth.loc[names.index]
+    assert adjusted_rand_score(planted, names) >= 0.85
+    majority = pd.crosstab(names, planted).idxmax(axis=1)  # the planted segment most of each cluster belongs to
+    assert (majority.index == majority.to_numpy()).all(), majority.to_dict()
 
 
 def test_recommenders_filter_bought_items_and_fall_back(clean: pd.DataFrame) -> None:

@@ -1,11 +1,15 @@
-"""Customer segmentation: scaled behaviour features, KMeans, k chosen by silhouette, named profiles.
+"""Customer segmentation: scaled behaviour features, KMeans, k chosen by stability and silhouette, named profiles.
 
 Features (all from the ``customer_segmentation`` feature service): order rate per week of
 tenure, lines per order, units per line and unit price, each log-transformed then
-standardised. ``k`` is the value in ``k_range`` with the highest silhouette score on the
-training customers (documented criterion; ties go to the smaller k). Each cluster gets a
-name from its profile relative to the others, so analysts read "wholesale" or "bargain",
-not "cluster 2".
+standardised. ``k`` is chosen among the values of ``k_range`` whose clustering is stable (mean
+adjusted Rand index of refits on bootstrap resamples at least ``min_stability``): the one with the
+highest silhouette score (ties go to the smaller k); when no k is that stable, the most stable one.
+Segments that marketing would act on must not change with the sample.
+
+Each cluster is named by explicit rules on its profile (the mean of the standardised features),
+so analysts read "wholesale" or "bargain", not "cluster 2", and a name always says something
+true of its members (:func:`name_segments`).
 """
 
 from __future__ import annotations
@@ -23,10 +27,14 @@ from sklearn.preprocessing import StandardScaler
 from training.features.build import PROFILE_FEATURES
 from training.models.derived import DerivedLookups
 
-__all__ = ["CustomerSegmenter", "INPUT_FEATURES", "segment_features", "segment_matrix", "bootstrap_stability"]
+__all__ = ["CustomerSegmenter", "INPUT_FEATURES", "segment_features", "segment_matrix", "bootstrap_stability",
+           "name_segments", "NAME_MARGIN"]
 
 INPUT_FEATURES = list(PROFILE_FEATURES)  # the customer_profile feature view
 DERIVED = ["order_rate", "basket_lines", "units_per_line", "unit_price"]
+NAME_MARGIN = 0.5  # a named segment stands this far (in customers' standard deviations) from the next segment
+NEW_DAYS = 90.0  # a segment whose median customer first bought less than this long ago is "new"
+STABILITY_SAMPLE = 10_000  # customers the bootstrap refits of the choice of k use (a sample beyond that)
 
 
 def segment_matrix(X: Any) -> np.ndarray:
@@ -56,45 +64,95 @@ def segment_features(X: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(segment_matrix(X), columns=DERIVED, index=X.index)
 
 
-def _name_clusters(profile: pd.DataFrame) -> dict[int, str]:
-    """Name clusters by profile: biggest baskets -> wholesale, rarest buyers -> occasional,
-    cheapest units -> bargain, most frequent of the rest -> loyal; any others stay numbered."""
+def name_segments(profile: pd.DataFrame, tenure_days: pd.Series | None = None, margin: float = NAME_MARGIN
+                  ) -> tuple[dict[int, str], dict[int, str]]:
+    """Names and the reason for each, from each segment's mean standardised features (columns of DERIVED) and
+    its members' median tenure in days.
+
+    - **new**: the shortest median tenure of all segments, under ``NEW_DAYS`` (their order rate per week of
+      tenure is high because their tenure is short, which says nothing of loyalty);
+
+    then these rules, each naming at most one segment and only the segment that is extreme on its measure, by
+    at least ``margin`` against the next segment:
+
+    - **wholesale**: the largest baskets (lines per order plus units per line) of all segments;
+    - **bargain**: the lowest unit price of all segments;
+    - **occasional**: the lowest order rate of all segments;
+    - **loyal**: the highest order rate of the segments other than wholesale and new.
+
+    A segment that two rules pick keeps the first name; a name whose segment is taken or not distinct
+    enough is not given to another one. The largest segment no rule names is **mainstream** (not extreme on
+    any measure); any other stays ``segment_<i>``.
+    """
     names: dict[int, str] = {}
-    left = list(profile.index)
-    rules: list[tuple[str, pd.Series, bool]] = [
-        ("wholesale", profile["basket_lines"] + profile["units_per_line"], True),
-        ("occasional", profile["order_rate"], False),
-        ("bargain", profile["unit_price"], False),
-        ("loyal", profile["order_rate"], True),
+    why: dict[int, str] = {}
+    if tenure_days is not None and len(tenure_days) > 1:
+        newest = int(tenure_days.idxmin())
+        if float(tenure_days.min()) < NEW_DAYS:
+            names[newest] = "new"
+            why[newest] = f"shortest tenure of all segments (median {float(tenure_days.min()):.0f} days)"
+    basket = profile["basket_lines"] + profile["units_per_line"]
+    rules: list[tuple[str, pd.Series, bool, str]] = [
+        ("wholesale", basket, True, "largest baskets"),
+        ("bargain", profile["unit_price"], False, "lowest unit price"),
+        ("occasional", profile["order_rate"], False, "lowest order rate"),
+        ("loyal", profile["order_rate"], True, "highest order rate"),
     ]
-    for name, score, largest in rules:
-        if not left:
-            break
-        pick = score[left].idxmax() if largest else score[left].idxmin()
-        names[int(str(pick))] = name
-        left.remove(pick)
-    for i in left:
-        names[int(i)] = f"segment_{i}"
-    return names
+    for name, score, largest, what in rules:
+        skipped = [i for i in score.index if names.get(int(i)) in ("wholesale", "new")] if name == "loyal" else []
+        pool = score.drop(skipped)
+        if len(pool) < 2:
+            continue
+        ordered = pool.sort_values(ascending=not largest)
+        pick, gap = int(ordered.index[0]), abs(float(ordered.iloc[0] - ordered.iloc[1]))
+        if pick in names or gap < margin:
+            continue
+        names[pick] = name
+        of = "of the other segments but wholesale and new" if skipped else "of all segments"
+        why[pick] = f"{what} {of} ({gap:.2f} sd beyond the next)"
+    unnamed = [int(i) for i in profile.index if int(i) not in names]
+    for i in unnamed:
+        names[i], why[i] = f"segment_{i}", "no rule applies: not extreme enough on any measure"
+    if unnamed and "size" in profile:
+        largest_unnamed = max(unnamed, key=lambda i: float(profile.loc[i, "size"]))
+        names[largest_unnamed] = "mainstream"
+        why[largest_unnamed] = "the largest segment no rule names: not extreme on any measure"
+    return names, why
+
+
+def _stability(S: np.ndarray, base: np.ndarray, k: int, bootstraps: int, seed: int) -> float:
+    """Mean ARI between ``base`` labels and refits of k-means on bootstrap resamples of ``S``."""
+    rng = np.random.default_rng(seed)
+    scores = []
+    for b in range(bootstraps):
+        idx = rng.integers(0, len(S), len(S))
+        km = KMeans(n_clusters=k, n_init=3, random_state=b).fit(S[idx])
+        scores.append(adjusted_rand_score(base, km.predict(S)))
+    return float(np.mean(scores))
 
 
 class CustomerSegmenter(DerivedLookups, BaseEstimator):  # type: ignore[misc]
-    """KMeans on standardised log behaviour features with k chosen by silhouette."""
+    """KMeans on standardised log behaviour features with k chosen by stability, then silhouette."""
 
     _DERIVED = ("_folded",)  # serving's lookup (DerivedLookups)
 
-    def __init__(self, k_range: Sequence[int] = tuple(range(2, 9)), n_init: int = 10, random_state: int = 0) -> None:
+    def __init__(self, k_range: Sequence[int] = tuple(range(2, 9)), n_init: int = 10, random_state: int = 0,
+                 min_stability: float = 0.85, stability_bootstraps: int = 10) -> None:
         self.k_range = k_range
         self.n_init = n_init
         self.random_state = random_state
+        self.min_stability = min_stability
+        self.stability_bootstraps = stability_bootstraps
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> CustomerSegmenter:
         self.forget_derived()
         Z = segment_features(X)
         self.scaler_ = StandardScaler().fit(Z)
         S = self.scaler_.transform(Z)
-        sample = np.random.default_rng(self.random_state).permutation(len(S))[:5000]
+        order = np.random.default_rng(self.random_state).permutation(len(S))
+        sample, few = order[:5000], S[order[:STABILITY_SAMPLE]]
         self.silhouette_by_k_: dict[int, float] = {}
+        self.stability_by_k_: dict[int, float] = {}
         models: dict[int, KMeans] = {}
         for k in self.k_range:
             if k >= len(S):
@@ -102,16 +160,26 @@ class CustomerSegmenter(DerivedLookups, BaseEstimator):  # type: ignore[misc]
             km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state).fit(S)
             models[k] = km
             self.silhouette_by_k_[k] = float(silhouette_score(S[sample], km.labels_[sample]))
+            self.stability_by_k_[k] = _stability(few, km.predict(few), k, self.stability_bootstraps,
+                                                 self.random_state)
         if not models:
             raise ValueError(f"need more than {min(self.k_range)} customers to segment, got {len(S)}")
-        self.k_ = max(self.silhouette_by_k_, key=lambda k: (round(self.silhouette_by_k_[k], 6), -k))
+        stable = [k for k in models if self.stability_by_k_[k] >= self.min_stability]
+        if stable:
+            self.k_ = max(stable, key=lambda k: (round(self.silhouette_by_k_[k], 6), -k))
+        else:  # nothing is that stable: the most stable clustering (ties to the better silhouette, smaller k)
+            self.k_ = max(models, key=lambda k: (round(self.stability_by_k_[k], 6),
+                                                 round(self.silhouette_by_k_[k], 6), -k))
         self.kmeans_ = models[self.k_]
         labels = self.kmeans_.labels_
-        profile = Z.groupby(labels).mean()
-        self.names_ = _name_clusters(profile)
+        means = pd.DataFrame(S, columns=DERIVED).groupby(labels).mean()
+        means["size"] = np.bincount(labels)
+        tenure = pd.Series(np.asarray(X["tenure_days"], dtype=float)).groupby(labels).median()
+        self.names_, self.name_reasons_ = name_segments(means, tenure)
         raw = X[INPUT_FEATURES].groupby(labels).median()
         raw["customers"] = pd.Series(labels).value_counts().sort_index().to_numpy()
         raw["share"] = raw["customers"] / raw["customers"].sum()
+        raw["named_for"] = [self.name_reasons_[int(i)] for i in raw.index]
         raw.index = [self.names_[int(i)] for i in raw.index]
         self.profiles_ = raw
         self.feature_names_in_ = np.array(INPUT_FEATURES)
@@ -162,11 +230,4 @@ class CustomerSegmenter(DerivedLookups, BaseEstimator):  # type: ignore[misc]
 def bootstrap_stability(model: CustomerSegmenter, X: pd.DataFrame, bootstraps: int = 10) -> float:
     """Mean ARI between the model's labels and those of refits on bootstrap resamples (same k)."""
     S = model.scaler_.transform(segment_features(X))
-    base = model.kmeans_.predict(S)
-    rng = np.random.default_rng(model.random_state)
-    scores = []
-    for b in range(bootstraps):
-        idx = rng.integers(0, len(S), len(S))
-        km = KMeans(n_clusters=model.k_, n_init=3, random_state=b).fit(S[idx])
-        scores.append(adjusted_rand_score(base, km.predict(S)))
-    return float(np.mean(scores))
+    return _stability(S, model.kmeans_.predict(S), model.k_, bootstraps, model.random_state)
