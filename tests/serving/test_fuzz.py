@@ -191,7 +191,9 @@ def test_every_operation_of_the_openapi_document_survives_schemathesis(servers: 
             elapsed = time.perf_counter() - started
             assert response.status_code < 500, (case.method, case.formatted_path, response.status_code,
                                                 response.text[:300])
-            assert elapsed < SLOWEST_S, (case.method, case.formatted_path, f"{elapsed:.2f} s")
+            # a model (re)load the repository API accepted is real work, not an answer to malformed input
+            loaded = response.status_code == 200 and case.formatted_path.endswith("/load")
+            assert elapsed < SLOWEST_S or loaded, (case.method, case.formatted_path, f"{elapsed:.2f} s")
             calls.append(response.status_code)
 
         one()
