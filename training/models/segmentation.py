@@ -87,7 +87,7 @@ def name_segments(profile: pd.DataFrame, tenure_days: pd.Series | None = None, m
     names: dict[int, str] = {}
     why: dict[int, str] = {}
     if tenure_days is not None and len(tenure_days) > 1:
-        newest = int(tenure_days.idxmin())
+        newest = int(str(tenure_days.idxmin()))
         if float(tenure_days.min()) < NEW_DAYS:
             names[newest] = "new"
             why[newest] = f"shortest tenure of all segments (median {float(tenure_days.min()):.0f} days)"
@@ -114,7 +114,8 @@ def name_segments(profile: pd.DataFrame, tenure_days: pd.Series | None = None, m
     for i in unnamed:
         names[i], why[i] = f"segment_{i}", "no rule applies: not extreme enough on any measure"
     if unnamed and "size" in profile:
-        largest_unnamed = max(unnamed, key=lambda i: float(profile.loc[i, "size"]))
+        sizes = profile["size"].to_dict()
+        largest_unnamed = max(unnamed, key=lambda i: float(sizes[i]))
         names[largest_unnamed] = "mainstream"
         why[largest_unnamed] = "the largest segment no rule names: not extreme on any measure"
     return names, why
