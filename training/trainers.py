@@ -163,8 +163,9 @@ def segment_profile_lines(model: Any) -> list[str]:
     lines = [f"k = {model.k_}, chosen among the k whose bootstrap ARI is at least {model.min_stability} "
              "(else the most stable) by silhouette:", "",
              "| k | silhouette | bootstrap ARI |", "|---:|---:|---:|"]
-    lines += [f"| {k} | {model.silhouette_by_k_[k]:.3f} | {model.stability_by_k_[k]:.3f} |"
-              for k in sorted(model.silhouette_by_k_)]
+    stability = model.stability_by_k_  # measured in silhouette order until a k passed
+    lines += [f"| {k} | {model.silhouette_by_k_[k]:.3f} | "
+              + (f"{stability[k]:.3f} |" if k in stability else "not needed |") for k in sorted(model.silhouette_by_k_)]
     lines += ["", "Medians per segment; each name comes from an explicit rule on the segment's profile "
               "(`training/models/segmentation.py::name_segments`):", "",
               "| segment | customers | share | " + " | ".join(numbers) + " | named for |",

@@ -9,7 +9,7 @@ with 0 failures (here with MLflow unreachable); SIGKILL of one of
 two replicas costs 0 failures with the proxy's one retry, SIGTERM costs 0 failures and no retries.
 
 `make test-all` (ZM_FULL=1) runs the load at the drills' 250 requests a second, as `make drills` does; `make
-test` at 100 (the load is most of the run's CPU), so the 10% step is judged over at least 600 requests.
+test` at 150 (the load is most of the run's CPU), so the 10% step is judged over at least 1,000 requests.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from zmlops.rollout.drills import FAMILY, prepare, run_drills
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy missing: make test installs it")]
 SERVE = Path(__file__).resolve().parents[2] / ".venvs" / "serving" / "bin" / "zm-serve"
-RATE, AT_10PCT = (250.0, 2000) if FULL else (100.0, 600)  # requests a second; fewest requests in the 10% step
+RATE, AT_10PCT = (250.0, 2000) if FULL else (150.0, 1000)  # requests a second; fewest requests in the 10% step
 
 
 @pytest.fixture(scope="module")

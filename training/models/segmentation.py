@@ -4,7 +4,8 @@ Features (all from the ``customer_segmentation`` feature service): order rate pe
 tenure, lines per order, units per line and unit price, each log-transformed then
 standardised. ``k`` is chosen among the values of ``k_range`` whose clustering is stable (mean
 adjusted Rand index of refits on bootstrap resamples at least ``min_stability``): the one with the
-highest silhouette score (ties go to the smaller k); when no k is that stable, the most stable one.
+highest silhouette score (ties go to the smaller k; stability is measured in silhouette order until a k
+passes); when no k is that stable, the most stable one.
 Segments that marketing would act on must not change with the sample.
 
 Each cluster is named by explicit rules on its profile (the mean of the standardised features),
@@ -146,6 +147,12 @@ class CustomerSegmenter(DerivedLookups, BaseEstimator):  # type: ignore[misc]
         self.stability_bootstraps = stability_bootstraps
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> CustomerSegmenter:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # small k-means fits: one thread is as fast, and spins nothing when CPUs are busy
+            return self._fit(X)
+
+    def _fit(self, X: pd.DataFrame) -> CustomerSegmenter:
         self.forget_derived()
         Z = segment_features(X)
         self.scaler_ = StandardScaler().fit(Z)
@@ -161,14 +168,17 @@ class CustomerSegmenter(DerivedLookups, BaseEstimator):  # type: ignore[misc]
             km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state).fit(S)
             models[k] = km
             self.silhouette_by_k_[k] = float(silhouette_score(S[sample], km.labels_[sample]))
-            self.stability_by_k_[k] = _stability(few, km.predict(few), k, self.stability_bootstraps,
-                                                 self.random_state)
         if not models:
             raise ValueError(f"need more than {min(self.k_range)} customers to segment, got {len(S)}")
-        stable = [k for k in models if self.stability_by_k_[k] >= self.min_stability]
-        if stable:
-            self.k_ = max(stable, key=lambda k: (round(self.silhouette_by_k_[k], 6), -k))
-        else:  # nothing is that stable: the most stable clustering (ties to the better silhouette, smaller k)
+        # the best silhouette among the stable k: stability is measured in silhouette order until one is stable
+        self.k_ = 0
+        for k in sorted(models, key=lambda k: (-round(self.silhouette_by_k_[k], 6), k)):
+            self.stability_by_k_[k] = _stability(few, models[k].predict(few), k, self.stability_bootstraps,
+                                                 self.random_state)
+            if self.stability_by_k_[k] >= self.min_stability:
+                self.k_ = k
+                break
+        if not self.k_:  # nothing is that stable: the most stable clustering (ties to the better silhouette)
             self.k_ = max(models, key=lambda k: (round(self.stability_by_k_[k], 6),
                                                  round(self.silhouette_by_k_[k], 6), -k))
         self.kmeans_ = models[self.k_]
@@ -230,5 +240,8 @@ class CustomerSegmenter(DerivedLookups, BaseEstimator):  # type: ignore[misc]
 
 def bootstrap_stability(model: CustomerSegmenter, X: pd.DataFrame, bootstraps: int = 10) -> float:
     """Mean ARI between the model's labels and those of refits on bootstrap resamples (same k)."""
+    from threadpoolctl import threadpool_limits
+
     S = model.scaler_.transform(segment_features(X))
-    return _stability(S, model.kmeans_.predict(S), model.k_, bootstraps, model.random_state)
+    with threadpool_limits(1):
+        return _stability(S, model.kmeans_.predict(S), model.k_, bootstraps, model.random_state)
