@@ -54,7 +54,7 @@ class MlflowServer:
              "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1",
              f"--uvicorn-opts=--ssl-certfile={self.cert} --ssl-keyfile={self.key}"],  # as the chart's mlflow.tls
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300  # a hang guard: under make test's load a start took over 90 s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
             try:
