@@ -63,6 +63,7 @@ class MlflowServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
+        self.stop()  # not left running (with its job consumers) when the test gives up on it
         raise AssertionError("MLflow did not start:\n" + (self.root / "server.log").read_text()[-3000:])
 
     def stop(self) -> None:
