@@ -184,12 +184,11 @@ class CustomerSegmenter(DerivedLookups, BaseEstimator):  # type: ignore[misc]
         self.kmeans_ = models[self.k_]
         labels = self.kmeans_.labels_
         means = pd.DataFrame(S, columns=DERIVED).groupby(labels).mean()
-        means["size"] = np.bincount(labels)
-        tenure = pd.Series(np.asarray(X["tenure_days"], dtype=float)).groupby(labels).median()
-        self.names_, self.name_reasons_ = name_segments(means, tenure)
-        raw = X[INPUT_FEATURES].groupby(labels).median()
-        raw["customers"] = pd.Series(labels).value_counts().sort_index().to_numpy()
+        raw = X[INPUT_FEATURES].groupby(labels).median()  # the profiles: medians, sizes, shares
+        raw["customers"] = np.bincount(labels)
         raw["share"] = raw["customers"] / raw["customers"].sum()
+        means["size"] = raw["customers"]
+        self.names_, self.name_reasons_ = name_segments(means, raw["tenure_days"].astype(float))
         raw["named_for"] = [self.name_reasons_[int(i)] for i in raw.index]
         raw.index = [self.names_[int(i)] for i in raw.index]
         self.profiles_ = raw
