@@ -13,6 +13,8 @@ PY := $(PIPELINES)/bin/python
 ZM_HOME ?= .zm/local
 # Nothing leaves the machine: telemetry and usage statistics off everywhere.
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=False
+# `make ui` and the tests' MLflow servers: no job runner (seven Huey consumers; as charts/zero-margin/templates/configmap.yaml)
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 export FEAST_USAGE=False SCARF_ANALYTICS=false AIRFLOW__CORE__LOAD_EXAMPLES=False OPENBLAS_NUM_THREADS=1
 export UV_PYTHON_DOWNLOADS=never
 

@@ -377,6 +377,10 @@ def test_mlflow_answers_its_service_names_behind_its_auth_app() -> None:
     env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}).get("key") for e in container["env"]}
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "mlflow-admin-password"
     assert env["MLFLOW_ACCOUNT_SERVING_PASSWORD"] == "mlflow-serving-password"
+    # without MLflow's job runner (seven Huey consumers per pod, none of whose jobs the project runs)
+    assert {"configMapRef": {"name": "zm-config"}} in container["envFrom"]
+    config = next(d["data"] for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "zm-config")
+    assert config["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     for isvc in kinds(docs, "InferenceService"):  # the predictors read as the account serving
         pe = {e["name"]: e for e in isvc["spec"]["predictor"]["containers"][0]["env"]}
         assert pe["MLFLOW_TRACKING_USERNAME"]["value"] == "serving"

@@ -43,7 +43,7 @@ class MlflowServer:
                "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key",
                "MLFLOW_ACCOUNT_PIPELINES_PASSWORD": passwords["pipelines"],
                "MLFLOW_ACCOUNT_SERVING_PASSWORD": passwords["serving"], "TMPDIR": str(self.root / "tmp"),
-               "MLFLOW_DISABLE_TELEMETRY": "true"}
+               "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as zm-config
         for user, password in (previous or {}).items():
             env[f"MLFLOW_ACCOUNT_{user.upper()}_PREVIOUS_PASSWORD"] = password
         (self.root / "tmp").mkdir(exist_ok=True)
