@@ -3,7 +3,8 @@
 # receiver, from uv.lock's `pipelines` group. Built on the official Airflow image so the official
 # Apache Airflow chart's entrypoint and commands work unchanged; our locked environment comes first on
 # PATH, so `airflow`, `mlflow` and `zm` are the locked versions.
-# Build from the repository root:  docker build -f docker/pipelines.Dockerfile -t ghcr.io/zero-margin/pipelines:0.1.0 .
+# Build from the repository root:
+#   docker build --build-arg ZM_CODE_VERSION="$(zm version)" -f docker/pipelines.Dockerfile -t ghcr.io/zero-margin/pipelines:0.1.0 .
 ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.8
 
@@ -39,5 +40,9 @@ COPY --chown=50000:0 dags /opt/airflow/dags
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 \
     AIRFLOW__CORE__LOAD_EXAMPLES=False SCARF_ANALYTICS=false DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true \
     DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=False FEAST_USAGE=False OPENBLAS_NUM_THREADS=1
+# The code version every training run and audit entry records (zmlops/version.py); the image
+# holds no git checkout, so the build passes it:  --build-arg ZM_CODE_VERSION="$(zm version)"
+ARG ZM_CODE_VERSION=""
+ENV ZM_CODE_VERSION=${ZM_CODE_VERSION}
 USER 50000
 WORKDIR /opt/airflow

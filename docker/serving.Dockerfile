@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # The serving image: KServe predictors (zm-serve) and the Feast feature server, from uv.lock's `serving` group.
-# Build from the repository root:  docker build -f docker/serving.Dockerfile -t ghcr.io/zero-margin/serving:0.1.0 .
+# Build from the repository root:
+#   docker build --build-arg ZM_CODE_VERSION="$(zm version)" -f docker/serving.Dockerfile -t ghcr.io/zero-margin/serving:0.1.0 .
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.8
 
@@ -31,6 +32,10 @@ COPY --from=build /app /app
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     ZM_HOME=/var/lib/zm ZM_SERVING__HOST=0.0.0.0 HOME=/var/lib/zm \
     MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 FEAST_USAGE=False OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+# The code version every training run and audit entry records (zmlops/version.py); the image
+# holds no git checkout, so the build passes it:  --build-arg ZM_CODE_VERSION="$(zm version)"
+ARG ZM_CODE_VERSION=""
+ENV ZM_CODE_VERSION=${ZM_CODE_VERSION}
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8080 6566

@@ -82,12 +82,14 @@ def record_start(settings: Settings, workload: str, **extra: Any) -> Entry | Non
     import logging
     from importlib.metadata import PackageNotFoundError, version
 
+    from zmlops.version import code_version
+
     try:
-        code = version("zero-margin-mlops")
+        package = version("zero-margin-mlops")
     except PackageNotFoundError:
-        code = "not installed"
-    details = {"settings": settings.snapshot(), "code_version": code, "host": socket.gethostname(),
-               "pid": os.getpid(), **extra}
+        package = "not installed"
+    details = {"settings": settings.snapshot(), "code_version": code_version(), "package_version": package,
+               "host": socket.gethostname(), "pid": os.getpid(), **extra}
     try:
         return record(settings, "workload.started", f"workload:{workload}", details)
     except Exception as exc:  # noqa: BLE001 - any database failure: serve anyway, say so

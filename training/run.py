@@ -23,6 +23,7 @@ from training.features import store
 from training.pyfunc import WRAPPERS
 from zmlops.settings import Settings
 from zmlops.stores import object_store
+from zmlops.version import UNKNOWN_CODE, code_version
 
 __all__ = ["prepare_features", "train_family", "TrainOutcome", "write_production_cards"]
 
@@ -75,9 +76,10 @@ def train_family(
         prepare_features(settings, version.name)
     clean_file = ingest.clean_file(settings, version.name)
     sha = version.files.get(version.transactions_file, "")
-    code = tracking.code_version()
+    code = code_version()
     fingerprint = _fingerprint(name, version.name, sha, code, params or {})
-    done = tracking.existing_version(settings, name, fingerprint)
+    # an unknown code version proves nothing: two different builds would share the fingerprint, so no reuse
+    done = None if code == UNKNOWN_CODE else tracking.existing_version(settings, name, fingerprint)
     if done is not None:
         tags = tracking.client(settings).get_model_version(name, done.version).tags
         champion_tag = tags.get("gate.champion")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ALIASES",
     "client",
-    "code_version",
     "lock_hash",
     "existing_version",
     "log_training_run",
@@ -96,19 +94,6 @@ def _experiment(settings: Settings, family: str) -> str:
     if settings.mlflow_tracking_uri is None:  # local store: artifacts in a folder beside the database
         location = (settings.artifact_root / family).as_uri()
     return str(c.create_experiment(name, artifact_location=location))
-
-
-def code_version() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        # docs (benchmark figures, generated model cards) do not change what a model is
-        diff = subprocess.run(
-            ["git", "diff", "HEAD", "--", ".", ":(exclude)docs"], cwd=REPO, capture_output=True, check=True
-        ).stdout
-        # a dirty tree is named by its diff, so two different uncommitted edits never share a fingerprint
-        return out.stdout.strip() + (f"-dirty-{hashlib.sha256(diff).hexdigest()[:8]}" if diff else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def lock_hash() -> str:

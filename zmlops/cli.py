@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "version whatever its gate decision",
     )
 
+    sub.add_parser("version", help="print the code version training records (the commit, -dirty-<hash> with "
+                   "uncommitted changes; an image's ZM_CODE_VERSION): the images' build argument")
     p = sub.add_parser("demo", help="run the main job on the embedded local stack (the whole loop via Airflow)")
     p.add_argument("--no-airflow", action="store_true",
                    help="quicker path: data versions and the three models trained in-process, no loop")
@@ -536,6 +538,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as error:
             print(f"zm rollout: error: {error}", file=sys.stderr)
             return 2
+    if args.command == "version":
+        from zmlops.version import code_version
+
+        print(code_version())
+        return 0
     if args.command == "demo":
         from zmlops.demo import run_demo
 

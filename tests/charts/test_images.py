@@ -49,6 +49,16 @@ def test_image_runs_non_root_from_pinned_bases(group: str) -> None:
     assert python and python.group(1) in requires
 
 
+@pytest.mark.parametrize("group", IMAGES)
+def test_image_carries_the_code_version_it_was_built_from(group: str) -> None:
+    """No git checkout in an image: the build argument ZM_CODE_VERSION (``zm version``) becomes the final
+    stage's environment, which zmlops.version.code_version reads first."""
+    final = IMAGES[group].read_text().rsplit("\nFROM ", 1)[1]
+    assert re.search(r"^ARG ZM_CODE_VERSION=", final, flags=re.M), group
+    assert re.search(r"^ENV ZM_CODE_VERSION=\$\{ZM_CODE_VERSION\}$", final, flags=re.M), group
+    assert 'docker build --build-arg ZM_CODE_VERSION="$version"' in (ROOT / "docs" / "install.md").read_text()
+
+
 def test_the_commands_the_chart_runs_are_in_the_images() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     scripts = set(project["project"]["scripts"])

@@ -149,6 +149,23 @@ def test_retraining_the_same_version_reuses_the_registered_model(trained: tuple[
     assert again.reused and again.version == outcomes["customer-segmentation"].version  # type: ignore[attr-defined]
 
 
+def test_an_image_s_build_stamp_is_the_code_version_and_an_unknown_one_reuses_nothing(
+        trained: tuple[Settings, dict[str, object]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """In an image (no git) the code version is the build argument ZM_CODE_VERSION: stamped with the commit the
+    model was trained from, the version is reused; built without it (unknown), the model is trained anew."""
+    from training import run
+    from zmlops import version
+
+    settings, outcomes = trained
+    monkeypatch.setenv("ZM_CODE_VERSION", version.code_version())  # what `zm version` gives the build
+    monkeypatch.setattr(version, "REPO", Path("/nonexistent"))  # as in an image: no checkout to ask git
+    assert run.train_family(settings, "customer-segmentation", "v1").reused
+    monkeypatch.delenv("ZM_CODE_VERSION")
+    assert version.code_version() == version.UNKNOWN_CODE
+    anew = run.train_family(settings, "customer-segmentation", "v1")
+    assert not anew.reused and anew.version != outcomes["customer-segmentation"].version  # type: ignore[attr-defined]
+
+
 def test_a_worse_challenger_is_refused_and_production_stays(trained: tuple[Settings, dict[str, object]]) -> None:
     from training import run, tracking
 

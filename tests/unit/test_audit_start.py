@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from governance import audit
 from zmlops.settings import Settings
+from zmlops.version import code_version
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +25,8 @@ def test_the_start_is_recorded_with_the_settings_and_no_secret(tmp_path: Path) -
     stored = audit.entries(settings, "workload.started")[-1]
     assert stored.details["settings"]["feast_registry"] == "postgresql+psycopg://feast:***@db/feast"
     assert stored.details["settings"]["serving"]["ports"] == settings.serving.ports
-    assert stored.details["port"] == 8080 and stored.details["code_version"]
+    assert stored.details["port"] == 8080 and stored.details["code_version"] == code_version()  # the commit
+    assert stored.details["package_version"]
     assert "hunter" not in json.dumps(stored.details)
     assert audit.verify(settings) == []
 

@@ -79,3 +79,15 @@ def test_a_new_key_is_accepted_by_the_entry_it_prints(capsys: pytest.CaptureFixt
     key_line, entry_line = capsys.readouterr().out.strip().splitlines()
     key, entry = key_line.rsplit(" ", 1)[1], json.loads(entry_line.split(": ", 1)[1])
     assert entry["sha256"] == auth.digest(key) and entry["scopes"] == ["predict", "metrics"] and key not in entry_line
+
+
+def test_version_prints_what_training_records(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`zm version` is the images' build argument: the commit here, the stamp inside an image."""
+    from zmlops.version import code_version
+
+    assert main(["version"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == code_version() and len(printed.split("-")[0]) == 40  # this checkout's commit
+    monkeypatch.setenv("ZM_CODE_VERSION", "0123abc-built-by-ci")
+    assert main(["version"]) == 0 and capsys.readouterr().out.strip() == "0123abc-built-by-ci"
