@@ -24,6 +24,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests import needs
+
 pytestmark = pytest.mark.charts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,7 +204,7 @@ def isvc_schema() -> dict[str, Any]:
     return dict(schema)
 
 
-@pytest.mark.skipif(not KSERVE_CRDS.exists(), reason="KServe CRDs not found in ../shared/schemas/kserve")
+@needs.path(KSERVE_CRDS, "KServe CRDs (../shared/schemas/kserve)")
 @pytest.mark.parametrize("profile", PROFILES)
 def test_inference_services_validate_against_the_kserve_crd(profile: str) -> None:
     services = kinds(rendered(profile), "InferenceService")
@@ -212,7 +214,7 @@ def test_inference_services_validate_against_the_kserve_crd(profile: str) -> Non
         isvc_validator().validate(doc)
 
 
-@pytest.mark.skipif(not KSERVE_CRDS.exists(), reason="KServe CRDs not found in ../shared/schemas/kserve")
+@needs.path(KSERVE_CRDS, "KServe CRDs (../shared/schemas/kserve)")
 def test_the_crd_validation_refuses_unknown_fields() -> None:
     doc = copy.deepcopy(kinds(rendered("production"), "InferenceService")[0])
     doc["spec"]["predictor"]["minReplica"] = 2

@@ -14,19 +14,19 @@ test` at 150 (the load is most of the run's CPU), so the 10% step is judged over
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pytest
 
+from tests import needs
 from tests.conftest import FULL
 from zmlops.rollout.controller import Rollout
 from zmlops.rollout.drills import FAMILY, prepare, run_drills
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy missing: make test installs it")]
+              needs.binary("haproxy")]
 SERVE = Path(__file__).resolve().parents[2] / ".venvs" / "serving" / "bin" / "zm-serve"
 RATE, AT_10PCT = (250.0, 2000) if FULL else (150.0, 1000)  # requests a second; fewest requests in the 10% step
 

@@ -4,17 +4,16 @@ and every series a panel reads is one the services export, the monitoring job pu
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from dashboards import generate
 from monitoring import rules
 from monitoring.loop import write_metrics
+from tests import needs
 from zmlops.catalog import FAMILIES
 from zmlops.settings import Settings
 
@@ -66,7 +65,7 @@ def test_accuracy_signals_are_ones_the_monitoring_job_computes() -> None:
                 family, signal)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: make test installs it")
+@needs.binary("promtool")
 def test_every_expression_parses_and_reads_known_series(tmp_path: Path) -> None:
     known = _exported_series(tmp_path)
     exprs = [e for board in generate.build().values() for e in generate.expressions(board)]

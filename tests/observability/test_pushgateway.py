@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -14,10 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.loop import write_metrics
+from tests import needs
 from zmlops.settings import MonitoringSettings, Settings
 
-pytestmark = pytest.mark.skipif(shutil.which("prometheus-pushgateway") is None,
-                                reason="prometheus-pushgateway missing: make test installs it")
+pytestmark = needs.binary("prometheus-pushgateway")
 
 
 PASSWORDS = {"monitoring": "push-secret", "prometheus": "scrape-secret"}

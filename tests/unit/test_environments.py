@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from tests import needs
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -17,7 +18,7 @@ PROBE = "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))"
 def _version(env: str, dist: str) -> str | None:
     python = REPO / ".venvs" / env / "bin" / "python"
     if not python.exists():
-        pytest.skip(f"{python} missing: run `make envs`")
+        needs.missing(f"{python} missing: run `make envs`")
     done = subprocess.run([str(python), "-c", PROBE, dist], capture_output=True, text=True, check=False)
     return done.stdout.strip() if done.returncode == 0 else None
 
@@ -59,6 +60,6 @@ def test_lock_is_committed_and_current() -> None:
     bootstrapped = REPO / ".tools/bin/uv"
     uv = str(bootstrapped) if bootstrapped.exists() else shutil.which("uv")
     if uv is None:
-        pytest.skip("no uv: neither .tools/bin/uv (make bootstraps it) nor uv on PATH")
+        needs.missing("no uv: neither .tools/bin/uv (make bootstraps it) nor uv on PATH")
     done = subprocess.run([uv, "lock", "--check", "--offline"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr  # pyproject.toml and uv.lock agree
