@@ -39,7 +39,8 @@ serves the family, otherwise the alias moves and the step waits until the predic
 Alertmanager receiver (only the affected family trains; the reason becomes the run's `reason`
 tag), or by hand with params:
 
-* `data_version`: `latest` (default; validated by this run), `current` (newest version that passed) or `vN`
+* `data_version`: `latest` (default) or its synonym `current`, the newest version that passed the gate; or `vN`.
+  The validate task runs the gate on it again either way
 * `families`: which families (default all three)
 * `reason`: recorded on the MLflow run and the model version
 
@@ -93,8 +94,8 @@ class ModelApproval(ApprovalOperator):  # type: ignore[misc]
     },
     params={
         "data_version": Param("latest", type="string",
-                              description="DVC data version: latest (default, validated here), current (newest "
-                              "that passed the gate) or vN"),
+                              description="DVC data version: latest (default) or current, both the newest that "
+                              "passed the gate, or vN; the validate task checks it again"),
         "families": Param(list(FAMILIES), type="array", items={"type": "string", "enum": list(FAMILIES)},
                           description="model families to train"),
         "reason": Param("manual", type="string", description="why this run trains (recorded on the runs)"),

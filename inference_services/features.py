@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cachetools import TTLCache
@@ -130,8 +130,10 @@ class OnlineFeatures:
     """
 
     def __init__(self, settings: Settings, view: str, names: Sequence[str], timeout: float,
-                 cache_size: int = 0, cache_seconds: float = 300.0, label: str = "") -> None:
+                 cache_size: int = 0, cache_seconds: float = 300.0, label: str = "",
+                 timer: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self.timer = timer  # the cache's clock (tests pass a fake one)
         self.view_name = view
         self.names = list(names)
         self.timeout = timeout
@@ -147,7 +149,7 @@ class OnlineFeatures:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _new_cache(self) -> TTLCache[int, list[Any] | None] | None:
-        return TTLCache(self.cache_size, self.cache_seconds) if self.cache_size > 0 else None
+        return TTLCache(self.cache_size, self.cache_seconds, timer=self.timer) if self.cache_size > 0 else None
 
     @property
     def mode(self) -> str | None:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.certificates import private_ca
+from tests.conftest import FULL
 
 pytestmark = pytest.mark.integration
 
@@ -176,7 +177,7 @@ def test_only_https_and_only_for_clients_trusting_the_ca(server: MlflowServer) -
 def test_a_password_rotates_with_both_valid_in_between(server: MlflowServer) -> None:
     """The rotation of docs/security.md, MLflow restarted at each step as the pods are (the last test of the
     module: it restarts the module's server). 1: the new password in the Secret, the old one as the previous:
-    both work, so clients move without a gap. 2: the previous one removed: only the new one works."""
+    both work, so clients move without a gap. 2 (ZM_FULL=1): the previous one removed: only the new one works."""
     search = f"{server.url}/api/2.0/mlflow/registered-models/search"
 
     def status(user: str, password: str) -> int:
@@ -195,6 +196,8 @@ def test_a_password_rotates_with_both_valid_in_between(server: MlflowServer) -> 
     delete = f"{server.url}/api/2.0/mlflow/registered-models/delete"
     assert httpx.request("DELETE", delete, json={"name": "auth-test-model"}, auth=("serving", PASSWORDS["serving"]),
                          timeout=10, verify=str(server.ca)).status_code == 403
+    if not FULL:  # make test stops here (each restart is 15 CPU-seconds); make test-all also takes step 2
+        return
     server.stop()
     server.start(rotated)
     assert status("serving", PASSWORDS["serving"]) == 401

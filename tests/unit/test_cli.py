@@ -47,29 +47,6 @@ def test_ingest_then_versions_through_the_installed_entry_point(tmp_path: Path) 
 
 @pytest.mark.integration
 @pytest.mark.full  # make test-all; `make bench` runs every section whole
-def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--out", str(out)]) == 0
-    import json
-
-    sim = json.loads(out.read_text())["simulator"]
-    assert [r["target_rows"] for r in sim] == [100_000, 300_000]
-    assert all(r["ratio_vs_baseline"] > 0 and r["peak_mb"] > 0 for r in sim)
-    training = json.loads(out.read_text())["training"]
-    assert [e["target_rows"] for e in training["sizes"]] == [50_000, 100_000]
-    for entry in training["sizes"]:
-        assert all(entry[f]["fit_seconds"] > 0 and entry[f]["peak_mb"] > 0 for f in
-                   ("demand-forecast", "customer-segmentation", "product-recommendation"))
-    overhead = training["overhead"]
-    assert overhead["als_seconds_per_iteration"]["ratio"] > 0
-    assert overhead["forecast_seconds_per_series"]["ratio"] > 0
-    assert 0 < overhead["forecast_parallel"]["efficiency"] <= 1.5
-
-    monitoring = json.loads(out.read_text())["monitoring"]
-    assert [r["rows"] for r in monitoring] == [20_000, 50_000]
-    assert all(r["max_score_difference"] <= 0.01 and r["ratio_vs_baseline"] > 0 for r in monitoring)
-
-
 def test_a_new_key_is_accepted_by_the_entry_it_prints(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 

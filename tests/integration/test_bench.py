@@ -1,0 +1,34 @@
+"""`zm bench --quick`: every benchmark area runs end to end at its small sizes and writes its ratios (the figures
+themselves are `make bench`'s; docs/benchmarks.md). An integration test: it fits the three families at two sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zmlops.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    sim = json.loads(out.read_text())["simulator"]
+    assert [r["target_rows"] for r in sim] == [100_000, 300_000]
+    assert all(r["ratio_vs_baseline"] > 0 and r["peak_mb"] > 0 for r in sim)
+    training = json.loads(out.read_text())["training"]
+    assert [e["target_rows"] for e in training["sizes"]] == [50_000, 100_000]
+    for entry in training["sizes"]:
+        assert all(entry[f]["fit_seconds"] > 0 and entry[f]["peak_mb"] > 0 for f in
+                   ("demand-forecast", "customer-segmentation", "product-recommendation"))
+    overhead = training["overhead"]
+    assert overhead["als_seconds_per_iteration"]["ratio"] > 0
+    assert overhead["forecast_seconds_per_series"]["ratio"] > 0
+    assert 0 < overhead["forecast_parallel"]["efficiency"] <= 1.5
+
+    monitoring = json.loads(out.read_text())["monitoring"]
+    assert [r["rows"] for r in monitoring] == [20_000, 50_000]
+    assert all(r["max_score_difference"] <= 0.01 and r["ratio_vs_baseline"] > 0 for r in monitoring)
