@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from governance.respondents import respondents
 from zmlops.catalog import FAMILIES, retrain_asset_uri
@@ -76,11 +76,11 @@ class ModelApproval(ApprovalOperator):  # type: ignore[misc]
 @dag(
     dag_id="zmlops_training",
     description="Validate data, build features, train, gate, register, promote and deploy the models",
-    schedule=(RETRAIN_ASSETS[0] | RETRAIN_ASSETS[1] | RETRAIN_ASSETS[2])
+    schedule=AssetAny(*RETRAIN_ASSETS)  # every family's retrain asset, however many the catalog has
     if CLOCKS_OFF
     else AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),
-        assets=RETRAIN_ASSETS[0] | RETRAIN_ASSETS[1] | RETRAIN_ASSETS[2],
+        assets=AssetAny(*RETRAIN_ASSETS),
     ),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
