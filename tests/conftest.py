@@ -51,15 +51,12 @@ def real_data() -> Iterator[Path]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--shard", choices=("integration", "rest"), default=None,
                      help="one of make test's two pipelines runs (side by side): 'integration' is tests/integration "
-                     "but the rollout drills and the benchmark, 'rest' everything else; every test is in exactly one")
-
-
-REST_SHARD = ("test_rollout_drills.py", "test_bench.py")  # integration tests run in 'rest': the two end together
+                     "but the rollout drills, 'rest' everything else; every test is in exactly one")
 
 
 def _shard(item: pytest.Item) -> str:
     path = Path(str(item.path))
-    return "integration" if "integration" in path.parts and path.name not in REST_SHARD else "rest"
+    return "integration" if "integration" in path.parts and path.name != "test_rollout_drills.py" else "rest"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

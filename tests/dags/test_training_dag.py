@@ -47,9 +47,9 @@ def test_training_families_match_the_catalog() -> None:
 
 def test_every_family_s_retrain_asset_schedules_the_training_dag() -> None:
     """The schedule is built from the catalog (``AssetAny(*RETRAIN_ASSETS)``), not from indexed families."""
-    from zmlops.catalog import retrain_asset_uri
-
     from airflow.sdk import AssetAny
+
+    from zmlops.catalog import retrain_asset_uri
 
     condition = load_dag("training").training_dag.timetable.asset_condition  # type: ignore[attr-defined]
     assert isinstance(condition, AssetAny)  # any one of them starts a run

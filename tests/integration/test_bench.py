@@ -13,6 +13,7 @@ from zmlops.cli import main
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.full  # make test-all; `make bench` runs every section whole
 def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--out", str(out)]) == 0

@@ -45,8 +45,6 @@ def test_ingest_then_versions_through_the_installed_entry_point(tmp_path: Path) 
     assert "Traceback" not in missing.stderr and "v1" in missing.stderr  # names the versions that exist
 
 
-@pytest.mark.integration
-@pytest.mark.full  # make test-all; `make bench` runs every section whole
 def test_a_new_key_is_accepted_by_the_entry_it_prints(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 

@@ -29,7 +29,7 @@ def test_needs_a_schema():
 @pytest.mark.parametrize("strict", [False, True])
 def test_a_missing_part_skips_locally_and_fails_under_ci(tmp_path: Path, strict: bool) -> None:
     (tmp_path / "test_missing.py").write_text(MODULE)
-    env = {k: v for k, v in os.environ.items() if k not in ("CI", "ZM_STRICT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "ZM_STRICT", "PYTEST_ADDOPTS")}
     if strict:
         env["ZM_STRICT"] = "1"
     env["PYTHONPATH"] = str(ROOT)
