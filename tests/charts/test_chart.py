@@ -41,7 +41,8 @@ PROFILES = {
     "production": FEATURE_SERVER,
     "minimal": yaml.safe_load((CHART / "ci" / "minimal-values.yaml").read_text()),
     "canary": yaml.safe_load((CHART / "ci" / "canary-values.yaml").read_text()),
-    "tls": {"inference": {"tls": {"enabled": True}}, "mlflow": {"tls": {"enabled": True}}},
+    "tls": {"inference": {"tls": {"enabled": True}}, "mlflow": {"tls": {"enabled": True}},
+            "featureServer": {**FEATURE_SERVER["featureServer"], "tls": {"enabled": True}}},
 }
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "InferenceService")
 # Kinds without a schema in kubernetes-validate; InferenceService is validated against the KServe CRD,
@@ -557,7 +558,7 @@ def test_feature_settings_reach_the_predictors_as_numbers_pydantic_reads() -> No
 def test_tls_gives_each_predictor_a_certificate_and_serves_and_probes_https() -> None:
     docs = rendered("tls")
     certificates = {d["metadata"]["name"]: d["spec"] for d in kinds(docs, "Certificate")}
-    assert set(certificates) == {f"{f}-predictor-tls" for f in families()} | {"zm-mlflow-tls"}
+    assert set(certificates) == {f"{f}-predictor-tls" for f in families()} | {"zm-mlflow-tls", "zm-feature-server-tls"}
     for family in families():
         spec = certificates[f"{family}-predictor-tls"]
         assert spec["secretName"] == f"{family}-predictor-tls" and spec["issuerRef"]["group"] == "cert-manager.io"
@@ -616,6 +617,26 @@ def test_mlflow_tls_serves_https_and_its_clients_check_it_against_the_ca() -> No
                       and d["metadata"]["name"] == "zm-config")
     assert production["ZM_MLFLOW_TRACKING_URI"].startswith("http://")
     assert "MLFLOW_TRACKING_SERVER_CERT_PATH" not in production
+
+
+def test_feature_server_tls_serves_https_with_its_certificate() -> None:
+    """featureServer.tls: feast serve gets --key/--cert (the form tests/serving/test_feature_server.py starts the real
+    server with) from its cert-manager Secret, and probes HTTPS; without it, plain HTTP."""
+    docs = rendered("tls")
+    (certificate,) = [d["spec"] for d in kinds(docs, "Certificate") if d["metadata"]["name"] == "zm-feature-server-tls"]
+    assert f"zm-feature-server.{NAMESPACE}.svc" in certificate["dnsNames"]
+    (server,) = [d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "zm-feature-server"]
+    container = pod_spec(server)["containers"][0]
+    args = container["args"]
+    assert args[args.index("--key") + 1] == "/etc/zero-margin/tls/tls.key"
+    assert args[args.index("--cert") + 1] == "/etc/zero-margin/tls/tls.crt"
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["tls"] == "/etc/zero-margin/tls"
+    assert {v["name"]: v.get("secret", {}).get("secretName") for v in pod_spec(server)["volumes"]}["tls"] \
+        == "zm-feature-server-tls"
+    (plain,) = [d for d in kinds(rendered("production"), "Deployment") if d["metadata"]["name"] == "zm-feature-server"]
+    assert "--key" not in pod_spec(plain)["containers"][0]["args"]
+    assert "scheme" not in pod_spec(plain)["containers"][0]["readinessProbe"]["httpGet"]
 
 
 def test_the_feature_server_runs_only_with_an_issuer_whose_tokens_it_checks() -> None:

@@ -139,3 +139,51 @@ checkov.io/skip3: CKV_K8S_35=Settings are read from ZM_* environment variables (
     items: [{key: ca.crt, path: ca.crt}]
     defaultMode: 0444
 {{- end -}}
+
+
+{{/* A cert-manager Certificate for a Service of ours: Secret <name>-tls, names <name>, <name>.<ns>.svc and
+<name>.<ns>.svc.cluster.local plus extra; dict: root, name, component, tls (issuerRef, duration, renewBefore),
+extra (optional list of more DNS names). */}}
+{{- define "zm.certificate" -}}
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: {{ .name }}-tls
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "zm.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  secretName: {{ .name }}-tls
+  issuerRef:
+    name: {{ .tls.issuerRef.name }}
+    kind: {{ .tls.issuerRef.kind }}
+    group: cert-manager.io
+  duration: {{ .tls.duration }}
+  renewBefore: {{ .tls.renewBefore }}
+  privateKey:
+    algorithm: ECDSA
+    size: 256
+    rotationPolicy: Always
+  usages: ["server auth", "digital signature"]
+  dnsNames:
+    - {{ .name }}
+    - {{ .name }}.{{ .root.Release.Namespace }}.svc
+    - {{ .name }}.{{ .root.Release.Namespace }}.svc.cluster.local
+    {{- range .extra }}
+    - {{ . }}
+    {{- end }}
+{{- end -}}
+
+{{/* The TLS Secret <name>-tls as a volume and its mount at /etc/zero-margin/tls (tls.crt, tls.key). */}}
+{{- define "zm.tlsMount" -}}
+- name: tls
+  mountPath: /etc/zero-margin/tls
+  readOnly: true
+{{- end -}}
+{{- define "zm.tlsVolume" -}}
+- name: tls
+  secret:
+    secretName: {{ . }}-tls
+    defaultMode: 0400
+{{- end -}}
