@@ -21,16 +21,20 @@ def strict() -> bool:
     return any(os.environ.get(v, "").lower() not in ("", "0", "false", "no") for v in ("CI", "ZM_STRICT"))
 
 
-def missing(what: str) -> None:
-    """Inside a test or fixture: skip, or fail under CI."""
+def _fail_under_ci(what: str) -> None:
     if strict():
         pytest.fail(f"{what} (CI runs every test: a missing part fails)", pytrace=False)
+
+
+def missing(what: str) -> None:
+    """Inside a test or fixture: skip, or fail under CI."""
+    _fail_under_ci(what)
     pytest.skip(what)
 
 
 def _mark(ok: bool, what: str) -> pytest.MarkDecorator:
-    if not ok and strict():  # at collection: the module errors out, naming what is missing
-        pytest.fail(f"{what} (CI runs every test: a missing part fails)", pytrace=False)
+    if not ok:  # at collection, under CI: the module errors out, naming what is missing
+        _fail_under_ci(what)
     return pytest.mark.skipif(not ok, reason=what)
 
 
