@@ -139,13 +139,13 @@ def new_secrets() -> dict[str, dict[str, str]]:
 
 
 def _pushgateway_users() -> dict[str, str]:
-    """The Pushgateway's users (monitoring pushes, prometheus scrapes) as `zm auth web-config` makes them."""
-    from zmlops.auth import web_config
+    """The Pushgateway's users (monitoring pushes, prometheus scrapes) as `zm auth pushgateway-users` makes them."""
+    from zmlops.auth import pushgateway_users
 
     push, scrape = secrets.token_hex(24), secrets.token_hex(24)
     return {"pushgateway-password": push, "pushgateway-scrape-user": "prometheus",
             "pushgateway-scrape-password": scrape,
-            "pushgateway-web-config": web_config({"monitoring": push, "prometheus": scrape})}
+            "pushgateway-users": pushgateway_users({"monitoring": push, "prometheus": scrape})}
 
 
 def _fernet_key() -> str:
@@ -194,6 +194,11 @@ def _port(pod: Pod, name: str) -> int:
     return pod.ports[name] if name in pod.ports else int(name)
 
 
+def _serves(pod: Pod, port: str) -> bool:
+    """A PodMonitor's endpoint names a container's port: in a pod of several containers, only that one's."""
+    return port in pod.ports or (port.isdigit() and int(port) in pod.ports.values())
+
+
 def prometheus_config(manifests: Manifests, pods: list[Pod], rules_file: Path, alertmanager: str,
                       namespace: str = NAMESPACE) -> dict[str, Any]:
     """prometheus.yml as the operator builds it: one job per PodMonitor over the pods it selects (an endpoint's
@@ -203,8 +208,8 @@ def prometheus_config(manifests: Manifests, pods: list[Pod], rules_file: Path, a
         selector = monitor["spec"]["selector"].get("matchLabels", {})
         for endpoint in monitor["spec"]["podMetricsEndpoints"]:
             targets = [{"targets": [f"{pod.ip}:{_port(pod, endpoint['port'])}"],
-                        "labels": {"namespace": namespace, "pod": pod.name, "container": pod.name}}
-                       for pod in pods if manifests.selects(selector, pod)]
+                        "labels": {"namespace": namespace, "pod": pod.pod, "container": pod.container}}
+                       for pod in pods if manifests.selects(selector, pod) and _serves(pod, endpoint["port"])]
             jobs.append({
                 "job_name": f"{namespace}/{monitor['metadata']['name']}",
                 "scrape_interval": endpoint.get("interval", "30s"),

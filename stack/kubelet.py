@@ -54,7 +54,7 @@ class Process:
 
     @property
     def workdir(self) -> Path:
-        return self.layout.pod_dir(self.spec.name)
+        return self.layout.pod_dir(self.spec.pod or self.spec.name)
 
     def start(self) -> None:
         if self.spec.workdir:  # the pod's disk: its emptyDir volumes, created empty

@@ -2,17 +2,20 @@
 
 Everything here is read from the rendered manifests and never written a second time: a workload's
 command, arguments, environment (``envFrom`` ConfigMaps and Secrets, ``env`` values, ``secretKeyRef``,
-``fieldRef``, ``$(VAR)`` expansion), ports, readiness probe, labels, ``emptyDir`` and ``secret`` mounts. Three
-translations make a manifest runnable on one machine, and only these:
+``fieldRef``, ``$(VAR)`` expansion), ports, readiness probe, labels, ``emptyDir``, ``secret`` and ``configMap``
+mounts. Every container of a pod is a process of its own; the containers of one pod share its address and its
+disk. Three translations make a manifest runnable on one machine, and only these:
 
 - **images**: an image's programs come from the environment it is built from (``.venvs/serving``,
   ``.venvs/pipelines``, a Debian binary for the Pushgateway); image paths under ``/app`` are this
   checkout (the image copies it there);
 - **the pod network**: each pod has its own loopback address; ``0.0.0.0`` in an argument or a
-  variable (all of the pod's interfaces) becomes that address;
+  variable (all of the pod's interfaces) becomes that address, and so does ``127.0.0.1`` (the pod's own
+  loopback, which its containers share and no other pod reaches; here other pods could, as no NetworkPolicy
+  is enforced on one machine);
 - **volumes**: every ``emptyDir`` mount is a folder of the pod's own working directory, created empty
-  when the pod starts; a ``secret`` mount is such a folder holding the Secret's keys (or its ``items``) as
-  files readable by the owner only, as the kubelet projects them.
+  when the pod starts; a ``secret`` or ``configMap`` mount is such a folder holding the object's keys (or
+  its ``items``) as files readable by the owner only, as the kubelet projects them.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ IMAGES = {
     # Debian's build of the image's program; Debian's default persists to /var/lib/prometheus, the image's keeps
     # metrics in memory only: the entrypoint restores the image's default
     "quay.io/prometheus/pushgateway": Image(None, ("prometheus-pushgateway", "--persistence.file=")),
+    "docker.io/library/haproxy": Image(None),  # Debian's haproxy (the chart sets the command)
 }
 IMAGE_PATHS = {"/app/": REPO, "/opt/airflow/dags": REPO / "dags"}  # where the images put this checkout
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -65,9 +69,9 @@ def _repository(image: str) -> str:
 
 @dataclass
 class Pod:
-    """One replica of a workload, as its container will be run."""
+    """One container of one replica of a workload, as it will be run."""
 
-    name: str  # e.g. zm-mlflow, demand-forecast-predictor
+    name: str  # the process: the pod's name (zm-mlflow, demand-forecast-predictor), POD.CONTAINER in a pod of several
     kind: str  # Deployment, InferenceService
     labels: dict[str, str]
     image: str
@@ -77,7 +81,9 @@ class Pod:
     readiness: dict[str, Any] | None
     mounts: dict[str, str] = field(default_factory=dict)  # mount path -> emptyDir or secret volume name
     ip: str = ""
-    files: dict[str, str] = field(default_factory=dict)  # volume/file -> content (secret volumes)
+    files: dict[str, str] = field(default_factory=dict)  # volume/file -> content (secret and configMap volumes)
+    pod: str = ""  # the pod's name: its containers share its address and its working directory (set by pods())
+    container: str = ""
 
     @property
     def program(self) -> str:
@@ -141,35 +147,50 @@ class Manifests:
 
     # -------------------------------------------------------------- workloads
     def pods(self, namespace: str) -> list[Pod]:
-        """One pod per Deployment and per InferenceService predictor of the release (one replica each)."""
+        """Every container of one pod per Deployment and per InferenceService predictor (one replica each)."""
         found = []
         for d in self.of("Deployment"):
             spec = d["spec"]["template"]["spec"]
-            found.append(self._pod(d["metadata"]["name"], "Deployment", d["spec"]["template"]["metadata"]["labels"],
-                                   spec, namespace))
+            found += self._containers(d["metadata"]["name"], "Deployment",
+                                      d["spec"]["template"]["metadata"]["labels"], spec)
         for d in self.of("InferenceService"):
             predictor = d["spec"]["predictor"]
             labels = {**predictor.get("labels", {}), "serving.kserve.io/inferenceservice": d["metadata"]["name"],
                       "component": "predictor"}
-            found.append(self._pod(f"{d['metadata']['name']}-predictor", "InferenceService", labels, predictor,
-                                   namespace))
+            found += self._containers(f"{d['metadata']['name']}-predictor", "InferenceService", labels, predictor)
         return found
 
-    def _pod(self, name: str, kind: str, labels: dict[str, str], spec: dict[str, Any], namespace: str) -> Pod:
-        container = spec["containers"][0]
+    def _containers(self, pod: str, kind: str, labels: dict[str, str], spec: dict[str, Any]) -> list[Pod]:
+        containers = spec["containers"]
+        return [self._pod(pod if len(containers) == 1 else f"{pod}.{c['name']}", pod, kind, labels, spec, c)
+                for c in containers]
+
+    def _volume_files(self, name: str, mount: str, volume: dict[str, Any]) -> dict[str, str]:
+        """The files a ``secret`` or ``configMap`` volume projects: ``mount/path`` -> content."""
+        if "secret" in volume:
+            kind, source = "Secret", volume["secret"]
+            data = self.secrets.get(source["secretName"])
+            ref = source["secretName"]
+        else:
+            kind, source = "ConfigMap", volume["configMap"]
+            data = self.config_maps.get(source["name"])
+            ref = source["name"]
+        if data is None:
+            raise KeyError(f"{name}: {kind} {ref} does not exist")
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        return {f"{mount}/{i['path']}": data[i["key"]] for i in items}
+
+    def _pod(self, name: str, pod: str, kind: str, labels: dict[str, str], spec: dict[str, Any],
+             container: dict[str, Any]) -> Pod:
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
         mounts, files = {}, {}
         for m in container.get("volumeMounts") or []:
             volume = volumes.get(m["name"], {})
-            if "secret" in volume:
-                data = self.secrets.get(volume["secret"]["secretName"])
-                if data is None:
-                    raise KeyError(f"{name}: Secret {volume['secret']['secretName']} does not exist")
-                items = volume["secret"].get("items") or [{"key": k, "path": k} for k in data]
-                files.update({f"{m['name']}/{i['path']}": data[i["key"]] for i in items})
+            if "secret" in volume or "configMap" in volume:
+                files.update(self._volume_files(name, m["name"], volume))
             elif "emptyDir" not in volume:
-                raise ValueError(f"{name}: volume {m['name']} is neither an emptyDir nor a Secret; the harness "
-                                 "knows only those")
+                raise ValueError(f"{name}: volume {m['name']} is neither an emptyDir, a Secret nor a ConfigMap; "
+                                 "the harness knows only those")
             mounts[m["mountPath"]] = m["name"]
         image = IMAGES.get(_repository(container["image"]))
         command = list(container.get("command") or (image.entrypoint if image else ()))
@@ -177,15 +198,18 @@ class Manifests:
             raise ValueError(f"{name}: no command and no known entrypoint for {container['image']}")
         ports = {p.get("name", str(p["containerPort"])): int(p["containerPort"]) for p in container.get("ports", [])}
         return Pod(name, kind, dict(labels), container["image"], command + list(container.get("args") or []),
-                   {}, ports, container.get("readinessProbe"), mounts, files=files)
+                   {}, ports, container.get("readinessProbe"), mounts, files=files, pod=pod,
+                   container=container.get("name", ""))
 
     def container(self, pod: Pod) -> dict[str, Any]:
         for d in self.of("Deployment"):
-            if d["metadata"]["name"] == pod.name:
-                return dict(d["spec"]["template"]["spec"]["containers"][0])
+            if d["metadata"]["name"] == pod.pod:
+                spec = d["spec"]["template"]["spec"]
+                return dict(next(c for c in spec["containers"] if c.get("name", "") == pod.container))
         for d in self.of("InferenceService"):
-            if f"{d['metadata']['name']}-predictor" == pod.name:
-                return dict(d["spec"]["predictor"]["containers"][0])
+            if f"{d['metadata']['name']}-predictor" == pod.pod:
+                return dict(next(c for c in d["spec"]["predictor"]["containers"]
+                                 if c.get("name", "") == pod.container))
         raise KeyError(pod.name)
 
     def services(self) -> dict[str, tuple[dict[str, str], list[dict[str, Any]]]]:
@@ -199,7 +223,7 @@ class Manifests:
 
 def translate(value: str, ip: str, mounts: dict[str, Path]) -> str:
     """The three translations of a manifest value: the pod's address, its volumes, the image's paths."""
-    out = value.replace("0.0.0.0", ip)
+    out = value.replace("0.0.0.0", ip).replace("127.0.0.1", ip)
     out = re.sub(r"(--[a-z.-]*listen-address=):", rf"\g<1>{ip}:", out)
     paths = {m.rstrip("/"): str(local) for m, local in mounts.items()}
     paths.update({p.rstrip("/"): str(local) for p, local in IMAGE_PATHS.items()})

@@ -48,7 +48,8 @@ class Spec:
     labels: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     volumes: list[str] = field(default_factory=list)  # emptyDir volumes: folders of the working directory
-    files: dict[str, str] = field(default_factory=dict)  # files of secret volumes (volume/name -> content)
+    files: dict[str, str] = field(default_factory=dict)  # secret and configMap volumes' files (volume/name -> text)
+    pod: str = ""  # the pod whose working directory it shares (its own name when empty)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,10 +108,10 @@ def _image_env(image: str) -> dict[str, str]:
 
 
 def _pod_spec(layout: Layout, manifests: Manifests, pod: Pod) -> Spec:
-    workdir = layout.pod_dir(pod.name)
+    workdir = layout.pod_dir(pod.pod)
     mounts = {path: workdir / volume for path, volume in pod.mounts.items()}
     container = manifests.container(pod)
-    own = manifests.env(container, pod.ip, pod.name, NAMESPACE)
+    own = manifests.env(container, pod.ip, pod.pod, NAMESPACE)
     env = {k: translate(v, pod.ip, mounts) for k, v in own.items()}
     argv = [translate(a, pod.ip, mounts) for a in pod.command]
     argv = [_expand_all(a, env) for a in argv]
@@ -126,7 +127,7 @@ def _pod_spec(layout: Layout, manifests: Manifests, pod: Pod) -> Spec:
         port = probe["tcpSocket"]["port"]
         ready = f"tcp://{pod.ip}:{pod.ports.get(port, port)}"
     return Spec(pod.name, "pod", argv, env, pod.ip, ready, labels=pod.labels, ports=pod.ports,
-                volumes=sorted(set(pod.mounts.values())), files=pod.files)
+                volumes=sorted(set(pod.mounts.values())), files=pod.files, pod=pod.pod)
 
 
 def _expand_all(text: str, env: dict[str, str]) -> str:
@@ -191,8 +192,9 @@ def monitoring_specs(layout: Layout) -> list[Spec]:
 def plan(layout: Layout, manifests: Manifests) -> tuple[list[Spec], list[Pod], dict[str, list[str]]]:
     """(every chart and Airflow process, the chart's pods with their addresses, hosts: address -> names)."""
     pods = manifests.pods(NAMESPACE)
-    for i, pod in enumerate(pods):
-        pod.ip = Addresses.pod(i)
+    addresses: dict[str, str] = {}
+    for pod in pods:  # one address per pod, shared by its containers
+        pod.ip = addresses.setdefault(pod.pod, Addresses.pod(len(addresses)))
     specs = [_pod_spec(layout, manifests, pod) for pod in pods]
     hosts: dict[str, list[str]] = {Addresses.backing(name): names for name, names in BACKING_HOSTS.items()}
     for name, (selector, _ports) in manifests.services().items():
@@ -200,8 +202,8 @@ def plan(layout: Layout, manifests: Manifests) -> tuple[list[Spec], list[Pod], d
             if manifests.selects(selector, pod):
                 hosts.setdefault(pod.ip, []).extend(service_names(name, NAMESPACE))
                 break
-    for pod in pods:  # KServe's predictor Service, and the pod's own name
-        hosts.setdefault(pod.ip, []).append(pod.name)
+    for pod in {p.pod: p for p in pods}.values():  # KServe's predictor Service, and the pod's own name
+        hosts.setdefault(pod.ip, []).append(pod.pod)
         if pod.kind == "InferenceService":
             hosts[pod.ip] += service_names(pod.name, NAMESPACE)[1:]
     values = af.load_values()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from zmlops.settings import Settings
 
-__all__ = ["Key", "SCOPES", "digest", "keys", "client_key", "headers", "new_key", "web_config"]
+__all__ = ["Key", "SCOPES", "digest", "keys", "client_key", "headers", "new_key", "pushgateway_users"]
 
 SCOPES = ("predict", "metrics", "admin", "alerts")
 
@@ -50,13 +51,22 @@ def new_key(name: str, scopes: tuple[str, ...] = ("predict",)) -> tuple[str, dic
     return token, {"name": name, "sha256": digest(token), "scopes": list(scopes)}
 
 
-def web_config(passwords: dict[str, str], rounds: int = 10) -> str:
-    """A Prometheus exporter-toolkit web config (the Pushgateway's ``--web.config.file``) admitting these users:
-    only bcrypt hashes of their passwords are in it. JSON, which is YAML."""
+def pushgateway_users(passwords: dict[str, str], pushers: tuple[str, ...] = ("monitoring",), rounds: int = 10) -> str:
+    """The HAProxy userlist ``pushgateway`` in front of the Pushgateway (the Secret key ``pushgateway-users``):
+    these users with bcrypt hashes of their passwords only; those in ``pushers`` form the group that may push
+    (charts/zero-margin/files/pushgateway-proxy.cfg), the others only read."""
     import bcrypt
 
-    return json.dumps({"basic_auth_users": {user: bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
-                                            for user, password in passwords.items()}}, indent=2)
+    unknown = set(pushers) - set(passwords)
+    if unknown:
+        raise ValueError(f"pushers without a password: {sorted(unknown)}")
+    lines = ["userlist pushgateway", "  group pushers"]
+    for user, password in passwords.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", user):
+            raise ValueError(f"user name {user!r}: letters, digits, '_', '.' and '-' only")
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
+        lines.append(f"  user {user} password {hashed}" + (" groups pushers" if user in pushers else ""))
+    return "\n".join(lines) + "\n"
 
 
 def _local(settings: Settings) -> tuple[list[dict[str, object]], str]:

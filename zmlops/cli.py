@@ -169,12 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name", help="who holds it (e.g. shop-frontend, prometheus)")
     q.add_argument("--scope", action="append", choices=auth.SCOPES, dest="scopes",
                    help="what it may do (repeatable; default predict)")
-    q = ausub.add_parser("web-config", help="new passwords for these users and the Pushgateway's web config (only "
-                         "bcrypt hashes) admitting them",
-                         description="Prints each user's new password and the exporter-toolkit web config for the "
-                         "Secret key pushgateway-web-config (docs/security.md: monitoring pushes, prometheus "
-                         "scrapes).")
+    q = ausub.add_parser("pushgateway-users", help="new passwords for these users and the Pushgateway's userlist "
+                         "(only bcrypt hashes) admitting them",
+                         description="Prints each user's new password and the HAProxy userlist for the Secret key "
+                         "pushgateway-users: the users named by --pusher may push, the others only read "
+                         "(docs/security.md: monitoring pushes, prometheus scrapes).")
     q.add_argument("users", nargs="+", help="user names (e.g. monitoring prometheus)")
+    q.add_argument("--pusher", action="append", dest="pushers",
+                   help="a user who may push (repeatable; default: monitoring)")
 
     p = sub.add_parser(
         "audit", help="the audit trail: list, show, verify (tamper evidence), export",
@@ -519,14 +521,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "audit":
         return _cmd_audit(args)
     if args.command == "auth":
-        if args.action == "web-config":
+        if args.action == "pushgateway-users":
             import secrets
 
             passwords = {user: secrets.token_urlsafe(24) for user in args.users}
+            try:
+                userlist = auth.pushgateway_users(passwords, tuple(args.pushers or ["monitoring"]))
+            except ValueError as error:
+                print(f"zm: error: {error}", file=sys.stderr)
+                return 2
             for user, password in passwords.items():
                 print(f"password of {user} (not stored anywhere): {password}")
-            print("web config (the Secret key pushgateway-web-config):")
-            print(auth.web_config(passwords))
+            print("userlist (the Secret key pushgateway-users):")
+            print(userlist, end="")
             return 0
         key, entry = auth.new_key(args.name, tuple(args.scopes or ["predict"]))
         print(f"key (give it to {args.name}; it is not stored anywhere): {key}")

@@ -3,7 +3,6 @@ the operator's objects become Prometheus and Alertmanager configuration that the
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from functools import cache
@@ -15,7 +14,7 @@ import yaml
 
 from stack import airflow as af
 from stack.backing import alertmanager_config, new_secrets, prometheus_config, prometheus_rules
-from stack.manifests import Manifests, expand, translate
+from stack.manifests import REPO, Manifests, expand, translate
 from stack.topology import STACK_VALUES, Layout, plan, render_chart
 
 pytestmark = pytest.mark.unit
@@ -61,19 +60,20 @@ def test_the_three_translations_and_nothing_else(tmp_path: Path) -> None:
 
 def test_every_workload_of_the_chart_becomes_a_process_with_its_own_address_and_disk(tmp_path: Path) -> None:
     specs, pods, hosts = plan(Layout(tmp_path), _manifests())
-    names = {s.name for s in specs}
+    names = {s.pod or s.name for s in specs}  # pods (a container of a pod of several is POD.CONTAINER)
     rendered = {d["metadata"]["name"] for d in _docs() if d["kind"] == "Deployment"} | \
         {f"{d['metadata']['name']}-predictor" for d in _docs() if d["kind"] == "InferenceService"}
     assert rendered <= names and {f"airflow-{c}" for c in af.COMPONENTS} <= names
-    ips = [s.ip for s in specs]
-    assert len(set(ips)) == len(ips)  # each pod its own network namespace
+    ips = {s.pod or s.name: s.ip for s in specs}
+    assert len(set(ips.values())) == len(ips)  # each pod its own network namespace, shared by its containers
+    assert all(s.ip == ips[s.pod or s.name] for s in specs)
     for spec in specs:
         if spec.group != "pod":
             continue
         assert "0.0.0.0" not in " ".join(spec.argv) + " ".join(spec.env.values()), spec.name
         if "ZM_PROFILE" in spec.env:  # our images' workloads (the Pushgateway reads no settings)
             assert spec.env["ZM_PROFILE"] == "k8s"
-            assert spec.env["ZM_HOME"].startswith(str(tmp_path / "pods" / spec.name))
+            assert spec.env["ZM_HOME"].startswith(str(tmp_path / "pods" / (spec.pod or spec.name)))
         assert not any(k.startswith("ZM_") and v.startswith("/var/") for k, v in spec.env.items()), spec.name
     mlflow = next(s for s in specs if s.name == "zm-mlflow")
     assert any(a.startswith("--backend-store-uri=postgresql://") for a in mlflow.argv)  # $(VAR) from the Secret
@@ -93,16 +93,27 @@ def test_prometheus_and_alertmanager_accept_the_translated_operator_objects(tmp_
     # the predictors' /metrics needs a key: the PodMonitor's authorization, resolved from its Secret
     assert jobs["mlops/zm-predictors"]["authorization"] == {
         "type": "Bearer", "credentials": m.secrets["zero-margin-secrets"]["serving-metrics-token"]}
-    # the Pushgateway asks Prometheus for the scrape user's basic auth (users and hashes in its web config)
+    # the Pushgateway asks Prometheus for the scrape user's basic auth, at the proxy's port only (the Pushgateway
+    # itself listens on its pod's loopback)
     pushgateway_secrets = m.secrets["zero-margin-secrets"]
     assert jobs["mlops/zm-pushgateway"]["basic_auth"] == {
         "username": "prometheus", "password": pushgateway_secrets["pushgateway-scrape-password"]}
-    assert set(json.loads(pushgateway_secrets["pushgateway-web-config"])["basic_auth_users"]) == {
-        "monitoring", "prometheus"}
-    gateway = next(s for s in _specs if s.name == "zm-pushgateway")
-    config_file = next(a.split("=", 1)[1] for a in gateway.argv if a.startswith("--web.config.file="))
-    assert config_file == str(tmp_path / "pods" / "zm-pushgateway" / "web-config" / "web-config.yml")
-    assert gateway.files == {"web-config/web-config.yml": pushgateway_secrets["pushgateway-web-config"]}
+    proxy = next(s for s in _specs if s.name == "zm-pushgateway.proxy")
+    gateway = next(s for s in _specs if s.name == "zm-pushgateway.pushgateway")
+    assert [t["targets"] for t in jobs["mlops/zm-pushgateway"]["static_configs"]] == [[f"{proxy.ip}:9091"]]
+    # one pod: one address, one working directory; the proxy reaches the Pushgateway on the pod's loopback
+    assert proxy.ip == gateway.ip and proxy.pod == gateway.pod == "zm-pushgateway"
+    assert f"--web.listen-address={gateway.ip}:9092" in gateway.argv
+    assert proxy.env["PUSHGATEWAY"] == f"{gateway.ip}:9092" and proxy.env["LISTEN"] == f"{proxy.ip}:9091"
+    pod_dir = tmp_path / "pods" / "zm-pushgateway"
+    assert proxy.argv[-4:] == ["-f", str(pod_dir / "proxy-config" / "haproxy.cfg"),
+                               "-f", str(pod_dir / "users" / "users.cfg")]
+    # the rules from the chart's ConfigMap, the users (bcrypt hashes only) from the Secret
+    rules = (REPO / "charts" / "zero-margin" / "files" / "pushgateway-proxy.cfg").read_text()
+    assert proxy.files["proxy-config/haproxy.cfg"].strip() == rules.strip()
+    assert proxy.files["users/users.cfg"] == pushgateway_secrets["pushgateway-users"]
+    assert "groups pushers" in next(line for line in pushgateway_secrets["pushgateway-users"].splitlines()
+                                    if line.strip().startswith("user monitoring "))
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     am = alertmanager_config(m)
     (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am))

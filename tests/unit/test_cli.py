@@ -56,6 +56,23 @@ def test_a_new_key_is_accepted_by_the_entry_it_prints(capsys: pytest.CaptureFixt
     assert entry["sha256"] == auth.digest(key) and entry["scopes"] == ["predict", "metrics"] and key not in entry_line
 
 
+def test_pushgateway_users_prints_passwords_its_userlist_admits(capsys: pytest.CaptureFixture[str]) -> None:
+    """The printed userlist checks each printed password (bcrypt), and only the pushers are in group pushers."""
+    import bcrypt
+
+    assert main(["auth", "pushgateway-users", "monitoring-2", "prometheus-2", "--pusher", "monitoring-2"]) == 0
+    out = capsys.readouterr().out
+    passwords = dict(line.removeprefix("password of ").split(" (not stored anywhere): ")
+                     for line in out.splitlines() if line.startswith("password of "))
+    users = {line.split()[1]: line.split() for line in out.splitlines() if line.startswith("  user ")}
+    assert set(passwords) == set(users) == {"monitoring-2", "prometheus-2"}
+    for user, password in passwords.items():
+        assert bcrypt.checkpw(password.encode(), users[user][3].encode()) and password not in out.split("userlist")[1]
+    assert users["monitoring-2"][4:] == ["groups", "pushers"] and users["prometheus-2"][4:] == []
+    assert main(["auth", "pushgateway-users", "prometheus"]) == 2  # the default pusher, monitoring, has no password
+    assert "pushers without a password" in capsys.readouterr().err
+
+
 def test_version_prints_what_training_records(capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """`zm version` is the images' build argument: the commit here, the stamp inside an image."""
