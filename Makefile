@@ -44,7 +44,7 @@ envs: $(PIPELINES)/.synced $(SERVING)/.synced $(DELIVERY)/.synced ## create the 
 
 demo: envs ## run the main job on the embedded local stack (state in .zm/demo, reset each run)
 	rm -rf .zm/demo
-	ZM_HOME=.zm/demo $(PIPELINES)/bin/zm demo
+	ZM_HOME=.zm/demo $(PIPELINES)/bin/python -m demos
 
 # Three runs, one per environment: pipelines (most tests), serving (real KServe servers), delivery
 # (the Helm chart rendered with Helm's Go SDK, kubernetes-validate, the KServe CRD, checkov).
@@ -111,7 +111,7 @@ endef
 
 bench: envs ## benchmarks; figures as ratios against baselines run in the same session
 	$(call debian,wrk:wrk $(STACK_OS_PACKAGES))
-	PYTHONPATH=$(CURDIR) ZM_HOME=.zm/bench $(PIPELINES)/bin/zm bench --out docs/benchmarks.json
+	PYTHONPATH=$(CURDIR) ZM_HOME=.zm/bench $(PIPELINES)/bin/python -m benchmarks --out docs/benchmarks.json
 
 drills: envs ## rollout drills under load (canary, rollback, replica loss) on HAProxy; figures -> docs/drills.json
 	$(call debian,haproxy:haproxy)
@@ -129,7 +129,7 @@ stack-down: ## stop everything `make stack` started (its data stays in .zm/stack
 	@test -x $(PY) && $(PY) -m stack down || true
 
 airflow: envs ## Airflow standalone (UI and API on 127.0.0.1:8080) over ZM_HOME's state until Ctrl-C
-	ZM_HOME=$(ZM_HOME) $(PIPELINES)/bin/zm airflow
+	ZM_HOME=$(ZM_HOME) $(PIPELINES)/bin/python -m demos --airflow-only
 
 ui: envs ## start the MLflow UI on 127.0.0.1:5000 over the local tracking store
 	$(PIPELINES)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(ZM_HOME)/mlflow.db

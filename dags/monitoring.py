@@ -55,7 +55,7 @@ def zmlops_monitoring() -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from governance import audit
-        from zmlops import pipeline
+        from training import pipeline
         from zmlops.settings import get_settings
 
         settings = get_settings()

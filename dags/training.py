@@ -1,7 +1,7 @@
 """Training DAG: one definition mapped over the model families.
 
 Parsing imports only the Airflow SDK and :mod:`zmlops.catalog`; every step imports its
-libraries when it runs (:mod:`zmlops.pipeline`).
+libraries when it runs (:mod:`training.pipeline`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class ModelApproval(ApprovalOperator):  # type: ignore[misc]
     """
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        from zmlops import pipeline
+        from training import pipeline
         from zmlops.settings import get_settings
 
         if "error" not in event:  # recorded first: on Reject, Airflow's skip of `deploy` ends this call by raising
@@ -105,7 +105,7 @@ def zmlops_training() -> None:
     @task
     def resolve(params: dict[str, Any] | None = None) -> str:
         from governance import audit
-        from zmlops import pipeline
+        from training import pipeline
         from zmlops.settings import get_settings
 
         settings = get_settings()
@@ -114,7 +114,7 @@ def zmlops_training() -> None:
 
     @task(retries=0)  # bad data does not get better by retrying
     def validate(version: str) -> str:
-        from zmlops import pipeline
+        from training import pipeline
         from zmlops.settings import get_settings
 
         pipeline.validate(get_settings(), version)
@@ -122,7 +122,7 @@ def zmlops_training() -> None:
 
     @task
     def features(version: str) -> str:
-        from zmlops import pipeline
+        from training import pipeline
         from zmlops.settings import get_settings
 
         print(pipeline.features(get_settings(), version))
@@ -131,7 +131,7 @@ def zmlops_training() -> None:
     @task
     def plan(params: dict[str, Any] | None = None, triggering_asset_events: Any = None,
              run_id: str | None = None) -> list[dict[str, str]]:
-        from zmlops import pipeline
+        from training import pipeline
 
         events: dict[str, list[dict[str, Any]]] = {}
         for asset, fired in (triggering_asset_events or {}).items():
@@ -149,7 +149,7 @@ def zmlops_training() -> None:
     def review(outcomes: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from zmlops import pipeline
+        from training import pipeline
         from zmlops.settings import get_settings
 
         asked = pipeline.review(get_settings(), [o for o in outcomes if o])
@@ -160,17 +160,17 @@ def zmlops_training() -> None:
 
     @task(max_active_tis_per_dag=1)  # one training at a time: each uses both cores
     def train(job: dict[str, str], version: str) -> dict[str, Any]:
-        from zmlops import pipeline
+        from training import pipeline
         from zmlops.settings import get_settings
 
         return pipeline.train(get_settings(), job["family"], version, job["reason"])
 
     @task(trigger_rule="none_failed")  # approval skipped: nothing needed it; rejected: the board skips this
     def deploy(outcome: dict[str, Any]) -> dict[str, Any]:
-        from zmlops import pipeline
+        from delivery.promotion import deploy as deploy_version
         from zmlops.settings import get_settings
 
-        result = pipeline.deploy(get_settings(), outcome)
+        result = deploy_version(get_settings(), outcome)
         print(result)
         return result
 

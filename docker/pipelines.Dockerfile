@@ -25,6 +25,7 @@ COPY inference_services ./inference_services
 COPY monitoring ./monitoring
 COPY governance ./governance
 COPY dashboards ./dashboards
+COPY delivery ./delivery
 COPY dags ./dags
 COPY dvc.yaml params.yaml ./
 RUN uv sync --frozen --no-default-groups --group pipelines --no-editable

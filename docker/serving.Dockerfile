@@ -21,6 +21,7 @@ COPY inference_services ./inference_services
 COPY monitoring ./monitoring
 COPY governance ./governance
 COPY dashboards ./dashboards
+COPY delivery ./delivery
 RUN uv sync --frozen --no-default-groups --group serving --no-editable
 
 FROM ${PYTHON_IMAGE}

@@ -6,8 +6,8 @@ from feast import FeatureView, Field
 from feast.types import Float64, Int64, UnixTimestamp
 
 from feature_repo.entities import category, customer, product
+from feature_repo.names import CUSTOMER_FEATURES, PRODUCT_FEATURES, PROFILE_FEATURES
 from feature_repo.sources import category_week_source, customer_source, product_source
-from training.features.build import CUSTOMER_FEATURES, PRODUCT_FEATURES, PROFILE_FEATURES
 
 WEEK = timedelta(days=7)
 

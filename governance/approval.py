@@ -2,7 +2,7 @@
 
 Approvals and rejections are entries of the audit trail (``model.approved`` / ``model.rejected`` on
 ``model:<family>:v<version>``, with who answered and why); a rejection is also tagged on the model
-version (``approval.status``, ``approval.reason``) by :func:`zmlops.pipeline.answer`, which writes the registry.
+version (``approval.status``, ``approval.reason``) by :func:`training.pipeline.answer`, which writes the registry.
 The training DAG asks the board with Airflow's ``ApprovalOperator`` (:mod:`dags.training`); the deploy step
 reads the answer from here, so a version cannot reach production by any other path without it.
 """
@@ -40,7 +40,7 @@ def answer(settings: Settings, family: str, version: str) -> Answer | None:
 
 def decide(settings: Settings, family: str, version: str, approved: bool, by: str, why: str) -> Answer:
     """Record the board's answer in the audit trail (the caller tags a rejection on the model version:
-    :func:`zmlops.pipeline.answer`)."""
+    :func:`training.pipeline.answer`)."""
     action = "model.approved" if approved else "model.rejected"
     entry = audit.record(settings, action, audit.model_subject(family, version), {"why": why}, who=by)
     return Answer(approved, by, why, entry.seq)

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from feature_repo.names import PROFILE_FEATURES
 from inference_services import metrics
 from inference_services.base import Loaded, Result, ServedModel, TensorSpec
 from inference_services.features import FeatureLookupFailed, OnlineFeatures
-from training.features.build import PROFILE_FEATURES
 from zmlops.settings import Settings
 
 __all__ = ["SegmentationService", "SegmentRow"]

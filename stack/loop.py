@@ -8,7 +8,7 @@ workload's working directory is deleted and every workload restarted: the same v
 next DAG run succeeds. With ``wipe_between_steps`` the working directories are also deleted between
 the steps, so no step can lean on a file an earlier one left on a pod's disk.
 
-Used by ``tests/stack/`` (which asserts on what it returns) and by ``zm bench`` (its timings).
+Used by ``tests/stack/`` (which asserts on what it returns) and by ``python -m benchmarks`` (its timings).
 """
 
 from __future__ import annotations

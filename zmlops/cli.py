@@ -145,20 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("version", help="print the code version training records (the commit, -dirty-<hash> with "
                    "uncommitted changes; an image's ZM_CODE_VERSION): the images' build argument")
-    p = sub.add_parser("demo", help="run the main job on the embedded local stack (the whole loop via Airflow)")
-    p.add_argument("--no-airflow", action="store_true",
-                   help="quicker path: data versions and the three models trained in-process, no loop")
-    p = sub.add_parser("airflow", help="start Airflow standalone on this ZM_HOME (UI and API) until Ctrl-C")
-    p = sub.add_parser("bench", help="run benchmarks and write docs/benchmarks.md figures")
-    p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
-    p.add_argument("--out", type=Path, default=None, help="JSON results file (default <reports>/bench.json)")
-    p.add_argument("--only", action="append", default=None,
-                   choices=["simulator", "training", "serving", "monitoring", "topology"],
-                   help="run just this section and update it in --out (repeatable)")
-    p.add_argument("--model", action="append", choices=families, default=None, dest="models",
-                   help="serving section: only this model family (repeatable; write to another --out, the "
-                   "section is replaced)")
-
     p = sub.add_parser(
         "auth", help="the predictors' API keys: make one (the key, and the entry for ZM_AUTH__API_KEYS)",
         description="Keys are stored hashed: a predictor holds {name, sha256, scopes} entries (ZM_AUTH__API_KEYS, "
@@ -223,11 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_rollout(args: argparse.Namespace) -> int:
     import json
 
-    from zmlops.rollout.controller import Rollout, rollout_for
+    from delivery.controller import Rollout, rollout_for
 
     settings = get_settings()
     if args.action == "drills":
-        from zmlops.rollout.drills import prepare, run_drills
+        from delivery.drills import prepare, run_drills
 
         drill_settings = prepare(settings.home.resolve(), say=console.print)
         figures = run_drills(drill_settings, rate=args.rate, say=console.print)
@@ -334,9 +320,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from delivery.promotion import deploy
     from training.families import FAMILIES, get_family
     from training.run import train_family
-    from zmlops import pipeline
 
     settings = get_settings()
     rows = []
@@ -348,7 +334,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         deployed = "-"
         if not args.no_deploy and o.decision == "staged":
             with step(f"deploy {name} v{o.version}"):
-                d = pipeline.deploy(settings, o.to_dict())
+                d = deploy(settings, o.to_dict())
             deployed = "production" if d["deployed"] else d["why"]
         rows.append([name, o.version, o.data_version, o.primary_metric, f"{o.metric:.4f}", f"{o.baseline:.4f}",
                      "" if o.champion is None else f"{o.champion:.4f}", o.decision + (" (reused)" if o.reused else ""),
@@ -550,29 +536,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(code_version())
         return 0
-    if args.command == "demo":
-        from zmlops.demo import run_demo
-
-        return run_demo(airflow=not args.no_airflow)
-    if args.command == "airflow":
-        import time
-
-        from zmlops.loop_demo import airflow_standalone
-
-        settings = get_settings()
-        with airflow_standalone(settings):
-            console.print(f"Airflow: {settings.airflow.api_url} (user {settings.airflow.username}, password in "
-                          f"{settings.home.resolve() / 'airflow' / 'passwords.json'}); Ctrl-C stops it")
-            try:
-                while True:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
-        return 0
-    if args.command == "bench":
-        from zmlops.bench import run_bench
-
-        return run_bench(quick=args.quick, out=args.out, only=args.only, models=args.models)
     raise AssertionError(args.command)
 
 

@@ -90,7 +90,7 @@ class ServingSettings(BaseModel):
     repository_api: bool = Field(False, description="KServe's model repository API (/v2/repository: load, unload); "
                                  "off, a pod serves the version the rollout gave it.")
     instrument: bool = Field(True, description="Export our Prometheus metrics (off only to measure their cost).")
-    # Fault injection for the rollout drills (zmlops.rollout.drills); both off by default.
+    # Fault injection for the rollout drills (delivery.drills); both off by default.
     fault_error_every: int = Field(0, ge=0, description="Drills: answer every n-th prediction with a 500 (0: never).")
     fault_delay_factor: float = Field(1.0, ge=1.0, description="Drills: make every prediction this many times slower.")
 
@@ -119,7 +119,7 @@ class RequestLogSettings(BaseModel):
 
 
 class RolloutSettings(BaseModel):
-    """The canary plan and the limits its analysis judges a candidate by (zmlops.rollout)."""
+    """The canary plan and the limits its analysis judges a candidate by (delivery)."""
 
     steps: tuple[int, ...] = Field((10, 50, 100), description="Candidate traffic percent, step by step.")
     window_seconds: float = Field(60.0, gt=0, description="Length of one analysis window.")

@@ -113,7 +113,7 @@ def test_canary_rollout_on_kserve(release: str) -> None:
 
     Run from the pipelines environment: `.venvs/pipelines/bin/python -m pytest -m charts
     tests/charts/test_cluster.py -k canary` (it needs the kubernetes client and zmlops)."""
-    rollout_mod = pytest.importorskip("zmlops.rollout.kserve")
+    rollout_mod = pytest.importorskip("delivery.kserve")
     from zmlops.settings import RolloutSettings, Settings
 
     settings = Settings(rollout=RolloutSettings(namespace=NAMESPACE, prometheus_url=os.environ["ZM_K8S_PROMETHEUS"],

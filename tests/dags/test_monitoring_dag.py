@@ -33,10 +33,11 @@ def _asset_events(uri: str) -> list[dict[str, Any]]:
 
 @pytest.mark.full  # make test runs this DAG end to end in tests/stack (the chart's Airflow, real scheduler)
 def test_a_new_product_line_re_enters_training_once_for_the_recommender(airflow_db: Path, zm_home: Path) -> None:
+    from delivery.promotion import deploy
+    from training import pipeline
     from training.data import ingest
     from training.data.world import SimulationConfig
     from training.run import train_family
-    from zmlops import pipeline
     from zmlops.settings import get_settings
 
     settings = get_settings()
@@ -50,7 +51,7 @@ def test_a_new_product_line_re_enters_training_once_for_the_recommender(airflow_
         "resolve": "skipped", "publish": "skipped", **{f"check[{i}]": "skipped" for i in range(len(FAMILIES))},
         **{f"reenter_{f.replace('-', '_')}": "skipped" for f in FAMILIES}}
     for family in FAMILIES:
-        pipeline.deploy(settings, train_family(settings, family, v1.name, reason="initial").to_dict())
+        deploy(settings, train_family(settings, family, v1.name, reason="initial").to_dict())
     v2 = ingest.snapshot_simulated(settings, config, then=[(8, "new_product_mix")])
     ingest.validate_version(settings, v2.name)
 

@@ -23,8 +23,8 @@ def _port() -> int:
 
 
 def test_drift_re_enters_training_through_airflow_and_the_services_serve_the_new_version(tmp_path: Path) -> None:
+    from demos.loop_demo import run_loop
     from training.data.world import SimulationConfig
-    from zmlops.loop_demo import run_loop
 
     settings = Settings(home=tmp_path / "zm").model_copy(update={
         "airflow": Settings().airflow.model_copy(update={"api_url": f"http://127.0.0.1:{_port()}"}),

@@ -1,5 +1,5 @@
-"""`zm bench --quick`: every benchmark area runs end to end at its small sizes and writes its ratios (the figures
-themselves are `make bench`'s; docs/benchmarks.md). An integration test: it fits the three families at two sizes."""
+"""`python -m benchmarks --quick`: every benchmark area runs end to end at its small sizes and writes its ratios (the
+figures themselves are `make bench`'s; docs/benchmarks.md). An integration test: it fits the three families at two sizes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from zmlops.cli import main
+from benchmarks.__main__ import main
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.full  # make test-all; `make bench` runs every section whole
 def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    assert main(["--quick", "--out", str(out)]) == 0
     sim = json.loads(out.read_text())["simulator"]
     assert [r["target_rows"] for r in sim] == [100_000, 300_000]
     assert all(r["ratio_vs_baseline"] > 0 and r["peak_mb"] > 0 for r in sim)

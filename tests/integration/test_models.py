@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from delivery.promotion import deploy
+from training import pipeline
 from training.data.world import SimulationConfig
-from zmlops import pipeline
 from zmlops.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings
     # what the gate alone leaves behind, before the deploy step
     gated = {name: {a: tracking.alias_version(settings, name, a) for a in ("staging", "production")}
              for name in FAMILY_NAMES}
-    deployed = {name: pipeline.deploy(settings, outcome.to_dict()) for name, outcome in outcomes.items()}
+    deployed = {name: deploy(settings, outcome.to_dict()) for name, outcome in outcomes.items()}
     yield settings, {**outcomes, "gated": gated, "deployed": deployed}
 
 
@@ -74,17 +75,17 @@ def test_where_approval_is_required_only_an_approved_version_reaches_production(
     source = tracking.client(board).get_model_version(name, before).source
     copy = tracking.copy_version(board, name, source=source)  # a second staged version of the same model
     staged = {**outcomes[name].to_dict(), "version": copy}  # type: ignore[attr-defined]
-    waiting = pipeline.deploy(board, staged)
+    waiting = deploy(board, staged)
     assert waiting["deployed"] is False and "waiting for the review board" in waiting["why"]
     assert pipeline.review(board, [staged])["versions"] == [{"family": name, "version": copy}]  # type: ignore[index]
     pipeline.answer(board, [{"family": name, "version": copy}], False, "reviewer-a", "segment names unclear")
-    refused = pipeline.deploy(board, staged)
+    refused = deploy(board, staged)
     assert refused["deployed"] is False and "rejected by reviewer-a: segment names unclear" in refused["why"]
     assert tracking.alias_version(board, name, "production") == before
     assert tracking.client(board).get_model_version(name, copy).tags["approval.status"] == "rejected"
     approval.decide(board, name, copy, True, "reviewer-b", "names fixed in the card")
     assert pipeline.review(board, [staged]) is None  # answered: nothing waits
-    assert pipeline.deploy(board, staged)["deployed"] is True
+    assert deploy(board, staged)["deployed"] is True
     assert tracking.alias_version(board, name, "production") == copy
     assert tracking.alias_version(board, name, "previous-production") == before
 

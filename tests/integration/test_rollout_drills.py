@@ -1,4 +1,4 @@
-"""Progressive delivery on the local backend, under steady load: the drills of zmlops.rollout.drills
+"""Progressive delivery on the local backend, under steady load: the drills of delivery.drills
 against their targets, with real KServe servers behind a real HAProxy and a real MLflow registry.
 
 Targets (the issue's): an unready candidate gets 0 requests and costs 0 failures; a candidate failing
@@ -20,10 +20,10 @@ from typing import Any
 import mlflow
 import pytest
 
+from delivery.controller import Rollout
+from delivery.drills import FAMILY, prepare, run_drills
 from tests import needs
 from tests.conftest import FULL
-from zmlops.rollout.controller import Rollout
-from zmlops.rollout.drills import FAMILY, prepare, run_drills
 
 pytestmark = [pytest.mark.integration,
               needs.binary("haproxy")]

@@ -473,9 +473,9 @@ def test_feature_cache_answers_as_the_store_and_is_dropped_when_the_view_is_mate
     materialization of the view, which the poll loop notices and drops the cache for."""
     import asyncio
 
+    from feature_repo.names import PROFILE_FEATURES
     from inference_services.features import OnlineFeatures
     from tests.serving.conftest import record_materialization, write_profile
-    from training.features.build import PROFILE_FEATURES
     from zmlops.settings import Settings
 
     seg = servers["customer-segmentation"]
@@ -667,7 +667,7 @@ def test_metrics_count_requests_by_status_with_sub_millisecond_buckets(servers: 
 def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
     """The short form of `make bench`'s serving part: every figure present and sane (segmentation: the
     model with the most servers, its variant with every request read from the store included)."""
-    from zmlops.bench_serving import bench_serving, summary_rows, variant_rows
+    from benchmarks.bench_serving import bench_serving, summary_rows, variant_rows
 
     family = "customer-segmentation"
     result = bench_serving(home, seconds=1, families=[family], rounds=2)

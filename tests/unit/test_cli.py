@@ -13,12 +13,22 @@ from zmlops.cli import build_parser, main
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("argv", [[], ["data"], ["data", "ingest"], ["data", "simulate"], ["demo"], ["bench"]])
+@pytest.mark.parametrize("argv", [[], ["data"], ["data", "ingest"], ["data", "simulate"], ["rollout"], ["auth"]])
 def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([*argv, "--help"])
     assert exit_.value.code == 0
     assert "usage: zm" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module", ["demos", "benchmarks"])
+def test_the_tools_outside_the_package_have_help(module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Demos and benchmarks are not in the installed package (nor in the images): `python -m demos`, `-m benchmarks`."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(f"{module}.__main__").main(["--help"])
+    assert exit_.value.code == 0 and f"usage: python -m {module}" in capsys.readouterr().out
 
 
 def test_bad_scenario_is_a_clear_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from feature_repo.names import CUSTOMER_FEATURES
 from training.data.cleaning import clean_transactions, read_transactions
 from training.features.build import (
-    CUSTOMER_FEATURES,
     category_week_features,
     customer_features,
     product_features,

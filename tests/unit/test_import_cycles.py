@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("zmlops", "training", "feature_repo", "inference_services", "monitoring", "governance", "dashboards",
-            "dags", "stack")
+            "delivery", "dags", "stack")
 
 
 def modules() -> dict[str, Path]:
@@ -95,5 +95,36 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_no_module_imports_itself_back() -> None:
     graph = import_graph()
-    assert len(graph) > 80 and "zmlops.settings" in graph["training.trainers"] | graph["zmlops.pipeline"]
+    assert len(graph) > 80 and "zmlops.settings" in graph["training.trainers"] | graph["training.pipeline"]
     assert cycles(graph) == []
+
+
+# The house's layers, bottom up; a module imports from its own layer and the ones below only.
+FOUNDATION = ("zmlops",)  # settings, catalog, stores, auth, version: what every layer stands on
+DOMAIN = ("training", "feature_repo", "inference_services", "monitoring", "governance", "dashboards", "delivery")
+TOP = ("zmlops.cli", "dags")  # the commands and the DAGs wire the domain together
+TOOLS = ("benchmarks", "demos", "stack")  # not installed: benchmarks, probes, demo drivers, the topology harness
+
+
+def layer(module: str) -> int:
+    for number, prefixes in enumerate((TOOLS, TOP, DOMAIN, FOUNDATION)):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return 3 - number
+    raise AssertionError(f"{module} is in no layer: add its package to a layer above")
+
+
+def test_every_import_points_down_the_layers() -> None:
+    graph = import_graph()
+    upward = sorted(f"{a} ({layer(a)}) -> {b} ({layer(b)})" for a, bs in graph.items() for b in bs
+                    if layer(b) > layer(a))
+    assert upward == []
+    # the layer rule finds an upward import: the foundation reaching into training
+    assert layer("zmlops.settings") < layer("training.run") < layer("zmlops.cli") < layer("demos.demo")
+
+
+def test_tools_are_not_installed_and_installed_code_never_imports_them() -> None:
+    import tomllib
+
+    installed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert not set(installed["packages"]) & set(TOOLS)
+    assert set(installed["packages"]) == {*FOUNDATION, *DOMAIN}  # the top's CLI is zmlops.cli; DAGs ship as files

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from zmlops.rollout.analysis import Counters, VersionStats, judge, parse, quantile, window
+from delivery.analysis import Counters, VersionStats, judge, parse, quantile, window
 from zmlops.settings import RolloutSettings
 
 pytestmark = pytest.mark.unit

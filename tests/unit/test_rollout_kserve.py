@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from kubernetes import client as k8s
 
-from zmlops.rollout.kserve import KServeRollout, PrometheusSource
+from delivery.kserve import KServeRollout, PrometheusSource
 from zmlops.settings import RolloutSettings, Settings
 
 pytestmark = pytest.mark.unit
@@ -329,7 +329,7 @@ def test_a_controller_killed_mid_canary_is_ended_by_the_next_deploy(api: Any, tm
     assert (cluster.obj["spec"]["canary"][0]["trafficPercent"] if mode == "Standard"
             else cluster.obj["spec"]["predictor"]["canaryTrafficPercent"]) == 10
 
-    from zmlops.rollout.kserve import KServeRollout
+    from delivery.kserve import KServeRollout
 
     fresh = KServeRollout(dying.settings, "mlops", api=dying.api, prometheus=dying.prometheus, registry=dying._registry)
     fresh.reconcile("demand-forecast")

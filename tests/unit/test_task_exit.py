@@ -12,7 +12,7 @@ import multiprocessing
 
 from joblib import Parallel, delayed
 
-from zmlops import pipeline
+from training import pipeline
 
 
 def _workers() -> list[multiprocessing.process.BaseProcess]:

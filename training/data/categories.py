@@ -15,6 +15,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from feature_repo.names import CATEGORIES
+
 __all__ = ["CATEGORY_KEYWORDS", "CATEGORIES", "categorize", "categorize_series"]
 
 CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
@@ -46,7 +48,8 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
         "STORAGE", "BASKET", "THROW", "QUILT",
     ),
 }
-CATEGORIES: tuple[str, ...] = (*CATEGORY_KEYWORDS, "other")
+if (*CATEGORY_KEYWORDS, "other") != CATEGORIES:  # the feature repository owns the names and their order
+    raise ImportError(f"keyword rules for {list(CATEGORY_KEYWORDS)} do not match feature_repo.names.CATEGORIES")
 
 # Whole words only, plurals allowed: "BUNTING" must not match "TIN", "CARDS" must match "CARD".
 _PATTERNS = [

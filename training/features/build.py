@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from training.data.categories import CATEGORIES
+from feature_repo.names import CATEGORIES, SHARE_COLUMNS
 from training.data.world import BLACK_FRIDAY_DAYS
 
 __all__ = [
@@ -27,42 +27,12 @@ __all__ = [
     "customer_features",
     "product_features",
     "category_week_features",
-    "CUSTOMER_FEATURES",
-    "PROFILE_FEATURES",
-    "PRODUCT_FEATURES",
-    "CATEGORY_WEEK_FEATURES",
     "RECENT_WEEKS",
     "POPULARITY_WEEKS",
 ]
 
 RECENT_WEEKS = 13
 POPULARITY_WEEKS = 4
-SHARE_COLUMNS = [f"share_{c}" for c in CATEGORIES]
-CUSTOMER_FEATURES = [
-    "recency_days",
-    "frequency",
-    "monetary",
-    "frequency_13w",
-    "monetary_13w",
-    "basket_lines",
-    "units_per_line",
-    "unit_price",
-    "tenure_days",
-    *SHARE_COLUMNS,
-]
-# what the segmentation model reads (online at serving time); the rest of CUSTOMER_FEATURES is offline only
-PROFILE_FEATURES = ["frequency", "tenure_days", "basket_lines", "units_per_line", "unit_price"]
-PRODUCT_FEATURES = ["units_4w", "orders_4w", "customers_4w", "price_4w"]
-CATEGORY_WEEK_FEATURES = [
-    "week_start",
-    "units",
-    "revenue",
-    "orders",
-    "week_of_year",
-    "month",
-    "black_friday_week",
-    "christmas_week",
-]
 
 
 def week_start(ts: pd.Series) -> pd.Series:

@@ -155,7 +155,7 @@ def publish_sources(settings: Settings, clean_file: Path, data_version: str, for
 
 def apply_definitions(settings: Settings) -> list[str]:
     """Register the declarations of feature_repo/ (idempotent); returns their names."""
-    from feature_repo import DEFINITIONS
+    from feature_repo.definitions import DEFINITIONS
 
     store = open_store(settings)
     store.apply(DEFINITIONS)

@@ -285,7 +285,7 @@ def top_unbought(scores: np.ndarray, bought: sp.csr_matrix, users: np.ndarray, k
     ``bits`` (:func:`bought_bits` of ``bought``) masks the batch in three numpy calls; without it the
     mask is set one user's slice of ``bought`` at a time (two numpy calls a user). Served batches
     are small, so the number of numpy calls is what they cost: 26 against 33-34 us for 8 users of 600
-    products in a ``timeit`` loop (``python -m zmlops.probe_recommendation``)."""
+    products in a ``timeit`` loop (``python -m benchmarks.probe_recommendation``)."""
     if copy:
         scores = np.array(scores)
     if bits is not None:

@@ -25,7 +25,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, davies_bouldin_score, silhouette_score
 from sklearn.preprocessing import StandardScaler
 
-from training.features.build import PROFILE_FEATURES
+from feature_repo.names import PROFILE_FEATURES
 from training.models.derived import DerivedLookups
 
 __all__ = ["CustomerSegmenter", "INPUT_FEATURES", "segment_features", "segment_matrix", "bootstrap_stability",

@@ -1,4 +1,4 @@
-"""Drift-job benchmark tasks (run by :func:`zmlops.bench.measure` in fresh interpreters).
+"""Drift-job benchmark tasks (run by :func:`benchmarks.bench.measure` in fresh interpreters).
 
 Input: ``rows`` request-log rows of the segmentation service's five behaviour features for a
 reference window and as many for a current window (the current one shifted in one column),

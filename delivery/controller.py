@@ -2,7 +2,7 @@
 
 The plan (settings ``rollout.steps``, default 10% -> 50% -> 100%) moves traffic to the candidate step by
 step; each step is held for ``rollout.checks_per_step`` analysis windows of ``rollout.window_seconds``.
-Every window is judged by :func:`zmlops.rollout.analysis.judge` (error rate, p99, quality proxy against
+Every window is judged by :func:`delivery.analysis.judge` (error rate, p99, quality proxy against
 the stable version and absolute limits); ``rollout.failed_checks`` failed windows in a row roll back.
 A candidate that never turns ready is stopped before it receives a request.
 
@@ -22,15 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from zmlops.rollout.analysis import Counters, Verdict, window
-from zmlops.rollout.haproxy import SLOTS
-from zmlops.rollout.local import LocalBackend
-from zmlops.rollout.recorder import PREVIOUS, PRODUCTION, Outcome, Recorder
+from delivery.analysis import Counters, Verdict, window
+from delivery.haproxy import SLOTS
+from delivery.local import LocalBackend
+from delivery.recorder import PREVIOUS, PRODUCTION, Outcome, Recorder
 from zmlops.settings import Settings
 
 __all__ = ["Slot", "State", "Recorder", "Rollout", "Outcome", "PRODUCTION", "PREVIOUS", "rollout_for", "serves"]
 
-log = logging.getLogger("zmlops.rollout")
+log = logging.getLogger("delivery")
 
 
 @dataclass
@@ -273,7 +273,7 @@ class Rollout(Recorder):
 def rollout_for(settings: Settings) -> Any:
     """The deployment interface of this profile: KServe in k8s, HAProxy and local processes otherwise."""
     if settings.profile == "k8s":
-        from zmlops.rollout.kserve import KServeRollout
+        from delivery.kserve import KServeRollout
 
         return KServeRollout(settings, settings.rollout.namespace)
     return Rollout(settings)

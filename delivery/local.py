@@ -16,8 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from zmlops.rollout.analysis import Counters, parse
-from zmlops.rollout.haproxy import SLOTS, HAProxy, slot_port
+from delivery.analysis import Counters, parse
+from delivery.haproxy import SLOTS, HAProxy, slot_port
 from zmlops.settings import Settings
 
 __all__ = ["LocalBackend", "serve_command"]

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from zmlops.rollout.controller import Rollout
-from zmlops.rollout.haproxy import slot_port
-from zmlops.rollout.load import Load
+from delivery.controller import Rollout
+from delivery.haproxy import slot_port
+from delivery.load import Load
 from zmlops.settings import RolloutSettings, Settings
 
 __all__ = ["prepare", "run_drills", "DRILL_ROLLOUT"]
@@ -171,21 +171,21 @@ def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], Non
 
 
 def _approved_drill(settings: Settings, load: Load, version: str) -> dict[str, Any]:
-    """The training DAG's deploy step (:func:`zmlops.pipeline.deploy`) with approval required: unanswered,
+    """The training DAG's deploy step (:func:`delivery.promotion.deploy`) with approval required: unanswered,
     nothing starts; approved (as ``drill-approver``), the canary runs. Step times from the audit trail."""
     import datetime as dt
 
+    from delivery.promotion import deploy
     from governance import approval, audit
-    from zmlops import pipeline
     from zmlops.settings import ApprovalSettings
 
     board = settings.model_copy(update={"approval": ApprovalSettings(required=True)})
     staged = {"family": FAMILY, "version": version, "decision": "staged"}
-    waiting = pipeline.deploy(board, staged)
+    waiting = deploy(board, staged)
     started_before = audit.entries(settings, "rollout.rollout_started", audit.model_subject(FAMILY, version))
     approval.decide(board, FAMILY, version, True, "drill-approver", "drill: the figures pass")
     wall0, t0 = time.time(), time.monotonic()
-    done = pipeline.deploy(board, staged)
+    done = deploy(board, staged)
     t1 = time.monotonic()
     marks = {int(e.details["what"].split()[1].rstrip("%")):
              t0 + dt.datetime.fromisoformat(e.created_at).timestamp() - wall0

@@ -1,10 +1,10 @@
-"""The serving benchmark's in-process probes (``zmlops.bench_serving`` runs them in the serving
+"""The serving benchmark's in-process probes (``benchmarks.bench_serving`` runs them in the serving
 environment): a service's request path, our middleware (``Edge``) to the answer, request log
 and metrics, driven without an HTTP server or a load generator, so that differences of a few
 microseconds a request stand out of the machine's drift.
 
-    python -m zmlops.bench_inprocess metrics FAMILY BODY
-    python -m zmlops.bench_inprocess capacity FAMILY PATH BODIES_FILE ROUNDS VARIANT_ENV_JSON
+    python -m benchmarks.bench_inprocess metrics FAMILY BODY
+    python -m benchmarks.bench_inprocess capacity FAMILY PATH BODIES_FILE ROUNDS VARIANT_ENV_JSON
 
 Each prints one JSON object.
 """
@@ -112,7 +112,7 @@ def capacity(family: str, path: str, bodies: list[bytes], rounds: int, variant: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zmlops.bench_inprocess", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_inprocess", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="probe", required=True)
     m = sub.add_parser("metrics", help="our metrics' CPU per request (V1 body)")

@@ -1,5 +1,5 @@
-"""What both deployment backends share (the local :class:`~zmlops.rollout.controller.Rollout` and
-:class:`~zmlops.rollout.kserve.KServeRollout`): walking the plan, judging windows, decisions in the audit trail,
+"""What both deployment backends share (the local :class:`~delivery.controller.Rollout` and
+:class:`~delivery.kserve.KServeRollout`): walking the plan, judging windows, decisions in the audit trail,
 the registry's aliases and tags, and the outcome of a rollout."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zmlops.rollout.analysis import Verdict, VersionStats, judge
+from delivery.analysis import Verdict, VersionStats, judge
 from zmlops.settings import Settings
 
 __all__ = ["Outcome", "Recorder", "PRODUCTION", "PREVIOUS"]
 
-log = logging.getLogger("zmlops.rollout")
+log = logging.getLogger("delivery")
 PRODUCTION, PREVIOUS = "production", "previous-production"
 
 

@@ -471,7 +471,7 @@ def _metrics_cost(family: str, env: dict[str, str], work: Path, lua: Path, round
         for server in servers.values():
             server.stop()
     probe = json.loads(subprocess.run(
-        [str(SERVING_PY), "-m", "zmlops.bench_inprocess", "metrics", family, bodies.read_text().splitlines()[0]],
+        [str(SERVING_PY), "-m", "benchmarks.bench_inprocess", "metrics", family, bodies.read_text().splitlines()[0]],
         env=env, capture_output=True, text=True, check=True, cwd=REPO).stdout.strip().splitlines()[-1])
     request_us = _median([s["cpu_us_per_request"] for s in slices["with"]])
     return {"with_us": request_us, "without_us": _median([s["cpu_us_per_request"] for s in slices["without"]]),
@@ -488,7 +488,7 @@ def _in_process_capacity(family: str, path: str, bodies: Path, env: dict[str, st
     out; so is wrk's competition for the cores, which makes the server slices swing."""
     console.print(f"serving: {family} capacity in process ...")
     changes = json.dumps(VARIANTS[family][1]) if family in VARIANTS else "{}"
-    done = subprocess.run([str(SERVING_PY), "-m", "zmlops.bench_inprocess", "capacity", family, path, str(bodies),
+    done = subprocess.run([str(SERVING_PY), "-m", "benchmarks.bench_inprocess", "capacity", family, path, str(bodies),
                            str(rounds), changes], env=env, capture_output=True, text=True, check=True, cwd=REPO)
     return {k: round(v, 3) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 

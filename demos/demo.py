@@ -1,11 +1,11 @@
 """The main job on the embedded local stack (``make demo``).
 
-By default the whole loop runs through Airflow (:mod:`zmlops.loop_demo`): simulated data
+By default the whole loop runs through Airflow (:mod:`demos.loop_demo`): simulated data
 version 1, the training DAG, the three services answering simulated traffic, data version 2
 from a drift scenario, the monitoring DAG, the training DAG re-entered by the retrain asset,
 and the services answering with the new versions. Then the data gate is shown stopping a
 corrupted delivery, and the real Online Retail II file is ingested when present.
-``zm demo --no-airflow`` runs the older, quicker path: data versions and the three models
+``python -m demos --no-airflow`` runs the older, quicker path: data versions and the three models
 trained in-process.
 """
 
@@ -26,7 +26,7 @@ def run_demo(settings: Settings | None = None, airflow: bool = True) -> int:
     settings = settings or get_settings()
     started = time.perf_counter()
     if airflow:
-        from zmlops.loop_demo import run_loop
+        from demos.loop_demo import run_loop
 
         code = int(run_loop(settings)["code"])
         console.rule("the data gate and the real file")
@@ -112,9 +112,9 @@ def _train_models(settings: Settings) -> None:
     """Features of the current data version into Feast, then the three families trained and gated."""
     import logging
 
+    from delivery.promotion import deploy
     from training.families import FAMILIES
     from training.run import prepare_features, train_family, write_production_cards
-    from zmlops.pipeline import deploy
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     console.rule("features and models")

@@ -13,7 +13,7 @@ KServe splits canary traffic two ways, and the controller drives the one the Inf
 
 In both: a candidate that never turns ready gets no traffic and production stays; per step the controller
 waits one analysis window and asks Prometheus for each version's requests, 5xx, p99 and mean forecast
-(the services' own metrics carry the version); :func:`zmlops.rollout.analysis.judge` decides, as locally.
+(the services' own metrics carry the version); :func:`delivery.analysis.judge` decides, as locally.
 KServe itself never rolls back a candidate that passed readiness and then misbehaves: this controller does.
 
 The served version is kept in the InferenceService's annotations (``zero-margin/serving-version``,
@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 
-from zmlops.rollout.analysis import Verdict, VersionStats
-from zmlops.rollout.recorder import PREVIOUS, PRODUCTION, Outcome, Recorder
+from delivery.analysis import Verdict, VersionStats
+from delivery.recorder import PREVIOUS, PRODUCTION, Outcome, Recorder
 from zmlops.settings import Settings
 
 __all__ = ["KServeRollout", "PrometheusSource"]

@@ -1,7 +1,7 @@
 """Where the recommendation service's cost above (b) goes: the probes behind docs/benchmarks.md.
 
-    python -m zmlops.probe_recommendation [--protocol v1|v2] [--rounds 7] [--skip-servers]
-    python -m zmlops.probe_recommendation --table-sizes
+    python -m benchmarks.probe_recommendation [--protocol v1|v2] [--rounds 7] [--skip-servers]
+    python -m benchmarks.probe_recommendation --table-sizes
 
 Not part of ``make bench`` (the targets are measured there); this explains its recommendation
 figures. It uses the benchmark's registry (``.zm/bench``, trained on first use) and prints JSON:
@@ -122,7 +122,7 @@ def _steal_ticks() -> int:
 def servers(home: Path, protocol: str, rounds: int, seconds: int = 2) -> dict[str, Any]:
     import pandas as pd
 
-    from zmlops import bench_serving as bs
+    from benchmarks import bench_serving as bs
 
     env = {**bs.server_env(home), "ZM_SERVING__RANKING_TABLE_MB": "0"}  # score per request
     customers = [int(c) for c in pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet",
@@ -135,8 +135,8 @@ def servers(home: Path, protocol: str, rounds: int, seconds: int = 2) -> dict[st
 
     def variant(kind: str) -> Any:
         port = bs._port()
-        return bs.Proc([str(bs.SERVING_PY), "-m", "zmlops.probe_recommendation", "--serve", kind, "--port", str(port)],
-                       {**env, "ZM_PROBE_STATS": str(stats)}, port)
+        return bs.Proc([str(bs.SERVING_PY), "-m", "benchmarks.probe_recommendation", "--serve", kind, "--port",
+                        str(port)], {**env, "ZM_PROBE_STATS": str(stats)}, port)
 
     procs = {"constant": bs._start(FAMILY, env, "--constant"), "model": variant("timed"), "memo": variant("memo")}
     try:
@@ -202,7 +202,7 @@ def serve(kind: str, port: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zmlops.probe_recommendation", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.probe_recommendation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=["v1", "v2"], default="v2", help="request protocol (default v2)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of 2-second slices (default 7)")
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_sizes:
         print(json.dumps(table_sizes(), indent=1))
         return 0
-    from zmlops import bench_serving as bs
+    from benchmarks import bench_serving as bs
 
     home = (Path(__file__).resolve().parents[1] / ".zm" / "bench").resolve()
     bs._prepare_home(home)

@@ -63,8 +63,8 @@ REAL_ROWS = 525_461  # raw rows of the UCI Online Retail II 2009-2010 file
 
 
 def task(name: str, *args: str) -> dict[str, float]:
-    """One :mod:`zmlops.bench_training` task in a fresh interpreter."""
-    return measure(f"from zmlops.bench_training import {name}\n{name}(*sys.argv[1:])", *args)
+    """One :mod:`benchmarks.bench_training` task in a fresh interpreter."""
+    return measure(f"from benchmarks.bench_training import {name}\n{name}(*sys.argv[1:])", *args)
 
 
 def measure(code: str, *args: str) -> dict[str, float]:
@@ -210,9 +210,9 @@ def bench_monitoring(sizes: list[int]) -> list[dict[str, Any]]:
     for rows in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             console.print(f"monitoring: drift job on {rows:,} + {rows:,} request-log rows ...")
-            ours = measure("from zmlops.bench_monitoring import drift_job\ndrift_job(*sys.argv[1:])", str(rows),
+            ours = measure("from benchmarks.bench_monitoring import drift_job\ndrift_job(*sys.argv[1:])", str(rows),
                            f"{tmp}/ours.json")
-            full = measure("from zmlops.bench_monitoring import full_scipy\nfull_scipy(*sys.argv[1:])",
+            full = measure("from benchmarks.bench_monitoring import full_scipy\nfull_scipy(*sys.argv[1:])",
                            str(rows), f"{tmp}/full.json")
             a, b = (json.loads(Path(f"{tmp}/{n}.json").read_text()) for n in ("ours", "full"))
         results.append({
@@ -315,7 +315,7 @@ def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | N
     if quick:
         console.print("serving: skipped with --quick (tests/serving runs a short form)")
         return None
-    from zmlops.bench_serving import bench_serving, summary_rows, variant_rows
+    from benchmarks.bench_serving import bench_serving, summary_rows, variant_rows
 
     serving = bench_serving(get_settings().home / "serving", families=models)
     table(

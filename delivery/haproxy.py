@@ -48,7 +48,7 @@ class HAProxy:
         r = self.settings.rollout
         host = self.settings.serving.host
         lines = [
-            "# Written by zmlops.rollout.haproxy; changes are lost at the next start.",
+            "# Written by delivery.haproxy; changes are lost at the next start.",
             "global",
             f"    stats socket {self.socket} mode 600 level admin",
             f"    pidfile {self.pidfile}",

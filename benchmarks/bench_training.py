@@ -1,4 +1,4 @@
-"""Training benchmark tasks, each run by :func:`zmlops.bench.measure` in a fresh interpreter.
+"""Training benchmark tasks, each run by :func:`benchmarks.bench.measure` in a fresh interpreter.
 
 A task prints ``__name__ value`` pairs that the parent collects. Times are taken around the
 fit only (reading Parquet is not timed); peak memory is the whole process's.

@@ -1,0 +1,1 @@
+"""Benchmarks and probes (not part of the installed package): ``python -m benchmarks`` (``make bench``)."""
