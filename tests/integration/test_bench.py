@@ -1,5 +1,6 @@
 """`python -m benchmarks --quick`: every benchmark area runs end to end at its small sizes and writes its ratios (the
-figures themselves are `make bench`'s; docs/benchmarks.md). An integration test: it fits the three families at two sizes."""
+figures themselves are `make bench`'s; docs/benchmarks.md). An integration test: it fits the three families at two
+sizes."""
 
 from __future__ import annotations
 
