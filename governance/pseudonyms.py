@@ -11,9 +11,18 @@ import hashlib
 import hmac
 from typing import Any
 
-__all__ = ["pseudonymise"]
+__all__ = ["pseudonymise", "pseudonymise_text"]
 
 
 def pseudonymise(key: bytes, customer_id: Any) -> str:
     """Keyed hash (HMAC-SHA256) of a customer id, 16 hex characters."""
     return hmac.new(key, str(int(customer_id)).encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def pseudonymise_text(key: bytes, value: str) -> str:
+    """Keyed hash of a free-text identifier a client sent (``x-request-id``, a V2 ``id``), 16 hex characters.
+
+    Separated from customer ids (a prefix), so a request id that happens to be a customer id never shares its
+    pseudonym: whoever holds the key finds a request's log rows by hashing the id the client was answered with.
+    """
+    return hmac.new(key, b"request-id:" + value.encode(), hashlib.sha256).hexdigest()[:16]

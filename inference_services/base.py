@@ -148,6 +148,9 @@ class ServedModel(Model):  # type: ignore[misc]
     inputs: ClassVar[tuple[TensorSpec, ...]]
     outputs: ClassVar[tuple[TensorSpec, ...]]
     cached: ClassVar[bool] = False  # per-row prediction cache (for keys that repeat)
+    # the consent purpose an answer about a known customer needs (governance.consent): without it the customer
+    # gets the answer an unknown one gets, and the log keeps nothing that identifies them
+    consent_purpose: ClassVar[str | None] = None
     batched: ClassVar[bool] = False  # concurrent requests' rows answered in one call (inference_services.batching)
 
     def __init__(self, settings: Settings, alias: str = "production", version: str | None = None) -> None:
@@ -163,6 +166,7 @@ class ServedModel(Model):  # type: ignore[misc]
         self.instrument = settings.serving.instrument
         self.use_cache = self.cached and settings.serving.cache_size > 0
         self.batcher: Batcher[Loaded, Result] | None = None
+        self._consent: frozenset[str] | None = None  # pseudonyms: those who withdrew (or, opt-in, who granted)
         if self.batched and settings.serving.batching:
             rows_hist = metrics.child(metrics.BATCH_ROWS, self.family)
             self.batcher = Batcher(self._answer_now, settings.serving.max_batch,
@@ -210,6 +214,9 @@ class ServedModel(Model):  # type: ignore[misc]
     def _load_version(self, version: str) -> Loaded:
         from training import tracking
 
+        if self._consent is None:  # before the first answer: nobody is answered against their choice
+            self.watch_consent()
+
         estimator = tracking.load_estimator(self.settings, self.family, version)
         state = Loaded(version, estimator, self.build_index(estimator))
         self._smoke(state)
@@ -237,6 +244,26 @@ class ServedModel(Model):  # type: ignore[misc]
     def load(self) -> bool:
         self._activate(self._load_version(self._resolve()))
         return self.ready
+
+    def watch_consent(self) -> None:
+        """Re-read the consent register for this family's purpose (the poll loop); a change drops the cache."""
+        if self.consent_purpose is None:
+            return
+        from governance import consent
+
+        purpose = self.consent_purpose
+        read = consent.granted if self.settings.privacy.consent_required else consent.withdrawn
+        found = read(self.settings, purpose)  # type: ignore[arg-type]
+        if found != self._consent:
+            self._consent = found
+            self.cache.clear()
+
+    def personal(self, customer_id: Any) -> bool:
+        """May this customer get an answer about them (their consent for ``consent_purpose``)?"""
+        if self.consent_purpose is None:
+            return True
+        named = self.log.pseudonymise(customer_id) in (self._consent or ())
+        return named if self.settings.privacy.consent_required else not named
 
     def refresh(self) -> str | None:
         """Load and swap in the version behind the alias if it changed; returns the new version."""
@@ -441,7 +468,7 @@ class ServedModel(Model):  # type: ignore[misc]
         request_id = request_id or f"{self._boot}-{next(self._ids):x}"
         self.log.append(
             {
-                "request_id": request_id,
+                "request_id": self.log.request_id(request_id),
                 "model": self.family,
                 "version": state.version,
                 "protocol": protocol,

@@ -41,6 +41,7 @@ class RecommendationService(ServedModel):
     Row = RecommendRow
     cached = True
     batched = True  # one scoring of the factors for the rows of concurrent requests (per k)
+    consent_purpose = "personalisation"
     inputs: ClassVar[tuple[TensorSpec, ...]] = (
         TensorSpec("customer_id", "INT64", accepts="INT", required=True),
         TensorSpec("k", "INT32", accepts="INT"),
@@ -79,17 +80,20 @@ class RecommendationService(ServedModel):
     async def answer(self, state: Loaded, rows: list[RecommendRow]) -> list[Result]:  # type: ignore[override]
         # one ranking at the largest k: a smaller k's answer is its prefix (warm and cold start alike)
         most = max(r.k for r in rows)
-        ranked = state.estimator.recommend([r.customer_id for r in rows], most, [r.country for r in rows])
+        personal = [self.personal(r.customer_id) for r in rows]  # the others: the popularity list, like a stranger
+        ranked = state.estimator.recommend([r.customer_id if p else None for r, p in zip(rows, personal, strict=True)],
+                                           most, [r.country for r in rows])
         pseudonymise = self.log.pseudonymise
         results = []
-        for row, (items, cold) in zip(rows, ranked, strict=True):
+        for row, (items, cold), mine in zip(rows, ranked, personal, strict=True):
             if row.k < most:
                 items = items[: row.k]
             results.append(
                 Result(
                     v1={"customer_id": row.customer_id, "items": items, "cold_start": cold},
                     v2={"stock_codes": items, "cold_start": cold},
-                    log={"customer": pseudonymise(row.customer_id), "k": row.k, "country": row.country,
+                    log={"customer": pseudonymise(row.customer_id) if mine else None, "k": row.k,
+                         "country": row.country,
                          "items": items, "cold_start": cold},
                 )
             )

@@ -15,7 +15,8 @@ log. ``close`` writes what is left. A crash loses at most the records of the las
 
 Customer ids never appear in the log: models log :meth:`RequestLog.pseudonymise` (a keyed hash,
 :mod:`governance.pseudonyms`), which the monitoring jobs and the privacy tooling recompute with
-the same key.
+the same key. Request ids (the client's ``x-request-id``, the V2 ``id``) are kept as their keyed hash
+and model inputs not at all, unless ``request_log.keep_request_ids`` / ``keep_features`` allow them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from prometheus_client import Counter, Gauge
 
-from governance.pseudonyms import pseudonymise
+from governance.pseudonyms import pseudonymise, pseudonymise_text
 
 if TYPE_CHECKING:
     from zmlops.settings import RequestLogSettings
@@ -76,6 +77,10 @@ class RequestLog:
 
     def pseudonymise(self, customer_id: Any) -> str:
         return self._memo(int(customer_id))
+
+    def request_id(self, request_id: str) -> str:
+        """What the log keeps of a request id: its keyed hash unless ``request_log.keep_request_ids``."""
+        return request_id if self.cfg.keep_request_ids else pseudonymise_text(self.key, request_id)
 
     # ------------------------------------------------------------------ the request path
     def append(self, record: dict[str, Any]) -> None:

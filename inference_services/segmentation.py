@@ -62,6 +62,7 @@ class SegmentationService(ServedModel):
     family = "customer-segmentation"
     Row = SegmentRow
     batched = True  # one online-store read and one predict for the rows of concurrent requests
+    consent_purpose = "profiling"
     inputs: ClassVar[tuple[TensorSpec, ...]] = (
         TensorSpec("customer_id", "INT64", accepts="INT"),
         *(TensorSpec(f, "FP64", accepts="FP") for f in FEATURES),
@@ -107,10 +108,11 @@ class SegmentationService(ServedModel):
         values: list[list[float] | None] = [None] * len(rows)  # the model's inputs per row, FEATURES order
         degraded = [False] * len(rows)
         by_id: list[int] = []
+        personal = [r.customer_id is None or self.personal(r.customer_id) for r in rows]
         for i, r in enumerate(rows):
             if r.customer_id is None:
                 values[i] = [getattr(r, f) for f in FEATURES]
-            else:
+            elif personal[i]:  # the others: not profiled, the answer an unknown customer gets
                 by_id.append(i)
         if by_id:
             try:
@@ -133,6 +135,7 @@ class SegmentationService(ServedModel):
         labels = state.estimator.predict(np.array([values[i] for i in known], dtype=float)).tolist() if known else []
         segment = dict(zip(known, labels, strict=True))
         names: dict[int, str] = state.estimator.names_
+        keep_features = self.settings.request_log.keep_features
         default_id, default_name = state.index["default"]
         results = []
         for i, row in enumerate(rows):
@@ -146,8 +149,10 @@ class SegmentationService(ServedModel):
                     v1={"customer_id": row.customer_id, "segment": name, "segment_id": seg_id,
                         "cold_start": cold, "degraded": degraded[i]},
                     v2={"segment": name, "segment_id": seg_id, "cold_start": cold, "degraded": degraded[i]},
-                    log={"customer": None if row.customer_id is None else self.log.pseudonymise(row.customer_id),
-                         "features": None if given is None else dict(zip(FEATURES, given, strict=True)),
+                    log={"customer": None if row.customer_id is None or not personal[i]
+                         else self.log.pseudonymise(row.customer_id),
+                         **({"features": None if given is None else dict(zip(FEATURES, given, strict=True))}
+                            if keep_features else {}),
                          "segment": name, "cold_start": cold, "degraded": degraded[i]},
                 )
             )

@@ -496,6 +496,10 @@ def run(
                     await loop.run_in_executor(None, model.watch_inputs)
                 except Exception as error:  # noqa: BLE001 - cached inputs then expire by age alone
                     log.warning("%s: cannot check the inputs' freshness, %s: %s", family, type(error).__name__, error)
+                try:
+                    await loop.run_in_executor(None, model.watch_consent)
+                except Exception as error:  # noqa: BLE001 - the last register read stays in force
+                    log.warning("%s: cannot read the consent register, %s: %s", family, type(error).__name__, error)
             if cfg.poll_seconds <= 0 and model.state is not None:
                 return
             await asyncio.sleep(max(cfg.poll_seconds, 1.0))

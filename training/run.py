@@ -113,6 +113,8 @@ def train_family(
         "lock_hash": tracking.lock_hash(),
         "reason": reason,
     }
+    if "consent_excluded" in data.extra:  # customers left out of the training set for want of consent
+        tags["consent_excluded"] = str(data.extra["consent_excluded"])
     metrics = {**evaluation.metrics, **{f"baseline_{k}": v for k, v in evaluation.baseline.items()}}
     example = family.input_example(data)
     model = tracking.log_training_run(

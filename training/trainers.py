@@ -78,6 +78,18 @@ def _truth(settings: Settings, data_version: str) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path is not None else None
 
 
+def consenting(settings: Settings, frame: pd.DataFrame, purpose: str) -> tuple[pd.DataFrame, int]:
+    """The rows of customers whose consent allows ``purpose`` (governance.consent), and how many customers were
+    left out: a customer without it is never in that family's training set."""
+    from governance import consent
+
+    ids = frame["customer_id"].astype("int64")
+    unique = ids.unique()
+    ok = dict(zip(unique.tolist(), consent.allowed(settings, purpose, unique.tolist()), strict=True))  # type: ignore[arg-type]
+    keep = ids.map(ok).to_numpy(bool)
+    return frame[keep], len(unique) - sum(ok.values())
+
+
 # ---------------------------------------------------------------- demand forecast
 def make_forecaster(**params: Any) -> Any:
     from training.models.forecasting import CategoryForecaster
@@ -122,8 +134,10 @@ def segmentation_data(settings: Settings, clean_file: Path, data_version: str) -
     as_of = _newest(settings, "customer_features")
     customers = store.source_table(settings, "customer_features", ["customer_id"])
     entities = pd.DataFrame({"customer_id": customers["customer_id"].unique(), "event_timestamp": as_of})
-    frame = store.training_frame(settings, "customer_segmentation", entities).dropna()
-    return TrainingData(frame, pd.read_parquet(clean_file), as_of.to_pydatetime(), _truth(settings, data_version))
+    frame, left_out = consenting(settings, store.training_frame(settings, "customer_segmentation", entities).dropna(),
+                                 "profiling")
+    return TrainingData(frame, pd.read_parquet(clean_file), as_of.to_pydatetime(), _truth(settings, data_version),
+                        extra={"consent_excluded": left_out})
 
 
 def segmentation_example(data: TrainingData) -> pd.DataFrame:
@@ -187,7 +201,7 @@ def recommendation_data(settings: Settings, clean_file: Path, data_version: str)
     """Interactions from the clean transactions; recent product popularity from Feast at the cutoff."""
     from training.models.recommendation import time_split
 
-    clean = pd.read_parquet(clean_file)
+    clean, left_out = consenting(settings, pd.read_parquet(clean_file), "personalisation")
     as_of = _newest(settings, "product_features")
     codes = clean["stock_code"].unique()
     frame = store.training_frame(
@@ -198,7 +212,8 @@ def recommendation_data(settings: Settings, clean_file: Path, data_version: str)
     at_cutoff = store.training_frame(
         settings, "product_recommendation", pd.DataFrame({"stock_code": codes, "event_timestamp": cutoff})
     )
-    return TrainingData(frame, clean, as_of.to_pydatetime(), extra={"frame_at_cutoff": at_cutoff})
+    return TrainingData(frame, clean, as_of.to_pydatetime(),
+                        extra={"frame_at_cutoff": at_cutoff, "consent_excluded": left_out})
 
 
 def recommendation_example(data: TrainingData) -> pd.DataFrame:

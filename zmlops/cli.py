@@ -182,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", type=Path, default=None, help="write to this file instead of stdout")
 
     p = sub.add_parser(
+        "privacy", help="customers' consent: record a choice, show a customer's history",
+        description="The consent register (governance.consent; the state database, keyed by the customer's "
+        "pseudonym): profiling lets segmentation use a customer's behaviour, personalisation lets "
+        "recommendations be computed for them. Training leaves out customers without the purpose; the predictors "
+        "answer them as an unknown customer and log nothing that identifies them (docs/security.md).")
+    psub = p.add_subparsers(dest="action", required=True)
+    q = psub.add_parser("consent", help="record a customer's consent as it now stands (audited)")
+    q.add_argument("customer_id", type=int, help="the customer's id")
+    q.add_argument("--profiling", choices=["yes", "no"], required=True, help="may segmentation profile them?")
+    q.add_argument("--personalisation", choices=["yes", "no"], required=True,
+                   help="may recommendations be personalised for them?")
+    q.add_argument("--source", required=True, help="where the choice was made (web form, call centre, import)")
+    q = psub.add_parser("history", help="every consent record of a customer, oldest first")
+    q.add_argument("customer_id", type=int, help="the customer's id")
+
+    p = sub.add_parser(
         "rollout", help="progressive delivery on the local stack: serve, deploy (canary), rollback, status, drills",
         description="Models served by KServe processes behind HAProxy on the public ports. 'deploy' runs the "
         "canary plan (settings ZM_ROLLOUT__*: steps, analysis windows, limits) and ends promoted or rolled "
@@ -506,6 +522,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "audit":
         return _cmd_audit(args)
+    if args.command == "privacy":
+        from governance import consent
+
+        settings = get_settings()
+        if args.action == "consent":
+            try:
+                got = consent.record(settings, args.customer_id, args.profiling == "yes",
+                                     args.personalisation == "yes", args.source)
+            except ValueError as error:
+                print(f"zm privacy: error: {error}", file=sys.stderr)
+                return 2
+            print(f"customer {got.customer} (pseudonym): profiling {'yes' if got.profiling else 'no'}, "
+                  f"personalisation {'yes' if got.personalisation else 'no'} ({got.source}, by {got.actor})")
+            return 0
+        rows = consent.history(settings, args.customer_id)
+        table(f"consent of customer {consent.pseudonym(settings, args.customer_id)} ({len(rows)} records; none: "
+              f"{'refused' if settings.privacy.consent_required else 'allowed'} by default)",
+              ["time", "profiling", "personalisation", "source", "by"],
+              [[c.at[:19], c.profiling, c.personalisation, c.source, c.actor] for c in rows])
+        return 0
     if args.command == "auth":
         if args.action == "pushgateway-users":
             import secrets

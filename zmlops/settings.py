@@ -116,6 +116,11 @@ class RequestLogSettings(BaseModel):
                                  "is down; above it the oldest records are dropped (counted, never blocking).")
     retention_days: int = Field(30, ge=1, description="Request-log days older than this are deleted by the "
                                 "monitoring DAG.")
+    keep_request_ids: bool = Field(False, description="Log the client's x-request-id and V2 id as sent; off (the "
+                                   "default): their keyed hash (governance.pseudonyms.pseudonymise_text), since a "
+                                   "client may put a customer's id in them.")
+    keep_features: bool = Field(False, description="Log each row's model inputs (segmentation's behaviour features); "
+                                "off (the default): not logged, as no monitoring job reads them.")
 
 
 class RolloutSettings(BaseModel):
@@ -198,6 +203,14 @@ class ApprovalSettings(BaseModel):
                                       "named user (the demo's `demo-approver`), printed and audited.")
 
 
+class PrivacySettings(BaseModel):
+    """Customers' rights (governance.consent)."""
+
+    consent_required: bool = Field(False, description="Opt-in: only customers with a recorded grant are profiled "
+                                   "or get personalised answers. Off (the default, an opt-out regime): every "
+                                   "customer but those whose latest record withdraws a purpose.")
+
+
 class Settings(BaseSettings):
     """Settings of one deployment of the stack."""
 
@@ -242,6 +255,7 @@ class Settings(BaseSettings):
     request_log: RequestLogSettings = RequestLogSettings()
     auth: AuthSettings = AuthSettings()
     approval: ApprovalSettings = ApprovalSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

@@ -11,7 +11,9 @@ Tables:
   (the monitoring DAG or the Alertmanager receiver): the key is the primary key;
 - ``zm_audit``: the audit trail (:mod:`governance.audit`): append-only, each entry chained to the one
   before by its hash; the rollout controller's decisions are entries of it;
-- ``zm_deployments``: one row per model version the deploy step put into service.
+- ``zm_deployments``: one row per model version the deploy step put into service;
+- ``zm_consent``: the consent register (:mod:`governance.consent`): append-only, one row per change of a
+  customer's consent, keyed by the customer's pseudonym (never the id).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Integer,
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 
     from zmlops.settings import Settings
 
-__all__ = ["METADATA", "INCIDENTS", "AUDIT", "DEPLOYMENTS", "engine", "claim", "claims", "record_deployment",
+__all__ = ["METADATA", "INCIDENTS", "AUDIT", "DEPLOYMENTS", "CONSENT", "engine", "claim", "claims", "record_deployment",
            "deployments"]
 
 METADATA = MetaData()
@@ -70,6 +73,17 @@ DEPLOYMENTS = Table(
     Column("model", String(100), primary_key=True),
     Column("version", String(50), primary_key=True),
     Column("serving", String(50), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+CONSENT = Table(
+    "zm_consent", METADATA,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("customer", String(64), nullable=False, index=True),  # the pseudonym (governance.pseudonyms)
+    Column("profiling", Boolean, nullable=False),  # segmentation may use their behaviour
+    Column("personalisation", Boolean, nullable=False),  # recommendations may be personalised
+    Column("source", String(200), nullable=False),  # where the choice was made (web form, call centre, import)
+    Column("actor", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 

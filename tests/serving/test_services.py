@@ -544,34 +544,94 @@ def test_the_ranking_table_answers_as_scoring_per_request(servers: dict[str, Ser
 
 
 def test_request_log_has_a_pseudonymised_row_for_every_call(servers: dict[str, Server], home: Path) -> None:
-    """Batches of the log reach the object store (ZM_HOME locally) within request_log.flush_seconds."""
-    rec = servers["product-recommendation"]
+    """Batches of the log reach the object store (ZM_HOME locally) within request_log.flush_seconds; customer ids
+    and the client's request ids only as keyed hashes, model inputs not at all (request_log.keep_* off)."""
+    from governance.pseudonyms import pseudonymise, pseudonymise_text
+    from zmlops.settings import Settings
+
+    key = Settings(home=home).pseudonymisation_key.get_secret_value().encode()
+    rec, seg = servers["product-recommendation"], servers["customer-segmentation"]
     customer = known_customers(home, 1)[0]
-    folder = home / "requests" / rec.family  # requests/<model>/<day>/<batch>.jsonl
 
-    def lines() -> list[dict[str, Any]]:
-        return [json.loads(x) for f in sorted(folder.rglob("*.jsonl")) for x in f.read_text().splitlines()]
+    def lines(family: str) -> list[dict[str, Any]]:  # requests/<model>/<day>/<batch>.jsonl
+        return [json.loads(x) for f in sorted((home / "requests" / family).rglob("*.jsonl"))
+                for x in f.read_text().splitlines()]
 
-    # Earlier tests' batches may still be in flight: this test's calls are told apart by their request ids.
-    tag = f"log-test-{time.monotonic_ns()}"
+    # Earlier tests' batches may still be in flight: this test's calls are told apart by their request ids, which a
+    # client may fill with anything (here: the customer's id)
+    tag = f"cust-{customer}-{time.monotonic_ns()}"
+    hashed = {pseudonymise_text(key, f"{tag}-{k}"): k for k in (0, 1, 2, 3)}
     for k in (1, 2, 3):
         assert v1(rec, [{"customer_id": customer, "k": k}], headers={"x-request-id": f"{tag}-{k}"}).status_code == 200
     refused = v1(rec, [{"customer_id": customer, "k": 0}], headers={"x-request-id": f"{tag}-0"})
     assert refused.status_code == 400  # refused: not a prediction
+    assert v1(seg, [{"customer_id": customer}], headers={"x-request-id": f"{tag}-seg"}).status_code == 200
 
     def mine() -> list[dict[str, Any]]:
-        return [r for r in lines() if r["request_id"].startswith(tag)]
+        return [r for r in lines(rec.family) if r["request_id"] in hashed]
 
     deadline = time.monotonic() + 10
     while len(mine()) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)  # two more flush intervals: the refused call must not arrive late either
     rows = mine()
-    assert sorted(r["request_id"] for r in rows) == [f"{tag}-{k}" for k in (1, 2, 3)]
-    assert {r["version"] for r in rows} == {"1"} and all(r["request_id"] and r["latency_ms"] > 0 for r in rows)
-    text = "".join(f.read_text() for f in folder.rglob("*.jsonl"))
-    assert str(customer) not in text  # pseudonymised
-    assert rows[0]["rows"][0]["customer"] and len(rows[0]["rows"][0]["customer"]) == 16
+    assert sorted(hashed[r["request_id"]] for r in rows) == [1, 2, 3]
+    assert {r["version"] for r in rows} == {"1"} and all(r["latency_ms"] > 0 for r in rows)
+    assert {r["rows"][0]["customer"] for r in rows} == {pseudonymise(key, customer)}
+    segmented = [r for r in lines(seg.family) if r["request_id"] == pseudonymise_text(key, f"{tag}-seg")]
+    assert len(segmented) == 1 and "features" not in segmented[0]["rows"][0]  # the behaviour features stay out
+    for family in (rec.family, seg.family):
+        text = "".join(f.read_text() for f in (home / "requests" / family).rglob("*.jsonl"))
+        assert str(customer) not in text and tag not in text  # neither the id nor a request id that holds it
+
+
+def test_a_customer_who_withdrew_consent_gets_a_stranger_s_answer_and_leaves_no_trace(
+        servers: dict[str, Server], home: Path) -> None:
+    """Withdrawn in the consent register, the customer is answered as an unknown one (the popularity list, the
+    default segment) within a poll, their answer cache dropped, and their log rows name nobody; granted again,
+    they are personalised again."""
+    from governance import consent
+    from zmlops.settings import Settings
+
+    settings = Settings(home=home)
+    rec, seg = servers["product-recommendation"], servers["customer-segmentation"]
+    customer = known_customers(home, 6)[-1]
+    stranger = 2**53  # in no model
+
+    def answers() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        mine = v1(rec, [{"customer_id": customer, "k": 5}]).json()["predictions"][0]
+        theirs = v1(rec, [{"customer_id": stranger, "k": 5}]).json()["predictions"][0]
+        return mine, theirs, v1(seg, [{"customer_id": customer}]).json()["predictions"][0]
+
+    before, popular, segment = answers()
+    assert not before["cold_start"] and before["items"] != popular["items"] and not segment["cold_start"]
+    consent.record(settings, customer, profiling=False, personalisation=False, source="test: web form")
+    try:
+        deadline = time.monotonic() + 10
+        while answers()[0]["cold_start"] is False and time.monotonic() < deadline:
+            time.sleep(0.2)
+        tag = f"withdrawn-{time.monotonic_ns()}"
+        mine = v1(rec, [{"customer_id": customer, "k": 5}], headers={"x-request-id": tag}).json()["predictions"][0]
+        assert mine["cold_start"] and mine["items"] == popular["items"]
+        profiled = v1(seg, [{"customer_id": customer}], headers={"x-request-id": tag}).json()["predictions"][0]
+        assert profiled["cold_start"]
+        from governance.pseudonyms import pseudonymise_text
+
+        hashed = pseudonymise_text(settings.pseudonymisation_key.get_secret_value().encode(), tag)
+        for family in (rec.family, seg.family):
+            deadline = time.monotonic() + 10
+            rows: list[dict[str, Any]] = []
+            while not rows and time.monotonic() < deadline:
+                rows = [json.loads(x) for f in (home / "requests" / family).rglob("*.jsonl")
+                        for x in f.read_text().splitlines() if hashed in x]
+                time.sleep(0.2)
+            assert len(rows) == 1 and rows[0]["rows"][0]["customer"] is None, family
+    finally:
+        consent.record(settings, customer, profiling=True, personalisation=True, source="test: web form")
+    deadline = time.monotonic() + 10
+    while answers()[0]["cold_start"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert answers()[0] == before
 
 
 def test_readiness_follows_loading_and_a_corrupt_artifact_is_never_ready(home: Path, tmp_path: Path) -> None:

@@ -110,3 +110,18 @@ def test_retention_deletes_only_the_days_older_than_the_setting(tmp_path: Path) 
     assert gone == ["2026-10-01", "2026-11-02"]  # 2026-11-03 is exactly 30 days old: kept
     assert log_days(store, "demand-forecast") == ["2026-11-03", "2026-12-01"]
     assert log_days(store, "customer-segmentation") == ["2026-10-01"]  # another model's log is its own
+
+
+def test_request_ids_are_kept_as_keyed_hashes_unless_a_setting_allows_them(tmp_path: Path) -> None:
+    """A client may put a customer's id in its request id: by default only a keyed hash of it is logged, distinct
+    from that customer's own pseudonym; keep_request_ids logs it as sent."""
+    from governance.pseudonyms import pseudonymise, pseudonymise_text
+
+    hashed = RequestLog(ObjectStore(None, tmp_path), "m", "k", RequestLogSettings())
+    kept = RequestLog(ObjectStore(None, tmp_path), "m", "k", RequestLogSettings(keep_request_ids=True))
+    assert hashed.request_id("cust-12347") == pseudonymise_text(b"k", "cust-12347") != "cust-12347"
+    assert len(hashed.request_id("cust-12347")) == 16 and hashed.request_id("a") != hashed.request_id("b")
+    assert hashed.request_id("12347") != pseudonymise(b"k", 12347)  # never a customer's pseudonym
+    assert pseudonymise_text(b"other key", "cust-12347") != hashed.request_id("cust-12347")
+    assert kept.request_id("cust-12347") == "cust-12347"
+
