@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--source", required=True, help="where the choice was made (web form, call centre, import)")
     q = psub.add_parser("history", help="every consent record of a customer, oldest first")
     q.add_argument("customer_id", type=int, help="the customer's id")
+    q = psub.add_parser("export", help="the right of access: everything held about a customer, as one JSON file",
+                        description="Transactions in every retained data version, offline and online features, "
+                        "the segment, the answers served (request log, by pseudonym), the model versions trained "
+                        "on their data, and their consent history (governance/access.py); audited.")
+    q.add_argument("customer_id", type=int, help="the customer's id")
+    q.add_argument("--out", type=Path, required=True, help="the bundle's file (JSON)")
 
     p = sub.add_parser(
         "rollout", help="progressive delivery on the local stack: serve, deploy (canary), rollback, status, drills",
@@ -535,6 +541,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             print(f"customer {got.customer} (pseudonym): profiling {'yes' if got.profiling else 'no'}, "
                   f"personalisation {'yes' if got.personalisation else 'no'} ({got.source}, by {got.actor})")
+            return 0
+        if args.action == "export":
+            from governance.access import export
+
+            with step(f"export everything held about customer {consent.pseudonym(settings, args.customer_id)}"):
+                summary = export(settings, args.customer_id, args.out)
+            print(f"{args.out}: {json.dumps(summary)}")
             return 0
         rows = consent.history(settings, args.customer_id)
         table(f"consent of customer {consent.pseudonym(settings, args.customer_id)} ({len(rows)} records; none: "

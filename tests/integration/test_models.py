@@ -294,3 +294,59 @@ def test_feature_store_yaml_per_profile_loads(tmp_path: Path) -> None:
     )
     config = store.open_store(k8s).config
     assert config.online_store.type == "redis" and config.registry.registry_type == "sql"
+
+
+def test_access_exports_everything_held_about_one_customer(trained: tuple[Settings, dict[str, object]],
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           request: pytest.FixtureRequest) -> None:
+    """`zm privacy export`: the customer's transactions of every data version (as the raw file holds them), their
+    feature rows offline and online, their segment, the answers served to them (found by pseudonym in the request
+    log), the model versions trained on their data and their consent history, in one JSON file; audited."""
+    import json
+
+    from governance import audit, consent
+    from inference_services.request_log import RequestLog
+    from training.data import ingest
+    from training.data.cleaning import read_transactions
+    from zmlops.cli import main
+    from zmlops.stores import object_store
+
+    settings, _ = trained
+    registry = ingest.registry_for(settings)
+    version = registry.get("v1")
+    raw = read_transactions(registry.fetch(version, tmp_path / "raw") / version.transactions_file)
+    customer = int(raw["Customer ID"].dropna().value_counts().index[0])  # the busiest customer
+    other = int(raw["Customer ID"].dropna().value_counts().index[1])
+    key = settings.pseudonymisation_key.get_secret_value()
+    log = RequestLog(object_store(settings), "product-recommendation", key, settings.request_log)
+    for who in (customer, other, customer):
+        log.append({"request_id": "r", "model": "product-recommendation", "version": "1", "protocol": "v1",
+                    "latency_ms": 1.0, "cache_hits": 0,
+                    "rows": [{"customer": log.pseudonymise(who), "k": 3, "items": ["A", "B", "C"]}]})
+    log.close()
+    consent.record(settings, customer, profiling=True, personalisation=False, source="test: web form")
+
+    out = tmp_path / "bundle.json"
+    from zmlops.settings import get_settings
+
+    monkeypatch.setenv("ZM_HOME", str(settings.home))
+    get_settings.cache_clear()  # the command reads the process-wide settings
+    request.addfinalizer(get_settings.cache_clear)
+    assert main(["privacy", "export", str(customer), "--out", str(out)]) == 0
+    bundle = json.loads(out.read_text())
+    summary = {v: len(rows) for v, rows in bundle["transactions"].items()}
+    assert summary == {"v1": int((raw["Customer ID"] == customer).sum())} and summary["v1"] > 0
+    assert {r["Customer ID"] for r in bundle["transactions"]["v1"]} == {customer}
+    offline = bundle["features"]["offline"]["customer_features"]
+    assert offline and {r["customer_id"] for r in offline} == {customer}
+    assert bundle["features"]["online"]["customer_profile"]["customer_id"] == customer
+    assert bundle["segment"]["segment"] and bundle["segment"]["model_version"]
+    served = bundle["answers_served"]["product-recommendation"]
+    assert len(served) == 2 and {r["customer"] for r in served} == {consent.pseudonym(settings, customer)}
+    trained_on = {(m["model"], m["data_version"]) for m in bundle["model_versions_trained_on_their_data"]}
+    assert {(f, "v1") for f in FAMILY_NAMES} <= trained_on
+    assert [(c["personalisation"], c["source"]) for c in bundle["consent"]] == [(False, "test: web form")]
+    assert consent.pseudonym(settings, other) not in out.read_text()  # another customer's answer stays out
+    exported = [e for e in audit.entries(settings) if e.action == "privacy.exported"]
+    assert exported[-1].subject == f"customer:{consent.pseudonym(settings, customer)}"
+    assert str(customer) not in json.dumps(exported[-1].to_dict())

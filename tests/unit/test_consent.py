@@ -61,10 +61,14 @@ def test_training_sets_leave_out_customers_without_the_purpose(settings: Setting
 
 
 def test_the_command_records_and_shows_a_choice(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                request: pytest.FixtureRequest,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     from zmlops.cli import main
+    from zmlops.settings import get_settings
 
     monkeypatch.setenv("ZM_HOME", str(settings.home))
+    get_settings.cache_clear()  # the command reads the process-wide settings
+    request.addfinalizer(get_settings.cache_clear)
     assert main(["privacy", "consent", "77", "--profiling", "no", "--personalisation", "yes",
                  "--source", "web form"]) == 0
     assert main(["privacy", "history", "77"]) == 0

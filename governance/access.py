@@ -1,0 +1,144 @@
+"""The right of access: one machine-readable bundle of everything the stack holds about one customer.
+
+:func:`export` gathers, for one customer id: their transactions in every retained data version (the raw file of
+each version, fetched from the data registry with its recorded checksum), their rows of the offline feature
+sources and of the online store, the segment the production segmentation model gives them (only with their
+profiling consent), what the predictors answered about them (the request log, found through their pseudonym),
+which registered model versions were trained on a data version holding their transactions, and their consent
+history. The request is an audit entry (``privacy.exported``, subject ``customer:<pseudonym>``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from zmlops.settings import Settings
+
+__all__ = ["export"]
+
+PERSONAL_FAMILIES = ("customer-segmentation", "product-recommendation")  # trained on customers one by one
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = json.loads(frame.to_json(orient="records", date_format="iso"))
+    return out
+
+
+def _transactions(settings: Settings, customer_id: int) -> dict[str, list[dict[str, Any]]]:
+    from training.data import ingest
+    from training.data.cleaning import read_transactions
+
+    registry = ingest.registry_for(settings)
+    found: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="zm-access-") as tmp:
+        for version in registry.versions():
+            folder = registry.fetch(version, Path(tmp) / version.name, only=[version.transactions_file])
+            raw = read_transactions(folder / version.transactions_file)
+            if "Customer ID" not in raw:
+                continue
+            found[version.name] = _records(raw[raw["Customer ID"] == customer_id])
+    return found
+
+
+def _features(settings: Settings, customer_id: int) -> dict[str, Any]:
+    from feature_repo.names import PROFILE_FEATURES
+    from training.features import store
+
+    out: dict[str, Any] = {"offline": {}, "online": {}}
+    if store.published_version(settings) is None:
+        return out
+    offline = store.source_table(settings, "customer_features")
+    out["offline"]["customer_features"] = _records(offline[offline["customer_id"] == customer_id])
+    online = store.open_store(settings).get_online_features(
+        features=[f"customer_profile:{name}" for name in PROFILE_FEATURES],
+        entity_rows=[{"customer_id": customer_id}]).to_dict()
+    out["online"]["customer_profile"] = {k: v[0] for k, v in online.items()}
+    return out
+
+
+def _segment(settings: Settings, customer_id: int, features: dict[str, Any], profiled: bool) -> dict[str, Any]:
+    import pandas as pd
+
+    from training import tracking
+
+    version = tracking.alias_version(settings, "customer-segmentation", "production")
+    rows = features["offline"].get("customer_features") or []
+    if version is None or not rows:
+        return {"segment": None, "why": "no production segmentation model or no features for this customer"}
+    if not profiled:
+        return {"segment": None, "why": "not profiled: the customer withdrew profiling consent"}
+    newest = max(rows, key=lambda r: str(r["event_timestamp"]))
+    from feature_repo.names import PROFILE_FEATURES
+
+    estimator = tracking.load_estimator(settings, "customer-segmentation", version)
+    name = str(estimator.predict_names(pd.DataFrame([newest])[PROFILE_FEATURES])[0])
+    return {"segment": name, "model_version": version, "as_of": newest["event_timestamp"]}
+
+
+def _served(settings: Settings, pseudonym: str) -> dict[str, list[dict[str, Any]]]:
+    from monitoring.requests import read_log
+    from zmlops.catalog import FAMILIES
+    from zmlops.stores import object_store
+
+    store = object_store(settings)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for family in FAMILIES:
+        log = read_log(store, family)
+        if log.empty or "customer" not in log:
+            continue
+        mine = log[log["customer"] == pseudonym]
+        if not mine.empty:
+            out[family] = _records(mine)
+    return out
+
+
+def _model_versions(settings: Settings, data_versions: list[str]) -> list[dict[str, Any]]:
+    from training import tracking
+    from zmlops.catalog import FAMILIES
+
+    client = tracking.client(settings)
+    out = []
+    for family in FAMILIES:
+        for mv in client.search_model_versions(f"name = '{family}'"):
+            if mv.tags.get("data_version") in data_versions:
+                out.append({"model": family, "version": str(mv.version), "data_version": mv.tags["data_version"],
+                            "individually": family in PERSONAL_FAMILIES})
+    return sorted(out, key=lambda r: (r["model"], int(r["version"])))
+
+
+def export(settings: Settings, customer_id: int, out: Path) -> dict[str, Any]:
+    """Write the bundle of ``customer_id`` to ``out`` (JSON); returns what it holds, counted."""
+    from governance import audit, consent
+
+    customer_id = int(customer_id)
+    pseudonym = consent.pseudonym(settings, customer_id)
+    transactions = _transactions(settings, customer_id)
+    holding = [v for v, rows in transactions.items() if rows]
+    features = _features(settings, customer_id)
+    profiled = consent.allowed(settings, "profiling", [customer_id])[0]
+    bundle = {
+        "customer_id": customer_id,
+        "pseudonym": pseudonym,
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "transactions": transactions,
+        "features": features,
+        "segment": _segment(settings, customer_id, features, profiled),
+        "answers_served": _served(settings, pseudonym),
+        "model_versions_trained_on_their_data": _model_versions(settings, holding),
+        "consent": [c.__dict__ for c in consent.history(settings, customer_id)],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(bundle, indent=1, default=str))
+    summary = {"transactions": {v: len(rows) for v, rows in transactions.items()},
+               "answers_served": {f: len(rows) for f, rows in bundle["answers_served"].items()},
+               "model_versions": len(bundle["model_versions_trained_on_their_data"]),
+               "consent_records": len(bundle["consent"])}
+    audit.record(settings, "privacy.exported", f"customer:{pseudonym}", summary)
+    return summary
