@@ -202,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "on their data, and their consent history (governance/access.py); audited.")
     q.add_argument("customer_id", type=int, help="the customer's id")
     q.add_argument("--out", type=Path, required=True, help="the bundle's file (JSON)")
+    q = psub.add_parser("scan", help="search every store for a customer's id and pseudonym; print each hit",
+                        description="The object store (data versions, feature sources, request log, reports), the "
+                        "DVC remote and cache, the state database, the online store, every model version's "
+                        "artifacts in MLflow and the local Airflow logs (governance/scan.py).")
+    q.add_argument("customer_id", type=int, help="the customer's id")
+    q.add_argument("--json", action="store_true", help="print the hits as JSON")
 
     p = sub.add_parser(
         "rollout", help="progressive delivery on the local stack: serve, deploy (canary), rollback, status, drills",
@@ -548,6 +554,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             with step(f"export everything held about customer {consent.pseudonym(settings, args.customer_id)}"):
                 summary = export(settings, args.customer_id, args.out)
             print(f"{args.out}: {json.dumps(summary)}")
+            return 0
+        if args.action == "scan":
+            from governance.scan import as_dicts, scan
+
+            if args.json:  # nothing but the JSON on stdout
+                hits, unread = scan(settings, args.customer_id)
+                print(json.dumps({"hits": as_dicts(hits), "not_searched": unread}, indent=1))
+                return 0
+            with step(f"search every store for customer {consent.pseudonym(settings, args.customer_id)}"):
+                hits, unread = scan(settings, args.customer_id)
+            table(f"{len(hits)} hits ({len(unread)} binary files not searched)", ["store", "where", "what"],
+                  [[h.store, h.where, h.what] for h in hits])
             return 0
         rows = consent.history(settings, args.customer_id)
         table(f"consent of customer {consent.pseudonym(settings, args.customer_id)} ({len(rows)} records; none: "

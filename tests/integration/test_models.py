@@ -350,3 +350,49 @@ def test_access_exports_everything_held_about_one_customer(trained: tuple[Settin
     exported = [e for e in audit.entries(settings) if e.action == "privacy.exported"]
     assert exported[-1].subject == f"customer:{consent.pseudonym(settings, customer)}"
     assert str(customer) not in json.dumps(exported[-1].to_dict())
+
+
+def test_the_scanner_finds_a_customer_in_every_store_that_holds_them(
+        trained: tuple[Settings, dict[str, object]], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`zm privacy scan`: the data versions (object store, DVC remote and cache), the feature sources and the online
+    store, the request log (by pseudonym), the consent register and the audit trail, the recommender's artifact;
+    an id the stack never saw is nowhere."""
+    import json
+
+    import pandas as pd
+
+    from governance import consent
+    from governance.scan import scan
+    from inference_services.request_log import RequestLog
+    from zmlops.cli import main
+    from zmlops.settings import get_settings
+    from zmlops.stores import object_store
+
+    settings, _ = trained
+    clean = pd.read_parquet(settings.work / "v1" / "clean.parquet", columns=["customer_id"])
+    customer = int(clean["customer_id"].value_counts().index[2])
+    log = RequestLog(object_store(settings), "customer-segmentation", settings.pseudonymisation_key.get_secret_value(),
+                     settings.request_log)
+    log.append({"request_id": "r", "model": "customer-segmentation", "version": "1", "protocol": "v1",
+                "latency_ms": 1.0, "cache_hits": 0, "rows": [{"customer": log.pseudonymise(customer), "segment": "x"}]})
+    log.close()
+    consent.record(settings, customer, profiling=False, personalisation=True, source="test: call centre")
+
+    monkeypatch.setenv("ZM_HOME", str(settings.home))
+    get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)
+    assert main(["privacy", "scan", str(customer), "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    stores = {h["store"] for h in hits}
+    assert {"object store", "DVC remote", "DVC cache", "state database", "online store", "MLflow"} <= stores, stores
+    where = {(h["store"], h["where"]) for h in hits}
+    assert {("object store", "work/v1/clean.parquet"), ("object store", "feast/sources/customer_features.parquet"),
+            ("state database", "zm_consent"), ("state database", "zm_audit")} <= where
+    assert any(w.startswith("requests/customer-segmentation/") for s, w in where if s == "object store")
+    assert any(w.startswith("product-recommendation v") and w.endswith("estimator.joblib")
+               for s, w in where if s == "MLflow")
+    rows = next(h["what"] for h in hits if h["where"] == "work/v1/clean.parquet")
+    assert rows == f"{int((clean['customer_id'] == customer).sum())} rows (customer_id)"
+    nobody, _ = scan(settings, 987_654_321)
+    assert nobody == []
