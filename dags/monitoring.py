@@ -26,7 +26,8 @@ Results: an Evidently HTML report and a JSON summary per model in the object sto
 each model that should retrain, one event on its retrain asset, which starts the training DAG for
 that model with the reason. An incident (model version x data version) re-enters training once,
 however often the check repeats. The `retention` task deletes request-log days older than
-`ZM_REQUEST_LOG__RETENTION_DAYS`. Before any model is in production (a fresh install) the checks
+`ZM_REQUEST_LOG__RETENTION_DAYS` and check reports older than `ZM_MONITORING__REPORT_RETENTION_DAYS`
+(each model's newest stays). Before any model is in production (a fresh install) the checks
 are skipped.
 
 Params: `data_version` (default `current`).
@@ -95,13 +96,16 @@ def zmlops_monitoring() -> None:
 
     @task
     def retention() -> dict[str, list[str]]:
+        from monitoring.loop import prune_reports
         from monitoring.requests import prune_log
         from zmlops.settings import get_settings
 
         settings = get_settings()
         gone = {family: prune_log(settings, family) for family in FAMILIES}
         print(f"request-log days deleted (older than {settings.request_log.retention_days} days): {gone}")
-        return gone
+        reports = prune_reports(settings)
+        print(f"check reports deleted (older than {settings.monitoring.report_retention_days} days): {len(reports)}")
+        return {**gone, "reports": reports}
 
     version = resolve()
     results = check.partial(version=version).expand(family=list(FAMILIES))

@@ -12,19 +12,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from zmlops import statedb
+from zmlops.catalog import FAMILIES
 from zmlops.settings import MonitoringSettings, Settings
 from zmlops.stores import object_store
 
 __all__ = ["monitoring_dir", "save_result", "results", "write_index", "write_metrics", "claim_incident",
-           "incidents", "reconcile_pushgateway"]
+           "incidents", "reconcile_pushgateway", "prune_reports"]
 
 PREFIX = "reports/monitoring"
 
@@ -55,6 +58,26 @@ def results(settings: Settings, family: str | None = None) -> list[dict[str, Any
             and (family is None or k[len(PREFIX) + 1:].startswith(f"{family}-"))]
     found = [json.loads(data) for data in store.get_many(keys).values()]
     return sorted(found, key=lambda r: str(r.get("checked_at", "")), reverse=True)
+
+
+_STAMPED = re.compile(r"^(?P<name>.+)-(?P<stamp>\d{8}T\d{6})\.(?:html|json)$")  # FAMILY-VERSION-STAMP
+
+
+def prune_reports(settings: Settings, today: dt.date | None = None) -> list[str]:
+    """Delete the check reports (Evidently HTML and summaries) older than ``monitoring.report_retention_days``;
+    each family's newest check stays whatever its age (the next check compares with it). Returns the keys."""
+    store = object_store(settings)
+    cutoff = ((today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=settings.monitoring.report_retention_days))
+    stamped = [(next((f for f in FAMILIES if m["name"].startswith(f"{f}-")), m["name"]), m["stamp"], key)
+               for key in store.keys(PREFIX) if (m := _STAMPED.match(key[len(PREFIX) + 1:]))]
+    newest: dict[str, str] = {}
+    for family, stamp, _ in stamped:
+        newest[family] = max(newest.get(family, ""), stamp)
+    gone = [key for family, stamp, key in stamped
+            if stamp < cutoff.strftime("%Y%m%dT000000") and stamp != newest[family]]
+    for key in gone:
+        store.delete(key)
+    return sorted(gone)
 
 
 def write_index(settings: Settings) -> Path:

@@ -165,6 +165,8 @@ class MonitoringSettings(BaseModel):
     sample_rows: int = Field(
         5_000, ge=100, description="Rows per side given to Evidently; above, each column becomes that many quantiles."
     )
+    report_retention_days: int = Field(90, ge=1, description="Check reports (Evidently HTML, summaries) older than "
+                                       "this are deleted by the monitoring DAG; each family's newest stays.")
     drift_share: float = Field(0.5, gt=0, le=1, description="Retrain when this share of monitored columns drifts.")
     segment_share_shift: float = Field(0.05, gt=0, description="Retrain when a segment's share moves this much.")
     new_product_share: float = Field(0.10, gt=0, description="Retrain when unseen products sell this share.")

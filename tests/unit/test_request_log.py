@@ -112,6 +112,31 @@ def test_retention_deletes_only_the_days_older_than_the_setting(tmp_path: Path) 
     assert log_days(store, "customer-segmentation") == ["2026-10-01"]  # another model's log is its own
 
 
+def test_report_retention_deletes_old_checks_but_each_model_s_newest(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from monitoring.loop import PREFIX, prune_reports
+    from zmlops.settings import MonitoringSettings, Settings
+    from zmlops.stores import object_store
+
+    settings = Settings(home=tmp_path, monitoring=MonitoringSettings(report_retention_days=90))
+    store = object_store(settings)
+    kept_anyway = ["index.html", "metrics.prom"]
+    names = ["demand-forecast-v1-20260801T030000", "demand-forecast-v2-20260903T030000",  # > 90 days before 12-03
+             "demand-forecast-v3-20261201T030000",
+             "customer-segmentation-v1-20260801T030000"]  # old, but the newest check of its model
+    for name in names:
+        store.put(f"{PREFIX}/{name}.json", b"{}")
+        store.put(f"{PREFIX}/{name}.html", b"<html></html>")
+    for name in kept_anyway:
+        store.put(f"{PREFIX}/{name}", b"x")
+    gone = prune_reports(settings, today=dt.date(2026, 12, 3))
+    assert gone == [f"{PREFIX}/demand-forecast-v1-20260801T030000.{s}" for s in ("html", "json")] + \
+        [f"{PREFIX}/demand-forecast-v2-20260903T030000.{s}" for s in ("html", "json")]
+    left = {k.rsplit("/", 1)[1] for k in store.keys(PREFIX)}
+    assert left == {*kept_anyway, *(f"{n}.{s}" for n in names[2:] for s in ("html", "json"))}
+
+
 def test_request_ids_are_kept_as_keyed_hashes_unless_a_setting_allows_them(tmp_path: Path) -> None:
     """A client may put a customer's id in its request id: by default only a keyed hash of it is logged, distinct
     from that customer's own pseudonym; keep_request_ids logs it as sent."""
