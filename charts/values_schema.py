@@ -30,6 +30,8 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "images.*.digest": {"pattern": DIGEST},
     "images.pullPolicy": {"enum": ["IfNotPresent", "Always", "Never"]},
     "settings.monitoring.*": {"minimum": 0, "maximum": 1},
+    "settings.reports.retentionDays": {"minimum": 1},
+    "settings.privacy.erasureRetrainDays": {"minimum": 1},
     "inference.deploymentMode": {"enum": ["RawDeployment", "Standard", "Serverless"]},
     "inference.alias": {"pattern": r"^[a-z][a-z0-9-]*$"},
     "inference.minReplicas": {"minimum": 1},

@@ -27,7 +27,9 @@ each model that should retrain, one event on its retrain asset, which starts the
 that model with the reason. An incident (model version x data version) re-enters training once,
 however often the check repeats. The `retention` task deletes request-log days older than
 `ZM_REQUEST_LOG__RETENTION_DAYS` and check reports older than `ZM_MONITORING__REPORT_RETENTION_DAYS`
-(each model's newest stays). Before any model is in production (a fresh install) the checks
+(each model's newest stays), and the model versions trained on a data version an erasure retired
+(all but production). A family whose production version was trained on such a version is sent back
+to training. Before any model is in production (a fresh install) the checks
 are skipped.
 
 Params: `data_version` (default `current`).
@@ -77,6 +79,11 @@ def zmlops_monitoring() -> None:
         except LookupError as missing:  # nothing in production yet: nothing to monitor
             print(missing)
             return None
+        from governance.erasure import retired_production
+
+        erased = retired_production(settings, family)  # an erasure retired its training data: retrain without it
+        if erased:
+            result["reasons"].append(erased)
         save_result(settings, result)
         print(f"{family}: drift share {result['drift_share']:.2f}, signals {result['signals']}, "
               f"decision: {'; '.join(result['reasons']) or 'no action'}")
@@ -105,7 +112,11 @@ def zmlops_monitoring() -> None:
         print(f"request-log days deleted (older than {settings.request_log.retention_days} days): {gone}")
         reports = prune_reports(settings)
         print(f"check reports deleted (older than {settings.monitoring.report_retention_days} days): {len(reports)}")
-        return {**gone, "reports": reports}
+        from governance.erasure import forget_models
+
+        forgotten = forget_models(settings)  # versions trained on erased (retired) data, no longer served
+        print(f"model versions deleted (trained on retired data): {forgotten}")
+        return {**gone, "reports": reports, "models": forgotten}
 
     version = resolve()
     results = check.partial(version=version).expand(family=list(FAMILIES))

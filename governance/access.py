@@ -5,7 +5,7 @@ each version, fetched from the data registry with its recorded checksum), their 
 sources and of the online store, the segment the production segmentation model gives them (only with their
 profiling consent), what the predictors answered about them (the request log, found through their pseudonym),
 which registered model versions were trained on a data version holding their transactions, and their consent
-history. The request is an audit entry (``privacy.exported``, subject ``customer:<pseudonym>``).
+history. The request is an audit entry (``privacy.exported``, subject :func:`governance.consent.audit_subject`).
 """
 
 from __future__ import annotations
@@ -140,5 +140,5 @@ def export(settings: Settings, customer_id: int, out: Path) -> dict[str, Any]:
                "answers_served": {f: len(rows) for f, rows in bundle["answers_served"].items()},
                "model_versions": len(bundle["model_versions_trained_on_their_data"]),
                "consent_records": len(bundle["consent"])}
-    audit.record(settings, "privacy.exported", f"customer:{pseudonym}", summary)
+    audit.record(settings, "privacy.exported", consent.audit_subject(settings, customer_id), summary)
     return summary

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import func, insert, select
 
-from governance.pseudonyms import pseudonymise
+from governance.pseudonyms import pseudonymise, subject
 from zmlops.statedb import CONSENT, engine
 
 if TYPE_CHECKING:
     from zmlops.settings import Settings
 
-__all__ = ["PURPOSES", "Consent", "record", "history", "withdrawn", "granted", "allowed", "pseudonym"]
+__all__ = ["PURPOSES", "Consent", "record", "history", "withdrawn", "granted", "allowed", "pseudonym",
+           "audit_subject"]
 
 Purpose = Literal["profiling", "personalisation"]
 PURPOSES: tuple[Purpose, ...] = ("profiling", "personalisation")
@@ -44,6 +45,11 @@ def pseudonym(settings: Settings, customer_id: int) -> str:
     return pseudonymise(settings.pseudonymisation_key.get_secret_value().encode(), customer_id)
 
 
+def audit_subject(settings: Settings, customer_id: int) -> str:
+    """``customer:<keyed hash>``: how the audit trail names a customer (:func:`governance.pseudonyms.subject`)."""
+    return f"customer:{subject(settings.pseudonymisation_key.get_secret_value().encode(), customer_id)}"
+
+
 def record(settings: Settings, customer_id: int, profiling: bool, personalisation: bool, source: str,
            actor: str | None = None) -> Consent:
     """Append a customer's consent as it now stands (both purposes), and its audit entry."""
@@ -57,7 +63,7 @@ def record(settings: Settings, customer_id: int, profiling: bool, personalisatio
     with engine(settings).begin() as conn:
         conn.execute(insert(CONSENT).values(customer=customer, profiling=profiling, personalisation=personalisation,
                                             source=source, actor=who, created_at=now))
-    audit.record(settings, "consent.changed", f"customer:{customer}",
+    audit.record(settings, "consent.changed", audit_subject(settings, customer_id),
                  {"profiling": profiling, "personalisation": personalisation, "source": source}, who=who)
     return Consent(customer, profiling, personalisation, source, who, now.isoformat())
 

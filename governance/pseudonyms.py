@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from typing import Any
 
-__all__ = ["pseudonymise", "pseudonymise_text"]
+__all__ = ["pseudonymise", "pseudonymise_text", "subject"]
 
 
 def pseudonymise(key: bytes, customer_id: Any) -> str:
@@ -26,3 +26,11 @@ def pseudonymise_text(key: bytes, value: str) -> str:
     pseudonym: whoever holds the key finds a request's log rows by hashing the id the client was answered with.
     """
     return hmac.new(key, b"request-id:" + value.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def subject(key: bytes, customer_id: Any) -> str:
+    """The keyed hash the audit trail and the erasure register name a customer by, 16 hex characters: never the
+    request log's pseudonym, so erasing a customer's rows everywhere leaves the audit trail's entries unlinked to
+    any other store (a salted hash: the key is the salt)."""
+    return hmac.new(key, b"audit-subject:" + str(int(customer_id)).encode(), hashlib.sha256).hexdigest()[:16]
+

@@ -13,9 +13,10 @@ Feast and MLflow clients, as the pipelines reach them):
   input examples, model cards);
 - the local profile's Airflow task logs (in a cluster, logs go to its log collector, not searched here).
 
-Tables (Parquet, Excel) are searched in their customer columns, text files for the pseudonym and for the id as a
-whole number (a number that happens to equal the id is reported too: read the hit). Other binary files are listed
-as not searched.
+Tables (Parquet, Excel) are searched in their customer columns; text files for the pseudonym, for the audit
+trail's keyed hash of the customer (:func:`governance.pseudonyms.subject`: after an erasure it should be the only
+hit left, in the audit trail and the erasure register) and for the id as a whole number (a number that happens to
+equal the id is reported too: read the hit). Other binary files are listed as not searched.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Hit:
 class _Needle:
     customer_id: int
     pseudonym: str
+    subject: str  # the audit trail's keyed hash: expected in the audit trail and the erasure register
 
     def __post_init__(self) -> None:
         self.number = re.compile(rf"(?<![\w.]){self.customer_id}(?![\w]|\.\d)".encode())
@@ -70,6 +72,8 @@ class _Needle:
         found = []
         if (n := data.count(self.pseudonym.encode())):
             found.append(f"{n} mentions of the pseudonym")
+        if (n := data.count(self.subject.encode())):
+            found.append(f"{n} mentions of the audit subject hash")
         if (n := len(self.number.findall(data))):
             found.append(f"{n} mentions of the number {self.customer_id}")
         return found
@@ -213,7 +217,8 @@ def scan(settings: Settings, customer_id: int) -> tuple[list[Hit], list[str]]:
     """Every hit of the customer's id or pseudonym, store by store; and the files not searched (binary kinds)."""
     from governance import consent
 
-    needle = _Needle(int(customer_id), consent.pseudonym(settings, int(customer_id)))
+    needle = _Needle(int(customer_id), consent.pseudonym(settings, int(customer_id)),
+                     consent.audit_subject(settings, int(customer_id)).removeprefix("customer:"))
     unread: list[str] = []
     hits = (_object_store(settings, needle, unread) + _dvc(settings, needle, unread) + _state_db(settings, needle)
             + _online(settings, needle) + _mlflow(settings, needle, unread) + _logs(settings, needle, unread))

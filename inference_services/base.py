@@ -16,6 +16,7 @@ body, ``x-model-version`` header); every prediction is appended to the request l
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -31,6 +32,7 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 from pydantic import BaseModel, ValidationError
 
+from governance.pseudonyms import subject
 from inference_services import metrics
 from inference_services.batching import Batcher
 from inference_services.request_log import RequestLog
@@ -167,6 +169,9 @@ class ServedModel(Model):  # type: ignore[misc]
         self.use_cache = self.cached and settings.serving.cache_size > 0
         self.batcher: Batcher[Loaded, Result] | None = None
         self._consent: frozenset[str] | None = None  # pseudonyms: those who withdrew (or, opt-in, who granted)
+        self._erased: frozenset[str] = frozenset()  # subject hashes of erased customers (governance.erasure)
+        self._subject = functools.lru_cache(maxsize=65_536)(
+            functools.partial(subject, settings.pseudonymisation_key.get_secret_value().encode()))
         if self.batched and settings.serving.batching:
             rows_hist = metrics.child(metrics.BATCH_ROWS, self.family)
             self.batcher = Batcher(self._answer_now, settings.serving.max_batch,
@@ -246,22 +251,27 @@ class ServedModel(Model):  # type: ignore[misc]
         return self.ready
 
     def watch_consent(self) -> None:
-        """Re-read the consent register for this family's purpose (the poll loop); a change drops the cache."""
+        """Re-read the consent register for this family's purpose and the erasure register (the poll loop); a
+        change drops the cache."""
         if self.consent_purpose is None:
             return
         from governance import consent
+        from governance.erasure import erased_subjects
 
         purpose = self.consent_purpose
         read = consent.granted if self.settings.privacy.consent_required else consent.withdrawn
         found = read(self.settings, purpose)  # type: ignore[arg-type]
-        if found != self._consent:
-            self._consent = found
+        erased = erased_subjects(self.settings)
+        if found != self._consent or erased != self._erased:
+            self._consent, self._erased = found, erased
             self.cache.clear()
 
     def personal(self, customer_id: Any) -> bool:
         """May this customer get an answer about them (their consent for ``consent_purpose``)?"""
         if self.consent_purpose is None:
             return True
+        if self._erased and self._subject(int(customer_id)) in self._erased:  # erased: a stranger from now on
+            return False
         named = self.log.pseudonymise(customer_id) in (self._consent or ())
         return named if self.settings.privacy.consent_required else not named
 

@@ -208,6 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "artifacts in MLflow and the local Airflow logs (governance/scan.py).")
     q.add_argument("customer_id", type=int, help="the customer's id")
     q.add_argument("--json", action="store_true", help="print the hits as JSON")
+    q = psub.add_parser("erase", help="the right to erasure: remove a customer from every store (audited by a keyed "
+                        "hash, never the id)",
+                        description="A new data version without them (gated), features and online rows from it, "
+                        "every earlier version holding them retired (DVC objects deleted from cache and remote), "
+                        "their request-log rows and consent records deleted, the predictors told at once; models "
+                        "trained on their data retrain when the monitoring DAG next runs, and its retention task "
+                        "then deletes the old versions (governance/erasure.py). Check with 'zm privacy scan'.")
+    q.add_argument("customer_id", type=int, help="the customer's id")
+    q.add_argument("--reason", required=True, help="the request's reference (recorded)")
 
     p = sub.add_parser(
         "rollout", help="progressive delivery on the local stack: serve, deploy (canary), rollback, status, drills",
@@ -554,6 +563,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             with step(f"export everything held about customer {consent.pseudonym(settings, args.customer_id)}"):
                 summary = export(settings, args.customer_id, args.out)
             print(f"{args.out}: {json.dumps(summary)}")
+            return 0
+        if args.action == "erase":
+            from governance.erasure import erase
+
+            with step(f"erase customer {consent.audit_subject(settings, args.customer_id)} from every store"):
+                try:
+                    done = erase(settings, args.customer_id, args.reason)
+                except (ValueError, RuntimeError) as error:
+                    print(f"zm privacy: error: {error}", file=sys.stderr)
+                    return 2
+            print(json.dumps(done, indent=1))
             return 0
         if args.action == "scan":
             from governance.scan import as_dicts, scan

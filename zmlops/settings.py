@@ -211,6 +211,8 @@ class PrivacySettings(BaseModel):
     consent_required: bool = Field(False, description="Opt-in: only customers with a recorded grant are profiled "
                                    "or get personalised answers. Off (the default, an opt-out regime): every "
                                    "customer but those whose latest record withdraws a purpose.")
+    erasure_retrain_days: int = Field(30, ge=1, description="After an erasure, models trained on the customer's data "
+                                      "must be retrained without them within this many days.")
 
 
 class Settings(BaseSettings):

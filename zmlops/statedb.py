@@ -13,7 +13,9 @@ Tables:
   before by its hash; the rollout controller's decisions are entries of it;
 - ``zm_deployments``: one row per model version the deploy step put into service;
 - ``zm_consent``: the consent register (:mod:`governance.consent`): append-only, one row per change of a
-  customer's consent, keyed by the customer's pseudonym (never the id).
+  customer's consent, keyed by the customer's pseudonym (never the id);
+- ``zm_erasures``: erased customers (:mod:`governance.erasure`), by their audit subject hash: the predictors answer
+  them as strangers until every served model is retrained without them.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ if TYPE_CHECKING:
 
     from zmlops.settings import Settings
 
-__all__ = ["METADATA", "INCIDENTS", "AUDIT", "DEPLOYMENTS", "CONSENT", "engine", "claim", "claims", "record_deployment",
-           "deployments"]
+__all__ = ["METADATA", "INCIDENTS", "AUDIT", "DEPLOYMENTS", "CONSENT", "ERASURES", "engine", "claim", "claims",
+           "record_deployment", "deployments"]
 
 METADATA = MetaData()
 INCIDENTS = Table(
@@ -85,6 +87,14 @@ CONSENT = Table(
     Column("source", String(200), nullable=False),  # where the choice was made (web form, call centre, import)
     Column("actor", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+ERASURES = Table(
+    "zm_erasures", METADATA,
+    Column("subject", String(64), primary_key=True),  # governance.pseudonyms.subject: never the id or pseudonym
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("retrain_by", DateTime(timezone=True), nullable=False),  # models trained on their data: retrained by
+    Column("details", JSON, nullable=False),
 )
 
 

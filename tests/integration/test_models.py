@@ -348,7 +348,7 @@ def test_access_exports_everything_held_about_one_customer(trained: tuple[Settin
     assert [(c["personalisation"], c["source"]) for c in bundle["consent"]] == [(False, "test: web form")]
     assert consent.pseudonym(settings, other) not in out.read_text()  # another customer's answer stays out
     exported = [e for e in audit.entries(settings) if e.action == "privacy.exported"]
-    assert exported[-1].subject == f"customer:{consent.pseudonym(settings, customer)}"
+    assert exported[-1].subject == consent.audit_subject(settings, customer)
     assert str(customer) not in json.dumps(exported[-1].to_dict())
 
 

@@ -43,7 +43,8 @@ def test_every_change_is_audited_by_pseudonym_never_by_id(settings: Settings) ->
     consent.record(settings, 4242, profiling=False, personalisation=True, source="import", actor="dpo")
     entries = [e for e in audit.entries(settings) if e.action == "consent.changed"]
     assert len(entries) == 1 and entries[0].actor == "dpo"
-    assert entries[0].subject == f"customer:{consent.pseudonym(settings, 4242)}"
+    assert entries[0].subject == consent.audit_subject(settings, 4242)
+    assert consent.pseudonym(settings, 4242) not in repr(entries[0])  # not the request log's pseudonym either
     assert entries[0].details == {"profiling": False, "personalisation": True, "source": "import"}
     assert "4242" not in repr(entries[0])
     assert audit.verify(settings) == []

@@ -35,15 +35,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from zmlops.settings import telemetry_env
 
 __all__ = ["DataRegistry", "DataVersion", "VersionNotFound", "sha256_of"]
 
-Status = Literal["pending", "good", "bad"]
+Status = Literal["pending", "good", "bad", "retired"]
 
 
 class VersionNotFound(LookupError):
     """The requested data version does not exist (the message lists the ones that do)."""
+
+
+class VersionRetired(VersionNotFound):
+    """The version was retired (an erasure): its bytes are deleted from the DVC cache and remote."""
 
 
 @dataclass(frozen=True)
@@ -235,6 +241,46 @@ class DataRegistry:
                     return self._get(name)
         raise RuntimeError(f"could not record the verdict of {name}: the registry remote kept changing")
 
+    def objects(self, name: str) -> set[str]:
+        """The DVC objects of version ``name`` (``files/md5/ab/cdef...``, the folder's listing included)."""
+        out = yaml.safe_load(self._git("show", f"{name}:raw.dvc"))["outs"][0]["md5"]
+        listing = json.loads(self._read_object(_object_path(out)))
+        return {_object_path(out), *(_object_path(entry["md5"]) for entry in listing)}
+
+    def _read_object(self, path: str) -> bytes:
+        local = self.root / ".dvc" / "cache" / path
+        if local.exists():
+            return local.read_bytes()
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(self.remote_url)
+        data: bytes = fs.cat_file(f"{root.rstrip('/')}/{path}")
+        return data
+
+    def retire(self, name: str, why: str) -> list[str]:
+        """Retire version ``name`` for good: tag ``retired/NAME`` (the message says why) and delete its bytes from
+        the DVC cache and remote, but for objects a kept version shares. Returns the deleted objects."""
+        import fsspec
+
+        with self._locked():
+            if self.git_remote:
+                self._fetch()
+            tags = self._git("tag", "--list").split()
+            version = self._get(name)
+            kept = [v for v in self._versions() if v.name != name and f"retired/{v.name}" not in tags]
+            shared = set().union(*(self.objects(v.name) for v in kept)) if kept else set()
+            doomed = sorted(self.objects(name) - shared)
+            self._git("tag", "-a", "-f", "-m", why, f"retired/{name}", version.commit)
+            if self.git_remote and not self._push(f"refs/tags/retired/{name}"):
+                raise RuntimeError(f"could not record the retirement of {name} on the registry remote")
+        fs, root = fsspec.core.url_to_fs(self.remote_url)
+        for path in doomed:
+            (self.root / ".dvc" / "cache" / path).unlink(missing_ok=True)
+            target = f"{root.rstrip('/')}/{path}"
+            if fs.exists(target):
+                fs.rm(target)
+        return doomed
+
     # -- reading ----------------------------------------------------------------------------------------
     def versions(self) -> list[DataVersion]:
         self._clone_if_missing()
@@ -267,7 +313,8 @@ class DataRegistry:
     def _version(self, name: str, tags: list[str]) -> DataVersion:
         commit = self._git("rev-list", "-n", "1", name)
         meta = json.loads(self._git("show", f"{name}:version.json"))
-        status: Status = "good" if f"good/{name}" in tags else "bad" if f"bad/{name}" in tags else "pending"
+        status: Status = "retired" if f"retired/{name}" in tags else "good" if f"good/{name}" in tags \
+            else "bad" if f"bad/{name}" in tags else "pending"
         return DataVersion(name, commit, status, meta)
 
     def current(self) -> DataVersion | None:
@@ -298,6 +345,9 @@ class DataRegistry:
         import dvc.api
 
         self._clone_if_missing()
+        if version.status == "retired":
+            why = self._git("tag", "-l", "--format=%(contents:subject)", f"retired/{version.name}")
+            raise VersionRetired(f"data version {version.name} was retired: its bytes are deleted ({why})")
         dest.mkdir(parents=True, exist_ok=True)
         for file_name, digest in version.files.items():
             if only is not None and file_name not in only:
@@ -314,3 +364,9 @@ class DataRegistry:
                 raise RuntimeError(f"{file_name} of {version.name}: checksum mismatch")
             tmp.replace(target)
         return dest
+
+
+def _object_path(md5: str) -> str:
+    """Where DVC 3 keeps an object in a cache or remote."""
+    return f"files/md5/{md5[:2]}/{md5[2:]}"
+

@@ -1,0 +1,215 @@
+"""The right to erasure: ``zm privacy erase CUSTOMER_ID`` removes a customer from every store the stack writes.
+
+In order, stopping before anything is deleted if the new data version fails the gate:
+
+1. a new data version: the current version's raw file without the customer's rows, gated like any delivery (it
+   becomes ``current``);
+2. the features from it: the offline sources are published again, and the online rows of every view keyed by
+   customer are deleted and materialized again (Feast's provider, so SQLite and Redis alike);
+3. every earlier version holding the customer is retired: a ``retired/vN`` tag (with the reason) in the data
+   registry and its DVC objects deleted from the cache and the remote (objects a kept version shares stay), its
+   derived tables in the object store deleted; :meth:`DataRegistry.fetch` refuses a retired version;
+4. their request-log rows are removed (the batches rewritten), their consent records deleted;
+5. the erasure register (``zm_erasures``, by :func:`governance.pseudonyms.subject`) makes the predictors answer
+   them as strangers within a poll, in every served version, until models trained without them serve;
+6. the audit trail records the erasure by the same keyed hash (``privacy.erased``), never the id.
+
+Models trained on their data still hold them (the recommender's user factors and ranking rows) until the next
+version trained on the new data version replaces them and the old versions are deleted: ``retrain_by`` (now plus
+``privacy.erasure_retrain_days``) says by when. :func:`governance.scan.scan` shows what is left.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zmlops.settings import Settings
+
+__all__ = ["erase", "erased_subjects", "retired_production", "forget_models"]
+
+CUSTOMER_VIEWS = ("customer_profile", "customer_behaviour")
+
+
+def erased_subjects(settings: Settings) -> frozenset[str]:
+    """The subject hashes of every erased customer (the predictors' suppression list)."""
+    from sqlalchemy import select
+
+    from zmlops.statedb import ERASURES, engine
+
+    with engine(settings).connect() as conn:
+        return frozenset(conn.execute(select(ERASURES.c.subject)).scalars())
+
+
+def _holds(registry: Any, version: Any, customer_id: int, tmp: Path) -> bool:
+    from training.data.cleaning import read_transactions
+
+    folder = registry.fetch(version, tmp / version.name, only=[version.transactions_file])
+    raw = read_transactions(folder / version.transactions_file)
+    return bool("Customer ID" in raw and (raw["Customer ID"] == customer_id).any())
+
+
+def _new_version(settings: Settings, customer_id: int, tmp: Path) -> tuple[str, int]:
+    """The current version's raw transactions without the customer, snapshotted and gated; (name, rows removed)."""
+    from training.data import ingest
+    from training.data.cleaning import read_transactions
+
+    registry = ingest.registry_for(settings)
+    current = registry.current()
+    if current is None:
+        raise RuntimeError("no data version has passed the gate: nothing to erase from")
+    folder = registry.fetch(current, tmp / "current", only=[current.transactions_file])
+    raw = read_transactions(folder / current.transactions_file)
+    keep = raw["Customer ID"] != customer_id
+    out = tmp / "erased" / f"{Path(current.transactions_file).stem}.parquet"
+    out.parent.mkdir(parents=True)
+    raw[keep.fillna(True).to_numpy(bool)].to_parquet(out, index=False)
+    as_of = dt.date.fromisoformat(str(current.meta["as_of"])[:10]) if current.meta.get("as_of") else None
+    version = ingest.snapshot_file(settings, out, as_of=as_of)
+    ingest.validate_version(settings, version.name)  # a refused copy raises ValidationFailed: nothing deleted
+    return version.name, int((~keep.fillna(True)).sum())
+
+
+def _online_again(settings: Settings) -> None:
+    """Delete the online rows of the views keyed by customer, then materialize them from the new sources."""
+    from training.features import store
+
+    feast = store.open_store(settings, offline=True)
+    views = [v for v in feast.list_feature_views() if v.name in CUSTOMER_VIEWS and v.online]
+    feast.provider.update_infra(project=feast.project, tables_to_delete=views, tables_to_keep=[],
+                                entities_to_delete=[], entities_to_keep=[], partial=True)
+    feast.provider.update_infra(project=feast.project, tables_to_delete=[], tables_to_keep=views,
+                                entities_to_delete=[], entities_to_keep=[], partial=True)
+    store.materialize(settings, store.latest_window_end(settings))
+
+
+def _request_log(settings: Settings, pseudonym: str) -> int:
+    """Rewrite every request-log batch holding the pseudonym without those rows; returns the rows removed."""
+    import json
+
+    from monitoring.requests import PREFIX
+    from zmlops.stores import object_store
+
+    store = object_store(settings)
+    needle = pseudonym.encode()
+    removed = 0
+    for key in store.keys(PREFIX):
+        data = store.get(key) or b""
+        if needle not in data:
+            continue
+        kept = []
+        for line in data.splitlines():
+            record = json.loads(line)
+            rows = [r for r in record.get("rows", []) if r.get("customer") != pseudonym]
+            removed += len(record.get("rows", [])) - len(rows)
+            if rows:
+                kept.append(json.dumps({**record, "rows": rows}).encode())
+        if kept:
+            store.put(key, b"\n".join(kept) + b"\n")
+        else:
+            store.delete(key)
+    return removed
+
+
+def erase(settings: Settings, customer_id: int, reason: str, actor: str | None = None) -> dict[str, Any]:
+    """Remove ``customer_id`` from every store (module docstring); returns what was done, counted."""
+    from sqlalchemy import delete, insert
+
+    from governance import audit, consent
+    from training.data import ingest
+    from training.run import prepare_features
+    from zmlops.statedb import CONSENT, ERASURES, engine
+    from zmlops.stores import object_store
+
+    if not reason.strip():
+        raise ValueError("reason: say why (the request's reference)")
+    customer_id = int(customer_id)
+    subject = consent.audit_subject(settings, customer_id)
+    pseudonym = consent.pseudonym(settings, customer_id)
+    registry = ingest.registry_for(settings)
+    with tempfile.TemporaryDirectory(prefix="zm-erase-") as tmp_name:
+        tmp = Path(tmp_name)
+        holding = [v.name for v in registry.versions() if v.status != "retired" and _holds(registry, v, customer_id,
+                                                                                            tmp / "held")]
+        new, rows = _new_version(settings, customer_id, tmp)
+    prepare_features(settings, new)
+    _online_again(settings)
+    deleted: dict[str, list[str]] = {}
+    store = object_store(settings)
+    for name in holding:
+        deleted[name] = registry.retire(name, f"erasure {subject}: {reason}")
+        store.delete(f"work/{name}")
+    log_rows = _request_log(settings, pseudonym)
+    now = dt.datetime.now(dt.UTC)
+    retrain_by = now + dt.timedelta(days=settings.privacy.erasure_retrain_days)
+    details = {"new_version": new, "retired": holding, "raw_rows_removed": rows, "request_log_rows_removed": log_rows,
+               "dvc_objects_deleted": sum(len(v) for v in deleted.values()), "reason": reason,
+               "retrain_by": retrain_by.isoformat(timespec="seconds")}
+    with engine(settings).begin() as conn:
+        consent_rows = conn.execute(delete(CONSENT).where(CONSENT.c.customer == pseudonym)).rowcount
+        conn.execute(delete(ERASURES).where(ERASURES.c.subject == subject.removeprefix("customer:")))
+        conn.execute(insert(ERASURES).values(subject=subject.removeprefix("customer:"), requested_at=now,
+                                             retrain_by=retrain_by, details=details))
+    details["consent_records_deleted"] = consent_rows
+    audit.record(settings, "privacy.erased", subject, details, who=actor)
+    return details
+
+
+def _retired(settings: Settings) -> set[str]:
+    from training.data import ingest
+
+    return {v.name for v in ingest.registry_for(settings).versions() if v.status == "retired"}
+
+
+def retired_production(settings: Settings, family: str) -> str | None:
+    """Why ``family`` must retrain because of an erasure (its production version was trained on a retired data
+    version), or None. The monitoring DAG's check adds it to the family's reasons, so it re-enters training."""
+    from training import tracking
+
+    version = tracking.alias_version(settings, family, "production")
+    if version is None:
+        return None
+    data = tracking.client(settings).get_model_version(family, version).tags.get("data_version")
+    if data in _retired(settings):
+        return f"erasure: production v{version} was trained on data {data}, retired"
+    return None
+
+
+def forget_models(settings: Settings) -> list[str]:
+    """Delete every registered version trained on a retired data version but production (its aliases first: no
+    rollback to it): its model and run artifacts (the artifact store's own delete, local or S3), the version and the
+    run. Returns them."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from governance import audit
+    from training import tracking
+    from zmlops.catalog import FAMILIES
+
+    retired = _retired(settings)
+    if not retired:
+        return []
+    client = tracking.client(settings)
+    gone = []
+    for family in FAMILIES:
+        for mv in client.search_model_versions(f"name = '{family}'"):
+            full = client.get_model_version(family, mv.version)
+            if full.tags.get("data_version") not in retired or "production" in full.aliases:
+                continue  # production is replaced first (the monitoring DAG's check sends the family to training)
+            for alias in full.aliases:  # previous (a rollback target), staging, candidate: never back into service
+                client.delete_registered_model_alias(family, alias)
+            run = client.get_run(full.run_id)
+            locations = [run.info.artifact_uri]
+            if getattr(full, "model_id", None):
+                locations.append(client.get_logged_model(full.model_id).artifact_location)
+            for uri in locations:
+                get_artifact_repository(uri).delete_artifacts()
+            client.delete_model_version(family, full.version)
+            client.delete_run(full.run_id)
+            gone.append(f"{family} v{full.version}")
+            audit.record(settings, "privacy.model_forgotten", audit.model_subject(family, full.version),
+                         {"why": f"trained on retired data {full.tags.get('data_version')}"})
+    return gone
+

@@ -1,0 +1,109 @@
+"""The right to erasure end to end on simulated data: a customer is erased from every store, the predictors' stores
+and the data registry's history included; after the models trained on their data are retrained and the old
+versions forgotten, the scanner finds nothing but the audit trail's keyed hash."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from training.data.world import SimulationConfig
+from zmlops.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+PERSONAL = ("customer-segmentation", "product-recommendation")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """v1 ingested and gated, features published, the two families that learn per customer in production."""
+    from delivery.promotion import deploy
+    from training import run
+    from training.data import ingest
+
+    settings = Settings(home=tmp_path_factory.mktemp("erasure") / "zm")
+    ingest.registry_for(settings).ensure()
+    version = ingest.snapshot_simulated(settings, SimulationConfig(seed=11, n_customers=1000, n_products=600))
+    ingest.validate_version(settings, version.name)
+    run.prepare_features(settings, version.name)
+    for family in PERSONAL:
+        assert deploy(settings, run.train_family(settings, family, version.name).to_dict())["deployed"]
+    yield settings
+
+
+def _online(settings: Settings, customer: int) -> list[object]:
+    from feature_repo.names import PROFILE_FEATURES
+    from training.features import store
+
+    got = store.open_store(settings).get_online_features(
+        features=[f"customer_profile:{n}" for n in PROFILE_FEATURES], entity_rows=[{"customer_id": customer}]).to_dict()
+    return [got[n][0] for n in PROFILE_FEATURES]
+
+
+def test_an_erased_customer_is_nowhere_but_in_the_audit_trail_s_keyed_hash(served: Settings) -> None:
+    from delivery.promotion import deploy
+    from governance import audit, consent, erasure
+    from governance.scan import scan
+    from inference_services.request_log import RequestLog
+    from training import run
+    from training.data import ingest
+    from training.data.versions import VersionRetired
+    from zmlops.stores import object_store
+
+    settings = served
+    registry = ingest.registry_for(settings)
+    clean = pd.read_parquet(settings.work / "v1" / "clean.parquet", columns=["customer_id"])
+    customer, other = (int(c) for c in clean["customer_id"].value_counts().index[[3, 4]])
+    raw_rows = int((pd.read_parquet(settings.work / "v1" / "raw" / "transactions.parquet")["Customer ID"]
+                    == customer).sum())
+    log = RequestLog(object_store(settings), "product-recommendation",
+                     settings.pseudonymisation_key.get_secret_value(), settings.request_log)
+    for who in (customer, other):
+        log.append({"request_id": "r", "model": "product-recommendation", "version": "1", "protocol": "v1",
+                    "latency_ms": 1.0, "cache_hits": 0, "rows": [{"customer": log.pseudonymise(who), "k": 3}]})
+    log.close()
+    consent.record(settings, customer, profiling=True, personalisation=True, source="test: web form")
+    assert all(v is not None for v in _online(settings, customer))
+    v1_objects = registry.objects("v1")
+
+    done = erasure.erase(settings, customer, "ticket 4711")
+
+    # data: a new gated version without them; v1 retired, its bytes gone from the DVC cache and the remote
+    assert done["new_version"] == "v2" and done["retired"] == ["v1"] and done["raw_rows_removed"] == raw_rows > 0
+    assert registry.current().name == "v2" and registry.get("v1").status == "retired"
+    with pytest.raises(VersionRetired, match="ticket 4711"):
+        registry.fetch(registry.get("v1"), settings.home / "nope")
+    for path in v1_objects:
+        assert not (settings.registry_dir / ".dvc" / "cache" / path).exists()
+        assert not (Path(settings.remote_url) / path).exists()
+    assert not object_store(settings).keys("work/v1")
+    # features offline and online, the request log, the consent register: gone; another customer untouched
+    assert all(v is None for v in _online(settings, customer))
+    assert all(v is not None for v in _online(settings, other))
+    text = b"".join(object_store(settings).get(k) or b"" for k in object_store(settings).keys("requests"))
+    assert consent.pseudonym(settings, customer).encode() not in text
+    assert consent.pseudonym(settings, other).encode() in text
+    assert consent.history(settings, customer) == []
+    # the predictors' suppression list and the audit entry, by the keyed hash only
+    subject = consent.audit_subject(settings, customer)
+    assert subject.removeprefix("customer:") in erasure.erased_subjects(settings)
+    entry = next(e for e in audit.entries(settings) if e.action == "privacy.erased")
+    assert entry.subject == subject and str(customer) not in json.dumps(entry.to_dict())
+    # what is left: the models trained on v1, which the monitoring DAG's check now sends back to training
+    hits, _ = scan(settings, customer)
+    assert {h.store for h in hits} == {"MLflow", "state database"}, hits
+    assert {h.where for h in hits if h.store == "state database"} == {"zm_audit", "zm_erasures"}
+    assert all("audit subject hash" in h.what for h in hits if h.store == "state database")
+    assert all(erasure.retired_production(settings, f) for f in PERSONAL)
+
+    for family in PERSONAL:  # the retraining the check asks for, then the retention task's forgetting
+        assert deploy(settings, run.train_family(settings, family, "v2", reason="erasure").to_dict())["deployed"]
+    assert not any(erasure.retired_production(settings, f) for f in PERSONAL)
+    assert sorted(erasure.forget_models(settings)) == [f"{f} v1" for f in PERSONAL]
+    hits, _ = scan(settings, customer)
+    assert {h.store for h in hits} == {"state database"} and all("audit subject hash" in h.what for h in hits), hits
