@@ -634,6 +634,45 @@ def test_a_customer_who_withdrew_consent_gets_a_stranger_s_answer_and_leaves_no_
     assert answers()[0] == before
 
 
+def test_an_erased_customer_is_a_stranger_to_every_served_version_within_a_poll(
+        servers: dict[str, Server], home: Path) -> None:
+    """The erasure register (governance.erasure, by the keyed subject hash) reaches the running predictors: the
+    customer's personal answers stop at once, before any model is retrained without them."""
+    import datetime as dt
+
+    from sqlalchemy import delete, insert
+
+    from governance import consent
+    from zmlops.settings import Settings
+    from zmlops.statedb import ERASURES, engine
+
+    settings = Settings(home=home)
+    rec = servers["product-recommendation"]
+    customer = known_customers(home, 7)[-1]
+
+    def answer() -> dict[str, Any]:
+        return v1(rec, [{"customer_id": customer, "k": 5}]).json()["predictions"][0]  # type: ignore[no-any-return]
+
+    before = answer()
+    assert not before["cold_start"]
+    subject = consent.audit_subject(settings, customer).removeprefix("customer:")
+    now = dt.datetime.now(dt.UTC)
+    with engine(settings).begin() as conn:
+        conn.execute(insert(ERASURES).values(subject=subject, requested_at=now, retrain_by=now, details={}))
+    try:
+        deadline = time.monotonic() + 10
+        while not answer()["cold_start"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert answer()["cold_start"] and answer()["items"] != before["items"]
+    finally:
+        with engine(settings).begin() as conn:
+            conn.execute(delete(ERASURES).where(ERASURES.c.subject == subject))
+    deadline = time.monotonic() + 10
+    while answer()["cold_start"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert answer() == before
+
+
 def test_readiness_follows_loading_and_a_corrupt_artifact_is_never_ready(home: Path, tmp_path: Path) -> None:
     import mlflow
 
