@@ -272,8 +272,11 @@ class ServedModel(Model):  # type: ignore[misc]
             return True
         if self._erased and self._subject(int(customer_id)) in self._erased:  # erased: a stranger from now on
             return False
-        named = self.log.pseudonymise(customer_id) in (self._consent or ())
-        return named if self.settings.privacy.consent_required else not named
+        opt_in = self.settings.privacy.consent_required
+        if not self._consent:  # nobody withdrew (opt-out) or nobody granted (opt-in): no hash needed
+            return not opt_in
+        named = self.log.pseudonymise(customer_id) in self._consent
+        return named if opt_in else not named
 
     def refresh(self) -> str | None:
         """Load and swap in the version behind the alias if it changed; returns the new version."""
