@@ -134,9 +134,10 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
         tmp = Path(tmp_name)
         holding = [v.name for v in registry.versions() if v.status != "retired" and _holds(registry, v, customer_id,
                                                                                             tmp / "held")]
-        new, rows = _new_version(settings, customer_id, tmp)
-    prepare_features(settings, new)
-    _online_again(settings)
+        new, rows = _new_version(settings, customer_id, tmp) if holding else (None, 0)  # in no data version: none
+    if new is not None:
+        prepare_features(settings, new)
+        _online_again(settings)
     deleted: dict[str, list[str]] = {}
     store = object_store(settings)
     for name in holding:

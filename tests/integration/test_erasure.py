@@ -107,3 +107,16 @@ def test_an_erased_customer_is_nowhere_but_in_the_audit_trail_s_keyed_hash(serve
     assert sorted(erasure.forget_models(settings)) == [f"{f} v1" for f in PERSONAL]
     hits, _ = scan(settings, customer)
     assert {h.store for h in hits} == {"state database"} and all("audit subject hash" in h.what for h in hits), hits
+
+
+def test_erasing_a_customer_no_data_version_holds_creates_no_version(served: Settings) -> None:
+    from governance import erasure
+    from training.data import ingest
+
+    registry = ingest.registry_for(served)
+    before = [v.name for v in registry.versions()]
+    done = erasure.erase(served, 987_654_321, "ticket 4712")
+    assert done["new_version"] is None and done["retired"] == [] and done["raw_rows_removed"] == 0
+    assert [v.name for v in registry.versions()] == before
+    with pytest.raises(ValueError, match="reason"):
+        erasure.erase(served, 987_654_321, " ")
