@@ -18,6 +18,7 @@ from governance import audit
 from training import tracking
 from training.cards import model_card
 from training.data import ingest
+from training.data.versions import VersionNotFound
 from training.families import get_family
 from training.features import store
 from training.pyfunc import WRAPPERS
@@ -54,6 +55,17 @@ def prepare_features(settings: Settings, data_version: str = "current") -> dict[
     store.apply_definitions(settings)
     start, end = store.materialize(settings, store.latest_window_end(settings))
     return {**marker, "materialized": [start.isoformat(), end.isoformat()]}
+
+
+def _trained_on_retired(settings: Settings, family: str, version: str) -> bool:
+    """Was this registered version trained on a data version that an erasure retired (governance.erasure)?"""
+    data = tracking.client(settings).get_model_version(family, version).tags.get("data_version")
+    if not data:
+        return False
+    try:
+        return ingest.registry_for(settings).get(data).status == "retired"
+    except VersionNotFound:
+        return False
 
 
 def _fingerprint(name: str, data_version: str, sha: str, code: str, params: dict[str, Any]) -> str:
@@ -136,7 +148,9 @@ def train_family(
     metric = evaluation.metrics[family.primary_metric]
     baseline = evaluation.baseline[family.primary_metric]
     champion: float | None = None
-    if champion_version is not None and champion_version != model.version:
+    # a champion trained on a data version an erasure retired may not stay: the challenger need only beat the baseline
+    erased_champion = champion_version is not None and _trained_on_retired(settings, name, champion_version)
+    if champion_version is not None and champion_version != model.version and not erased_champion:
         champ_est = tracking.load_estimator(settings, name, champion_version)
         if family.evaluation_refits and champ_est.get_params() == estimator.get_params():
             champion = metric  # same configuration on the same data: the evaluation would only repeat itself
@@ -150,11 +164,15 @@ def train_family(
             f"{family.primary_metric} {metric:.4f} is worse than production v{champion_version} "
             f"({champion:.4f}) beyond {family.tolerance:.0%}"
         )
+    if erased_champion and not failures:
+        why_erased = f"production v{champion_version} was trained on data an erasure retired: not compared"
+    else:
+        why_erased = ""
     if failures:
         decision, why = "rejected", "; ".join(failures)
     else:
         decision = "staged"
-        why = (
+        why = why_erased or (
             "first version"
             if champion is None
             else (f"{family.primary_metric} {metric:.4f} vs production v{champion_version} {champion:.4f}")

@@ -120,3 +120,40 @@ def test_erasing_a_customer_no_data_version_holds_creates_no_version(served: Set
     assert [v.name for v in registry.versions()] == before
     with pytest.raises(ValueError, match="reason"):
         erasure.erase(served, 987_654_321, " ")
+
+
+@pytest.mark.full  # make test-all: the real file through ingest, features, two trainings, erasure and retraining
+@pytest.mark.realdata
+def test_a_real_customer_exported_then_erased_is_nowhere_but_the_audit_hash(real_data: Path,
+                                                                          tmp_path_factory: pytest.TempPathFactory
+                                                                          ) -> None:
+    """The must-show on the UCI file: export, erase, scan (0 hits but the models and the audit hash), retrain,
+    forget, scan (the audit hash alone), the DVC remote's history included."""
+    from delivery.promotion import deploy
+    from governance import access, erasure
+    from governance.scan import scan
+    from training import run
+    from training.data import ingest
+
+    settings = Settings(home=tmp_path_factory.mktemp("erasure-real") / "zm")
+    ingest.registry_for(settings).ensure()
+    version = ingest.snapshot_file(settings, real_data)
+    ingest.validate_version(settings, version.name)
+    run.prepare_features(settings, version.name)
+    for family in PERSONAL:
+        deploy(settings, run.train_family(settings, family, version.name).to_dict())
+    clean = pd.read_parquet(settings.work / version.name / "clean.parquet", columns=["customer_id"])
+    customer = int(clean["customer_id"].value_counts().index[10])
+    bundle = access.export(settings, customer, settings.home / "bundle.json")
+    assert bundle["transactions"][version.name] > 0
+    erasure.erase(settings, customer, "real-file erasure")
+    hits, _ = scan(settings, customer)
+    assert {h.store for h in hits} <= {"MLflow", "state database"}, hits
+    # the gate compares the retrained recommender with its baseline only: production was trained on retired data
+    outcome = run.train_family(settings, "product-recommendation", "current", reason="erasure")
+    assert outcome.decision == "staged" and "not compared" in outcome.reason, outcome
+    deploy(settings, outcome.to_dict())
+    run.train_family(settings, "customer-segmentation", "current", reason="erasure")  # holds no row per customer
+    erasure.forget_models(settings)
+    hits, _ = scan(settings, customer)
+    assert {h.store for h in hits} == {"state database"} and all("audit subject hash" in h.what for h in hits), hits
