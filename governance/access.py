@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from zmlops.settings import Settings
 
-__all__ = ["export"]
+__all__ = ["export", "raw_rows", "online_profile"]
 
 PERSONAL_FAMILIES = ("customer-segmentation", "product-recommendation")  # trained on customers one by one
 
@@ -31,35 +31,49 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _transactions(settings: Settings, customer_id: int) -> dict[str, list[dict[str, Any]]]:
+def raw_rows(settings: Settings, customer_id: int) -> dict[str, pd.DataFrame]:
+    """The customer's rows of the raw transactions of every retained data version (a retired one's bytes are
+    gone), each version's file fetched from the registry and checked against its recorded sha256."""
     from training.data import ingest
     from training.data.cleaning import read_transactions
 
     registry = ingest.registry_for(settings)
-    found: dict[str, list[dict[str, Any]]] = {}
+    found = {}
     with tempfile.TemporaryDirectory(prefix="zm-access-") as tmp:
         for version in registry.versions():
+            if version.status == "retired":
+                continue
             folder = registry.fetch(version, Path(tmp) / version.name, only=[version.transactions_file])
             raw = read_transactions(folder / version.transactions_file)
-            if "Customer ID" not in raw:
-                continue
-            found[version.name] = _records(raw[raw["Customer ID"] == customer_id])
+            if "Customer ID" in raw:
+                found[version.name] = raw[raw["Customer ID"] == customer_id]
     return found
 
 
-def _features(settings: Settings, customer_id: int) -> dict[str, Any]:
+def online_profile(settings: Settings, customer_id: int) -> dict[str, Any] | None:
+    """The customer's row of the online store's ``customer_profile`` view (values None where it holds nothing);
+    None before any features are published."""
     from feature_repo.names import PROFILE_FEATURES
     from training.features import store
 
-    out: dict[str, Any] = {"offline": {}, "online": {}}
     if store.published_version(settings) is None:
+        return None
+    got = store.open_store(settings).get_online_features(
+        features=[f"customer_profile:{name}" for name in PROFILE_FEATURES],
+        entity_rows=[{"customer_id": customer_id}]).to_dict()
+    return {k: v[0] for k, v in got.items()}
+
+
+def _features(settings: Settings, customer_id: int) -> dict[str, Any]:
+    from training.features import store
+
+    out: dict[str, Any] = {"offline": {}, "online": {}}
+    online = online_profile(settings, customer_id)
+    if online is None:
         return out
     offline = store.source_table(settings, "customer_features")
     out["offline"]["customer_features"] = _records(offline[offline["customer_id"] == customer_id])
-    online = store.open_store(settings).get_online_features(
-        features=[f"customer_profile:{name}" for name in PROFILE_FEATURES],
-        entity_rows=[{"customer_id": customer_id}]).to_dict()
-    out["online"]["customer_profile"] = {k: v[0] for k, v in online.items()}
+    out["online"]["customer_profile"] = online
     return out
 
 
@@ -119,7 +133,7 @@ def export(settings: Settings, customer_id: int, out: Path) -> dict[str, Any]:
 
     customer_id = int(customer_id)
     pseudonym = consent.pseudonym(settings, customer_id)
-    transactions = _transactions(settings, customer_id)
+    transactions = {v: _records(rows) for v, rows in raw_rows(settings, customer_id).items()}
     holding = [v for v, rows in transactions.items() if rows]
     features = _features(settings, customer_id)
     profiled = consent.allowed(settings, "profiling", [customer_id])[0]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from zmlops.settings import Settings
 
 __all__ = ["PURPOSES", "Consent", "record", "history", "withdrawn", "granted", "allowed", "pseudonym",
-           "audit_subject"]
+           "subject_hash", "audit_subject"]
 
 Purpose = Literal["profiling", "personalisation"]
 PURPOSES: tuple[Purpose, ...] = ("profiling", "personalisation")
@@ -45,9 +45,15 @@ def pseudonym(settings: Settings, customer_id: int) -> str:
     return pseudonymise(settings.pseudonymisation_key.get_secret_value().encode(), customer_id)
 
 
+def subject_hash(settings: Settings, customer_id: int) -> str:
+    """The keyed hash the audit trail and the erasure register name a customer by
+    (:func:`governance.pseudonyms.subject`)."""
+    return subject(settings.pseudonymisation_key.get_secret_value().encode(), customer_id)
+
+
 def audit_subject(settings: Settings, customer_id: int) -> str:
-    """``customer:<keyed hash>``: how the audit trail names a customer (:func:`governance.pseudonyms.subject`)."""
-    return f"customer:{subject(settings.pseudonymisation_key.get_secret_value().encode(), customer_id)}"
+    """``customer:<subject hash>``: the audit trail's subject for a customer."""
+    return f"customer:{subject_hash(settings, customer_id)}"
 
 
 def record(settings: Settings, customer_id: int, profiling: bool, personalisation: bool, source: str,

@@ -44,14 +44,6 @@ def erased_subjects(settings: Settings) -> frozenset[str]:
         return frozenset(conn.execute(select(ERASURES.c.subject)).scalars())
 
 
-def _holds(registry: Any, version: Any, customer_id: int, tmp: Path) -> bool:
-    from training.data.cleaning import read_transactions
-
-    folder = registry.fetch(version, tmp / version.name, only=[version.transactions_file])
-    raw = read_transactions(folder / version.transactions_file)
-    return bool("Customer ID" in raw and (raw["Customer ID"] == customer_id).any())
-
-
 def _new_version(settings: Settings, customer_id: int, tmp: Path) -> tuple[str, int]:
     """The current version's raw transactions without the customer, snapshotted and gated; (name, rows removed)."""
     from training.data import ingest
@@ -119,6 +111,7 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
     from sqlalchemy import delete, insert
 
     from governance import audit, consent
+    from governance.access import raw_rows
     from training.data import ingest
     from training.run import prepare_features
     from zmlops.statedb import CONSENT, ERASURES, engine
@@ -127,13 +120,12 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
     if not reason.strip():
         raise ValueError("reason: say why (the request's reference)")
     customer_id = int(customer_id)
-    subject = consent.audit_subject(settings, customer_id)
+    subject, bare = consent.audit_subject(settings, customer_id), consent.subject_hash(settings, customer_id)
     pseudonym = consent.pseudonym(settings, customer_id)
     registry = ingest.registry_for(settings)
     with tempfile.TemporaryDirectory(prefix="zm-erase-") as tmp_name:
         tmp = Path(tmp_name)
-        holding = [v.name for v in registry.versions() if v.status != "retired" and _holds(registry, v, customer_id,
-                                                                                            tmp / "held")]
+        holding = [v for v, rows in raw_rows(settings, customer_id).items() if len(rows)]
         new, rows = _new_version(settings, customer_id, tmp) if holding else (None, 0)  # in no data version: none
     if new is not None:
         prepare_features(settings, new)
@@ -151,8 +143,8 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
                "retrain_by": retrain_by.isoformat(timespec="seconds")}
     with engine(settings).begin() as conn:
         consent_rows = conn.execute(delete(CONSENT).where(CONSENT.c.customer == pseudonym)).rowcount
-        conn.execute(delete(ERASURES).where(ERASURES.c.subject == subject.removeprefix("customer:")))
-        conn.execute(insert(ERASURES).values(subject=subject.removeprefix("customer:"), requested_at=now,
+        conn.execute(delete(ERASURES).where(ERASURES.c.subject == bare))
+        conn.execute(insert(ERASURES).values(subject=bare, requested_at=now,
                                              retrain_by=retrain_by, details=details))
     details["consent_records_deleted"] = consent_rows
     audit.record(settings, "privacy.erased", subject, details, who=actor)
@@ -169,14 +161,11 @@ def retired_production(settings: Settings, family: str) -> str | None:
     """Why ``family`` must retrain because of an erasure (its production version was trained on a retired data
     version), or None. The monitoring DAG's check adds it to the family's reasons, so it re-enters training."""
     from training import tracking
+    from training.run import trained_on_retired
 
     version = tracking.alias_version(settings, family, "production")
-    if version is None:
-        return None
-    data = tracking.client(settings).get_model_version(family, version).tags.get("data_version")
-    if data in _retired(settings):
-        return f"erasure: production v{version} was trained on data {data}, retired"
-    return None
+    data = None if version is None else trained_on_retired(settings, family, version)
+    return None if data is None else f"erasure: production v{version} was trained on data {data}, retired"
 
 
 def forget_models(settings: Settings) -> list[str]:

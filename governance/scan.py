@@ -155,15 +155,10 @@ def _state_db(settings: Settings, needle: _Needle) -> list[Hit]:
 
 
 def _online(settings: Settings, needle: _Needle) -> list[Hit]:
-    from feature_repo.names import PROFILE_FEATURES
-    from training.features import store
+    from governance.access import online_profile
 
-    if store.published_version(settings) is None:
-        return []
-    got = store.open_store(settings).get_online_features(
-        features=[f"customer_profile:{n}" for n in PROFILE_FEATURES],
-        entity_rows=[{"customer_id": needle.customer_id}]).to_dict()
-    held = [n for n in PROFILE_FEATURES if got.get(n, [None])[0] is not None]
+    profile = online_profile(settings, needle.customer_id) or {}
+    held = [n for n, v in profile.items() if n != "customer_id" and v is not None]
     return [Hit("online store", "customer_profile", f"{len(held)} features")] if held else []
 
 
@@ -218,7 +213,7 @@ def scan(settings: Settings, customer_id: int) -> tuple[list[Hit], list[str]]:
     from governance import consent
 
     needle = _Needle(int(customer_id), consent.pseudonym(settings, int(customer_id)),
-                     consent.audit_subject(settings, int(customer_id)).removeprefix("customer:"))
+                     consent.subject_hash(settings, int(customer_id)))
     unread: list[str] = []
     hits = (_object_store(settings, needle, unread) + _dvc(settings, needle, unread) + _state_db(settings, needle)
             + _online(settings, needle) + _mlflow(settings, needle, unread) + _logs(settings, needle, unread))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,20 @@ REAL_DATA = (REPO / "../shared/data/online_retail_ii/online_retail_II_2009_2010.
 FULL = os.environ.get("ZM_FULL") == "1"
 
 apply_telemetry_off()
+
+
+@pytest.fixture
+def zm_command(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
+    """Point the `zm` commands this test runs in-process at a home: ZM_HOME set, the process-wide settings re-read
+    (and again afterwards, so later tests do not inherit it)."""
+    from zmlops.settings import get_settings
+
+    def point(home: Path) -> None:
+        monkeypatch.setenv("ZM_HOME", str(home))
+        get_settings.cache_clear()
+
+    yield point
+    get_settings.cache_clear()
 
 
 @pytest.fixture

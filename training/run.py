@@ -57,15 +57,15 @@ def prepare_features(settings: Settings, data_version: str = "current") -> dict[
     return {**marker, "materialized": [start.isoformat(), end.isoformat()]}
 
 
-def _trained_on_retired(settings: Settings, family: str, version: str) -> bool:
-    """Was this registered version trained on a data version that an erasure retired (governance.erasure)?"""
+def trained_on_retired(settings: Settings, family: str, version: str) -> str | None:
+    """The data version this registered version was trained on, if an erasure retired it (governance.erasure)."""
     data = tracking.client(settings).get_model_version(family, version).tags.get("data_version")
     if not data:
-        return False
+        return None
     try:
-        return ingest.registry_for(settings).get(data).status == "retired"
+        return data if ingest.registry_for(settings).get(data).status == "retired" else None
     except VersionNotFound:
-        return False
+        return None
 
 
 def _fingerprint(name: str, data_version: str, sha: str, code: str, params: dict[str, Any]) -> str:
@@ -149,7 +149,7 @@ def train_family(
     baseline = evaluation.baseline[family.primary_metric]
     champion: float | None = None
     # a champion trained on a data version an erasure retired may not stay: the challenger need only beat the baseline
-    erased_champion = champion_version is not None and _trained_on_retired(settings, name, champion_version)
+    erased_champion = champion_version is not None and bool(trained_on_retired(settings, name, champion_version))
     if champion_version is not None and champion_version != model.version and not erased_champion:
         champ_est = tracking.load_estimator(settings, name, champion_version)
         if family.evaluation_refits and champ_est.get_params() == estimator.get_params():

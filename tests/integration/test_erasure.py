@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.request_rows import log_answers
 from training.data.world import SimulationConfig
 from zmlops.settings import Settings
 
@@ -38,18 +39,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 def _online(settings: Settings, customer: int) -> list[object]:
     from feature_repo.names import PROFILE_FEATURES
-    from training.features import store
+    from governance.access import online_profile
 
-    got = store.open_store(settings).get_online_features(
-        features=[f"customer_profile:{n}" for n in PROFILE_FEATURES], entity_rows=[{"customer_id": customer}]).to_dict()
-    return [got[n][0] for n in PROFILE_FEATURES]
+    profile = online_profile(settings, customer) or {}
+    return [profile.get(n) for n in PROFILE_FEATURES]
 
 
 def test_an_erased_customer_is_nowhere_but_in_the_audit_trail_s_keyed_hash(served: Settings) -> None:
     from delivery.promotion import deploy
     from governance import audit, consent, erasure
     from governance.scan import scan
-    from inference_services.request_log import RequestLog
     from training import run
     from training.data import ingest
     from training.data.versions import VersionRetired
@@ -61,12 +60,7 @@ def test_an_erased_customer_is_nowhere_but_in_the_audit_trail_s_keyed_hash(serve
     customer, other = (int(c) for c in clean["customer_id"].value_counts().index[[3, 4]])
     raw_rows = int((pd.read_parquet(settings.work / "v1" / "raw" / "transactions.parquet")["Customer ID"]
                     == customer).sum())
-    log = RequestLog(object_store(settings), "product-recommendation",
-                     settings.pseudonymisation_key.get_secret_value(), settings.request_log)
-    for who in (customer, other):
-        log.append({"request_id": "r", "model": "product-recommendation", "version": "1", "protocol": "v1",
-                    "latency_ms": 1.0, "cache_hits": 0, "rows": [{"customer": log.pseudonymise(who), "k": 3}]})
-    log.close()
+    log_answers(settings, "product-recommendation", (customer, other), k=3)
     consent.record(settings, customer, profiling=True, personalisation=True, source="test: web form")
     assert all(v is not None for v in _online(settings, customer))
     v1_objects = registry.objects("v1")

@@ -10,7 +10,7 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from delivery.promotion import deploy
+from tests.request_rows import log_answers
 from training import pipeline
 from training.data.world import SimulationConfig
 from zmlops.settings import Settings
@@ -297,19 +298,16 @@ def test_feature_store_yaml_per_profile_loads(tmp_path: Path) -> None:
 
 
 def test_access_exports_everything_held_about_one_customer(trained: tuple[Settings, dict[str, object]],
-                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           request: pytest.FixtureRequest) -> None:
+                                                           tmp_path: Path, zm_command: Callable[[Path], None]) -> None:
     """`zm privacy export`: the customer's transactions of every data version (as the raw file holds them), their
     feature rows offline and online, their segment, the answers served to them (found by pseudonym in the request
     log), the model versions trained on their data and their consent history, in one JSON file; audited."""
     import json
 
     from governance import audit, consent
-    from inference_services.request_log import RequestLog
     from training.data import ingest
     from training.data.cleaning import read_transactions
     from zmlops.cli import main
-    from zmlops.stores import object_store
 
     settings, _ = trained
     registry = ingest.registry_for(settings)
@@ -317,21 +315,11 @@ def test_access_exports_everything_held_about_one_customer(trained: tuple[Settin
     raw = read_transactions(registry.fetch(version, tmp_path / "raw") / version.transactions_file)
     customer = int(raw["Customer ID"].dropna().value_counts().index[0])  # the busiest customer
     other = int(raw["Customer ID"].dropna().value_counts().index[1])
-    key = settings.pseudonymisation_key.get_secret_value()
-    log = RequestLog(object_store(settings), "product-recommendation", key, settings.request_log)
-    for who in (customer, other, customer):
-        log.append({"request_id": "r", "model": "product-recommendation", "version": "1", "protocol": "v1",
-                    "latency_ms": 1.0, "cache_hits": 0,
-                    "rows": [{"customer": log.pseudonymise(who), "k": 3, "items": ["A", "B", "C"]}]})
-    log.close()
+    log_answers(settings, "product-recommendation", (customer, other, customer), k=3, items=["A", "B", "C"])
     consent.record(settings, customer, profiling=True, personalisation=False, source="test: web form")
 
     out = tmp_path / "bundle.json"
-    from zmlops.settings import get_settings
-
-    monkeypatch.setenv("ZM_HOME", str(settings.home))
-    get_settings.cache_clear()  # the command reads the process-wide settings
-    request.addfinalizer(get_settings.cache_clear)
+    zm_command(settings.home)
     assert main(["privacy", "export", str(customer), "--out", str(out)]) == 0
     bundle = json.loads(out.read_text())
     summary = {v: len(rows) for v, rows in bundle["transactions"].items()}
@@ -353,7 +341,7 @@ def test_access_exports_everything_held_about_one_customer(trained: tuple[Settin
 
 
 def test_the_scanner_finds_a_customer_in_every_store_that_holds_them(
-        trained: tuple[Settings, dict[str, object]], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+        trained: tuple[Settings, dict[str, object]], zm_command: Callable[[Path], None],
         capsys: pytest.CaptureFixture[str]) -> None:
     """`zm privacy scan`: the data versions (object store, DVC remote and cache), the feature sources and the online
     store, the request log (by pseudonym), the consent register and the audit trail, the recommender's artifact;
@@ -364,24 +352,15 @@ def test_the_scanner_finds_a_customer_in_every_store_that_holds_them(
 
     from governance import consent
     from governance.scan import scan
-    from inference_services.request_log import RequestLog
     from zmlops.cli import main
-    from zmlops.settings import get_settings
-    from zmlops.stores import object_store
 
     settings, _ = trained
     clean = pd.read_parquet(settings.work / "v1" / "clean.parquet", columns=["customer_id"])
     customer = int(clean["customer_id"].value_counts().index[2])
-    log = RequestLog(object_store(settings), "customer-segmentation", settings.pseudonymisation_key.get_secret_value(),
-                     settings.request_log)
-    log.append({"request_id": "r", "model": "customer-segmentation", "version": "1", "protocol": "v1",
-                "latency_ms": 1.0, "cache_hits": 0, "rows": [{"customer": log.pseudonymise(customer), "segment": "x"}]})
-    log.close()
+    log_answers(settings, "customer-segmentation", [customer], segment="x")
     consent.record(settings, customer, profiling=False, personalisation=True, source="test: call centre")
 
-    monkeypatch.setenv("ZM_HOME", str(settings.home))
-    get_settings.cache_clear()
-    request.addfinalizer(get_settings.cache_clear)
+    zm_command(settings.home)
     assert main(["privacy", "scan", str(customer), "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
     stores = {h["store"] for h in hits}

@@ -3,6 +3,7 @@ wins, both regimes, pseudonyms only, every change audited; training leaves custo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -61,15 +62,11 @@ def test_training_sets_leave_out_customers_without_the_purpose(settings: Setting
     assert len(kept) == 6 and left_out == 0
 
 
-def test_the_command_records_and_shows_a_choice(settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                                                request: pytest.FixtureRequest,
+def test_the_command_records_and_shows_a_choice(settings: Settings, zm_command: Callable[[Path], None],
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     from zmlops.cli import main
-    from zmlops.settings import get_settings
 
-    monkeypatch.setenv("ZM_HOME", str(settings.home))
-    get_settings.cache_clear()  # the command reads the process-wide settings
-    request.addfinalizer(get_settings.cache_clear)
+    zm_command(settings.home)
     assert main(["privacy", "consent", "77", "--profiling", "no", "--personalisation", "yes",
                  "--source", "web form"]) == 0
     assert main(["privacy", "history", "77"]) == 0
