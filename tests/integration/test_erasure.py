@@ -83,6 +83,10 @@ def test_an_erased_customer_is_nowhere_but_in_the_audit_trail_s_keyed_hash(serve
     assert consent.pseudonym(settings, customer).encode() not in text
     assert consent.pseudonym(settings, other).encode() in text
     assert consent.history(settings, customer) == []
+    # an access request now finds no transaction of theirs (the retired version's bytes are gone, not read)
+    from governance.access import export
+
+    assert export(settings, customer, settings.home / "after-erasure.json")["transactions"] == {"v2": 0}
     # the predictors' suppression list and the audit entry, by the keyed hash only
     subject = consent.audit_subject(settings, customer)
     assert subject.removeprefix("customer:") in erasure.erased_subjects(settings)
