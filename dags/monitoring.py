@@ -27,8 +27,8 @@ each model that should retrain, one event on its retrain asset, which starts the
 that model with the reason. An incident (model version x data version) re-enters training once,
 however often the check repeats. The `retention` task deletes request-log days older than
 `ZM_REQUEST_LOG__RETENTION_DAYS` and check reports older than `ZM_MONITORING__REPORT_RETENTION_DAYS`
-(each model's newest stays), and the model versions trained on a data version an erasure retired
-(all but production). A family whose production version was trained on such a version is sent back
+(each model's newest stays), access bundles older than `ZM_PRIVACY__EXPORT_RETENTION_DAYS`, and the
+model versions trained on a data version an erasure retired (all but production). A family whose production version was trained on such a version is sent back
 to training. Before any model is in production (a fresh install) the checks
 are skipped.
 
@@ -83,7 +83,9 @@ def zmlops_monitoring() -> None:
 
         erased = retired_production(settings, family)  # an erasure retired its training data: retrain without it
         if erased:
-            result["reasons"].append(erased)
+            result["reasons"].append(erased.reason)
+            if erased.retrain_by is not None:  # published: the alert rules watch the deadline
+                result["erasure_retrain_by"] = erased.retrain_by.timestamp()
         save_result(settings, result)
         print(f"{family}: drift share {result['drift_share']:.2f}, signals {result['signals']}, "
               f"decision: {'; '.join(result['reasons']) or 'no action'}")
@@ -116,7 +118,11 @@ def zmlops_monitoring() -> None:
 
         forgotten = forget_models(settings)  # versions trained on erased (retired) data, no longer served
         print(f"model versions deleted (trained on retired data): {forgotten}")
-        return {**gone, "reports": reports, "models": forgotten}
+        from governance.requests import prune_exports
+
+        bundles = prune_exports(settings)
+        print(f"access bundles deleted (older than {settings.privacy.export_retention_days} days): {len(bundles)}")
+        return {**gone, "reports": reports, "models": forgotten, "bundles": bundles}
 
     version = resolve()
     results = check.partial(version=version).expand(family=list(FAMILIES))

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from governance.respondents import respondents
+from governance.respondents import answer_of, respondents
 from zmlops.catalog import FAMILIES, retrain_asset_uri
 
 # ZM_DAG_SCHEDULES=off (the demo) keeps the asset trigger and drops the clock.
@@ -63,13 +63,9 @@ class ModelApproval(ApprovalOperator):  # type: ignore[misc]
 
         if "error" not in event:  # recorded first: on Reject, Airflow's skip of `deploy` ends this call by raising
             self.validate_chosen_options(event["chosen_options"])
-            approved = event["chosen_options"][0] == self.APPROVE
-            who = event.get("responded_by_user") or {}
-            by = str(who.get("name") or who.get("id") or "timeout")
-            why = (event.get("params_input") or {}).get("reason") or ("approved" if approved else (
-                "rejected" if by != "timeout" else f"no answer within {self.response_timeout}"))
+            approved, by, why = answer_of(event, self.APPROVE, self.response_timeout)
             asked = context["ti"].xcom_pull(task_ids="review")
-            pipeline.answer(get_settings(), asked["versions"], approved, by, str(why))
+            pipeline.answer(get_settings(), asked["versions"], approved, by, why)
         return super().execute_complete(context=context, event=event)
 
 

@@ -9,7 +9,7 @@ In order, stopping before anything is deleted if the new data version fails the 
 3. every earlier version holding the customer is retired: a ``retired/vN`` tag (with the reason) in the data
    registry and its DVC objects deleted from the cache and the remote (objects a kept version shares stay), its
    derived tables in the object store deleted; :meth:`DataRegistry.fetch` refuses a retired version;
-4. their request-log rows are removed (the batches rewritten), their consent records deleted;
+4. their request-log rows are removed (the batches rewritten), their consent records and access bundles deleted;
 5. the erasure register (``zm_erasures``, by :func:`governance.pseudonyms.subject`) makes the predictors answer
    them as strangers within a poll, in every served version, until models trained without them serve;
 6. the audit trail records the erasure by the same keyed hash (``privacy.erased``), never the id.
@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from zmlops.settings import Settings
 
-__all__ = ["erase", "erased_subjects", "retired_production", "forget_models"]
+__all__ = ["erase", "erased_subjects", "Overdue", "retired_production", "forget_models"]
 
 CUSTOMER_VIEWS = ("customer_profile", "customer_behaviour")
 
@@ -136,9 +137,15 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
         deleted[name] = registry.retire(name, f"erasure {subject}: {reason}")
         store.delete(f"work/{name}")
     log_rows = _request_log(settings, pseudonym)
+    from governance.requests import export_keys
+
+    bundles = export_keys(settings, bare)  # access bundles the privacy DAG wrote for them
+    for key in bundles:
+        store.delete(key)
     now = dt.datetime.now(dt.UTC)
     retrain_by = now + dt.timedelta(days=settings.privacy.erasure_retrain_days)
     details = {"new_version": new, "retired": holding, "raw_rows_removed": rows, "request_log_rows_removed": log_rows,
+               "access_bundles_deleted": len(bundles),
                "dvc_objects_deleted": sum(len(v) for v in deleted.values()), "reason": reason,
                "retrain_by": retrain_by.isoformat(timespec="seconds")}
     with engine(settings).begin() as conn:
@@ -157,15 +164,44 @@ def _retired(settings: Settings) -> set[str]:
     return {v.name for v in ingest.registry_for(settings).versions() if v.status == "retired"}
 
 
-def retired_production(settings: Settings, family: str) -> str | None:
+@dataclass(frozen=True)
+class Overdue:
+    """A family whose production version was trained on a data version an erasure retired."""
+
+    reason: str  # the monitoring check's reason to retrain
+    retrain_by: dt.datetime | None  # the earliest deadline of the erasures that retired it (None: retired otherwise)
+
+
+def retired_production(settings: Settings, family: str) -> Overdue | None:
     """Why ``family`` must retrain because of an erasure (its production version was trained on a retired data
-    version), or None. The monitoring DAG's check adds it to the family's reasons, so it re-enters training."""
+    version) and by when, or None. The monitoring DAG's check adds the reason to the family's reasons, so it
+    re-enters training, and publishes the deadline (``zm_erasure_retrain_deadline_timestamp_seconds``), which the
+    alert rules watch."""
+    from sqlalchemy import select
+
     from training import tracking
     from training.run import trained_on_retired
+    from zmlops.statedb import ERASURES, engine
 
     version = tracking.alias_version(settings, family, "production")
     data = None if version is None else trained_on_retired(settings, family, version)
-    return None if data is None else f"erasure: production v{version} was trained on data {data}, retired"
+    if data is None:
+        return None
+    with engine(settings).connect() as conn:
+        deadlines = [row.retrain_by for row in conn.execute(select(ERASURES.c.retrain_by, ERASURES.c.details))
+                     if data in (row.details or {}).get("retired", [])]
+    due = min(deadlines, default=None)
+    if due is not None and due.tzinfo is None:  # SQLite gives naive UTC back
+        due = due.replace(tzinfo=dt.UTC)
+    return Overdue(f"erasure: production v{version} was trained on data {data}, retired", due)
+
+
+def _logged_model(version: Any) -> str | None:
+    """The logged model behind a registered version: its ``model_id`` (a local store fills it in; MLflow's REST
+    client leaves it None) or the ``models:/m-...`` source it was registered from."""
+    source = str(version.source or "")
+    return getattr(version, "model_id", None) or (source.removeprefix("models:/").split("/")[0]
+                                                   if source.startswith("models:/m-") else None)
 
 
 def forget_models(settings: Settings) -> list[str]:
@@ -192,8 +228,9 @@ def forget_models(settings: Settings) -> list[str]:
                 client.delete_registered_model_alias(family, alias)
             run = client.get_run(full.run_id)
             locations = [run.info.artifact_uri]
-            if getattr(full, "model_id", None):
-                locations.append(client.get_logged_model(full.model_id).artifact_location)
+            model_id = _logged_model(full)
+            if model_id:
+                locations.append(client.get_logged_model(model_id).artifact_location)
             for uri in locations:
                 get_artifact_repository(uri).delete_artifacts()
             client.delete_model_version(family, full.version)

@@ -7,8 +7,9 @@ Light on purpose (the training DAG imports it at parse time); the auth managers 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["ROLE_PREFIX", "respondents", "roles_named"]
+__all__ = ["ROLE_PREFIX", "respondents", "roles_named", "answer_of"]
 
 ROLE_PREFIX = "role:"
 
@@ -21,3 +22,14 @@ def respondents(role: str) -> list[dict[str, str]]:
 def roles_named(assigned_users: Iterable[str]) -> set[str]:
     """The roles among an approval task's ``assigned_users``."""
     return {a.removeprefix(ROLE_PREFIX) for a in assigned_users if a.startswith(ROLE_PREFIX)}
+
+
+def answer_of(event: dict[str, Any], approve: str, timeout: object) -> tuple[bool, str, str]:
+    """An approval task's answer (the event Airflow hands ``execute_complete``): approved, by whom (``timeout``
+    when the scheduler's sweep answered with the defaults), and why (the ``reason`` param, or a default)."""
+    approved = event["chosen_options"][0] == approve
+    who = event.get("responded_by_user") or {}
+    by = str(who.get("name") or who.get("id") or "timeout")
+    why = (event.get("params_input") or {}).get("reason") or ("approved" if approved else (
+        "rejected" if by != "timeout" else f"no answer within {timeout}"))
+    return approved, by, str(why)

@@ -5,13 +5,15 @@ The same code searches the local profile's folders and the k8s profile's buckets
 Feast and MLflow clients, as the pipelines reach them):
 
 - the object store (``work/``: raw and clean tables of each data version, ``feast/``: feature sources,
-  ``requests/``: the request log, ``reports/``: Data Docs, monitoring reports, model cards);
+  ``requests/``: the request log, ``reports/``: Data Docs, monitoring reports, model cards, ``privacy/``: access
+  bundles the privacy DAG wrote);
 - the DVC remote (content-addressed objects: every data version's bytes) and the data registry's local cache;
 - the state database (every table: the audit trail, the consent register, incidents, deployments);
 - the online feature store (SQLite locally, Redis in the k8s profile), read through Feast;
 - every registered model version's artifacts in MLflow (the recommender's customer index inside its estimator,
-  input examples, model cards);
-- the local profile's Airflow task logs (in a cluster, logs go to its log collector, not searched here).
+  input examples, model cards) and every run's parameters and tags (MLflow's database, through its server);
+- the local profile's Airflow task logs and metadata database (run parameters, XCom); in a cluster, logs go to its
+  log collector and the metadata database is the Airflow chart's, neither searched here.
 
 Tables (Parquet, Excel) are searched in their customer columns; text files for the pseudonym, for the audit
 trail's keyed hash of the customer (:func:`governance.pseudonyms.subject`: after an erasure it should be the only
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Hit", "scan", "as_dicts", "OBJECT_PREFIXES"]
 
-OBJECT_PREFIXES = ("work", "feast", "requests", "reports")
+OBJECT_PREFIXES = ("work", "feast", "requests", "reports", "privacy")
 CUSTOMER_COLUMNS = ("customer_id", "Customer ID", "CustomerID", "customer")
 TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".html", ".txt", ".csv", ".yaml", ".yml", ".log")
 
@@ -75,7 +77,7 @@ class _Needle:
         if (n := data.count(self.subject.encode())):
             found.append(f"{n} mentions of the audit subject hash")
         if (n := len(self.number.findall(data))):
-            found.append(f"{n} mentions of the number {self.customer_id}")
+            found.append(f"{n} mentions of the id as a number")
         return found
 
 
@@ -133,11 +135,33 @@ def _dvc(settings: Settings, needle: _Needle, unread: list[str]) -> list[Hit]:
 
 
 def _state_db(settings: Settings, needle: _Needle) -> list[Hit]:
-    from sqlalchemy import MetaData, select
-
     from zmlops.statedb import engine
 
-    eng = engine(settings)
+    return _database("state database", engine(settings), needle)
+
+
+def _airflow_home(settings: Settings) -> Path | None:
+    """The local profile's Airflow home (``AIRFLOW_HOME``, by default ``ZM_HOME/airflow``); None in a cluster."""
+    import os
+
+    return None if settings.profile != "local" else Path(os.environ.get("AIRFLOW_HOME")
+                                                         or settings.home.resolve() / "airflow")
+
+
+def _airflow_db(settings: Settings, needle: _Needle) -> list[Hit]:
+    """The local profile's Airflow metadata database (run parameters, XCom, approval answers); a cluster's is the
+    Airflow chart's PostgreSQL, which the pipelines do not reach."""
+    from sqlalchemy import create_engine
+
+    home = _airflow_home(settings)
+    if home is None or not (home / "airflow.db").exists():
+        return []
+    return _database("Airflow database", create_engine(f"sqlite:///{home / 'airflow.db'}"), needle)
+
+
+def _database(store: str, eng: Any, needle: _Needle) -> list[Hit]:
+    from sqlalchemy import MetaData, select
+
     meta = MetaData()
     meta.reflect(eng)
     hits = []
@@ -149,7 +173,7 @@ def _state_db(settings: Settings, needle: _Needle) -> list[Hit]:
                 for f in needle.text(text):
                     kind = f.split(" ", 1)[1]
                     counts[kind] = counts.get(kind, 0) + 1
-            hits += [Hit("state database", table.name, f"{n} rows with {kind.removeprefix('mentions of ')}")
+            hits += [Hit(store, table.name, f"{n} rows with {kind.removeprefix('mentions of ')}")
                      for kind, n in counts.items()]
     return hits
 
@@ -191,6 +215,22 @@ def _mlflow(settings: Settings, needle: _Needle, unread: list[str]) -> list[Hit]
     return hits
 
 
+def _mlflow_runs(settings: Settings, needle: _Needle) -> list[Hit]:
+    """Every run's parameters, tags and metric names, read through the tracking server (its database)."""
+    from mlflow.entities import ViewType
+
+    from training import tracking
+
+    client = tracking.client(settings)
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    hits = []
+    for run in client.search_runs(experiments, run_view_type=ViewType.ALL, max_results=50_000) if experiments else []:
+        text = json.dumps({"params": run.data.params, "tags": run.data.tags, "metrics": sorted(run.data.metrics),
+                           "name": run.info.run_name}).encode()
+        hits += [Hit("MLflow", f"run {run.info.run_id} (parameters, tags)", f) for f in needle.text(text)]
+    return hits
+
+
 def _estimator(estimator: Any, needle: _Needle) -> list[str]:
     """A fitted model's own index of customers (the recommender's user factors and ranking rows follow it)."""
     import numpy as np
@@ -202,9 +242,10 @@ def _estimator(estimator: Any, needle: _Needle) -> list[str]:
 
 
 def _logs(settings: Settings, needle: _Needle, unread: list[str]) -> list[Hit]:
-    logs = settings.home.resolve() / "airflow" / "logs"
-    if settings.profile != "local" or not logs.exists():
+    home = _airflow_home(settings)
+    if home is None or not (home / "logs").exists():
         return []
+    logs = home / "logs"
     return _files("logs", _fsspec_files(str(logs)), needle, unread)
 
 
@@ -216,7 +257,8 @@ def scan(settings: Settings, customer_id: int) -> tuple[list[Hit], list[str]]:
                      consent.subject_hash(settings, int(customer_id)))
     unread: list[str] = []
     hits = (_object_store(settings, needle, unread) + _dvc(settings, needle, unread) + _state_db(settings, needle)
-            + _online(settings, needle) + _mlflow(settings, needle, unread) + _logs(settings, needle, unread))
+            + _online(settings, needle) + _mlflow(settings, needle, unread) + _mlflow_runs(settings, needle)
+            + _logs(settings, needle, unread) + _airflow_db(settings, needle))
     return hits, unread
 
 

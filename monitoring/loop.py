@@ -129,6 +129,9 @@ def write_metrics(settings: Settings, results: list[dict[str, Any]]) -> Path:
                       ["model", "signal"], registry=registry)
     checked = Gauge("zm_monitoring_last_check_timestamp_seconds", "When the model was last checked.", ["model"],
                     registry=registry)
+    deadline = Gauge("zm_erasure_retrain_deadline_timestamp_seconds", "When the model, trained on data an erasure "
+                     "retired, must be retrained without it (privacy.erasure_retrain_days).", ["model"],
+                     registry=registry)
     m = settings.monitoring
     limits = {"drift_share": m.drift_share, "segment_share_shift": m.segment_share_shift,
               "new_product_share": m.new_product_share, "forecast_wape_increase": m.forecast_wape_increase}
@@ -142,6 +145,8 @@ def write_metrics(settings: Settings, results: list[dict[str, Any]]) -> Path:
         for name, value in limits.items():
             threshold.labels(r["family"], name).set(value)
         checked.labels(r["family"]).set_to_current_time()
+        if r.get("erasure_retrain_by") is not None:
+            deadline.labels(r["family"]).set(r["erasure_retrain_by"])
     path = monitoring_dir(settings) / "metrics.prom"
     write_to_textfile(str(path), registry)
     object_store(settings).upload(f"{PREFIX}/metrics.prom")

@@ -213,6 +213,13 @@ class PrivacySettings(BaseModel):
                                    "customer but those whose latest record withdraws a purpose.")
     erasure_retrain_days: int = Field(30, ge=1, description="After an erasure, models trained on the customer's data "
                                       "must be retrained without them within this many days.")
+    approval_required: bool | None = Field(None, description="Whether an erasure run of the zmlops_privacy DAG waits "
+                                           "for the privacy board; default: required in the k8s profile, not "
+                                           "locally (the command 'zm privacy erase' is the operator's own act).")
+    approval_role: str = Field("privacy-officers", description="The Airflow role whose users may approve an "
+                               "erasure run.")
+    export_retention_days: int = Field(7, ge=1, description="Access bundles the zmlops_privacy DAG wrote to the "
+                                       "object store are deleted after this many days.")
 
 
 class Settings(BaseSettings):
@@ -287,6 +294,10 @@ class Settings(BaseSettings):
         """Whether a staged version of ``family`` waits for the review board."""
         default = self.profile == "k8s" if self.approval.required is None else self.approval.required
         return self.approval.families.get(family, default)
+
+    def privacy_approval_required(self) -> bool:
+        """Whether an erasure run of the privacy DAG waits for the privacy board."""
+        return self.profile == "k8s" if self.privacy.approval_required is None else self.privacy.approval_required
 
     def _k8s_needs(self, value: str | None, variable: str) -> str | None:
         """In the k8s profile a state location is never left to its local default (a pod's own disk): the

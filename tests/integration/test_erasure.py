@@ -97,7 +97,9 @@ def test_an_erased_customer_is_nowhere_but_in_the_audit_trail_s_keyed_hash(serve
     assert {h.store for h in hits} == {"MLflow", "state database"}, hits
     assert {h.where for h in hits if h.store == "state database"} == {"zm_audit", "zm_erasures"}
     assert all("audit subject hash" in h.what for h in hits if h.store == "state database")
-    assert all(erasure.retired_production(settings, f) for f in PERSONAL)
+    overdue = [erasure.retired_production(settings, f) for f in PERSONAL]  # re-enter training, with the deadline
+    assert all(o is not None and o.retrain_by is not None and o.retrain_by.isoformat(timespec="seconds")
+               == done["retrain_by"] for o in overdue), overdue
 
     for family in PERSONAL:  # the retraining the check asks for, then the retention task's forgetting
         assert deploy(settings, run.train_family(settings, family, "v2", reason="erasure").to_dict())["deployed"]

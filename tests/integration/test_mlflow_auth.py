@@ -203,3 +203,54 @@ def test_a_password_rotates_with_both_valid_in_between(server: MlflowServer) -> 
     assert status("serving", PASSWORDS["serving"]) == 401
     assert status("serving", rotated["serving"]) == 200
     assert status("pipelines", PASSWORDS["pipelines"]) == 200
+
+
+def test_the_pipelines_account_forgets_a_model_trained_on_retired_data_through_the_server(
+        server: MlflowServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The erasure's last step on the k8s profile's MLflow (the server, its auth app, proxied artifacts):
+    :func:`governance.erasure.forget_models` deletes a version trained on a retired data version (its run's and its
+    logged model's artifacts, the version, the run) and keeps production; the serving account may delete nothing."""
+    import mlflow
+    from sklearn.dummy import DummyClassifier
+
+    from governance.erasure import forget_models
+    from training.data import ingest
+    from zmlops.settings import Settings
+
+    settings = Settings(home=tmp_path / "zm", mlflow_tracking_uri=server.url)
+    registry = ingest.registry_for(settings)
+    for name, rows in (("a", "id,qty\n1,2\n"), ("b", "id,qty\n1,3\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "transactions.csv").write_text(rows)
+        registry.mark(registry.add_snapshot(tmp_path / name, {"source": "test"}, "transactions.csv").name, ok=True)
+    registry.retire("v1", "erasure customer:0123456789abcdef: ticket 9")
+
+    client = _client(monkeypatch, server, "pipelines")
+    mlflow.set_experiment("zm-forget-test")
+    versions = {}
+    client.create_registered_model("product-recommendation")
+    for data in ("v1", "v2"):  # registered as training.tracking registers (the REST client drops model_id)
+        with mlflow.start_run() as run:
+            mlflow.log_text("holds a row per customer", "estimator/notes.txt")
+            logged = mlflow.sklearn.log_model(DummyClassifier().fit([[0], [1]], [0, 1]), name="model")
+        mv = client.create_model_version("product-recommendation", logged.model_uri, run.info.run_id,
+                                         tags={"data_version": data}, model_id=logged.model_id)
+        versions[data] = (mv.version, run.info.run_id, logged.model_id)
+    client.set_registered_model_alias("product-recommendation", "previous", versions["v1"][0])
+    client.set_registered_model_alias("product-recommendation", "production", versions["v2"][0])
+    stored = {p for p in (server.root / "artifacts").rglob("*") if p.is_file()}
+    assert any(versions["v1"][1] in str(p) for p in stored) and any(versions["v1"][2] in str(p) for p in stored)
+
+    _client(monkeypatch, server, "serving")
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="403|PERMISSION_DENIED|Permission denied"):
+        forget_models(settings)
+    _client(monkeypatch, server, "pipelines")
+    assert forget_models(settings) == [f"product-recommendation v{versions['v1'][0]}"]
+    left = {p for p in (server.root / "artifacts").rglob("*") if p.is_file()}
+    assert not any(versions["v1"][1] in str(p) or versions["v1"][2] in str(p) for p in left), left
+    assert any(versions["v2"][1] in str(p) for p in left)
+    assert [m.version for m in client.search_model_versions("name = 'product-recommendation'")] \
+        == [versions["v2"][0]]
+    assert client.get_run(versions["v1"][1]).info.lifecycle_stage == "deleted"

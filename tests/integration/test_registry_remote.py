@@ -92,3 +92,43 @@ def test_a_refused_version_is_recorded_and_never_becomes_current(tmp_path: Path,
     other = _pod(tmp_path, "other", remote)
     assert {v.name: v.status for v in other.versions()} == {"v1": "good", "v2": "bad"}
     assert other.current().name == "v1"  # type: ignore[union-attr]
+
+
+def test_a_retired_version_s_bytes_leave_the_s3_remote_and_every_pod_refuses_it(tmp_path: Path, s3: str) -> None:
+    """The erasure's retirement on the k8s profile's stores: a git server and a DVC remote on S3. The retired
+    version's own objects are deleted from the bucket (the objects a kept version shares stay), and a pod with an
+    empty disk sees the retirement and refuses to fetch it."""
+    import boto3
+
+    from training.data.versions import VersionRetired
+
+    remote = (tmp_path / "server" / "data-registry.git", f"{s3}/dvc-retire")
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote[0])], check=True)
+    writer = _pod(tmp_path, "ingest-pod", (str(remote[0]), remote[1]))
+    rows = "id,qty\n" + "".join(f"{i},1\n" for i in range(50))
+    first, second = _delivery(tmp_path, "a", rows), _delivery(tmp_path, "b", rows.replace("1,1\n", "1,0\n", 1))
+    for folder in (first, second):  # a file both versions hold: one object, kept
+        (folder / "notes.txt").write_text("unchanged by the erasure\n")
+    v1 = writer.add_snapshot(first, {"source": "test"}, "transactions.csv")
+    writer.mark(v1.name, ok=True)
+    v2 = writer.add_snapshot(second, {"source": "test"}, "transactions.csv")
+    writer.mark(v2.name, ok=True)
+    bucket, prefix = s3.removeprefix("s3://").split("/", 1)
+    s3_client = boto3.client("s3", region_name="us-east-1")
+
+    def held() -> set[str]:
+        listed = s3_client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/dvc-retire/")
+        return {o["Key"].removeprefix(f"{prefix}/dvc-retire/") for o in listed.get("Contents", [])}
+
+    before, objects = held(), {v: writer.objects(v) for v in ("v1", "v2")}
+    assert objects["v1"] <= before and objects["v2"] <= before
+    deleted = writer.retire("v1", "erasure customer:0123456789abcdef: ticket 1")
+    assert set(deleted) == objects["v1"] - objects["v2"] and len(deleted) == 2  # its listing and its table
+    assert held() == before - set(deleted) and objects["v2"] <= held()
+
+    reader = _pod(tmp_path, "task-pod", (str(remote[0]), remote[1]))  # a new pod: an empty disk
+    assert reader.get("v1").status == "retired" and reader.resolve("current").name == "v2"
+    with pytest.raises(VersionRetired, match="ticket 1"):
+        reader.fetch(reader.get("v1"), tmp_path / "task-pod" / "raw")
+    got = reader.fetch(reader.get("v2"), tmp_path / "task-pod" / "raw2")
+    assert sha256_of(got / "transactions.csv") == v2.files["transactions.csv"]
