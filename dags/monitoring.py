@@ -28,8 +28,9 @@ that model with the reason. An incident (model version x data version) re-enters
 however often the check repeats. The `retention` task deletes request-log days older than
 `ZM_REQUEST_LOG__RETENTION_DAYS` and check reports older than `ZM_MONITORING__REPORT_RETENTION_DAYS`
 (each model's newest stays), access bundles older than `ZM_PRIVACY__EXPORT_RETENTION_DAYS`, and the
-model versions trained on a data version an erasure retired (all but production). A family whose production version was trained on such a version is sent back
-to training. Before any model is in production (a fresh install) the checks
+model versions trained on a data version an erasure retired (all but production). A family whose
+production version was trained on such a version is sent back to training, and the erasure's deadline
+is published for the alert rules. Before any model is in production (a fresh install) the checks
 are skipped.
 
 Params: `data_version` (default `current`).
@@ -118,7 +119,7 @@ def zmlops_monitoring() -> None:
 
         forgotten = forget_models(settings)  # versions trained on erased (retired) data, no longer served
         print(f"model versions deleted (trained on retired data): {forgotten}")
-        from governance.requests import prune_exports
+        from governance.access import prune_exports
 
         bundles = prune_exports(settings)
         print(f"access bundles deleted (older than {settings.privacy.export_retention_days} days): {len(bundles)}")

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 
     from zmlops.settings import Settings
 
-__all__ = ["export", "raw_rows", "online_profile"]
+__all__ = ["export", "raw_rows", "online_profile", "EXPORTS", "STAMP", "export_keys", "prune_exports"]
 
 PERSONAL_FAMILIES = ("customer-segmentation", "product-recommendation")  # trained on customers one by one
+EXPORTS = "privacy/exports"  # access bundles the privacy DAG writes: EXPORTS/<subject hash>/<STAMP>.json
+STAMP = "%Y%m%dT%H%M%S"
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -156,3 +158,24 @@ def export(settings: Settings, customer_id: int, out: Path) -> dict[str, Any]:
                "consent_records": len(bundle["consent"])}
     audit.record(settings, "privacy.exported", consent.audit_subject(settings, customer_id), summary)
     return summary
+
+
+def export_keys(settings: Settings, subject: str | None = None) -> list[str]:
+    """The access bundles in the object store (of one customer, by audit subject hash)."""
+    from zmlops.stores import object_store
+
+    prefix = EXPORTS if subject is None else f"{EXPORTS}/{subject}"
+    return object_store(settings).keys(prefix)
+
+
+def prune_exports(settings: Settings, now: dt.datetime | None = None) -> list[str]:
+    """Delete the access bundles older than ``privacy.export_retention_days``; returns their keys."""
+    from zmlops.stores import object_store
+
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=settings.privacy.export_retention_days)
+    store = object_store(settings)
+    gone = [key for key in export_keys(settings)
+            if Path(key).stem < cutoff.strftime(STAMP)]
+    for key in gone:
+        store.delete(key)
+    return gone

@@ -137,7 +137,7 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
         deleted[name] = registry.retire(name, f"erasure {subject}: {reason}")
         store.delete(f"work/{name}")
     log_rows = _request_log(settings, pseudonym)
-    from governance.requests import export_keys
+    from governance.access import export_keys
 
     bundles = export_keys(settings, bare)  # access bundles the privacy DAG wrote for them
     for key in bundles:

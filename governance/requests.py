@@ -29,12 +29,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from zmlops.settings import Settings
 
-__all__ = ["KINDS", "EXPORTS", "find_customer", "review", "answer", "carry_out", "prune_exports", "export_keys"]
+__all__ = ["KINDS", "find_customer", "review", "answer", "carry_out"]
 
 KINDS = ("export", "erase", "scan")
-EXPORTS = "privacy/exports"
 _SUBJECT = re.compile(r"^[0-9a-f]{16}$")
-_STAMP = "%Y%m%dT%H%M%S"
 
 
 def _subject(subject: str) -> str:
@@ -129,9 +127,9 @@ def carry_out(settings: Settings, kind: str, subject: str, reason: str, run_id: 
         raise LookupError(f"no retained data version holds the customer {subject} (never seen, or already "
                           "erased): run 'zm privacy scan CUSTOMER_ID' where the id is known")
     if kind == "export":
-        from governance.access import export
+        from governance.access import EXPORTS, STAMP, export
 
-        key = f"{EXPORTS}/{subject}/{dt.datetime.now(dt.UTC).strftime(_STAMP)}.json"
+        key = f"{EXPORTS}/{subject}/{dt.datetime.now(dt.UTC).strftime(STAMP)}.json"
         with tempfile.TemporaryDirectory(prefix="zm-export-") as tmp:
             out = Path(tmp) / "bundle.json"
             summary = export(settings, customer, out)
@@ -151,24 +149,3 @@ def carry_out(settings: Settings, kind: str, subject: str, reason: str, run_id: 
         return {"request": kind, "customer": subject, **done, "left": left}
     hits, unread = scan(settings, customer)
     return {"request": kind, "customer": subject, "hits": _where(hits), "not_searched": len(unread)}
-
-
-def export_keys(settings: Settings, subject: str | None = None) -> list[str]:
-    """The access bundles in the object store (of one customer, by audit subject hash)."""
-    from zmlops.stores import object_store
-
-    prefix = EXPORTS if subject is None else f"{EXPORTS}/{_subject(subject)}"
-    return object_store(settings).keys(prefix)
-
-
-def prune_exports(settings: Settings, now: dt.datetime | None = None) -> list[str]:
-    """Delete the access bundles older than ``privacy.export_retention_days``; returns their keys."""
-    from zmlops.stores import object_store
-
-    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=settings.privacy.export_retention_days)
-    store = object_store(settings)
-    gone = [key for key in export_keys(settings)
-            if Path(key).stem < cutoff.strftime(_STAMP)]
-    for key in gone:
-        store.delete(key)
-    return gone

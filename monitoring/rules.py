@@ -32,7 +32,7 @@ import yaml
 from zmlops.catalog import FAMILIES
 
 __all__ = ["SLO", "LATENCY_P99_SECONDS", "FALLBACK_RATE", "ERROR_RATE", "HIT_RATE_DROP", "OUTAGE_FOR",
-           "MONITORING_STALE_HOURS", "groups", "render", "main"]
+           "MONITORING_STALE_HOURS", "ERASURE_WARN_DAYS", "groups", "render", "main"]
 
 RULES_FILE = Path(__file__).resolve().parents[1] / "charts" / "zero-margin" / "files" / "prometheus-rules.yaml"
 
@@ -48,6 +48,7 @@ FALLBACK_RATE = 0.05  # share of answers given without online features
 HIT_RATE_DROP = 0.2  # relative drop of the served recommendation hit rate against its 7-day mean
 OUTAGE_FOR = "2m"  # no ready predictor of a model for this long pages (a rollout replaces pods one by one)
 MONITORING_STALE_HOURS = 36  # the monitoring DAG runs daily: a check older than this means it stopped
+ERASURE_WARN_DAYS = 7  # a ticket this long before an erasure's retrain deadline; a page once it has passed
 PREDICT = 'protocol=~"v1|v2"'
 WINDOWS = sorted({w for _, long, short, _, _ in BURN_RATES for w in (long, short)} | {"10m"}, key=lambda w: (
     {"m": 60, "h": 3600}[w[-1]] * int(w[:-1])))
@@ -177,6 +178,20 @@ def _model_alerts() -> dict[str, Any]:
         f"{{{{ $labels.model }}}}: the monitoring DAG has not checked the model for {MONITORING_STALE_HOURS} hours",
         "Drift, accuracy and hit-rate alerts are blind while the daily check does not run. Check the "
         "zmlops_monitoring DAG in Airflow (paused, failing, or the Pushgateway unreachable).",
+    ))
+    deadline = "max by (model) (zm_erasure_retrain_deadline_timestamp_seconds)"
+    rules.append(_alert(
+        "ZmErasureRetrainDue", f"{deadline} - time() < {ERASURE_WARN_DAYS * 86400} > 0", "0m", "ticket", "notify",
+        "{{ $labels.model }}: production still holds an erased customer's data; its retrain deadline is near",
+        f"The deadline (privacy.erasure_retrain_days after the erasure) is less than {ERASURE_WARN_DAYS} days away "
+        "({{ $value | humanizeDuration }}). The monitoring DAG sent the model to training; a successor the gate "
+        "refused leaves production on the retired data.",
+    ))
+    rules.append(_alert(
+        "ZmErasureRetrainOverdue", f"time() > {deadline}", "0m", "page", "notify",
+        "{{ $labels.model }}: an erasure's retrain deadline has passed and production still holds their data",
+        "The model serving production was trained on a data version an erasure retired, and the deadline the "
+        "erasure recorded has passed: a legal obligation is being missed.",
     ))
     for family in FAMILIES:
         rules.append(_alert(

@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", type=Path, default=None, help="write to this file instead of stdout")
 
     p = sub.add_parser(
-        "privacy", help="customers' consent: record a choice, show a customer's history",
+        "privacy", help="customers' rights: consent, access (export), erasure, where they are (scan)",
         description="The consent register (governance.consent; the state database, keyed by the customer's "
         "pseudonym): profiling lets segmentation use a customer's behaviour, personalisation lets "
         "recommendations be computed for them. Training leaves out customers without the purpose; the predictors "
@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--personalisation", choices=["yes", "no"], required=True,
                    help="may recommendations be personalised for them?")
     q.add_argument("--source", required=True, help="where the choice was made (web form, call centre, import)")
+    q = psub.add_parser("subject", help="the customer's audit subject hash: what a zmlops_privacy DAG run is given",
+                        description="The keyed hash the audit trail and the erasure register name a customer by "
+                        "(governance/pseudonyms.py). Trigger the zmlops_privacy DAG (export, erase, scan) with it in "
+                        "Airflow's UI or REST API: Airflow keeps a run's parameters where an erasure cannot reach, "
+                        "so the id never goes there (docs/privacy.md).")
+    q.add_argument("customer_id", type=int, help="the customer's id")
     q = psub.add_parser("history", help="every consent record of a customer, oldest first")
     q.add_argument("customer_id", type=int, help="the customer's id")
     q = psub.add_parser("export", help="the right of access: everything held about a customer, as one JSON file",
@@ -556,6 +562,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             print(f"customer {got.customer} (pseudonym): profiling {'yes' if got.profiling else 'no'}, "
                   f"personalisation {'yes' if got.personalisation else 'no'} ({got.source}, by {got.actor})")
+            return 0
+        if args.action == "subject":
+            print(consent.subject_hash(settings, args.customer_id))
             return 0
         if args.action == "export":
             from governance.access import export

@@ -47,6 +47,7 @@ def _carried_out(run: Any) -> dict[str, Any]:
 def test_export_then_erase_by_subject_hash_and_the_id_never_reaches_airflow(airflow_db: Path,
                                                                             featured: Path) -> None:
     from governance import audit, consent, requests
+    from governance.access import export_keys
     from governance.scan import scan
     from zmlops.settings import get_settings
     from zmlops.stores import object_store
@@ -64,7 +65,7 @@ def test_export_then_erase_by_subject_hash_and_the_id_never_reaches_airflow(airf
 
     erased = _carried_out(dag.test(run_conf={"request": "erase", "subject": subject, "reason": "ticket 2"}))
     assert erased["new_version"] == "v2" and erased["retired"] == ["v1"] and erased["access_bundles_deleted"] == 1
-    assert requests.export_keys(settings, subject) == []
+    assert export_keys(settings, subject) == []
     # nothing trained on their data yet: only the audit trail, the erasure register and Airflow's records of the
     # requests (run parameters, results) name them, by the hash
     assert set(erased["left"]) == {"state database: zm_audit", "state database: zm_erasures",
@@ -108,6 +109,7 @@ def test_an_erasure_waits_for_the_privacy_board_and_its_answer_is_audited(featur
     from airflow.providers.common.compat.sdk import DownstreamTasksSkipped
 
     from governance import audit, consent, requests
+    from governance.access import export_keys, prune_exports
     from zmlops.settings import get_settings
 
     monkeypatch.setenv("ZM_PRIVACY__APPROVAL_REQUIRED", "true")
@@ -119,6 +121,11 @@ def test_an_erasure_waits_for_the_privacy_board_and_its_answer_is_audited(featur
     assert requests.review(settings, "export", subject, "ticket 5", "run-5") is None  # only erasures wait
     with pytest.raises(PermissionError, match="not approved"):
         requests.carry_out(settings, "erase", subject, "ticket 5", "run-5")
+    bundle = requests.carry_out(settings, "export", subject, "ticket 4", "run-4")["bundle"]  # no board for access
+    now = dt.datetime.now(dt.UTC)
+    assert prune_exports(settings, now + dt.timedelta(days=6)) == [] and export_keys(settings) == [bundle]
+    assert prune_exports(settings, now + dt.timedelta(days=settings.privacy.export_retention_days, minutes=1)) \
+        == [bundle] and export_keys(settings) == []
 
     approve = load_dag("privacy").privacy_dag.get_task("approve")  # type: ignore[attr-defined]
     ti = _TaskInstance(asked)

@@ -33,7 +33,7 @@ def _exported_series(tmp_path: Path) -> set[str]:
         if family.name.startswith("zm_"):
             names |= {family.name + s for s in suffixes[family.type]}
     result = {"family": "demand-forecast", "drift_share": 0.1, "reasons": [], "columns": {},
-              "signals": {"units_wape_increase": 0.0}}
+              "signals": {"units_wape_increase": 0.0}, "erasure_retrain_by": 1.8e9}  # after an erasure
     text = write_metrics(Settings(home=tmp_path / "zm"), [result]).read_text()
     names |= {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
     names |= {r["record"] for g in rules.groups()["groups"] for r in g["rules"] if "record" in r}

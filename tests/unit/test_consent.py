@@ -74,4 +74,6 @@ def test_the_command_records_and_shows_a_choice(settings: Settings, zm_command: 
     assert consent.pseudonym(settings, 77) in out and "web form" in out
     assert consent.withdrawn(settings, "profiling") == {consent.pseudonym(settings, 77)}
     assert main(["privacy", "consent", "77", "--profiling", "no", "--personalisation", "yes", "--source", ""]) == 2
-
+    capsys.readouterr()
+    assert main(["privacy", "subject", "77"]) == 0  # what a privacy DAG run is given: the audit trail's hash
+    assert capsys.readouterr().out.strip() == consent.subject_hash(settings, 77) != consent.pseudonym(settings, 77)
