@@ -27,11 +27,12 @@ each model that should retrain, one event on its retrain asset, which starts the
 that model with the reason. An incident (model version x data version) re-enters training once,
 however often the check repeats. The `retention` task deletes request-log days older than
 `ZM_REQUEST_LOG__RETENTION_DAYS` and check reports older than `ZM_MONITORING__REPORT_RETENTION_DAYS`
-(each model's newest stays), access bundles older than `ZM_PRIVACY__EXPORT_RETENTION_DAYS`, and the
-model versions trained on a data version an erasure retired (all but production). A family whose
-production version was trained on such a version is sent back to training, and the erasure's deadline
-is published for the alert rules. Before any model is in production (a fresh install) the checks
-are skipped.
+(each model's newest stays), access bundles older than `ZM_PRIVACY__EXPORT_RETENTION_DAYS`, data
+versions older than `ZM_PRIVACY__DATA_RETENTION_DAYS` (but the current one and those a model version
+with an alias was trained on), and the model versions trained on a retired data version (all but
+production). A family whose production version was trained on such a version is sent back to
+training, and the erasure's deadline is published for the alert rules. Before any model is in
+production (a fresh install) the checks are skipped.
 
 Params: `data_version` (default `current`).
 """
@@ -115,15 +116,17 @@ def zmlops_monitoring() -> None:
         print(f"request-log days deleted (older than {settings.request_log.retention_days} days): {gone}")
         reports = prune_reports(settings)
         print(f"check reports deleted (older than {settings.monitoring.report_retention_days} days): {len(reports)}")
-        from governance.erasure import forget_models
+        from governance.erasure import expire_versions, forget_models
 
+        expired = expire_versions(settings)  # data versions past privacy.data_retention_days, not in use
+        print(f"data versions retired (older than {settings.privacy.data_retention_days} days): {expired}")
         forgotten = forget_models(settings)  # versions trained on erased (retired) data, no longer served
         print(f"model versions deleted (trained on retired data): {forgotten}")
         from governance.access import prune_exports
 
         bundles = prune_exports(settings)
         print(f"access bundles deleted (older than {settings.privacy.export_retention_days} days): {len(bundles)}")
-        return {**gone, "reports": reports, "models": forgotten, "bundles": bundles}
+        return {**gone, "reports": reports, "data": expired, "models": forgotten, "bundles": bundles}
 
     version = resolve()
     results = check.partial(version=version).expand(family=list(FAMILIES))

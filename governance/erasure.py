@@ -8,11 +8,14 @@ In order, stopping before anything is deleted if the new data version fails the 
    customer are deleted and materialized again (Feast's provider, so SQLite and Redis alike);
 3. every earlier version holding the customer is retired: a ``retired/vN`` tag (with the reason) in the data
    registry and its DVC objects deleted from the cache and the remote (objects a kept version shares stay), its
-   derived tables in the object store deleted; :meth:`DataRegistry.fetch` refuses a retired version;
+   derived tables in the object store and its Great Expectations results and Data Docs pages deleted;
+   :meth:`DataRegistry.fetch` refuses a retired version;
 4. their request-log rows are removed (the batches rewritten), their consent records and access bundles deleted;
 5. the erasure register (``zm_erasures``, by :func:`governance.pseudonyms.subject`) makes the predictors answer
    them as strangers within a poll, in every served version, until models trained without them serve;
 6. the audit trail records the erasure by the same keyed hash (``privacy.erased``), never the id.
+
+:func:`expire_versions` retires old data versions the same way (retention, from the monitoring DAG).
 
 Models trained on their data still hold them (the recommender's user factors and ranking rows) until the next
 version trained on the new data version replaces them and the old versions are deleted: ``retrain_by`` (now plus
@@ -30,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from zmlops.settings import Settings
 
-__all__ = ["erase", "erased_subjects", "Overdue", "retired_production", "forget_models"]
+__all__ = ["erase", "erased_subjects", "Overdue", "retired_production", "forget_models", "expire_versions"]
 
 CUSTOMER_VIEWS = ("customer_profile", "customer_behaviour")
 
@@ -113,7 +116,6 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
 
     from governance import audit, consent
     from governance.access import raw_rows
-    from training.data import ingest
     from training.run import prepare_features
     from zmlops.statedb import CONSENT, ERASURES, engine
     from zmlops.stores import object_store
@@ -123,7 +125,6 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
     customer_id = int(customer_id)
     subject, bare = consent.audit_subject(settings, customer_id), consent.subject_hash(settings, customer_id)
     pseudonym = consent.pseudonym(settings, customer_id)
-    registry = ingest.registry_for(settings)
     with tempfile.TemporaryDirectory(prefix="zm-erase-") as tmp_name:
         tmp = Path(tmp_name)
         holding = [v for v, rows in raw_rows(settings, customer_id).items() if len(rows)]
@@ -131,11 +132,8 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
     if new is not None:
         prepare_features(settings, new)
         _online_again(settings)
-    deleted: dict[str, list[str]] = {}
+    deleted = {name: _retire(settings, name, f"erasure {subject}: {reason}") for name in holding}
     store = object_store(settings)
-    for name in holding:
-        deleted[name] = registry.retire(name, f"erasure {subject}: {reason}")
-        store.delete(f"work/{name}")
     log_rows = _request_log(settings, pseudonym)
     from governance.access import export_keys
 
@@ -156,6 +154,46 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
     details["consent_records_deleted"] = consent_rows
     audit.record(settings, "privacy.erased", subject, details, who=actor)
     return details
+
+
+def _retire(settings: Settings, name: str, why: str) -> list[str]:
+    """Retire data version ``name`` (the registry's tag, its DVC objects deleted from cache and remote), delete its
+    derived tables and its Great Expectations results and Data Docs pages; returns the DVC objects deleted."""
+    from training.data import ingest
+    from zmlops.stores import object_store
+
+    deleted = ingest.registry_for(settings).retire(name, why)
+    object_store(settings).delete(f"work/{name}")
+    ingest.forget_validations(settings, name)
+    return deleted
+
+
+def expire_versions(settings: Settings, now: dt.datetime | None = None) -> list[str]:
+    """Retention of data versions: retire every version created more than ``privacy.data_retention_days`` ago but
+    the current one and those a model version holding an alias (production, previous, staging, candidate) was
+    trained on; the retention task's :func:`forget_models` then deletes the model versions trained on them.
+    Returns the versions retired."""
+    from governance import audit
+    from training import tracking
+    from training.data import ingest
+    from zmlops.catalog import FAMILIES
+
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=settings.privacy.data_retention_days)
+    registry = ingest.registry_for(settings)
+    current = registry.current()
+    client = tracking.client(settings)
+    in_use = {mv.tags.get("data_version") for family in FAMILIES
+              for mv in client.search_model_versions(f"name = '{family}'")
+              if client.get_model_version(family, mv.version).aliases}
+    expired = [v.name for v in registry.versions() if v.status != "retired"
+               and v.name != (current.name if current else None) and v.name not in in_use
+               and registry.created_at(v.name) < cutoff]
+    for name in expired:
+        objects = _retire(settings, name, f"retention: created before {cutoff:%Y-%m-%d} "
+                                          f"(privacy.data_retention_days {settings.privacy.data_retention_days})")
+        audit.record(settings, "data.retired", f"data:{name}",
+                     {"why": "retention", "dvc_objects_deleted": len(objects)})
+    return expired
 
 
 def _retired(settings: Settings) -> set[str]:

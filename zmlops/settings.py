@@ -218,6 +218,9 @@ class PrivacySettings(BaseModel):
                                            "locally (the command 'zm privacy erase' is the operator's own act).")
     approval_role: str = Field("privacy-officers", description="The Airflow role whose users may approve an "
                                "erasure run.")
+    data_retention_days: int = Field(730, ge=1, description="Data versions created longer ago than this are retired "
+                                     "by the monitoring DAG's retention task (their bytes deleted), but the current "
+                                     "one and those a model version with an alias was trained on.")
     export_retention_days: int = Field(7, ge=1, description="Access bundles the zmlops_privacy DAG wrote to the "
                                        "object store are deleted after this many days.")
 

@@ -76,6 +76,11 @@ def test_an_erased_customer_is_nowhere_but_in_the_audit_trail_s_keyed_hash(serve
         assert not (settings.registry_dir / ".dvc" / "cache" / path).exists()
         assert not (Path(settings.remote_url) / path).exists()
     assert not object_store(settings).keys("work/v1")
+    validations = object_store(settings).keys("reports/validation")  # Great Expectations results and Data Docs
+    assert not [k for k in validations if "/v1-raw" in k or "/v1-clean" in k]
+    assert [k for k in validations if "/v2-raw" in k]
+    index = object_store(settings).get("reports/validation/gx/uncommitted/data_docs/local_site/index.html") or b""
+    assert b"v2-raw" in index and b"v1-raw" not in index
     # features offline and online, the request log, the consent register: gone; another customer untouched
     assert all(v is None for v in _online(settings, customer))
     assert all(v is not None for v in _online(settings, other))
@@ -107,6 +112,40 @@ def test_an_erased_customer_is_nowhere_but_in_the_audit_trail_s_keyed_hash(serve
     assert sorted(erasure.forget_models(settings)) == [f"{f} v1" for f in PERSONAL]
     hits, _ = scan(settings, customer)
     assert {h.store for h in hits} == {"state database"} and all("audit subject hash" in h.what for h in hits), hits
+
+
+def test_retention_retires_old_data_versions_but_the_current_one_and_those_in_use(tmp_path: Path) -> None:
+    """The monitoring DAG's retention of data versions: past ``privacy.data_retention_days`` a version is retired
+    as an erasure retires one (bytes, derived tables, validation results), unless it is current or a model version
+    with an alias was trained on it."""
+    import datetime as dt
+
+    import mlflow
+
+    from governance.erasure import expire_versions
+    from training import tracking
+    from training.data import ingest
+    from zmlops.stores import object_store
+
+    settings = Settings(home=tmp_path / "zm")
+    for seed in (1, 2, 3):
+        version = ingest.snapshot_simulated(settings, SimulationConfig(seed=seed, n_customers=200, n_products=100,
+                                                                       weeks=20))
+        ingest.validate_version(settings, version.name)
+    client = tracking.client(settings)
+    client.create_registered_model("customer-segmentation")
+    in_use = client.create_model_version("customer-segmentation", str(tmp_path / "model"),
+                                         tags={"data_version": "v2"})
+    client.set_registered_model_alias("customer-segmentation", "previous", in_use.version)
+    now = dt.datetime.now(dt.UTC)
+    assert expire_versions(settings, now) == []  # nothing is old yet
+    later = now + dt.timedelta(days=settings.privacy.data_retention_days, hours=1)
+    assert expire_versions(settings, later) == ["v1"]
+    registry = ingest.registry_for(settings)
+    assert [v.status for v in registry.versions()] == ["retired", "good", "good"]
+    store = object_store(settings)
+    assert not store.keys("work/v1") and not [k for k in store.keys("reports/validation") if "/v1-" in k]
+    assert mlflow.MlflowClient(settings.tracking_uri).get_model_version("customer-segmentation", in_use.version)
 
 
 def test_erasing_a_customer_no_data_version_holds_creates_no_version(served: Settings) -> None:

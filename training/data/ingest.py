@@ -207,3 +207,17 @@ def _clean_rows(settings: Settings, version: DataVersion | None) -> int | None:
         return None
     report = object_store(settings).get(_key(version.name, REPORT_FILE))
     return int(json.loads(report)["rows_out"]) if report is not None else None
+
+
+def forget_validations(settings: Settings, version: str) -> int:
+    """Delete ``version``'s Great Expectations results and Data Docs pages from the object store (and its cache),
+    the Data Docs index built again without them; returns how many files went."""
+    from training.validation.gate import forget_runs
+
+    store = object_store(settings)
+    store.download_tree(VALIDATION)
+    gone = forget_runs(settings.reports, [f"{version}-raw", f"{version}-clean"])
+    for path in gone:
+        store.delete(str(path.relative_to(store.cache)))
+    store.upload_tree(VALIDATION)
+    return len(gone)

@@ -22,6 +22,7 @@ moves by compare-and-swap (``--force-with-lease``), never backwards.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -256,6 +257,11 @@ class DataRegistry:
         fs, root = fsspec.core.url_to_fs(self.remote_url)
         data: bytes = fs.cat_file(f"{root.rstrip('/')}/{path}")
         return data
+
+    def created_at(self, name: str) -> dt.datetime:
+        """When version ``name`` was committed (its commit time, UTC)."""
+        self._clone_if_missing()
+        return dt.datetime.fromisoformat(self._git("log", "-1", "--format=%cI", name)).astimezone(dt.UTC)
 
     def retire(self, name: str, why: str) -> list[str]:
         """Retire version ``name`` for good: tag ``retired/NAME`` (the message says why) and delete its bytes from

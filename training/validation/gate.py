@@ -164,3 +164,25 @@ def run_gate(
     if raise_on_failure and not result.success:
         raise ValidationFailed(result)
     return result
+
+
+def forget_runs(reports_dir: Path, run_names: list[str]) -> list[Path]:
+    """Delete the validation results of these runs (their JSON, their Data Docs pages and our summaries) and build
+    the Data Docs again without them: a retired data version's failed-expectation samples can hold customer ids.
+    Returns the files deleted."""
+    import shutil
+
+    root = reports_dir / _PROJECT
+    if not root.exists():
+        return []
+    doomed = [p for p in root.rglob("*") if p.is_dir() and p.name in run_names]
+    doomed += [root / "summaries" / f"{name}.json" for name in run_names]
+    files = [f for p in doomed if p.exists() for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    for path in doomed:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    if files and (root / "gx").exists():
+        _context(root).build_data_docs()
+    return files
