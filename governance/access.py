@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from zmlops.settings import Settings
 
-__all__ = ["export", "raw_rows", "online_profile", "EXPORTS", "STAMP", "export_keys", "prune_exports"]
+__all__ = ["export", "raw_rows", "customer_ids", "online_profile", "EXPORTS", "STAMP", "export_keys", "prune_exports"]
 
 PERSONAL_FAMILIES = ("customer-segmentation", "product-recommendation")  # trained on customers one by one
 EXPORTS = "privacy/exports"  # access bundles the privacy DAG writes: EXPORTS/<subject hash>/<STAMP>.json
@@ -49,6 +49,30 @@ def raw_rows(settings: Settings, customer_id: int) -> dict[str, pd.DataFrame]:
             raw = read_transactions(folder / version.transactions_file)
             if "Customer ID" in raw:
                 found[version.name] = raw[raw["Customer ID"] == customer_id]
+    return found
+
+
+def customer_ids(settings: Settings) -> set[int]:
+    """Every customer id in the raw transactions of the retained data versions (only that column is read)."""
+    import pyarrow.parquet as pq
+
+    from training.data import ingest
+    from training.data.cleaning import read_transactions
+
+    registry = ingest.registry_for(settings)
+    found: set[int] = set()
+    with tempfile.TemporaryDirectory(prefix="zm-ids-") as tmp:
+        for version in registry.versions():
+            if version.status == "retired":
+                continue
+            folder = registry.fetch(version, Path(tmp) / version.name, only=[version.transactions_file])
+            path = folder / version.transactions_file
+            if path.suffix == ".parquet" and "Customer ID" in pq.read_schema(path).names:
+                ids = pq.read_table(path, columns=["Customer ID"]).column(0).drop_null().to_pylist()
+            else:  # a spreadsheet or another spelling: the reader the pipeline uses
+                raw = read_transactions(path)
+                ids = raw["Customer ID"].dropna().tolist() if "Customer ID" in raw else []
+            found |= {int(c) for c in ids}
     return found
 
 

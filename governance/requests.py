@@ -46,32 +46,12 @@ def _subject(subject: str) -> str:
 def find_customer(settings: Settings, subject: str) -> int | None:
     """The customer id whose audit subject hash is ``subject``, among the customers of the retained data versions;
     None when no retained version holds them (never seen, or already erased)."""
-    import pyarrow.parquet as pq
-
+    from governance.access import customer_ids
     from governance.pseudonyms import subject as subject_of
-    from training.data import ingest
-    from training.data.cleaning import read_transactions
 
     subject = _subject(subject)
     key = settings.pseudonymisation_key.get_secret_value().encode()
-    registry = ingest.registry_for(settings)
-    seen: set[int] = set()
-    with tempfile.TemporaryDirectory(prefix="zm-request-") as tmp:
-        for version in registry.versions():
-            if version.status == "retired":
-                continue
-            folder = registry.fetch(version, Path(tmp) / version.name, only=[version.transactions_file])
-            path = folder / version.transactions_file
-            if path.suffix == ".parquet" and "Customer ID" in pq.read_schema(path).names:
-                ids = pq.read_table(path, columns=["Customer ID"]).column(0).drop_null().to_pandas()
-            else:  # a spreadsheet or another spelling: the same reader the pipeline uses
-                raw = read_transactions(path)
-                ids = raw["Customer ID"].dropna() if "Customer ID" in raw else []
-            for customer in {int(c) for c in ids} - seen:
-                if subject_of(key, customer) == subject:
-                    return customer
-            seen |= {int(c) for c in ids}
-    return None
+    return next((c for c in customer_ids(settings) if subject_of(key, c) == subject), None)
 
 
 def review(settings: Settings, kind: str, subject: str, reason: str, run_id: str) -> dict[str, str] | None:

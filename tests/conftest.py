@@ -19,13 +19,15 @@ apply_telemetry_off()
 
 
 @pytest.fixture
-def zm_command(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
-    """Point the `zm` commands this test runs in-process at a home: ZM_HOME set, the process-wide settings re-read
-    (and again afterwards, so later tests do not inherit it)."""
+def zm_command(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Point the `zm` commands this test runs in-process at a home (and more ``ZM_*`` settings): ZM_HOME set, the
+    process-wide settings re-read (and again afterwards, so later tests do not inherit it)."""
     from zmlops.settings import get_settings
 
-    def point(home: Path) -> None:
+    def point(home: Path, env: dict[str, str] | None = None) -> None:
         monkeypatch.setenv("ZM_HOME", str(home))
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
         get_settings.cache_clear()
 
     yield point

@@ -200,6 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "Airflow's UI or REST API: Airflow keeps a run's parameters where an erasure cannot reach, "
                         "so the id never goes there (docs/privacy.md).")
     q.add_argument("customer_id", type=int, help="the customer's id")
+    q = psub.add_parser("rekey", help="rotate the pseudonymisation key: start (old key set), roll out, finish",
+                        description="Rewrites the stored keyed hashes (consent register, erasure register, request "
+                        "log) from the old key to the new one in two steps around the rollout of the new key, so "
+                        "every workload honours every choice on either key meanwhile (governance/rekey.py; the "
+                        "procedure: docs/privacy.md). The ids come from the retained data versions and --ids.")
+    rq = q.add_subparsers(dest="step", required=True)
+    r = rq.add_parser("start", help="with the old key in ZM_PSEUDONYMISATION_KEY: copy the rows under the new key")
+    r.add_argument("--new-key-file", type=Path, required=True, help="a file holding the new key (one line)")
+    r.add_argument("--ids", type=Path, default=None, help="more customer ids, one per line (the customer master "
+                   "list: people with a consent record who never bought)")
+    r = rq.add_parser("finish", help="with the new key rolled out: drop the old rows, rewrite the request log")
+    r.add_argument("--old-key-file", type=Path, required=True, help="a file holding the old key (one line)")
+    r.add_argument("--ids", type=Path, default=None, help="the same extra ids as for start")
     q = psub.add_parser("history", help="every consent record of a customer, oldest first")
     q.add_argument("customer_id", type=int, help="the customer's id")
     q = psub.add_parser("export", help="the right of access: everything held about a customer, as one JSON file",
@@ -562,6 +575,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             print(f"customer {got.customer} (pseudonym): profiling {'yes' if got.profiling else 'no'}, "
                   f"personalisation {'yes' if got.personalisation else 'no'} ({got.source}, by {got.actor})")
+            return 0
+        if args.action == "rekey":
+            from governance import rekey
+
+            ids = [int(x) for x in args.ids.read_text().split()] if args.ids else []
+            try:
+                if args.step == "start":
+                    done = rekey.start(settings, args.new_key_file.read_text().strip().encode(), ids)
+                else:
+                    done = rekey.finish(settings, args.old_key_file.read_text().strip().encode(), ids)
+            except (ValueError, LookupError, RuntimeError) as error:
+                print(f"zm privacy rekey: error: {error}", file=sys.stderr)
+                return 2
+            print(json.dumps(done, indent=1))
             return 0
         if args.action == "subject":
             print(consent.subject_hash(settings, args.customer_id))

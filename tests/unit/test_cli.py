@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 
 @pytest.mark.parametrize("argv", [[], ["data"], ["data", "ingest"], ["data", "simulate"], ["rollout"], ["auth"],
                                   ["privacy", "erase"], ["privacy", "scan"], ["privacy", "export"],
-                                  ["privacy", "subject"]])
+                                  ["privacy", "subject"], ["privacy", "rekey"], ["privacy", "rekey", "start"]])
 def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([*argv, "--help"])
