@@ -13,7 +13,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 
-from governance.respondents import answer_of, respondents
+from governance.respondents import answer_of, board_arguments
 
 APPROVAL_TIMEOUT = dt.timedelta(hours=float(os.environ.get("ZM_APPROVAL__TIMEOUT_HOURS", "72")))
 PRIVACY_ROLE = os.environ.get("ZM_PRIVACY__APPROVAL_ROLE", "privacy-officers")
@@ -105,15 +105,7 @@ def zmlops_privacy() -> None:
         print(done)
         return done
 
-    board = PrivacyApproval(
-        task_id="approve",
-        subject="{{ ti.xcom_pull(task_ids='review')['subject'] }}",
-        body="{{ ti.xcom_pull(task_ids='review')['body'] }}",
-        defaults="Reject",  # unanswered within the timeout: rejected
-        assigned_users=respondents(PRIVACY_ROLE),  # honoured by governance.board_auth's auth managers
-        response_timeout=APPROVAL_TIMEOUT,
-        params={"reason": Param("", type="string", description="why (recorded in the audit trail)")},
-    )
+    board = PrivacyApproval(**board_arguments(PRIVACY_ROLE, APPROVAL_TIMEOUT))
     review() >> board >> carry_out()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from governance.respondents import answer_of, respondents
+from governance.respondents import answer_of, board_arguments
 from zmlops.catalog import FAMILIES, retrain_asset_uri
 
 # ZM_DAG_SCHEDULES=off (the demo) keeps the asset trigger and drops the clock.
@@ -173,16 +173,7 @@ def zmlops_training() -> None:
     version = features(validate(resolve()))
     outcomes = train.partial(version=version).expand(job=plan())
     asked = review(outcomes)
-    board = ModelApproval(
-        task_id="approve",
-        subject="{{ ti.xcom_pull(task_ids='review')['subject'] }}",
-        body="{{ ti.xcom_pull(task_ids='review')['body'] }}",
-        defaults="Reject",  # unanswered within the timeout: rejected
-        assigned_users=respondents(APPROVAL_ROLE),  # honoured by governance.board_auth's auth managers
-        response_timeout=APPROVAL_TIMEOUT,
-        params={"reason": Param("", type="string", description="why (recorded in the audit trail)")},
-        retries=0,
-    )
+    board = ModelApproval(**board_arguments(APPROVAL_ROLE, APPROVAL_TIMEOUT), retries=0)
     asked >> board >> deploy.expand(outcome=outcomes)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["ROLE_PREFIX", "respondents", "roles_named", "answer_of"]
+__all__ = ["ROLE_PREFIX", "respondents", "roles_named", "answer_of", "board_arguments"]
 
 ROLE_PREFIX = "role:"
 
@@ -33,3 +33,15 @@ def answer_of(event: dict[str, Any], approve: str, timeout: object) -> tuple[boo
     why = (event.get("params_input") or {}).get("reason") or ("approved" if approved else (
         "rejected" if by != "timeout" else f"no answer within {timeout}"))
     return approved, by, str(why)
+
+
+def board_arguments(role: str, timeout: object) -> dict[str, Any]:
+    """The arguments every review board's approval task shares: the question from the ``review`` task's XCom
+    (``subject``, ``body``), Reject when unanswered within ``timeout``, answered by the holders of ``role``
+    (honoured by :mod:`governance.board_auth`), and a ``reason`` field recorded in the audit trail."""
+    from airflow.sdk import Param
+
+    return {"task_id": "approve", "subject": "{{ ti.xcom_pull(task_ids='review')['subject'] }}",
+            "body": "{{ ti.xcom_pull(task_ids='review')['body'] }}", "defaults": "Reject",
+            "assigned_users": respondents(role), "response_timeout": timeout,
+            "params": {"reason": Param("", type="string", description="why (recorded in the audit trail)")}}

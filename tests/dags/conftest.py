@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +54,19 @@ def load_dag(name: str) -> object:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class ApprovalTaskInstance:
+    """What the approval task reads from its task instance: the review's XCom; what it writes: the skip list."""
+
+    map_index = -1
+
+    def __init__(self, asked: dict[str, Any]) -> None:
+        self.asked, self.pushed = asked, {}  # type: dict[str, Any], dict[str, Any]
+
+    def xcom_pull(self, task_ids: str) -> dict[str, Any]:
+        assert task_ids == "review"
+        return self.asked
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.dags.conftest import load_dag
+from tests.dags.conftest import ApprovalTaskInstance, load_dag
 
 pytestmark = pytest.mark.dags
 
@@ -89,21 +89,6 @@ def test_a_subject_that_is_not_a_hash_is_refused_before_the_run_starts(airflow_d
         dag.test(run_conf={"request": "erase", "subject": "12345", "reason": "ticket 3"})
 
 
-class _TaskInstance:
-    task_id = "approve"
-    map_index = -1
-
-    def __init__(self, asked: dict[str, Any]) -> None:
-        self.asked, self.pushed = asked, {}  # type: dict[str, Any], dict[str, Any]
-
-    def xcom_pull(self, task_ids: str) -> dict[str, Any]:
-        assert task_ids == "review"
-        return self.asked
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-
 def test_an_erasure_waits_for_the_privacy_board_and_its_answer_is_audited(featured: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.providers.common.compat.sdk import DownstreamTasksSkipped
@@ -128,7 +113,7 @@ def test_an_erasure_waits_for_the_privacy_board_and_its_answer_is_audited(featur
         == [bundle] and export_keys(settings) == []
 
     approve = load_dag("privacy").privacy_dag.get_task("approve")  # type: ignore[attr-defined]
-    ti = _TaskInstance(asked)
+    ti = ApprovalTaskInstance(asked)
     context = {"ti": ti, "task_instance": ti, "task": approve}
     event = {"chosen_options": ["Reject"], "params_input": {"reason": "identity not verified"},
              "responded_at": dt.datetime.now(dt.UTC), "responded_by_user": {"id": "7", "name": "dpo"}}

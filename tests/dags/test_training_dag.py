@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.dags.conftest import REPO, load_dag
+from tests.dags.conftest import REPO, ApprovalTaskInstance, load_dag
 from zmlops.catalog import FAMILIES
 
 pytestmark = pytest.mark.dags
@@ -154,22 +154,6 @@ def test_bad_data_stops_the_run_before_training_and_production_stays(airflow_db:
     assert _production(ingested) == before
 
 
-class _TaskInstance:
-    """What the approval task reads from its task instance: the review's XCom; what it writes: the skip list."""
-
-    map_index = -1
-
-    def __init__(self, asked: dict[str, Any]) -> None:
-        self.asked, self.pushed = asked, {}  # type: dict[str, Any], dict[str, Any]
-
-    def xcom_pull(self, task_ids: str) -> dict[str, Any]:
-        assert task_ids == "review"
-        return self.asked
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-
 @pytest.mark.parametrize(("answer", "who", "expected"), [
     ("Approve", {"id": "2", "name": "approver"}, ("model.approved", "approver")),
     ("Reject", {"id": "3", "name": "reviewer"}, ("model.rejected", "reviewer")),
@@ -190,7 +174,7 @@ def test_the_board_s_answer_is_recorded_and_a_rejection_skips_deployment(
     client.create_registered_model("customer-segmentation")
     version = client.create_model_version("customer-segmentation", source=str(zm_home / "artifact")).version
     approve = load_dag("training").training_dag.get_task("approve")  # type: ignore[attr-defined]
-    ti = _TaskInstance({"versions": [{"family": "customer-segmentation", "version": str(version)}]})
+    ti = ApprovalTaskInstance({"versions": [{"family": "customer-segmentation", "version": str(version)}]})
     # the scheduler's timeout sweep sends the defaults: Reject, the params' defaults, no user
     event = {"chosen_options": [answer], "params_input": {"reason": "looks right" if who else ""},
              "responded_at": dt.datetime.now(dt.UTC), "responded_by_user": who}
