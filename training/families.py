@@ -66,7 +66,8 @@ def _families() -> dict[str, Family]:
             feature_service="demand_forecast",
             primary_metric="units_wape",
             greater_is_better=False,
-            baseline_name="seasonal naive (same week last year; the last value with under a year of history)",
+            baseline_name="the best of seasonal naive (same week last year), naive (last week) and the mean of the "
+            "last 4 weeks, by backtest units WAPE",
             make_estimator=t.make_forecaster,
             training_data=t.forecast_data,
             evaluate=t.evaluate_forecaster,

@@ -114,12 +114,24 @@ def evaluate_forecaster(model: Any, data: TrainingData) -> Evaluation:
     from training.models.forecasting import backtest
 
     params = model.get_params()
-    result = backtest(data.frame, lambda: make_forecaster(**params), folds=4, horizon=TEST_WEEKS)
+    # 8 origins 4 weeks apart (where the history allows), each forecasting the next 8 weeks
+    result = backtest(data.frame, lambda: make_forecaster(**params), folds=8, horizon=TEST_WEEKS, step=4)
     breakdown = {
         c: {"wape": result["per_category"][c], "baseline_wape": result["per_category_baseline"][c]}
         for c in result["per_category"]
     }
-    return Evaluation(result["model"], result["baseline"], breakdown)
+    folds = result["folds"]
+    lines = [f"Rolling-origin backtest: {folds['origins']:.0f} origins {folds['step']:.0f} weeks apart, "
+             f"{folds['horizon']:.0f} weeks ahead each; the model refitted at every origin, its choice included.",
+             "", "| forecast | units WAPE | revenue WAPE |", "|---|---:|---:|",
+             f"| this model | {result['model']['units_wape']:.3f} | {result['model']['revenue_wape']:.3f} |"]
+    lines += [f"| {name}{' (the baseline: the best)' if name == result['baseline_name'] else ''} | "
+              f"{m['units_wape']:.3f} | {m['revenue_wape']:.3f} |" for name, m in result["baselines"].items()]
+    lines += ["", f"90% intervals held {result['model']['units_coverage']:.0%} of the actual weekly units and "
+              f"{result['model']['revenue_coverage']:.0%} of the revenue.", "",
+              "Chosen per category (units; revenue): " + "; ".join(
+                  f"{c}: {choice['units']}; {choice['revenue']}" for c, choice in sorted(model.choice_.items()))]
+    return Evaluation(result["model"], result["baseline"], breakdown, {"Backtest against the simple forecasts": lines})
 
 
 # ---------------------------------------------------------------- segmentation
