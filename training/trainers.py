@@ -121,8 +121,9 @@ def evaluate_forecaster(model: Any, data: TrainingData) -> Evaluation:
         for c in result["per_category"]
     }
     folds = result["folds"]
-    lines = [f"Rolling-origin backtest: {folds['origins']:.0f} origins {folds['step']:.0f} weeks apart, "
-             f"{folds['horizon']:.0f} weeks ahead each; the model refitted at every origin, its choice included.",
+    spacing = f"s {folds['step']:.0f} weeks apart" if folds["origins"] > 1 else " (the history allows no more)"
+    lines = [f"Rolling-origin backtest: {folds['origins']:.0f} origin{spacing}, {folds['horizon']:.0f} weeks ahead "
+             "each; the model refitted at every origin, its choice included.",
              "", "| forecast | units WAPE | revenue WAPE |", "|---|---:|---:|",
              f"| this model | {result['model']['units_wape']:.3f} | {result['model']['revenue_wape']:.3f} |"]
     lines += [f"| {name}{' (the baseline: the best)' if name == result['baseline_name'] else ''} | "
