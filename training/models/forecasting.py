@@ -155,9 +155,9 @@ def _select_and_forecast(
             for w in weights:
                 errors[(k, w)], relative[(k, w)] = 0.0, []
                 for o, f in fits:
-                    fc, actual = _blend(f, _naive(y[:o], horizon), w).mean, y[o : o + horizon]
-                    errors[(k, w)] += float(np.abs(fc - actual).sum())
-                    relative[(k, w)] += list(np.abs(fc - actual) / np.maximum(np.abs(fc), 1.0))
+                    point, actual = _blend(f, _naive(y[:o], horizon), w).mean, y[o : o + horizon]
+                    errors[(k, w)] += float(np.abs(point - actual).sum())
+                    relative[(k, w)] += list(np.abs(point - actual) / np.maximum(np.abs(point), 1.0))
     best = min(errors, key=lambda kw: (errors[kw], kw)) if errors else (min(harmonics), weights[0])
     fc = _blend(_fit_forecast(y, weeks, future, best[0], alpha), _naive(y, steps), best[1])
     seen = _around(fc.mean, np.asarray(relative.get(best, [])), 1.0 - alpha)
