@@ -21,9 +21,9 @@ PRIVACY_ROLE = os.environ.get("ZM_PRIVACY__APPROVAL_ROLE", "privacy-officers")
 DOC = """
 ### zmlops_privacy
 Serves one customer's request under the GDPR, named by the customer's **audit subject hash** (16 hex
-characters: `zm privacy subject CUSTOMER_ID` prints it, `zm privacy request KIND CUSTOMER_ID --reason R`
-computes it and triggers this DAG). Airflow keeps a run's parameters and logs where an erasure cannot reach,
-so the id never enters them; each step finds the customer again in the retained data versions.
+characters: `zm privacy subject CUSTOMER_ID` prints it, where the pipelines' settings are). Airflow keeps
+a run's parameters and logs where an erasure cannot reach, so the id never enters them; each step finds
+the customer again in the retained data versions.
 
 * `export`: the access bundle (transactions in every retained data version, features, segment, answers
   served, model versions trained on their data, consent history) to the object store,

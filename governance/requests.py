@@ -2,8 +2,8 @@
 
 Airflow keeps a run's configuration and its task logs in its own stores (the metadata database, the log store),
 which an erasure cannot rewrite. So a request names the customer by the audit trail's keyed hash
-(:func:`governance.consent.subject_hash`; ``zm privacy subject CUSTOMER_ID`` prints it, ``zm privacy request``
-computes it and triggers the run), never by the id or the request log's pseudonym, and each step finds the id again
+(:func:`governance.consent.subject_hash`; ``zm privacy subject CUSTOMER_ID`` prints it; trigger the run with it in
+Airflow's UI or REST API), never by the id or the request log's pseudonym, and each step finds the id again
 by hashing the customer ids of the retained data versions (:func:`find_customer`). Nothing a step returns (Airflow
 keeps it as XCom) or prints names the customer otherwise.
 
