@@ -592,8 +592,8 @@ def test_mlflow_tls_serves_https_and_its_clients_check_it_against_the_ca() -> No
     assert certificate["secretName"] == "zm-mlflow-tls" and f"zm-mlflow.{NAMESPACE}.svc" in certificate["dnsNames"]
     (mlflow,) = [d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "zm-mlflow"]
     container = pod_spec(mlflow)["containers"][0]
-    assert ("--uvicorn-opts=--ssl-certfile=/etc/zero-margin/tls/tls.crt --ssl-keyfile=/etc/zero-margin/tls/tls.key"
-            in container["args"])
+    assert ("--uvicorn-opts=--timeout-graceful-shutdown 10 --ssl-certfile=/etc/zero-margin/tls/tls.crt "
+            "--ssl-keyfile=/etc/zero-margin/tls/tls.key" in container["args"])
     assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["tls"] == "/etc/zero-margin/tls"
     assert {v["name"]: v.get("secret", {}).get("secretName") for v in pod_spec(mlflow)["volumes"]}["tls"] \

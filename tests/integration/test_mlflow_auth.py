@@ -53,7 +53,8 @@ class MlflowServer:
             [sys.executable, "-m", "zmlops.mlflow_server", "--host", "127.0.0.1", "--port", str(self.port),
              "--backend-store-uri", env["MLFLOW_BACKEND_STORE_URI"],
              "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1",
-             f"--uvicorn-opts=--ssl-certfile={self.cert} --ssl-keyfile={self.key}"],  # as the chart's mlflow.tls
+             # as the chart with mlflow.tls
+             f"--uvicorn-opts=--timeout-graceful-shutdown 10 --ssl-certfile={self.cert} --ssl-keyfile={self.key}"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 300  # a hang guard: under make test's load a start took over 90 s
         while time.monotonic() < deadline:
