@@ -135,7 +135,8 @@ def _select_and_forecast(
     seasonal naive is the last value: the model is then trend + holiday weeks with AR(1) errors, combined in equal
     parts with the last value (the textbook combination; two inner folds are too few to choose a weight reliably).
     The interval is the model's own, widened where the inner backtest's errors say it should be wider (the
-    ``1 - alpha`` quantile of the absolute relative error around the forecast). Returns the choice's name and the
+    ``1 - alpha`` quantile of the absolute relative error around the forecast); with a single configuration there
+    is no inner backtest and the interval is the model's own. Returns the choice's name and the
     forecast.
 
     The simple forecasts (:data:`SIMPLE`) were tried as candidates of this choice too: on two inner folds the
@@ -145,6 +146,9 @@ def _select_and_forecast(
     if len(y) < SEASON:
         harmonics, weights = (0,), (SHORT_HISTORY_WEIGHT,)
     future = _future_weeks(pd.Timestamp(weeks.iloc[-1]), steps)
+    if len(harmonics) == 1 and len(weights) == 1:  # nothing to choose: no inner backtest, the model's own interval
+        final = _fit_forecast(y, weeks, future, harmonics[0], alpha)
+        return f"sarimax K={harmonics[0]} w={weights[0]}", _blend(final, _naive(y, steps), weights[0])
     origins = [len(y) - horizon * j for j in range(1, folds + 1) if len(y) - horizon * j >= SEASON // 2]
     errors: dict[tuple[int, float], float] = {}
     relative: dict[tuple[int, float], list[float]] = {}
