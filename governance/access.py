@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,22 +34,28 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def raw_rows(settings: Settings, customer_id: int) -> dict[str, pd.DataFrame]:
-    """The customer's rows of the raw transactions of every retained data version (a retired one's bytes are
-    gone), each version's file fetched from the registry and checked against its recorded sha256."""
+def _retained(settings: Settings) -> Iterator[tuple[str, Path]]:
+    """Each retained data version's raw transactions file (a retired one's bytes are gone), fetched from the
+    registry and checked against its recorded sha256: (version, path), the path valid until the next step."""
     from training.data import ingest
-    from training.data.cleaning import read_transactions
 
     registry = ingest.registry_for(settings)
-    found = {}
     with tempfile.TemporaryDirectory(prefix="zm-access-") as tmp:
         for version in registry.versions():
-            if version.status == "retired":
-                continue
-            folder = registry.fetch(version, Path(tmp) / version.name, only=[version.transactions_file])
-            raw = read_transactions(folder / version.transactions_file)
-            if "Customer ID" in raw:
-                found[version.name] = raw[raw["Customer ID"] == customer_id]
+            if version.status != "retired":
+                folder = registry.fetch(version, Path(tmp) / version.name, only=[version.transactions_file])
+                yield version.name, folder / version.transactions_file
+
+
+def raw_rows(settings: Settings, customer_id: int) -> dict[str, pd.DataFrame]:
+    """The customer's rows of the raw transactions of every retained data version."""
+    from training.data.cleaning import read_transactions
+
+    found = {}
+    for name, path in _retained(settings):
+        raw = read_transactions(path)
+        if "Customer ID" in raw:
+            found[name] = raw[raw["Customer ID"] == customer_id]
     return found
 
 
@@ -56,23 +63,16 @@ def customer_ids(settings: Settings) -> set[int]:
     """Every customer id in the raw transactions of the retained data versions (only that column is read)."""
     import pyarrow.parquet as pq
 
-    from training.data import ingest
     from training.data.cleaning import read_transactions
 
-    registry = ingest.registry_for(settings)
     found: set[int] = set()
-    with tempfile.TemporaryDirectory(prefix="zm-ids-") as tmp:
-        for version in registry.versions():
-            if version.status == "retired":
-                continue
-            folder = registry.fetch(version, Path(tmp) / version.name, only=[version.transactions_file])
-            path = folder / version.transactions_file
-            if path.suffix == ".parquet" and "Customer ID" in pq.read_schema(path).names:
-                ids = pq.read_table(path, columns=["Customer ID"]).column(0).drop_null().to_pylist()
-            else:  # a spreadsheet or another spelling: the reader the pipeline uses
-                raw = read_transactions(path)
-                ids = raw["Customer ID"].dropna().tolist() if "Customer ID" in raw else []
-            found |= {int(c) for c in ids}
+    for _, path in _retained(settings):
+        if path.suffix == ".parquet" and "Customer ID" in pq.read_schema(path).names:
+            ids = pq.read_table(path, columns=["Customer ID"]).column(0).drop_null().to_pylist()
+        else:  # a spreadsheet or another spelling: the reader the pipeline uses
+            raw = read_transactions(path)
+            ids = raw["Customer ID"].dropna().tolist() if "Customer ID" in raw else []
+        found |= {int(c) for c in ids}
     return found
 
 

@@ -10,7 +10,8 @@ In order, stopping before anything is deleted if the new data version fails the 
    registry and its DVC objects deleted from the cache and the remote (objects a kept version shares stay), its
    derived tables in the object store and its Great Expectations results and Data Docs pages deleted;
    :meth:`DataRegistry.fetch` refuses a retired version;
-4. their request-log rows are removed (the batches rewritten), their consent records and access bundles deleted;
+4. their request-log rows are removed (the batches rewritten: :func:`monitoring.requests.rewrite_customers`), their
+   consent records and access bundles deleted;
 5. the erasure register (``zm_erasures``, by :func:`governance.pseudonyms.subject`) makes the predictors answer
    them as strangers within a poll, in every served version, until models trained without them serve;
 6. the audit trail records the erasure by the same keyed hash (``privacy.erased``), never the id.
@@ -82,34 +83,6 @@ def _online_again(settings: Settings) -> None:
     store.materialize(settings, store.latest_window_end(settings))
 
 
-def _request_log(settings: Settings, pseudonym: str) -> int:
-    """Rewrite every request-log batch holding the pseudonym without those rows; returns the rows removed."""
-    import json
-
-    from monitoring.requests import PREFIX
-    from zmlops.stores import object_store
-
-    store = object_store(settings)
-    needle = pseudonym.encode()
-    removed = 0
-    for key in store.keys(PREFIX):
-        data = store.get(key) or b""
-        if needle not in data:
-            continue
-        kept = []
-        for line in data.splitlines():
-            record = json.loads(line)
-            rows = [r for r in record.get("rows", []) if r.get("customer") != pseudonym]
-            removed += len(record.get("rows", [])) - len(rows)
-            if rows:
-                kept.append(json.dumps({**record, "rows": rows}).encode())
-        if kept:
-            store.put(key, b"\n".join(kept) + b"\n")
-        else:
-            store.delete(key)
-    return removed
-
-
 def erase(settings: Settings, customer_id: int, reason: str, actor: str | None = None) -> dict[str, Any]:
     """Remove ``customer_id`` from every store (module docstring); returns what was done, counted."""
     from sqlalchemy import delete, insert
@@ -134,7 +107,9 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
         _online_again(settings)
     deleted = {name: _retire(settings, name, f"erasure {subject}: {reason}") for name in holding}
     store = object_store(settings)
-    log_rows = _request_log(settings, pseudonym)
+    from monitoring.requests import rewrite_customers
+
+    log_rows = rewrite_customers(object_store(settings), {pseudonym: None})
     from governance.access import export_keys
 
     bundles = export_keys(settings, bare)  # access bundles the privacy DAG wrote for them

@@ -26,7 +26,6 @@ a fingerprint (the first 12 hex characters of its SHA-256), never the key.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -100,7 +99,7 @@ def finish(settings: Settings, old_key: bytes, extra_ids: Iterable[int] = ()) ->
     from sqlalchemy import delete, select, update
 
     from governance import audit
-    from monitoring.requests import PREFIX
+    from monitoring.requests import rewrite_customers
     from zmlops.statedb import CONSENT, ERASURES, engine
     from zmlops.stores import object_store
 
@@ -123,21 +122,7 @@ def finish(settings: Settings, old_key: bytes, extra_ids: Iterable[int] = ()) ->
                              .values(customer=pseudonyms[r["customer"]]))
                 moved += 1
         erasures = conn.execute(delete(ERASURES).where(ERASURES.c.subject.in_(list(subjects)))).rowcount
-    store = object_store(settings)
-    rewritten = 0
-    for key in store.keys(PREFIX):
-        data = store.get(key) or b""
-        if not any(p.encode() in data for p in pseudonyms):  # a cheap look first: most batches are done
-            continue
-        lines = []
-        for line in data.splitlines():
-            record = json.loads(line)
-            for row in record.get("rows", []):
-                if row.get("customer") in pseudonyms:
-                    row["customer"] = pseudonyms[row["customer"]]
-                    rewritten += 1
-            lines.append(json.dumps(record).encode())
-        store.put(key, b"\n".join(lines) + b"\n")
+    rewritten = rewrite_customers(object_store(settings), pseudonyms)
     done = {"consent_records_dropped": dropped, "consent_records_moved": moved, "erasure_rows_dropped": erasures,
             "request_log_rows_rekeyed": rewritten,
             "old_key": fingerprint(old_key), "new_key": fingerprint(new)}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -99,3 +100,38 @@ def prune_log(settings: Settings, family: str, today: dt.date | None = None) -> 
     for day in gone:
         store.delete(f"{PREFIX}/{family}/{day}")
     return gone
+
+
+def rewrite_customers(store: ObjectStore, customers: Mapping[str, str | None]) -> int:
+    """Rewrite every request-log batch naming one of ``customers`` (pseudonyms): a row's customer becomes its
+    mapped pseudonym, or the row goes where it maps to None (an erasure); a record left without rows goes, a batch
+    left without records is deleted. Returns the rows changed."""
+    import json
+
+    needles = [c.encode() for c in customers] if len(customers) <= 64 else None  # a cheap look first where few
+    changed = 0
+    for key in store.keys(PREFIX):
+        data = store.get(key) or b""
+        if needles is not None and not any(n in data for n in needles):
+            continue
+        kept, touched = [], 0
+        for line in data.splitlines():
+            record = json.loads(line)
+            rows = []
+            for row in record.get("rows", []):
+                if row.get("customer") not in customers:
+                    rows.append(row)
+                    continue
+                touched += 1
+                if customers[row["customer"]] is not None:
+                    rows.append({**row, "customer": customers[row["customer"]]})
+            if rows:
+                kept.append(json.dumps({**record, "rows": rows}).encode())
+        if not touched:
+            continue
+        changed += touched
+        if kept:
+            store.put(key, b"\n".join(kept) + b"\n")
+        else:
+            store.delete(key)
+    return changed

@@ -140,8 +140,8 @@ def _select_and_forecast(
     forecast.
 
     The simple forecasts (:data:`SIMPLE`) were tried as candidates of this choice too: on two inner folds the
-    choice was noise (on the simulator's install-size history the model's backtest WAPE went from 0.27 to 0.46),
-    so they are the gate's baselines instead.
+    choice was noise (worse than SARIMAX alone on the simulator's install-size history, docs/models.md), so they
+    are the gate's baselines instead.
     """
     if len(y) < SEASON:
         harmonics, weights = (0,), (SHORT_HISTORY_WEIGHT,)
