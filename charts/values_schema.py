@@ -4,6 +4,9 @@ values.yaml stays the one documented contract: each key's comment becomes its sc
 its value the default and (with the constraints below) its type. Our own objects refuse unknown keys
 (`additionalProperties: false`), so a typo fails `helm install` with the key's path.
 
+`inference.models` (one switch per model family) is written from the model catalog (zmlops/catalog.py,
+with the families ZM_FAMILY_PLUGINS adds) between its two marker comments, before the schema is built.
+
     python charts/values_schema.py charts/zero-margin            # write values.schema.json
     python charts/values_schema.py charts/zero-margin --check    # exit 1 when the file is stale
 """
@@ -18,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # zmlops.catalog: standard library only
+from zmlops import catalog  # noqa: E402
 
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$"
 DIGEST = r"^(sha256:[a-f0-9]{64})?$"
@@ -148,8 +154,27 @@ def node(path: str, value: Any, docs: dict[str, str]) -> dict[str, Any]:
     return schema
 
 
+MODELS_BEGIN = "  # >>> inference.models: written by charts/values_schema.py from zmlops/catalog.py\n"
+MODELS_END = "  # <<< inference.models\n"
+
+
+def with_models(text: str) -> str:
+    """values.yaml with its ``inference.models`` block written from the catalog (enabled flags kept)."""
+    if MODELS_BEGIN not in text or MODELS_END not in text:
+        raise SystemExit("values.yaml: the inference.models markers are missing")
+    head, rest = text.split(MODELS_BEGIN, 1)
+    old, tail = rest.split(MODELS_END, 1)
+    was = (yaml.safe_load(old) or {}).get("models") or {}
+    lines = ["  # -- Per-family switches (one per model family of the catalog).\n", "  models:\n"]
+    for name, e in catalog.ENTRIES.items():
+        enabled = bool((was.get(name) or {}).get("enabled", True))
+        lines += [f"    # -- {e.title}.\n", f"    {name}:\n", "      # -- Deploy this family.\n",
+                  f"      enabled: {str(enabled).lower()}\n"]
+    return head + MODELS_BEGIN + "".join(lines) + MODELS_END + tail
+
+
 def build(chart: Path) -> dict[str, Any]:
-    text = (chart / "values.yaml").read_text()
+    text = with_models((chart / "values.yaml").read_text())
     values = yaml.safe_load(text)
     docs = comments(text)
     return {
@@ -164,17 +189,20 @@ def build(chart: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("chart", type=Path, help="chart directory holding values.yaml")
-    parser.add_argument("--check", action="store_true", help="fail when values.schema.json differs from values.yaml")
+    parser.add_argument("--check", action="store_true",
+                        help="fail when values.yaml's models or values.schema.json differ from what they derive from")
     args = parser.parse_args(argv)
     text = json.dumps(build(args.chart), indent=2) + "\n"
-    target = args.chart / "values.schema.json"
+    target, values = args.chart / "values.schema.json", args.chart / "values.yaml"
+    models = with_models(values.read_text())
     if args.check:
-        if not target.exists() or target.read_text() != text:
-            print(f"{target} is stale: run python charts/values_schema.py {args.chart}", file=sys.stderr)
-            return 1
-        return 0
+        stale = [p for p, want in ((values, models), (target, text)) if not p.exists() or p.read_text() != want]
+        for path in stale:
+            print(f"{path} is stale: run python charts/values_schema.py {args.chart}", file=sys.stderr)
+        return 1 if stale else 0
+    values.write_text(models)
     target.write_text(text)
-    print(f"wrote {target}")
+    print(f"wrote {values} (inference.models) and {target}")
     return 0
 
 

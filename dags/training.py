@@ -41,7 +41,7 @@ tag), or by hand with params:
 
 * `data_version`: `latest` (default) or its synonym `current`, the newest version that passed the gate; or `vN`.
   The validate task runs the gate on it again either way
-* `families`: which families (default all three)
+* `families`: which families (default every family of the catalog, `zmlops/catalog.py`)
 * `reason`: recorded on the MLflow run and the model version
 
 A data version that fails validation stops the run before training; production is unchanged.

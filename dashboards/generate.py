@@ -29,7 +29,7 @@ from grafana_foundation_sdk.builders import prometheus, stat, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DashboardCursorSync, DataSourceRef
 
-from zmlops.catalog import FAMILIES
+from zmlops.catalog import ENTRIES, FAMILIES
 
 __all__ = ["ACCURACY", "AUDIT_ANNOTATION", "audit_sql", "build", "expressions", "main"]
 
@@ -43,14 +43,7 @@ DELIVERY_ACTIONS = ("deploy.production_moved", "rollout.promoted", "rollout.roll
 PREDICT = 'protocol=~"v1|v2"'
 
 # What "accuracy" means per family, from the monitoring job's signals: (signal, legend, unit).
-ACCURACY: dict[str, list[tuple[str, str, str]]] = {
-    "demand-forecast": [("realised_units_wape", "realised units WAPE", "percentunit"),
-                        ("backtest_units_wape", "backtest units WAPE", "percentunit")],
-    "customer-segmentation": [("segment_share_shift", "segment share shift (data)", "percentunit"),
-                              ("served_segment_shift", "segment share shift (served)", "percentunit")],
-    "product-recommendation": [("recommendation_hit_rate", "hit rate of served lists", "percentunit"),
-                               ("new_product_share", "sales share of unseen products", "percentunit")],
-}
+ACCURACY: dict[str, list[tuple[str, str, str]]] = {name: list(e.panels) for name, e in ENTRIES.items()}
 
 
 def _query(expr: str, legend: str, ref: str) -> prometheus.Dataquery:

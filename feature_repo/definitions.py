@@ -3,7 +3,7 @@
 
 from feature_repo.entities import category, customer, product
 from feature_repo.permissions import readers, writers
-from feature_repo.services import customer_segmentation, demand_forecast, product_recommendation
+from feature_repo.services import SERVICES
 from feature_repo.sources import category_week_source, customer_source, product_source
 from feature_repo.views import category_weekly_sales, customer_behaviour, customer_profile, product_popularity
 
@@ -18,9 +18,7 @@ DEFINITIONS = [
     customer_behaviour,
     product_popularity,
     category_weekly_sales,
-    demand_forecast,
-    customer_segmentation,
-    product_recommendation,
+    *SERVICES,
     readers,
     writers,
 ]

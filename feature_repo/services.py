@@ -1,21 +1,13 @@
-"""One feature service per model family: what each model reads."""
+"""One feature service per model family (its catalog entry's ``feature_service`` over its ``feature_views``)."""
 
 from feast import FeatureService
 
-from feature_repo.views import category_weekly_sales, customer_profile, product_popularity
+from feature_repo import views
+from zmlops import catalog
 
-demand_forecast = FeatureService(
-    name="demand_forecast",
-    features=[category_weekly_sales],
-    description="Weekly category sales and calendar: the forecasting target and its regressors.",
-)
-customer_segmentation = FeatureService(
-    name="customer_segmentation",
-    features=[customer_profile],
-    description="The customer profile features that the segmentation model clusters.",
-)
-product_recommendation = FeatureService(
-    name="product_recommendation",
-    features=[product_popularity],
-    description="Recent product popularity: the cold-start ranking and the popularity baseline.",
-)
+SERVICES = [
+    FeatureService(name=e.feature_service, features=[getattr(views, v) for v in e.feature_views],
+                   description=e.feature_description)
+    for e in catalog.ENTRIES.values()
+]
+globals().update({s.name: s for s in SERVICES})  # `feast apply` finds the objects a module holds by name

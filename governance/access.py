@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["export", "raw_rows", "customer_ids", "online_profile", "EXPORTS", "STAMP", "export_keys", "prune_exports"]
 
-PERSONAL_FAMILIES = ("customer-segmentation", "product-recommendation")  # trained on customers one by one
 EXPORTS = "privacy/exports"  # access bundles the privacy DAG writes: EXPORTS/<subject hash>/<STAMP>.json
 STAMP = "%Y%m%dT%H%M%S"
 
@@ -141,15 +140,15 @@ def _served(settings: Settings, pseudonym: str) -> dict[str, list[dict[str, Any]
 
 def _model_versions(settings: Settings, data_versions: list[str]) -> list[dict[str, Any]]:
     from training import tracking
-    from zmlops.catalog import FAMILIES
+    from zmlops import catalog
 
     client = tracking.client(settings)
     out = []
-    for family in FAMILIES:
+    for family in catalog.FAMILIES:
         for mv in client.search_model_versions(f"name = '{family}'"):
             if mv.tags.get("data_version") in data_versions:
                 out.append({"model": family, "version": str(mv.version), "data_version": mv.tags["data_version"],
-                            "individually": family in PERSONAL_FAMILIES})
+                            "individually": catalog.entry(family).personal})
     return sorted(out, key=lambda r: (r["model"], int(r["version"])))
 
 

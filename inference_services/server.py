@@ -1,4 +1,4 @@
-"""Run one model family as a KServe ModelServer process (``zm-serve``), or all three (``make serve``).
+"""Run one model family as a KServe ModelServer process (``zm-serve``), or every one (``make serve``).
 
 kserve's ``ModelServer.start`` only starts listening once a model is ready and binds
 0.0.0.0. This runtime uses kserve's own data plane, REST endpoints and error handlers, but:
@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from inference_services.binary import HEADER, binary_request_error
-from zmlops import auth
+from zmlops import auth, catalog
 
 if TYPE_CHECKING:
     from inference_services.base import ServedModel
@@ -43,11 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SERVICES", "service_class", "main", "serve_all"]
 
-SERVICES = {
-    "demand-forecast": "inference_services.forecast:ForecastService",
-    "customer-segmentation": "inference_services.segmentation:SegmentationService",
-    "product-recommendation": "inference_services.recommendation:RecommendationService",
-}
+SERVICES = {name: entry.service for name, entry in catalog.ENTRIES.items()}  # family -> module:class
 log = logging.getLogger("zmlops.serving")
 
 Scope = MutableMapping[str, Any]
@@ -56,12 +52,11 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 
 
 def service_class(family: str) -> type[ServedModel]:
-    import importlib
-
     if family not in SERVICES:
         raise KeyError(f"unknown model {family!r}; choose from {', '.join(SERVICES)}")
-    module, name = SERVICES[family].split(":")
-    cls: type[ServedModel] = getattr(importlib.import_module(module), name)
+    cls: type[ServedModel] = catalog.load(SERVICES[family])
+    if cls.family != family:
+        raise TypeError(f"{SERVICES[family]} serves {cls.family!r}, not {family!r}")
     return cls
 
 
@@ -461,6 +456,12 @@ def run(
             log.info("%s: draining for %.1f s before shutdown", family, cfg.drain_seconds)
             asyncio.get_event_loop().call_later(cfg.drain_seconds, super().handle_exit, sig, frame)
 
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets)
+            # The requests in flight are answered. uvicorn raises the signal it caught again as soon as serving
+            # ends, which ends the process before any code after it: the request log is written here.
+            await asyncio.get_running_loop().run_in_executor(None, model.stop)
+
     rest = EdgeREST(kms.FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port,
                     workers=1, grace_period=cfg.grace_seconds, timeout_keep_alive=cfg.keep_alive_seconds)
     rest.config.host = cfg.host
@@ -578,9 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="zm-serve",
         description="Serve model families as KServe inference services (V1 and V2 REST) on the configured host.",
         epilog="Settings: ZM_* variables (ZM_HOME, ZM_SERVING__HOST, ZM_SERVING__POLL_SECONDS, ...). "
-        "Without a model, all three are started, one process each.",
+        "Without a model, every family of the catalog is started, one process each.",
     )
-    parser.add_argument("model", nargs="?", choices=list(SERVICES), help="the family to serve (default: all three)")
+    parser.add_argument("model", nargs="?", choices=list(SERVICES), help="the family to serve (default: every one)")
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default: from settings per model)")
     parser.add_argument("--alias", default="production", help="registry alias to serve (default production)")
     parser.add_argument("--version", default=None, help="serve this registered version instead of the alias")

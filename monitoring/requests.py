@@ -1,17 +1,8 @@
 """What the services answered (the request log) against what happened next (the new data).
 
-Signals per model, exported with the drift numbers:
-
-- all: ``requests`` (predictions logged for the production version);
-- customer-segmentation: ``served_segment_shift``, the largest change of a segment's share among
-  served answers against the shares at training (prediction drift), and ``degraded_share``;
-- product-recommendation: ``recommendation_hit_rate``, the share of served lists of which the
-  customer bought at least one item in the weeks after the model's training data, and
-  ``served_coverage``, the share of the catalogue recommended at least once;
-- demand-forecast: ``served_forecast_units``, the mean weekly units of served forecasts.
-
-Customer ids in the log are keyed hashes; the new transactions are hashed with the same key
-(settings) to join them, so no raw id is ever read from the log.
+Signals per model, exported with the drift numbers: ``requests`` (predictions logged for the
+production version) and the family's own (:class:`monitoring.checks.Checks` ``served``, named by
+its catalog entry).
 
 The log is read from the object store (``requests/<model>/<day>/*.jsonl``, written in batches by
 every predictor process); :func:`prune_log` deletes the days older than the retention setting.
@@ -26,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from zmlops import catalog
 from zmlops.settings import Settings
 from zmlops.stores import ObjectStore, object_store
 
@@ -69,26 +61,10 @@ def request_signals(settings: Settings, family: str, model_version: str, estimat
     out: dict[str, float] = {"requests": float(len(served))}
     if served.empty:
         return out
-    if family == "customer-segmentation":
-        trained = estimator.profiles_["share"]
-        now = served["segment"].value_counts(normalize=True)
-        out["served_segment_shift"] = float(trained.sub(now, fill_value=0.0).abs().max())
-        out["degraded_share"] = float(served["degraded"].astype(bool).mean())
-    elif family == "product-recommendation":
-        from governance.pseudonyms import pseudonymise
+    from monitoring.checks import Checks
 
-        key = settings.pseudonymisation_key.get_secret_value().encode()
-        after = cur_clean[cur_clean["invoice_ts"] > ref_clean["invoice_ts"].max()]
-        bought = after.assign(customer=[pseudonymise(key, c) for c in after["customer_id"]]) \
-            .groupby("customer")["stock_code"].agg(set)
-        warm = served[~served["cold_start"].astype(bool)]
-        hits = [bool(set(items) & bought.get(customer, set())) for customer, items in zip(
-            warm["customer"], warm["items"], strict=True)]
-        out["recommendation_hit_rate"] = float(sum(hits) / len(hits)) if hits else 0.0
-        items = {i for row in served["items"] for i in row}
-        out["served_coverage"] = float(len(items) / max(len(estimator.items_), 1))
-    elif family == "demand-forecast":
-        out["served_forecast_units"] = float(served["units"].map(lambda u: sum(u) / max(len(u), 1)).mean())
+    checks: Checks = catalog.load(catalog.entry(family).checks)
+    out.update(checks.served(settings, served, estimator, ref_clean, cur_clean))
     return out
 
 

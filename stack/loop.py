@@ -24,10 +24,11 @@ from typing import Any
 import httpx
 
 from stack.client import Control
+from zmlops import catalog
 
 __all__ = ["LoopSize", "run_loop", "FAMILIES", "TRAINING", "MONITORING"]
 
-FAMILIES = ("demand-forecast", "customer-segmentation", "product-recommendation")
+FAMILIES = catalog.FAMILIES
 TRAINING, MONITORING = "zmlops_training", "zmlops_monitoring"
 PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 MLFLOW = "http://zm-mlflow.mlops.svc:5000"
@@ -202,13 +203,12 @@ class Loop:
         return out
 
     def served(self) -> dict[str, str]:
-        rows = {"demand-forecast": {"category": "kitchen"}, "customer-segmentation": {"customer_id": 1},
-                "product-recommendation": {"customer_id": 1}}
         out = {}
         for f in FAMILIES:
             try:
                 r = httpx.post(f"http://{f}-predictor.mlops.svc:8080/v1/models/{f}:predict",
-                               json={"instances": [rows[f]]}, headers=self.client_headers(), timeout=5)
+                               json={"instances": [catalog.entry(f).example]}, headers=self.client_headers(),
+                               timeout=5)
                 out[f] = r.headers.get("x-model-version", f"HTTP {r.status_code}")
             except httpx.HTTPError as error:
                 out[f] = type(error).__name__

@@ -1,13 +1,14 @@
-"""The three model families: one definition each, reused by training, gating, serving and monitoring.
+"""The training side of each model family (the catalog entry's ``definition``): reused by training and gating.
 
 A family names its registered model, its Feast feature service, its estimator factory,
 how to build its training set from Feast, how to evaluate it (model and baseline on the
-same data), its primary metric and its promotion rules.
+same data), its pyfunc wrapper, its primary metric and its promotion rules. :data:`FAMILIES`
+holds one per :mod:`zmlops.catalog` entry, in the catalog's order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,18 @@ from typing import Any
 import pandas as pd
 
 from training import trainers as t  # light: model libraries are imported inside its functions
+from training.pyfunc import EstimatorModel, ForecastModel, RecommendModel, SegmentModel
 from training.trainers import Evaluation, TrainingData
+from zmlops import catalog
 from zmlops.settings import Settings
 
-__all__ = ["Family", "FAMILIES", "TrainingData", "Evaluation", "get_family"]
+__all__ = ["Family", "FAMILIES", "TrainingData", "Evaluation", "get_family", "DEMAND_FORECAST",
+           "CUSTOMER_SEGMENTATION", "PRODUCT_RECOMMENDATION"]
 
 
 @dataclass(frozen=True)
 class Family:
-    name: str  # registered model name and serving name
-    title: str
-    feature_service: str
+    name: str  # its catalog entry's name: registered model name and serving name
     primary_metric: str
     greater_is_better: bool
     baseline_name: str
@@ -33,6 +35,7 @@ class Family:
     training_data: Callable[[Settings, Path, str], TrainingData]
     evaluate: Callable[[Any, TrainingData], Evaluation]
     input_example: Callable[[TrainingData], pd.DataFrame]  # a request frame, logged with the pyfunc model
+    wrapper: type[EstimatorModel]  # the MLflow pyfunc class that turns a request frame into an answer frame
     purpose: str
     limitations: str
     fit: Callable[[Any, TrainingData], Any] = t.fit_on_frame
@@ -40,6 +43,14 @@ class Family:
     evaluation_refits: bool = True  # evaluate() refits the configuration, so equal params give equal metrics
     tolerance: float = 0.05  # a challenger may be this much (relative) worse than the champion and still pass
     min_vs_baseline: float = 1.0  # required ratio of model / baseline primary metric (direction-aware)
+
+    @property
+    def title(self) -> str:
+        return catalog.entry(self.name).title
+
+    @property
+    def feature_service(self) -> str:
+        return catalog.entry(self.name).feature_service
 
     def better(self, a: float, b: float, tolerance: float = 0.0) -> bool:
         """Is ``a`` at least as good as ``b`` within ``tolerance`` (relative)?"""
@@ -52,70 +63,78 @@ class Family:
 
 
 def get_family(name: str) -> Family:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise KeyError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None
+    return FAMILIES[name]  # an unknown name: a KeyError naming the known ones
 
 
-def _families() -> dict[str, Family]:
-    fams = [
-        Family(
-            name="demand-forecast",
-            title="Weekly demand per product category",
-            feature_service="demand_forecast",
-            primary_metric="units_wape",
-            greater_is_better=False,
-            baseline_name="the best of seasonal naive (same week last year), naive (last week) and the mean of the "
-            "last 4 weeks, by backtest units WAPE",
-            make_estimator=t.make_forecaster,
-            training_data=t.forecast_data,
-            evaluate=t.evaluate_forecaster,
-            input_example=t.forecast_example,
-            purpose="Weekly units and revenue per category for the next weeks (default 8), with 90% intervals, "
-            "for stock planning.",
-            limitations="Promotions are not known in advance, so promotion weeks are under-forecast; categories "
-            "with under a year of history fall back to their last value for the naive part; forecasts start "
-            "after the last complete week of the training data.",
-        ),
-        Family(
-            name="customer-segmentation",
-            title="Customer segments",
-            feature_service="customer_segmentation",
-            primary_metric="silhouette",
-            greater_is_better=True,
-            baseline_name="k-means with k=2 on the same features",
-            make_estimator=t.make_segmenter,
-            training_data=t.segmentation_data,
-            evaluate=t.evaluate_segmenter,
-            input_example=t.segmentation_example,
-            evaluation_refits=False,  # scores the fitted model itself
-            purpose="A named, interpretable segment per customer (wholesale, loyal, occasional, bargain, new, "
-            "mainstream: each name given by an explicit rule only where it is true) for marketing and as context "
-            "for recommendations.",
-            limitations="Segments describe past behaviour up to the feature cutoff; customers with one order "
-            "have no rate history and land in the nearest segment by basket and price.",
-        ),
-        Family(
-            name="product-recommendation",
-            title="Product recommendations",
-            feature_service="product_recommendation",
-            primary_metric="recall_at_10",
-            greater_is_better=True,
-            baseline_name="popularity (last 4 weeks before the cutoff, then all-time), already-bought filtered",
-            make_estimator=t.make_recommender,
-            training_data=t.recommendation_data,
-            fit=t.fit_recommender,
-            evaluate=t.evaluate_recommender_family,
-            input_example=t.recommendation_example,
-            tune=lambda data: {"alpha": t.tune_alpha(data)},
-            purpose="Top-k products a customer has not bought yet; unknown customers get popular products "
-            "in their country.",
-            limitations="Products without purchases before the cutoff are never recommended by the model "
-            "(cold items); re-purchases are excluded by design.",
-        ),
-    ]
-    return {f.name: f for f in fams}
+DEMAND_FORECAST = Family(
+    name="demand-forecast",
+    primary_metric="units_wape",
+    greater_is_better=False,
+    baseline_name="the best of seasonal naive (same week last year), naive (last week) and the mean of the "
+    "last 4 weeks, by backtest units WAPE",
+    make_estimator=t.make_forecaster,
+    training_data=t.forecast_data,
+    evaluate=t.evaluate_forecaster,
+    input_example=t.forecast_example,
+    wrapper=ForecastModel,
+    purpose="Weekly units and revenue per category for the next weeks (default 8), with 90% intervals, "
+    "for stock planning.",
+    limitations="Promotions are not known in advance, so promotion weeks are under-forecast; categories "
+    "with under a year of history fall back to their last value for the naive part; forecasts start "
+    "after the last complete week of the training data.",
+)
+CUSTOMER_SEGMENTATION = Family(
+    name="customer-segmentation",
+    primary_metric="silhouette",
+    greater_is_better=True,
+    baseline_name="k-means with k=2 on the same features",
+    make_estimator=t.make_segmenter,
+    training_data=t.segmentation_data,
+    evaluate=t.evaluate_segmenter,
+    input_example=t.segmentation_example,
+    wrapper=SegmentModel,
+    evaluation_refits=False,  # scores the fitted model itself
+    purpose="A named, interpretable segment per customer (wholesale, loyal, occasional, bargain, new, "
+    "mainstream: each name given by an explicit rule only where it is true) for marketing and as context "
+    "for recommendations.",
+    limitations="Segments describe past behaviour up to the feature cutoff; customers with one order "
+    "have no rate history and land in the nearest segment by basket and price.",
+)
+PRODUCT_RECOMMENDATION = Family(
+    name="product-recommendation",
+    primary_metric="recall_at_10",
+    greater_is_better=True,
+    baseline_name="popularity (last 4 weeks before the cutoff, then all-time), already-bought filtered",
+    make_estimator=t.make_recommender,
+    training_data=t.recommendation_data,
+    fit=t.fit_recommender,
+    evaluate=t.evaluate_recommender_family,
+    input_example=t.recommendation_example,
+    wrapper=RecommendModel,
+    tune=lambda data: {"alpha": t.tune_alpha(data)},
+    purpose="Top-k products a customer has not bought yet; unknown customers get popular products "
+    "in their country.",
+    limitations="Products without purchases before the cutoff are never recommended by the model "
+    "(cold items); re-purchases are excluded by design.",
+)
 
 
-FAMILIES: dict[str, Family] = _families()
+class _Definitions(Mapping[str, Family]):
+    """One Family per catalog entry, in the catalog's order, each loaded when first asked for (a plugin's
+    definition module imports this one, so it cannot be loaded while this one is)."""
+
+    def __getitem__(self, name: str) -> Family:
+        entry = catalog.entry(name)
+        family = catalog.load(entry.definition)
+        if not isinstance(family, Family) or family.name != name:
+            raise TypeError(f"{entry.definition}: not the Family of catalog entry {name!r}")
+        return family
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(catalog.ENTRIES)
+
+    def __len__(self) -> int:
+        return len(catalog.ENTRIES)
+
+
+FAMILIES: Mapping[str, Family] = _Definitions()

@@ -1,4 +1,4 @@
-"""MLflow pyfunc wrappers: every family loads with ``mlflow.pyfunc.load_model`` and this package.
+"""MLflow pyfunc wrappers (a family's ``wrapper``): every family loads with ``mlflow.pyfunc.load_model``.
 
 The fitted estimator is an artifact (joblib); the wrapper turns a request frame into a
 typed response frame. Inputs and outputs:
@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-__all__ = ["EstimatorModel", "ForecastModel", "SegmentModel", "RecommendModel", "WRAPPERS"]
+__all__ = ["EstimatorModel", "ForecastModel", "SegmentModel", "RecommendModel"]
 
 
 class EstimatorModel(PythonModel):  # type: ignore[misc]
@@ -66,9 +66,3 @@ class RecommendModel(EstimatorModel):
             ]
         return pd.DataFrame(rows, columns=["customer_id", "rank", "stock_code", "cold_start"])
 
-
-WRAPPERS: dict[str, type[EstimatorModel]] = {
-    "demand-forecast": ForecastModel,
-    "customer-segmentation": SegmentModel,
-    "product-recommendation": RecommendModel,
-}

@@ -21,7 +21,6 @@ from training.data import ingest
 from training.data.versions import VersionNotFound
 from training.families import get_family
 from training.features import store
-from training.pyfunc import WRAPPERS
 from zmlops.settings import Settings
 from zmlops.stores import object_store
 from zmlops.version import UNKNOWN_CODE, code_version
@@ -133,7 +132,7 @@ def train_family(
         settings,
         name,
         estimator=estimator,
-        wrapper=WRAPPERS[name],
+        wrapper=family.wrapper,
         params=estimator.get_params(),
         metrics=metrics,
         tags=tags,

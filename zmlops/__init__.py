@@ -1,5 +1,5 @@
-"""Zero Margin MLOps: shared settings and the project CLI."""
+"""Zero Margin MLOps: the foundation (settings, the model catalog, stores) and the project CLI.
 
-from zmlops.settings import Settings, get_settings
-
-__all__ = ["Settings", "get_settings"]
+Importing the package imports nothing: :mod:`zmlops.catalog` is read by tools without the stack's
+libraries (the chart's values generator in the delivery environment).
+"""

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="build feature tables of a data version, apply Feast, materialize")
     p.add_argument("version", nargs="?", default="current", help="vN or 'current' (newest good version)")
 
-    families = ("demand-forecast", "customer-segmentation", "product-recommendation")
+    from zmlops.catalog import FAMILIES as families
     p = sub.add_parser(
         "train",
         help="train, evaluate, register, gate (staging) and deploy model families",

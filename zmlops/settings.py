@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from zmlops import catalog
+
 __all__ = [
     "AirflowSettings",
     "ApprovalSettings",
@@ -58,8 +60,8 @@ class ServingSettings(BaseModel):
 
     host: str = Field("127.0.0.1", description="Bind address: loopback locally, 0.0.0.0 in a pod.")
     ports: dict[str, int] = Field(
-        {"demand-forecast": 8081, "customer-segmentation": 8082, "product-recommendation": 8083},
-        description="HTTP port per model family (one process each).",
+        default_factory=lambda: {name: e.port for name, e in catalog.ENTRIES.items()},
+        description="HTTP port per model family (one process each; default: the catalog's).",
     )
     cache_size: int = Field(10_000, ge=0, description="Cached answers per process (per-row keys, per version).")
     max_batch: int = Field(1_000, ge=1, description="Most rows (instances) in one request.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import struct
 import subprocess
@@ -844,3 +845,32 @@ def test_every_route_but_the_probes_needs_a_key_with_its_scope(home: Path) -> No
         assert not problems, problems
     finally:
         server.stop()
+
+
+def test_sigterm_drains_then_writes_every_logged_request_before_exit(home: Path) -> None:
+    """On SIGTERM readiness answers 503 at once while predictions are still answered for
+    ``serving.drain_seconds``; then the process exits, and every request it answered is in the request log,
+    although the log's flush interval never came round (uvicorn ends the process by raising the signal again)."""
+    server = Server("demand-forecast", home, env={"ZM_REQUEST_LOG__FLUSH_SECONDS": "600",
+                                                  "ZM_SERVING__DRAIN_SECONDS": "3"}).start().wait_ready()
+    tag = f"drain-{time.monotonic_ns()}"
+    row = VALID_ROWS["demand-forecast"]
+    try:
+        for k in range(3):
+            assert v1(server, [row], headers={"x-request-id": f"{tag}-{k}"}).status_code == 200
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait(lambda: httpx.get(f"{server.url}/v2/models/{server.family}/ready", timeout=2).status_code == 503,
+                    10, "draining")
+        assert v1(server, [row], headers={"x-request-id": f"{tag}-3"}).status_code == 200  # still answered
+        assert server.proc.wait(timeout=60) == -signal.SIGTERM  # uvicorn ends it by the signal it caught
+    finally:
+        server.stop()
+    from governance.pseudonyms import pseudonymise_text
+    from zmlops.settings import Settings
+
+    key = Settings(home=home).pseudonymisation_key.get_secret_value().encode()
+    mine = {pseudonymise_text(key, f"{tag}-{k}") for k in range(4)}
+    logged = [json.loads(x)["request_id"] for f in (home / "requests" / server.family).rglob("*.jsonl")
+              for x in f.read_text().splitlines()]
+    assert mine <= set(logged), server.output()[-2000:]

@@ -1,0 +1,243 @@
+"""Each family's monitoring checks (its catalog entry's ``checks``), run by :mod:`monitoring.drift`.
+
+A family's :class:`Checks` has two parts:
+
+- ``assess``: on the reference and current clean tables and the production estimator, the columns whose
+  drift Evidently tests (:func:`monitoring.drift.column_drift`), the family's signals and the reasons to
+  retrain;
+- ``served``: signals from the request log, the answers the production version gave since the last check
+  (:func:`monitoring.requests.request_signals` reads the log and adds ``requests``).
+
+Per family:
+
+- demand-forecast: accuracy on the weeks that have happened since training (realised WAPE of the
+  production forecasts against the backtest WAPE logged at training; drift of weekly units against the
+  same weeks a year earlier); served: ``served_forecast_units``, the mean weekly units of served forecasts;
+- customer-segmentation: drift of the derived features, shift of segment shares (production model applied
+  to both snapshots); served: ``served_segment_shift`` (the largest change of a segment's share among
+  served answers against the shares at training) and ``degraded_share``;
+- product-recommendation: drift of prices, share of current sales from products the model never saw;
+  served: ``recommendation_hit_rate`` (the share of served lists of which the customer bought at least
+  one item in the weeks after the model's training data) and ``served_coverage`` (the share of the
+  catalogue recommended at least once). Customer ids in the log are keyed hashes; the new
+  transactions are hashed with the same key to join them, so no raw id is read from the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from zmlops.settings import Settings
+
+__all__ = ["CheckResult", "Checks", "Snapshots", "column_drift", "latest", "DEMAND_FORECAST", "CUSTOMER_SEGMENTATION",
+           "PRODUCT_RECOMMENDATION"]
+
+
+@dataclass
+class CheckResult:
+    family: str
+    reference_version: str
+    current_version: str
+    model_version: str
+    columns: dict[str, dict[str, Any]] = field(default_factory=dict)  # column -> method, score, threshold, drifted
+    drift_share: float = 0.0
+    signals: dict[str, float] = field(default_factory=dict)  # family-specific numbers
+    reasons: list[str] = field(default_factory=list)  # why it should retrain (empty: it should not)
+    report: str | None = None
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.reasons)
+
+    @property
+    def incident(self) -> str:
+        """One incident per model version and data version: re-entry happens at most once for it."""
+        return f"{self.family}:v{self.model_version}:{self.current_version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "drifted": self.drifted, "incident": self.incident}
+
+
+def column_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], html: Path | None,
+                 sample_rows: int, seed: int = 0, method: str | None = None) -> dict[str, dict[str, Any]]:
+    """Evidently's per-column drift on (sampled) reference and current; writes the HTML report.
+
+    ``method`` overrides Evidently's choice for numeric columns (e.g. ``wasserstein``).
+    """
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    def sample(frame: pd.DataFrame) -> pd.DataFrame:
+        """Up to ``sample_rows`` rows as they are; above that, each column summarised by that many
+        evenly spaced quantiles: an equal-weight sketch of its distribution, so the Wasserstein
+        distance between sketches stays within 0.01 of the full-data one (a random sample of the
+        same size did not: 0.02 at 20,000 rows)."""
+        part = frame[columns].dropna()
+        if len(part) <= sample_rows:
+            return part
+        q = (np.arange(sample_rows) + 0.5) / sample_rows
+        return pd.DataFrame({c: np.quantile(part[c].to_numpy(dtype=float), q) for c in columns})
+
+    preset = DataDriftPreset(columns=columns, num_method=method) if method else DataDriftPreset(columns=columns)
+    snapshot = Report([preset]).run(current_data=sample(current),
+                                                               reference_data=sample(reference))
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        snapshot.save_html(str(html))
+    out: dict[str, dict[str, Any]] = {}
+    for metric in snapshot.dict()["metrics"]:
+        config = metric.get("config", {})
+        if not str(config.get("type", "")).endswith("ValueDrift"):
+            continue
+        method, threshold, score = str(config["method"]), float(config["threshold"]), float(metric["value"])
+        is_p_value = "p_value" in method.lower()
+        drifted = score < threshold if is_p_value else score >= threshold
+        out[str(config["column"])] = {"method": method, "score": score, "threshold": threshold,
+                                      "drifted": bool(drifted)}
+    return out
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """What one check compares: two clean transaction tables and the production version."""
+
+    settings: Settings
+    reference: pd.DataFrame  # the clean table the production version was trained on
+    current: pd.DataFrame  # the newest good one
+    estimator: Any  # the production version's fitted estimator
+    logged: dict[str, float]  # the production run's metrics named in Checks.logged_metrics
+    html: Path | None  # where Evidently's report goes
+
+    def drift(self, reference: pd.DataFrame, current: pd.DataFrame, columns: list[str],
+              method: str | None = None) -> dict[str, dict[str, Any]]:
+        cfg = self.settings.monitoring
+        return column_drift(reference, current, columns, self.html, cfg.sample_rows, self.settings.seed, method)
+
+
+@dataclass(frozen=True)
+class Checks:
+    assess: Callable[[Snapshots, CheckResult], None]  # fills result.columns, .signals and .reasons
+    served: Callable[[Settings, pd.DataFrame, Any, pd.DataFrame, pd.DataFrame], dict[str, float]] = \
+        lambda settings, log, estimator, reference, current: {}
+    logged_metrics: tuple[str, ...] = ()  # metrics of the production run that assess() reads
+
+
+def latest(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the newest feature timestamp."""
+    newest: pd.DataFrame = frame[frame["event_timestamp"] == frame["event_timestamp"].max()]
+    return newest.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- demand forecast
+def _assess_forecast(s: Snapshots, result: CheckResult) -> None:
+    from training.features.build import category_week_features
+
+    cfg = s.settings.monitoring
+    ref, cur = category_week_features(s.reference), category_week_features(s.current)
+    weeks = cur[cur["week_start"] > ref["week_start"].max()]
+    # the same weeks a year earlier: demand is seasonal, so any other window "drifts" every time
+    year = pd.Timedelta(days=364)
+    same = ref[ref["week_start"].between(weeks["week_start"].min() - year, weeks["week_start"].max() - year)] \
+        if len(weeks) else ref.iloc[:0]
+    if len(same):
+        # a few dozen category-weeks: a KS p-value alarms on the yearly trend alone, so a distance
+        result.columns = s.drift(same.assign(log_units=np.log1p(same["units"])),
+                                 weeks.assign(log_units=np.log1p(weeks["units"])), ["log_units"], "wasserstein")
+    if not len(weeks):
+        return
+    fc = s.estimator.forecasts_.assign(week_start=pd.to_datetime(s.estimator.forecasts_["week_start"]))
+    joined = weeks.merge(fc, on=["category", "week_start"], suffixes=("", "_fc"))
+    if not len(joined):
+        return
+    for target in ("units", "revenue"):
+        err = (joined[target] - joined[f"{target}_fc"]).abs().sum()
+        result.signals[f"realised_{target}_wape"] = float(err / max(joined[target].abs().sum(), 1e-9))
+    trained = s.logged["units_wape"]
+    result.signals["backtest_units_wape"] = trained
+    increase = result.signals["realised_units_wape"] - trained
+    result.signals["units_wape_increase"] = increase
+    if increase > cfg.forecast_wape_increase:
+        result.reasons.append(f"realised units WAPE {result.signals['realised_units_wape']:.3f} is "
+                              f"{increase:.3f} above the backtest's {trained:.3f}")
+    rev_increase = result.signals["realised_revenue_wape"] - s.logged["revenue_wape"]
+    result.signals["revenue_wape_increase"] = rev_increase
+    if rev_increase > cfg.forecast_wape_increase:
+        result.reasons.append(f"realised revenue WAPE is {rev_increase:.3f} above the backtest's")
+
+
+def _served_forecast(settings: Settings, log: pd.DataFrame, estimator: Any, reference: pd.DataFrame,
+                     current: pd.DataFrame) -> dict[str, float]:
+    return {"served_forecast_units": float(log["units"].map(lambda u: sum(u) / max(len(u), 1)).mean())}
+
+
+DEMAND_FORECAST = Checks(_assess_forecast, _served_forecast, logged_metrics=("units_wape", "revenue_wape"))
+
+
+# ---------------------------------------------------------------- segmentation
+def _assess_segments(s: Snapshots, result: CheckResult) -> None:
+    from training.features.build import customer_features
+    from training.models.segmentation import DERIVED, segment_features
+
+    cfg = s.settings.monitoring
+    ref, cur = latest(customer_features(s.reference)), latest(customer_features(s.current))
+    result.columns = s.drift(segment_features(ref), segment_features(cur), list(DERIVED))
+    ref_shares = pd.Series(s.estimator.predict_names(ref)).value_counts(normalize=True)
+    cur_shares = pd.Series(s.estimator.predict_names(cur)).value_counts(normalize=True)
+    shift = float(ref_shares.sub(cur_shares, fill_value=0.0).abs().max())
+    result.signals["segment_share_shift"] = shift
+    if shift > cfg.segment_share_shift:
+        result.reasons.append(f"segment share shift {shift:.3f} > {cfg.segment_share_shift}")
+
+
+def _served_segments(settings: Settings, log: pd.DataFrame, estimator: Any, reference: pd.DataFrame,
+                     current: pd.DataFrame) -> dict[str, float]:
+    trained = estimator.profiles_["share"]
+    now = log["segment"].value_counts(normalize=True)
+    return {"served_segment_shift": float(trained.sub(now, fill_value=0.0).abs().max()),
+            "degraded_share": float(log["degraded"].astype(bool).mean())}
+
+
+CUSTOMER_SEGMENTATION = Checks(_assess_segments, _served_segments)
+
+
+# ---------------------------------------------------------------- recommendation
+def _assess_recommendations(s: Snapshots, result: CheckResult) -> None:
+    from training.features.build import product_features
+
+    cfg = s.settings.monitoring
+    ref, cur = latest(product_features(s.reference)), latest(product_features(s.current))
+    for frame in (ref, cur):
+        frame["log_price"] = np.log(frame["price_4w"].clip(lower=1e-3))
+    result.columns = s.drift(ref, cur, ["log_price"])
+    start = s.current["invoice_ts"].max() - pd.Timedelta(weeks=4)
+    recent = s.current[s.current["invoice_ts"] > start]
+    unseen = ~recent["stock_code"].isin(set(s.estimator.items_))
+    share = float(recent.loc[unseen, "quantity"].sum() / max(recent["quantity"].sum(), 1))
+    result.signals["new_product_share"] = share
+    if share > cfg.new_product_share:
+        result.reasons.append(f"{share:.1%} of the last 4 weeks' units are products the model never saw")
+
+
+def _served_recommendations(settings: Settings, log: pd.DataFrame, estimator: Any, reference: pd.DataFrame,
+                            current: pd.DataFrame) -> dict[str, float]:
+    from governance.pseudonyms import pseudonymise
+
+    key = settings.pseudonymisation_key.get_secret_value().encode()
+    after = current[current["invoice_ts"] > reference["invoice_ts"].max()]
+    bought = after.assign(customer=[pseudonymise(key, c) for c in after["customer_id"]]) \
+        .groupby("customer")["stock_code"].agg(set)
+    warm = log[~log["cold_start"].astype(bool)]
+    hits = [bool(set(items) & bought.get(customer, set())) for customer, items in zip(
+        warm["customer"], warm["items"], strict=True)]
+    items = {i for row in log["items"] for i in row}
+    return {"recommendation_hit_rate": float(sum(hits) / len(hits)) if hits else 0.0,
+            "served_coverage": float(len(items) / max(len(estimator.items_), 1))}
+
+
+PRODUCT_RECOMMENDATION = Checks(_assess_recommendations, _served_recommendations)
