@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zmlops import auth
 from zmlops.console import console, step, table
@@ -259,7 +259,107 @@ def build_parser() -> argparse.ArgumentParser:
     q = rsub.add_parser("drills", help="run the rollout drills under load and print their figures")
     q.add_argument("--rate", type=float, default=250.0, help="load in requests/s (default 250)")
     q.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+
+    p = sub.add_parser(
+        "experiment", help="A/B tests of model versions: plan the sample, run one on simulated clicks",
+        description="An experiment splits customers (sticky, by pseudonym) between two model versions and judges "
+        "click-through per customer with a group-sequential test that may be read daily (delivery/experiments.py, "
+        "docs/experiments.md). 'plan' prints the sample the design needs before it starts; 'simulate' runs one on "
+        "the simulator's clicks with a planted uplift, records the decision and its report, and with --deploy "
+        "puts the winner into service through the promotion path.",
+    )
+    esub = p.add_subparsers(dest="action", required=True)
+    for name, text in (("plan", "the sample per variant and the daily boundaries of a design"),
+                       ("simulate", "one experiment on simulated clicks: looks, decision, report, audit")):
+        q = esub.add_parser(name, help=text)
+        if name == "simulate":
+            q.add_argument("name", help="the experiment's name (its assignment salt and report name)")
+            q.add_argument("--control", required=True, help="the control's model version")
+            q.add_argument("--treatment", required=True, help="the treatment's model version")
+            q.add_argument("--family", choices=families, default="product-recommendation")
+            q.add_argument("--uplift", type=float, default=0.10,
+                           help="planted relative click-through uplift of the treatment (the truth; default 0.10)")
+            q.add_argument("--seed", type=int, default=0)
+            q.add_argument("--deploy", action="store_true",
+                           help="put the winner into service through the promotion path (approval, canary)")
+        q.add_argument("--baseline-rate", type=float, default=0.05, help="the control's click-through (default 0.05)")
+        q.add_argument("--effect", type=float, default=0.10,
+                       help="smallest relative uplift worth detecting (default 0.10)")
+        q.add_argument("--alpha", type=float, default=0.05, help="two-sided (default 0.05)")
+        q.add_argument("--power", type=float, default=0.8, help="(default 0.8)")
+        q.add_argument("--looks", type=int, default=7, help="daily looks, at most 14 (default 7)")
+        q.add_argument("--treatment-share", type=float, default=0.5, help="share of customers (default 0.5)")
     return parser
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from delivery import experiments as x
+
+    name = getattr(args, "name", "plan")
+    variants = {"control": getattr(args, "control", ""), "treatment": getattr(args, "treatment", "")}
+    try:
+        design = x.Design(name, family=getattr(args, "family", "product-recommendation"), variants=variants,
+                          split={"control": 1 - args.treatment_share, "treatment": args.treatment_share},
+                          baseline_rate=args.baseline_rate, min_relative_effect=args.effect, alpha=args.alpha,
+                          power=args.power, looks=args.looks)
+    except ValueError as error:
+        print(f"zm experiment: error: {error}", file=sys.stderr)
+        return 2
+    if args.action == "plan":
+        _print_plan(design)
+        return 0
+    simulate_experiment(get_settings(), design, args.uplift, args.seed, args.deploy)
+    return 0
+
+
+def _print_plan(design: Any) -> Any:
+    import numpy as np
+
+    from delivery import experiments as x
+
+    with step(f"plan: {design.min_relative_effect:.0%} uplift on {design.baseline_rate:.3f}, alpha {design.alpha}, "
+              f"power {design.power}, {design.looks} daily looks"):
+        planned = x.plan(design)
+    table("the plan", ["variant", "customers (single look)", "customers (sequential, at most)"],
+          [[v, f"{planned.fixed_per_variant[v]:,}", f"{planned.per_variant[v]:,}"] for v in planned.per_variant])
+    console.print(f"   {int(np.ceil(planned.total / design.looks)):,} customers a day for {design.looks} days; "
+                  "daily |z| boundaries: " + ", ".join(f"{b:.2f}" for b in planned.boundaries))
+    return planned
+
+
+def simulate_experiment(settings: Settings, design: Any, uplift: float, seed: int = 0, deploy: bool = False) -> Any:
+    """``zm experiment simulate`` (and the demo's A/B test): plan, clicks with a planted ``uplift``, daily looks,
+    the decision recorded (report, audit) and, with ``deploy``, carried out. Returns the analysis."""
+    import numpy as np
+
+    from delivery import experiments as x
+    from governance.pseudonyms import pseudonymise
+    from training.data.clicks import ClickWorld, events
+
+    planned = _print_plan(design)
+    key = settings.pseudonymisation_key.get_secret_value().encode()
+    per_day = int(np.ceil(planned.total / design.looks))
+    world = ClickWorld.with_uplift(design.baseline_rate, uplift, per_day, design.looks, seed)
+    with step(f"simulate {design.looks} days of clicks: the treatment planted {uplift:+.0%} over the control"):
+        shown = events(world, lambda c: x.assign(design.name, pseudonymise(key, c), design.split))
+        daily = [{"customers": {str(k): int(n) for k, n in part.groupby("variant").size().items()},
+                  "clicks": {str(k): int(n) for k, n in part.groupby("variant")["clicked"].sum().items()}}
+                 for part in (shown[shown["day"] <= day] for day in range(1, design.looks + 1))]
+        analysis = x.analyse(design, planned, daily)
+    v = design.variants
+    table(f"experiment {design.name}: v{v['control']} (control) vs v{v['treatment']} (treatment)",
+          ["day", "CTR control", "CTR treatment", "uplift (repeated 95% CI)", "z", "boundary"],
+          [[look.day, f"{look.rate['control']:.4f}", f"{look.rate['treatment']:.4f}",
+            f"[{look.relative_ci[0]:+.1%}, {look.relative_ci[1]:+.1%}]", f"{look.z:.2f}", f"{look.boundary:.2f}"]
+           for look in analysis.looks])
+    keys = x.record(settings, analysis)
+    console.print(f"decision: {analysis.decision.upper()}: {analysis.reason}")
+    console.print(f"report: {settings.home.resolve() / keys['report']} (audit: experiment.decided)")
+    if deploy:
+        with step("carry out the decision through the promotion path"):
+            done = x.carry_out(settings, analysis)
+        console.print(f"   {json.dumps(done, default=str)}")
+    return analysis
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
@@ -648,6 +748,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"key (give it to {args.name}; it is not stored anywhere): {key}")
         print(f"entry (add it to ZM_AUTH__API_KEYS): {json.dumps(entry)}")
         return 0
+    if args.command == "experiment":
+        return _cmd_experiment(args)
     if args.command == "rollout":
         try:
             return _cmd_rollout(args)
