@@ -7,6 +7,12 @@ a smoke prediction through the same code path as a request; only then is the mod
 swaps it in with one assignment, so requests in flight finish on the version they started
 with and none is dropped.
 
+Versions: beside the alias's version, the versions behind ``serving.version_aliases`` (the previous
+production and the staged candidate by default) are loaded the same way and answer on their
+versioned paths (``/v2/models/NAME/versions/V/infer``, ``/v1/models/NAME/versions/V:predict``);
+the runtime's middleware sets :data:`REQUESTED` for such a request, and :meth:`ServedModel.current`
+picks the version.
+
 Requests: V1 ``{"instances": [{...}, ...]}`` and V2 tensors are both turned into rows and
 validated by one pydantic schema per family (unknown or missing fields, wrong types, out of
 range values and NaN are refused with :class:`kserve.errors.InvalidInput`, a 400 whose
@@ -16,6 +22,7 @@ body, ``x-model-version`` header); every prediction is appended to the request l
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import itertools
 import math
@@ -39,7 +46,10 @@ from inference_services.request_log import RequestLog
 from zmlops.settings import Settings
 from zmlops.stores import object_store
 
-__all__ = ["Loaded", "ServedModel", "TensorSpec", "Result", "JsonTensor", "JsonInfer"]
+__all__ = ["Loaded", "ServedModel", "TensorSpec", "Result", "JsonTensor", "JsonInfer", "REQUESTED"]
+
+# The version a request asked for by its path (None: the alias's), set by the runtime's middleware per request.
+REQUESTED: contextvars.ContextVar[str | None] = contextvars.ContextVar("zm_requested_version", default=None)
 
 V2_TYPES: dict[str, tuple[str, ...]] = {
     "BYTES": ("BYTES",),
@@ -161,6 +171,8 @@ class ServedModel(Model):  # type: ignore[misc]
         self.alias = alias
         self.pinned = version
         self.state: Loaded | None = None
+        self.others: dict[str, Loaded] = {}  # versions served by path only, by version
+        self._unloadable: set[str] = set()  # of those, the ones whose loading failed (not retried every poll)
         self.cache: LRUCache[Hashable, Result] = LRUCache(maxsize=max(settings.serving.cache_size, 1))
         self.log = RequestLog(object_store(settings), self.family, settings.pseudonymisation_key.get_secret_value(),
                               settings.request_log)
@@ -249,6 +261,46 @@ class ServedModel(Model):  # type: ignore[misc]
     def load(self) -> bool:
         self._activate(self._load_version(self._resolve()))
         return self.ready
+
+    def current(self) -> Loaded | None:
+        """The version this request asked for (:data:`REQUESTED`), else the alias's."""
+        wanted = REQUESTED.get()
+        state = self.state
+        if wanted is None or (state is not None and state.version == wanted):
+            return state
+        return self.others.get(wanted)
+
+    def served_versions(self) -> list[str]:
+        """Every version answering here: the alias's first, then the others, newest first."""
+        state = self.state
+        first = [state.version] if state is not None else []
+        return first + sorted((v for v in self.others if v not in first), key=lambda v: (len(v), v), reverse=True)
+
+    def refresh_others(self) -> list[str]:
+        """Load the versions behind ``serving.version_aliases`` that are not the alias's, and drop the ones no
+        alias names any more (the poll loop, off the event loop); returns the versions loaded. A pinned server
+        (a canary's) serves its one version only."""
+        if self.pinned or self.state is None:
+            return []
+        from training import tracking
+
+        wanted = {v for alias in self.settings.serving.version_aliases if alias != self.alias
+                  and (v := tracking.alias_version(self.settings, self.family, alias)) is not None}
+        wanted.discard(self.state.version)
+        kept = {v: s for v, s in self.others.items() if v in wanted}
+        self._unloadable &= wanted  # a version that failed is tried again once an alias names it again
+        loaded, failures = [], []
+        for version in sorted(wanted - set(kept) - self._unloadable):
+            try:
+                kept[version] = self._load_version(version)
+                loaded.append(version)
+            except Exception as error:  # noqa: BLE001 - one bad version keeps neither the others nor the alias's
+                self._unloadable.add(version)
+                failures.append(f"v{version}: {type(error).__name__}: {error}")
+        self.others = kept  # one assignment: a request reads the mapping once
+        if failures:
+            raise RuntimeError("; ".join(failures))
+        return loaded
 
     def watch_consent(self) -> None:
         """Re-read the consent register for this family's purpose and the erasure register (the poll loop); a
@@ -421,9 +473,7 @@ class ServedModel(Model):  # type: ignore[misc]
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
         started = time.perf_counter()
-        state = self.state
-        if state is None:
-            raise InvalidInput(f"{self.family} is not loaded")  # kserve answers 503 before this for not-ready
+        state = self._serving_state()
         v2 = isinstance(payload, InferRequest)
         asked = payload.request_outputs if isinstance(payload, InferRequest) else None
         specs = self._output_specs([o.name for o in asked] if asked else None)
@@ -437,13 +487,17 @@ class ServedModel(Model):  # type: ignore[misc]
             return self._v2_response(specs, state, results, request_id)
         return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
 
+    def _serving_state(self) -> Loaded:
+        state = self.current()
+        if state is None:  # kserve answers 503 before this for not-ready; a version may go between route and call
+            raise InvalidInput(f"{self.family} version {REQUESTED.get() or self.alias}: not served here")
+        return state
+
     async def predict_json(self, payload: dict[str, Any], request_id: str | None,
                            response_headers: dict[str, str]) -> dict[str, Any]:
         """A V1 request already parsed by the middleware (same checks and answer as :meth:`predict`)."""
         started = time.perf_counter()
-        state = self.state
-        if state is None:
-            raise InvalidInput(f"{self.family} is not loaded")
+        state = self._serving_state()
         rows = self.rows_v1(payload)
         results, _ = await self._serve(state, rows, "v1", request_id, started, response_headers)
         return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
@@ -453,9 +507,7 @@ class ServedModel(Model):  # type: ignore[misc]
         """A plain JSON V2 request, answered as JSON without kserve's InferRequest/InferResponse and numpy
         round trips (the middleware calls this; anything else goes through :meth:`predict`)."""
         started = time.perf_counter()
-        state = self.state
-        if state is None:
-            raise InvalidInput(f"{self.family} is not loaded")
+        state = self._serving_state()
         specs = self._output_specs(request.outputs)
         rows = self.rows_v2(request)
         results, request_id = await self._serve(state, rows, "v2", request_id or request.id,

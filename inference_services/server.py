@@ -61,14 +61,16 @@ def service_class(family: str) -> type[ServedModel]:
 
 
 VERSIONED = re.compile(r"^/v2/models/([^/]+)/versions/([^/]+)(/.*)?$")
+VERSIONED_V1 = re.compile(r"^/v1/models/([^/:]+)/versions/([^/:]+)(:predict)?$")
 
 
 class Edge:
     """ASGI middleware in front of kserve: the inference edge.
 
     Request-size limit and a body read timeout (slow or half-sent bodies get 408 and lose the connection);
-    the binary tensor extension checked before kserve decodes it; ``/v2/models/NAME/versions/V/...`` answered
-    for the served version and 404 for any other; the model repository API off unless settings turn it on;
+    the binary tensor extension checked before kserve decodes it; ``/v2/models/NAME/versions/V/...`` (and V1's
+    ``/v1/models/NAME/versions/V:predict``) answered by that version where it is served here and 404 for any
+    other; the model's metadata lists the versions served; the model repository API off unless settings turn it on;
     every error in one shape, ``{"error": "..."}`` (FastAPI's 422 becomes a 400 naming the field, and a 5xx
     body never carries exception text: that goes to the log); request counter and latency by status.
     """
@@ -91,6 +93,7 @@ class Edge:
         self._meters: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # (version, protocol, status) -> children
         self.draining = False  # set on SIGTERM: readiness answers 503, predictions are still served
         self.v2_path = f"/v2/models/{model.family}/infer"
+        self.metadata_path = f"/v2/models/{model.family}"
         self.v1_path = f"/v1/models/{model.family}:predict"
 
     @staticmethod
@@ -131,35 +134,38 @@ class Edge:
         return self._known[asked]
 
     def _unserved(self, name: str, version: str) -> tuple[int, str] | None:
-        served = self.model.state.version if self.model.state is not None else None
-        if name == self.model.family and version != served:
+        served = self.model.served_versions()
+        if name == self.model.family and version not in served:
             return 404, (f"model {name} version {version}: not served here (this server serves "
-                         f"{'version ' + served if served else 'no version yet'})")
+                         f"{'versions ' + ', '.join(served) if served else 'no version yet'})")
         return None
 
-    def _route(self, path: str, query: bytes = b"") -> tuple[str, bytes, tuple[int, str] | None]:
-        """The path and query kserve serves (a versioned path or ``?model_version=`` of the served version: the
-        unversioned one), or the answer to give instead."""
-        if path.startswith("/v2/models/") and "/versions/" in path:
-            found = VERSIONED.match(path)
+    def _route(self, path: str, query: bytes = b"") -> tuple[str, bytes, tuple[int, str] | None, str | None]:
+        """The path and query kserve serves (a versioned path or ``?model_version=`` of a served version: the
+        unversioned one) and the version asked for, or the answer to give instead."""
+        asked = None
+        if path.startswith(("/v2/models/", "/v1/models/")) and "/versions/" in path:
+            found = VERSIONED.match(path) or VERSIONED_V1.match(path)
             if found:
                 name, version, rest = found.groups()
                 if unserved := self._unserved(name, version):
-                    return path, query, unserved
-                path = f"/v2/models/{name}{rest or ''}"
+                    return path, query, unserved, None
+                path, asked = f"/{path[1:3]}/models/{name}{rest or ''}", version
         if b"model_version" in query and path.startswith("/v2/models/"):  # kserve answers 501 to any version
             from urllib.parse import parse_qsl, urlencode
 
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
             versions = [v for k, v in pairs if k == "model_version" and v]
-            if versions and (unserved := self._unserved(path.split("/")[3], versions[-1])):
-                return path, query, unserved
+            if versions:
+                if unserved := self._unserved(path.split("/")[3], versions[-1]):
+                    return path, query, unserved, None
+                asked = versions[-1]
             query = urlencode([(k, v) for k, v in pairs if k != "model_version"]).encode("latin-1")
         if path.startswith("/v2/repository") and not self.repository_api:
-            return path, query, (404, "the model repository API is off here (ZM_SERVING__REPOSITORY_API)")
+            return path, query, (404, "the model repository API is off here (ZM_SERVING__REPOSITORY_API)"), None
         if path.startswith("/v1/models/") and path.endswith(":explain"):
-            return path, query, (404, f"{path}: no explainer is served here")
-        return path, query, None
+            return path, query, (404, f"{path}: no explainer is served here"), None
+        return path, query, None, asked
 
     def _tidy(self, send: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:
         """``send`` for kserve's answers: its 422 as a 400 naming the field, a 5xx without exception text."""
@@ -241,12 +247,36 @@ class Edge:
         if refused is not None:  # the connection goes too: nobody waits for an unread body on it
             await self._reply(send, *refused, close=True, challenge=refused[0] == 401)
             return
-        path, query, answer = self._route(scope.get("path", ""), scope.get("query_string", b""))
+        path, query, answer, asked = self._route(scope.get("path", ""), scope.get("query_string", b""))
         if answer is not None:
             await self._reply(send, *answer)
             return
         if path != scope.get("path") or query != scope.get("query_string", b""):
             scope = {**scope, "path": path, "raw_path": path.encode(), "query_string": query}
+        if path == self.metadata_path and scope.get("method") == "GET" and self.model.ready:
+            await self._metadata(send)
+            return
+        from inference_services.base import REQUESTED
+
+        token = REQUESTED.set(asked)
+        try:
+            await self._pass(scope, receive, send, path)
+        finally:
+            REQUESTED.reset(token)
+
+    async def _metadata(self, send: Callable[[Message], Awaitable[None]]) -> None:
+        """The V2 model metadata, with the versions served here (kserve's says ``"versions": null``)."""
+        import orjson
+
+        body = orjson.dumps({"name": self.model.family, "versions": self.model.served_versions(),
+                             "platform": "kserve", "inputs": self.model.get_input_types(),
+                             "outputs": self.model.get_output_types()})
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _pass(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                    send: Callable[[Message], Awaitable[None]], path: str) -> None:
         protocol = self._protocol(path)
         if protocol is None or scope.get("method") != "POST":
             if self.draining and self._readiness(path):
@@ -272,8 +302,9 @@ class Edge:
             status = 500  # drill: a failing candidate
             await self._reply(send, 500, "fault injected (rollout drill)")
             if self.instrument:
-                metrics.child(metrics.REQUESTS, self.model.family, self.model.state.version if self.model.state
-                              else "none", protocol, "500").inc()
+                served = self.model.current()
+                metrics.child(metrics.REQUESTS, self.model.family, served.version if served else "none", protocol,
+                              "500").inc()
             return
 
         try:
@@ -282,7 +313,7 @@ class Edge:
             # plain JSON requests are answered here, without kserve's decoders and numpy round trips
             binary = next((v for k, v in headers if k == HEADER), None)
             direct = path in (self.v1_path, self.v2_path) and self.model.ready \
-                and self.model.state is not None and binary is None
+                and self.model.current() is not None and binary is None
             if declared is not None and declared.isdigit() and int(declared) > self.max_body:
                 status = 413
                 await self._reply(send, 413, f"body: larger than the limit of {self.max_body} bytes")
@@ -350,7 +381,7 @@ class Edge:
             await self.app(scope, replay, self._tidy(watch))
         finally:
             if self.instrument:
-                state = self.model.state
+                state = self.model.current()
                 key = (state.version if state is not None else "none", protocol, status)
                 meters = self._meters.get(key)
                 if meters is None:  # one dict lookup a request instead of two label lookups
@@ -493,6 +524,12 @@ def run(
                     rest._server.should_exit = True
                     return
             if model.state is not None:
+                try:
+                    for other in await loop.run_in_executor(None, model.refresh_others):
+                        log.info("%s: serving version %s too, on its versioned paths", family, other)
+                except Exception as error:  # noqa: BLE001 - the alias's version serves on
+                    log.warning("%s: cannot load the versions behind %s, %s: %s", family,
+                                ", ".join(cfg.version_aliases), type(error).__name__, error)
                 try:
                     await loop.run_in_executor(None, model.watch_inputs)
                 except Exception as error:  # noqa: BLE001 - cached inputs then expire by age alone

@@ -79,6 +79,9 @@ class ServingSettings(BaseModel):
                                   "customer's top 100 into a table of at most this size and answer from it "
                                   "(0, or a larger table: score the factors per request).")
     poll_seconds: float = Field(10.0, ge=0, description="How often to look for a new version behind the alias.")
+    version_aliases: list[str] = Field(["previous-production", "staging"], description="Versions behind these "
+                                       "aliases are served too, on their versioned paths only "
+                                       "(/v2/models/NAME/versions/V/infer); [] serves the alias's version alone.")
     drain_seconds: float = Field(0.0, ge=0, description="After SIGTERM: readiness false, then wait this long.")
     grace_seconds: int = Field(20, ge=0, description="Then at most this long for requests in flight.")
     keep_alive_seconds: int = Field(65, ge=1, description="HTTP keep-alive timeout.")

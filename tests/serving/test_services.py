@@ -874,3 +874,52 @@ def test_sigterm_drains_then_writes_every_logged_request_before_exit(home: Path)
     logged = [json.loads(x)["request_id"] for f in (home / "requests" / server.family).rglob("*.jsonl")
               for x in f.read_text().splitlines()]
     assert mine <= set(logged), server.output()[-2000:]
+
+
+def test_versioned_paths_answer_the_staged_version_beside_production_and_404_any_other(
+        servers: dict[str, Server], home: Path) -> None:
+    """A version behind ``staging`` (serving.version_aliases) is loaded beside production within a poll and answers
+    on its versioned paths only (V2, V1 and ``?model_version=``); the metadata lists both; an unknown version is a
+    404 naming the served ones; once no alias names it, it goes."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    fc = servers["demand-forecast"]
+    name = fc.family
+    production = client.get_model_version_by_alias(name, "production")
+    first = str(production.version)
+    staged_before = client.get_registered_model(name).aliases.get("staging")
+    source = client.get_model_version_download_uri(name, first)  # its artifacts, registered again
+    new = str(client.create_model_version(name, source=source, run_id=production.run_id).version)
+    client.set_registered_model_alias(name, "staging", new)
+
+    def versions() -> list[str]:
+        return httpx.get(f"{fc.url}/v2/models/{name}", headers=fc.auth, timeout=5).json()["versions"]  # type: ignore[no-any-return]
+
+    body = {"inputs": [{"name": "category", "datatype": "BYTES", "shape": [1], "data": ["kitchen"]},
+                       {"name": "horizon", "datatype": "INT64", "shape": [1], "data": [2]}]}
+    try:
+        fc.wait(lambda: versions() == [first, new], 60, "serving the staged version")
+        staged = httpx.post(f"{fc.url}/v2/models/{name}/versions/{new}/infer", json=body, headers=fc.auth, timeout=10)
+        current = httpx.post(f"{fc.url}/v2/models/{name}/infer", json=body, headers=fc.auth, timeout=10)
+        assert staged.status_code == current.status_code == 200, staged.text
+        assert staged.json()["model_version"] == new and current.json()["model_version"] == first
+        assert staged.json()["outputs"] == current.json()["outputs"]  # the same artifact registered twice
+        one = httpx.post(f"{fc.url}/v1/models/{name}/versions/{new}:predict", json={"instances": [VALID_ROWS[name]]},
+                         headers=fc.auth, timeout=10)
+        assert one.status_code == 200 and one.headers["x-model-version"] == new
+        query = httpx.post(f"{fc.url}/v2/models/{name}/infer?model_version={new}", json=body, headers=fc.auth,
+                           timeout=10)
+        assert query.json()["model_version"] == new
+        assert httpx.get(f"{fc.url}/v2/models/{name}/versions/{new}/ready", timeout=5).status_code == 200
+        unknown = httpx.post(f"{fc.url}/v2/models/{name}/versions/999/infer", json=body, headers=fc.auth, timeout=10)
+        assert unknown.status_code == 404
+        assert f"versions {first}, {new}" in unknown.json()["error"]
+    finally:
+        if staged_before is None:
+            client.delete_registered_model_alias(name, "staging")
+        else:
+            client.set_registered_model_alias(name, "staging", staged_before)
+    fc.wait(lambda: versions() == [first], 60, "dropping the version no alias names")
+    gone = httpx.post(f"{fc.url}/v2/models/{name}/versions/{new}/infer", json=body, headers=fc.auth, timeout=10)
+    assert gone.status_code == 404
