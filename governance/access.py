@@ -121,7 +121,8 @@ def _segment(settings: Settings, customer_id: int, features: dict[str, Any], pro
     return {"segment": name, "model_version": version, "as_of": newest["event_timestamp"]}
 
 
-def _served(settings: Settings, pseudonym: str) -> dict[str, list[dict[str, Any]]]:
+def _served(settings: Settings, pseudonym: str, prefix: str = "requests") -> dict[str, list[dict[str, Any]]]:
+    """Their rows of the request log (or, ``prefix="events"``, of the outcome events), by model."""
     from monitoring.requests import read_log
     from zmlops.catalog import FAMILIES
     from zmlops.stores import object_store
@@ -129,7 +130,7 @@ def _served(settings: Settings, pseudonym: str) -> dict[str, list[dict[str, Any]
     store = object_store(settings)
     out: dict[str, list[dict[str, Any]]] = {}
     for family in FAMILIES:
-        log = read_log(store, family)
+        log = read_log(store, family, prefix=prefix)
         if log.empty or "customer" not in log:
             continue
         mine = log[log["customer"] == pseudonym]
@@ -170,6 +171,7 @@ def export(settings: Settings, customer_id: int, out: Path) -> dict[str, Any]:
         "features": features,
         "segment": _segment(settings, customer_id, features, profiled),
         "answers_served": _served(settings, pseudonym),
+        "events_recorded": _served(settings, pseudonym, "events"),
         "model_versions_trained_on_their_data": _model_versions(settings, holding),
         "consent": [c.__dict__ for c in consent.history(settings, customer_id)],
     }
@@ -177,6 +179,7 @@ def export(settings: Settings, customer_id: int, out: Path) -> dict[str, Any]:
     out.write_text(json.dumps(bundle, indent=1, default=str))
     summary = {"transactions": {v: len(rows) for v, rows in transactions.items()},
                "answers_served": {f: len(rows) for f, rows in bundle["answers_served"].items()},
+               "events_recorded": {f: len(rows) for f, rows in bundle["events_recorded"].items()},
                "model_versions": len(bundle["model_versions_trained_on_their_data"]),
                "consent_records": len(bundle["consent"])}
     audit.record(settings, "privacy.exported", consent.audit_subject(settings, customer_id), summary)

@@ -10,8 +10,8 @@ In order, stopping before anything is deleted if the new data version fails the 
    registry and its DVC objects deleted from the cache and the remote (objects a kept version shares stay), its
    derived tables in the object store and its Great Expectations results and Data Docs pages deleted;
    :meth:`DataRegistry.fetch` refuses a retired version;
-4. their request-log rows are removed (the batches rewritten: :func:`monitoring.requests.rewrite_customers`), their
-   consent records and access bundles deleted;
+4. their request-log and event-log rows are removed (the batches rewritten:
+   :func:`monitoring.requests.rewrite_customers`), their consent records and access bundles deleted;
 5. the erasure register (``zm_erasures``, by :func:`governance.pseudonyms.subject`) makes the predictors answer
    them as strangers within a poll, in every served version, until models trained without them serve;
 6. the audit trail records the erasure by the same keyed hash (``privacy.erased``), never the id.

@@ -124,7 +124,7 @@ def finish(settings: Settings, old_key: bytes, extra_ids: Iterable[int] = ()) ->
         erasures = conn.execute(delete(ERASURES).where(ERASURES.c.subject.in_(list(subjects)))).rowcount
     rewritten = rewrite_customers(object_store(settings), pseudonyms)
     done = {"consent_records_dropped": dropped, "consent_records_moved": moved, "erasure_rows_dropped": erasures,
-            "request_log_rows_rekeyed": rewritten,
+            "log_rows_rekeyed": rewritten,  # the request log's and the event log's
             "old_key": fingerprint(old_key), "new_key": fingerprint(new)}
     audit.record(settings, "privacy.rekeyed", "privacy:pseudonymisation-key", done)
     return done

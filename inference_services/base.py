@@ -42,7 +42,7 @@ from pydantic import BaseModel, ValidationError
 from governance.pseudonyms import subject
 from inference_services import metrics
 from inference_services.batching import Batcher
-from inference_services.request_log import RequestLog
+from inference_services.request_log import EVENTS, RequestLog
 from zmlops.settings import Settings
 from zmlops.stores import object_store
 
@@ -176,6 +176,8 @@ class ServedModel(Model):  # type: ignore[misc]
         self.cache: LRUCache[Hashable, Result] = LRUCache(maxsize=max(settings.serving.cache_size, 1))
         self.log = RequestLog(object_store(settings), self.family, settings.pseudonymisation_key.get_secret_value(),
                               settings.request_log)
+        self.events = RequestLog(object_store(settings), self.family, settings.pseudonymisation_key.get_secret_value(),
+                                 settings.request_log, prefix=EVENTS)  # outcome events (inference_services.events)
         self.ready = False
         self.instrument = settings.serving.instrument
         self.use_cache = self.cached and settings.serving.cache_size > 0
@@ -342,6 +344,7 @@ class ServedModel(Model):  # type: ignore[misc]
         self.ready = False
         metrics.READY.labels(self.family).set(0)
         self.log.close()
+        self.events.close()
 
     # ------------------------------------------------------------ metadata
     def get_input_types(self) -> list[dict[str, Any]]:

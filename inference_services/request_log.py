@@ -41,9 +41,10 @@ if TYPE_CHECKING:
     from zmlops.settings import RequestLogSettings
     from zmlops.stores import ObjectStore
 
-__all__ = ["RequestLog", "PREFIX"]
+__all__ = ["RequestLog", "PREFIX", "EVENTS"]
 
 PREFIX = "requests"
+EVENTS = "events"  # outcome events (impressions, clicks, purchases, sales) in the same shape: inference_services.events
 log = logging.getLogger("zmlops.serving")
 
 DROPPED = Counter("zm_request_log_dropped_records", "Request-log records dropped because the object store did not "
@@ -54,11 +55,14 @@ BUFFERED = Gauge("zm_request_log_buffered_bytes", "Request-log data waiting to b
 
 
 class RequestLog:
-    """The request log of ``model``, written to ``store`` with the limits of ``cfg``."""
+    """The request log of ``model`` (or, with ``prefix=EVENTS``, its event log), written to ``store`` with the
+    limits of ``cfg``."""
 
-    def __init__(self, store: ObjectStore, model: str, key: str, cfg: RequestLogSettings) -> None:
+    def __init__(self, store: ObjectStore, model: str, key: str, cfg: RequestLogSettings, prefix: str = PREFIX) -> None:
         self.store = store
         self.model = model
+        self.prefix = prefix
+        self.label = model if prefix == PREFIX else f"{model}:{prefix}"  # the metrics' model label
         self.key = key.encode()
         self.cfg = cfg
         self.writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -100,7 +104,7 @@ class RequestLog:
                 dropped += 1
             full = len(self._pending) >= self.cfg.batch_records
         if dropped:
-            DROPPED.labels(self.model).inc(dropped)
+            DROPPED.labels(self.label).inc(dropped)
         if self._thread is None:
             self._start()
         if full:
@@ -110,7 +114,7 @@ class RequestLog:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=f"request-log-{self.model}", daemon=True)
+                self._thread = threading.Thread(target=self._run, name=f"request-log-{self.label}", daemon=True)
                 self._thread.start()
 
     def _due(self) -> bool:
@@ -153,7 +157,7 @@ class RequestLog:
                 self._oldest = time.monotonic()
                 self._failures += 1
                 self._retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** min(self._failures, 6))
-            BATCHES.labels(self.model, "error").inc()
+            BATCHES.labels(self.label, "error").inc()
             if self._failures in (1, 10, 100) or self._failures % 1000 == 0:
                 log.warning("%s: request log not written (%s: %s); %d records wait", self.model,
                             type(error).__name__, str(error)[:200], len(self._pending))
@@ -161,17 +165,17 @@ class RequestLog:
             return False
         with self._lock:
             self._failures, self._retry_at = 0, 0.0
-        BATCHES.labels(self.model, "written").inc()
+        BATCHES.labels(self.label, "written").inc()
         self._gauge()
         return True
 
     def _gauge(self) -> None:
-        BUFFERED.labels(self.model).set(self._bytes)
+        BUFFERED.labels(self.label).set(self._bytes)
 
     def _key(self, day: int, seq: int) -> str:
         date = dt.date.fromordinal(dt.date(1970, 1, 1).toordinal() + day)
         stamp = time.strftime("%H%M%S", time.gmtime())
-        return f"{PREFIX}/{self.model}/{date.isoformat()}/{stamp}-{self.writer}-{seq:06d}.jsonl"
+        return f"{self.prefix}/{self.model}/{date.isoformat()}/{stamp}-{self.writer}-{seq:06d}.jsonl"
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Write everything pending now (tests, shutdown); False when some is still unwritten at the deadline."""

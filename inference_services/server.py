@@ -62,6 +62,13 @@ def service_class(family: str) -> type[ServedModel]:
 
 VERSIONED = re.compile(r"^/v2/models/([^/]+)/versions/([^/]+)(/.*)?$")
 VERSIONED_V1 = re.compile(r"^/v1/models/([^/:]+)/versions/([^/:]+)(:predict)?$")
+V1_READY = re.compile(r"^/v1/models/[^/:]+(/versions/[^/:]+)?$")  # V1's model readiness, a version's too
+# Routes the edge answers itself or rewrites for kserve (the route inventory test calls them with kserve's own).
+EDGE_ROUTES = (("POST", "/v1/models/{model_name}/events"),
+               ("POST", "/v1/models/{model_name}/versions/{model_version}:predict"),
+               ("GET", "/v1/models/{model_name}/versions/{model_version}"),
+               ("POST", "/v2/models/{model_name}/versions/{model_version}/infer"),
+               ("GET", "/v2/models/{model_name}/versions/{model_version}/ready"))
 
 
 class Edge:
@@ -94,12 +101,13 @@ class Edge:
         self.draining = False  # set on SIGTERM: readiness answers 503, predictions are still served
         self.v2_path = f"/v2/models/{model.family}/infer"
         self.metadata_path = f"/v2/models/{model.family}"
+        self.events_path = f"/v1/models/{model.family}/events"
         self.v1_path = f"/v1/models/{model.family}:predict"
 
     @staticmethod
     def _readiness(path: str) -> bool:
         return path == "/v2/health/ready" or (path.startswith("/v2/models/") and path.endswith("/ready")) \
-            or (path.startswith("/v1/models/") and ":" not in path)
+            or V1_READY.match(path) is not None
 
     @staticmethod
     def _protocol(path: str) -> str | None:
@@ -256,6 +264,9 @@ class Edge:
         if path == self.metadata_path and scope.get("method") == "GET" and self.model.ready:
             await self._metadata(send)
             return
+        if path == self.events_path and scope.get("method") == "POST":
+            await self._events(receive, send)
+            return
         from inference_services.base import REQUESTED
 
         token = REQUESTED.set(asked)
@@ -263,6 +274,48 @@ class Edge:
             await self._pass(scope, receive, send, path)
         finally:
             REQUESTED.reset(token)
+
+    async def _read_body(self, receive: Callable[[], Awaitable[Message]],
+                         send: Callable[[Message], Awaitable[None]]) -> tuple[bytes | None, int]:
+        """The whole body, within the size limit and the timeout; else (None, the status answered)."""
+        chunks, size, more = [], 0, True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:  # a slow or half-sent body: answered, and the connection goes with it
+                await self._reply(send, 408, f"body: not received within {self.body_timeout:g} s", close=True)
+                return None, 408
+            if message["type"] == "http.disconnect":
+                return None, 499
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._reply(send, 413, f"body: larger than the limit of {self.max_body} bytes")
+                return None, 413
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks), 200
+
+    async def _events(self, receive: Callable[[], Awaitable[Message]],
+                      send: Callable[[Message], Awaitable[None]]) -> None:
+        """``POST /v1/models/NAME/events``: events validated, answered 202, logged (inference_services.events)."""
+        import orjson
+
+        from inference_services import events
+
+        body, _ = await self._read_body(receive, send)
+        if body is None:
+            return
+        try:
+            got = events.parse(body, self.model.settings.serving.max_batch)
+        except ValueError as error:
+            await self._reply(send, 400, str(error))
+            return
+        self.model.events.append(events.records(got, self.model.events, self.model.family))
+        answer = orjson.dumps({"accepted": len(got)})
+        await send({"type": "http.response.start", "status": 202, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
+        await send({"type": "http.response.body", "body": answer})
 
     async def _metadata(self, send: Callable[[Message], Awaitable[None]]) -> None:
         """The V2 model metadata, with the versions served here (kserve's says ``"versions": null``)."""
@@ -320,26 +373,10 @@ class Edge:
                 return
             # read the body up to the limit and within the timeout (kserve reads it whole anyway), then answer
             # or replay it
-            chunks, size, more = [], 0, True
-            while more:
-                try:
-                    message = await asyncio.wait_for(receive(), self.body_timeout)
-                except TimeoutError:  # a slow or half-sent body: answered, and the connection goes with it
-                    status = 408
-                    await self._reply(send, 408, f"body: not received within {self.body_timeout:g} s", close=True)
-                    return
-                if message["type"] == "http.disconnect":
-                    status = 499
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body:
-                    status = 413
-                    await self._reply(send, 413, f"body: larger than the limit of {self.max_body} bytes")
-                    return
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            body = b"".join(chunks)
+            body, status = await self._read_body(receive, send)
+            if body is None:
+                return
+            status = 500  # until an answer starts
             if binary is not None:
                 problem = binary_request_error(body, binary)
                 if problem:

@@ -21,22 +21,25 @@ from zmlops import catalog
 from zmlops.settings import Settings
 from zmlops.stores import ObjectStore, object_store
 
-__all__ = ["read_log", "request_signals", "log_days", "prune_log"]
+__all__ = ["read_log", "request_signals", "log_days", "prune_log", "rewrite_customers", "PREFIX", "EVENTS"]
 
 PREFIX = "requests"  # inference_services.request_log.PREFIX (not imported: that is the serving package)
+EVENTS = "events"  # inference_services.request_log.EVENTS: outcome events, the same shape, the same pseudonyms
 
 
-def log_days(store: ObjectStore, family: str) -> list[str]:
-    """The UTC days (YYYY-MM-DD) that have request-log batches of ``family``."""
-    return sorted({key.split("/")[2] for key in store.keys(f"{PREFIX}/{family}") if key.count("/") >= 3})
+def log_days(store: ObjectStore, family: str, prefix: str = PREFIX) -> list[str]:
+    """The UTC days (YYYY-MM-DD) that have request-log (or event-log) batches of ``family``."""
+    return sorted({key.split("/")[2] for key in store.keys(f"{prefix}/{family}") if key.count("/") >= 3})
 
 
-def read_log(store: ObjectStore, family: str, version: str | None = None, since: str | None = None) -> pd.DataFrame:
-    """One row per answered row (``rows`` exploded), with the request's version and time.
+def read_log(store: ObjectStore, family: str, version: str | None = None, since: str | None = None,
+             prefix: str = PREFIX) -> pd.DataFrame:
+    """One row per answered row (``rows`` exploded), with the request's version and time (``prefix=EVENTS``: one
+    row per outcome event).
 
     ``since`` (ISO time) keeps requests after it; days wholly before it are not read.
     """
-    keys = [k for k in store.keys(f"{PREFIX}/{family}") if k.endswith(".jsonl")
+    keys = [k for k in store.keys(f"{prefix}/{family}") if k.endswith(".jsonl")
             and (since is None or k.split("/")[2] >= since[:10])]
     blobs = store.get_many(keys)
     parts = [pd.read_json(io.BytesIO(blobs[k]), lines=True, dtype=False) for k in keys if blobs.get(k)]
@@ -49,7 +52,7 @@ def read_log(store: ObjectStore, family: str, version: str | None = None, since:
         log = log[pd.to_datetime(log["ts"], utc=True) > pd.Timestamp(since)]
     if log.empty:
         return pd.DataFrame()
-    rows = log[["ts", "version", "rows"]].explode("rows", ignore_index=True)
+    rows = log[[c for c in ("ts", "version", "rows") if c in log]].explode("rows", ignore_index=True)
     detail = pd.json_normalize(rows["rows"].tolist())
     return pd.concat([rows.drop(columns="rows"), detail], axis=1)
 
@@ -69,24 +72,28 @@ def request_signals(settings: Settings, family: str, model_version: str, estimat
 
 
 def prune_log(settings: Settings, family: str, today: dt.date | None = None) -> list[str]:
-    """Delete the request-log days of ``family`` older than ``request_log.retention_days``; returns them."""
+    """Delete the request-log and event-log days of ``family`` older than ``request_log.retention_days``; returns
+    them."""
     store = object_store(settings)
     cutoff = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=settings.request_log.retention_days)
-    gone = [day for day in log_days(store, family) if day < cutoff.isoformat()]
-    for day in gone:
-        store.delete(f"{PREFIX}/{family}/{day}")
-    return gone
+    gone = []
+    for prefix in (PREFIX, EVENTS):
+        for day in log_days(store, family, prefix):
+            if day < cutoff.isoformat():
+                store.delete(f"{prefix}/{family}/{day}")
+                gone.append(day)
+    return sorted(set(gone))
 
 
 def rewrite_customers(store: ObjectStore, customers: Mapping[str, str | None]) -> int:
-    """Rewrite every request-log batch naming one of ``customers`` (pseudonyms): a row's customer becomes its
-    mapped pseudonym, or the row goes where it maps to None (an erasure); a record left without rows goes, a batch
-    left without records is deleted. Returns the rows changed."""
+    """Rewrite every request-log and event-log batch naming one of ``customers`` (pseudonyms): a row's customer
+    becomes its mapped pseudonym, or the row goes where it maps to None (an erasure); a record left without rows
+    goes, a batch left without records is deleted. Returns the rows changed."""
     import json
 
     needles = [c.encode() for c in customers] if len(customers) <= 64 else None  # a cheap look first where few
     changed = 0
-    for key in store.keys(PREFIX):
+    for key in [k for prefix in (PREFIX, EVENTS) for k in store.keys(prefix)]:
         data = store.get(key) or b""
         if needles is not None and not any(n in data for n in needles):
             continue

@@ -803,8 +803,10 @@ def test_serving_benchmark_runs_and_reports_ratios(home: Path) -> None:
 def _expected_scope(path: str) -> str | None:
     """What a route needs, as docs/security.md states it: probes nothing, /metrics metrics, the repository API
     admin, everything else predict."""
-    if path in ("/", "/v2/health/live", "/v2/health/ready") or path.endswith("/ready") or (
-            path.startswith("/v1/models/") and ":" not in path):
+    import re
+
+    if path in ("/", "/v2/health/live", "/v2/health/ready") or path.endswith("/ready") or re.fullmatch(
+            r"/v1/models/[^/:]+(/versions/[^/:]+)?", path):
         return None
     if path == "/metrics":
         return "metrics"
@@ -834,7 +836,9 @@ def test_every_route_but_the_probes_needs_a_key_with_its_scope(home: Path) -> No
                          timeout=10).json()
         routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
         routes |= {(m, r.path) for r in kms.app.routes for m in (getattr(r, "methods", None) or {"GET"})}
-        routes = {(m, p) for m, p in routes if m in ("GET", "POST")}
+        from inference_services.server import EDGE_ROUTES
+
+        routes = {(m, p) for m, p in routes if m in ("GET", "POST")} | set(EDGE_ROUTES)
         version = httpx.post(f"{server.url}/v1/models/demand-forecast:predict", json={"instances": [{"category": 1}]},
                              headers={"authorization": f"Bearer {tokens['predict']}"}, timeout=10)
         assert version.status_code == 400  # authenticated, then validated
@@ -923,3 +927,56 @@ def test_versioned_paths_answer_the_staged_version_beside_production_and_404_any
     fc.wait(lambda: versions() == [first], 60, "dropping the version no alias names")
     gone = httpx.post(f"{fc.url}/v2/models/{name}/versions/{new}/infer", json=body, headers=fc.auth, timeout=10)
     assert gone.status_code == 404
+
+
+def test_outcome_events_are_accepted_joined_to_their_answer_by_request_id_and_refused_with_the_field(
+        servers: dict[str, Server], home: Path) -> None:
+    """``POST /v1/models/NAME/events``: impressions, clicks and purchases attributed to a served answer by its
+    request id, realised sales for a forecast; logged under ``events/`` with the request log's pseudonyms (so an
+    event joins its answer), a bad event a 400 naming its field, no key a 401."""
+    from governance.pseudonyms import pseudonymise, pseudonymise_text
+    from zmlops.settings import Settings
+
+    key = Settings(home=home).pseudonymisation_key.get_secret_value().encode()
+    rec, fc = servers["product-recommendation"], servers["demand-forecast"]
+    customer = known_customers(home, 2)[-1]
+    rid = f"events-{time.monotonic_ns()}"
+    answer = v1(rec, [{"customer_id": customer, "k": 3}], headers={"x-request-id": rid}).json()["predictions"][0]
+    item = answer["items"][0]
+    url = f"{rec.url}/v1/models/{rec.family}/events"
+    sent = {"events": [{"type": "impression", "request_id": rid, "customer_id": customer},
+                       {"type": "click", "request_id": rid, "customer_id": customer, "stock_code": item},
+                       {"type": "purchase", "request_id": rid, "customer_id": customer, "stock_code": item,
+                        "quantity": 2, "revenue": 7.5, "at": "2026-12-04T10:00:00Z"}]}
+    r = httpx.post(url, json=sent, headers=rec.auth, timeout=10)
+    assert r.status_code == 202 and r.json() == {"accepted": 3}
+    sale = {"events": [{"type": "sale", "category": "kitchen", "week_start": "2026-11-30", "units": 410.0}]}
+    assert httpx.post(f"{fc.url}/v1/models/{fc.family}/events", json=sale, headers=fc.auth,
+                      timeout=10).status_code == 202
+
+    for body, where in (({"events": [{"type": "click", "customer_id": customer}]}, "events[0]"),
+                        ({"events": [{"type": "click", "request_id": rid, "colour": "red"}]}, "events[0].colour"),
+                        ({"events": [{"type": "purchase", "request_id": rid, "revenue": -1}]}, "events[0].revenue"),
+                        ({"events": [{"type": "sale", "category": "kitchen"}]}, "events[0]"),
+                        ({"events": []}, "events"), ([1, 2], "body")):
+        bad = httpx.post(url, json=body, headers=rec.auth, timeout=10)
+        assert bad.status_code == 400 and bad.json()["error"].startswith(where), (body, bad.text)
+    assert httpx.post(url, json=sent, timeout=10).status_code == 401
+
+    def logged(prefix: str, family: str) -> list[dict[str, Any]]:
+        return [row for f in sorted((home / prefix / family).rglob("*.jsonl")) for x in f.read_text().splitlines()
+                for row in [json.loads(x)] if x]
+
+    hashed = pseudonymise_text(key, rid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(r["rows"][0].get("request_id") == hashed
+                                                  for r in logged("events", rec.family)):
+        time.sleep(0.1)
+    [record] = [r for r in logged("events", rec.family) if r["rows"][0].get("request_id") == hashed]
+    assert [row["type"] for row in record["rows"]] == ["impression", "click", "purchase"]
+    assert {row["customer"] for row in record["rows"]} == {pseudonymise(key, customer)}
+    assert record["rows"][2]["revenue"] == 7.5 and record["rows"][1]["stock_code"] == item
+    served = [r for r in logged("requests", rec.family) if r["request_id"] == hashed]
+    assert len(served) == 1  # the answer the events follow, by the same keyed hash
+    text = "".join(f.read_text() for f in (home / "events").rglob("*.jsonl"))
+    assert str(customer) not in text and rid not in text
