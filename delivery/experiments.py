@@ -327,3 +327,114 @@ def carry_out(settings: Any, analysis: Analysis) -> dict[str, Any]:
         return {"family": family, "version": winner, "deployed": False, "why": "already in production"}
     tracking.set_alias(settings, family, "staging", winner)
     return deploy(settings, {"family": family, "version": winner, "decision": "staged"})
+
+
+# ---------------------------------------------------------------- running experiments (the state database)
+def design_of(data: Mapping[str, Any]) -> Design:
+    fields = {k: data[k] for k in Design.__dataclass_fields__ if k in data}
+    return Design(**fields)
+
+
+def start(settings: Any, design: Design) -> Plan:
+    """Plan ``design`` and register it as running: from the next poll the predictors of its family route its
+    customers to their variant. One running experiment per family; the name is unique for ever."""
+    import datetime as dt
+
+    from sqlalchemy import insert, select
+
+    from governance import audit
+    from zmlops.statedb import EXPERIMENTS, engine
+
+    if any(not v for v in design.variants.values()):
+        raise ValueError("variants: both the control's and the treatment's model versions are required")
+    planned = plan(design)
+    with engine(settings).begin() as conn:
+        if conn.execute(select(EXPERIMENTS.c.name).where(EXPERIMENTS.c.name == design.name)).first():
+            raise ValueError(f"experiment {design.name!r} exists: a name is used once (its assignment salt)")
+        other = conn.execute(select(EXPERIMENTS.c.name).where(
+            EXPERIMENTS.c.family == design.family, EXPERIMENTS.c.decision.is_(None))).first()
+        if other:
+            raise ValueError(f"experiment {other.name!r} is running on {design.family}: decide it first")
+        conn.execute(insert(EXPERIMENTS).values(
+            name=design.name, family=design.family, started_at=dt.datetime.now(dt.UTC),
+            design={**asdict(design), "variants": dict(design.variants), "split": dict(design.split),
+                    "guardrails": dict(design.guardrails), "plan": asdict(planned)}))
+    audit.record(settings, "experiment.started", f"experiment:{design.name}",
+                 {"family": design.family, "variants": dict(design.variants), "split": dict(design.split),
+                  "per_variant": planned.per_variant, "looks": design.looks})
+    return planned
+
+
+def running(settings: Any, family: str) -> dict[str, Any] | None:
+    """The running experiment of ``family`` (name, variants, split, started_at), or None: what a predictor polls."""
+    from sqlalchemy import select
+
+    from zmlops.statedb import EXPERIMENTS, engine
+
+    with engine(settings).connect() as conn:
+        row = conn.execute(select(EXPERIMENTS).where(EXPERIMENTS.c.family == family,
+                                                     EXPERIMENTS.c.decision.is_(None))).mappings().first()
+    if row is None:
+        return None
+    return {"name": row["name"], "variants": row["design"]["variants"], "split": row["design"]["split"],
+            "started_at": row["started_at"]}
+
+
+def daily_from_logs(settings: Any, name: str, family: str, looks: int, started: Any) -> list[dict[str, Any]]:
+    """Cumulative customers and clicked customers per variant for each day since the start, from the request log
+    (the answers the experiment routed, by customer pseudonym) and the event log (clicks, joined by the answer's
+    request id). A customer counts once, in the variant of their first answer, from that day on."""
+    import pandas as pd
+
+    from monitoring.requests import EVENTS, read_log
+    from zmlops.stores import object_store
+
+    store = object_store(settings)
+    started = pd.Timestamp(started)
+    started = started.tz_localize("UTC") if started.tzinfo is None else started  # SQLite keeps no zone
+    since = started.isoformat()
+    served = read_log(store, family, since=since)
+    if served.empty or "experiment" not in served:
+        return []
+    served = served[served["experiment"] == name].dropna(subset=["customer"])
+    events = read_log(store, family, since=since, prefix=EVENTS)
+    clicks = set() if events.empty else set(events.loc[events["type"] == "click", "request_id"])
+    served = served.assign(day=(pd.to_datetime(served["ts"], utc=True) - started).dt.days + 1,
+                           clicked=served["request_id"].isin(clicks))
+    first = served.sort_values("ts").groupby("customer").agg(variant=("variant", "first"), day=("day", "min"))
+    clicked = served[served["clicked"]].groupby("customer")["day"].min()
+    first["clicked_day"] = clicked.reindex(first.index)
+    out = []
+    for day in range(1, min(int(first["day"].max()), looks) + 1):
+        seen = first[first["day"] <= day]
+        out.append({"customers": {v: int((seen["variant"] == v).sum()) for v in (CONTROL, TREATMENT)},
+                    "clicks": {v: int(((seen["variant"] == v) & (seen["clicked_day"] <= day)).sum())
+                               for v in (CONTROL, TREATMENT)}})
+    return out
+
+
+def analyse_running(settings: Any, name: str, guardrails: Mapping[str, Mapping[str, float]] | None = None
+                    ) -> Analysis:
+    """Today's look at a running experiment from the logs; recorded, and a decided one is closed."""
+    import datetime as dt
+
+    from sqlalchemy import select, update
+
+    from zmlops.statedb import EXPERIMENTS, engine
+
+    with engine(settings).connect() as conn:
+        row = conn.execute(select(EXPERIMENTS).where(EXPERIMENTS.c.name == name)).mappings().first()
+    if row is None:
+        raise LookupError(f"no experiment {name!r}")
+    design = design_of(row["design"])
+    stored = row["design"]["plan"]
+    planned = Plan(stored["fixed_per_variant"], stored["per_variant"], stored["inflation"],
+                   tuple(stored["fractions"]), tuple(stored["boundaries"]))
+    daily = daily_from_logs(settings, name, design.family, design.looks, row["started_at"])
+    analysis = analyse(design, planned, daily, guardrails)
+    record(settings, analysis)
+    if analysis.decision != "continue" and row["decision"] is None:
+        with engine(settings).begin() as conn:
+            conn.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.name == name).values(
+                decision=analysis.decision, decided_at=dt.datetime.now(dt.UTC)))
+    return analysis

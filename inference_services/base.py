@@ -172,6 +172,7 @@ class ServedModel(Model):  # type: ignore[misc]
         self.pinned = version
         self.state: Loaded | None = None
         self.others: dict[str, Loaded] = {}  # versions served by path only, by version
+        self.experiment: dict[str, Any] | None = None  # the family's running A/B test (watch_experiment)
         self._unloadable: set[str] = set()  # of those, the ones whose loading failed (not retried every poll)
         self.cache: LRUCache[Hashable, Result] = LRUCache(maxsize=max(settings.serving.cache_size, 1))
         self.log = RequestLog(object_store(settings), self.family, settings.pseudonymisation_key.get_secret_value(),
@@ -288,6 +289,8 @@ class ServedModel(Model):  # type: ignore[misc]
 
         wanted = {v for alias in self.settings.serving.version_aliases if alias != self.alias
                   and (v := tracking.alias_version(self.settings, self.family, alias)) is not None}
+        if self.experiment is not None:  # a running experiment's variants
+            wanted |= {str(v) for v in self.experiment["variants"].values()}
         wanted.discard(self.state.version)
         kept = {v: s for v, s in self.others.items() if v in wanted}
         self._unloadable &= wanted  # a version that failed is tried again once an alias names it again
@@ -319,6 +322,12 @@ class ServedModel(Model):  # type: ignore[misc]
         if found != self._consent or erased != self._erased:
             self._consent, self._erased = found, erased
             self.cache.clear()
+
+    def watch_experiment(self) -> None:
+        """Re-read the family's running experiment (the poll loop); its variants' versions load with the others."""
+        from delivery.experiments import running
+
+        self.experiment = None if self.pinned else running(self.settings, self.family)
 
     def personal(self, customer_id: Any) -> bool:
         """May this customer get an answer about them (their consent for ``consent_purpose``)?"""
@@ -484,8 +493,8 @@ class ServedModel(Model):  # type: ignore[misc]
         request_id = (headers or {}).get("x-request-id") or (
             payload.id if isinstance(payload, InferRequest) and payload.id else None
         )
-        results, request_id = await self._serve(state, rows, "v2" if v2 else "v1", request_id, started,
-                                                response_headers)
+        results, request_id, state = await self._serve(state, rows, "v2" if v2 else "v1", request_id, started,
+                                                       response_headers)
         if v2:
             return self._v2_response(specs, state, results, request_id)
         return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
@@ -502,7 +511,7 @@ class ServedModel(Model):  # type: ignore[misc]
         started = time.perf_counter()
         state = self._serving_state()
         rows = self.rows_v1(payload)
-        results, _ = await self._serve(state, rows, "v1", request_id, started, response_headers)
+        results, _, state = await self._serve(state, rows, "v1", request_id, started, response_headers)
         return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
 
     async def infer_json(self, request: JsonInfer, request_id: str | None,
@@ -513,8 +522,8 @@ class ServedModel(Model):  # type: ignore[misc]
         state = self._serving_state()
         specs = self._output_specs(request.outputs)
         rows = self.rows_v2(request)
-        results, request_id = await self._serve(state, rows, "v2", request_id or request.id,
-                                                started, response_headers)
+        results, request_id, state = await self._serve(state, rows, "v2", request_id or request.id,
+                                                       started, response_headers)
         outputs = []
         for spec in specs:
             shape, values = self._v2_values(spec, results)
@@ -523,9 +532,29 @@ class ServedModel(Model):  # type: ignore[misc]
                             "data": [cast(v) for v in values]})
         return {"id": request_id, "model_name": self.family, "model_version": state.version, "outputs": outputs}
 
+    def _variant(self, state: Loaded, rows: list[BaseModel]) -> tuple[Loaded, dict[str, str] | None]:
+        """The version that answers: a one-customer request on the unversioned path during a running experiment
+        goes to the customer's variant (sticky by pseudonym, :func:`delivery.experiments.assign`), if that
+        version is loaded; anything else to ``state``."""
+        experiment = self.experiment
+        customer = getattr(rows[0], "customer_id", None) if len(rows) == 1 else None
+        if experiment is None or customer is None or REQUESTED.get() is not None:
+            return state, None
+        from delivery.experiments import assign
+
+        variant = assign(experiment["name"], self.log.pseudonymise(customer), experiment["split"])
+        version = str(experiment["variants"][variant])
+        chosen = state if version == state.version else self.others.get(version)
+        if chosen is None:  # not loaded yet: answered, not counted (the sample-ratio check would see a bias)
+            return state, None
+        REQUESTED.set(chosen.version)  # the middleware counts the request under the version that answers it
+        return chosen, {"experiment": experiment["name"], "variant": variant}
+
     async def _serve(self, state: Loaded, rows: list[BaseModel], protocol: str, request_id: str | None,
-                     started: float, response_headers: dict[str, str] | None) -> tuple[list[Result], str]:
-        """Check, answer (through the cache), count, log: the part both protocols share."""
+                     started: float, response_headers: dict[str, str] | None) -> tuple[list[Result], str, Loaded]:
+        """Route (:meth:`_variant`), check, answer (through the cache), count, log: the part both protocols share.
+        Returns the results, the request id and the version that answered."""
+        state, routed = self._variant(state, rows) if rows else (state, None)
         self.check(state, rows)
         results, hits = await self._answer_cached(state, rows)
         if self.instrument:
@@ -543,9 +572,10 @@ class ServedModel(Model):  # type: ignore[misc]
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                 "cache_hits": hits,
                 "rows": [r.log for r in results],
+                **(routed or {}),
             }
         )
-        return results, request_id
+        return results, request_id, state
 
     @staticmethod
     def _v2_values(spec: TensorSpec, results: list[Result]) -> tuple[list[int], list[Any]]:

@@ -562,6 +562,10 @@ def run(
                     return
             if model.state is not None:
                 try:
+                    await loop.run_in_executor(None, model.watch_experiment)
+                except Exception as error:  # noqa: BLE001 - the last experiment read stays in force
+                    log.warning("%s: cannot read the running experiments, %s: %s", family, type(error).__name__, error)
+                try:
                     for other in await loop.run_in_executor(None, model.refresh_others):
                         log.info("%s: serving version %s too, on its versioned paths", family, other)
                 except Exception as error:  # noqa: BLE001 - the alias's version serves on

@@ -52,7 +52,8 @@ def read_log(store: ObjectStore, family: str, version: str | None = None, since:
         log = log[pd.to_datetime(log["ts"], utc=True) > pd.Timestamp(since)]
     if log.empty:
         return pd.DataFrame()
-    rows = log[[c for c in ("ts", "version", "rows") if c in log]].explode("rows", ignore_index=True)
+    keep = [c for c in ("ts", "version", "request_id", "experiment", "variant", "rows") if c in log]
+    rows = log[keep].explode("rows", ignore_index=True)
     detail = pd.json_normalize(rows["rows"].tolist())
     return pd.concat([rows.drop(columns="rows"), detail], axis=1)
 

@@ -269,14 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
         "puts the winner into service through the promotion path.",
     )
     esub = p.add_subparsers(dest="action", required=True)
+    q = esub.add_parser("analyse", help="today's look at a running experiment, from the request and event logs")
+    q.add_argument("name")
+    q.add_argument("--deploy", action="store_true",
+                   help="once decided, put the winner into service through the promotion path (approval, canary)")
     for name, text in (("plan", "the sample per variant and the daily boundaries of a design"),
-                       ("simulate", "one experiment on simulated clicks: looks, decision, report, audit")):
+                       ("simulate", "one experiment on simulated clicks: looks, decision, report, audit"),
+                       ("start", "register a running experiment: the predictors route its customers from their next "
+                        "poll")):
         q = esub.add_parser(name, help=text)
-        if name == "simulate":
-            q.add_argument("name", help="the experiment's name (its assignment salt and report name)")
+        if name != "plan":
+            q.add_argument("name", help="the experiment's name (its assignment salt and report name; used once)")
             q.add_argument("--control", required=True, help="the control's model version")
             q.add_argument("--treatment", required=True, help="the treatment's model version")
             q.add_argument("--family", choices=families, default="product-recommendation")
+        if name == "simulate":
             q.add_argument("--uplift", type=float, default=0.10,
                            help="planted relative click-through uplift of the treatment (the truth; default 0.10)")
             q.add_argument("--seed", type=int, default=0)
@@ -295,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_experiment(args: argparse.Namespace) -> int:
     from delivery import experiments as x
 
+    if args.action == "analyse":
+        return _analyse_experiment(args)
     name = getattr(args, "name", "plan")
     variants = {"control": getattr(args, "control", ""), "treatment": getattr(args, "treatment", "")}
     try:
@@ -308,8 +317,44 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     if args.action == "plan":
         _print_plan(design)
         return 0
+    if args.action == "start":
+        try:
+            planned = x.start(get_settings(), design)
+        except ValueError as error:
+            print(f"zm experiment: error: {error}", file=sys.stderr)
+            return 2
+        console.print(f"experiment {name} running on {design.family}: v{design.variants['control']} (control) vs "
+                      f"v{design.variants['treatment']} (treatment), up to {planned.per_variant['control']:,} "
+                      f"customers each, {design.looks} daily looks (`zm experiment analyse {name}` each day)")
+        return 0
     simulate_experiment(get_settings(), design, args.uplift, args.seed, args.deploy)
     return 0
+
+
+def _analyse_experiment(args: argparse.Namespace) -> int:
+    from delivery import experiments as x
+
+    settings = get_settings()
+    try:
+        analysis = x.analyse_running(settings, args.name)
+    except LookupError as error:
+        print(f"zm experiment: error: {error.args[0]}", file=sys.stderr)
+        return 2
+    _print_looks(analysis)
+    console.print(f"decision: {analysis.decision.upper()}: {analysis.reason}")
+    if args.deploy and analysis.decision != "continue":
+        with step("carry out the decision through the promotion path"):
+            console.print(f"   {json.dumps(x.carry_out(settings, analysis), default=str)}")
+    return 0
+
+
+def _print_looks(analysis: Any) -> None:
+    v = analysis.design["variants"]
+    table(f"experiment {analysis.design['name']}: v{v['control']} (control) vs v{v['treatment']} (treatment)",
+          ["day", "customers", "CTR control", "CTR treatment", "uplift (repeated 95% CI)", "z", "boundary"],
+          [[look.day, f"{sum(look.customers.values()):,}", f"{look.rate['control']:.4f}",
+            f"{look.rate['treatment']:.4f}", f"[{look.relative_ci[0]:+.1%}, {look.relative_ci[1]:+.1%}]",
+            f"{look.z:.2f}", f"{look.boundary:.2f}"] for look in analysis.looks])
 
 
 def _print_plan(design: Any) -> Any:
@@ -346,12 +391,7 @@ def simulate_experiment(settings: Settings, design: Any, uplift: float, seed: in
                   "clicks": {str(k): int(n) for k, n in part.groupby("variant")["clicked"].sum().items()}}
                  for part in (shown[shown["day"] <= day] for day in range(1, design.looks + 1))]
         analysis = x.analyse(design, planned, daily)
-    v = design.variants
-    table(f"experiment {design.name}: v{v['control']} (control) vs v{v['treatment']} (treatment)",
-          ["day", "CTR control", "CTR treatment", "uplift (repeated 95% CI)", "z", "boundary"],
-          [[look.day, f"{look.rate['control']:.4f}", f"{look.rate['treatment']:.4f}",
-            f"[{look.relative_ci[0]:+.1%}, {look.relative_ci[1]:+.1%}]", f"{look.z:.2f}", f"{look.boundary:.2f}"]
-           for look in analysis.looks])
+    _print_looks(analysis)
     keys = x.record(settings, analysis)
     console.print(f"decision: {analysis.decision.upper()}: {analysis.reason}")
     console.print(f"report: {settings.home.resolve() / keys['report']} (audit: experiment.decided)")

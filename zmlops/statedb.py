@@ -15,7 +15,9 @@ Tables:
 - ``zm_consent``: the consent register (:mod:`governance.consent`): append-only, one row per change of a
   customer's consent, keyed by the customer's pseudonym (never the id);
 - ``zm_erasures``: erased customers (:mod:`governance.erasure`), by their audit subject hash: the predictors answer
-  them as strangers until every served model is retrained without them.
+  them as strangers until every served model is retrained without them;
+- ``zm_experiments``: A/B tests (:mod:`delivery.experiments`): the design fixed at the start, running until decided;
+  the predictors route the customers of a running one to their variant.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ if TYPE_CHECKING:
 
     from zmlops.settings import Settings
 
-__all__ = ["METADATA", "INCIDENTS", "AUDIT", "DEPLOYMENTS", "CONSENT", "ERASURES", "engine", "claim", "claims",
-           "record_deployment", "deployments"]
+__all__ = ["METADATA", "INCIDENTS", "AUDIT", "DEPLOYMENTS", "CONSENT", "ERASURES", "EXPERIMENTS", "engine", "claim",
+           "claims", "record_deployment", "deployments"]
 
 METADATA = MetaData()
 INCIDENTS = Table(
@@ -95,6 +97,15 @@ ERASURES = Table(
     Column("requested_at", DateTime(timezone=True), nullable=False),
     Column("retrain_by", DateTime(timezone=True), nullable=False),  # models trained on their data: retrained by
     Column("details", JSON, nullable=False),
+)
+EXPERIMENTS = Table(
+    "zm_experiments", METADATA,
+    Column("name", String(100), primary_key=True),
+    Column("family", String(100), nullable=False, index=True),
+    Column("design", JSON, nullable=False),  # delivery.experiments.Design, as a dict
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("decision", String(20), nullable=True),  # None while it runs; ship or stop
+    Column("decided_at", DateTime(timezone=True), nullable=True),
 )
 
 

@@ -980,3 +980,72 @@ def test_outcome_events_are_accepted_joined_to_their_answer_by_request_id_and_re
     assert len(served) == 1  # the answer the events follow, by the same keyed hash
     text = "".join(f.read_text() for f in (home / "events").rglob("*.jsonl"))
     assert str(customer) not in text and rid not in text
+
+
+def test_a_running_experiment_routes_each_customer_to_a_sticky_variant_and_its_looks_come_from_the_logs(
+        servers: dict[str, Server], home: Path) -> None:
+    """``zm experiment start`` registers an A/B test; within a poll the recommender loads the treatment version and
+    answers each one-customer request with the variant the customer's pseudonym assigns (every time the same),
+    logging the experiment and variant; a many-customer request stays with production and is not counted. Clicks
+    posted to the events path join their answers, and ``zm experiment analyse`` counts exactly those customers."""
+    import mlflow
+    from sqlalchemy import update
+
+    from delivery.experiments import assign
+    from governance.pseudonyms import pseudonymise
+    from tests.serving.conftest import PIPELINES_ZM
+    from zmlops.settings import Settings
+    from zmlops.statedb import EXPERIMENTS, engine
+
+    settings = Settings(home=home)
+    key = settings.pseudonymisation_key.get_secret_value().encode()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    rec = servers["product-recommendation"]
+    name = rec.family
+    first = str(client.get_model_version_by_alias(name, "production").version)
+    source = client.get_model_version_download_uri(name, first)
+    new = str(client.create_model_version(name, source=source, run_id=client.get_model_version(name, first).run_id)
+              .version)
+    experiment = f"recs-live-{time.monotonic_ns()}"
+    start = subprocess.run([str(PIPELINES_ZM), "experiment", "start", experiment, "--control", first, "--treatment",
+                            new], env=_env(home), capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
+
+    def versions() -> list[str]:
+        return httpx.get(f"{rec.url}/v2/models/{name}", headers=rec.auth, timeout=5).json()["versions"]  # type: ignore[no-any-return]
+
+    customers = known_customers(home, 60)
+    split = {"control": 0.5, "treatment": 0.5}
+    expected = {c: assign(experiment, pseudonymise(key, c), split) for c in customers}
+    try:
+        rec.wait(lambda: new in versions(), 60, "loading the treatment version")
+        time.sleep(1.5)  # the experiment is read on the same poll as the versions: one more poll, to be sure
+        answered: dict[int, str] = {}
+        for i, c in enumerate(customers):
+            r = v1(rec, [{"customer_id": c, "k": 3}], headers={"x-request-id": f"{experiment}-{c}"})
+            again = v1(rec, [{"customer_id": c, "k": 3}])
+            assert r.status_code == 200 and r.headers["x-model-version"] == again.headers["x-model-version"]
+            answered[c] = r.headers["x-model-version"]
+            if i % 3 == 0:  # a third of the customers click, whatever their variant
+                assert httpx.post(f"{rec.url}/v1/models/{name}/events", headers=rec.auth, timeout=10, json={
+                    "events": [{"type": "click", "request_id": f"{experiment}-{c}", "customer_id": c}]}
+                ).status_code == 202
+        assert answered == {c: new if v == "treatment" else first for c, v in expected.items()}
+        both = v1(rec, [{"customer_id": c, "k": 3} for c in customers[:2]])
+        assert both.headers["x-model-version"] == first  # two customers in one request: production, not counted
+        time.sleep(1.5)  # the logs' flush interval (0.5 s here)
+        done = subprocess.run([str(PIPELINES_ZM), "experiment", "analyse", experiment], env=_env(home),
+                              capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        analysis = json.loads((home / "experiments" / experiment / "analysis.json").read_text())
+        [look] = analysis["looks"]
+        clicked = {c for i, c in enumerate(customers) if i % 3 == 0}
+        for variant in ("control", "treatment"):
+            mine = [c for c, v in expected.items() if v == variant]
+            assert look["customers"][variant] == len(mine)
+            assert look["clicks"][variant] == len(clicked & set(mine))
+        assert analysis["decision"] == "continue" and "continue" in done.stdout.lower()
+    finally:
+        with engine(settings).begin() as conn:
+            conn.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.name == experiment).values(decision="stop"))
+    rec.wait(lambda: versions() == [first], 60, "dropping the version once the experiment ended")

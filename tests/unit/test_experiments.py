@@ -143,3 +143,22 @@ def test_zm_experiment_simulate_records_the_decision_and_its_page(
     assert page.index("SHIP") < page.index("Plan (fixed before the start)") < page.index("<svg")
     assert main(["experiment", "plan", "--baseline-rate", "0.95", "--effect", "0.1"]) == 2
     assert "baseline_rate" in capsys.readouterr().err
+
+
+def test_an_experiment_name_is_used_once_and_a_family_runs_one_at_a_time(tmp_path: Path) -> None:
+    from zmlops.settings import Settings
+
+    settings = Settings(home=tmp_path / "zm")
+    design = x.Design("recs-a", variants={"control": "1", "treatment": "2"})
+    x.start(settings, design)
+    assert x.running(settings, "product-recommendation")["variants"] == {"control": "1", "treatment": "2"}  # type: ignore[index]
+    assert x.running(settings, "customer-segmentation") is None
+    with pytest.raises(ValueError, match="is running"):
+        x.start(settings, x.Design("recs-b", variants={"control": "1", "treatment": "3"}))
+    with pytest.raises(ValueError, match="used once"):
+        x.start(settings, design)
+    with pytest.raises(ValueError, match="model versions are required"):
+        x.start(settings, x.Design("segs", family="customer-segmentation"))
+    empty = x.analyse_running(settings, "recs-a")  # no answers logged yet: nothing to look at, nothing decided
+    assert empty.decision == "continue" and empty.looks == []
+    assert x.running(settings, "product-recommendation") is not None
