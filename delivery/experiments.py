@@ -438,3 +438,30 @@ def analyse_running(settings: Any, name: str, guardrails: Mapping[str, Mapping[s
             conn.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.name == name).values(
                 decision=analysis.decision, decided_at=dt.datetime.now(dt.UTC)))
     return analysis
+
+
+# ---------------------------------------------------------------- shadow traffic
+def shadow_report(settings: Any, family: str, since: str | None = None) -> list[dict[str, Any]]:
+    """Per shadow version: mirrored requests, agreement with production (mean, share in full agreement), errors,
+    and both sides' latency (p50, p99), from the shadow log the predictors write (serving.shadow_alias)."""
+    from monitoring.requests import SHADOW, read_records
+    from zmlops.stores import object_store
+
+    log = read_records(object_store(settings), family, SHADOW, since)
+    out: list[dict[str, Any]] = []
+    if log.empty:
+        return out
+    for shadow, part in log.groupby(log["shadow"].astype(str)):
+        ok = part[part["error"].isna()]
+        out.append({
+            "model": family, "production": sorted(part["version"].astype(str).unique()), "shadow": shadow,
+            "requests": len(part), "errors": int(part["error"].notna().sum()),
+            "error_rate": float(part["error"].notna().mean()),
+            "agreement": float(ok["agreement"].mean()) if len(ok) else float("nan"),
+            "full_agreement_share": float((ok["agreement"] >= 1.0).mean()) if len(ok) else float("nan"),
+            "production_p50_ms": float(part["latency_ms"].quantile(0.5)),
+            "production_p99_ms": float(part["latency_ms"].quantile(0.99)),
+            "shadow_p50_ms": float(ok["shadow_latency_ms"].quantile(0.5)) if len(ok) else float("nan"),
+            "shadow_p99_ms": float(ok["shadow_latency_ms"].quantile(0.99)) if len(ok) else float("nan"),
+        })
+    return out

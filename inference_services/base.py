@@ -22,10 +22,12 @@ body, ``x-model-version`` header); every prediction is appended to the request l
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import itertools
 import math
+import random
 import time
 import uuid
 from collections.abc import Callable, Hashable, Sequence
@@ -42,7 +44,7 @@ from pydantic import BaseModel, ValidationError
 from governance.pseudonyms import subject
 from inference_services import metrics
 from inference_services.batching import Batcher
-from inference_services.request_log import EVENTS, RequestLog
+from inference_services.request_log import EVENTS, SHADOW, RequestLog
 from zmlops.settings import Settings
 from zmlops.stores import object_store
 
@@ -179,6 +181,12 @@ class ServedModel(Model):  # type: ignore[misc]
                               settings.request_log)
         self.events = RequestLog(object_store(settings), self.family, settings.pseudonymisation_key.get_secret_value(),
                                  settings.request_log, prefix=EVENTS)  # outcome events (inference_services.events)
+        self.shadow_log = RequestLog(object_store(settings), self.family,
+                                     settings.pseudonymisation_key.get_secret_value(), settings.request_log,
+                                     prefix=SHADOW)
+        self.shadow_version: str | None = None  # the version behind serving.shadow_alias, when loaded
+        self._shadow_queue: asyncio.Queue[tuple[list[BaseModel], list[Result], str, float]] | None = None
+        self._shadow_rng = random.Random(0)
         self.ready = False
         self.instrument = settings.serving.instrument
         self.use_cache = self.cached and settings.serving.cache_size > 0
@@ -291,6 +299,10 @@ class ServedModel(Model):  # type: ignore[misc]
                   and (v := tracking.alias_version(self.settings, self.family, alias)) is not None}
         if self.experiment is not None:  # a running experiment's variants
             wanted |= {str(v) for v in self.experiment["variants"].values()}
+        shadow = self.settings.serving.shadow_alias
+        shadow_version = tracking.alias_version(self.settings, self.family, shadow) if shadow else None
+        if shadow_version is not None:
+            wanted.add(shadow_version)
         wanted.discard(self.state.version)
         kept = {v: s for v, s in self.others.items() if v in wanted}
         self._unloadable &= wanted  # a version that failed is tried again once an alias names it again
@@ -303,6 +315,7 @@ class ServedModel(Model):  # type: ignore[misc]
                 self._unloadable.add(version)
                 failures.append(f"v{version}: {type(error).__name__}: {error}")
         self.others = kept  # one assignment: a request reads the mapping once
+        self.shadow_version = shadow_version if shadow_version in kept else None
         if failures:
             raise RuntimeError("; ".join(failures))
         return loaded
@@ -322,6 +335,51 @@ class ServedModel(Model):  # type: ignore[misc]
         if found != self._consent or erased != self._erased:
             self._consent, self._erased = found, erased
             self.cache.clear()
+
+    # ------------------------------------------------------------ shadow traffic
+    def agreement(self, production: Result, shadow: Result) -> float:
+        """How far the shadow's answer to one row agrees with production's, 0..1 (default: the same answer)."""
+        return 1.0 if production.v1 == shadow.v1 else 0.0
+
+    def _mirror(self, rows: list[BaseModel], results: list[Result], version: str, started: float) -> None:
+        """Queue a copy of an answered request for the shadow version; a full queue drops it (counted)."""
+        cfg = self.settings.serving
+        if cfg.shadow_share < 1.0 and self._shadow_rng.random() >= cfg.shadow_share:
+            return
+        if self._shadow_queue is None:
+            self._shadow_queue = asyncio.Queue(maxsize=cfg.shadow_queue)
+            asyncio.get_running_loop().create_task(self._shadow_worker(), name=f"{self.family}-shadow")
+        try:
+            self._shadow_queue.put_nowait((rows, results, version, time.perf_counter() - started))
+        except asyncio.QueueFull:
+            metrics.child(metrics.SHADOW, self.family, str(self.shadow_version), "dropped").inc()
+
+    async def _shadow_worker(self) -> None:
+        """Answers the mirrored requests with the shadow version one at a time, after production's answers went out
+        (each waits one loop turn first), and records the comparison."""
+        assert self._shadow_queue is not None
+        while True:
+            rows, results, version, took = await self._shadow_queue.get()
+            await asyncio.sleep(0)
+            shadow = self.others.get(self.shadow_version or "")
+            if shadow is None:
+                continue
+            began = time.perf_counter()
+            error = None
+            try:
+                answers = await self.answer(shadow, rows)
+                agree = sum(self.agreement(a, b) for a, b in zip(results, answers, strict=True)) / max(len(rows), 1)
+            except Exception as exc:  # noqa: BLE001 - a failing shadow is a finding, never production's problem
+                error, agree = f"{type(exc).__name__}: {exc}"[:300], 0.0
+            spent = time.perf_counter() - began
+            result = "error" if error else ("agree" if agree >= 1.0 else "differ")
+            metrics.child(metrics.SHADOW, self.family, shadow.version, result).inc()
+            if error is None:
+                metrics.child(metrics.SHADOW_AGREEMENT, self.family, shadow.version).observe(agree)
+                metrics.child(metrics.SHADOW_LATENCY, self.family, shadow.version).observe(spent)
+            self.shadow_log.append({"model": self.family, "version": version, "shadow": shadow.version,
+                                    "row_count": len(rows), "agreement": round(agree, 4), "error": error,
+                                    "latency_ms": round(took * 1000, 3), "shadow_latency_ms": round(spent * 1000, 3)})
 
     def watch_experiment(self) -> None:
         """Re-read the family's running experiment (the poll loop); its variants' versions load with the others."""
@@ -354,6 +412,7 @@ class ServedModel(Model):  # type: ignore[misc]
         metrics.READY.labels(self.family).set(0)
         self.log.close()
         self.events.close()
+        self.shadow_log.close()
 
     # ------------------------------------------------------------ metadata
     def get_input_types(self) -> list[dict[str, Any]]:
@@ -575,6 +634,8 @@ class ServedModel(Model):  # type: ignore[misc]
                 **(routed or {}),
             }
         )
+        if self.shadow_version is not None and routed is None and REQUESTED.get() is None:
+            self._mirror(rows, results, state.version, started)
         return results, request_id, state
 
     @staticmethod

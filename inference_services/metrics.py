@@ -41,6 +41,9 @@ __all__ = [
     "BATCH_ROWS",
     "MODEL_VERSION",
     "READY",
+    "SHADOW",
+    "SHADOW_AGREEMENT",
+    "SHADOW_LATENCY",
 ]
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -155,6 +158,14 @@ BATCH_ROWS = _HotMetric(
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
+SHADOW = _HotMetric("zm_shadow_requests_total", "Production requests mirrored to the shadow version, by result "
+                    "(agree: same answers, differ, error: the shadow failed, dropped: its queue was full).",
+                    ["model", "version", "result"])
+SHADOW_AGREEMENT = _HotMetric("zm_shadow_agreement", "Agreement of the shadow version's answers with production's "
+                              "(1 = the same; rank overlap for recommendations).", ["model", "version"],
+                              buckets=(0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0))
+SHADOW_LATENCY = _HotMetric("zm_shadow_duration_seconds", "Time the shadow version took to answer a mirrored request.",
+                            ["model", "version"], buckets=LATENCY_BUCKETS)
 REGISTRY.register(_HotPathCollector())
 
 COVERAGE = Gauge(

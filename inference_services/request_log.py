@@ -41,10 +41,11 @@ if TYPE_CHECKING:
     from zmlops.settings import RequestLogSettings
     from zmlops.stores import ObjectStore
 
-__all__ = ["RequestLog", "PREFIX", "EVENTS"]
+__all__ = ["RequestLog", "PREFIX", "EVENTS", "SHADOW"]
 
 PREFIX = "requests"
 EVENTS = "events"  # outcome events (impressions, clicks, purchases, sales) in the same shape: inference_services.events
+SHADOW = "shadow"  # the shadow version's comparisons with production (no customer in them)
 log = logging.getLogger("zmlops.serving")
 
 DROPPED = Counter("zm_request_log_dropped_records", "Request-log records dropped because the object store did not "

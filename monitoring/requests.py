@@ -21,15 +21,29 @@ from zmlops import catalog
 from zmlops.settings import Settings
 from zmlops.stores import ObjectStore, object_store
 
-__all__ = ["read_log", "request_signals", "log_days", "prune_log", "rewrite_customers", "PREFIX", "EVENTS"]
+__all__ = ["read_log", "read_records", "request_signals", "log_days", "prune_log", "rewrite_customers", "PREFIX",
+           "EVENTS", "SHADOW"]
 
 PREFIX = "requests"  # inference_services.request_log.PREFIX (not imported: that is the serving package)
 EVENTS = "events"  # inference_services.request_log.EVENTS: outcome events, the same shape, the same pseudonyms
+SHADOW = "shadow"  # inference_services.request_log.SHADOW: the shadow version's comparisons (no customers)
 
 
 def log_days(store: ObjectStore, family: str, prefix: str = PREFIX) -> list[str]:
     """The UTC days (YYYY-MM-DD) that have request-log (or event-log) batches of ``family``."""
     return sorted({key.split("/")[2] for key in store.keys(f"{prefix}/{family}") if key.count("/") >= 3})
+
+
+def read_records(store: ObjectStore, family: str, prefix: str, since: str | None = None) -> pd.DataFrame:
+    """One row per logged record of ``family`` under ``prefix`` (not exploded), written after ``since``."""
+    keys = [k for k in store.keys(f"{prefix}/{family}") if k.endswith(".jsonl")
+            and (since is None or k.split("/")[2] >= since[:10])]
+    blobs = store.get_many(keys)
+    parts = [pd.read_json(io.BytesIO(blobs[k]), lines=True, dtype=False) for k in keys if blobs.get(k)]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if since is not None and not frame.empty:
+        frame = frame[pd.to_datetime(frame["ts"], utc=True) > pd.Timestamp(since)]
+    return frame
 
 
 def read_log(store: ObjectStore, family: str, version: str | None = None, since: str | None = None,
@@ -78,7 +92,7 @@ def prune_log(settings: Settings, family: str, today: dt.date | None = None) -> 
     store = object_store(settings)
     cutoff = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=settings.request_log.retention_days)
     gone = []
-    for prefix in (PREFIX, EVENTS):
+    for prefix in (PREFIX, EVENTS, SHADOW):
         for day in log_days(store, family, prefix):
             if day < cutoff.isoformat():
                 store.delete(f"{prefix}/{family}/{day}")

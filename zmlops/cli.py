@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         "puts the winner into service through the promotion path.",
     )
     esub = p.add_subparsers(dest="action", required=True)
+    q = esub.add_parser("shadow", help="the shadow version's answers against production's (serving.shadow_alias)")
+    q.add_argument("model", choices=families)
+    q.add_argument("--since", default=None, help="only mirrored requests after this ISO time")
     q = esub.add_parser("analyse", help="today's look at a running experiment, from the request and event logs")
     q.add_argument("name")
     q.add_argument("--deploy", action="store_true",
@@ -304,6 +307,16 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     if args.action == "analyse":
         return _analyse_experiment(args)
+    if args.action == "shadow":
+        found = x.shadow_report(get_settings(), args.model, args.since)
+        table(f"{args.model}: shadow traffic", ["production", "shadow", "requests", "agreement", "in full agreement",
+                                                 "errors", "p50 / p99 production", "p50 / p99 shadow"],
+              [[",".join(r["production"]), r["shadow"], r["requests"], f"{r['agreement']:.3f}",
+                f"{r['full_agreement_share']:.1%}", f"{r['errors']} ({r['error_rate']:.1%})",
+                f"{r['production_p50_ms']:.2f} / {r['production_p99_ms']:.2f} ms",
+                f"{r['shadow_p50_ms']:.2f} / {r['shadow_p99_ms']:.2f} ms"] for r in found])
+        print(json.dumps(found))
+        return 0 if found else 1
     name = getattr(args, "name", "plan")
     variants = {"control": getattr(args, "control", ""), "treatment": getattr(args, "treatment", "")}
     try:

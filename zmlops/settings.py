@@ -79,6 +79,12 @@ class ServingSettings(BaseModel):
                                   "customer's top 100 into a table of at most this size and answer from it "
                                   "(0, or a larger table: score the factors per request).")
     poll_seconds: float = Field(10.0, ge=0, description="How often to look for a new version behind the alias.")
+    shadow_alias: str | None = Field(None, description="Mirror production's answered requests to the version "
+                                     "behind this alias (e.g. staging), off the request path, and compare the "
+                                     "answers (zm_shadow_* metrics, the shadow log); None: off.")
+    shadow_share: float = Field(1.0, ge=0, le=1, description="Share of production's requests mirrored.")
+    shadow_queue: int = Field(256, ge=1, description="Mirrored requests waiting for the shadow version at most; more "
+                              "are dropped (counted), never delaying production.")
     version_aliases: list[str] = Field(["previous-production", "staging"], description="Versions behind these "
                                        "aliases are served too, on their versioned paths only "
                                        "(/v2/models/NAME/versions/V/infer); [] serves the alias's version alone.")

@@ -1049,3 +1049,54 @@ def test_a_running_experiment_routes_each_customer_to_a_sticky_variant_and_its_l
         with engine(settings).begin() as conn:
             conn.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.name == experiment).values(decision="stop"))
     rec.wait(lambda: versions() == [first], 60, "dropping the version once the experiment ended")
+
+
+def test_shadow_traffic_mirrors_production_requests_to_the_staged_version_and_compares_the_answers(
+        home: Path) -> None:
+    """With ``serving.shadow_alias=staging`` production's answered requests are copied to the staged version off
+    the request path: the client gets production's answer (and version); the shadow log and ``zm_shadow_*``
+    metrics record the comparison (the same artifact registered again agrees fully), and ``zm experiment shadow``
+    reports it."""
+    import mlflow
+
+    from tests.serving.conftest import PIPELINES_ZM
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    name = "product-recommendation"
+    first = str(client.get_model_version_by_alias(name, "production").version)
+    staged_before = client.get_registered_model(name).aliases.get("staging")
+    source = client.get_model_version_download_uri(name, first)
+    new = str(client.create_model_version(name, source=source, run_id=client.get_model_version(name, first).run_id)
+              .version)
+    client.set_registered_model_alias(name, "staging", new)
+    server = Server(name, home, env={"ZM_SERVING__SHADOW_ALIAS": "staging"}).start().wait_ready()
+    customers = known_customers(home, 20)
+    try:
+        server.wait(lambda: new in httpx.get(f"{server.url}/v2/models/{name}", headers=server.auth,
+                                             timeout=5).json()["versions"], 60, "loading the staged version")
+        for c in customers:
+            r = v1(server, [{"customer_id": c, "k": 4}])
+            assert r.status_code == 200 and r.headers["x-model-version"] == first  # production answers
+        assert v1(server, [{"customer_id": c, "k": 4} for c in customers[:3]]).status_code == 200
+
+        def mirrored() -> list[dict[str, Any]]:
+            return [json.loads(x) for f in (home / "shadow" / name).rglob("*.jsonl")
+                    for x in f.read_text().splitlines() if x and json.loads(x)["shadow"] == new]
+
+        server.wait(lambda: sum(r["row_count"] for r in mirrored()) >= 23, 30, "writing the shadow log")
+        rows = mirrored()
+        assert {r["version"] for r in rows} == {first} and all(r["agreement"] == 1.0 and r["error"] is None
+                                                               for r in rows)
+        scraped = httpx.get(f"{server.url}/metrics", headers=server.auth, timeout=5).text
+        assert f'zm_shadow_requests_total{{model="{name}",version="{new}",result="agree"}} 21.0' in scraped
+    finally:
+        server.stop()
+        if staged_before is None:
+            client.delete_registered_model_alias(name, "staging")
+        else:
+            client.set_registered_model_alias(name, "staging", staged_before)
+    report = subprocess.run([str(PIPELINES_ZM), "experiment", "shadow", name], env=_env(home), capture_output=True,
+                            text=True, cwd=REPO, timeout=300)
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
+    [found] = [r for r in json.loads(report.stdout.splitlines()[-1]) if r["shadow"] == new]
+    assert found["requests"] >= 21 and found["agreement"] == 1.0 and found["error_rate"] == 0.0
