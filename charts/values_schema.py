@@ -50,6 +50,8 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "inference.features.cacheSize": {"minimum": 0},
     "inference.features.cacheSeconds": {"minimum": 1},
     "inference.recommendation.rankingTableMb": {"minimum": 0},
+    "inference.shadow.alias": {"pattern": r"^([a-z][a-z0-9-]*)?$"},
+    "inference.shadow.share": {"minimum": 0, "maximum": 1},
     "inference.topologySpread.whenUnsatisfiable": {"enum": ["ScheduleAnyway", "DoNotSchedule"]},
     "*.resources.*.cpu": {"pattern": QUANTITY},
     "*.resources.*.memory": {"pattern": QUANTITY},
