@@ -152,8 +152,9 @@ class Server:
 @pytest.fixture(scope="session")
 def servers(home: Path) -> Iterator[dict[str, Server]]:
     """The three families serving ``production``, started together once for every module that uses them (their
-    tests tell their own requests apart: ids, metric deltas), stopped at the end of the session."""
-    started = {f: Server(f, home).start() for f in FAMILIES}
+    tests tell their own requests apart: ids, metric deltas), stopped at the end of the session. Shadow traffic goes
+    to the ``staging`` version where a test stages one that is not production (the session's own staging is)."""
+    started = {f: Server(f, home, env={"ZM_SERVING__SHADOW_ALIAS": "staging"}).start() for f in FAMILIES}
     try:
         for s in started.values():
             s.wait_ready()

@@ -987,13 +987,13 @@ def test_a_running_experiment_routes_each_customer_to_a_sticky_variant_and_its_l
     """``zm experiment start`` registers an A/B test; within a poll the recommender loads the treatment version and
     answers each one-customer request with the variant the customer's pseudonym assigns (every time the same),
     logging the experiment and variant; a many-customer request stays with production and is not counted. Clicks
-    posted to the events path join their answers, and ``zm experiment analyse`` counts exactly those customers."""
+    posted to the events path join their answers, and the analysis (``zm experiment analyse``) counts exactly those
+    customers."""
     import mlflow
     from sqlalchemy import update
 
-    from delivery.experiments import assign
+    from delivery.experiments import Design, analyse_running, assign, start
     from governance.pseudonyms import pseudonymise
-    from tests.serving.conftest import PIPELINES_ZM
     from zmlops.settings import Settings
     from zmlops.statedb import EXPERIMENTS, engine
 
@@ -1007,9 +1007,7 @@ def test_a_running_experiment_routes_each_customer_to_a_sticky_variant_and_its_l
     new = str(client.create_model_version(name, source=source, run_id=client.get_model_version(name, first).run_id)
               .version)
     experiment = f"recs-live-{time.monotonic_ns()}"
-    start = subprocess.run([str(PIPELINES_ZM), "experiment", "start", experiment, "--control", first, "--treatment",
-                            new], env=_env(home), capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
+    start(settings, Design(experiment, name, {"control": first, "treatment": new}))  # `zm experiment start`
 
     def versions() -> list[str]:
         return httpx.get(f"{rec.url}/v2/models/{name}", headers=rec.auth, timeout=5).json()["versions"]  # type: ignore[no-any-return]
@@ -1034,9 +1032,7 @@ def test_a_running_experiment_routes_each_customer_to_a_sticky_variant_and_its_l
         both = v1(rec, [{"customer_id": c, "k": 3} for c in customers[:2]])
         assert both.headers["x-model-version"] == first  # two customers in one request: production, not counted
         time.sleep(1.5)  # the logs' flush interval (0.5 s here)
-        done = subprocess.run([str(PIPELINES_ZM), "experiment", "analyse", experiment], env=_env(home),
-                              capture_output=True, text=True, cwd=REPO, timeout=300)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        analyse_running(settings, experiment)  # `zm experiment analyse`: the look, recorded
         analysis = json.loads((home / "experiments" / experiment / "analysis.json").read_text())
         [look] = analysis["looks"]
         clicked = {c for i, c in enumerate(customers) if i % 3 == 0}
@@ -1044,7 +1040,7 @@ def test_a_running_experiment_routes_each_customer_to_a_sticky_variant_and_its_l
             mine = [c for c, v in expected.items() if v == variant]
             assert look["customers"][variant] == len(mine)
             assert look["clicks"][variant] == len(clicked & set(mine))
-        assert analysis["decision"] == "continue" and "continue" in done.stdout.lower()
+        assert analysis["decision"] == "continue"
     finally:
         with engine(settings).begin() as conn:
             conn.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.name == experiment).values(decision="stop"))
@@ -1052,14 +1048,15 @@ def test_a_running_experiment_routes_each_customer_to_a_sticky_variant_and_its_l
 
 
 def test_shadow_traffic_mirrors_production_requests_to_the_staged_version_and_compares_the_answers(
-        home: Path) -> None:
+        servers: dict[str, Server], home: Path) -> None:
     """With ``serving.shadow_alias=staging`` production's answered requests are copied to the staged version off
     the request path: the client gets production's answer (and version); the shadow log and ``zm_shadow_*``
     metrics record the comparison (the same artifact registered again agrees fully), and ``zm experiment shadow``
     reports it."""
     import mlflow
 
-    from tests.serving.conftest import PIPELINES_ZM
+    from delivery.experiments import shadow_report
+    from zmlops.settings import Settings
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     name = "product-recommendation"
@@ -1069,7 +1066,7 @@ def test_shadow_traffic_mirrors_production_requests_to_the_staged_version_and_co
     new = str(client.create_model_version(name, source=source, run_id=client.get_model_version(name, first).run_id)
               .version)
     client.set_registered_model_alias(name, "staging", new)
-    server = Server(name, home, env={"ZM_SERVING__SHADOW_ALIAS": "staging"}).start().wait_ready()
+    server = servers[name]  # the session's servers run with serving.shadow_alias=staging
     customers = known_customers(home, 20)
     try:
         server.wait(lambda: new in httpx.get(f"{server.url}/v2/models/{name}", headers=server.auth,
@@ -1090,13 +1087,10 @@ def test_shadow_traffic_mirrors_production_requests_to_the_staged_version_and_co
         scraped = httpx.get(f"{server.url}/metrics", headers=server.auth, timeout=5).text
         assert f'zm_shadow_requests_total{{model="{name}",version="{new}",result="agree"}} 21.0' in scraped
     finally:
-        server.stop()
         if staged_before is None:
             client.delete_registered_model_alias(name, "staging")
         else:
             client.set_registered_model_alias(name, "staging", staged_before)
-    report = subprocess.run([str(PIPELINES_ZM), "experiment", "shadow", name], env=_env(home), capture_output=True,
-                            text=True, cwd=REPO, timeout=300)
-    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
-    [found] = [r for r in json.loads(report.stdout.splitlines()[-1]) if r["shadow"] == new]
-    assert found["requests"] >= 21 and found["agreement"] == 1.0 and found["error_rate"] == 0.0
+    [found] = [r for r in shadow_report(Settings(home=home), name) if r["shadow"] == new]
+    assert found["requests"] == 21 and found["agreement"] == 1.0 and found["error_rate"] == 0.0
+    assert found["production"] == [first] and found["shadow_p99_ms"] > 0

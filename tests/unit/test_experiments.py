@@ -7,6 +7,7 @@ own Monte Carlo error and nothing more.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -162,3 +163,45 @@ def test_an_experiment_name_is_used_once_and_a_family_runs_one_at_a_time(tmp_pat
     empty = x.analyse_running(settings, "recs-a")  # no answers logged yet: nothing to look at, nothing decided
     assert empty.decision == "continue" and empty.looks == []
     assert x.running(settings, "product-recommendation") is not None
+
+
+def test_zm_experiment_start_analyse_and_shadow_from_the_logs(
+        tmp_path: Path, zm_command: Callable[..., None], capsys: pytest.CaptureFixture[str]) -> None:
+    """The commands over the logs the predictors write: a running experiment's look from the request log (the
+    routed answers) and the event log (clicks on them), and the shadow report from the shadow log."""
+    from inference_services.events import Event, records
+    from inference_services.request_log import EVENTS, SHADOW, RequestLog
+    from zmlops.cli import main
+    from zmlops.settings import get_settings
+    from zmlops.stores import object_store
+
+    zm_command(tmp_path / "zm")
+    assert main(["experiment", "start", "recs-cli", "--control", "1", "--treatment", "2"]) == 0
+    assert main(["experiment", "start", "recs-cli", "--control", "1", "--treatment", "2"]) == 2  # used once
+    settings = get_settings()
+    key, store, cfg = settings.pseudonymisation_key.get_secret_value(), object_store(settings), settings.request_log
+    family = "product-recommendation"
+    answers, events = RequestLog(store, family, key, cfg), RequestLog(store, family, key, cfg, prefix=EVENTS)
+    for customer in range(40):
+        variant = x.assign("recs-cli", answers.pseudonymise(customer), {"control": 0.5, "treatment": 0.5})
+        answers.append({"request_id": answers.request_id(f"r{customer}"), "model": family, "version": "1",
+                        "rows": [{"customer": answers.pseudonymise(customer), "items": ["A"]}],
+                        "experiment": "recs-cli", "variant": variant})
+        if customer % 4 == 0:
+            events.append(records([Event(type="click", request_id=f"r{customer}", customer_id=customer)], events,
+                                  family))
+    shadow = RequestLog(store, family, key, cfg, prefix=SHADOW)
+    for agreement in (1.0, 0.5):
+        shadow.append({"model": family, "version": "1", "shadow": "2", "row_count": 1, "agreement": agreement,
+                       "error": None, "latency_ms": 1.0, "shadow_latency_ms": 2.0})
+    for log in (answers, events, shadow):
+        log.close()
+    capsys.readouterr()
+    assert main(["experiment", "analyse", "recs-cli"]) == 0
+    out = capsys.readouterr().out
+    assert "decision: CONTINUE" in out
+    [look] = json.loads((settings.home / "experiments" / "recs-cli" / "analysis.json").read_text())["looks"]
+    assert sum(look["customers"].values()) == 40 and sum(look["clicks"].values()) == 10
+    assert main(["experiment", "shadow", family]) == 0
+    [found] = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert found["requests"] == 2 and found["agreement"] == 0.75 and found["full_agreement_share"] == 0.5
