@@ -1086,7 +1086,9 @@ def test_shadow_traffic_mirrors_production_requests_to_the_staged_version_and_co
         assert {r["version"] for r in rows} == {first} and all(r["agreement"] == 1.0 and r["error"] is None
                                                                for r in rows)
         scraped = httpx.get(f"{server.url}/metrics", headers=server.auth, timeout=5).text
-        assert f'zm_shadow_requests_total{{model="{name}",version="{new}",result="agree"}} 21.0' in scraped
+        counted = [line for line in scraped.splitlines() if line.startswith("zm_shadow_requests_total{")
+                   and f'version="{new}"' in line]
+        assert counted == [f'zm_shadow_requests_total{{model="{name}",result="agree",version="{new}"}} 21.0'], counted
     finally:
         if staged_before is None:
             client.delete_registered_model_alias(name, "staging")
