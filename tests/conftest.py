@@ -67,12 +67,14 @@ def real_data() -> Iterator[Path]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--shard", choices=("integration", "rest"), default=None,
                      help="one of make test's two pipelines runs (side by side): 'integration' is tests/integration "
-                     "but the rollout drills, 'rest' everything else; every test is in exactly one")
+                     "but the rollout drills and the toy family, 'rest' everything else; every test is in exactly one")
 
 
 def _shard(item: pytest.Item) -> str:
     path = Path(str(item.path))
-    return "integration" if "integration" in path.parts and path.name != "test_rollout_drills.py" else "rest"
+    # the drills and the toy family run in 'rest': the two runs then end within a minute of each other
+    return "integration" if "integration" in path.parts and path.name not in (
+        "test_rollout_drills.py", "test_toy_family.py") else "rest"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
