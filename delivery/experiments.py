@@ -383,7 +383,8 @@ def running(settings: Any, family: str) -> dict[str, Any] | None:
 def daily_from_logs(settings: Any, name: str, family: str, looks: int, started: Any) -> list[dict[str, Any]]:
     """Cumulative customers and clicked customers per variant for each day since the start, from the request log
     (the answers the experiment routed, by customer pseudonym) and the event log (clicks, joined by the answer's
-    request id). A customer counts once, in the variant of their first answer, from that day on."""
+    request id). A customer counts once, in the variant of their first answer, from that day on, and as clicked
+    from the day of the first answer they clicked."""
     import pandas as pd
 
     from monitoring.requests import EVENTS, read_log
@@ -397,6 +398,8 @@ def daily_from_logs(settings: Any, name: str, family: str, looks: int, started: 
     if served.empty or "experiment" not in served:
         return []
     served = served[served["experiment"] == name].dropna(subset=["customer"])
+    if served.empty:
+        return []
     events = read_log(store, family, since=since, prefix=EVENTS)
     clicks = set() if events.empty else set(events.loc[events["type"] == "click", "request_id"])
     served = served.assign(day=(pd.to_datetime(served["ts"], utc=True) - started).dt.days + 1,

@@ -186,6 +186,7 @@ class ServedModel(Model):  # type: ignore[misc]
                                      prefix=SHADOW)
         self.shadow_version: str | None = None  # the version behind serving.shadow_alias, when loaded
         self._shadow_queue: asyncio.Queue[tuple[list[BaseModel], list[Result], str, float]] | None = None
+        self._shadow_task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
         self._shadow_rng = random.Random(0)
         self.ready = False
         self.instrument = settings.serving.instrument
@@ -348,7 +349,8 @@ class ServedModel(Model):  # type: ignore[misc]
             return
         if self._shadow_queue is None:
             self._shadow_queue = asyncio.Queue(maxsize=cfg.shadow_queue)
-            asyncio.get_running_loop().create_task(self._shadow_worker(), name=f"{self.family}-shadow")
+            self._shadow_task = asyncio.get_running_loop().create_task(self._shadow_worker(),
+                                                                       name=f"{self.family}-shadow")
         try:
             self._shadow_queue.put_nowait((rows, results, version, time.perf_counter() - started))
         except asyncio.QueueFull:
