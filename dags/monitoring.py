@@ -128,10 +128,28 @@ def zmlops_monitoring() -> None:
         print(f"access bundles deleted (older than {settings.privacy.export_retention_days} days): {len(bundles)}")
         return {**gone, "reports": reports, "data": expired, "models": forgotten, "bundles": bundles}
 
+    @task
+    def experiments() -> list[dict[str, Any]]:
+        """Each running A/B test's look for the day (delivery.experiments, from the request and event logs),
+        recorded; a decided one is carried out through the promotion path."""
+        from delivery import experiments as x
+        from zmlops.settings import get_settings
+
+        settings = get_settings()
+        out = []
+        for name in x.running_names(settings):
+            analysis = x.analyse_running(settings, name)
+            done = x.carry_out(settings, analysis) if analysis.decision != "continue" else None
+            print(f"experiment {name}: {analysis.decision}: {analysis.reason}" + (f"; {done}" if done else ""))
+            out.append({"experiment": name, "decision": analysis.decision, "reason": analysis.reason,
+                        "looks": len(analysis.looks), "carried_out": done})
+        return out
+
     version = resolve()
     results = check.partial(version=version).expand(family=list(FAMILIES))
     publish(results)
     retention()
+    experiments()
 
     for family in FAMILIES:  # one task per family: a task emits events on all of its outlets
         asset = Asset(uri=retrain_asset_uri(family), name=f"retrain-{family}")

@@ -380,6 +380,17 @@ def running(settings: Any, family: str) -> dict[str, Any] | None:
             "started_at": row["started_at"]}
 
 
+def running_names(settings: Any) -> list[str]:
+    """The experiments that run (no decision yet), oldest first."""
+    from sqlalchemy import select
+
+    from zmlops.statedb import EXPERIMENTS, engine
+
+    with engine(settings).connect() as conn:
+        return list(conn.execute(select(EXPERIMENTS.c.name).where(EXPERIMENTS.c.decision.is_(None))
+                                 .order_by(EXPERIMENTS.c.started_at)).scalars())
+
+
 def daily_from_logs(settings: Any, name: str, family: str, looks: int, started: Any) -> list[dict[str, Any]]:
     """Cumulative customers and clicked customers per variant for each day since the start, from the request log
     (the answers the experiment routed, by customer pseudonym) and the event log (clicks, joined by the answer's

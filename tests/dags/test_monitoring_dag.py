@@ -49,7 +49,7 @@ def test_a_new_product_line_re_enters_training_once_for_the_recommender(airflow_
     assert str(fresh.state) == "success"
     assert {k: v for k, v in _states(fresh).items() if k != "retention"} == {
         "resolve": "skipped", "publish": "skipped", **{f"check[{i}]": "skipped" for i in range(len(FAMILIES))},
-        **{f"reenter_{f.replace('-', '_')}": "skipped" for f in FAMILIES}}
+        **{f"reenter_{f.replace('-', '_')}": "skipped" for f in FAMILIES}, "experiments": "success"}
     for family in FAMILIES:
         deploy(settings, train_family(settings, family, v1.name, reason="initial").to_dict())
     v2 = ingest.snapshot_simulated(settings, config, then=[(8, "new_product_mix")])
@@ -71,8 +71,13 @@ def test_a_new_product_line_re_enters_training_once_for_the_recommender(airflow_
     summary = json.loads(next(reports.glob("product-recommendation-*.json")).read_text())
     assert summary["signals"]["new_product_share"] > settings.monitoring.new_product_share
 
-    again = dag.test()  # the same incident: checked again, not re-entered again
+    from delivery.experiments import Design, start
+
+    start(settings, Design("segments-dag", "customer-segmentation", {"control": "1", "treatment": "1"}))
+    again = dag.test()  # the same incident: checked again, not re-entered again; the running A/B test looked at
     assert str(again.state) == "success"
+    assert _states(again)["experiments"] == "success"
+    assert (settings.home / "reports" / "experiments" / "segments-dag.html").exists()
     assert _states(again)["reenter_product_recommendation"] == "skipped"
     assert len(_asset_events(retrain_asset_uri("product-recommendation"))) == 1
 
