@@ -133,16 +133,20 @@ def zmlops_monitoring() -> None:
         """Each running A/B test's look for the day (delivery.experiments, from the request and event logs),
         recorded; a decided one is carried out through the promotion path."""
         from delivery import experiments as x
+        from monitoring.loop import write_experiment_metrics
         from zmlops.settings import get_settings
 
         settings = get_settings()
-        out = []
+        out, analyses = [], []
         for name in x.running_names(settings):
             analysis = x.analyse_running(settings, name)
+            analyses.append(analysis.to_dict())
             done = x.carry_out(settings, analysis) if analysis.decision != "continue" else None
             print(f"experiment {name}: {analysis.decision}: {analysis.reason}" + (f"; {done}" if done else ""))
             out.append({"experiment": name, "decision": analysis.decision, "reason": analysis.reason,
                         "looks": len(analysis.looks), "carried_out": done})
+        if analyses:
+            write_experiment_metrics(settings, analyses)  # the experiments dashboard
         return out
 
     version = resolve()

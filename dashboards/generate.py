@@ -120,6 +120,32 @@ def models_dashboard() -> dash.Dashboard:
     return board
 
 
+def experiments_dashboard() -> dash.Dashboard:
+    """A/B tests: each running experiment's daily look (the monitoring DAG's experiments task, Pushgateway)."""
+    e = 'experiment=~"$experiment"'
+    return (dash.Dashboard("Zero Margin: experiments").uid("zm-experiments").tags(["zero-margin", "mlops"])
+            .description("A/B tests of model versions (docs/experiments.md): click-through per variant, the z "
+                         "statistic against its boundary, customers per variant, the decision.")
+            .time("now-30d", "now").refresh("5m").with_variable(_datasource())
+            .with_variable(dash.QueryVariable("experiment").label("Experiment").datasource(DS)
+                           .query("label_values(zm_experiment_decision, experiment)").multi(True).include_all(True))
+            .with_panel(_series("click-through per customer", "percentunit",
+                                [(f"zm_experiment_click_through{{{e}}}", "{{experiment}} {{variant}}")],
+                                "The share of each variant's customers who clicked, at each day's look."))
+            .with_panel(_series("z against the boundary", "none",
+                                [(f"zm_experiment_z{{{e}}}", "{{experiment}} z"),
+                                 (f"zm_experiment_boundary{{{e}}}", "{{experiment}} boundary"),
+                                 (f"-zm_experiment_boundary{{{e}}}", "{{experiment}} -boundary")],
+                                "Above the boundary: ship; below minus the boundary: stop (O'Brien-Fleming "
+                                "spending: strict early, near 1.96 at the last look)."))
+            .with_panel(_series("customers per variant", "short",
+                                [(f"zm_experiment_customers{{{e}}}", "{{experiment}} {{variant}}")],
+                                "Counted once, in the variant of their first answer; a skew is a sample-ratio "
+                                "mismatch (the look stops the experiment)."))
+            .with_panel(_series("decision", "none", [(f"zm_experiment_decision{{{e}}}", "{{experiment}}")],
+                                "1 ship, -1 stop, 0 continue.")))
+
+
 def serving_dashboard() -> dash.Dashboard:
     by_version = "model, version"
     board = (dash.Dashboard("Zero Margin: serving").uid("zm-serving").tags(["zero-margin", "serving"])
@@ -199,7 +225,7 @@ def serving_dashboard() -> dash.Dashboard:
 def build() -> dict[str, dict[str, Any]]:
     """Dashboard JSON by uid."""
     out = {}
-    for board in (models_dashboard(), serving_dashboard()):
+    for board in (models_dashboard(), serving_dashboard(), experiments_dashboard()):
         model = board.build()
         built = json.loads(json.dumps(model, cls=JSONEncoder))
         for annotation in built.get("annotations", {}).get("list", []):

@@ -26,8 +26,8 @@ from zmlops.catalog import FAMILIES
 from zmlops.settings import MonitoringSettings, Settings
 from zmlops.stores import object_store
 
-__all__ = ["monitoring_dir", "save_result", "results", "write_index", "write_metrics", "claim_incident",
-           "incidents", "reconcile_pushgateway", "prune_reports"]
+__all__ = ["monitoring_dir", "save_result", "results", "write_index", "write_metrics", "write_experiment_metrics",
+           "claim_incident", "incidents", "reconcile_pushgateway", "prune_reports"]
 
 PREFIX = "reports/monitoring"
 
@@ -152,6 +152,43 @@ def write_metrics(settings: Settings, results: list[dict[str, Any]]) -> Path:
     object_store(settings).upload(f"{PREFIX}/metrics.prom")
     if m.pushgateway_url:
         push_to_gateway(m.pushgateway_url, job=PUSH_JOB, registry=registry, timeout=10, handler=_push_handler(m))
+    return path
+
+
+def write_experiment_metrics(settings: Settings, analyses: list[dict[str, Any]]) -> Path:
+    """The running A/B tests' latest looks (:meth:`delivery.experiments.Analysis.to_dict`) as metrics:
+    ``reports/monitoring/experiments.prom`` and, when one is set, the Pushgateway (its own group, so the checks'
+    push does not replace it)."""
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
+
+    registry = CollectorRegistry()
+    labels = ["experiment", "model"]
+    rate = Gauge("zm_experiment_click_through", "Click-through per customer of each variant at the latest look.",
+                 [*labels, "variant"], registry=registry)
+    customers = Gauge("zm_experiment_customers", "Customers counted per variant at the latest look.",
+                      [*labels, "variant"], registry=registry)
+    z = Gauge("zm_experiment_z", "z of treatment minus control at the latest look.", labels, registry=registry)
+    boundary = Gauge("zm_experiment_boundary", "The |z| that stops the experiment at the latest look.", labels,
+                     registry=registry)
+    decided = Gauge("zm_experiment_decision", "1 ship, -1 stop, 0 continue.", labels, registry=registry)
+    for a in analyses:
+        key = (a["design"]["name"], a["design"]["family"])
+        decided.labels(*key).set({"ship": 1.0, "stop": -1.0}.get(a["decision"], 0.0))
+        if not a["looks"]:
+            continue
+        last = a["looks"][-1]
+        z.labels(*key).set(last["z"])
+        boundary.labels(*key).set(last["boundary"])
+        for variant, value in last["rate"].items():
+            rate.labels(*key, variant).set(value)
+            customers.labels(*key, variant).set(last["customers"][variant])
+    path = monitoring_dir(settings) / "experiments.prom"
+    write_to_textfile(str(path), registry)
+    object_store(settings).upload(f"{PREFIX}/experiments.prom")
+    m = settings.monitoring
+    if m.pushgateway_url:
+        push_to_gateway(m.pushgateway_url, job=PUSH_JOB, grouping_key={"group": "experiments"}, registry=registry,
+                        timeout=10, handler=_push_handler(m))
     return path
 
 

@@ -78,6 +78,8 @@ def test_a_new_product_line_re_enters_training_once_for_the_recommender(airflow_
     assert str(again.state) == "success"
     assert _states(again)["experiments"] == "success"
     assert (settings.home / "reports" / "experiments" / "segments-dag.html").exists()
+    assert 'zm_experiment_decision{experiment="segments-dag",model="customer-segmentation"} 0.0' in (
+        reports / "experiments.prom").read_text()  # the experiments dashboard's numbers
     assert _states(again)["reenter_product_recommendation"] == "skipped"
     assert len(_asset_events(retrain_asset_uri("product-recommendation"))) == 1
 

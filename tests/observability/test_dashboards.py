@@ -12,13 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dashboards import generate
 from monitoring import rules
-from monitoring.loop import write_metrics
+from monitoring.loop import write_experiment_metrics, write_metrics
 from tests import needs
 from zmlops.catalog import FAMILIES
 from zmlops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$experiment": ".*"}
 
 
 def _exported_series(tmp_path: Path) -> set[str]:
@@ -35,6 +35,11 @@ def _exported_series(tmp_path: Path) -> set[str]:
     result = {"family": "demand-forecast", "drift_share": 0.1, "reasons": [], "columns": {},
               "signals": {"units_wape_increase": 0.0}, "erasure_retrain_by": 1.8e9}  # after an erasure
     text = write_metrics(Settings(home=tmp_path / "zm"), [result]).read_text()
+    look = {"z": 1.2, "boundary": 2.5, "rate": {"control": 0.05, "treatment": 0.055},
+            "customers": {"control": 100, "treatment": 98}}
+    experiment = {"design": {"name": "e", "family": "product-recommendation"}, "decision": "continue",
+                  "looks": [look]}
+    text += write_experiment_metrics(Settings(home=tmp_path / "zm"), [experiment]).read_text()
     names |= {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
     names |= {r["record"] for g in rules.groups()["groups"] for r in g["rules"] if "record" in r}
     return names
