@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["Design", "Plan", "Look", "Analysis", "plan", "boundaries", "assign", "sample_ratio", "z_scores",
-           "first_crossing", "analyse", "spent"]
+           "first_crossing", "analyse", "spent", "daily_looks"]
 
 CONTROL, TREATMENT = "control", "treatment"
 
@@ -417,10 +417,15 @@ def daily_from_logs(settings: Any, name: str, family: str, looks: int, started: 
                            clicked=served["request_id"].isin(clicks))
     first = served.sort_values("ts").groupby("customer").agg(variant=("variant", "first"), day=("day", "min"))
     clicked = served[served["clicked"]].groupby("customer")["day"].min()
-    first["clicked_day"] = clicked.reindex(first.index)
+    return daily_looks(first.assign(clicked_day=clicked.reindex(first.index)), looks)
+
+
+def daily_looks(customers: Any, looks: int) -> list[dict[str, Any]]:
+    """Cumulative customers and clicked customers per variant for days 1.. (at most ``looks``), from one row per
+    customer: ``variant``, ``day`` (first shown), ``clicked_day`` (NaN: never clicked)."""
     out = []
-    for day in range(1, min(int(first["day"].max()), looks) + 1):
-        seen = first[first["day"] <= day]
+    for day in range(1, min(int(customers["day"].max()), looks) + 1) if len(customers) else ():
+        seen = customers[customers["day"] <= day]
         out.append({"customers": {v: int((seen["variant"] == v).sum()) for v in (CONTROL, TREATMENT)},
                     "clicks": {v: int(((seen["variant"] == v) & (seen["clicked_day"] <= day)).sum())
                                for v in (CONTROL, TREATMENT)}})

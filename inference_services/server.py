@@ -196,21 +196,24 @@ class Edge:
 
         return tidy
 
-    async def _reply(self, send: Callable[[Message], Awaitable[None]], status: int, error: str,
-                     close: bool = False, challenge: bool = False) -> None:
+    @staticmethod
+    async def _json(send: Callable[[Message], Awaitable[None]], status: int, value: Any,
+                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        """One JSON response: every answer the edge gives itself."""
         import orjson
 
-        body = orjson.dumps({"error": error})
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if challenge:
-            headers.append((b"www-authenticate", b'Bearer realm="zero-margin"'))
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*headers, (b"connection", b"close")] if close else headers})
+        body = orjson.dumps(value)
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]})
         await send({"type": "http.response.body", "body": body})
+
+    async def _reply(self, send: Callable[[Message], Awaitable[None]], status: int, error: str,
+                     close: bool = False, challenge: bool = False) -> None:
+        extra = [(b"www-authenticate", b'Bearer realm="zero-margin"')] if challenge else []
+        await self._json(send, status, {"error": error}, [*extra, (b"connection", b"close")] if close else extra)
 
     async def _infer_json(self, send: Callable[[Message], Awaitable[None]], request: Any,
                           headers: Any) -> None:
-        import orjson
         from kserve.errors import InvalidInput
 
         rid = next((v.decode("latin-1") for k, v in headers if k == b"x-request-id"), None)
@@ -223,11 +226,7 @@ class Edge:
         except InvalidInput as error:  # kserve's answer to InvalidInput: 400 {"error": message}
             await self._reply(send, 400, str(error))
             return
-        body = orjson.dumps(answer)
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items())]})
-        await send({"type": "http.response.body", "body": body})
+        await self._json(send, 200, answer, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()])
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
@@ -299,8 +298,6 @@ class Edge:
     async def _events(self, receive: Callable[[], Awaitable[Message]],
                       send: Callable[[Message], Awaitable[None]]) -> None:
         """``POST /v1/models/NAME/events``: events validated, answered 202, logged (inference_services.events)."""
-        import orjson
-
         from inference_services import events
 
         body, _ = await self._read_body(receive, send)
@@ -312,21 +309,13 @@ class Edge:
             await self._reply(send, 400, str(error))
             return
         self.model.events.append(events.records(got, self.model.events, self.model.family))
-        answer = orjson.dumps({"accepted": len(got)})
-        await send({"type": "http.response.start", "status": 202, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
-        await send({"type": "http.response.body", "body": answer})
+        await self._json(send, 202, {"accepted": len(got)})
 
     async def _metadata(self, send: Callable[[Message], Awaitable[None]]) -> None:
         """The V2 model metadata, with the versions served here (kserve's says ``"versions": null``)."""
-        import orjson
-
-        body = orjson.dumps({"name": self.model.family, "versions": self.model.served_versions(),
-                             "platform": "kserve", "inputs": self.model.get_input_types(),
-                             "outputs": self.model.get_output_types()})
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await self._json(send, 200, {"name": self.model.family, "versions": self.model.served_versions(),
+                                     "platform": "kserve", "inputs": self.model.get_input_types(),
+                                     "outputs": self.model.get_output_types()})
 
     async def _pass(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
                     send: Callable[[Message], Awaitable[None]], path: str) -> None:

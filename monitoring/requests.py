@@ -53,17 +53,9 @@ def read_log(store: ObjectStore, family: str, version: str | None = None, since:
 
     ``since`` (ISO time) keeps requests after it; days wholly before it are not read.
     """
-    keys = [k for k in store.keys(f"{prefix}/{family}") if k.endswith(".jsonl")
-            and (since is None or k.split("/")[2] >= since[:10])]
-    blobs = store.get_many(keys)
-    parts = [pd.read_json(io.BytesIO(blobs[k]), lines=True, dtype=False) for k in keys if blobs.get(k)]
-    if not parts:
-        return pd.DataFrame()
-    log = pd.concat(parts, ignore_index=True)
-    if version is not None:
+    log = read_records(store, family, prefix, since)
+    if version is not None and not log.empty:
         log = log[log["version"].astype(str) == str(version)]
-    if since is not None and not log.empty:
-        log = log[pd.to_datetime(log["ts"], utc=True) > pd.Timestamp(since)]
     if log.empty:
         return pd.DataFrame()
     keep = [c for c in ("ts", "version", "request_id", "experiment", "variant", "rows") if c in log]

@@ -400,9 +400,7 @@ def simulate_experiment(settings: Settings, design: Any, uplift: float, seed: in
     world = ClickWorld.with_uplift(design.baseline_rate, uplift, per_day, design.looks, seed)
     with step(f"simulate {design.looks} days of clicks: the treatment planted {uplift:+.0%} over the control"):
         shown = events(world, lambda c: x.assign(design.name, pseudonymise(key, c), design.split))
-        daily = [{"customers": {str(k): int(n) for k, n in part.groupby("variant").size().items()},
-                  "clicks": {str(k): int(n) for k, n in part.groupby("variant")["clicked"].sum().items()}}
-                 for part in (shown[shown["day"] <= day] for day in range(1, design.looks + 1))]
+        daily = x.daily_looks(shown.assign(clicked_day=shown["day"].where(shown["clicked"])), design.looks)
         analysis = x.analyse(design, planned, daily)
     _print_looks(analysis)
     keys = x.record(settings, analysis)

@@ -108,11 +108,7 @@ def test_one_experiment_from_its_events_ships_a_real_uplift_with_an_interval_aro
     per_day = int(np.ceil(planned.total / design.looks))
     world = ClickWorld.with_uplift(0.05, 0.25, per_day, design.looks, seed=4)  # a large effect: it stops early
     table = events(world, lambda c: x.assign(design.name, f"customer-{c}", design.split))
-    daily = []
-    for day in range(1, design.looks + 1):
-        seen = table[table["day"] <= day]
-        daily.append({"customers": seen.groupby("variant").size().to_dict(),
-                      "clicks": seen.groupby("variant")["clicked"].sum().astype(int).to_dict()})
+    daily = x.daily_looks(table.assign(clicked_day=table["day"].where(table["clicked"])), design.looks)
     result = x.analyse(design, planned, daily)
     assert result.decision == "ship" and len(result.looks) < design.looks, result.reason
     last = result.looks[-1]
