@@ -4,7 +4,8 @@ By default the whole loop runs through Airflow (:mod:`demos.loop_demo`): simulat
 version 1, the training DAG, the three services answering simulated traffic, data version 2
 from a drift scenario, the monitoring DAG, the training DAG re-entered by the retrain asset,
 and the services answering with the new versions. Then the data gate is shown stopping a
-corrupted delivery, and the real Online Retail II file is ingested when present.
+corrupted delivery, the real Online Retail II file is ingested when present, and the demo ends
+with an A/B test of the retrained recommender against the one it replaced on simulated clicks.
 ``python -m demos --no-airflow`` runs the older, quicker path: data versions and the three models
 trained in-process.
 """
@@ -25,10 +26,12 @@ __all__ = ["run_demo"]
 def run_demo(settings: Settings | None = None, airflow: bool = True) -> int:
     settings = settings or get_settings()
     started = time.perf_counter()
+    loop = None
     if airflow:
         from demos.loop_demo import run_loop
 
-        code = int(run_loop(settings)["code"])
+        loop = run_loop(settings)
+        code = int(loop["code"])
         console.rule("the data gate and the real file")
     else:
         code = _data_versions(settings)
@@ -39,6 +42,13 @@ def run_demo(settings: Settings | None = None, airflow: bool = True) -> int:
     docs = settings.reports / "validation/gx/uncommitted/data_docs/local_site/index.html"
     console.print(f"Data Docs (every validation run): {docs}")
     console.print(f"Data registry (git + DVC): {settings.registry_dir}  remote: {settings.remote_url}")
+    if loop is not None:  # the demo ends with the A/B test of the retrained recommender against the one it replaced
+        from demos.loop_demo import experiment
+
+        console.rule("an A/B test")
+        decided = experiment(settings, loop["before"], loop["after"])
+        if decided:
+            console.print(f"A/B test {decided} (reports: {settings.reports / 'experiments'})")
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return code
 

@@ -273,7 +273,6 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
     table("models before and after the drift loop (retrained models: both scored on the new data by the gate)",
           ["model", "production before", "retrained (gate)", "metric", "before", "after", "why", "served now"],
           rows)
-    experiment = _experiment(settings, before, after)
     _print_approvals(settings, approvals_shown)
     console.print(f"retraining run: {retrain.get('dag_run_id')} ({retrain.get('state')})")
     console.print(f"Airflow UI: {settings.airflow.api_url} (user {settings.airflow.username}, password in "
@@ -282,18 +281,17 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
     console.print("MLflow UI: `make ui ZM_HOME=.zm/demo` -> http://127.0.0.1:5000")
     console.print(f"Predictors (`make serve ZM_HOME=.zm/demo`) want a key: curl -H \"Authorization: Bearer $(cat "
                   f"{settings.home.resolve() / 'secrets' / 'client-key'})\" ... (docs/security.md)")
-    console.print(f"Reports: {settings.reports / 'monitoring' / 'index.html'}"
-                  + (f", {settings.reports / 'experiments'}" if experiment else ""))
+    console.print(f"Reports: {settings.reports / 'monitoring' / 'index.html'}")
     console.print(f"loop finished in {time.perf_counter() - started:.0f} s")
     failed = traffic["failed"] + traffic2["failed"]
     ok = failed == 0 and retrain.get("state") == "success" and all(served.get(f) == v for f, v in wanted.items())
     return {"code": 0 if ok else 1, "failed_requests": failed, "before": before, "after": after, "served": served,
-            "retrain": retrain, "decisions": decisions, "experiment": experiment,
+            "retrain": retrain, "decisions": decisions,
             "seconds": time.perf_counter() - started}
 
 
-def _experiment(settings: Settings, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> str | None:
-    """A short A/B test of the retrained recommender against the one it replaced, on simulated clicks with a
+def experiment(settings: Settings, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> str | None:
+    """The demo's last step, after the loop and the data gate: a short A/B test of the retrained recommender against the one it replaced, on simulated clicks with a
     planted 10% uplift: the decision is printed, recorded and carried out through the promotion path."""
     from delivery.experiments import Design
     from zmlops.cli import simulate_experiment
