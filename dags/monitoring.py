@@ -142,7 +142,8 @@ def zmlops_monitoring() -> None:
             analysis = x.analyse_running(settings, name)
             analyses.append(analysis.to_dict())
             done = x.carry_out(settings, analysis) if analysis.decision != "continue" else None
-            print(f"experiment {name}: {analysis.decision}: {analysis.reason}" + (f"; {done}" if done else ""))
+            print(f"experiment {name}: {analysis.decision}: {analysis.reason}" + (f"; {done}" if done else "")
+                  + "".join(f"; {note}" for note in analysis.notes))
             out.append({"experiment": name, "decision": analysis.decision, "reason": analysis.reason,
                         "looks": len(analysis.looks), "carried_out": done})
         if analyses:

@@ -221,6 +221,7 @@ class Analysis:
     decision: str  # ship | stop | continue
     reason: str
     guardrails: dict[str, dict[str, float]]
+    notes: list[str] = field(default_factory=list)  # what the analysis could not read, said in the report
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -394,8 +395,8 @@ def running_names(settings: Any) -> list[str]:
 def daily_from_logs(settings: Any, name: str, family: str, looks: int, started: Any) -> list[dict[str, Any]]:
     """Cumulative customers and clicked customers per variant for each day since the start, from the request log
     (the answers the experiment routed, by customer pseudonym) and the event log (clicks, joined by the answer's
-    request id). A customer counts once, in the variant of their first answer, from that day on, and as clicked
-    from the day of the first answer they clicked."""
+    request id and, where the click names one, the customer). A customer counts once, in the variant of their
+    first answer, from that day on, and as clicked from the day of the first answer they clicked."""
     import pandas as pd
 
     from monitoring.requests import EVENTS, read_log
@@ -412,9 +413,15 @@ def daily_from_logs(settings: Any, name: str, family: str, looks: int, started: 
     if served.empty:
         return []
     events = read_log(store, family, since=since, prefix=EVENTS)
-    clicks = set() if events.empty else set(events.loc[events["type"] == "click", "request_id"])
-    served = served.assign(day=(pd.to_datetime(served["ts"], utc=True) - started).dt.days + 1,
-                           clicked=served["request_id"].isin(clicks))
+    clicks = events[events["type"] == "click"] if not events.empty else pd.DataFrame(columns=["request_id"])
+    named = clicks["customer"].notna() if "customer" in clicks else pd.Series(False, index=clicks.index)
+    # a click naming its customer joins that customer's row of the answer (one request may name several); one
+    # naming none joins every row of the answer
+    pairs = set(zip(clicks.loc[named, "request_id"], clicks.loc[named, "customer"], strict=True))
+    anonymous = set(clicks.loc[~named, "request_id"])
+    clicked = served["request_id"].isin(anonymous) | pd.Series(
+        [(r, c) in pairs for r, c in zip(served["request_id"], served["customer"], strict=True)], index=served.index)
+    served = served.assign(day=(pd.to_datetime(served["ts"], utc=True) - started).dt.days + 1, clicked=clicked)
     first = served.sort_values("ts").groupby("customer").agg(variant=("variant", "first"), day=("day", "min"))
     clicked = served[served["clicked"]].groupby("customer")["day"].min()
     return daily_looks(first.assign(clicked_day=clicked.reindex(first.index)), looks)
@@ -434,7 +441,8 @@ def daily_looks(customers: Any, looks: int) -> list[dict[str, Any]]:
 
 def analyse_running(settings: Any, name: str, guardrails: Mapping[str, Mapping[str, float]] | None = None
                     ) -> Analysis:
-    """Today's look at a running experiment from the logs; recorded, and a decided one is closed."""
+    """Today's look at a running experiment from the logs, with its variants' guardrails from Prometheus (unless
+    given); recorded, and a decided one is closed."""
     import datetime as dt
 
     from sqlalchemy import select, update
@@ -450,13 +458,46 @@ def analyse_running(settings: Any, name: str, guardrails: Mapping[str, Mapping[s
     planned = Plan(stored["fixed_per_variant"], stored["per_variant"], stored["inflation"],
                    tuple(stored["fractions"]), tuple(stored["boundaries"]))
     daily = daily_from_logs(settings, name, design.family, design.looks, row["started_at"])
+    notes = []
+    if guardrails is None:
+        started = row["started_at"] if row["started_at"].tzinfo else row["started_at"].replace(tzinfo=dt.UTC)
+        guardrails, note = guardrail_readings(settings, design, (dt.datetime.now(dt.UTC) - started).total_seconds())
+        notes += [note] if note else []
     analysis = analyse(design, planned, daily, guardrails)
+    analysis.notes = notes
     record(settings, analysis)
     if analysis.decision != "continue" and row["decision"] is None:
         with engine(settings).begin() as conn:
             conn.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.name == name).values(
                 decision=analysis.decision, decided_at=dt.datetime.now(dt.UTC)))
     return analysis
+
+
+def guardrail_readings(settings: Any, design: Design,
+                       seconds: float) -> tuple[dict[str, dict[str, float]], str | None]:
+    """Each variant's error rate and p99 latency over the last ``seconds``, from Prometheus
+    (``rollout.prometheus_url``): the predictors count requests and time them by the version that answered, so a
+    variant's figures are its version's (production's include the requests outside the experiment; a request
+    split between the variants counts under production). Returns the readings and, when Prometheus could not be
+    read, why (then no guardrail is judged: the promotion path's canary still judges errors and latency)."""
+    import httpx
+
+    from delivery.kserve import PrometheusSource
+
+    url = settings.rollout.prometheus_url
+    try:
+        stats = PrometheusSource(url).stats(design.family, max(seconds, 60.0))
+    except (httpx.HTTPError, RuntimeError, KeyError, ValueError) as error:
+        return {}, f"guardrails not read: Prometheus at {url}: {type(error).__name__}: {error}"[:400]
+    readings: dict[str, dict[str, float]] = {}
+    for variant, version in design.variants.items():
+        seen = stats.get(str(version))
+        if seen is None or not seen.requests:
+            continue
+        readings[variant] = {"error_rate": round(seen.error_rate, 6)}
+        if seen.p99_seconds is not None:
+            readings[variant]["p99_latency_ms"] = round(seen.p99_seconds * 1000, 3)
+    return readings, None
 
 
 # ---------------------------------------------------------------- shadow traffic

@@ -290,9 +290,11 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
             "seconds": time.perf_counter() - started}
 
 
-def experiment(settings: Settings, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> str | None:
-    """The demo's last step, after the loop and the data gate: a short A/B test of the retrained recommender against the one it replaced, on simulated clicks with a
-    planted 10% uplift: the decision is printed, recorded and carried out through the promotion path."""
+def experiment(settings: Settings, before: dict[str, dict[str, Any]],
+               after: dict[str, dict[str, Any]]) -> str | None:
+    """The demo's last step, after the loop and the data gate: a short A/B test of the retrained recommender
+    against the one it replaced, on simulated clicks with a planted 10% uplift: the decision is printed, recorded
+    and carried out through the promotion path."""
     from delivery.experiments import Design
     from zmlops.cli import simulate_experiment
 

@@ -83,6 +83,10 @@ class Loaded:
     index: dict[str, Any] = field(default_factory=dict)
 
 
+# Part of a request and who answers it: the version, the experiment and variant to log (or None), the rows' indices.
+Part = tuple[Loaded, dict[str, str] | None, list[int]]
+
+
 @dataclass
 class Result:
     """One row's answer: its V1 body, its V2 values by output name, and log fields."""
@@ -554,11 +558,11 @@ class ServedModel(Model):  # type: ignore[misc]
         request_id = (headers or {}).get("x-request-id") or (
             payload.id if isinstance(payload, InferRequest) and payload.id else None
         )
-        results, request_id, state = await self._serve(state, rows, "v2" if v2 else "v1", request_id, started,
-                                                       response_headers)
+        results, request_id, version = await self._serve(state, rows, "v2" if v2 else "v1", request_id, started,
+                                                         response_headers)
         if v2:
-            return self._v2_response(specs, state, results, request_id)
-        return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
+            return self._v2_response(specs, version, results, request_id)
+        return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": version}
 
     def _serving_state(self) -> Loaded:
         state = self.current()
@@ -572,8 +576,8 @@ class ServedModel(Model):  # type: ignore[misc]
         started = time.perf_counter()
         state = self._serving_state()
         rows = self.rows_v1(payload)
-        results, _, state = await self._serve(state, rows, "v1", request_id, started, response_headers)
-        return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": state.version}
+        results, _, version = await self._serve(state, rows, "v1", request_id, started, response_headers)
+        return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": version}
 
     async def infer_json(self, request: JsonInfer, request_id: str | None,
                          response_headers: dict[str, str]) -> dict[str, Any]:
@@ -583,47 +587,85 @@ class ServedModel(Model):  # type: ignore[misc]
         state = self._serving_state()
         specs = self._output_specs(request.outputs)
         rows = self.rows_v2(request)
-        results, request_id, state = await self._serve(state, rows, "v2", request_id or request.id,
-                                                       started, response_headers)
+        results, request_id, version = await self._serve(state, rows, "v2", request_id or request.id,
+                                                         started, response_headers)
         outputs = []
         for spec in specs:
             shape, values = self._v2_values(spec, results)
             cast = _JSON_CAST[spec.datatype]
             outputs.append({"name": spec.name, "shape": shape, "datatype": spec.datatype,
                             "data": [cast(v) for v in values]})
-        return {"id": request_id, "model_name": self.family, "model_version": state.version, "outputs": outputs}
+        return {"id": request_id, "model_name": self.family, "model_version": version, "outputs": outputs}
 
-    def _variant(self, state: Loaded, rows: list[BaseModel]) -> tuple[Loaded, dict[str, str] | None]:
-        """The version that answers: a one-customer request on the unversioned path during a running experiment
-        goes to the customer's variant (sticky by pseudonym, :func:`delivery.experiments.assign`), if that
-        version is loaded; anything else to ``state``."""
+    def _variants(self, state: Loaded, rows: list[BaseModel]) -> list[Part]:
+        """Who answers which rows: during a running experiment, a request on the unversioned path naming customers
+        goes to each customer's variant (sticky by pseudonym, :func:`delivery.experiments.assign`); a request
+        naming customers of both variants is answered in two parts, each by its variant's version. Anything else
+        (no experiment, a version asked for, rows without a customer, a variant's version not loaded yet) goes to
+        ``state`` whole and is not counted (the sample-ratio check would see a bias). Each part: the version, the
+        experiment and variant to log, the rows' indices."""
         experiment = self.experiment
-        customer = getattr(rows[0], "customer_id", None) if len(rows) == 1 else None
-        if experiment is None or customer is None or REQUESTED.get() is not None:
-            return state, None
+        whole: list[Part] = [(state, None, list(range(len(rows))))]
+        if experiment is None or not rows or REQUESTED.get() is not None:
+            return whole
+        customers = [getattr(row, "customer_id", None) for row in rows]
+        if None in customers:
+            return whole
         from delivery.experiments import assign
 
-        variant = assign(experiment["name"], self.log.pseudonymise(customer), experiment["split"])
-        version = str(experiment["variants"][variant])
-        chosen = state if version == state.version else self.others.get(version)
-        if chosen is None:  # not loaded yet: answered, not counted (the sample-ratio check would see a bias)
-            return state, None
-        REQUESTED.set(chosen.version)  # the middleware counts the request under the version that answers it
-        return chosen, {"experiment": experiment["name"], "variant": variant}
+        split, name, variants = experiment["split"], experiment["name"], experiment["variants"]
+        indices: dict[str, list[int]] = {variant: [] for variant in variants}
+        for i, customer in enumerate(customers):
+            indices[assign(name, self.log.pseudonymise(customer), split)].append(i)
+        parts: list[Part] = []
+        for variant, rows_of in indices.items():
+            if not rows_of:
+                continue
+            version = str(variants[variant])
+            chosen = state if version == state.version else self.others.get(version)
+            if chosen is None:
+                return whole
+            parts.append((chosen, {"experiment": name, "variant": variant}, rows_of))
+        if len(parts) == 1:  # the middleware counts the request under the version that answers it
+            REQUESTED.set(parts[0][0].version)
+        return parts
 
     async def _serve(self, state: Loaded, rows: list[BaseModel], protocol: str, request_id: str | None,
-                     started: float, response_headers: dict[str, str] | None) -> tuple[list[Result], str, Loaded]:
-        """Route (:meth:`_variant`), check, answer (through the cache), count, log: the part both protocols share.
-        Returns the results, the request id and the version that answered."""
-        state, routed = self._variant(state, rows) if rows else (state, None)
-        self.check(state, rows)
+                     started: float, response_headers: dict[str, str] | None) -> tuple[list[Result], str, str]:
+        """Route (:meth:`_variants`), check, answer (through the cache), count, log: the part both protocols share.
+        Returns the results, the request id and the version that answered (two, comma-separated, when an
+        experiment's variants answered parts of the request)."""
+        parts = self._variants(state, rows)
+        request_id = request_id or f"{self._boot}-{next(self._ids):x}"
+        if len(parts) == 1:
+            state, routed, _ = parts[0]
+            self.check(state, rows)
+            results = await self._answer_part(state, rows, protocol, request_id, started, routed)
+            if self.shadow_version is not None and routed is None and REQUESTED.get() is None:
+                self._mirror(rows, results, state.version, started)
+            version = state.version
+        else:
+            chunks = [[rows[i] for i in part[2]] for part in parts]
+            for (chosen, _, _), chunk in zip(parts, chunks, strict=True):
+                self.check(chosen, chunk)  # every part checked before any is answered or logged
+            placed: list[Result | None] = [None] * len(rows)
+            for (chosen, routed, where), chunk in zip(parts, chunks, strict=True):
+                answered = await self._answer_part(chosen, chunk, protocol, request_id, started, routed)
+                for i, result in zip(where, answered, strict=True):
+                    placed[i] = result
+            results = [r for r in placed if r is not None]
+            version = ",".join(chosen.version for chosen, _, _ in parts)
+        if response_headers is not None:
+            response_headers["x-model-version"] = version
+        return results, request_id, version
+
+    async def _answer_part(self, state: Loaded, rows: list[BaseModel], protocol: str, request_id: str,
+                           started: float, routed: dict[str, str] | None) -> list[Result]:
+        """Answer ``rows`` with ``state`` (through the cache), count them and log them as one record."""
         results, hits = await self._answer_cached(state, rows)
         if self.instrument:
             self.observe(state, results)
             metrics.child(metrics.ROWS, self.family, state.version).inc(len(rows))
-        if response_headers is not None:
-            response_headers["x-model-version"] = state.version
-        request_id = request_id or f"{self._boot}-{next(self._ids):x}"
         self.log.append(
             {
                 "request_id": self.log.request_id(request_id),
@@ -636,9 +678,7 @@ class ServedModel(Model):  # type: ignore[misc]
                 **(routed or {}),
             }
         )
-        if self.shadow_version is not None and routed is None and REQUESTED.get() is None:
-            self._mirror(rows, results, state.version, started)
-        return results, request_id, state
+        return results
 
     @staticmethod
     def _v2_values(spec: TensorSpec, results: list[Result]) -> tuple[list[int], list[Any]]:
@@ -660,13 +700,13 @@ class ServedModel(Model):  # type: ignore[misc]
             raise InvalidInput(f"outputs: unknown output {sorted(set(wanted) - known)}; expected {sorted(known)}")
         return [spec for spec in self.outputs if wanted is None or spec.name in wanted]
 
-    def _v2_response(self, specs: list[TensorSpec], state: Loaded, results: list[Result], rid: str) -> InferResponse:
+    def _v2_response(self, specs: list[TensorSpec], version: str, results: list[Result], rid: str) -> InferResponse:
         outputs = []
         for spec in specs:
             shape, values = self._v2_values(spec, results)
             data = _tensor(values, spec.datatype).reshape(shape)  # kserve converts through numpy anyway
             outputs.append(InferOutput(spec.name, shape, spec.datatype, data))
-        return InferResponse(rid, self.family, outputs, model_version=state.version)
+        return InferResponse(rid, self.family, outputs, model_version=version)
 
 
 _JSON_CAST: dict[str, Callable[[Any], Any]] = {

@@ -354,6 +354,10 @@ def _analyse_experiment(args: argparse.Namespace) -> int:
         print(f"zm experiment: error: {error.args[0]}", file=sys.stderr)
         return 2
     _print_looks(analysis)
+    for variant, read in analysis.guardrails.items():
+        console.print(f"guardrails, {variant}: " + ", ".join(f"{k} {v:.4g}" for k, v in read.items()))
+    for note in analysis.notes:
+        console.print(note)
     console.print(f"decision: {analysis.decision.upper()}: {analysis.reason}")
     if args.deploy and analysis.decision != "continue":
         with step("carry out the decision through the promotion path"):

@@ -209,3 +209,46 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[object]:
+    """A real Prometheus (Debian's ``prometheus``) on 127.0.0.1; call the yielded function with servers to scrape
+    them every second with their key, as the chart's PodMonitor does. Yields the start function; its result is the
+    base URL."""
+    import json
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is missing: `make test` installs it (apt-get install prometheus)")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*scraped: Server) -> str:
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        token = scraped[0].auth["authorization"].split(" ", 1)[1]
+        config.write_text(json.dumps({  # JSON is YAML
+            "global": {"scrape_interval": "1s"},
+            "scrape_configs": [{"job_name": "predictors", "authorization": {"credentials": token},
+                                "static_configs": [{"targets": [s.url.split("//", 1)[1] for s in scraped]}]}]}))
+        procs.append(subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                targets = httpx.get(f"{url}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+                if targets and all(t["health"] == "up" for t in targets):
+                    return url
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("Prometheus did not scrape the servers within 30 s")
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -984,24 +984,29 @@ def test_outcome_events_are_accepted_joined_to_their_answer_by_request_id_and_re
 
 
 def test_a_running_experiment_routes_each_customer_to_a_sticky_variant_and_its_looks_come_from_the_logs(
-        servers: dict[str, Server], home: Path) -> None:
+        servers: dict[str, Server], home: Path, prometheus: Any) -> None:
     """``zm experiment start`` registers an A/B test; within a poll the recommender loads the treatment version and
-    answers each one-customer request with the variant the customer's pseudonym assigns (every time the same),
-    logging the experiment and variant; a many-customer request stays with production and is not counted. Clicks
-    posted to the events path join their answers, and the analysis (``zm experiment analyse``) counts exactly those
-    customers."""
+    answers each customer with the variant the customer's pseudonym assigns (every time the same), logging the
+    experiment and variant; a request naming customers of both variants is answered in two parts, each by its
+    variant's version. Clicks posted to the events path join their answers (and, when they name one, the
+    customer); the analysis (``zm experiment analyse``) counts exactly those customers and reads each variant's
+    error rate and p99 latency from a real Prometheus scraping the predictor."""
+    import dataclasses
+
     import mlflow
     from sqlalchemy import update
 
-    from delivery.experiments import Design, analyse_running, assign, start
+    from delivery.experiments import Design, Plan, analyse, analyse_running, assign, design_of, start
     from governance.pseudonyms import pseudonymise
     from zmlops.settings import Settings
     from zmlops.statedb import EXPERIMENTS, engine
 
+    rec = servers["product-recommendation"]
     settings = Settings(home=home)
+    settings = settings.model_copy(update={"rollout": settings.rollout.model_copy(
+        update={"prometheus_url": prometheus(rec)})})
     key = settings.pseudonymisation_key.get_secret_value().encode()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-    rec = servers["product-recommendation"]
     name = rec.family
     first = str(client.get_model_version_by_alias(name, "production").version)
     source = client.get_model_version_download_uri(name, first)
@@ -1013,9 +1018,11 @@ def test_a_running_experiment_routes_each_customer_to_a_sticky_variant_and_its_l
     def versions() -> list[str]:
         return httpx.get(f"{rec.url}/v2/models/{name}", headers=rec.auth, timeout=5).json()["versions"]  # type: ignore[no-any-return]
 
-    customers = known_customers(home, 60)
     split = {"control": 0.5, "treatment": 0.5}
-    expected = {c: assign(experiment, pseudonymise(key, c), split) for c in customers}
+    pool = known_customers(home, 80)
+    expected = {c: assign(experiment, pseudonymise(key, c), split) for c in pool}
+    customers = pool[:60]
+    pair = [next(c for c in pool[60:] if expected[c] == v) for v in ("control", "treatment")]
     try:
         rec.wait(lambda: new in versions(), 60, "loading the treatment version")
         time.sleep(1.5)  # the experiment is read on the same poll as the versions: one more poll, to be sure
@@ -1029,19 +1036,42 @@ def test_a_running_experiment_routes_each_customer_to_a_sticky_variant_and_its_l
                 assert httpx.post(f"{rec.url}/v1/models/{name}/events", headers=rec.auth, timeout=10, json={
                     "events": [{"type": "click", "request_id": f"{experiment}-{c}", "customer_id": c}]}
                 ).status_code == 202
-        assert answered == {c: new if v == "treatment" else first for c, v in expected.items()}
-        both = v1(rec, [{"customer_id": c, "k": 3} for c in customers[:2]])
-        assert both.headers["x-model-version"] == first  # two customers in one request: production, not counted
-        time.sleep(1.5)  # the logs' flush interval (0.5 s here)
-        analyse_running(settings, experiment)  # `zm experiment analyse`: the look, recorded
-        analysis = json.loads((home / "experiments" / experiment / "analysis.json").read_text())
-        [look] = analysis["looks"]
-        clicked = {c for i, c in enumerate(customers) if i % 3 == 0}
+        assert answered == {c: new if expected[c] == "treatment" else first for c in customers}
+        time.sleep(1.2)  # a scrape in between: each version's counters grow between two of Prometheus' samples
         for variant in ("control", "treatment"):
-            mine = [c for c, v in expected.items() if v == variant]
+            assert v1(rec, [{"customer_id": next(c for c in customers if expected[c] == variant), "k": 3}]
+                      ).status_code == 200
+        # two customers of both variants in one request: each part answered by its variant, both counted
+        both = v1(rec, [{"customer_id": c, "k": 3} for c in pair], headers={"x-request-id": f"{experiment}-pair"})
+        assert both.status_code == 200 and both.headers["x-model-version"] == f"{first},{new}"
+        assert both.json()["model_version"] == f"{first},{new}" and len(both.json()["predictions"]) == 2
+        as_v2 = httpx.post(f"{rec.url}/v2/models/{name}/infer", headers=rec.auth, timeout=10, json={"inputs": [
+            {"name": "customer_id", "datatype": "INT64", "shape": [2], "data": pair[::-1]}]})
+        assert as_v2.status_code == 200 and as_v2.json()["model_version"] == f"{first},{new}", as_v2.text
+        treated = {"type": "click", "request_id": f"{experiment}-pair", "customer_id": pair[1]}  # not the control
+        assert httpx.post(f"{rec.url}/v1/models/{name}/events", headers=rec.auth, timeout=10,
+                          json={"events": [treated]}).status_code == 202
+        time.sleep(2.5)  # the logs' flush interval (0.5 s here) and two scrapes (1 s)
+        analysis = analyse_running(settings, experiment)  # `zm experiment analyse`: the look, recorded
+        recorded = json.loads((home / "experiments" / experiment / "analysis.json").read_text())
+        [look] = recorded["looks"]
+        clicked = {c for i, c in enumerate(customers) if i % 3 == 0} | {pair[1]}
+        for variant in ("control", "treatment"):
+            mine = [c for c in [*customers, *pair] if expected[c] == variant]
             assert look["customers"][variant] == len(mine)
-            assert look["clicks"][variant] == len(clicked & set(mine))
-        assert analysis["decision"] == "continue"
+            assert look["clicks"][variant] == len(clicked & set(mine))  # the control in the pair did not click
+        assert recorded["decision"] == "continue"
+        # the guardrails, per variant from Prometheus: every request answered, in well under the 250 ms allowed
+        assert recorded["notes"] == [] and set(recorded["guardrails"]) == {"control", "treatment"}, recorded
+        for variant, read in recorded["guardrails"].items():
+            assert read["error_rate"] == 0.0 and 0 < read["p99_latency_ms"] < 250, (variant, read)
+        with engine(settings).connect() as conn:
+            design = design_of(conn.execute(EXPERIMENTS.select().where(EXPERIMENTS.c.name == experiment))
+                               .mappings().first()["design"])
+        strict = dataclasses.replace(design, guardrails={"p99_latency_ms": 1e-3})  # a bound no answer meets
+        stopped = analyse(strict, Plan(**{k: v if not isinstance(v, list) else tuple(v)
+                                          for k, v in analysis.plan.items()}), [look], analysis.guardrails)
+        assert stopped.decision == "stop" and stopped.reason.startswith("guardrail breached: control p99_latency_ms")
     finally:
         with engine(settings).begin() as conn:
             conn.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.name == experiment).values(decision="stop"))

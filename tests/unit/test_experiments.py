@@ -156,8 +156,12 @@ def test_an_experiment_name_is_used_once_and_a_family_runs_one_at_a_time(tmp_pat
         x.start(settings, design)
     with pytest.raises(ValueError, match="model versions are required"):
         x.start(settings, x.Design("segs", family="customer-segmentation"))
+    settings = settings.model_copy(update={"rollout": settings.rollout.model_copy(
+        update={"prometheus_url": "http://127.0.0.1:9"})})  # nothing listens: the guardrails cannot be read
     empty = x.analyse_running(settings, "recs-a")  # no answers logged yet: nothing to look at, nothing decided
-    assert empty.decision == "continue" and empty.looks == []
+    assert empty.decision == "continue" and empty.looks == [] and empty.guardrails == {}
+    assert empty.notes == ["guardrails not read: Prometheus at http://127.0.0.1:9: ConnectError: "
+                           "[Errno 111] Connection refused"], empty.notes
     assert x.running(settings, "product-recommendation") is not None
 
 
