@@ -165,7 +165,7 @@ def bench_training(sizes: list[int]) -> dict[str, Any]:
     return {"sizes": per_size, "overhead": overhead}
 
 
-SECTIONS = ("simulator", "training", "serving", "monitoring", "topology")
+SECTIONS = ("simulator", "training", "serving", "shadow", "monitoring", "topology")
 
 
 def _topology(quick: bool) -> dict[str, Any] | None:
@@ -248,6 +248,7 @@ def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | No
     report: dict[str, Any] = json.loads(target.read_text()) if only and target.exists() else {}
     sections: dict[str, Callable[[bool], Any]] = {"simulator": _simulator, "training": _training,
                                                   "serving": functools.partial(_serving, models=models),
+                                                  "shadow": functools.partial(_shadow, models=models),
                                                   "monitoring": _monitoring, "topology": _topology}
     started = time.perf_counter()
     for section in only or SECTIONS:
@@ -356,6 +357,29 @@ def _serving(quick: bool, models: list[str] | None = None) -> dict[str, Any] | N
          for f, e in serving["models"].items() if (d := e["v1"]["model"].get("slow_clients"))],
     )
     return serving
+
+
+def _shadow(quick: bool, models: list[str] | None = None) -> dict[str, Any] | None:
+    if quick:
+        console.print("shadow: skipped with --quick (tests/serving runs shadow traffic)")
+        return None
+    from benchmarks.bench_serving import bench_shadow
+
+    shadow = bench_shadow(get_settings().home / "serving", families=models)
+    table(
+        "shadow traffic: production's latency at half its maximum rate, alone and mirroring its answered requests "
+        "to a staged copy, in its own process (a share) or in a shadow predictor's (V1, open loop, medians)",
+        ["model", "rate /s", "shadow", "p50 ms", "p99 ms", "p99 ratio (<= 1.10)", "CPU us / request",
+         "copies answered / dropped"],
+        [row for f, e in shadow["models"].items() for row in [
+            [f, f"{e['rate']:.0f}", "none", f"{e['alone']['p50_ms']:.2f}", f"{e['alone']['p99_ms']:.2f}", "",
+             f"{e['alone']['cpu_us_per_request']:.0f}", ""],
+            *[["", "", share, f"{m['p50_ms']:.2f}", f"{m['p99_ms']:.2f}", f"{m['p99_ratio']:.2f}",
+               f"{m['cpu_us_per_request']:.0f}",
+               f"{m['copies_per_request']:.0%} / {m['copies'].get('dropped', 0)}"]
+              for share, m in e["mirroring"].items()]]],
+    )
+    return shadow
 
 
 def _cpus() -> int:

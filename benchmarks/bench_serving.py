@@ -54,7 +54,7 @@ import numpy as np
 
 from zmlops.console import console
 
-__all__ = ["bench_serving"]
+__all__ = ["bench_serving", "bench_shadow"]
 
 REPO = Path(__file__).resolve().parents[1]
 SERVING_PY = REPO / ".venvs" / "serving" / "bin" / "python"
@@ -454,6 +454,149 @@ def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = Non
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def _stage_a_copy(home: Path, family: str) -> str:
+    """A second registered version of production's artifact behind ``staging`` (the shadow's alias): the shadow
+    then does production's work exactly, and its answers agree. Returns that version."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    production = client.get_model_version_by_alias(family, "production")
+    try:
+        staged = client.get_model_version_by_alias(family, "staging")
+        if str(staged.version) != str(production.version):
+            return str(staged.version)
+    except mlflow.exceptions.MlflowException:
+        pass
+    copy = client.create_model_version(family, source=client.get_model_version_download_uri(
+        family, production.version), run_id=production.run_id)
+    client.set_registered_model_alias(family, "staging", copy.version)
+    return str(copy.version)
+
+
+def _shadow_counts(server: Proc, family: str) -> dict[str, float]:
+    """``zm_shadow_requests_total`` of ``family`` on ``server`` by result (agree, differ, error, dropped)."""
+    text = httpx.get(f"http://127.0.0.1:{server.port}/metrics", headers={"authorization": AUTHORIZATION[0]},
+                     timeout=5).text
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^zm_shadow_requests_total\{([^}]*)\} ([0-9.e+]+)$', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels.get("model") == family:
+            out[labels["result"]] = out.get(labels["result"], 0.0) + float(m.group(2))
+    return out
+
+
+def bench_shadow(home: Path, families: list[str] | None = None, runs: int = 9, seconds: float = 3.0,
+                 shares: tuple[float, ...] = (1.0, 0.25)) -> dict[str, Any]:
+    """Does shadow traffic slow production? Per family, predictors side by side: production alone; production
+    mirroring each of ``shares`` of its answered requests to a staged copy it loads itself
+    (``serving.shadow_alias``, ``serving.shadow_share``); and production sending every copy to a shadow predictor,
+    a separate process serving the staged copy (``serving.shadow_url``), which answers and compares them. The
+    maximum rate is production's alone (wrk, 8 connections, the median of three slices); at half of it the open
+    loop runs against each server in turn, ``runs`` rounds, the order rotated. p99 is counted from each
+    request's scheduled send; each configuration's figure is the median over the rounds of its p99 divided by
+    production alone's in the same round (this machine's speed drifts between rounds far more
+    than the effect), with the server CPU per request and the copies the shadow answered and dropped."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: `make bench` installs it (apt-get install wrk)")
+    import pandas as pd
+
+    from zmlops import auth
+    from zmlops.settings import Settings
+
+    home = home.resolve()
+    console.print(f"shadow: preparing models under {home} ...")
+    _prepare_home(home)
+    AUTHORIZATION[0] = auth.headers(Settings(home=home))["authorization"]
+    env = server_env(home)
+    customers = [int(c) for c in pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet",
+                                                 columns=["customer_id"])["customer_id"].unique()[:500]]
+    categories = sorted(pd.read_parquet(home / "feast" / "sources" / "category_week_features.parquet",
+                                        columns=["category"])["category"].unique())
+    work = Path(tempfile.mkdtemp(prefix="zm-shadow-"))
+    lua = work / "rotate.lua"
+    lua.write_text(WRK_LUA)
+    out: dict[str, Any] = {"runs": runs, "seconds_per_run": seconds, "shares": list(shares), "models": {}}
+    try:
+        for family in families or ["product-recommendation", "demand-forecast", "customer-segmentation"]:
+            out["models"][family] = _shadow_family(home, family, env, work, lua, customers, categories, runs,
+                                                   seconds, shares)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _shadow_family(home: Path, family: str, env: dict[str, str], work: Path, lua: Path, customers: list[int],
+                   categories: list[str], runs: int, seconds: float, shares: tuple[float, ...]) -> dict[str, Any]:
+    staged = _stage_a_copy(home, family)
+    path = f"/v1/models/{family}:predict"
+    payloads = _bodies(family, "v1", customers, categories)
+    bodies = work / f"{family}.jsonl"
+    bodies.write_text("\n".join(json.dumps(b) for b in payloads) + "\n")
+    raw = [json.dumps(b).encode() for b in payloads]
+    console.print(f"shadow: {family}: production alone and mirroring {', '.join(f'{x:g}' for x in shares)} of its "
+                  f"requests to v{staged}, {runs} runs each ...")
+    # the shadow predictor: the candidate in its own process (on a cluster its own pod; on this machine it shares the
+    # two cores with production and the load)
+    target = _start(family, env, "--alias", "staging")
+    servers = {"alone": _start(family, env)} | {
+        f"in process, {share:g}": _start(family, {**env, "ZM_SERVING__SHADOW_ALIAS": "staging",
+                                                  "ZM_SERVING__SHADOW_SHARE": str(share)}) for share in shares} | {
+        "shadow predictor, 1": _start(family, {**env, "ZM_SERVING__SHADOW_URL": f"http://127.0.0.1:{target.port}"})}
+    names = list(servers)
+    measured: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    try:
+        for server in [*servers.values(), target]:
+            server.wait_ready(f"/v2/models/{family}/ready")
+        deadline = time.monotonic() + 120
+        for name in [n for n in names[1:] if n.startswith("in process")]:
+            while staged not in httpx.get(f"http://127.0.0.1:{servers[name].port}/v2/models/{family}",
+                                          headers={"authorization": AUTHORIZATION[0]}, timeout=5
+                                          ).json().get("versions", []):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{family}: the shadow version v{staged} did not load")
+                time.sleep(0.2)
+        for server in servers.values():  # warm-up: a first answer of each version runs slow
+            _wrk(f"http://127.0.0.1:{server.port}{path}", bodies, lua, 8, 1)
+        url = f"http://127.0.0.1:{servers['alone'].port}{path}"
+        rps = _median([_wrk(url, bodies, lua, 8, 2)["rps"] for _ in range(3)])
+        rate = rps / 2
+        counted = {name: target if name.startswith("shadow predictor") else servers[name] for name in names[1:]}
+        before = {name: _shadow_counts(counted[name], family) for name in names[1:]}
+        for r in range(runs):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                cpu = _cpu(servers[name].proc.pid)
+                run = asyncio.run(_open_loop(servers[name].port, path, raw, rate, seconds))
+                time.sleep(0.5)  # the shadow's queue drains: its work is in the CPU figure
+                run["cpu_us"] = (_cpu(servers[name].proc.pid) - cpu) / run["requests"] * 1e6
+                measured[name].append(run)
+        after = {name: _shadow_counts(counted[name], family) for name in names[1:]}
+    finally:
+        for server in [*servers.values(), target]:
+            server.stop()
+    p99 = {name: _median([m["p99_ms"] for m in measured[name]]) for name in names}
+    result: dict[str, Any] = {
+        "max_rps_alone": round(rps, 1), "rate": round(rate, 1), "shadow_version": staged,
+        "alone": {"p50_ms": round(_median([m["p50_ms"] for m in measured["alone"]]), 3),
+                  "p99_ms": round(p99["alone"], 3),
+                  "cpu_us_per_request": round(_median([m["cpu_us"] for m in measured["alone"]]), 1),
+                  "p99_ms_per_run": [round(m["p99_ms"], 2) for m in measured["alone"]]},
+        "mirroring": {}, "target": 1.10,
+        "errors": sum(m["errors"] for runs_of in measured.values() for m in runs_of)}
+    for name in names[1:]:
+        copies = {k: after[name].get(k, 0.0) - before[name].get(k, 0.0) for k in set(after[name]) | set(before[name])}
+        sent = sum(m["requests"] for m in measured[name])
+        result["mirroring"][name] = {
+            "p50_ms": round(_median([m["p50_ms"] for m in measured[name]]), 3), "p99_ms": round(p99[name], 3),
+            "p99_ratio": round(_median([m["p99_ms"] / a["p99_ms"] for m, a in zip(measured[name], measured["alone"],
+                                                                                   strict=True)]), 3),
+            "p99_ratio_of_medians": round(p99[name] / p99["alone"], 3),
+            "cpu_us_per_request": round(_median([m["cpu_us"] for m in measured[name]]), 1),
+            "p99_ms_per_run": [round(m["p99_ms"], 2) for m in measured[name]],
+            "requests": sent, "copies": {k: int(v) for k, v in sorted(copies.items())},
+            "copies_per_request": round(sum(v for k, v in copies.items() if k != "dropped") / sent, 3)}
+    return result
 
 
 def _metrics_cost(family: str, env: dict[str, str], work: Path, lua: Path, rounds: int,

@@ -52,6 +52,7 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "inference.recommendation.rankingTableMb": {"minimum": 0},
     "inference.shadow.alias": {"pattern": r"^([a-z][a-z0-9-]*)?$"},
     "inference.shadow.share": {"minimum": 0, "maximum": 1},
+    "inference.shadow.mode": {"enum": ["predictor", "process"]},
     "inference.topologySpread.whenUnsatisfiable": {"enum": ["ScheduleAnyway", "DoNotSchedule"]},
     "*.resources.*.cpu": {"pattern": QUANTITY},
     "*.resources.*.memory": {"pattern": QUANTITY},

@@ -52,6 +52,9 @@ __all__ = ["Loaded", "ServedModel", "TensorSpec", "Result", "JsonTensor", "JsonI
 
 # The version a request asked for by its path (None: the alias's), set by the runtime's middleware per request.
 REQUESTED: contextvars.ContextVar[str | None] = contextvars.ContextVar("zm_requested_version", default=None)
+SHADOW_SLICE = 16  # rows of mirrored requests the shadow answers in one go, between production's requests
+SHADOW_BACKOFF = 0.0005  # seconds the shadow waits while production answers
+SHADOW_SEND_SECONDS = 0.05  # the copies a predictor sends to a shadow predictor go in one request this often
 
 V2_TYPES: dict[str, tuple[str, ...]] = {
     "BYTES": ("BYTES",),
@@ -189,9 +192,14 @@ class ServedModel(Model):  # type: ignore[misc]
                                      settings.pseudonymisation_key.get_secret_value(), settings.request_log,
                                      prefix=SHADOW)
         self.shadow_version: str | None = None  # the version behind serving.shadow_alias, when loaded
-        self._shadow_queue: asyncio.Queue[tuple[list[BaseModel], list[Result], str, float]] | None = None
+        self.shadow_remote = bool(settings.serving.shadow_url)  # copies go to a shadow predictor instead
+        # the copies waiting: (rows, logged answers, version, seconds) for this process, JSON for a shadow predictor
+        self._shadow_queue: asyncio.Queue[Any] | None = None
         self._shadow_task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
         self._shadow_rng = random.Random(0)
+        self._answering = 0  # production requests between routing and their answer (the shadow waits for none)
+        self._agree: Callable[[dict[str, Any], dict[str, Any]], float] | None = None  # the catalog's agreement
+        self._shadow_warned = -60.0
         self.ready = False
         self.instrument = settings.serving.instrument
         self.use_cache = self.cached and settings.serving.cache_size > 0
@@ -342,50 +350,131 @@ class ServedModel(Model):  # type: ignore[misc]
             self.cache.clear()
 
     # ------------------------------------------------------------ shadow traffic
-    def agreement(self, production: Result, shadow: Result) -> float:
-        """How far the shadow's answer to one row agrees with production's, 0..1 (default: the same answer)."""
-        return 1.0 if production.v1 == shadow.v1 else 0.0
+    def agreement(self, production: dict[str, Any], shadow: dict[str, Any]) -> float:
+        """How far the shadow's answer to one row agrees with production's, 0..1, from the two logged rows (the
+        family's catalog ``agreement``: :mod:`monitoring.agreement`)."""
+        if self._agree is None:
+            from zmlops import catalog
+
+            self._agree = catalog.load(catalog.entry(self.family).agreement)
+        return float(self._agree(production, shadow))
 
     def _mirror(self, rows: list[BaseModel], results: list[Result], version: str, started: float) -> None:
-        """Queue a copy of an answered request for the shadow version; a full queue drops it (counted)."""
+        """Queue a copy of an answered request for the shadow; a full queue drops it (counted)."""
         cfg = self.settings.serving
         if cfg.shadow_share < 1.0 and self._shadow_rng.random() >= cfg.shadow_share:
             return
         if self._shadow_queue is None:
             self._shadow_queue = asyncio.Queue(maxsize=cfg.shadow_queue)
-            self._shadow_task = asyncio.get_running_loop().create_task(self._shadow_worker(),
-                                                                       name=f"{self.family}-shadow")
-        try:
-            self._shadow_queue.put_nowait((rows, results, version, time.perf_counter() - started))
+            worker = self._shadow_sender() if cfg.shadow_url else self._shadow_worker()
+            self._shadow_task = asyncio.get_running_loop().create_task(worker, name=f"{self.family}-shadow")
+        took = time.perf_counter() - started
+        logs = [r.log for r in results]
+        try:  # for a shadow predictor, serialised now: a little work per request rather than a burst per send
+            self._shadow_queue.put_nowait(orjson.dumps(
+                {"version": version, "instances": [r.model_dump() for r in rows], "answers": logs,
+                 "latency_ms": round(took * 1000, 3)}, option=orjson.OPT_SERIALIZE_NUMPY)
+                if self.shadow_remote else (rows, logs, version, took))
         except asyncio.QueueFull:
-            metrics.child(metrics.SHADOW, self.family, str(self.shadow_version), "dropped").inc()
+            metrics.child(metrics.SHADOW, self.family, str(self.shadow_version or "remote"), "dropped").inc()
 
     async def _shadow_worker(self) -> None:
-        """Answers the mirrored requests with the shadow version one at a time, after production's answers went out
-        (each waits one loop turn first), and records the comparison."""
-        assert self._shadow_queue is not None
+        """Answers the mirrored requests with the shadow version loaded here, in the gaps between production's
+        requests. Production comes first: the worker starts a slice only when no production request is being
+        answered, and a slice is short (the copies waiting, up to ``SHADOW_SLICE`` rows, answered in one call as
+        production's batcher would), so a production request that arrives meanwhile waits for at most one slice."""
+        queue = self._shadow_queue
+        assert queue is not None
         while True:
-            rows, results, version, took = await self._shadow_queue.get()
-            await asyncio.sleep(0)
+            copies = [await queue.get()]
+            rows = len(copies[0][0])
+            while rows < SHADOW_SLICE and not queue.empty():
+                copies.append(queue.get_nowait())
+                rows += len(copies[-1][0])
+            while self._answering:
+                await asyncio.sleep(SHADOW_BACKOFF)
             shadow = self.others.get(self.shadow_version or "")
-            if shadow is None:
-                continue
+            if shadow is not None:
+                await self.compare(shadow, copies)
+            await asyncio.sleep(0)  # production's requests that arrived meanwhile go first
+
+    async def _shadow_sender(self) -> None:
+        """Sends the copies to the shadow predictor (``serving.shadow_url``, another predictor of this family
+        serving the candidate) in one request every ``SHADOW_SEND_SECONDS``: production's process only serialises
+        and sends them, the shadow's answers and comparisons are made and recorded there
+        (``POST /v1/models/NAME/shadow``). A copy that cannot be sent is dropped and counted, never retried."""
+        import httpx
+
+        queue = self._shadow_queue
+        assert queue is not None
+        cfg = self.settings.serving
+        from zmlops import auth
+
+        url = f"{cfg.shadow_url.rstrip('/')}/v1/models/{self.family}/shadow"
+        async with httpx.AsyncClient(timeout=10, headers=auth.headers(self.settings)) as client:
+            while True:
+                copies = [await queue.get()]
+                await asyncio.sleep(SHADOW_SEND_SECONDS)
+                while not queue.empty():
+                    copies.append(queue.get_nowait())
+                body = b'{"copies":[' + b",".join(copies) + b"]}"
+                try:
+                    sent = await client.post(url, content=body, headers={"content-type": "application/json"})
+                    failed = None if sent.status_code == 200 else f"HTTP {sent.status_code}: {sent.text[:200]}"
+                except httpx.HTTPError as error:
+                    failed = f"{type(error).__name__}: {error}"
+                if failed:
+                    metrics.child(metrics.SHADOW, self.family, "remote", "dropped").inc(len(copies))
+                    self._log_shadow_failure(url, failed)
+
+    def _log_shadow_failure(self, url: str, why: str) -> None:
+        """At most one warning a minute: a shadow predictor that is down must not flood production's log."""
+        import logging
+
+        now = time.monotonic()
+        if now - self._shadow_warned >= 60:
+            self._shadow_warned = now
+            logging.getLogger("zmlops.serving").warning("%s: shadow copies not sent to %s: %s (dropped, counted)",
+                                                        self.family, url, why)
+
+    async def compare(self, shadow: Loaded,
+                      copies: Sequence[tuple[list[BaseModel], list[dict[str, Any]], str, float]]) -> dict[str, int]:
+        """Answer copies of production's requests with ``shadow`` (their rows in calls of at most
+        ``serving.max_batch``) and record each comparison with production's logged answers: the shadow log and
+        ``zm_shadow_*``. Each copy's shadow latency is the time of the call that answered it. Returns the count
+        of copies per result (agree, differ, error)."""
+        rows = [row for copy in copies for row in copy[0]]
+        answers: list[Result] = []
+        spent: list[float] = []
+        error = None
+        most = self.settings.serving.max_batch
+        for at in range(0, len(rows), most):
             began = time.perf_counter()
-            error = None
             try:
-                answers = await self.answer(shadow, rows)
-                agree = sum(self.agreement(a, b) for a, b in zip(results, answers, strict=True)) / max(len(rows), 1)
+                answers += await self.answer(shadow, rows[at:at + most])
             except Exception as exc:  # noqa: BLE001 - a failing shadow is a finding, never production's problem
-                error, agree = f"{type(exc).__name__}: {exc}"[:300], 0.0
-            spent = time.perf_counter() - began
-            result = "error" if error else ("agree" if agree >= 1.0 else "differ")
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                break
+            spent += [time.perf_counter() - began] * len(rows[at:at + most])
+        counts = {"agree": 0, "differ": 0, "error": 0}
+        at = 0
+        for mirrored, logs, version, took in copies:
+            theirs, at = answers[at:at + len(mirrored)], at + len(mirrored)
+            failed = error is not None and len(theirs) < len(mirrored)
+            agree = 0.0 if failed else sum(self.agreement(a, b.log) for a, b in zip(logs, theirs, strict=True)
+                                           ) / max(len(mirrored), 1)
+            result = "error" if failed else ("agree" if agree >= 1.0 else "differ")
+            counts[result] += 1
+            took_shadow = spent[at - 1] if not failed and mirrored else 0.0
             metrics.child(metrics.SHADOW, self.family, shadow.version, result).inc()
-            if error is None:
+            if not failed:
                 metrics.child(metrics.SHADOW_AGREEMENT, self.family, shadow.version).observe(agree)
-                metrics.child(metrics.SHADOW_LATENCY, self.family, shadow.version).observe(spent)
+                metrics.child(metrics.SHADOW_LATENCY, self.family, shadow.version).observe(took_shadow)
             self.shadow_log.append({"model": self.family, "version": version, "shadow": shadow.version,
-                                    "row_count": len(rows), "agreement": round(agree, 4), "error": error,
-                                    "latency_ms": round(took * 1000, 3), "shadow_latency_ms": round(spent * 1000, 3)})
+                                    "row_count": len(mirrored), "agreement": round(agree, 4),
+                                    "error": error if failed else None, "latency_ms": round(took * 1000, 3),
+                                    "shadow_latency_ms": round(took_shadow * 1000, 3)})
+        return counts
 
     def watch_experiment(self) -> None:
         """Re-read the family's running experiment (the poll loop); its variants' versions load with the others."""
@@ -635,13 +724,22 @@ class ServedModel(Model):  # type: ignore[misc]
         """Route (:meth:`_variants`), check, answer (through the cache), count, log: the part both protocols share.
         Returns the results, the request id and the version that answered (two, comma-separated, when an
         experiment's variants answered parts of the request)."""
+        self._answering += 1
+        try:
+            return await self._serve_parts(state, rows, protocol, request_id, started, response_headers)
+        finally:
+            self._answering -= 1
+
+    async def _serve_parts(self, state: Loaded, rows: list[BaseModel], protocol: str, request_id: str | None,
+                           started: float, response_headers: dict[str, str] | None) -> tuple[list[Result], str, str]:
         parts = self._variants(state, rows)
         request_id = request_id or f"{self._boot}-{next(self._ids):x}"
         if len(parts) == 1:
             state, routed, _ = parts[0]
             self.check(state, rows)
             results = await self._answer_part(state, rows, protocol, request_id, started, routed)
-            if self.shadow_version is not None and routed is None and REQUESTED.get() is None:
+            shadowing = self.shadow_version is not None or self.shadow_remote
+            if shadowing and routed is None and REQUESTED.get() is None:
                 self._mirror(rows, results, state.version, started)
             version = state.version
         else:

@@ -42,12 +42,6 @@ class ForecastService(ServedModel):
         *(TensorSpec(v, "FP64") for v in VALUES),
     )
 
-    def agreement(self, production: Result, shadow: Result) -> float:
-        """1 minus the absolute difference of the weekly units, relative to production's (at least 0)."""
-        a: list[float] = production.v2["units"]
-        b: list[float] = shadow.v2["units"]
-        return max(0.0, 1.0 - sum(abs(x - y) for x, y in zip(a, b, strict=True)) / max(sum(map(abs, a)), 1e-9))
-
     def broadcast_inputs(self) -> set[str]:
         return {"horizon"}
 

@@ -39,11 +39,6 @@ class RecommendRow(BaseModel):
 class RecommendationService(ServedModel):
     family = "product-recommendation"
 
-    def agreement(self, production: Result, shadow: Result) -> float:
-        """Rank overlap: the share of production's list that the shadow's list holds too."""
-        mine = production.v1["items"]
-        return len(set(mine) & set(shadow.v1["items"])) / len(mine) if mine else float(not shadow.v1["items"])
-
     Row = RecommendRow
     cached = True
     batched = True  # one scoring of the factors for the rows of concurrent requests (per k)

@@ -65,6 +65,7 @@ VERSIONED_V1 = re.compile(r"^/v1/models/([^/:]+)/versions/([^/:]+)(:predict)?$")
 V1_READY = re.compile(r"^/v1/models/[^/:]+(/versions/[^/:]+)?$")  # V1's model readiness, a version's too
 # Routes the edge answers itself or rewrites for kserve (the route inventory test calls them with kserve's own).
 EDGE_ROUTES = (("POST", "/v1/models/{model_name}/events"),
+               ("POST", "/v1/models/{model_name}/shadow"),
                ("POST", "/v1/models/{model_name}/versions/{model_version}:predict"),
                ("GET", "/v1/models/{model_name}/versions/{model_version}"),
                ("POST", "/v2/models/{model_name}/versions/{model_version}/infer"),
@@ -102,6 +103,7 @@ class Edge:
         self.v2_path = f"/v2/models/{model.family}/infer"
         self.metadata_path = f"/v2/models/{model.family}"
         self.events_path = f"/v1/models/{model.family}/events"
+        self.shadow_path = f"/v1/models/{model.family}/shadow"
         self.v1_path = f"/v1/models/{model.family}:predict"
 
     @staticmethod
@@ -266,6 +268,9 @@ class Edge:
         if path == self.events_path and scope.get("method") == "POST":
             await self._events(receive, send)
             return
+        if path == self.shadow_path and scope.get("method") == "POST":
+            await self._shadow(receive, send)
+            return
         from inference_services.base import REQUESTED
 
         token = REQUESTED.set(asked)
@@ -310,6 +315,38 @@ class Edge:
             return
         self.model.events.append(events.records(got, self.model.events, self.model.family))
         await self._json(send, 202, {"accepted": len(got)})
+
+    async def _shadow(self, receive: Callable[[], Awaitable[Message]],
+                      send: Callable[[Message], Awaitable[None]]) -> None:
+        """``POST /v1/models/NAME/shadow``: copies of another predictor's answered requests (``serving.shadow_url``
+        there), ``{"copies": [{"version", "instances", "answers", "latency_ms"}]}``, answered here by the version
+        this predictor serves and compared with production's logged answers (the shadow log, ``zm_shadow_*``)."""
+        import orjson
+        from kserve.errors import InvalidInput
+
+        body, _ = await self._read_body(receive, send)
+        state = self.model.state
+        if body is None:
+            return
+        if state is None or not self.model.ready:
+            await self._reply(send, 503, f"{self.model.family}: no version loaded yet")
+            return
+        try:
+            sent = orjson.loads(body)
+            copies = []
+            for i, copy in enumerate(sent["copies"]):
+                rows = self.model.rows_v1({"instances": copy["instances"]})
+                answers = copy["answers"]
+                if not isinstance(answers, list) or len(answers) != len(rows) or not all(
+                        isinstance(a, dict) for a in answers):
+                    raise ValueError(f"copies[{i}].answers: one logged answer (an object) per instance")
+                copies.append((rows, answers, str(copy["version"]), float(copy["latency_ms"]) / 1000))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidInput) as error:
+            why = f"missing {error}" if isinstance(error, KeyError) else str(error)
+            await self._reply(send, 400, f"copies: {why}"[:500])
+            return
+        counts = await self.model.compare(state, copies)
+        await self._json(send, 200, {"shadow": state.version, "compared": len(copies), **counts})
 
     async def _metadata(self, send: Callable[[Message], Awaitable[None]]) -> None:
         """The V2 model metadata, with the versions served here (kserve's says ``"versions": null``)."""
@@ -456,6 +493,22 @@ def _quiet() -> None:
     log.setLevel(logging.INFO)
 
 
+def _settle_heap(family: str) -> None:
+    """Once a version (or another served version) loaded: collect what the load left, then freeze every object
+    alive (gc.freeze), so the garbage collector's full collections, which the requests' allocations trigger, no
+    longer walk the libraries and the models. Runs on the event loop once per change (one collection); an
+    unloaded version's frozen objects are freed by reference counting, and the next settle unfreezes first, so
+    cycles among them are collected."""
+    import gc
+
+    started = time.perf_counter()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    log.info("%s: heap settled in %.0f ms (%d objects frozen)", family, (time.perf_counter() - started) * 1000,
+             gc.get_freeze_count())
+
+
 def run(
     family: str,
     settings: Settings,
@@ -533,9 +586,11 @@ def run(
     async def lifecycle() -> None:
         loop = asyncio.get_running_loop()
         while True:
+            settle = False
             try:
                 started = time.perf_counter()
                 new = await loop.run_in_executor(None, model.refresh)
+                settle = new is not None
                 if new is not None:
                     log.info("%s: serving version %s (%s) after %.1f s", family, new, alias,
                              time.perf_counter() - started)
@@ -557,6 +612,7 @@ def run(
                 try:
                     for other in await loop.run_in_executor(None, model.refresh_others):
                         log.info("%s: serving version %s too, on its versioned paths", family, other)
+                        settle = True
                 except Exception as error:  # noqa: BLE001 - the alias's version serves on
                     log.warning("%s: cannot load the versions behind %s, %s: %s", family,
                                 ", ".join(cfg.version_aliases), type(error).__name__, error)
@@ -568,6 +624,8 @@ def run(
                     await loop.run_in_executor(None, model.watch_consent)
                 except Exception as error:  # noqa: BLE001 - the last register read stays in force
                     log.warning("%s: cannot read the consent register, %s: %s", family, type(error).__name__, error)
+            if settle and cfg.gc_freeze:
+                _settle_heap(family)
             if cfg.poll_seconds <= 0 and model.state is not None:
                 return
             await asyncio.sleep(max(cfg.poll_seconds, 1.0))

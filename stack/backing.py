@@ -85,14 +85,17 @@ def postgres_bin() -> Path:
 
 
 def _serving_keys() -> dict[str, str]:
-    """The predictors' keys as docs/install.md makes them: a client key, Prometheus' token, and their hashes."""
+    """The predictors' keys as docs/install.md makes them: a client key, Prometheus' token, Alertmanager's, the
+    shadow copies' token, and their hashes."""
     from zmlops import auth
 
     client, client_entry = auth.new_key("clients", ("predict",))
     metrics, metrics_entry = auth.new_key("prometheus", ("metrics",))
     alerts, alerts_entry = auth.new_key("alertmanager", ("alerts",))
+    shadow, shadow_entry = auth.new_key("shadow", ("predict",))
     return {"serving-client-key": client, "serving-metrics-token": metrics, "alert-receiver-token": alerts,
-            "serving-api-keys": json.dumps([client_entry, metrics_entry, alerts_entry])}
+            "serving-shadow-token": shadow,
+            "serving-api-keys": json.dumps([client_entry, metrics_entry, alerts_entry, shadow_entry])}
 
 
 def new_secrets() -> dict[str, dict[str, str]]:

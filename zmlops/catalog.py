@@ -44,6 +44,7 @@ class Entry:
     example: dict[str, Any]  # one valid V1 instance (smoke requests, the topology's loop)
     panels: tuple[tuple[str, str, str], ...] = ()  # accuracy on the models dashboard: (signal, legend, unit)
     personal: bool = False  # trained on customers one by one (an erasure's retrain duty, an access report's note)
+    agreement: str = "monitoring.agreement:same_answer"  # module:function comparing two logged answers (shadow traffic)
     feature_description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -90,6 +91,7 @@ register(Entry(
     definition="training.families:DEMAND_FORECAST",
     service="inference_services.forecast:ForecastService",
     checks="monitoring.checks:DEMAND_FORECAST",
+    agreement="monitoring.agreement:units_closeness",
     example={"category": "kitchen", "horizon": 4},
     panels=(("realised_units_wape", "realised units WAPE", "percentunit"),
             ("backtest_units_wape", "backtest units WAPE", "percentunit")),
@@ -119,6 +121,7 @@ register(Entry(
     definition="training.families:PRODUCT_RECOMMENDATION",
     service="inference_services.recommendation:RecommendationService",
     checks="monitoring.checks:PRODUCT_RECOMMENDATION",
+    agreement="monitoring.agreement:rank_overlap",
     example={"customer_id": 1, "k": 5},
     panels=(("recommendation_hit_rate", "hit rate of served lists", "percentunit"),
             ("new_product_share", "sales share of unseen products", "percentunit")),

@@ -82,9 +82,16 @@ class ServingSettings(BaseModel):
     shadow_alias: str | None = Field(None, description="Mirror production's answered requests to the version "
                                      "behind this alias (e.g. staging), off the request path, and compare the "
                                      "answers (zm_shadow_* metrics, the shadow log); None: off.")
+    shadow_url: str = Field("", description="A shadow predictor (another predictor of this family, serving the "
+                            "candidate) that gets the copies instead and answers and compares them there: production "
+                            "only queues and sends them, in one request every 50 ms, with auth.client_key; empty: "
+                            "the copies go to shadow_alias's version in this process.")
     shadow_share: float = Field(1.0, ge=0, le=1, description="Share of production's requests mirrored.")
     shadow_queue: int = Field(256, ge=1, description="Mirrored requests waiting for the shadow version at most; more "
                               "are dropped (counted), never delaying production.")
+    gc_freeze: bool = Field(True, description="After a version loads, collect once and move every object alive then "
+                            "(libraries, the model, its tables) out of the garbage collector's reach (gc.freeze), so "
+                            "its full collections scan only what requests allocate: no pause of 100+ ms under load.")
     version_aliases: list[str] = Field(["previous-production", "staging"], description="Versions behind these "
                                        "aliases are served too, on their versioned paths only "
                                        "(/v2/models/NAME/versions/V/infer); [] serves the alias's version alone.")

@@ -225,6 +225,50 @@ def test_the_crd_validation_refuses_unknown_fields() -> None:
         isvc_validator().validate(doc)
 
 
+@needs.path(KSERVE_CRDS, "KServe CRDs (../shared/schemas/kserve)")
+def test_shadow_traffic_gets_a_shadow_predictor_per_model_or_runs_in_production_s_pods() -> None:
+    """``inference.shadow.alias`` with mode predictor (the default): one more InferenceService per model,
+    NAME-shadow, serving the alias with one replica and no canary (valid against the KServe CRD and Kubernetes'
+    schemas, its own certificate under TLS); production's predictors get its address and the key they send the
+    copies with, and may reach it; the shadow predictors send nothing on. Mode process: no extra workload, every
+    predictor loads the alias's version itself."""
+    docs = render({"inference": {"shadow": {"alias": "staging"}, "tls": {"enabled": True}}})
+    services = {d["metadata"]["name"]: d for d in kinds(tuple(docs), "InferenceService")}
+    assert set(services) == set(families()) | {f"{f}-shadow" for f in families()}
+    for name, doc in services.items():
+        isvc_validator().validate(doc)
+        predictor = doc["spec"]["predictor"]
+        env = {e["name"]: e for e in predictor["containers"][0]["env"]}
+        if name.endswith("-shadow"):
+            family = name.removesuffix("-shadow")
+            assert predictor["containers"][0]["args"] == [family, "--port", "8080", "--alias", "staging"]
+            assert predictor["minReplicas"] == predictor["maxReplicas"] == 1 and "canaryTrafficPercent" not in predictor
+            assert "ZM_SERVING__SHADOW_URL" not in env and doc["metadata"]["labels"]["zero-margin/shadow"] == "true"
+            assert {"secret": {"secretName": f"{name}-predictor-tls", "defaultMode": 0o400}, "name": "tls"} in \
+                predictor["volumes"]
+        else:
+            assert env["ZM_SERVING__SHADOW_URL"]["value"] == \
+                f"https://{name}-shadow-predictor.{NAMESPACE}.svc.cluster.local"
+            assert env["ZM_AUTH__CLIENT_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "serving-shadow-token"
+            assert env["SSL_CERT_FILE"]["value"] == "/etc/zero-margin/tls/ca.crt"
+    assert {f"{f}-shadow-predictor-tls" for f in families()} <= {d["metadata"]["name"] for d in kinds(
+        tuple(docs), "Certificate")}
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "zm-config")["data"]
+    assert "ZM_SERVING__SHADOW_ALIAS" not in config  # no pod answers copies itself
+    predictors = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "zm-predictors")
+    assert {"protocol": "TCP", "port": 8080} in [p for rule in predictors["spec"]["egress"] for p in rule["ports"]]
+    for doc in docs:
+        if doc["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+    in_process = render({"inference": {"shadow": {"alias": "staging", "mode": "process"}}})
+    assert {d["metadata"]["name"] for d in kinds(tuple(in_process), "InferenceService")} == set(families())
+    config = next(d for d in in_process if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "zm-config")["data"]
+    assert config["ZM_SERVING__SHADOW_ALIAS"] == "staging"
+    with pytest.raises(Exception, match="mode"):
+        render({"inference": {"shadow": {"alias": "staging", "mode": "gateway"}}})
+
+
 def test_prometheus_rule_carries_the_generated_rules() -> None:
     rule = kinds(rendered("production"), "PrometheusRule")[0]
     generated = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())

@@ -1127,3 +1127,42 @@ def test_shadow_traffic_mirrors_production_requests_to_the_staged_version_and_co
     [found] = [r for r in shadow_report(Settings(home=home), name) if r["shadow"] == new]
     assert found["requests"] == 21 and found["agreement"] == 1.0 and found["error_rate"] == 0.0
     assert found["production"] == [first] and found["shadow_p99_ms"] > 0
+
+
+def test_a_shadow_predictor_answers_and_compares_the_copies_another_predictor_sends_it(
+        servers: dict[str, Server], home: Path) -> None:
+    """With ``serving.shadow_url`` a predictor sends copies of its answered requests to another predictor of the
+    family (the shadow, here the session's), which answers them with its own version, compares with the logged
+    answers and records the comparison: production's process answers no copy itself. A malformed copy is a 400
+    naming the field."""
+    import re
+
+    from delivery.experiments import shadow_report
+    from zmlops.settings import Settings
+
+    name = "product-recommendation"
+    shadow = servers[name]  # serves production: the copies come back in full agreement
+
+    def counted(server: Server, result: str) -> float:
+        text = httpx.get(f"{server.url}/metrics", headers=server.auth, timeout=5).text
+        return sum(float(m.group(1)) for m in re.finditer(
+            rf'^zm_shadow_requests_total{{model="{name}",result="{result}",version="[^"]+"}} ([0-9.]+)$', text, re.M))
+
+    before = counted(shadow, "agree")
+    production = Server(name, home, env={"ZM_SERVING__SHADOW_URL": shadow.url}).start()
+    try:
+        production.wait_ready()
+        for c in known_customers(home, 25):
+            assert v1(production, [{"customer_id": c, "k": 4}]).status_code == 200
+        shadow.wait(lambda: counted(shadow, "agree") - before >= 25, 30, "the shadow comparing 25 copies")
+        assert counted(shadow, "agree") - before == 25 and counted(shadow, "differ") == 0
+        assert counted(production, "agree") == 0  # production answered no copy itself
+    finally:
+        production.stop()
+    assert any(r["requests"] >= 25 and r["agreement"] == 1.0 for r in shadow_report(Settings(home=home), name))
+    bad = httpx.post(f"{shadow.url}/v1/models/{name}/shadow", headers=shadow.auth, timeout=10, json={
+        "copies": [{"version": "1", "instances": [{"customer_id": 1, "k": 4}], "answers": [], "latency_ms": 1.0}]})
+    assert bad.status_code == 400 and "copies[0].answers" in bad.json()["error"], bad.text
+    worse = httpx.post(f"{shadow.url}/v1/models/{name}/shadow", headers=shadow.auth, timeout=10, json={
+        "copies": [{"version": "1", "instances": [{"customer_id": -1}], "answers": [{}], "latency_ms": 1.0}]})
+    assert worse.status_code == 400 and "customer_id" in worse.json()["error"], worse.text
