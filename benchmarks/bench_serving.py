@@ -359,26 +359,35 @@ def _start(family: str, env: dict[str, str], *args: str) -> Proc:
     return Proc([str(SERVING_PY), "-m", "inference_services.server", family, "--port", str(port), *args], env, port)
 
 
-def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = None, rounds: int = 7) -> dict[str, Any]:
+def _setup(home: Path, section: str) -> tuple[Path, dict[str, str], list[int], list[str], Path, Path]:
+    """What a serving benchmark needs: the trained registry under ``home``, the servers' environment, the
+    request key (``AUTHORIZATION``), 500 known customers and the categories to ask about, a work folder with wrk's
+    script. Returns (home, env, customers, categories, work, lua)."""
     import pandas as pd
+
+    from zmlops import auth
+    from zmlops.settings import Settings
 
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: `make bench` installs it (apt-get install wrk)")
     home = home.resolve()
-    console.print(f"serving: preparing models under {home} ...")
+    console.print(f"{section}: preparing models under {home} ...")
     _prepare_home(home)
-    env = server_env(home)
-    from zmlops import auth
-    from zmlops.settings import Settings
-
     AUTHORIZATION[0] = auth.headers(Settings(home=home))["authorization"]  # the bare server ignores it
     customers = [int(c) for c in pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet",
                                                  columns=["customer_id"])["customer_id"].unique()[:500]]
     categories = sorted(pd.read_parquet(home / "feast" / "sources" / "category_week_features.parquet",
                                         columns=["category"])["category"].unique())
-    work = Path(tempfile.mkdtemp(prefix="zm-bench-"))
+    work = Path(tempfile.mkdtemp(prefix=f"zm-{section}-"))
     lua = work / "rotate.lua"
     lua.write_text(WRK_LUA)
+    return home, server_env(home), customers, categories, work, lua
+
+
+def bench_serving(home: Path, seconds: int = 2, families: list[str] | None = None, rounds: int = 7) -> dict[str, Any]:
+    from zmlops.settings import Settings
+
+    home, env, customers, categories, work, lua = _setup(home, "serving")
     bare_script = work / "bare.py"
     bare_script.write_text(BARE_APP)
     results: dict[str, Any] = {"seconds_per_slice": seconds, "rounds": rounds, "models": {}}
@@ -498,25 +507,7 @@ def bench_shadow(home: Path, families: list[str] | None = None, runs: int = 9, s
     request's scheduled send; each configuration's figure is the median over the rounds of its p99 divided by
     production alone's in the same round (this machine's speed drifts between rounds far more
     than the effect), with the server CPU per request and the copies the shadow answered and dropped."""
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed: `make bench` installs it (apt-get install wrk)")
-    import pandas as pd
-
-    from zmlops import auth
-    from zmlops.settings import Settings
-
-    home = home.resolve()
-    console.print(f"shadow: preparing models under {home} ...")
-    _prepare_home(home)
-    AUTHORIZATION[0] = auth.headers(Settings(home=home))["authorization"]
-    env = server_env(home)
-    customers = [int(c) for c in pd.read_parquet(home / "feast" / "sources" / "customer_features.parquet",
-                                                 columns=["customer_id"])["customer_id"].unique()[:500]]
-    categories = sorted(pd.read_parquet(home / "feast" / "sources" / "category_week_features.parquet",
-                                        columns=["category"])["category"].unique())
-    work = Path(tempfile.mkdtemp(prefix="zm-shadow-"))
-    lua = work / "rotate.lua"
-    lua.write_text(WRK_LUA)
+    home, env, customers, categories, work, lua = _setup(home, "shadow")
     out: dict[str, Any] = {"runs": runs, "seconds_per_run": seconds, "shares": list(shares), "models": {}}
     try:
         for family in families or ["product-recommendation", "demand-forecast", "customer-segmentation"]:

@@ -1166,3 +1166,29 @@ def test_a_shadow_predictor_answers_and_compares_the_copies_another_predictor_se
     worse = httpx.post(f"{shadow.url}/v1/models/{name}/shadow", headers=shadow.auth, timeout=10, json={
         "copies": [{"version": "1", "instances": [{"customer_id": -1}], "answers": [{}], "latency_ms": 1.0}]})
     assert worse.status_code == 400 and "customer_id" in worse.json()["error"], worse.text
+
+
+def test_a_shadow_predictor_that_is_down_costs_production_nothing_but_dropped_copies(home: Path) -> None:
+    """Copies that cannot reach the shadow predictor are dropped and counted (``result="dropped"``), with one
+    warning; every production answer is a 200."""
+    import re
+
+    from tests.serving.conftest import free_port
+
+    name = "demand-forecast"
+    production = Server(name, home, env={"ZM_SERVING__SHADOW_URL": f"http://127.0.0.1:{free_port()}"}).start()
+    try:
+        production.wait_ready()
+        for category in ("kitchen", "garden", "kitchen"):
+            assert v1(production, [{"category": category, "horizon": 2}]).status_code == 200
+
+        def dropped() -> float:
+            text = httpx.get(f"{production.url}/metrics", headers=production.auth, timeout=5).text
+            found = re.search(rf'^zm_shadow_requests_total{{model="{name}",result="dropped",version="remote"}} '
+                              r"([0-9.]+)$", text, re.M)
+            return float(found.group(1)) if found else 0.0
+
+        production.wait(lambda: dropped() == 3, 30, "counting the 3 copies it could not send")
+    finally:
+        log = production.stop()
+    assert log.count("shadow copies not sent to") == 1, log
