@@ -20,12 +20,14 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from zmlops.settings import Settings
 
 __all__ = ["SLOTS", "HAProxy", "slot_port"]
 
 SLOTS = ("a", "b", "c")
+CONFIG = Path(__file__).with_name("haproxy.cfg.j2")  # the configuration, a Jinja2 template
 
 
 def slot_port(settings: Settings, family: str, slot: str) -> int:
@@ -45,52 +47,16 @@ class HAProxy:
         self.config_file = self.dir / "haproxy.cfg"
 
     def config(self) -> str:
-        r = self.settings.rollout
-        host = self.settings.serving.host
-        lines = [
-            "# Written by delivery.haproxy; changes are lost at the next start.",
-            "global",
-            f"    stats socket {self.socket} mode 600 level admin",
-            f"    pidfile {self.pidfile}",
-            "    maxconn 4096",
-            "",
-            "defaults",
-            "    mode http",
-            "    timeout connect 1s",
-            "    timeout client 60s",
-            f"    timeout server {r.proxy_server_timeout_seconds}s",
-            "    timeout http-keep-alive 60s",
-            "    timeout queue 5s",
-            # one retry on another slot when a server dies under a request (SIGKILL, crash)
-            f"    retries {r.proxy_retries}",
-            "    option redispatch 1",
-            "    retry-on conn-failure empty-response response-timeout",
-            "    option http-keep-alive",
-            "    option http-buffer-request",
-            "",
-        ]
-        for family in self.families:
-            be = f"be_{family}"
-            lines += [
-                f"frontend fe_{family}",
-                f"    bind {host}:{self.settings.serving.ports[family]}",
-                f"    default_backend {be}",
-                "",
-                f"backend {be}",
-                "    balance roundrobin",
-                "    option httpchk",
-                f"    http-check send meth GET uri /v2/models/{family}/ready",
-                "    http-check expect status 200",
-                # a connection error marks the server down at once (not at the next health check), so
-                # the one retry goes elsewhere and the requests after it do not try the dead server
-                f"    default-server inter {r.check_interval_ms} fastinter {r.check_interval_ms} "
-                f"downinter {r.check_interval_ms} fall 1 rise 1 init-addr none "
-                "observe layer4 error-limit 1 on-error mark-down",
-            ]
-            for slot in SLOTS:
-                lines.append(f"    server {slot} 127.0.0.1:{slot_port(self.settings, family, slot)} check weight 0")
-            lines.append("")
-        return "\n".join(lines)
+        """haproxy.cfg from its Jinja2 template (``haproxy.cfg.j2`` beside this module)."""
+        import jinja2
+
+        env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,  # noqa: S701 - not HTML
+                                 keep_trailing_newline=False)
+        template = env.from_string(CONFIG.read_text())
+        families = [{"name": f, "port": self.settings.serving.ports[f],
+                     "slots": [(slot, slot_port(self.settings, f, slot)) for slot in SLOTS]} for f in self.families]
+        return template.render(socket=self.socket, pidfile=self.pidfile, rollout=self.settings.rollout,
+                               host=self.settings.serving.host, families=families)
 
     # ------------------------------------------------------------------ process
 
