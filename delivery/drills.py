@@ -85,21 +85,15 @@ def _versions(settings: Settings) -> tuple[list[str], str | None]:
 
 def _category(settings: Settings) -> str:
     """A category the forecaster knows, from the stable server's V2 metadata or a smoke request."""
-    import json
-    import urllib.error
-    import urllib.request
+    import httpx
 
-    url = f"http://127.0.0.1:{settings.serving.ports[FAMILY]}/v1/models/{FAMILY}:predict"
     from zmlops import auth
 
-    req = urllib.request.Request(url, data=json.dumps({"instances": [{"category": "?"}]}).encode(),
-                                 headers={"content-type": "application/json", **auth.headers(settings)})
-    try:
-        urllib.request.urlopen(req, timeout=5)  # noqa: S310 - loopback
-    except urllib.error.HTTPError as err:  # 400 naming the known categories
-        message = json.loads(err.read())["error"]
-        return str(message.split("known: ")[1].split(",")[0].strip())
-    raise RuntimeError("the forecaster accepted an unknown category")
+    url = f"http://127.0.0.1:{settings.serving.ports[FAMILY]}/v1/models/{FAMILY}:predict"
+    answer = httpx.post(url, json={"instances": [{"category": "?"}]}, headers=auth.headers(settings), timeout=5)
+    if answer.status_code == 400:  # naming the known categories
+        return str(answer.json()["error"].split("known: ")[1].split(",")[0].strip())
+    raise RuntimeError(f"the forecaster answered {answer.status_code} to an unknown category")
 
 
 def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], None] = print) -> dict[str, Any]:

@@ -13,8 +13,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+import httpx
 
 from delivery.analysis import Counters, parse
 from delivery.haproxy import SLOTS, HAProxy, slot_port
@@ -79,9 +80,8 @@ class LocalBackend:
     def ready(self, family: str, slot: str) -> bool:
         url = f"http://127.0.0.1:{slot_port(self.settings, family, slot)}/v2/models/{family}/ready"
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback
-                return bool(r.status == 200)
-        except OSError:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
             return False
 
     def wait_ready(self, family: str, slot: str, pid: int, timeout: float) -> bool:
@@ -121,8 +121,7 @@ class LocalBackend:
 
         url = f"http://127.0.0.1:{slot_port(self.settings, family, slot)}/metrics"
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=auth.headers(self.settings)),
-                                        timeout=2) as r:  # noqa: S310 - loopback
-                return parse(r.read().decode(), family)
-        except OSError:
+            answer = httpx.get(url, headers=auth.headers(self.settings), timeout=2)
+        except httpx.HTTPError:
             return {}
+        return parse(answer.text, family) if answer.status_code == 200 else {}

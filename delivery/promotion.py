@@ -3,7 +3,6 @@ the in-process demo call it too)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -72,9 +71,9 @@ def deploy(settings: Settings, outcome: Mapping[str, Any]) -> dict[str, Any]:
 
 def _served_version(settings: Settings, family: str) -> str | None:
     """The version the predictors answer with: None when none answers (or, in a cluster, replicas disagree)."""
-    if settings.profile == "k8s":
-        import httpx
+    import httpx
 
+    if settings.profile == "k8s":
         from delivery.kserve import PrometheusSource
 
         try:
@@ -83,31 +82,33 @@ def _served_version(settings: Settings, family: str) -> str | None:
             print(f"{family}: cannot ask Prometheus what is served ({error})")
             return None
         return served.pop() if len(served) == 1 else None
-    import urllib.request
-
     from zmlops import auth
 
     url = f"http://{settings.serving.host}:{settings.serving.ports[family]}/v2/models/{family}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=auth.headers(settings)), timeout=1) as r:  # noqa: S310 - loopback, from settings
-            meta = json.loads(r.read())
-    except OSError:
+        answer = httpx.get(url, headers=auth.headers(settings), timeout=1)
+    except httpx.HTTPError:
         return None
-    versions = meta.get("versions") or []
+    if answer.status_code != 200:
+        return None
+    versions = answer.json().get("versions") or []
     return str(versions[0]) if versions else _version_by_metrics(settings, family)
 
 
 def _version_by_metrics(settings: Settings, family: str) -> str | None:
     import re
-    import urllib.request
+
+    import httpx
 
     from zmlops import auth
 
     url = f"http://{settings.serving.host}:{settings.serving.ports[family]}/metrics"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=auth.headers(settings)), timeout=1) as r:  # noqa: S310 - loopback, from settings
-            text = r.read().decode()
-    except OSError:
+        answer = httpx.get(url, headers=auth.headers(settings), timeout=1)
+    except httpx.HTTPError:
         return None
+    if answer.status_code != 200:
+        return None
+    text = answer.text
     found = re.findall(r'zm_model_version_info\{[^}]*version="([^"]+)"[^}]*\} 1\.0', text)
     return found[-1] if found else None
