@@ -1170,7 +1170,8 @@ def test_a_shadow_predictor_answers_and_compares_the_copies_another_predictor_se
 
 def test_a_shadow_predictor_that_is_down_costs_production_nothing_but_dropped_copies(home: Path) -> None:
     """Copies that cannot reach the shadow predictor are dropped and counted (``result="dropped"``), with one
-    warning; every production answer is a 200."""
+    warning; every production answer is a 200. (And, as every server does once a version loads, it froze its
+    heap out of the garbage collector's full collections: ``serving.gc_freeze``.)"""
     import re
 
     from tests.serving.conftest import free_port
@@ -1192,3 +1193,4 @@ def test_a_shadow_predictor_that_is_down_costs_production_nothing_but_dropped_co
     finally:
         log = production.stop()
     assert log.count("shadow copies not sent to") == 1, log
+    assert re.search(r"heap settled in \d+ ms \(\d{5,} objects frozen\)", log), log  # serving.gc_freeze, once loaded
