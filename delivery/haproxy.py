@@ -19,9 +19,9 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
+from zmlops.polling import until
 from zmlops.settings import Settings
 
 __all__ = ["SLOTS", "HAProxy", "slot_port"]
@@ -83,12 +83,8 @@ class HAProxy:
         self.socket.unlink(missing_ok=True)
         subprocess.Popen([binary, "-f", str(self.config_file), "-D"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.running():
-                return
-            time.sleep(0.05)
-        raise RuntimeError("haproxy did not start")
+        if not until(self.running, timeout, 0.05):
+            raise RuntimeError("haproxy did not start")
 
     def stop(self) -> None:
         try:
@@ -128,10 +124,6 @@ class HAProxy:
         return out
 
     def wait_status(self, family: str, slot: str, status: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.servers(family).get(slot, {}).get("status", "").startswith(status):
-                return True
-            time.sleep(0.05)
-        return False
+        return bool(until(lambda: self.servers(family).get(slot, {}).get("status", "").startswith(status),
+                          timeout, 0.05))
 

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from delivery.analysis import Verdict, VersionStats
 from delivery.recorder import PREVIOUS, PRODUCTION, Outcome, Recorder
+from zmlops.polling import until
 from zmlops.settings import Settings
 
 __all__ = ["KServeRollout", "PrometheusSource"]
@@ -133,14 +135,17 @@ class KServeRollout(Recorder):
         p = obj.get("status", {}).get("components", {}).get("predictor", {})
         return p.get("latestCreatedRevision"), p.get("latestReadyRevision"), p.get("latestRolledoutRevision")
 
+    def _until(self, check: Callable[[], bool]) -> bool:
+        """``check`` every ``rollout.k8s_poll_seconds`` until it holds or ``rollout.ready_timeout_seconds`` pass."""
+        r = self.settings.rollout
+        return bool(until(check, r.ready_timeout_seconds, r.k8s_poll_seconds))
+
     def _wait_ready(self, family: str, before: str | None) -> bool:
-        deadline = time.monotonic() + self.settings.rollout.ready_timeout_seconds
-        while time.monotonic() < deadline:
+        def rolled() -> bool:
             created, ready, _ = self._revisions(self.get(family))
-            if created and created != before and ready == created:
-                return True
-            time.sleep(self.settings.rollout.k8s_poll_seconds)
-        return False
+            return bool(created and created != before and ready == created)
+
+        return self._until(rolled)
 
     # ------------------------------------------------------------------ the plan
 
@@ -158,26 +163,22 @@ class KServeRollout(Recorder):
         return [{"predictor": predictor, "trafficPercent": percent}]
 
     def _wait_canary(self, family: str, name: str) -> bool:
-        deadline = time.monotonic() + self.settings.rollout.ready_timeout_seconds
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             statuses = self.get(family).get("status", {}).get("canaryStatuses") or []
-            if any(c.get("name") == name and c.get("ready") for c in statuses):
-                return True
-            time.sleep(self.settings.rollout.k8s_poll_seconds)
-        return False
+            return any(c.get("name") == name and c.get("ready") for c in statuses)
+
+        return self._until(ready)
 
     def _wait_predictor(self, family: str) -> bool:
         """Standard mode: the stable predictor rolled out its new spec (observed and ready)."""
-        deadline = time.monotonic() + self.settings.rollout.ready_timeout_seconds
-        while time.monotonic() < deadline:
+        def rolled_out() -> bool:
             obj = self.get(family)
             status = obj.get("status", {})
             ready = any(c.get("type") == "PredictorReady" and c.get("status") == "True"
                         for c in status.get("conditions", []))
-            if ready and status.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0):
-                return True
-            time.sleep(self.settings.rollout.k8s_poll_seconds)
-        return False
+            return ready and status.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0)
+
+        return self._until(rolled_out)
 
     def reconcile(self, family: str) -> dict[str, str | None]:
         """End a rollout a dead controller left (the candidate taken out, recorded), then set the registry's

@@ -19,6 +19,7 @@ import httpx
 
 from delivery.analysis import Counters, parse
 from delivery.haproxy import SLOTS, HAProxy, slot_port
+from zmlops.polling import until
 from zmlops.settings import Settings
 
 __all__ = ["LocalBackend", "serve_command"]
@@ -100,10 +101,7 @@ class LocalBackend:
         if not pid or not self.alive(pid):
             return
         os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and self.alive(pid):
-            time.sleep(0.05)
-        if self.alive(pid):
+        if not until(lambda: not self.alive(pid), wait, 0.05):
             os.kill(pid, signal.SIGKILL)
 
     # ------------------------------------------------------------------ traffic and metrics

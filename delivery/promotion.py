@@ -3,10 +3,10 @@ the in-process demo call it too)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
+from zmlops.polling import until
 from zmlops.settings import Settings
 
 __all__ = ["deploy"]
@@ -54,10 +54,12 @@ def deploy(settings: Settings, outcome: Mapping[str, Any]) -> dict[str, Any]:
                       "replaced": production})
     serving = _served_version(settings, family)
     if serving is not None and serving != version:
-        deadline = time.monotonic() + settings.rollout.ready_timeout_seconds
-        while time.monotonic() < deadline and serving != version:
-            time.sleep(1)
+        def loaded() -> bool:
+            nonlocal serving
             serving = _served_version(settings, family)
+            return serving == version
+
+        until(loaded, settings.rollout.ready_timeout_seconds, 1.0)
         if serving is not None and serving != version:  # the predictors never loaded it: back to what they serve
             why = (f"the predictors still serve v{serving} after {settings.rollout.ready_timeout_seconds:.0f} s "
                    f"(the new version did not load)")
