@@ -31,8 +31,8 @@ import yaml
 
 from zmlops.catalog import FAMILIES
 
-__all__ = ["SLO", "LATENCY_P99_SECONDS", "FALLBACK_RATE", "ERROR_RATE", "HIT_RATE_DROP", "OUTAGE_FOR",
-           "MONITORING_STALE_HOURS", "ERASURE_WARN_DAYS", "groups", "render", "main"]
+__all__ = ["SLO", "LATENCY_P99_SECONDS", "FALLBACK_RATE", "SHADOW_DROP_RATE", "ERROR_RATE", "HIT_RATE_DROP",
+           "OUTAGE_FOR", "MONITORING_STALE_HOURS", "ERASURE_WARN_DAYS", "groups", "render", "main"]
 
 RULES_FILE = Path(__file__).resolve().parents[1] / "charts" / "zero-margin" / "files" / "prometheus-rules.yaml"
 
@@ -45,6 +45,7 @@ BURN_RATES = (  # (burn rate, long window, short window, for, severity)
 LATENCY_P99_SECONDS = 0.025
 ERROR_RATE = 0.01  # 5xx share over 10 min that opens a ticket before the budget alerts page
 FALLBACK_RATE = 0.05  # share of answers given without online features
+SHADOW_DROP_RATE = 0.05  # share of the copies meant for a shadow version that were dropped (full queue, shadow down)
 HIT_RATE_DROP = 0.2  # relative drop of the served recommendation hit rate against its 7-day mean
 OUTAGE_FOR = "2m"  # no ready predictor of a model for this long pages (a rollout replaces pods one by one)
 MONITORING_STALE_HOURS = 36  # the monitoring DAG runs daily: a check older than this means it stopped
@@ -113,6 +114,15 @@ def _serving_alerts() -> dict[str, Any]:
         "notify", "{{ $labels.model }} answers without online features (degraded) too often",
         "{{ $value | humanizePercentage }} of answers over 10 min used the fallback; check the Feast online "
         "store (Redis) and its latency.",
+    ))
+    rules.append(_alert(
+        "ZmShadowCopiesDropped",
+        f'sum by (model) (rate(zm_shadow_requests_total{{result="dropped"}}[10m])) / '
+        f"sum by (model) (rate(zm_shadow_requests_total[10m])) > {SHADOW_DROP_RATE}", "10m", "ticket", "notify",
+        "{{ $labels.model }}: shadow traffic drops its copies",
+        "{{ $value | humanizePercentage }} of the copies of production's requests meant for the shadow version over "
+        "10 min were dropped (its queue full, or the shadow predictor unreachable): the comparison covers fewer "
+        "requests than it says. Production's answers are not affected.",
     ))
     for family in FAMILIES:  # absent(): with every pod gone there is no series left to compare
         rules.append(_alert(
