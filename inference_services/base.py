@@ -724,35 +724,31 @@ class ServedModel(Model):  # type: ignore[misc]
         """Route (:meth:`_variants`), check, answer (through the cache), count, log: the part both protocols share.
         Returns the results, the request id and the version that answered (two, comma-separated, when an
         experiment's variants answered parts of the request)."""
-        self._answering += 1
-        try:
-            return await self._serve_parts(state, rows, protocol, request_id, started, response_headers)
-        finally:
-            self._answering -= 1
-
-    async def _serve_parts(self, state: Loaded, rows: list[BaseModel], protocol: str, request_id: str | None,
-                           started: float, response_headers: dict[str, str] | None) -> tuple[list[Result], str, str]:
         parts = self._variants(state, rows)
         request_id = request_id or f"{self._boot}-{next(self._ids):x}"
-        if len(parts) == 1:
-            state, routed, _ = parts[0]
-            self.check(state, rows)
-            results = await self._answer_part(state, rows, protocol, request_id, started, routed)
-            shadowing = self.shadow_version is not None or self.shadow_remote
-            if shadowing and routed is None and REQUESTED.get() is None:
-                self._mirror(rows, results, state.version, started)
-            version = state.version
-        else:
-            chunks = [[rows[i] for i in part[2]] for part in parts]
-            for (chosen, _, _), chunk in zip(parts, chunks, strict=True):
-                self.check(chosen, chunk)  # every part checked before any is answered or logged
-            placed: list[Result | None] = [None] * len(rows)
-            for (chosen, routed, where), chunk in zip(parts, chunks, strict=True):
-                answered = await self._answer_part(chosen, chunk, protocol, request_id, started, routed)
-                for i, result in zip(where, answered, strict=True):
-                    placed[i] = result
-            results = [r for r in placed if r is not None]
-            version = ",".join(chosen.version for chosen, _, _ in parts)
+        self._answering += 1  # the in-process shadow waits while any request is between here and its answer
+        try:
+            if len(parts) == 1:
+                state, routed, _ = parts[0]
+                self.check(state, rows)
+                results = await self._answer_part(state, rows, protocol, request_id, started, routed)
+                shadowing = self.shadow_version is not None or self.shadow_remote
+                if shadowing and routed is None and REQUESTED.get() is None:
+                    self._mirror(rows, results, state.version, started)
+                version = state.version
+            else:
+                chunks = [[rows[i] for i in part[2]] for part in parts]
+                for (chosen, _, _), chunk in zip(parts, chunks, strict=True):
+                    self.check(chosen, chunk)  # every part checked before any is answered or logged
+                placed: list[Result | None] = [None] * len(rows)
+                for (chosen, routed, where), chunk in zip(parts, chunks, strict=True):
+                    answered = await self._answer_part(chosen, chunk, protocol, request_id, started, routed)
+                    for i, result in zip(where, answered, strict=True):
+                        placed[i] = result
+                results = [r for r in placed if r is not None]
+                version = ",".join(chosen.version for chosen, _, _ in parts)
+        finally:
+            self._answering -= 1
         if response_headers is not None:
             response_headers["x-model-version"] = version
         return results, request_id, version
