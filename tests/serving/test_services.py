@@ -1159,7 +1159,9 @@ def test_a_shadow_predictor_answers_and_compares_the_copies_another_predictor_se
         assert counted(production, "agree") == 0  # production answered no copy itself
     finally:
         production.stop()
-    assert any(r["requests"] >= 25 and r["agreement"] == 1.0 for r in shadow_report(Settings(home=home), name))
+    # the shadow's log reaches the store within request_log.flush_seconds of the comparison, not with the metric
+    shadow.wait(lambda: any(r["requests"] >= 25 and r["agreement"] == 1.0
+                            for r in shadow_report(Settings(home=home), name)), 30, "writing the shadow log")
     bad = httpx.post(f"{shadow.url}/v1/models/{name}/shadow", headers=shadow.auth, timeout=10, json={
         "copies": [{"version": "1", "instances": [{"customer_id": 1, "k": 4}], "answers": [], "latency_ms": 1.0}]})
     assert bad.status_code == 400 and "copies[0].answers" in bad.json()["error"], bad.text
