@@ -95,6 +95,9 @@ class ModelApproval(ApprovalOperator):  # type: ignore[misc]
         "families": Param(list(FAMILIES), type="array", items={"type": "string", "enum": list(FAMILIES)},
                           description="model families to train"),
         "reason": Param("manual", type="string", description="why this run trains (recorded on the runs)"),
+        "tune": Param(None, type=["null", "boolean"],
+                      description="run each family's Optuna study first (training/tuning.py; budget "
+                      "ZM_TUNING__BUDGET_SECONDS per family); null: the ZM_TUNING__ENABLED setting"),
     },
 )
 def zmlops_training() -> None:
@@ -155,11 +158,13 @@ def zmlops_training() -> None:
         return asked
 
     @task(max_active_tis_per_dag=1)  # one training at a time: each uses both cores
-    def train(job: dict[str, str], version: str) -> dict[str, Any]:
+    def train(job: dict[str, str], version: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         from training import pipeline
         from zmlops.settings import get_settings
 
-        return pipeline.train(get_settings(), job["family"], version, job["reason"])
+        tune = (params or {}).get("tune")
+        return pipeline.train(get_settings(), job["family"], version, job["reason"],
+                              tune=None if tune is None else bool(tune))
 
     @task(trigger_rule="none_failed")  # approval skipped: nothing needed it; rejected: the board skips this
     def deploy(outcome: dict[str, Any]) -> dict[str, Any]:

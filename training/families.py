@@ -40,6 +40,10 @@ class Family:
     limitations: str
     fit: Callable[[Any, TrainingData], Any] = t.fit_on_frame
     tune: Callable[[TrainingData], dict[str, Any]] | None = None  # hyper-parameters chosen on the training part
+    # Optuna (training/tuning.py): a trial -> estimator parameters, and a parameter set's primary metric per
+    # tuning fold (on the training part only; the folds are the pruning steps)
+    search_space: Callable[[Any], dict[str, Any]] | None = None
+    tuning_folds: Callable[[TrainingData, dict[str, Any]], Iterator[float]] | None = None
     evaluation_refits: bool = True  # evaluate() refits the configuration, so equal params give equal metrics
     tolerance: float = 0.05  # a challenger may be this much (relative) worse than the champion and still pass
     min_vs_baseline: float = 1.0  # required ratio of model / baseline primary metric (direction-aware)
@@ -77,6 +81,8 @@ DEMAND_FORECAST = Family(
     evaluate=t.evaluate_forecaster,
     input_example=t.forecast_example,
     wrapper=ForecastModel,
+    search_space=t.forecaster_space,
+    tuning_folds=t.forecaster_folds,
     purpose="Weekly units and revenue per category for the next weeks (default 8), with 90% intervals, "
     "for stock planning.",
     limitations="Promotions are not known in advance, so promotion weeks are under-forecast; categories "
@@ -93,6 +99,8 @@ CUSTOMER_SEGMENTATION = Family(
     evaluate=t.evaluate_segmenter,
     input_example=t.segmentation_example,
     wrapper=SegmentModel,
+    search_space=t.segmenter_space,
+    tuning_folds=t.segmenter_folds,
     evaluation_refits=False,  # scores the fitted model itself
     purpose="A named, interpretable segment per customer (wholesale, loyal, occasional, bargain, new, "
     "mainstream: each name given by an explicit rule only where it is true) for marketing and as context "
@@ -104,7 +112,8 @@ PRODUCT_RECOMMENDATION = Family(
     name="product-recommendation",
     primary_metric="recall_at_10",
     greater_is_better=True,
-    baseline_name="popularity (last 4 weeks before the cutoff, then all-time), already-bought filtered",
+    baseline_name="popularity (last 4 weeks before the cutoff, then all-time), already-bought filtered; item-item "
+    "kNN (cosine and BM25) reported beside it",
     make_estimator=t.make_recommender,
     training_data=t.recommendation_data,
     fit=t.fit_recommender,
@@ -112,6 +121,8 @@ PRODUCT_RECOMMENDATION = Family(
     input_example=t.recommendation_example,
     wrapper=RecommendModel,
     tune=lambda data: {"alpha": t.tune_alpha(data)},
+    search_space=t.recommender_space,
+    tuning_folds=t.recommender_folds,
     purpose="Top-k products a customer has not bought yet; unknown customers get popular products "
     "in their country.",
     limitations="Products without purchases before the cutoff are never recommended by the model "

@@ -75,15 +75,15 @@ def plan(requested: Iterable[str], events: Mapping[str, list[Mapping[str, Any]]]
     return [{"family": f, "reason": r} for f, r in jobs.items() if f in FAMILIES]
 
 
-def train(settings: Settings, family: str, version: str, reason: str) -> dict[str, Any]:
-    """Training set from Feast, fit, evaluate, register, gate (``staging`` on a pass), model card."""
+def train(settings: Settings, family: str, version: str, reason: str, tune: bool | None = None) -> dict[str, Any]:
+    """Training set from Feast, (tuning,) fit, evaluate, register, gate (``staging`` on a pass), model card."""
     import logging
 
     from training.run import train_family
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
-        outcome = train_family(settings, family, version, reason=reason)
+        outcome = train_family(settings, family, version, reason=reason, tune=tune)
     finally:
         _release_worker_pool()
     print(f"{family} v{outcome.version}: {outcome.decision} ({outcome.reason}); "

@@ -78,9 +78,14 @@ def train_family(
     data_version: str = "current",
     reason: str = "scheduled",
     params: dict[str, Any] | None = None,
+    tune: bool | None = None,
 ) -> TrainOutcome:
-    """Train, evaluate, register (``candidate``), gate against ``production``, ``staging`` on a pass."""
+    """Train, evaluate, register (``candidate``), gate against ``production``, ``staging`` on a pass.
+
+    ``tune`` (default ``settings.tuning.enabled``) runs the family's Optuna study first (training/tuning.py);
+    explicit ``params`` still win over what it chose."""
     family = get_family(name)
+    tune = (settings.tuning.enabled if tune is None else tune) and family.search_space is not None
     version = ingest.registry_for(settings).resolve(data_version)
     published = store.published_version(settings)
     if published is None or published["data_version"] != version.name:
@@ -88,7 +93,8 @@ def train_family(
     clean_file = ingest.clean_file(settings, version.name)
     sha = version.files.get(version.transactions_file, "")
     code = code_version()
-    fingerprint = _fingerprint(name, version.name, sha, code, params or {})
+    tuning_key = {"tuning": [settings.tuning.budget_seconds, settings.tuning.max_trials]} if tune else {}
+    fingerprint = _fingerprint(name, version.name, sha, code, {**(params or {}), **tuning_key})
     # an unknown code version proves nothing: two different builds would share the fingerprint, so no reuse
     done = None if code == UNKNOWN_CODE else tracking.existing_version(settings, name, fingerprint)
     if done is not None:
@@ -109,9 +115,29 @@ def train_family(
         )
 
     data = family.training_data(settings, clean_file, version.name)
-    chosen = {**(family.tune(data) if family.tune else {}), **(params or {})}
-    estimator = family.fit(family.make_estimator(**chosen), data)
-    evaluation = family.evaluate(estimator, data)
+    with tracking.training_run(settings, name, version.name):  # tuning's trials nest under the training run
+        chosen = family.tune(data) if family.tune else {}
+        tuned = None
+        if tune:
+            from training import tuning
+
+            defaults = {**family.make_estimator().get_params(), **chosen}
+            tuned = tuning.tune(settings, family, data, version.name, defaults,
+                                experiment_id=tracking.experiment_id(settings, name))
+            chosen = {**chosen, **tuned.params}
+        estimator = family.fit(family.make_estimator(**{**chosen, **(params or {})}), data)
+        evaluation = family.evaluate(estimator, data)
+        if tuned is not None:
+            evaluation.sections["Hyper-parameter tuning"] = tuned.card_lines()
+        model = _log(settings, family, version, sha, code, data, estimator, evaluation, reason, fingerprint,
+                     tuned.tags() if tuned is not None else {})
+    return _gate_and_card(settings, family, version, sha, code, data, estimator, evaluation, reason, model)
+
+
+def _log(settings: Settings, family: Any, version: Any, sha: str, code: str, data: Any, estimator: Any,
+         evaluation: Any, reason: str, fingerprint: str, extra_tags: dict[str, str]) -> tracking.RegisteredModel:
+    """The training run's parameters, metrics, tags and model, registered as ``candidate``."""
+    name = family.name
     features = store.service_features(settings, family.feature_service)
     tags = {
         "data_version": version.name,
@@ -123,6 +149,7 @@ def train_family(
         "code_version": code,
         "lock_hash": tracking.lock_hash(),
         "reason": reason,
+        **extra_tags,
     }
     if "consent_excluded" in data.extra:  # customers left out of the training set for want of consent
         tags["consent_excluded"] = str(data.extra["consent_excluded"])
@@ -141,8 +168,14 @@ def train_family(
         fingerprint=fingerprint,
     )
     tracking.set_alias(settings, name, "candidate", model.version)
+    return model
 
-    # champion / challenger on the same evaluation data
+
+def _gate_and_card(settings: Settings, family: Any, version: Any, sha: str, code: str, data: Any, estimator: Any,
+                   evaluation: Any, reason: str, model: tracking.RegisteredModel) -> TrainOutcome:
+    """Champion / challenger on the same evaluation data; ``staging`` on a pass; the model card."""
+    name = family.name
+    features = store.service_features(settings, family.feature_service)
     champion_version = tracking.alias_version(settings, name, "production")
     metric = evaluation.metrics[family.primary_metric]
     baseline = evaluation.baseline[family.primary_metric]
@@ -205,7 +238,7 @@ def train_family(
             "sha256": sha,
             "feature_cutoff": data.as_of.isoformat(),
             "code_version": code,
-            "lock_hash": tags["lock_hash"],
+            "lock_hash": tracking.lock_hash(),
         },
         features=features,
         params=estimator.get_params(),

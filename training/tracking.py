@@ -20,10 +20,12 @@ next start.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,7 +86,7 @@ def client(settings: Settings) -> MlflowClient:
     return mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
 
 
-def _experiment(settings: Settings, family: str) -> str:
+def experiment_id(settings: Settings, family: str) -> str:
     c = client(settings)
     name = f"zmlops/{family}"
     exp = c.get_experiment_by_name(name)
@@ -111,6 +113,21 @@ def existing_version(settings: Settings, family: str, fingerprint: str) -> Regis
     return RegisteredModel(family, str(v.version), str(v.run_id))
 
 
+@contextlib.contextmanager
+def training_run(settings: Settings, family: str, data_version: str) -> Iterator[Any]:
+    """The family's training run: the active one when a caller opened it (tuning nests its trials under it
+    first), else a new run that ends with the block."""
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None:
+        yield active
+        return
+    client(settings)
+    with mlflow.start_run(experiment_id=experiment_id(settings, family), run_name=f"{family} {data_version}") as run:
+        yield run
+
+
 def log_training_run(
     settings: Settings,
     family: str,
@@ -129,9 +146,7 @@ def log_training_run(
     import mlflow
     from mlflow.models import infer_signature
 
-    client(settings)
-    experiment = _experiment(settings, family)
-    with mlflow.start_run(experiment_id=experiment, run_name=f"{family} {tags.get('data_version', '')}") as run:
+    with training_run(settings, family, tags.get("data_version", "")) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         mlflow.set_tags({**tags, "fingerprint": fingerprint})

@@ -7,6 +7,7 @@ definition per family. Model libraries are imported inside the functions.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,35 @@ def evaluate_forecaster(model: Any, data: TrainingData) -> Evaluation:
     return Evaluation(result["model"], result["baseline"], breakdown, {"Backtest against the simple forecasts": lines})
 
 
+HARMONIC_CHOICES = ("0", "1", "2", "3", "4", "1,2", "2,3", "3,4", "1,2,3,4")
+NAIVE_WEIGHT_CHOICES = ("0.0", "0.2", "0.5", "0.8", "0.2,0.5,0.8")
+
+
+def forecaster_space(trial: Any) -> dict[str, Any]:
+    """Optuna's search space of the forecaster: the Fourier harmonics and naive weights its inner backtest
+    chooses among per series, and how many inner folds it chooses on."""
+    return {
+        "harmonics": tuple(int(h) for h in trial.suggest_categorical("harmonics", HARMONIC_CHOICES).split(",")),
+        "naive_weights": tuple(float(w) for w in
+                               trial.suggest_categorical("naive_weights", NAIVE_WEIGHT_CHOICES).split(",")),
+        "selection_folds": trial.suggest_int("selection_folds", 1, 3),
+    }
+
+
+def forecaster_folds(data: TrainingData, params: dict[str, Any]) -> Iterator[float]:
+    """Units WAPE at tuning origins 4 weeks apart that end where the gate's backtest begins (its first origin), so
+    the weeks the gate scores never choose the parameters; the newest origin first."""
+    from training.models.forecasting import SEASON, _series, backtest
+
+    series = _series(data.frame)
+    n = min(len(g) for g in series.values())
+    gate = [n - TEST_WEEKS - 4 * j for j in range(7, -1, -1) if n - TEST_WEEKS - 4 * j >= SEASON] or [n - TEST_WEEKS]
+    ends = [e for e in (gate[0] - 4 * j for j in range(3)) if e - TEST_WEEKS >= SEASON] or [gate[0]]
+    for end in ends:
+        part = pd.concat([g.iloc[:end] for g in series.values()], ignore_index=True)
+        yield backtest(part, lambda: make_forecaster(**params), folds=1, horizon=TEST_WEEKS)["model"]["units_wape"]
+
+
 # ---------------------------------------------------------------- segmentation
 def make_segmenter(**params: Any) -> Any:
     from training.models.segmentation import CustomerSegmenter
@@ -180,6 +210,24 @@ def evaluate_segmenter(model: Any, data: TrainingData) -> Evaluation:
         if c in by_country.index
     }
     return Evaluation(metrics, base, breakdown, {"Segment profiles": segment_profile_lines(model)})
+
+
+K_CHOICES = ("2", "3", "4", "5", "6", "7", "8", "2,3,4,5,6,7,8")
+
+
+def segmenter_space(trial: Any) -> dict[str, Any]:
+    """Optuna's search space of the segmenter: k itself (or the default scan of 2..8) and k-means restarts."""
+    return {"k_range": tuple(int(k) for k in trial.suggest_categorical("k_range", K_CHOICES).split(",")),
+            "n_init": trial.suggest_int("n_init", 4, 20)}
+
+
+def segmenter_folds(data: TrainingData, params: dict[str, Any]) -> Iterator[float]:
+    """The silhouette of the fitted segmentation, when its k is stable (bootstrap ARI at least the segmenter's
+    ``min_stability``); an unstable choice scores NaN, which prunes the trial: the tuned model obeys the same
+    stability rule as the default one."""
+    model = make_segmenter(**params).fit(data.frame)  # the fit measures the chosen k's stability
+    stable = model.stability_by_k_[model.k_] >= model.min_stability
+    yield model.silhouette_by_k_[model.k_] if stable else float("nan")
 
 
 def segment_profile_lines(model: Any) -> list[str]:
@@ -258,6 +306,34 @@ def tune_alpha(data: TrainingData, grid: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0
     return max(scores, key=lambda a: (scores[a], -a))
 
 
+def recommender_space(trial: Any) -> dict[str, Any]:
+    """Optuna's search space of ALS: factors, regularisation, confidence scaling, weighting, iterations."""
+    from training.models.recommendation import WEIGHTINGS
+
+    return {
+        "factors": trial.suggest_int("factors", 16, 256, log=True),
+        "regularization": trial.suggest_float("regularization", 1e-3, 10.0, log=True),
+        "alpha": trial.suggest_float("alpha", 0.1, 50.0, log=True),
+        "iterations": trial.suggest_int("iterations", 5, 30),
+        "weighting": trial.suggest_categorical("weighting", list(WEIGHTINGS)),
+    }
+
+
+def recommender_folds(data: TrainingData, params: dict[str, Any], folds: int = 2) -> Iterator[float]:
+    """Recall@10 on inner time splits of the weeks before the gate's cutoff (8 test weeks each, the newest first):
+    the gate's own test weeks never choose the parameters."""
+    from training.models.recommendation import evaluate_recommender, interactions, time_split
+
+    part, _, _ = time_split(data.clean, TEST_WEEKS)
+    for _ in range(folds):
+        inner_train, inner_test, _ = time_split(part, TEST_WEEKS)
+        if inner_train.empty or inner_test.empty:
+            return
+        model = make_recommender(**params).fit(interactions(inner_train))
+        yield evaluate_recommender(model, inner_train, inner_test)["recall_at_10"]
+        part = inner_train
+
+
 def evaluate_recommender_family(model: Any, data: TrainingData) -> Evaluation:
     """Refit the model's configuration and the baselines on all but the last 8 weeks; score those weeks."""
     from training.models.recommendation import (
@@ -277,6 +353,9 @@ def evaluate_recommender_family(model: Any, data: TrainingData) -> Evaluation:
     knn = evaluate_recommender(ItemKNNRecommender().fit(pairs, recent=recent), train, test)
     metrics["itemknn_recall_at_10"] = knn["recall_at_10"]
     metrics["itemknn_ndcg_at_10"] = knn["ndcg_at_10"]
+    bm25 = evaluate_recommender(ItemKNNRecommender(similarity="bm25").fit(pairs, recent=recent), train, test)
+    metrics["bm25_itemknn_recall_at_10"] = bm25["recall_at_10"]
+    metrics["bm25_itemknn_ndcg_at_10"] = bm25["ndcg_at_10"]
     breakdown: dict[str, dict[str, float]] = {}
     countries = data.clean.groupby("customer_id")["country"].first()
     for country in ["United Kingdom", *countries.value_counts().index[1:3]]:

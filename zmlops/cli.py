@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"any of {', '.join(families)} (default: all)")
     p.add_argument("--data-version", default="current", help="vN or 'current' (default)")
     p.add_argument("--reason", default="manual", help="why this run happens (recorded on the run and version)")
+    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
+                   help="run each family's Optuna study before the fit (default: ZM_TUNING__ENABLED); its budget "
+                   "is ZM_TUNING__BUDGET_SECONDS per family, its trials nested MLflow runs, its choice in the card")
 
     p = sub.add_parser("models", help="show registered versions and aliases; write production model cards")
     p.add_argument("--cards", type=Path, default=None, help="write model cards to this folder (one per model)")
@@ -541,7 +544,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         get_family(name)  # refuse a typo before any training starts
     for name in args.families or list(FAMILIES):
         with step(f"train {name} on data version {args.data_version}"):
-            o = train_family(settings, name, args.data_version, reason=args.reason)
+            o = train_family(settings, name, args.data_version, reason=args.reason, tune=args.tune)
         deployed = "-"
         if not args.no_deploy and o.decision == "staged":
             with step(f"deploy {name} v{o.version}"):

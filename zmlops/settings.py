@@ -243,6 +243,20 @@ class PrivacySettings(BaseModel):
                                        "object store are deleted after this many days.")
 
 
+class TuningSettings(BaseModel):
+    """Hyper-parameter tuning with Optuna (training/tuning.py): TPE over each family's search space, pruned on its
+    backtest folds, one study per family and data version, warm-started from the family's previous study."""
+
+    enabled: bool = Field(False, description="Tune every training (the training DAG's ``tune`` param and "
+                          "``zm train --tune`` turn it on for one run).")
+    budget_seconds: float = Field(600.0, gt=0, description="Wall-time budget of one family's study per training.")
+    max_trials: int = Field(500, ge=1, description="...and at most this many trials.")
+    startup_trials: int = Field(8, ge=1, description="Trials of random search before TPE models the space; no "
+                                "trial is pruned before this many completed.")
+    storage_url: SecretStr | None = Field(None, description="SQLAlchemy URL of Optuna's study storage; default the "
+                                          "state database (SQLite locally, PostgreSQL in k8s).")
+
+
 class Settings(BaseSettings):
     """Settings of one deployment of the stack."""
 
@@ -288,6 +302,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     approval: ApprovalSettings = ApprovalSettings()
     privacy: PrivacySettings = PrivacySettings()
+    tuning: TuningSettings = TuningSettings()
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
@@ -364,6 +379,11 @@ class Settings(BaseSettings):
     def state_db(self) -> str:
         url = self.state_db_url.get_secret_value() if self.state_db_url is not None else None
         return self._k8s_needs(url, "ZM_STATE_DB_URL") or f"sqlite:///{(self.home / 'state.db').resolve()}"
+
+    @property
+    def tuning_storage(self) -> str:
+        url = self.tuning.storage_url
+        return url.get_secret_value() if url is not None else self.state_db
 
     @property
     def registry_remote(self) -> str | None:

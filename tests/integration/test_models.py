@@ -375,3 +375,36 @@ def test_the_scanner_finds_a_customer_in_every_store_that_holds_them(
     assert rows == f"{int((clean['customer_id'] == customer).sum())} rows (customer_id)"
     nobody, _ = scan(settings, 987_654_321)
     assert nobody == []
+
+
+def test_tuning_runs_the_family_s_optuna_study_under_the_training_run(
+        trained: tuple[Settings, dict[str, object]]) -> None:
+    """``tune=True``: the recommender's study (the defaults first) runs on the training part's folds, each trial a
+    nested MLflow run under the training run; the chosen parameters are the registered version's, in its tags
+    and its card; the same data version, code and budget then reuse the version."""
+    from training import run, tracking
+    from zmlops.settings import TuningSettings
+
+    base, _ = trained
+    settings = base.model_copy(update={"tuning": TuningSettings(max_trials=6, startup_trials=3)})
+    name = "product-recommendation"
+    outcome = run.train_family(settings, name, "v1", reason="tuning test", tune=True)
+    assert not outcome.reused
+    client = tracking.client(settings)
+    version = client.get_model_version(name, outcome.version)
+    tags = version.tags
+    trials = json.loads(tags["tuning.trials"])
+    assert sum(trials.values()) == 6 and trials["complete"] >= 3 and tags["tuning.study"] == f"{name}/v1"
+    chosen = json.loads(tags["tuning.params"])
+    assert set(chosen) == {"factors", "regularization", "alpha", "iterations", "weighting"}
+    fitted = tracking.load_estimator(settings, name, outcome.version).get_params()
+    assert {k: fitted[k] for k in chosen} == chosen
+    children = client.search_runs([client.get_run(version.run_id).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{version.run_id}'")
+    assert len(children) == 6 and all("recall_at_10" in r.data.metrics for r in children)
+    assert float(tags["tuning.best"]) >= float(tags["tuning.default"])  # the defaults are one of the trials
+    card = version.description
+    assert "## Hyper-parameter tuning" in card and f"Optuna study `{name}/v1`" in card
+    assert f"| factors | {chosen['factors']} |" in card
+    again = run.train_family(settings, name, "v1", reason="tuning test", tune=True)
+    assert again.reused and again.version == outcome.version

@@ -7,8 +7,8 @@ model has not seen, or with fewer than ``min_orders`` orders, get the cold-start
 the most popular products among customers of the same country (global popularity when
 the country is unknown or too small).
 
-Baselines on the same split: :class:`PopularityRecommender` and implicit's item-item
-cosine nearest-neighbour model (:class:`ItemKNNRecommender`).
+Baselines on the same split: :class:`PopularityRecommender` (recent popularity first) and implicit's item-item
+nearest-neighbour models, cosine and BM25 (:class:`ItemKNNRecommender`).
 """
 
 from __future__ import annotations
@@ -182,16 +182,20 @@ class PopularityRecommender(_Base):
 
 
 class ItemKNNRecommender(_Base):
-    """implicit's item-item cosine nearest neighbours."""
+    """implicit's item-item nearest neighbours: cosine similarity, or BM25-weighted (``similarity="bm25"``)."""
 
-    def __init__(self, neighbours: int = 50) -> None:
+    def __init__(self, neighbours: int = 50, similarity: str = "cosine") -> None:
         self.neighbours = neighbours
+        self.similarity = similarity
 
     def fit(self, X: pd.DataFrame, y: Any = None, recent: pd.Series | None = None) -> ItemKNNRecommender:
-        from implicit.nearest_neighbours import CosineRecommender
+        from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
 
         m = self._fit_index(X, recent)
-        self.model_ = CosineRecommender(K=self.neighbours)
+        if self.similarity not in ("cosine", "bm25"):
+            raise ValueError(f"similarity must be cosine or bm25, not {self.similarity!r}")
+        self.model_ = CosineRecommender(K=self.neighbours) if self.similarity == "cosine" \
+            else BM25Recommender(K=self.neighbours)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # implicit converts its own transposed input and says so
             self.model_.fit(m, show_progress=False)
@@ -202,8 +206,15 @@ class ItemKNNRecommender(_Base):
         return np.asarray(ids)
 
 
+WEIGHTINGS = ("none", "bm25", "tfidf")
+
+
 class ALSRecommender(_Base):
-    """implicit ALS with confidence ``1 + alpha * orders``; see the module docstring."""
+    """implicit ALS with confidence ``1 + alpha * w``, where ``w`` is the orders of a customer-product pair, or
+    their BM25 or TF-IDF weight (``weighting``: frequent products and heavy buyers count less); see the module
+    docstring."""
+
+    weighting = "none"  # versions pickled before the parameter existed read it from the class
 
     def __init__(
         self,
@@ -211,6 +222,7 @@ class ALSRecommender(_Base):
         regularization: float = 0.1,
         alpha: float = 1.0,
         iterations: int = 15,
+        weighting: str = "none",
         min_orders: int = 1,
         random_state: int = 0,
     ) -> None:
@@ -218,8 +230,19 @@ class ALSRecommender(_Base):
         self.regularization = regularization
         self.alpha = alpha
         self.iterations = iterations
+        self.weighting = weighting
         self.min_orders = min_orders
         self.random_state = random_state
+
+    def _confidence(self, m: sp.csr_matrix) -> sp.csr_matrix:
+        from implicit.nearest_neighbours import bm25_weight, tfidf_weight
+
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {self.weighting!r}")
+        if self.weighting == "none":
+            return m
+        weighted = bm25_weight(m) if self.weighting == "bm25" else tfidf_weight(m)
+        return sp.csr_matrix(weighted, dtype=np.float32)
 
     def fit(self, X: pd.DataFrame, y: Any = None, recent: pd.Series | None = None) -> ALSRecommender:
         from implicit.cpu.als import AlternatingLeastSquares
@@ -235,7 +258,7 @@ class ALSRecommender(_Base):
                 random_state=self.random_state,
                 calculate_training_loss=False,
             )
-            self.model_.fit(m, show_progress=False)
+            self.model_.fit(self._confidence(m), show_progress=False)
         return self
 
     def _warm(self, users: np.ndarray, k: int) -> np.ndarray:
