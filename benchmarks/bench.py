@@ -165,7 +165,48 @@ def bench_training(sizes: list[int]) -> dict[str, Any]:
     return {"sizes": per_size, "overhead": overhead}
 
 
-SECTIONS = ("simulator", "training", "serving", "shadow", "monitoring", "topology")
+def bench_tuning(rows: int, budget: float) -> dict[str, Any]:
+    """Each family's Optuna study within ``budget`` seconds on simulated data of ``rows`` raw rows: trials, wall
+    time, and the held-out metric with the defaults against the tuned parameters (the ratio)."""
+    from training.families import FAMILIES, get_family
+
+    out: dict[str, Any] = {"rows": rows, "budget_seconds": budget, "families": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        console.print(f"tuning: simulate and prepare {rows:,} raw rows ...")
+        task("prepare", str(rows), tmp)
+        for family in FAMILIES:
+            fam = get_family(family)
+            if fam.search_space is None:
+                continue
+            console.print(f"tuning: {family}, budget {budget:.0f} s ...")
+            r = task("tune_family", tmp, family, str(budget))
+            better = (r["held_out_tuned"] / r["held_out_default"]) if fam.greater_is_better \
+                else (r["held_out_default"] / r["held_out_tuned"])
+            out["families"][family] = {
+                "metric": fam.primary_metric, "trials": int(r["output"]), "complete": int(r["complete"]),
+                "pruned": int(r["pruned"]), "failed": int(r["failed"]), "tuning_seconds": round(r["seconds_tuning"], 1),
+                "wall_seconds": round(r["seconds"], 1), "peak_mb": round(r["peak_mb"]),
+                "tuning_folds_default": round(r["folds_default"], 4), "tuning_folds_best": round(r["folds_best"], 4),
+                "held_out_default": round(r["held_out_default"], 4), "held_out_tuned": round(r["held_out_tuned"], 4),
+                "held_out_improvement": round(better, 3),
+            }
+    return out
+
+
+def _tuning(quick: bool) -> dict[str, Any]:
+    result = bench_tuning(50_000 if quick else REAL_ROWS, 10.0 if quick else 600.0)
+    table(f"tuning: one Optuna study per family, {result['budget_seconds']:.0f} s budget, {result['rows']:,} simulated "
+          "raw rows; held-out metric with the defaults and with the tuned parameters",
+          ["model", "metric", "trials (complete / pruned)", "study s", "task s", "tuning folds: defaults -> best",
+           "held out: defaults -> tuned", "better by"],
+          [[f, r["metric"], f"{r['trials']} ({r['complete']} / {r['pruned']})", r["tuning_seconds"],
+            r["wall_seconds"], f"{r['tuning_folds_default']} -> {r['tuning_folds_best']}",
+            f"{r['held_out_default']} -> {r['held_out_tuned']}", f"{r['held_out_improvement']}x"]
+           for f, r in result["families"].items()])
+    return result
+
+
+SECTIONS = ("simulator", "training", "tuning", "serving", "shadow", "monitoring", "topology")
 
 
 def _topology(quick: bool) -> dict[str, Any] | None:
@@ -246,7 +287,7 @@ def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | No
     limits the serving section to those model families."""
     target = out or get_settings().reports / "bench.json"
     report: dict[str, Any] = json.loads(target.read_text()) if only and target.exists() else {}
-    sections: dict[str, Callable[[bool], Any]] = {"simulator": _simulator, "training": _training,
+    sections: dict[str, Callable[[bool], Any]] = {"simulator": _simulator, "training": _training, "tuning": _tuning,
                                                   "serving": functools.partial(_serving, models=models),
                                                   "shadow": functools.partial(_shadow, models=models),
                                                   "monitoring": _monitoring, "topology": _topology}

@@ -31,6 +31,12 @@ def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
     assert overhead["forecast_seconds_per_series"]["ratio"] > 0
     assert 0 < overhead["forecast_parallel"]["efficiency"] <= 1.5
 
+    tuning = json.loads(out.read_text())["tuning"]
+    assert tuning["budget_seconds"] == 10.0 and set(tuning["families"]) == {
+        "demand-forecast", "customer-segmentation", "product-recommendation"}
+    for r in tuning["families"].values():
+        assert r["complete"] >= 1 and r["tuning_seconds"] <= 10.0 + r["wall_seconds"] and r["held_out_improvement"] > 0
+
     monitoring = json.loads(out.read_text())["monitoring"]
     assert [r["rows"] for r in monitoring] == [20_000, 50_000]
     assert all(r["max_score_difference"] <= 0.01 and r["ratio_vs_baseline"] > 0 for r in monitoring)
