@@ -252,10 +252,19 @@ def segment_profile_lines(model: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------- recommendation
-def make_recommender(**params: Any) -> Any:
-    from training.models.recommendation import ALSRecommender
+RECOMMENDER_KINDS = ("als", "bm25_knn")
 
-    return ALSRecommender(**params)
+
+def make_recommender(kind: str = "als", **params: Any) -> Any:
+    """ALS (``kind="als"``, the default) or BM25-weighted item-item kNN (``"bm25_knn"``), each taking the parameters
+    it knows of ``params`` (a tuning trial carries both kinds' defaults)."""
+    from training.models.recommendation import ALSRecommender, ItemKNNRecommender
+
+    if kind not in RECOMMENDER_KINDS:
+        raise ValueError(f"kind must be one of {RECOMMENDER_KINDS}, not {kind!r}")
+    cls: Any = ALSRecommender if kind == "als" else ItemKNNRecommender
+    known = {k: v for k, v in params.items() if k in cls._get_param_names()}
+    return cls(**known) if kind == "als" else cls(**{**known, "similarity": "bm25"})
 
 
 def recommendation_data(settings: Settings, clean_file: Path, data_version: str) -> TrainingData:
@@ -307,10 +316,15 @@ def tune_alpha(data: TrainingData, grid: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0
 
 
 def recommender_space(trial: Any) -> dict[str, Any]:
-    """Optuna's search space of ALS: factors, regularisation, confidence scaling, weighting, iterations."""
+    """Optuna's search space of the recommender: ALS (factors, regularisation, confidence scaling, weighting,
+    iterations) or its challenger, BM25 item-item kNN (neighbours); the study ships whichever scores best."""
     from training.models.recommendation import WEIGHTINGS
 
+    kind = trial.suggest_categorical("kind", RECOMMENDER_KINDS)
+    if kind == "bm25_knn":
+        return {"kind": kind, "neighbours": trial.suggest_int("neighbours", 10, 400, log=True)}
     return {
+        "kind": kind,
         "factors": trial.suggest_int("factors", 16, 256, log=True),
         "regularization": trial.suggest_float("regularization", 1e-3, 10.0, log=True),
         "alpha": trial.suggest_float("alpha", 0.1, 50.0, log=True),

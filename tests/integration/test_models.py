@@ -396,15 +396,18 @@ def test_tuning_runs_the_family_s_optuna_study_under_the_training_run(
     trials = json.loads(tags["tuning.trials"])
     assert sum(trials.values()) == 6 and trials["complete"] >= 3 and tags["tuning.study"] == f"{name}/v1"
     chosen = json.loads(tags["tuning.params"])
-    assert set(chosen) == {"factors", "regularization", "alpha", "iterations", "weighting"}
-    fitted = tracking.load_estimator(settings, name, outcome.version).get_params()
-    assert {k: fitted[k] for k in chosen} == chosen
+    kind = chosen.pop("kind")  # ALS or its challenger, BM25 item-kNN: whichever the study found best
+    assert set(chosen) == ({"factors", "regularization", "alpha", "iterations", "weighting"} if kind == "als"
+                           else {"neighbours"})
+    fitted = tracking.load_estimator(settings, name, outcome.version)
+    assert type(fitted).__name__ == ("ALSRecommender" if kind == "als" else "ItemKNNRecommender")
+    assert {k: fitted.get_params()[k] for k in chosen} == chosen
     children = client.search_runs([client.get_run(version.run_id).info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{version.run_id}'")
     assert len(children) == 6 and all("recall_at_10" in r.data.metrics for r in children)
     assert float(tags["tuning.best"]) >= float(tags["tuning.default"])  # the defaults are one of the trials
     card = version.description
     assert "## Hyper-parameter tuning" in card and f"Optuna study `{name}/v1`" in card
-    assert f"| factors | {chosen['factors']} |" in card
+    assert f"| kind | {kind} |" in card and all(f"| {k} | {v} |" in card for k, v in chosen.items())
     again = run.train_family(settings, name, "v1", reason="tuning test", tune=True)
     assert again.reused and again.version == outcome.version

@@ -126,6 +126,28 @@ def test_recommenders_filter_bought_items_and_fall_back(clean: pd.DataFrame) -> 
     assert pop.recommend([-5], k=5)[0][0] == unknown_items  # cold start = popularity
 
 
+def test_the_recommender_kinds_and_weightings_all_rank_unbought_products(clean: pd.DataFrame) -> None:
+    """ALS under each confidence weighting and the BM25 item-kNN challenger (what tuning chooses among) answer
+    k unbought products; make_recommender gives each kind the parameters it knows and refuses unknown ones."""
+    from training.trainers import make_recommender
+
+    pairs = interactions(clean)
+    customer = int(pairs["customer_id"].iloc[0])
+    bought = set(pairs.loc[pairs["customer_id"] == customer, "stock_code"])
+    models = [ALSRecommender(factors=8, iterations=3, weighting=w).fit(pairs) for w in ("none", "bm25", "tfidf")]
+    knn = make_recommender(kind="bm25_knn", factors=8, alpha=2.0, neighbours=20).fit(pairs)
+    assert knn.get_params() == {"neighbours": 20, "similarity": "bm25"}
+    for model in [*models, knn]:
+        [(items, cold)] = model.recommend([customer], k=5)
+        assert len(items) == 5 and not cold and not set(items) & bought
+    assert models[0].recommend([customer], k=10) != models[1].recommend([customer], k=10)  # the weighting counts
+    assert isinstance(make_recommender(factors=8, neighbours=20), ALSRecommender)  # ALS by default
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        ALSRecommender(weighting="log").fit(pairs)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        make_recommender(kind="svd")
+
+
 def test_batch_ranking_equals_implicits_filtered_recommend(clean: pd.DataFrame) -> None:
     """The served ALS path (one product for the whole batch, bought products masked) ranks exactly as
     implicit's own ``recommend(filter_already_liked_items=True)``, in batches of any size and for
