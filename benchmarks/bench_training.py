@@ -60,7 +60,8 @@ def fit_forecast(folder: str, n_jobs: str = "1", single: str = "0") -> None:
     from training.models.forecasting import CategoryForecaster
 
     weekly = pd.read_parquet(Path(folder) / "weekly.parquet")
-    params: dict[str, Any] = {"harmonics": (2,), "naive_weights": (0.2,)} if single == "1" else {}
+    params: dict[str, Any] = {"harmonics": (2,), "naive_weights": (0.2,), "candidates": ("sarimax",)} \
+        if single == "1" else {}
     jobs = int(n_jobs)
     if jobs > 1:  # start the worker pool and its imports outside the clock
         Parallel(n_jobs=jobs)(delayed(CategoryForecaster)() for _ in range(jobs))

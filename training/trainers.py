@@ -131,9 +131,21 @@ def evaluate_forecaster(model: Any, data: TrainingData) -> Evaluation:
               f"{m['units_wape']:.3f} | {m['revenue_wape']:.3f} |" for name, m in result["baselines"].items()]
     lines += ["", f"90% intervals held {result['model']['units_coverage']:.0%} of the actual weekly units and "
               f"{result['model']['revenue_coverage']:.0%} of the revenue.", "",
+              "Inner backtest of the final fit, absolute error pooled over the categories relative to the best "
+              "(units): " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in _pooled_ratios(model)), "",
               "Chosen per category (units; revenue): " + "; ".join(
                   f"{c}: {choice['units']}; {choice['revenue']}" for c, choice in sorted(model.choice_.items()))]
     return Evaluation(result["model"], result["baseline"], breakdown, {"Backtest against the simple forecasts": lines})
+
+
+def _pooled_ratios(model: Any, target: str = "units") -> list[tuple[str, float]]:
+    """Each candidate's inner-backtest error summed over the categories, as a multiple of the lowest."""
+    totals: dict[str, float] = {}
+    for per_target in model.inner_errors_.values():
+        for name, err in per_target[target].items():
+            totals[name] = totals.get(name, 0.0) + err
+    low = min(totals.values(), default=0.0)
+    return sorted(((n, e / low if low else float("nan")) for n, e in totals.items()), key=lambda x: x[1])
 
 
 HARMONIC_CHOICES = ("0", "1", "2", "3", "4", "1,2", "2,3", "3,4", "1,2,3,4")
@@ -147,7 +159,7 @@ def forecaster_space(trial: Any) -> dict[str, Any]:
         "harmonics": tuple(int(h) for h in trial.suggest_categorical("harmonics", HARMONIC_CHOICES).split(",")),
         "naive_weights": tuple(float(w) for w in
                                trial.suggest_categorical("naive_weights", NAIVE_WEIGHT_CHOICES).split(",")),
-        "selection_folds": trial.suggest_int("selection_folds", 1, 3),
+        "selection_folds": trial.suggest_int("selection_folds", 1, 5),
     }
 
 

@@ -233,8 +233,11 @@ def test_less_than_a_season_of_history_is_backtested_against_the_last_value() ->
     held = weekly[weekly["week_start"] > weeks[37]]
     expected = np.abs(held["units"].to_numpy() - np.repeat(last, 8)).sum() / held["units"].abs().sum()
     assert result["baseline"]["units_wape"] == pytest.approx(expected)
+    sarimax = CategoryForecaster(n_jobs=1, candidates=("sarimax",)).fit(weekly)
+    assert sarimax.choice_["a"]["units"] == f"sarimax K=0 w={SHORT_HISTORY_WEIGHT}"  # no yearly terms in a year
     model = CategoryForecaster(n_jobs=1).fit(weekly)
-    assert model.choice_["a"]["units"] == f"sarimax K=0 w={SHORT_HISTORY_WEIGHT}"
+    assert model.choice_["a"]["units"] in ("ets", "theta", f"sarimax K=0 w={SHORT_HISTORY_WEIGHT}")  # a trend
+    assert model.choice_["a"]["units"] == model.choice_["b"]["units"]  # pooled: one choice for all categories
     assert result["model"]["units_wape"] < result["baseline"]["units_wape"]  # a trend beats a flat line
 
 
@@ -305,11 +308,16 @@ def test_the_gate_s_baseline_is_the_best_simple_forecast_and_the_model_beats_it_
     # a wandering level (a random walk) under weekly noise: no season, no lasting trend
     wander = _weekly(110, lambda rng, t: (400 + np.cumsum(rng.normal(0, 25, len(t))) + rng.normal(0, 20, len(t)))
                      .clip(0))
-    cheap = {"n_jobs": 1, "harmonics": (1,), "selection_folds": 1}  # the model's figure is not asserted here
-    result = backtest(wander, lambda: CategoryForecaster(**cheap), folds=8, horizon=8, step=4)
+    alone = backtest(wander, lambda: CategoryForecaster(n_jobs=1, harmonics=(1,), candidates=("sarimax",)),
+                     folds=8, horizon=8, step=4)
+    result = backtest(wander, lambda: CategoryForecaster(n_jobs=1, harmonics=(1,)), folds=8, horizon=8, step=4)
     assert result["folds"]["origins"] == 8 and set(result["baselines"]) == set(SIMPLE)
     best = min(SIMPLE, key=lambda name: result["baselines"][name]["units_wape"])
     assert result["baseline_name"] == best != "seasonal naive" and result["baseline"] == result["baselines"][best]
+    # SARIMAX alone chases a season that is not there; choosing among the candidates by the inner backtest keeps the
+    # model within 5% of the best simple forecast (here 0.087 against naive's 0.084; SARIMAX alone 0.126)
+    base = result["baseline"]["units_wape"]
+    assert result["model"]["units_wape"] <= 1.05 * base < alone["model"]["units_wape"], (result["model"], base)
 
     yearly = _weekly(160, lambda rng, t: (300 + 1.5 * t + 120 * np.sin(2 * np.pi * t / (365.25 / 7))
                                           + rng.normal(0, 15, len(t))).clip(0))
