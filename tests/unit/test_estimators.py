@@ -216,6 +216,26 @@ def test_an_extract_cut_mid_week_loses_its_partial_last_week(clean: pd.DataFrame
     assert last == full["week_start"].max()
 
 
+def test_the_drifting_season_is_scored_only_with_two_seasons_before_every_inner_origin() -> None:
+    """sarimax_tv's trend-times-Fourier terms need two seasons to be identified: the inner backtest scores it only
+    where every inner origin has them, and the pooled choice then compares it with the rest on equal folds."""
+    from training.models.forecasting import CANDIDATES, VARYING_MIN_HISTORY, _inner, choose
+
+    weekly = _weekly(150, lambda rng, t: (300 + 100 * (1 + 0.5 * t / 52) * np.sin(2 * np.pi * t / 52.18)
+                                          + rng.normal(0, 10, len(t))).clip(0))
+    g = weekly[weekly["category"] == "a"]
+    y, weeks = g["units"].to_numpy(float), g["week_start"].reset_index(drop=True)
+    long = _inner(y, weeks, (2,), (0.2,), CANDIDATES, 3, 8, 0.1)  # inner origins from week 126: both seasons
+    short = _inner(y[:VARYING_MIN_HISTORY + 20], weeks[:VARYING_MIN_HISTORY + 20], (2,), (0.2,), CANDIDATES, 3, 8,
+                   0.1)  # the earliest inner origin lies before week 104
+    assert set(long.errors) == set(CANDIDATES) and set(short.errors) == set(CANDIDATES) - {"sarimax_tv"}
+    assert len(long.relative["sarimax_tv"]) == 3 * 8 and long.sarimax["sarimax_tv"] == (2, 0.2)
+    chosen = choose({("a", "units"): long, ("b", "units"): short}, CANDIDATES, "pooled")
+    assert chosen[("a", "units")] == chosen[("b", "units")] != "sarimax_tv"  # only what both series scored
+    assert choose({("a", "units"): long}, CANDIDATES, "pooled")[("a", "units")] == min(long.errors,
+                                                                                       key=long.errors.__getitem__)
+
+
 def test_less_than_a_season_of_history_is_backtested_against_the_last_value() -> None:
     """One year of weekly data (the real file): one hold-out, naive = last value, no yearly terms."""
     from training.models.forecasting import SHORT_HISTORY_WEIGHT, backtest

@@ -97,6 +97,10 @@ class SimulationConfig:
     duplicate_share: float = 0.005
     promos_per_year: int = 3
     trend_per_year: float = 0.05
+    # changing seasonality (multi-year histories): each category's peak moves this many weeks later per year, and
+    # its amplitude changes by this share per year (compounded)
+    season_shift_weeks_per_year: float = 0.0
+    season_amplitude_change_per_year: float = 0.0
 
     def __post_init__(self) -> None:
         if self.start.weekday() != 0:
@@ -155,9 +159,11 @@ class World:
     def season_multiplier(self, week: int) -> np.ndarray:
         """Demand multiplier per category for absolute week index ``week``."""
         woy = _week_of_year(self.config.start, week)
-        mult = np.array(
-            [np.exp(s.amplitude * np.cos(2 * np.pi * (woy - s.peak_week) / 52.0)) for s in SEASONS.values()]
-        )
+        years = week / 52.0
+        shift = self.config.season_shift_weeks_per_year * years
+        scale = (1.0 + self.config.season_amplitude_change_per_year) ** years
+        mult = np.array([np.exp(s.amplitude * scale * np.cos(2 * np.pi * (woy - s.peak_week - shift) / 52.0))
+                         for s in SEASONS.values()])
         for c, name in enumerate(self.categories):
             if week in self.promos.get(name, ()):
                 mult[c] *= PROMO_UPLIFT
