@@ -14,6 +14,7 @@ a nested MLflow run under the training run (optuna-integration's ``MLflowCallbac
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import time
@@ -115,7 +116,7 @@ def _previous(storage: Any, family: str, current: str) -> tuple[str, dict[str, A
                if s.study_name.startswith(f"{family}/") and s.study_name != current and s.best_trial is not None]
     if not studies:
         return None
-    newest = max(studies, key=lambda s: (s.datetime_start is not None, s.datetime_start, s._study_id))
+    newest = max(studies, key=lambda s: s.datetime_start or dt.datetime.min)
     return newest.study_name, dict(newest.best_trial.params)  # type: ignore[union-attr]
 
 

@@ -44,6 +44,12 @@ def _add_simulation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--products", type=int, default=d.n_products, help="catalogue size (default %(default)s)")
     p.add_argument("--weeks", type=int, default=d.weeks, help="weeks of history (default %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed, same bytes (default %(default)s)")
+    p.add_argument("--season-shift", type=float, default=d.season_shift_weeks_per_year, metavar="WEEKS",
+                   help="changing seasonality: each category's peak moves this many weeks later per year "
+                   "(default %(default)s)")
+    p.add_argument("--season-growth", type=float, default=d.season_amplitude_change_per_year, metavar="SHARE",
+                   help="changing seasonality: each category's seasonal amplitude grows by this share per year, "
+                   "e.g. 0.25 (default %(default)s)")
     p.add_argument(
         "--start", type=dt.date.fromisoformat, default=d.start, help="first Monday (default %(default)s)"
     )
@@ -61,11 +67,12 @@ def _add_simulation_args(p: argparse.ArgumentParser) -> None:
 def _sim_config(args: argparse.Namespace) -> SimulationConfig:
     from training.data.world import SimulationConfig
 
+    common = {"seed": args.seed, "weeks": args.weeks, "start": args.start,
+              "season_shift_weeks_per_year": args.season_shift,
+              "season_amplitude_change_per_year": args.season_growth}
     if args.rows:
-        return SimulationConfig.for_rows(args.rows, seed=args.seed, weeks=args.weeks, start=args.start)
-    return SimulationConfig(
-        seed=args.seed, n_customers=args.customers, n_products=args.products, weeks=args.weeks, start=args.start
-    )
+        return SimulationConfig.for_rows(args.rows, **common)
+    return SimulationConfig(n_customers=args.customers, n_products=args.products, **common)
 
 
 def build_parser() -> argparse.ArgumentParser:

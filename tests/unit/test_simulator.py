@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -97,6 +98,30 @@ def test_planted_seasonality_is_recoverable(tiny_sim: Path, tiny_config: Simulat
     woy = (share.index % 52) + 1
     assert woy[share["christmas"].to_numpy().argmax()] in range(44, 53)  # planted peak 48, +-4 weeks
     assert woy[share["garden"].to_numpy().argmax()] in range(12, 30)
+
+
+def test_changing_seasonality_moves_the_peak_and_grows_the_amplitude_as_configured() -> None:
+    """The planted multipliers (promotions off): steady, every year repeats; with --season-shift 4 --season-growth
+    0.5, week t's multiplier is exp(a 1.5^(t/52) cos(2 pi (woy - peak - 4 t/52) / 52)), and the peak moves."""
+    import datetime as dt
+
+    from training.data.world import SEASONS, build_world
+
+    config = SimulationConfig(seed=3, n_customers=50, n_products=100, weeks=156, promos_per_year=0)
+    steady = build_world(config)
+    moving = build_world(dataclasses.replace(config, season_shift_weeks_per_year=4.0,
+                                             season_amplitude_change_per_year=0.5))
+    c = list(steady.categories).index("christmas")
+    season = SEASONS["christmas"]
+    for week in (0, 30, 51, 90, 140):
+        woy = (config.start + dt.timedelta(weeks=week)).isocalendar()[1]
+        expected = np.exp(season.amplitude * 1.5 ** (week / 52)
+                          * np.cos(2 * np.pi * (woy - season.peak_week - 4 * week / 52) / 52))
+        assert moving.season_multiplier(week)[c] == pytest.approx(expected)
+    assert all(steady.season_multiplier(w)[c] == pytest.approx(steady.season_multiplier(w + 104)[c])
+               for w in range(52))
+    peaks = [max(range(52 * y, 52 * y + 52), key=lambda w: moving.season_multiplier(w)[c]) for y in range(3)]
+    assert [p % 52 for p in peaks] != [peaks[0] % 52] * 3  # the peak moves through the calendar
 
 
 def test_next_period_continues_history_and_scenarios_do_what_they_say(tmp_path: Path) -> None:
