@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from zmlops.polling import until
 from zmlops.settings import Settings
 
 __all__ = ["AirflowAPI"]
@@ -88,10 +89,11 @@ class AirflowAPI:
 
     def wait(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, Any]:
         """Wait for a run to end; returns it (state ``success`` or ``failed``)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ended() -> dict[str, Any] | None:
             run: dict[str, Any] = self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
-            if run["state"] in ("success", "failed"):
-                return run
-            time.sleep(2)
-        raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+            return run if run["state"] in ("success", "failed") else None
+
+        found = until(ended, timeout, 2.0)
+        if found is None:
+            raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+        return found
