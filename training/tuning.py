@@ -55,6 +55,7 @@ class TuningResult:
     budget_seconds: float
     warm_start: str | None = None  # the earlier study whose best parameters were tried second
     history: list[float] = field(default_factory=list)  # the best value after each completed trial
+    worst: float | None = None  # the worst completed trial's value
 
     @property
     def change(self) -> float | None:
@@ -86,6 +87,10 @@ class TuningResult:
         elif self.improved():
             lines.append(f"Tuning improved the tuning folds' {self.metric} from {self.default:.4f} (the defaults) to "
                          f"{self.best:.4f} ({self.change:+.1%}).")
+        elif self.worst is not None and abs(self.worst - self.best) <= 1e-12:
+            lines.append(f"Every completed trial scored the same {self.metric} ({self.best:.4f}) on the tuning "
+                         "folds: on this data the searched parameters do not change the model, so the defaults "
+                         "are kept.")
         else:
             lines.append(f"No trial beat the defaults' {self.metric} of {self.default:.4f} on the tuning folds, so "
                          "the defaults are kept: the family's own choice (made inside every fit) already covers "
@@ -219,10 +224,12 @@ def tune(
     default = default_trial.value if default_trial is not None and default_trial.state == TrialState.COMPLETE \
         else None
     best = study.best_trial
+    values = [float(t.value) for t in complete if t.value is not None]
+    worst = min(values) if family.greater_is_better else max(values)
     params = family.search_space(optuna.trial.FixedTrial(best.params))
     return TuningResult(name, family.primary_metric, family.greater_is_better, params, float(study.best_value),
                         None if default is None else float(default), counts, round(seconds, 1), budget,
-                        warm[0] if warm else None, history)
+                        warm[0] if warm else None, history, worst)
 
 
 def _searched_names(family: Any) -> set[str]:

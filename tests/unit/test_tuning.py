@@ -86,3 +86,5 @@ def test_the_card_says_when_the_defaults_stay_best() -> None:
     text = "\n".join(result.card_lines())
     assert not result.improved() and "No trial beat the defaults' silhouette of 0.5000" in text
     assert "4 trials in 12 s of a 600 s budget" in text
+    flat = tuning.TuningResult("f/v1", "units_wape", False, {}, 0.39, 0.39, {"complete": 3}, 5.0, 600.0, worst=0.39)
+    assert "Every completed trial scored the same units_wape (0.3900)" in "\n".join(flat.card_lines())
