@@ -199,7 +199,12 @@ def _inner(y: np.ndarray, weeks: pd.Series, harmonics: Sequence[int], weights: S
     """Every candidate at ``folds`` inner origins inside the training window."""
     ks, ws = _configs(y, harmonics, weights)
     step = horizon if len(y) >= SEASON + folds * horizon else INNER_STEP  # overlapping origins only when short
-    origins = [o for o in (len(y) - horizon - step * j for j in range(folds)) if o >= INNER_MIN_HISTORY]
+    # An inner origin must give each candidate the form it takes in the final fit: with a season of history,
+    # SARIMAX has its yearly terms and seasonal naive its year-ago week, so origins with less are not scored
+    # (before that rule, at 70 weeks SARIMAX without a season lost every inner fold and the choice fell on the
+    # 4-week mean: units WAPE 0.46 against 0.27 for SARIMAX alone).
+    floor = SEASON if len(y) >= SEASON else INNER_MIN_HISTORY
+    origins = [o for o in (len(y) - horizon - step * j for j in range(folds)) if o >= floor]
     errors: dict[str, float] = {}
     relative: dict[str, list[float]] = {}
     best = {kind: (min(ks), ws[0]) for kind in SARIMAX_KINDS}
