@@ -117,18 +117,24 @@ def train_family(
     data = family.training_data(settings, clean_file, version.name)
     with tracking.training_run(settings, name, version.name):  # tuning's trials nest under the training run
         chosen = family.tune(data) if family.tune else {}
-        tuned = None
+        tuned, skipped = None, ""
         if tune:
             from training import tuning
 
             defaults = {**family.make_estimator().get_params(), **chosen}
-            tuned = tuning.tune(settings, family, data, version.name, defaults,
-                                experiment_id=tracking.experiment_id(settings, name))
-            chosen = {**chosen, **tuned.params}
+            try:
+                tuned = tuning.tune(settings, family, data, version.name, defaults,
+                                    experiment_id=tracking.experiment_id(settings, name))
+                chosen = {**chosen, **tuned.params}
+            except tuning.NothingCompleted as why:  # e.g. too little history for a tuning fold: the defaults
+                skipped = str(why)
         estimator = family.fit(family.make_estimator(**{**chosen, **(params or {})}), data)
         evaluation = family.evaluate(estimator, data)
         if tuned is not None:
             evaluation.sections["Hyper-parameter tuning"] = tuned.card_lines()
+        elif skipped:
+            evaluation.sections["Hyper-parameter tuning"] = [f"Tuning was asked for and skipped: {skipped}; the "
+                                                              "defaults are used."]
         model = _log(settings, family, version, sha, code, data, estimator, evaluation, reason, fingerprint,
                      tuned.tags() if tuned is not None else {})
     return _gate_and_card(settings, family, version, sha, code, data, estimator, evaluation, reason, model)

@@ -24,9 +24,13 @@ from typing import Any
 
 from zmlops.settings import Settings
 
-__all__ = ["TuningResult", "tune", "study_name", "encode"]
+__all__ = ["TuningResult", "NothingCompleted", "tune", "study_name", "encode"]
 
 log = logging.getLogger(__name__)
+
+
+class NothingCompleted(RuntimeError):
+    """No trial of the study completed (every one pruned or failed, or the budget ran out first)."""
 
 
 def study_name(family: str, data_version: str) -> str:
@@ -181,12 +185,14 @@ def tune(
             trial.report(sum(scores) / len(scores), step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
+        if not scores:  # the history is too short for a single tuning fold
+            raise optuna.TrialPruned("no tuning fold")
         return sum(scores) / len(scores)
 
     history: list[float] = []
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         best = study.best_value if done else float("nan")
         if trial.state == TrialState.COMPLETE:
             history.append(best)
@@ -219,7 +225,8 @@ def tune(
     counts = {s: sum(t.state.name.lower() == s for t in ran) for s in ("complete", "pruned", "fail")}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
-        raise RuntimeError(f"{name}: no trial completed within {budget:.0f} s")
+        raise NothingCompleted(f"{name}: no trial completed within {budget:.0f} s "
+                               f"({sum(counts.values())} tried: {counts})")
     default_trial = next((t for t in trials if t.params == first or (not first and t.number == 0)), None)
     default = default_trial.value if default_trial is not None and default_trial.state == TrialState.COMPLETE \
         else None

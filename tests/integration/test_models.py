@@ -411,3 +411,22 @@ def test_tuning_runs_the_family_s_optuna_study_under_the_training_run(
     assert f"| kind | {kind} |" in card and all(f"| {k} | {v} |" in card for k, v in chosen.items())
     again = run.train_family(settings, name, "v1", reason="tuning test", tune=True)
     assert again.reused and again.version == outcome.version
+
+
+def test_a_study_that_completes_nothing_leaves_the_defaults_and_says_so(
+        trained: tuple[Settings, dict[str, object]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too little history for a tuning fold (every trial pruned): the training goes on with the defaults, and the
+    card says tuning was skipped and why."""
+    from training import run, tracking, tuning
+    from zmlops.settings import TuningSettings
+
+    def nothing(*args: object, **kwargs: object) -> None:
+        raise tuning.NothingCompleted("customer-segmentation/v1: no trial completed within 600 s (2 tried)")
+
+    monkeypatch.setattr(tuning, "tune", nothing)
+    base, _ = trained
+    settings = base.model_copy(update={"tuning": TuningSettings(max_trials=2)})
+    outcome = run.train_family(settings, "customer-segmentation", "v1", reason="tuning skipped", tune=True)
+    version = tracking.client(settings).get_model_version("customer-segmentation", outcome.version)
+    assert "Tuning was asked for and skipped: customer-segmentation/v1: no trial completed" in version.description
+    assert "tuning.study" not in version.tags

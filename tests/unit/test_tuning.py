@@ -75,8 +75,12 @@ def test_the_study_is_kept_and_the_next_version_starts_from_its_best(tmp_path: P
 def test_a_non_finite_fold_prunes_the_trial_and_nothing_completing_is_an_error(tmp_path: Path) -> None:
     family = _family([])
     family.tuning_folds = lambda data, params: iter([float("nan")])
-    with pytest.raises(RuntimeError, match="no trial completed"):
+    with pytest.raises(tuning.NothingCompleted, match="no trial completed"):
         tuning.tune(_settings(tmp_path), family, None, "v1", {"x": 0.0, "kind": "a"}, max_trials=3,
+                    budget_seconds=60, say=lambda _: None)
+    family.tuning_folds = lambda data, params: iter(())  # too little history for one fold: pruned, not a crash
+    with pytest.raises(tuning.NothingCompleted, match="'pruned': 2"):
+        tuning.tune(_settings(tmp_path), family, None, "v2", {"x": 0.0, "kind": "a"}, max_trials=2,
                     budget_seconds=60, say=lambda _: None)
 
 
