@@ -7,7 +7,7 @@ definition per family. Model libraries are imported inside the functions.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 TEST_WEEKS = 8
+GATE_ORIGINS, GATE_STEP = 8, 4  # the forecaster's gate backtest: 8 origins 4 weeks apart
 
 
 @dataclass
@@ -116,7 +117,8 @@ def evaluate_forecaster(model: Any, data: TrainingData) -> Evaluation:
 
     params = model.get_params()
     # 8 origins 4 weeks apart (where the history allows), each forecasting the next 8 weeks
-    result = backtest(data.frame, lambda: make_forecaster(**params), folds=8, horizon=TEST_WEEKS, step=4)
+    result = backtest(data.frame, lambda: make_forecaster(**params), folds=GATE_ORIGINS, horizon=TEST_WEEKS,
+                      step=GATE_STEP)
     breakdown = {
         c: {"wape": result["per_category"][c], "baseline_wape": result["per_category_baseline"][c]}
         for c in result["per_category"]
@@ -152,13 +154,17 @@ HARMONIC_CHOICES = ("0", "1", "2", "3", "4", "1,2", "2,3", "3,4", "1,2,3,4")
 NAIVE_WEIGHT_CHOICES = ("0.0", "0.2", "0.5", "0.8", "0.2,0.5,0.8")
 
 
+def _choice(trial: Any, name: str, choices: tuple[str, ...], cast: Callable[[str], Any]) -> tuple[Any, ...]:
+    """A sequence parameter as an Optuna categorical of comma-joined strings (training.tuning.encode's form)."""
+    return tuple(cast(v) for v in trial.suggest_categorical(name, choices).split(","))
+
+
 def forecaster_space(trial: Any) -> dict[str, Any]:
     """Optuna's search space of the forecaster: the Fourier harmonics and naive weights its inner backtest
     chooses among per series, and how many inner folds it chooses on."""
     return {
-        "harmonics": tuple(int(h) for h in trial.suggest_categorical("harmonics", HARMONIC_CHOICES).split(",")),
-        "naive_weights": tuple(float(w) for w in
-                               trial.suggest_categorical("naive_weights", NAIVE_WEIGHT_CHOICES).split(",")),
+        "harmonics": _choice(trial, "harmonics", HARMONIC_CHOICES, int),
+        "naive_weights": _choice(trial, "naive_weights", NAIVE_WEIGHT_CHOICES, float),
         "selection_folds": trial.suggest_int("selection_folds", 1, 5),
     }
 
@@ -166,11 +172,11 @@ def forecaster_space(trial: Any) -> dict[str, Any]:
 def forecaster_folds(data: TrainingData, params: dict[str, Any]) -> Iterator[float]:
     """Units WAPE at tuning origins 4 weeks apart that end where the gate's backtest begins (its first origin), so
     the weeks the gate scores never choose the parameters; the newest origin first."""
-    from training.models.forecasting import SEASON, _series, backtest
+    from training.models.forecasting import SEASON, _series, backtest, backtest_origins
 
     series = _series(data.frame)
     n = min(len(g) for g in series.values())
-    gate = [n - TEST_WEEKS - 4 * j for j in range(7, -1, -1) if n - TEST_WEEKS - 4 * j >= SEASON] or [n - TEST_WEEKS]
+    gate = backtest_origins(n, folds=GATE_ORIGINS, horizon=TEST_WEEKS, step=GATE_STEP)  # evaluate_forecaster's
     ends = [e for e in (gate[0] - 4 * j for j in range(3)) if e - TEST_WEEKS >= SEASON] or [gate[0]]
     for end in ends:
         part = pd.concat([g.iloc[:end] for g in series.values()], ignore_index=True)
@@ -229,7 +235,7 @@ K_CHOICES = ("2", "3", "4", "5", "6", "7", "8", "2,3,4,5,6,7,8")
 
 def segmenter_space(trial: Any) -> dict[str, Any]:
     """Optuna's search space of the segmenter: k itself (or the default scan of 2..8) and k-means restarts."""
-    return {"k_range": tuple(int(k) for k in trial.suggest_categorical("k_range", K_CHOICES).split(",")),
+    return {"k_range": _choice(trial, "k_range", K_CHOICES, int),
             "n_init": trial.suggest_int("n_init", 4, 20)}
 
 

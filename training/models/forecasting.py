@@ -42,7 +42,8 @@ from sklearn.base import BaseEstimator
 from training.features.build import calendar
 from training.models.metrics import forecast_errors
 
-__all__ = ["CategoryForecaster", "SeasonalNaive", "backtest", "choose", "TARGETS", "SEASON", "SIMPLE", "CANDIDATES"]
+__all__ = ["CategoryForecaster", "SeasonalNaive", "backtest", "backtest_origins", "choose", "TARGETS", "SEASON",
+           "SIMPLE", "CANDIDATES"]
 
 TARGETS = ("units", "revenue")
 SEASON = 52
@@ -404,6 +405,19 @@ def _scale(y: np.ndarray, season: int) -> float:
     return float(np.mean(np.abs(y[lag:] - y[:-lag]))) if len(y) > lag else 0.0
 
 
+def backtest_origins(n: int, folds: int, horizon: int, step: int, min_train: int = SEASON) -> list[int]:
+    """The origins :func:`backtest` forecasts from in ``n`` weeks, oldest first: ``folds`` origins ``step`` weeks
+    apart ending ``horizon`` weeks before the end, each with at least ``min_train`` weeks before it."""
+    origins = [n - horizon - step * j for j in range(folds - 1, -1, -1) if n - horizon - step * j >= min_train]
+    if not origins and n - horizon >= SEASON // 2:
+        # Shorter than a season plus a horizon (the real file holds one year): one hold-out of the last
+        # ``horizon`` weeks; seasonal naive then falls back to the last value.
+        origins = [n - horizon]
+    if not origins:
+        raise ValueError(f"backtest needs at least {SEASON // 2 + horizon} weeks, got {n}")
+    return origins
+
+
 def backtest(
     weekly: pd.DataFrame, make_model: Any, folds: int = 4, horizon: int = 8, min_train: int = SEASON,
     step: int | None = None,
@@ -421,13 +435,7 @@ def backtest(
     series = _series(weekly)
     n = min(len(g) for g in series.values())
     step = step or horizon
-    origins = [n - horizon - step * j for j in range(folds - 1, -1, -1) if n - horizon - step * j >= min_train]
-    if not origins and n - horizon >= SEASON // 2:
-        # Shorter than a season plus a horizon (the real file holds one year): one hold-out of the last
-        # ``horizon`` weeks; seasonal naive then falls back to the last value.
-        origins = [n - horizon]
-    if not origins:
-        raise ValueError(f"backtest needs at least {SEASON // 2 + horizon} weeks, got {n}")
+    origins = backtest_origins(n, folds, horizon, step, min_train)
     frames = []
     for o in origins:
         train = pd.concat([g.iloc[:o] for g in series.values()], ignore_index=True)
