@@ -354,9 +354,12 @@ VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
 }
 
 
-def _start(family: str, env: dict[str, str], *args: str) -> Proc:
+def _start(family: str, env: dict[str, str], *args: str, idle: bool = False) -> Proc:
+    """A predictor of ``family`` on a free port; ``idle`` runs it (every thread) under Linux's SCHED_IDLE policy, so
+    it gets only the CPU time the other processes leave."""
     port = _port()
-    return Proc([str(SERVING_PY), "-m", "inference_services.server", family, "--port", str(port), *args], env, port)
+    argv = [str(SERVING_PY), "-m", "inference_services.server", family, "--port", str(port), *args]
+    return Proc(["chrt", "--idle", "0", *argv] if idle else argv, env, port)
 
 
 def _setup(home: Path, section: str) -> tuple[Path, dict[str, str], list[int], list[str], Path, Path]:
@@ -528,17 +531,20 @@ def _shadow_family(home: Path, family: str, env: dict[str, str], work: Path, lua
     raw = [json.dumps(b).encode() for b in payloads]
     console.print(f"shadow: {family}: production alone and mirroring {', '.join(f'{x:g}' for x in shares)} of its "
                   f"requests to v{staged}, {runs} runs each ...")
-    # the shadow predictor: the candidate in its own process (on a cluster its own pod; on this machine it shares the
-    # two cores with production and the load)
-    target = _start(family, env, "--alias", "staging")
+    # the shadow predictor: the candidate in its own process. On a cluster it is its own pod with its own CPU; on this
+    # machine it shares the two cores with production and the load, as an equal or, nearer to a pod of
+    # its own, at idle priority (it answers with the CPU production and the load leave)
+    targets = {"shadow predictor, 1": _start(family, env, "--alias", "staging"),
+               "shadow predictor at idle priority, 1": _start(family, env, "--alias", "staging", idle=True)}
     servers = {"alone": _start(family, env)} | {
         f"in process, {share:g}": _start(family, {**env, "ZM_SERVING__SHADOW_ALIAS": "staging",
                                                   "ZM_SERVING__SHADOW_SHARE": str(share)}) for share in shares} | {
-        "shadow predictor, 1": _start(family, {**env, "ZM_SERVING__SHADOW_URL": f"http://127.0.0.1:{target.port}"})}
+        name: _start(family, {**env, "ZM_SERVING__SHADOW_URL": f"http://127.0.0.1:{target.port}"})
+        for name, target in targets.items()}
     names = list(servers)
     measured: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     try:
-        for server in [*servers.values(), target]:
+        for server in [*servers.values(), *targets.values()]:
             server.wait_ready(f"/v2/models/{family}/ready")
         deadline = time.monotonic() + 120
         for name in [n for n in names[1:] if n.startswith("in process")]:
@@ -553,7 +559,7 @@ def _shadow_family(home: Path, family: str, env: dict[str, str], work: Path, lua
         url = f"http://127.0.0.1:{servers['alone'].port}{path}"
         rps = _median([_wrk(url, bodies, lua, 8, 2)["rps"] for _ in range(3)])
         rate = rps / 2
-        counted = {name: target if name.startswith("shadow predictor") else servers[name] for name in names[1:]}
+        counted = {name: targets.get(name, servers[name]) for name in names[1:]}
         before = {name: _shadow_counts(counted[name], family) for name in names[1:]}
         for r in range(runs):
             for name in names[r % len(names):] + names[: r % len(names)]:
@@ -564,7 +570,7 @@ def _shadow_family(home: Path, family: str, env: dict[str, str], work: Path, lua
                 measured[name].append(run)
         after = {name: _shadow_counts(counted[name], family) for name in names[1:]}
     finally:
-        for server in [*servers.values(), target]:
+        for server in [*servers.values(), *targets.values()]:
             server.stop()
     p99 = {name: _median([m["p99_ms"] for m in measured[name]]) for name in names}
     result: dict[str, Any] = {
