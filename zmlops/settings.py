@@ -84,7 +84,7 @@ class ServingSettings(BaseModel):
                                      "answers (zm_shadow_* metrics, the shadow log); None: off.")
     shadow_url: str = Field("", description="A shadow predictor (another predictor of this family, serving the "
                             "candidate) that gets the copies instead and answers and compares them there: production "
-                            "only queues and sends them, in one request every 50 ms, with auth.client_key; empty: "
+                            "only queues and sends them, in one request every 10 ms, with auth.client_key; empty: "
                             "the copies go to shadow_alias's version in this process.")
     shadow_share: float = Field(1.0, ge=0, le=1, description="Share of production's requests mirrored.")
     shadow_queue: int = Field(256, ge=1, description="Mirrored requests waiting for the shadow version at most; more "
