@@ -51,7 +51,7 @@ demo: envs ## run the main job on the embedded local stack (state in .zm/demo, r
 # The Kubernetes topology (stack/, tests/stack) runs real PostgreSQL, Redis, git, Prometheus and Alertmanager.
 STACK_OS_PACKAGES := /usr/lib/postgresql/*/bin/initdb:postgresql redis-server:redis-server git:git \
 	prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway
-TEST_OS_PACKAGES := wrk:wrk promtool:prometheus haproxy:haproxy $(STACK_OS_PACKAGES)
+TEST_OS_PACKAGES := wrk:wrk promtool:prometheus haproxy:haproxy chromium:chromium $(STACK_OS_PACKAGES)
 # The topology's loop spends most of its time waiting on schedulers, scrapes and alert timers, so the three
 # runs go side by side (each run's output is printed whole when it ends).
 test: envs ## run the test suite (slow end-to-end tests in their short form)
@@ -134,7 +134,11 @@ stack-down: ## stop everything `make stack` started (its data stays in .zm/stack
 airflow: envs ## Airflow standalone (UI and API on 127.0.0.1:8080) over ZM_HOME's state until Ctrl-C
 	ZM_HOME=$(ZM_HOME) $(PIPELINES)/bin/python -m demos --airflow-only
 
-ui: envs ## start the MLflow UI on 127.0.0.1:5000 over the local tracking store
+ui: envs ## the analysts' Evidently UI on 127.0.0.1:8000 (monitoring over time) and the MLflow UI on :5000
+	@echo "Evidently UI (one project per model, a snapshot per monitoring check): http://127.0.0.1:8000"
+	@echo "MLflow UI (runs, registry, model cards):                            http://127.0.0.1:5000"
+	$(PIPELINES)/bin/evidently ui --workspace $(ZM_HOME)/evidently --host 127.0.0.1 --port 8000 & \
+	trap 'kill $$!' EXIT INT TERM; \
 	$(PIPELINES)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(ZM_HOME)/mlflow.db
 
 clean: ## remove environments and local state

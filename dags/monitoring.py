@@ -77,10 +77,11 @@ def zmlops_monitoring() -> None:
 
         settings = get_settings()
         try:
-            result = check_family(settings, family, version, monitoring_dir(settings)).to_dict()
+            checked = check_family(settings, family, version, monitoring_dir(settings))
         except LookupError as missing:  # nothing in production yet: nothing to monitor
             print(missing)
             return None
+        result = checked.to_dict()
         from governance.erasure import retired_production
 
         erased = retired_production(settings, family)  # an erasure retired its training data: retrain without it
@@ -89,6 +90,13 @@ def zmlops_monitoring() -> None:
             if erased.retrain_by is not None:  # published: the alert rules watch the deadline
                 result["erasure_retrain_by"] = erased.retrain_by.timestamp()
         save_result(settings, result)
+        from monitoring.workspace import record
+
+        try:  # the analysts' Evidently workspace (make ui): its failure must not hold back the decision below
+            record(settings, result, checked.reports)
+        except Exception as error:  # noqa: BLE001 - any storage or Evidently error: said in the log, decided anyway
+            print(f"WARNING {family}: the check is not in the analysts' workspace "
+                  f"({settings.evidently_workspace}): {type(error).__name__}: {error}")
         print(f"{family}: drift share {result['drift_share']:.2f}, signals {result['signals']}, "
               f"decision: {'; '.join(result['reasons']) or 'no action'}")
         return result

@@ -278,7 +278,8 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
     console.print(f"Airflow UI: {settings.airflow.api_url} (user {settings.airflow.username}, password in "
                   f"{settings.home.resolve() / 'airflow' / 'passwords.json'}; `make airflow ZM_HOME=.zm/demo` "
                   "starts it again over this state)")
-    console.print("MLflow UI: `make ui ZM_HOME=.zm/demo` -> http://127.0.0.1:5000")
+    console.print("Evidently UI (monitoring over time) and MLflow UI: `make ui ZM_HOME=.zm/demo` -> "
+                  "http://127.0.0.1:8000 and http://127.0.0.1:5000")
     console.print(f"Predictors (`make serve ZM_HOME=.zm/demo`) want a key: curl -H \"Authorization: Bearer $(cat "
                   f"{settings.home.resolve() / 'secrets' / 'client-key'})\" ... (docs/security.md)")
     console.print(f"Reports: {settings.reports / 'monitoring' / 'index.html'}")

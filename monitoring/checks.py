@@ -25,8 +25,9 @@ Per family:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,8 @@ import pandas as pd
 
 from zmlops.settings import Settings
 
-__all__ = ["CheckResult", "Checks", "Snapshots", "column_drift", "latest", "DEMAND_FORECAST", "CUSTOMER_SEGMENTATION",
-           "PRODUCT_RECOMMENDATION"]
+__all__ = ["CheckResult", "Checks", "Snapshots", "View", "column_drift", "latest", "DEMAND_FORECAST",
+           "CUSTOMER_SEGMENTATION", "PRODUCT_RECOMMENDATION"]
 
 
 @dataclass
@@ -50,6 +51,10 @@ class CheckResult:
     signals: dict[str, float] = field(default_factory=dict)  # family-specific numbers
     reasons: list[str] = field(default_factory=list)  # why it should retrain (empty: it should not)
     report: str | None = None
+    # family-specific numbers per label: {"units_wape": {category: value}, "segment_share": {segment: share}}
+    breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
+    data_until: str | None = None  # the newest transaction of the current data version (ISO): the check's week
+    reports: list[Any] = field(default_factory=list, repr=False)  # its Evidently snapshots (not serialised)
 
     @property
     def drifted(self) -> bool:
@@ -61,14 +66,18 @@ class CheckResult:
         return f"{self.family}:v{self.model_version}:{self.current_version}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "drifted": self.drifted, "incident": self.incident}
+        out = asdict(replace(self, reports=[]))
+        del out["reports"]
+        return {**out, "drifted": self.drifted, "incident": self.incident}
 
 
 def column_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], html: Path | None,
-                 sample_rows: int, seed: int = 0, method: str | None = None) -> dict[str, dict[str, Any]]:
+                 sample_rows: int, seed: int = 0, method: str | None = None, timestamp: dt.datetime | None = None,
+                 keep: list[Any] | None = None) -> dict[str, dict[str, Any]]:
     """Evidently's per-column drift on (sampled) reference and current; writes the HTML report.
 
-    ``method`` overrides Evidently's choice for numeric columns (e.g. ``wasserstein``).
+    ``method`` overrides Evidently's choice for numeric columns (e.g. ``wasserstein``); the Evidently snapshot is
+    stamped ``timestamp`` and appended to ``keep`` (for the analysts' workspace, :mod:`monitoring.workspace`).
     """
     from evidently import Report
     from evidently.presets import DataDriftPreset
@@ -85,8 +94,10 @@ def column_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[s
         return pd.DataFrame({c: np.quantile(part[c].to_numpy(dtype=float), q) for c in columns})
 
     preset = DataDriftPreset(columns=columns, num_method=method) if method else DataDriftPreset(columns=columns)
-    snapshot = Report([preset]).run(current_data=sample(current),
-                                                               reference_data=sample(reference))
+    snapshot = Report([preset]).run(current_data=sample(current), reference_data=sample(reference),
+                                    timestamp=timestamp)
+    if keep is not None:
+        keep.append(snapshot)
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html))
@@ -113,11 +124,27 @@ class Snapshots:
     estimator: Any  # the production version's fitted estimator
     logged: dict[str, float]  # the production run's metrics named in Checks.logged_metrics
     html: Path | None  # where Evidently's report goes
+    timestamp: dt.datetime | None = None  # the check's week (the current data's newest transaction)
+    reports: list[Any] = field(default_factory=list)  # the Evidently snapshots the checks made
 
     def drift(self, reference: pd.DataFrame, current: pd.DataFrame, columns: list[str],
               method: str | None = None) -> dict[str, dict[str, Any]]:
         cfg = self.settings.monitoring
-        return column_drift(reference, current, columns, self.html, cfg.sample_rows, self.settings.seed, method)
+        return column_drift(reference, current, columns, self.html, cfg.sample_rows, self.settings.seed, method,
+                            self.timestamp, self.reports)
+
+
+@dataclass(frozen=True)
+class View:
+    """One panel of the family's project in the analysts' workspace (:mod:`monitoring.workspace`): a line per
+    signal, or a line per label of a breakdown, over the checks' weeks; ``threshold`` names the
+    ``monitoring`` setting drawn beside them (the retrain threshold)."""
+
+    title: str
+    signals: tuple[str, ...] = ()
+    breakdown: str | None = None
+    threshold: str | None = None
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,6 +153,7 @@ class Checks:
     served: Callable[[Settings, pd.DataFrame, Any, pd.DataFrame, pd.DataFrame], dict[str, float]] = \
         lambda settings, log, estimator, reference, current: {}
     logged_metrics: tuple[str, ...] = ()  # metrics of the production run that assess() reads
+    views: tuple[View, ...] = ()  # its panels in the analysts' workspace, after the common ones
 
 
 def latest(frame: pd.DataFrame) -> pd.DataFrame:
@@ -158,6 +186,12 @@ def _assess_forecast(s: Snapshots, result: CheckResult) -> None:
     for target in ("units", "revenue"):
         err = (joined[target] - joined[f"{target}_fc"]).abs().sum()
         result.signals[f"realised_{target}_wape"] = float(err / max(joined[target].abs().sum(), 1e-9))
+    per = joined.assign(error=joined["units_fc"] - joined["units"]).groupby("category")
+    actual = per["units"].sum()
+    sold = actual[actual > 0].index  # a category that sold nothing has no relative error
+    wape, bias = per["error"].apply(lambda e: e.abs().sum()) / actual, per["error"].sum() / actual
+    result.breakdown["units_wape"] = wape[sold].astype(float).to_dict()
+    result.breakdown["units_bias"] = bias[sold].astype(float).to_dict()
     trained = s.logged["units_wape"]
     result.signals["backtest_units_wape"] = trained
     increase = result.signals["realised_units_wape"] - trained
@@ -176,7 +210,17 @@ def _served_forecast(settings: Settings, log: pd.DataFrame, estimator: Any, refe
     return {"served_forecast_units": float(log["units"].map(lambda u: sum(u) / max(len(u), 1)).mean())}
 
 
-DEMAND_FORECAST = Checks(_assess_forecast, _served_forecast, logged_metrics=("units_wape", "revenue_wape"))
+DEMAND_FORECAST = Checks(_assess_forecast, _served_forecast, logged_metrics=("units_wape", "revenue_wape"), views=(
+    View("Forecast accuracy per category", breakdown="units_wape",
+         description="Units WAPE of the production forecast on the weeks since its training data, per category."),
+    View("Forecast bias per category", breakdown="units_bias",
+         description="(forecast - actual) / actual units since training: above 0 over-forecasts, below under."),
+    View("Realised against backtest accuracy", signals=("realised_units_wape", "backtest_units_wape"),
+         description="Units WAPE, all categories: realised since training against the training backtest's. "
+                     "It retrains when the gap passes monitoring.forecast_wape_increase."),
+    View("Forecast units served", signals=("served_forecast_units",),
+         description="The mean weekly units of the forecasts the predictor answered since the last check."),
+))
 
 
 # ---------------------------------------------------------------- segmentation
@@ -191,6 +235,7 @@ def _assess_segments(s: Snapshots, result: CheckResult) -> None:
     cur_shares = pd.Series(s.estimator.predict_names(cur)).value_counts(normalize=True)
     shift = float(ref_shares.sub(cur_shares, fill_value=0.0).abs().max())
     result.signals["segment_share_shift"] = shift
+    result.breakdown["segment_share"] = {str(k): float(v) for k, v in cur_shares.items()}
     if shift > cfg.segment_share_shift:
         result.reasons.append(f"segment share shift {shift:.3f} > {cfg.segment_share_shift}")
 
@@ -203,7 +248,16 @@ def _served_segments(settings: Settings, log: pd.DataFrame, estimator: Any, refe
             "degraded_share": float(log["degraded"].astype(bool).mean())}
 
 
-CUSTOMER_SEGMENTATION = Checks(_assess_segments, _served_segments)
+CUSTOMER_SEGMENTATION = Checks(_assess_segments, _served_segments, views=(
+    View("Segment shares", breakdown="segment_share",
+         description="Each segment's share of the customers in the newest data, by the production model."),
+    View("Segment share shift", signals=("segment_share_shift", "served_segment_shift"),
+         threshold="segment_share_shift",
+         description="The largest change of a segment's share since training: in the data, and among the answers "
+                     "served. It retrains above the threshold."),
+    View("Degraded answers", signals=("degraded_share",),
+         description="The share of answers served from the default segment (features missing or stale)."),
+))
 
 
 # ---------------------------------------------------------------- recommendation
@@ -240,4 +294,11 @@ def _served_recommendations(settings: Settings, log: pd.DataFrame, estimator: An
             "served_coverage": float(len(items) / max(len(estimator.items_), 1))}
 
 
-PRODUCT_RECOMMENDATION = Checks(_assess_recommendations, _served_recommendations)
+PRODUCT_RECOMMENDATION = Checks(_assess_recommendations, _served_recommendations, views=(
+    View("Sales share of products the model never saw", signals=("new_product_share",), threshold="new_product_share",
+         description="Units of the last 4 weeks from products absent from the production model: it retrains above "
+                     "the threshold (a new product line)."),
+    View("Hit rate and coverage of served lists", signals=("recommendation_hit_rate", "served_coverage"),
+         description="Hit rate: the share of served lists of which the customer bought an item after the model's "
+                     "training data. Coverage: the share of the catalogue recommended at least once."),
+))

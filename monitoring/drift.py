@@ -69,7 +69,12 @@ def assess(settings: Settings, family: str, ref_clean: pd.DataFrame, cur_clean: 
     estimator (no stores needed); ``logged`` holds the production run's metrics the checks read."""
     checks: Checks = catalog.load(catalog.entry(family).checks)
     result = CheckResult(family, "", "", "")
-    checks.assess(Snapshots(settings, ref_clean, cur_clean, estimator, logged, html), result)
+    newest = pd.Timestamp(cur_clean["invoice_ts"].max()) if len(cur_clean) else None
+    week = None if newest is None or pd.isna(newest) else newest.to_pydatetime()
+    result.data_until = week.isoformat() if week is not None else None
+    snapshots = Snapshots(settings, ref_clean, cur_clean, estimator, logged, html, week)
+    checks.assess(snapshots, result)
+    result.reports = snapshots.reports
     drifted = [c for c, v in result.columns.items() if v["drifted"]]
     result.drift_share = len(drifted) / max(len(result.columns), 1)
     if result.drift_share >= settings.monitoring.drift_share and drifted:

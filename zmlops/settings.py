@@ -183,6 +183,9 @@ class MonitoringSettings(BaseModel):
     sample_rows: int = Field(
         5_000, ge=100, description="Rows per side given to Evidently; above, each column becomes that many quantiles."
     )
+    workspace_url: str | None = Field(None, description="The analysts' Evidently workspace (one project per model "
+                                      "family, a snapshot per check; `evidently ui` serves it): a folder or an fsspec "
+                                      "URL; default <object store>/evidently (ZM_HOME/evidently locally).")
     report_retention_days: int = Field(90, ge=1, description="Check reports (Evidently HTML, summaries) older than "
                                        "this are deleted by the monitoring DAG; each family's newest stays.")
     drift_share: float = Field(0.5, gt=0, le=1, description="Retrain when this share of monitored columns drifts.")
@@ -394,6 +397,14 @@ class Settings(BaseSettings):
     def object_store(self) -> str | None:
         """The object store's URL; None: ZM_HOME itself (the local profile)."""
         return self._k8s_needs(self.object_store_url, "ZM_OBJECT_STORE_URL")
+
+    @property
+    def evidently_workspace(self) -> str:
+        """Where the monitoring checks' snapshots go for the analysts' UI (:mod:`monitoring.workspace`)."""
+        if self.monitoring.workspace_url:
+            return self.monitoring.workspace_url
+        store = self.object_store
+        return f"{store.rstrip('/')}/evidently" if store else str((self.home / "evidently").resolve())
 
     @property
     def feast_registry_url(self) -> str:

@@ -1,0 +1,136 @@
+"""The analysts' home: an Evidently workspace with one project per model family (docs/monitoring.md).
+
+Every monitoring check adds two snapshots to its family's project, stamped with the week of the data it checked
+(the current data version's newest transaction): Evidently's drift report (each monitored column's drift score
+and method) and the check's numbers (the family's signals and its per-label breakdowns such as WAPE per category
+or the segment shares, as Evidently ``MeanValue`` metrics of a one-row table, tagged with the model version, the
+data versions and the decision). The project's dashboard is rebuilt after each check from the common panels and
+the family's :class:`monitoring.checks.View` entries, with a line for every column and label seen so far.
+``make ui`` serves the workspace with ``evidently ui``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import pandas as pd
+
+from monitoring.checks import Checks, View
+from zmlops import catalog
+from zmlops.settings import Settings
+
+__all__ = ["COMMON", "number_name", "open_workspace", "project_of", "record"]
+
+DRIFT = "Drift score per monitored column"
+COMMON = (
+    View("Production model version", signals=("model_version",),
+         description="The registered version the check monitored: a step is a retrain that reached production."),
+    View("Requests answered", signals=("requests",),
+         description="Answers the production version served since the previous check (the request log)."),
+)
+
+
+def open_workspace(settings: Settings) -> Any:
+    """The workspace at ``settings.evidently_workspace`` (created on first use)."""
+    from evidently.ui.workspace import Workspace
+
+    return Workspace(settings.evidently_workspace)
+
+
+def project_of(workspace: Any, family: str) -> Any:
+    """The family's project, created with its catalog title as description on first use."""
+    found = workspace.search_project(family)
+    if found:
+        return found[0]
+    return workspace.create_project(family, description=catalog.entry(family).title)
+
+
+def number_name(name: str, label: str | None = None) -> str:
+    """The column of a number in the numbers snapshot: the signal's name, or ``breakdown: label``."""
+    return name if label is None else f"{name}: {label}"
+
+
+def record(settings: Settings, result: dict[str, Any], reports: list[Any]) -> str:
+    """Adds one check (``CheckResult.to_dict()`` with its final reasons, and the Evidently snapshots the check
+    made) to its family's project and rebuilds the project's dashboard. Returns the project's id."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import MeanValue
+
+    family = result["family"]
+    when = dt.datetime.fromisoformat(result["data_until"]) if result.get("data_until") else dt.datetime.now(dt.UTC)
+    workspace = open_workspace(settings)
+    project = project_of(workspace, family)
+    for snapshot in reports:
+        workspace.add_run(project.id, snapshot, include_data=False)
+    numbers = _numbers(settings, result)
+    table = pd.DataFrame({k: [v] for k, v in numbers.items()})
+    decision = "; ".join(result.get("reasons") or []) or "no action"
+    report = Report([MeanValue(column=c) for c in numbers], tags=[
+        f"model v{result['model_version']}", f"data {result['current_version']}",
+        "retrain" if result.get("reasons") else "no retrain"],
+        metadata={"model_version": str(result["model_version"]), "reference_version": result["reference_version"],
+                  "current_version": result["current_version"], "decision": decision[:500]})
+    snapshot = report.run(Dataset.from_pandas(table, data_definition=DataDefinition(numerical_columns=list(numbers))),
+                          None, timestamp=when,
+                          name=f"v{result['model_version']} on {result['current_version']}: {decision}"[:200])
+    workspace.add_run(project.id, snapshot, include_data=False)
+    _dashboard(project, family, result)
+    return str(project.id)
+
+
+def _numbers(settings: Settings, result: dict[str, Any]) -> dict[str, float]:
+    checks: Checks = catalog.load(catalog.entry(result["family"]).checks)
+    out = {k: float(v) for k, v in result.get("signals", {}).items()}
+    out["model_version"] = float(result["model_version"])
+    for name, values in result.get("breakdown", {}).items():
+        out.update({number_name(name, label): float(v) for label, v in values.items()})
+    for view in checks.views:
+        if view.threshold:
+            out[number_name("threshold", view.threshold)] = float(getattr(settings.monitoring, view.threshold))
+    return {k: v for k, v in out.items() if math.isfinite(v)}  # a number that could not be computed is not drawn
+
+
+def _dashboard(project: Any, family: str, result: dict[str, Any]) -> None:
+    """Every panel again, with the columns and labels of the panels before and of this check."""
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import line_plot_panel
+
+    before: dict[str, list[str]] = {}  # panel title -> its columns, in order
+    for panel in project.dashboard.model().panels:
+        before[panel.title] = [v.metric_labels.get("column", "") for v in panel.values]
+
+    def columns(title: str, now: list[str]) -> list[str]:
+        return list(dict.fromkeys([*before.get(title, []), *now]))
+
+    checks: Checks = catalog.load(catalog.entry(family).checks)
+    methods = sorted({v["method"] for v in result.get("columns", {}).values()})
+    panels = [line_plot_panel(DRIFT, [PanelMetric(legend=c, metric="ValueDrift", metric_labels={"column": c})
+                                      for c in columns(DRIFT, list(result.get("columns", {})))],
+                              description=f"Evidently's drift score of each column the model reads "
+                                          f"({', '.join(methods) or 'none yet'}; a p-value drifts below its "
+                                          f"threshold, a distance above)", size="full")]
+    for view in (*checks.views, *COMMON):
+        if view.breakdown:
+            labels = result.get("breakdown", {}).get(view.breakdown, {})
+            names = columns(view.title, [number_name(view.breakdown, label) for label in labels])
+        else:
+            names = columns(view.title, [s for s in view.signals if s in result.get("signals", {})
+                                         or s == "model_version"])
+        if view.threshold:
+            names = [*[n for n in names if n != number_name("threshold", view.threshold)],
+                     number_name("threshold", view.threshold)]
+        if not names:
+            continue
+        lines = [PanelMetric(legend=_legend(n, view), metric="MeanValue", metric_labels={"column": n}) for n in names]
+        panels.append(line_plot_panel(view.title, lines, description=view.description, size="half"))
+    project.dashboard.clear_dashboard()
+    for panel in panels:
+        project.dashboard.add_panel(panel)
+
+
+def _legend(name: str, view: View) -> str:
+    if view.threshold and name == number_name("threshold", view.threshold):
+        return "retrain threshold"
+    return name.split(": ", 1)[-1] if view.breakdown else name

@@ -1,0 +1,193 @@
+"""The analysts' home (issue 26): the monitoring checks' snapshots in an Evidently workspace, one project per
+family, rendered by `evidently ui` in headless Chromium and read as a person would.
+
+Four simulated deliveries continue one world: 70 weeks (the models' training data), 8 unchanged weeks, 8 weeks
+with a new product line, 8 more weeks of it. Each family is checked on the second and third delivery with the real
+checks (``monitoring.drift.assess``); the recommender, which the new line drives to retrain, is trained again on
+the third delivery, as the monitoring DAG's re-entry would have it, and checked on the fourth.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests import needs
+from tests.browser import CHROMIUM, screenshot, visible_text
+from zmlops.catalog import FAMILIES, entry
+from zmlops.polling import until
+from zmlops.settings import Settings
+
+pytestmark = [pytest.mark.integration, needs.binary(CHROMIUM)]
+
+
+def _clean(folder: Path) -> pd.DataFrame:
+    from training.data.cleaning import clean_transactions, read_transactions
+
+    return clean_transactions(read_transactions(folder / "transactions.parquet"))[0]
+
+
+def _check(settings: Settings, family: str, model: Any, version: str, reference: tuple[str, pd.DataFrame],
+           current: tuple[str, pd.DataFrame], logged: dict[str, float]) -> dict[str, Any]:
+    from monitoring.drift import assess
+    from monitoring.workspace import record
+
+    result = assess(settings, family, reference[1], current[1], model, logged, None)
+    result.model_version, result.reference_version, result.current_version = version, reference[0], current[0]
+    out = result.to_dict()
+    record(settings, out, result.reports)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, list[dict[str, Any]]]]:
+    from training.data.simulator import simulate
+    from training.data.world import SimulationConfig
+    from training.features.build import category_week_features, customer_features
+    from training.models.forecasting import CategoryForecaster, backtest
+    from training.models.recommendation import ALSRecommender, interactions
+    from training.models.segmentation import CustomerSegmenter
+
+    root = tmp_path_factory.mktemp("workspace")
+    settings = Settings(home=root / "home")
+    config = SimulationConfig(seed=11, n_customers=400, n_products=150, weeks=70)
+    data = {}
+    line = [(8, "none"), (8, "new_product_mix")]
+    for name, then in (("v1", []), ("v2", line[:1]), ("v3", line), ("v4", [*line, (8, "new_product_mix")])):
+        simulate(config, root / name, then=then)
+        data[name] = (name, _clean(root / name))
+    ref = data["v1"][1]
+    customers = customer_features(ref)
+    models = {
+        "demand-forecast": CategoryForecaster(n_jobs=1, candidates=("sarimax", "seasonal naive", "naive")).fit(
+            category_week_features(ref)),
+        "customer-segmentation": CustomerSegmenter().fit(
+            customers[customers["event_timestamp"] == customers["event_timestamp"].max()]),
+        "product-recommendation": ALSRecommender(alpha=2.0).fit(interactions(ref)),
+    }
+    bt = backtest(category_week_features(ref), lambda: CategoryForecaster(n_jobs=1, candidates=(
+        "sarimax", "seasonal naive", "naive")), folds=1, horizon=8)["model"]
+    logged = {"demand-forecast": {"units_wape": bt["units_wape"], "revenue_wape": bt["revenue_wape"]}}
+    results: dict[str, list[dict[str, Any]]] = {f: [] for f in FAMILIES}
+    for current in ("v2", "v3"):
+        for family, model in models.items():
+            results[family].append(_check(settings, family, model, "1", data["v1"], data[current],
+                                          logged.get(family, {})))
+    retrained = ALSRecommender(alpha=2.0).fit(interactions(data["v3"][1]))  # the drift's re-entry
+    results["product-recommendation"].append(
+        _check(settings, "product-recommendation", retrained, "2", data["v3"], data["v4"], {}))
+    return settings, results
+
+
+def test_each_check_is_a_snapshot_of_its_family_s_project_with_its_numbers(
+        checked: tuple[Settings, dict[str, list[dict[str, Any]]]]) -> None:
+    from monitoring.workspace import open_workspace, project_of
+
+    settings, results = checked
+    workspace = open_workspace(settings)
+    assert sorted(p.name for p in workspace.list_projects()) == sorted(FAMILIES)
+    for family, checks in results.items():
+        project = project_of(workspace, family)
+        runs = [workspace.get_run(project.id, run) for run in workspace.list_runs(project.id)]
+        numbers = sorted((r for r in runs if r.name), key=lambda r: r.timestamp)  # the numbers snapshots are named
+        assert len(runs) == 2 * len(checks), (family, len(runs))  # a drift report and the numbers per check
+        assert [(r.metadata["model_version"], r.metadata["current_version"]) for r in numbers] == [
+            (c["model_version"], c["current_version"]) for c in checks]
+        # stamped with the week of the data checked, not the time of the check
+        assert [r.timestamp.isoformat()[:10] for r in numbers] == [c["data_until"][:10] for c in checks]
+        titles = [p.title for p in project.dashboard.model().panels]
+        assert titles[0] == "Drift score per monitored column", titles
+        assert "Production model version" in titles
+    forecast = results["demand-forecast"][-1]
+    assert set(forecast["breakdown"]["units_wape"]) == set(forecast["breakdown"]["units_bias"]) and len(
+        forecast["breakdown"]["units_wape"]) >= 5
+    recommender = results["product-recommendation"]
+    assert not recommender[0]["reasons"] and recommender[1]["reasons"], recommender  # the new line asks to retrain
+    assert recommender[2]["signals"]["new_product_share"] < settings.monitoring.new_product_share  # retrained: seen
+    segments = results["customer-segmentation"][-1]["breakdown"]["segment_share"]
+    assert abs(sum(segments.values()) - 1) < 1e-9
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ui(checked: tuple[Settings, dict[str, list[dict[str, Any]]]]) -> Any:
+    settings, _ = checked
+    port = _port()
+    evidently = Path(sys.executable).with_name("evidently")
+    server = subprocess.Popen([str(evidently), "ui", "--workspace", settings.evidently_workspace, "--host",
+                               "127.0.0.1", "--port", str(port)], env={**os.environ, "DO_NOT_TRACK": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/api/projects", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return server.poll() is not None  # exited: stop waiting, the assertion below says why
+
+    until(up, 60, 0.2)
+    assert server.poll() is None, server.stderr.read().decode()[-2000:] if server.stderr else ""
+    yield url, {p["name"]: p["id"] for p in httpx.get(f"{url}/api/projects", timeout=5).json()}
+    server.terminate()
+    server.wait(30)
+
+
+def test_the_ui_shows_three_projects_and_each_family_s_panels_in_a_browser(
+        ui: tuple[str, dict[str, str]], checked: tuple[Settings, dict[str, list[dict[str, Any]]]]) -> None:
+    from monitoring.checks import Checks
+    from monitoring.workspace import COMMON, DRIFT
+    from zmlops.catalog import load
+
+    url, projects = ui
+    _, results = checked
+    home = visible_text(url)
+    for family in FAMILIES:
+        assert family in home and entry(family).title in home, home[:1000]
+    screenshot(url, "evidently-projects", size=(1400, 700))
+    for family in FAMILIES:
+        page = visible_text(f"{url}/projects/{projects[family]}")
+        assert "error" not in page.lower(), page[:2000]
+        checks: Checks = load(entry(family).checks)
+        shown = [v.title for v in (*checks.views, *COMMON) if v.title in page]
+        assert DRIFT in page and len(shown) >= len(checks.views), (family, shown, page[:2000])
+        for column in results[family][-1]["columns"]:
+            assert column in page, (family, column)  # a legend entry of the drift panel
+        screenshot(f"{url}/projects/{projects[family]}", f"evidently-{family}")
+    forecast = visible_text(f"{url}/projects/{projects['demand-forecast']}")
+    for category in results["demand-forecast"][-1]["breakdown"]["units_wape"]:
+        assert category in forecast, category  # one line per category
+    # the reports list names each check with its decision, numbers as the monitoring result has them
+    reports = visible_text(f"{url}/projects/{projects['product-recommendation']}/reports")
+    reason = results["product-recommendation"][1]["reasons"][0]
+    assert reason[:60] in reports, (reason, reports[:2000])
+
+
+def test_in_the_k8s_profile_the_workspace_lives_in_the_object_store(
+        s3: str, tmp_path: Path, checked: tuple[Settings, dict[str, list[dict[str, Any]]]]) -> None:
+    """No state on a pod's disk: the monitoring pod writes its snapshots to ``<object store>/evidently``, where any
+    other pod (the UI's) reads them."""
+    from monitoring.workspace import open_workspace, project_of, record
+
+    _, results = checked
+    writer = Settings(home=tmp_path / "pod-a", object_store_url=s3)
+    assert writer.evidently_workspace == f"{s3}/evidently"
+    for result in results["product-recommendation"]:
+        record(writer, result, [])
+    reader = open_workspace(Settings(home=tmp_path / "pod-b", object_store_url=s3))
+    project = project_of(reader, "product-recommendation")
+    assert len(reader.list_runs(project.id)) == len(results["product-recommendation"])
+    assert [p.title for p in project.dashboard.model().panels][0] == "Drift score per monitored column"
+    assert not any(p.is_file() for p in tmp_path.rglob("*")), list(tmp_path.rglob("*"))
