@@ -89,14 +89,10 @@ def zmlops_monitoring() -> None:
             result["reasons"].append(erased.reason)
             if erased.retrain_by is not None:  # published: the alert rules watch the deadline
                 result["erasure_retrain_by"] = erased.retrain_by.timestamp()
-        save_result(settings, result)
-        from monitoring.workspace import record
+        from monitoring.workspace import store_reports
 
-        try:  # the analysts' Evidently workspace (make ui): its failure must not hold back the decision below
-            record(settings, result, checked.reports)
-        except Exception as error:  # noqa: BLE001 - any storage or Evidently error: said in the log, decided anyway
-            print(f"WARNING {family}: the check is not in the analysts' workspace "
-                  f"({settings.evidently_workspace}): {type(error).__name__}: {error}")
+        result["evidently"] = store_reports(settings, result, checked.reports)  # publish adds them to the workspace
+        save_result(settings, result)
         print(f"{family}: drift share {result['drift_share']:.2f}, signals {result['signals']}, "
               f"decision: {'; '.join(result['reasons']) or 'no action'}")
         return result
@@ -111,6 +107,14 @@ def zmlops_monitoring() -> None:
         write_metrics(settings, found)
         index = write_index(settings)
         print(f"reports: {index}")
+        from monitoring.workspace import record_stored
+
+        for result in found:  # one writer: the mapped checks ran side by side, the workspace takes them in turn
+            try:  # the analysts' view must not hold back the re-entries that follow
+                print(f"{result['family']}: in the analysts' workspace, project {record_stored(settings, result)}")
+            except Exception as error:  # noqa: BLE001 - any storage or Evidently error: said in the log
+                print(f"WARNING {result['family']}: the check is not in the analysts' workspace "
+                      f"({settings.evidently_workspace}): {type(error).__name__}: {error}")
         return str(index)
 
     @task

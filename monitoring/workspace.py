@@ -21,7 +21,7 @@ from monitoring.checks import Checks, View
 from zmlops import catalog
 from zmlops.settings import Settings
 
-__all__ = ["COMMON", "number_name", "open_workspace", "project_of", "record"]
+__all__ = ["COMMON", "number_name", "open_workspace", "project_of", "record", "record_stored", "store_reports"]
 
 DRIFT = "Drift score per monitored column"
 COMMON = (
@@ -45,6 +45,32 @@ def project_of(workspace: Any, family: str) -> Any:
     if found:
         return found[0]
     return workspace.create_project(family, description=catalog.entry(family).title)
+
+
+def store_reports(settings: Settings, result: dict[str, Any], reports: list[Any]) -> list[str]:
+    """Keeps a check's Evidently snapshots in the object store (``reports/monitoring/evidently/``, pruned with the
+    check's other reports) for :func:`record_stored`; returns their keys. The checks of one monitoring run run side
+    by side, the workspace takes one writer: the snapshots wait here for the run's ``publish``."""
+    from monitoring.loop import PREFIX
+    from zmlops.stores import object_store
+
+    stem = (result.get("report") or f"{result['family']}-{result['current_version']}").removesuffix(".html")
+    store = object_store(settings)
+    keys = [f"{PREFIX}/evidently/{i}/{stem}.json" for i in range(len(reports))]  # the check's stamp ends the name
+    for key, snapshot in zip(keys, reports, strict=True):
+        store.put(key, snapshot.dumps().encode(), keep=False)
+    return keys
+
+
+def record_stored(settings: Settings, result: dict[str, Any]) -> str:
+    """:func:`record` with the snapshots :func:`store_reports` kept (those gone since are left out)."""
+    from evidently.core.report import Snapshot
+
+    from zmlops.stores import object_store
+
+    store = object_store(settings)
+    kept = [store.get(key) for key in result.get("evidently", [])]
+    return record(settings, result, [Snapshot.loads(data.decode()) for data in kept if data is not None])
 
 
 def number_name(name: str, label: str | None = None) -> str:

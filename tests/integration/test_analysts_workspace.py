@@ -38,12 +38,13 @@ def _clean(folder: Path) -> pd.DataFrame:
 def _check(settings: Settings, family: str, model: Any, version: str, reference: tuple[str, pd.DataFrame],
            current: tuple[str, pd.DataFrame], logged: dict[str, float]) -> dict[str, Any]:
     from monitoring.drift import assess
-    from monitoring.workspace import record
+    from monitoring.workspace import record_stored, store_reports
 
     result = assess(settings, family, reference[1], current[1], model, logged, None)
     result.model_version, result.reference_version, result.current_version = version, reference[0], current[0]
     out = result.to_dict()
-    record(settings, out, result.reports)
+    out["evidently"] = store_reports(settings, out, result.reports)  # as the DAG's check task, then its publish
+    record_stored(settings, out)
     return out
 
 
