@@ -259,6 +259,16 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
             served = _wait_served(urls, wanted, client)
             traffic2 = _traffic(settings, urls, max(requests // 4, 10), client)
         console.print(f"   failed requests: {traffic2['failed']}; versions served: {traffic2['versions']}")
+        with step("v3: four more weeks of the new line; the monitoring DAG checks the models in production again "
+                  "(the analysts' Evidently UI draws the retrain)"):
+            v3 = ingest.snapshot_simulated(settings, config, then=[(8, SCENARIO), (4, SCENARIO)])
+            ingest.validate_version(settings, v3.name)
+            run = api.wait("zmlops_monitoring", api.trigger("zmlops_monitoring"))
+            if run["state"] != "success":
+                raise RuntimeError("monitoring run failed; see the Airflow UI")
+        for r in reversed(results(settings)[:len(FAMILIES)]):
+            console.print(f"   {r['family']} v{r['model_version']} on {r['current_version']}: "
+                          f"{'; '.join(r['reasons']) or 'no action'}")
     rows = []
     for f in FAMILIES:
         b, a = before[f], after[f]

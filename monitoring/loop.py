@@ -64,8 +64,9 @@ _STAMPED = re.compile(r"^(?P<name>.+)-(?P<stamp>\d{8}T\d{6})\.(?:html|json)$")  
 
 
 def prune_reports(settings: Settings, today: dt.date | None = None) -> list[str]:
-    """Delete the check reports (Evidently HTML, its snapshots for the workspace, summaries) older than ``monitoring.report_retention_days``;
-    each family's newest check stays whatever its age (the next check compares with it). Returns the keys."""
+    """Delete the check reports (Evidently HTML, its snapshots for the workspace, summaries) older than
+    ``monitoring.report_retention_days``; each family's newest check stays whatever its age (the next check
+    compares with it). Returns the keys."""
     store = object_store(settings)
     cutoff = ((today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=settings.monitoring.report_retention_days))
     stamped = [(next((f for f in FAMILIES if m["name"].startswith(f"{f}-")), m["name"]), m["stamp"], key)
