@@ -54,6 +54,8 @@ class CheckResult:
     # family-specific numbers per label: {"units_wape": {category: value}, "segment_share": {segment: share}}
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
     data_until: str | None = None  # the newest transaction of the current data version (ISO): the check's week
+    # the evidence its report shows, as tables (rows of plain values): forecast against actual, new products, ...
+    evidence: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     reports: list[Any] = field(default_factory=list, repr=False)  # its Evidently snapshots (not serialised)
 
     @property
@@ -192,6 +194,10 @@ def _assess_forecast(s: Snapshots, result: CheckResult) -> None:
     wape, bias = per["error"].apply(lambda e: e.abs().sum()) / actual, per["error"].sum() / actual
     result.breakdown["units_wape"] = wape[sold].astype(float).to_dict()
     result.breakdown["units_bias"] = bias[sold].astype(float).to_dict()
+    shown = joined[["category", "week_start", "units", "units_fc", "units_lower", "units_upper"]]
+    result.evidence["forecast_against_actual"] = [
+        {**row, "week_start": str(pd.Timestamp(row["week_start"]).date())}
+        for row in shown.sort_values(["category", "week_start"]).to_dict("records")]
     trained = s.logged["units_wape"]
     result.signals["backtest_units_wape"] = trained
     increase = result.signals["realised_units_wape"] - trained
@@ -236,8 +242,28 @@ def _assess_segments(s: Snapshots, result: CheckResult) -> None:
     shift = float(ref_shares.sub(cur_shares, fill_value=0.0).abs().max())
     result.signals["segment_share_shift"] = shift
     result.breakdown["segment_share"] = {str(k): float(v) for k, v in cur_shares.items()}
+    result.evidence["segment_profiles"] = _profile_changes(s.estimator, cur)
     if shift > cfg.segment_share_shift:
         result.reasons.append(f"segment share shift {shift:.3f} > {cfg.segment_share_shift}")
+
+
+def _profile_changes(estimator: Any, customers: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each segment's profile at training (the model's medians and share) beside the same figures now."""
+    trained = estimator.profiles_
+    features = [c for c in trained.columns if c not in ("customers", "share", "named_for")]
+    names = estimator.predict_names(customers)
+    now = customers[features].groupby(names).median()
+    share = pd.Series(names).value_counts(normalize=True)
+    rows = []
+    for segment in trained.index.union(now.index):
+        row: dict[str, Any] = {"segment": str(segment),
+                               "share_then": float(trained["share"].get(segment, 0.0)),
+                               "share_now": float(share.get(segment, 0.0))}
+        for f in features:
+            row[f"{f}_then"] = float(trained[f].get(segment, np.nan))
+            row[f"{f}_now"] = float(now[f].get(segment, np.nan)) if segment in now.index else float("nan")
+        rows.append(row)
+    return rows
 
 
 def _served_segments(settings: Settings, log: pd.DataFrame, estimator: Any, reference: pd.DataFrame,
@@ -274,6 +300,11 @@ def _assess_recommendations(s: Snapshots, result: CheckResult) -> None:
     unseen = ~recent["stock_code"].isin(set(s.estimator.items_))
     share = float(recent.loc[unseen, "quantity"].sum() / max(recent["quantity"].sum(), 1))
     result.signals["new_product_share"] = share
+    sold = recent[unseen].groupby(["stock_code", "description", "category"], as_index=False, dropna=False)
+    top = sold["quantity"].sum().nlargest(10, "quantity")  # the new products that drive the share
+    units = max(float(recent["quantity"].sum()), 1.0)
+    result.evidence["new_products"] = [{**row, "share": float(row["quantity"]) / units}
+                                       for row in top.to_dict("records")]
     if share > cfg.new_product_share:
         result.reasons.append(f"{share:.1%} of the last 4 weeks' units are products the model never saw")
 

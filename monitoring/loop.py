@@ -30,6 +30,7 @@ __all__ = ["monitoring_dir", "save_result", "results", "write_index", "write_met
            "claim_incident", "incidents", "reconcile_pushgateway", "prune_reports"]
 
 PREFIX = "reports/monitoring"
+CHECKS = "checks"  # each check's page (monitoring.report), under PREFIX
 
 
 def monitoring_dir(settings: Settings) -> Path:
@@ -46,8 +47,11 @@ def save_result(settings: Settings, result: dict[str, Any]) -> str:
     if result.get("report"):
         store.upload(f"{PREFIX}/{result['report']}")
     key = f"{PREFIX}/{name}.json"
-    store.put(key, json.dumps({**result, "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                              indent=2).encode())
+    stamped = {**result, "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    store.put(key, json.dumps(stamped, indent=2).encode())
+    from monitoring.report import render
+
+    store.put(f"{PREFIX}/{CHECKS}/{name}.html", render(settings, stamped).encode())  # the page for people
     return key
 
 
@@ -85,7 +89,9 @@ def write_index(settings: Settings) -> Path:
     """``index.html``: one row per check, newest first, linking its Evidently report."""
     rows = []
     for r in results(settings):
-        link = f'<a href="{html.escape(r["report"])}">report</a>' if r.get("report") else "-"
+        link = f'<a href="{html.escape(r["report"])}">Evidently</a>' if r.get("report") else "-"
+        stem = (r.get("report") or f"{r['family']}-{r['current_version']}").removesuffix(".html")
+        link = f'<a href="{CHECKS}/{html.escape(stem)}.html">why</a> &middot; {link}'
         verdict = "retrain: " + "; ".join(r["reasons"]) if r.get("reasons") else "no action"
         signals = ", ".join(f"{k} {v:.3f}" for k, v in r.get("signals", {}).items())
         rows.append(
@@ -102,7 +108,7 @@ def write_index(settings: Settings) -> Path:
         "<h1>Monitoring reports</h1><p>One row per check by the monitoring DAG, newest first. Drift share is "
         "the share of monitored columns whose Evidently drift test fired.</p><table><tr><th>checked (UTC)</th>"
         "<th>model</th><th>production</th><th>data: reference &rarr; current</th><th>drift share</th>"
-        "<th>signals</th><th>decision</th><th>Evidently</th></tr>" + "".join(rows) + "</table>"
+        "<th>signals</th><th>decision</th><th>reports</th></tr>" + "".join(rows) + "</table>"
     )
     return object_store(settings).put(f"{PREFIX}/index.html", page.encode())
 

@@ -192,3 +192,48 @@ def test_in_the_k8s_profile_the_workspace_lives_in_the_object_store(
     assert len(reader.list_runs(project.id)) == len(results["product-recommendation"])
     assert [p.title for p in project.dashboard.model().panels][0] == "Drift score per monitored column"
     assert not any(p.is_file() for p in tmp_path.rglob("*")), list(tmp_path.rglob("*"))
+
+
+def test_each_check_s_page_says_why_first_then_shows_the_evidence(
+        checked: tuple[Settings, dict[str, list[dict[str, Any]]]]) -> None:
+    """The page a person opens from the monitoring index: the decision in one sentence, then the evidence the
+    family's check gathered, rendered in Chromium."""
+    from monitoring.loop import CHECKS, PREFIX, save_result, write_index
+    from zmlops.stores import object_store
+
+    settings, results = checked
+    drifted = results["product-recommendation"][1]
+    for family in FAMILIES:
+        save_result(settings, results[family][-1])
+    save_result(settings, drifted)
+    store = object_store(settings)
+    pages = {key.rsplit("/", 1)[-1]: store.path(key) for key in store.keys(f"{PREFIX}/{CHECKS}")}
+    assert len(pages) == len(FAMILIES) + 1, pages
+
+    def page(result: dict[str, Any]) -> str:
+        name = f"{result['family']}-{result['current_version']}.html"
+        return visible_text(pages[name].as_uri(), budget_ms=2_000)
+
+    retrain = page(drifted)
+    top = drifted["evidence"]["new_products"][0]
+    assert f"Retrain product-recommendation v1: {drifted['reasons'][0]}." in retrain
+    assert "New products the model never saw" in retrain and str(top["stock_code"]) in retrain
+    assert f"{top['share']:.1%}" in retrain  # the share of all units, as the check computed it
+    screenshot(pages[f"product-recommendation-{drifted['current_version']}.html"].as_uri(), "check-recommendation",
+               budget_ms=2_000)
+    forecast = results["demand-forecast"][-1]
+    text = page(forecast)
+    worst = max(forecast["breakdown"]["units_wape"], key=forecast["breakdown"]["units_wape"].get)
+    assert "Forecast against actual, units per category" in text and "Moved most" in text
+    assert f"{worst} {forecast['breakdown']['units_wape'][worst]:.1%}" in text  # the worst category first
+    weeks = forecast["evidence"]["forecast_against_actual"]
+    inside = [r["units_lower"] <= r["units"] <= r["units_upper"] for r in weeks]
+    assert f"of which {sum(inside) / len(inside):.0%} fell inside the forecast's interval" in text
+    segments = page(results["customer-segmentation"][-1])
+    assert "Segment profiles: at training and now" in segments
+    for row in results["customer-segmentation"][-1]["evidence"]["segment_profiles"]:
+        assert row["segment"] in segments
+    for text in (retrain, segments):
+        assert "method" in text and "Drift of the model's inputs" in text
+    index = visible_text(write_index(settings).as_uri(), budget_ms=2_000)
+    assert "why" in index
