@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import re
 import time
@@ -31,6 +30,7 @@ __all__ = ["monitoring_dir", "save_result", "results", "write_index", "write_met
 
 PREFIX = "reports/monitoring"
 CHECKS = "checks"  # each check's page (monitoring.report), under PREFIX
+INDEX = Path(__file__).with_name("index.html.j2")
 
 
 def monitoring_dir(settings: Settings) -> Path:
@@ -85,31 +85,34 @@ def prune_reports(settings: Settings, today: dt.date | None = None) -> list[str]
     return sorted(gone)
 
 
+def deliveries(settings: Settings) -> list[dict[str, Any]]:
+    """Every delivery's data-gate summary (``training.validation.gate``; the object store's
+    ``reports/validation/summaries/``): refused first, then the newest first."""
+    from training.data.ingest import VALIDATION
+
+    store = object_store(settings)
+    keys = [k for k in store.keys(f"{VALIDATION}/summaries") if k.endswith(".json")]
+    found = [json.loads(data) for data in store.get_many(keys).values()]
+    found.sort(key=lambda d: str(d.get("run_name", "")), reverse=True)
+    return sorted(found, key=lambda d: bool(d.get("success")))
+
+
 def write_index(settings: Settings) -> Path:
-    """``index.html``: one row per check, newest first, linking its Evidently report."""
-    rows = []
+    """``index.html``: every check, newest first (its page and its Evidently report), then every delivery's data
+    gate, refused first, with the Data Docs (a Jinja2 template, ``index.html.j2``)."""
+    import jinja2
+
+    checks = []
     for r in results(settings):
-        link = f'<a href="{html.escape(r["report"])}">Evidently</a>' if r.get("report") else "-"
         stem = (r.get("report") or f"{r['family']}-{r['current_version']}").removesuffix(".html")
-        link = f'<a href="{CHECKS}/{html.escape(stem)}.html">why</a> &middot; {link}'
-        verdict = "retrain: " + "; ".join(r["reasons"]) if r.get("reasons") else "no action"
-        signals = ", ".join(f"{k} {v:.3f}" for k, v in r.get("signals", {}).items())
-        rows.append(
-            f"<tr><td>{html.escape(r.get('checked_at', ''))}</td><td>{html.escape(r['family'])}</td>"
-            f"<td>v{html.escape(str(r['model_version']))}</td><td>{html.escape(r['reference_version'])} &rarr; "
-            f"{html.escape(r['current_version'])}</td><td>{r['drift_share']:.2f}</td>"
-            f"<td>{html.escape(signals)}</td><td class=\"{'bad' if r.get('reasons') else 'ok'}\">"
-            f"{html.escape(verdict)}</td><td>{link}</td></tr>"
-        )
-    page = (
-        "<!doctype html><meta charset=utf-8><title>Zero Margin MLOps: monitoring reports</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.bad{color:#b00}.ok{color:#070}</style>"
-        "<h1>Monitoring reports</h1><p>One row per check by the monitoring DAG, newest first. Drift share is "
-        "the share of monitored columns whose Evidently drift test fired.</p><table><tr><th>checked (UTC)</th>"
-        "<th>model</th><th>production</th><th>data: reference &rarr; current</th><th>drift share</th>"
-        "<th>signals</th><th>decision</th><th>reports</th></tr>" + "".join(rows) + "</table>"
-    )
+        checks.append({**r, "checked_at": r.get("checked_at", ""), "page": f"{CHECKS}/{stem}.html",
+                       "report": r.get("report"),
+                       "verdict": "retrain: " + "; ".join(r["reasons"]) if r.get("reasons") else "no action",
+                       "signals": ", ".join(f"{k} {v:.3f}" for k, v in r.get("signals", {}).items())})
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    page = env.from_string(INDEX.read_text()).render(
+        checks=checks, deliveries=deliveries(settings),
+        data_docs="../validation/gx/uncommitted/data_docs/local_site/index.html")
     return object_store(settings).put(f"{PREFIX}/index.html", page.encode())
 
 

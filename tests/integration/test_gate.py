@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests import needs
+from tests.browser import CHROMIUM, visible_text
 from training.data import ingest
 from training.data.cleaning import read_transactions
 from training.data.corruption import CORRUPTIONS, corrupt
@@ -142,3 +144,26 @@ def test_the_older_spelling_and_a_few_null_descriptions_pass_and_are_reported(
     with pytest.raises(ValidationFailed) as failed:
         ingest.validate_version(good_registry, version.name)
     assert "'Description'" in str(failed.value) and "5.00%" in str(failed.value), str(failed.value)
+
+
+@needs.binary(CHROMIUM)
+def test_the_reports_index_lists_refused_deliveries_first_with_their_data_docs(
+        good_registry: Settings, tiny_sim: Path, tmp_path: Path) -> None:
+    """Analysts reach every delivery's gate from the monitoring reports' index, the refused ones first."""
+    from monitoring.loop import deliveries, write_index
+
+    bad = tmp_path / "transactions.parquet"
+    corrupt(read_transactions(tiny_sim / "transactions.parquet"), "negative_prices").to_parquet(bad, index=False)
+    version = ingest.snapshot_file(good_registry, bad, as_of=_as_of(tiny_sim))
+    with pytest.raises(ValidationFailed):
+        ingest.validate_version(good_registry, version.name)
+    gates = deliveries(good_registry)
+    refused = [d for d in gates if not d["success"]]
+    assert refused and gates[: len(refused)] == refused  # refused first
+    assert any(d["run_name"].startswith(version.name) for d in refused), refused
+    index = write_index(good_registry)
+    text = visible_text(index.as_uri(), budget_ms=2_000)
+    assert text.index("refused") < text.index("accepted"), text
+    assert "'Price'" in text or "price" in text.lower()  # why it was refused, as the gate said
+    docs = (index.parent / "../validation/gx/uncommitted/data_docs/local_site/index.html").resolve()
+    assert docs.exists() and 'href="../validation/gx/uncommitted/data_docs/local_site/index.html"' in index.read_text()
