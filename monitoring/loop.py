@@ -25,8 +25,8 @@ from zmlops.catalog import FAMILIES
 from zmlops.settings import MonitoringSettings, Settings
 from zmlops.stores import object_store
 
-__all__ = ["monitoring_dir", "save_result", "results", "write_index", "write_metrics", "write_experiment_metrics",
-           "claim_incident", "incidents", "reconcile_pushgateway", "prune_reports"]
+__all__ = ["check_name", "monitoring_dir", "save_result", "results", "write_index", "write_metrics",
+           "write_experiment_metrics", "claim_incident", "incidents", "reconcile_pushgateway", "prune_reports"]
 
 PREFIX = "reports/monitoring"
 CHECKS = "checks"  # each check's page (monitoring.report), under PREFIX
@@ -40,10 +40,15 @@ def monitoring_dir(settings: Settings) -> Path:
     return folder
 
 
+def check_name(result: dict[str, Any]) -> str:
+    """A check's name, FAMILY-VERSION-STAMP (its Evidently report's): its summary, page and snapshots are named so."""
+    return str(result.get("report") or f"{result['family']}-{result['current_version']}").removesuffix(".html")
+
+
 def save_result(settings: Settings, result: dict[str, Any]) -> str:
     """Store one check's summary (and its Evidently report); returns the summary's key."""
     store = object_store(settings)
-    name = (result.get("report") or f"{result['family']}-{result['current_version']}").removesuffix(".html")
+    name = check_name(result)
     if result.get("report"):
         store.upload(f"{PREFIX}/{result['report']}")
     key = f"{PREFIX}/{name}.json"
@@ -104,8 +109,7 @@ def write_index(settings: Settings) -> Path:
 
     checks = []
     for r in results(settings):
-        stem = (r.get("report") or f"{r['family']}-{r['current_version']}").removesuffix(".html")
-        checks.append({**r, "checked_at": r.get("checked_at", ""), "page": f"{CHECKS}/{stem}.html",
+        checks.append({**r, "checked_at": r.get("checked_at", ""), "page": f"{CHECKS}/{check_name(r)}.html",
                        "report": r.get("report"),
                        "verdict": "retrain: " + "; ".join(r["reasons"]) if r.get("reasons") else "no action",
                        "signals": ", ".join(f"{k} {v:.3f}" for k, v in r.get("signals", {}).items())})

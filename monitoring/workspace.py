@@ -51,12 +51,11 @@ def store_reports(settings: Settings, result: dict[str, Any], reports: list[Any]
     """Keeps a check's Evidently snapshots in the object store (``reports/monitoring/evidently/``, pruned with the
     check's other reports) for :func:`record_stored`; returns their keys. The checks of one monitoring run run side
     by side, the workspace takes one writer: the snapshots wait here for the run's ``publish``."""
-    from monitoring.loop import PREFIX
+    from monitoring.loop import PREFIX, check_name
     from zmlops.stores import object_store
 
-    stem = (result.get("report") or f"{result['family']}-{result['current_version']}").removesuffix(".html")
     store = object_store(settings)
-    keys = [f"{PREFIX}/evidently/{i}/{stem}.json" for i in range(len(reports))]  # the check's stamp ends the name
+    keys = [f"{PREFIX}/evidently/{i}/{check_name(result)}.json" for i in range(len(reports))]  # pruned by its stamp
     for key, snapshot in zip(keys, reports, strict=True):
         store.put(key, snapshot.dumps().encode(), keep=False)
     return keys
