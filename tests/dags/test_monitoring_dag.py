@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,17 @@ def test_a_new_product_line_re_enters_training_once_for_the_recommender(airflow_
 
     reports = settings.reports / "monitoring"
     index = (reports / "index.html").read_text()
-    assert all(f in index for f in FAMILIES) and index.count('href="') == len(FAMILIES)
+    # each family's check: its page (why, then the evidence) and its Evidently report, both stored; the Data Docs
+    links = re.findall(r'href="([^"]+)"', index)
+    assert len(links) == 2 * len(FAMILIES) + 1, links
+    for family in FAMILIES:
+        assert sum(1 for link in links if f"/{family}-" in f"/{link.rsplit('/', 1)[-1]}") == 2, (family, links)
+    assert all((reports / link).exists() for link in links if "validation" not in link), links
+    # the analysts' workspace: a project per family, each with this check's drift report and numbers
+    from monitoring.workspace import open_workspace, project_of
+
+    workspace = open_workspace(settings)
+    assert all(len(workspace.list_runs(project_of(workspace, f).id)) == 2 for f in FAMILIES)
     metrics = (reports / "metrics.prom").read_text()
     assert 'zm_retrain_recommended{model="product-recommendation"} 1.0' in metrics
     summary = json.loads(next(reports.glob("product-recommendation-*.json")).read_text())
