@@ -137,7 +137,7 @@ airflow: envs ## Airflow standalone (UI and API on 127.0.0.1:8080) over ZM_HOME'
 ui: envs ## the analysts' Evidently UI on 127.0.0.1:8000 (monitoring over time) and the MLflow UI on :5000
 	@echo "Evidently UI (one project per model, a snapshot per monitoring check): http://127.0.0.1:8000"
 	@echo "MLflow UI (runs, registry, model cards):                            http://127.0.0.1:5000"
-	$(PIPELINES)/bin/evidently ui --workspace $(ZM_HOME)/evidently --host 127.0.0.1 --port 8000 & \
+	ZM_HOME=$(ZM_HOME) $(PIPELINES)/bin/zm ui --port 8000 & \
 	trap 'kill $$!' EXIT INT TERM; \
 	$(PIPELINES)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(ZM_HOME)/mlflow.db
 

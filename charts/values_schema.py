@@ -89,7 +89,7 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
 # Maps whose keys are free (labels and selectors): string values, any key.
 FREE_MAPS = ("monitoring.labels", "monitoring.alertLabels", "networkPolicy.clientNamespaceSelector",
              "networkPolicy.prometheusNamespaceSelector", "networkPolicy.alertmanagerNamespaceSelector",
-             "networkPolicy.airflowPodSelector")
+             "networkPolicy.airflowPodSelector", "networkPolicy.analystsNamespaceSelector")
 
 KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.-]+):(?:\s|$)")
 

@@ -42,13 +42,13 @@ class Consent:
 
 
 def pseudonym(settings: Settings, customer_id: int) -> str:
-    return pseudonymise(settings.pseudonymisation_key.get_secret_value().encode(), customer_id)
+    return pseudonymise(settings.pseudonym_key, customer_id)
 
 
 def subject_hash(settings: Settings, customer_id: int) -> str:
     """The keyed hash the audit trail and the erasure register name a customer by
     (:func:`governance.pseudonyms.subject`)."""
-    return subject(settings.pseudonymisation_key.get_secret_value().encode(), customer_id)
+    return subject(settings.pseudonym_key, customer_id)
 
 
 def audit_subject(settings: Settings, customer_id: int) -> str:
@@ -106,7 +106,7 @@ def granted(settings: Settings, purpose: Purpose) -> frozenset[str]:
 
 def allowed(settings: Settings, purpose: Purpose, customer_ids: Iterable[int]) -> list[bool]:
     """Per customer id: may ``purpose`` use them? (the regime's default where they have no record)"""
-    key = settings.pseudonymisation_key.get_secret_value().encode()
+    key = settings.pseudonym_key
     names = [pseudonymise(key, c) for c in customer_ids]
     if settings.privacy.consent_required:
         yes = granted(settings, purpose)

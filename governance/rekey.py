@@ -52,7 +52,7 @@ def _maps(settings: Settings, old: bytes, new: bytes, extra_ids: Iterable[int]) 
 
 
 def _key(settings: Settings) -> bytes:
-    return settings.pseudonymisation_key.get_secret_value().encode()
+    return settings.pseudonym_key
 
 
 def start(settings: Settings, new_key: bytes, extra_ids: Iterable[int] = ()) -> dict[str, Any]:

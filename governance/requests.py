@@ -50,7 +50,7 @@ def find_customer(settings: Settings, subject: str) -> int | None:
     from governance.pseudonyms import subject as subject_of
 
     subject = _subject(subject)
-    key = settings.pseudonymisation_key.get_secret_value().encode()
+    key = settings.pseudonym_key
     return next((c for c in customer_ids(settings) if subject_of(key, c) == subject), None)
 
 

@@ -184,12 +184,12 @@ class ServedModel(Model):  # type: ignore[misc]
         self.experiment: dict[str, Any] | None = None  # the family's running A/B test (watch_experiment)
         self._unloadable: set[str] = set()  # of those, the ones whose loading failed (not retried every poll)
         self.cache: LRUCache[Hashable, Result] = LRUCache(maxsize=max(settings.serving.cache_size, 1))
-        self.log = RequestLog(object_store(settings), self.family, settings.pseudonymisation_key.get_secret_value(),
+        self.log = RequestLog(object_store(settings), self.family, settings.pseudonym_key.decode(),
                               settings.request_log)
-        self.events = RequestLog(object_store(settings), self.family, settings.pseudonymisation_key.get_secret_value(),
+        self.events = RequestLog(object_store(settings), self.family, settings.pseudonym_key.decode(),
                                  settings.request_log, prefix=EVENTS)  # outcome events (inference_services.events)
         self.shadow_log = RequestLog(object_store(settings), self.family,
-                                     settings.pseudonymisation_key.get_secret_value(), settings.request_log,
+                                     settings.pseudonym_key.decode(), settings.request_log,
                                      prefix=SHADOW)
         self.shadow_version: str | None = None  # the version behind serving.shadow_alias, when loaded
         self.shadow_remote = bool(settings.serving.shadow_url)  # copies go to a shadow predictor instead
@@ -207,7 +207,7 @@ class ServedModel(Model):  # type: ignore[misc]
         self._consent: frozenset[str] | None = None  # pseudonyms: those who withdrew (or, opt-in, who granted)
         self._erased: frozenset[str] = frozenset()  # subject hashes of erased customers (governance.erasure)
         self._subject = functools.lru_cache(maxsize=65_536)(
-            functools.partial(subject, settings.pseudonymisation_key.get_secret_value().encode()))
+            functools.partial(subject, settings.pseudonym_key))
         if self.batched and settings.serving.batching:
             rows_hist = metrics.child(metrics.BATCH_ROWS, self.family)
             self.batcher = Batcher(self._answer_now, settings.serving.max_batch,

@@ -313,7 +313,7 @@ def _served_recommendations(settings: Settings, log: pd.DataFrame, estimator: An
                             current: pd.DataFrame) -> dict[str, float]:
     from governance.pseudonyms import pseudonymise
 
-    key = settings.pseudonymisation_key.get_secret_value().encode()
+    key = settings.pseudonym_key
     after = current[current["invoice_ts"] > reference["invoice_ts"].max()]
     bought = after.assign(customer=[pseudonymise(key, c) for c in after["customer_id"]]) \
         .groupby("customer")["stock_code"].agg(set)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,9 +22,12 @@ from monitoring.checks import Checks, View
 from zmlops import catalog
 from zmlops.settings import Settings
 
-__all__ = ["COMMON", "number_name", "open_workspace", "project_of", "record", "record_stored", "store_reports"]
+__all__ = ["COMMON", "number_name", "open_workspace", "project_of", "record", "record_stored", "serve", "store_reports",
+           "sync"]
 
 DRIFT = "Drift score per monitored column"
+WORKSPACE = "evidently"  # the workspace's prefix in the object store (the k8s profile)
+CHANGING = ("dashboard.json", "metadata.json")  # rewritten by each check; snapshots are written once
 COMMON = (
     View("Production model version", signals=("model_version",),
          description="The registered version the check monitored: a step is a retrain that reached production."),
@@ -70,6 +74,52 @@ def record_stored(settings: Settings, result: dict[str, Any]) -> str:
     store = object_store(settings)
     kept = [store.get(key) for key in result.get("evidently", [])]
     return record(settings, result, [Snapshot.loads(data.decode()) for data in kept if data is not None])
+
+
+def sync(settings: Settings) -> Path:
+    """The object store's workspace (``<store>/evidently``) copied into the pod's cache: new snapshots and every
+    project's dashboard and metadata (rewritten by each check). Returns the local folder."""
+    from zmlops.stores import object_store
+
+    store = object_store(settings)
+    for key in store.keys(WORKSPACE):
+        if key.endswith(CHANGING) or not store.path(key).exists():
+            store.download(key, refresh=True)
+    return store.path(WORKSPACE)
+
+
+def serve(settings: Settings, host: str, port: int, refresh_seconds: float = 60.0) -> int:
+    """``evidently ui`` over the workspace, telemetry off. A folder is served as it is (Evidently watches it); the
+    object store's workspace is copied to the pod's cache and copied again every ``refresh_seconds``, so checks
+    made after the start appear (Evidently reloads a local folder, never a remote one). Returns its exit code."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    evidently = Path(sys.executable).with_name("evidently")
+    remote = settings.object_store is not None and not settings.monitoring.workspace_url
+    folder = settings.evidently_workspace
+    if remote:  # a local folder from the start, so Evidently watches it even before the first check
+        local = sync(settings)
+        local.mkdir(parents=True, exist_ok=True)
+        folder = str(local)
+    print(f"the analysts' Evidently UI over {settings.evidently_workspace}"
+          + (f" (copied to {folder} every {refresh_seconds:g} s)" if remote else "") + f": http://{host}:{port}",
+          flush=True)
+    ui = subprocess.Popen([str(evidently), "ui", "--workspace", folder, "--host", host, "--port", str(port)],
+                          env={**os.environ, "DO_NOT_TRACK": "1"})
+    signal.signal(signal.SIGTERM, lambda *_: ui.terminate())
+    try:
+        while ui.poll() is None:
+            try:
+                ui.wait(refresh_seconds)
+            except subprocess.TimeoutExpired:
+                if remote:
+                    sync(settings)
+    except KeyboardInterrupt:
+        ui.terminate()
+    return ui.wait()
 
 
 def number_name(name: str, label: str | None = None) -> str:

@@ -106,6 +106,7 @@ def new_secrets() -> dict[str, dict[str, str]]:
     db = {name: pw() for name in DATABASES}
     pg = "zm-postgresql.mlops.svc:5432"
     redis, s3_key, s3_secret = pw(), "zm-" + secrets.token_hex(6), pw()
+    analyst = pw()
     return {
         "postgresql": {f"{name}-password": value for name, value in db.items()},
         "redis": {"password": redis},
@@ -121,6 +122,7 @@ def new_secrets() -> dict[str, dict[str, str]]:
             "data-registry-remote": "git://zm-git.mlops.svc/data-registry.git",
             **_serving_keys(),
             **_pushgateway_users(),
+            "analysts-users": _userlist("analysts", {"analyst": analyst}),
             "mlflow-admin-password": pw(), "mlflow-pipelines-password": pw(), "mlflow-serving-password": pw(),
             "mlflow-flask-secret-key": secrets.token_hex(32),
         },
@@ -138,6 +140,8 @@ def new_secrets() -> dict[str, dict[str, str]]:
                                             "roles": ["feast-reader"], "audience": "zero-margin-feast"}])},
         "airflow-users": {"admin-password": pw(), "approver-password": pw(), "analyst-password": pw(),
                           "engineer-password": pw()},
+        # the people of the analysts' Evidently UI (not a Secret of ours: each keeps their password)
+        "analysts-ui-users": {"analyst-password": analyst},
     }
 
 
@@ -149,6 +153,12 @@ def _pushgateway_users() -> dict[str, str]:
     return {"pushgateway-password": push, "pushgateway-scrape-user": "prometheus",
             "pushgateway-scrape-password": scrape,
             "pushgateway-users": pushgateway_users({"monitoring": push, "prometheus": scrape})}
+
+
+def _userlist(name: str, passwords: dict[str, str]) -> str:
+    from zmlops.auth import userlist
+
+    return userlist(name, passwords)
 
 
 def _fernet_key() -> str:

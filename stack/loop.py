@@ -33,6 +33,7 @@ TRAINING, MONITORING = "zmlops_training", "zmlops_monitoring"
 PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 MLFLOW = "http://zm-mlflow.mlops.svc:5000"
 FEATURE_SERVER = "http://zm-feature-server.mlops.svc:6566"
+ANALYSTS_UI = "http://zm-analysts-ui.mlops.svc:8000"
 AIRFLOW_API = "http://airflow-api-server:8080"
 # Airflow's UI API: a router outside its OpenAPI document (it authenticates every route by construction); its
 # route table as the api-server's own code has it, read in a pod of the image
@@ -262,6 +263,24 @@ class Loop:
         return {"anonymous": httpx.post(url, json=body, timeout=30).status_code, "with token": answer.status_code,
                 "present": present}
 
+    def analysts_ui(self) -> dict[str, Any]:
+        """An analyst opens the chart's Evidently UI after a monitoring run: no answer without a user of the userlist
+        `analysts` (but the probe's route), reads only, and the three models' projects as the monitoring DAG wrote
+        them to the object store (the UI's pod serves a copy, refreshed)."""
+        from zmlops.polling import until
+
+        user = ("analyst", self.control.secret("analysts-ui-users", "analyst-password"))
+
+        def projects() -> list[str] | None:
+            answer = httpx.get(f"{ANALYSTS_UI}/api/projects", auth=user, timeout=10)
+            names = sorted(p["name"] for p in answer.json()) if answer.status_code == 200 else []
+            return names if len(names) >= len(FAMILIES) else None
+
+        return {"anonymous": httpx.get(f"{ANALYSTS_UI}/api/projects", timeout=10).status_code,
+                "probe": httpx.get(f"{ANALYSTS_UI}/api/version", timeout=10).status_code,
+                "projects": until(projects, 120, 2),
+                "write": httpx.post(f"{ANALYSTS_UI}/api/projects", auth=user, json={}, timeout=10).status_code}
+
     def traffic(self) -> dict[str, Any]:
         """Client requests; segmentation's come from one segment only (a campaign aimed at one group), which
         moves the served segment shares away from the training shares."""
@@ -361,6 +380,8 @@ def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str],
 
     out["monitoring"] = loop.step("monitoring DAG (the first run on wiped disks): checks, reports, metrics pushed",
                                   monitoring)
+    out["analysts_ui"] = loop.step("an analyst opens the Evidently UI: a project per model, behind basic auth",
+                                   loop.analysts_ui)
     out["alert"] = loop.step("Prometheus fires ZmServedSegmentShift on the scraped numbers",
                              lambda: loop.wait_alert("ZmServedSegmentShift")["labels"])
 

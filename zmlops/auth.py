@@ -51,22 +51,35 @@ def new_key(name: str, scopes: tuple[str, ...] = ("predict",)) -> tuple[str, dic
     return token, {"name": name, "sha256": digest(token), "scopes": list(scopes)}
 
 
-def pushgateway_users(passwords: dict[str, str], pushers: tuple[str, ...] = ("monitoring",), rounds: int = 10) -> str:
-    """The HAProxy userlist ``pushgateway`` in front of the Pushgateway (the Secret key ``pushgateway-users``):
-    these users with bcrypt hashes of their passwords only; those in ``pushers`` form the group that may push
-    (charts/zero-margin/files/pushgateway-proxy.cfg), the others only read."""
+def userlist(name: str, passwords: dict[str, str], groups: dict[str, tuple[str, ...]] | None = None,
+             rounds: int = 10) -> str:
+    """An HAProxy userlist ``name``: these users with bcrypt hashes of their passwords only, and ``groups``
+    (group -> its users) for the rules that tell the users apart (the Secret keys ``pushgateway-users`` and
+    ``analysts-users``)."""
     import bcrypt
 
-    unknown = set(pushers) - set(passwords)
+    groups = groups or {}
+    unknown = {u for members in groups.values() for u in members} - set(passwords)
     if unknown:
-        raise ValueError(f"pushers without a password: {sorted(unknown)}")
-    lines = ["userlist pushgateway", "  group pushers"]
+        raise ValueError(f"group members without a password: {sorted(unknown)}")
+    lines = [f"userlist {name}", *(f"  group {g}" for g in groups)]
     for user, password in passwords.items():
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", user):
             raise ValueError(f"user name {user!r}: letters, digits, '_', '.' and '-' only")
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
-        lines.append(f"  user {user} password {hashed}" + (" groups pushers" if user in pushers else ""))
+        member = [g for g, users in groups.items() if user in users]
+        lines.append(f"  user {user} password {hashed}" + (f" groups {','.join(member)}" if member else ""))
     return "\n".join(lines) + "\n"
+
+
+def pushgateway_users(passwords: dict[str, str], pushers: tuple[str, ...] = ("monitoring",), rounds: int = 10) -> str:
+    """The HAProxy userlist ``pushgateway`` in front of the Pushgateway (the Secret key ``pushgateway-users``):
+    those in ``pushers`` form the group that may push (charts/zero-margin/files/pushgateway-proxy.cfg), the others
+    only read."""
+    try:
+        return userlist("pushgateway", passwords, {"pushers": pushers}, rounds)
+    except ValueError as error:
+        raise ValueError(str(error).replace("group members", "pushers")) from None
 
 
 def _local(settings: Settings) -> tuple[list[dict[str, object]], str]:

@@ -153,6 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
         "version whatever its gate decision",
     )
 
+    p = sub.add_parser(
+        "ui", help="serve the analysts' Evidently UI over the monitoring workspace (docs/monitoring.md)",
+        description="Runs `evidently ui` over the workspace the monitoring checks write (ZM_HOME/evidently locally, "
+        "<object store>/evidently in the k8s profile, copied to the pod's cache and refreshed; "
+        "ZM_MONITORING__WORKSPACE_URL moves it), telemetry off. In the chart it listens on the pod's loopback behind "
+        "HAProxy's basic auth.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--refresh", type=float, default=60.0,
+                   help="seconds between copies of the object store's workspace (k8s profile; default 60)")
+
     sub.add_parser("version", help="print the code version training records (the commit, -dirty-<hash> with "
                    "uncommitted changes; an image's ZM_CODE_VERSION): the images' build argument")
     p = sub.add_parser(
@@ -173,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("users", nargs="+", help="user names (e.g. monitoring prometheus)")
     q.add_argument("--pusher", action="append", dest="pushers",
                    help="a user who may push (repeatable; default: monitoring)")
+    q = ausub.add_parser("analysts-users", help="new passwords for these people and the userlist (only bcrypt hashes) "
+                         "of the analysts' Evidently UI",
+                         description="Prints each user's new password and the HAProxy userlist for the Secret key "
+                         "analysts-users: who may open the chart's Evidently UI (docs/monitoring.md).")
+    q.add_argument("users", nargs="+", help="user names (e.g. ana ben)")
 
     p = sub.add_parser(
         "audit", help="the audit trail: list, show, verify (tamper evidence), export",
@@ -409,7 +425,7 @@ def simulate_experiment(settings: Settings, design: Any, uplift: float, seed: in
     from training.data.clicks import ClickWorld, events
 
     planned = _print_plan(design)
-    key = settings.pseudonymisation_key.get_secret_value().encode()
+    key = settings.pseudonym_key
     per_day = int(np.ceil(planned.total / design.looks))
     world = ClickWorld.with_uplift(design.baseline_rate, uplift, per_day, design.looks, seed)
     with step(f"simulate {design.looks} days of clicks: the treatment planted {uplift:+.0%} over the control"):
@@ -795,18 +811,19 @@ def main(argv: Sequence[str] | None = None) -> int:
               [[c.at[:19], c.profiling, c.personalisation, c.source, c.actor] for c in rows])
         return 0
     if args.command == "auth":
-        if args.action == "pushgateway-users":
+        if args.action in ("pushgateway-users", "analysts-users"):
             import secrets
 
             passwords = {user: secrets.token_urlsafe(24) for user in args.users}
             try:
-                userlist = auth.pushgateway_users(passwords, tuple(args.pushers or ["monitoring"]))
+                userlist = auth.pushgateway_users(passwords, tuple(args.pushers or ["monitoring"])) \
+                    if args.action == "pushgateway-users" else auth.userlist("analysts", passwords)
             except ValueError as error:
                 print(f"zm: error: {error}", file=sys.stderr)
                 return 2
             for user, password in passwords.items():
                 print(f"password of {user} (not stored anywhere): {password}")
-            print("userlist (the Secret key pushgateway-users):")
+            print(f"userlist (the Secret key {args.action}):")
             print(userlist, end="")
             return 0
         key, entry = auth.new_key(args.name, tuple(args.scopes or ["predict"]))
@@ -821,6 +838,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as error:
             print(f"zm rollout: error: {error}", file=sys.stderr)
             return 2
+    if args.command == "ui":
+        from monitoring.workspace import serve
+
+        return serve(get_settings(), args.host, args.port, args.refresh)
     if args.command == "version":
         from zmlops.version import code_version
 

@@ -309,8 +309,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
-        if self.profile != "local" and self.pseudonymisation_key.get_secret_value() == DEFAULT_SECRET:
-            raise ValueError("ZM_PSEUDONYMISATION_KEY must be set outside the local profile")
         if self.profile != "local" and self.approval.auto_approver:
             raise ValueError("ZM_APPROVAL__AUTO_APPROVER is for the local profile only (the demo)")
         return self
@@ -397,6 +395,15 @@ class Settings(BaseSettings):
     def object_store(self) -> str | None:
         """The object store's URL; None: ZM_HOME itself (the local profile)."""
         return self._k8s_needs(self.object_store_url, "ZM_OBJECT_STORE_URL")
+
+    @property
+    def pseudonym_key(self) -> bytes:
+        """The key customer ids are pseudonymised with. Outside the local profile the built-in default is refused
+        where a key is used (a workload that never pseudonymises, the analysts' UI, is not given one)."""
+        key = self.pseudonymisation_key.get_secret_value()
+        if self.profile != "local" and key == DEFAULT_SECRET:
+            raise RuntimeError("ZM_PSEUDONYMISATION_KEY must be set outside the local profile")
+        return key.encode()
 
     @property
     def evidently_workspace(self) -> str:

@@ -192,6 +192,21 @@ def test_in_the_k8s_profile_the_workspace_lives_in_the_object_store(
     assert len(reader.list_runs(project.id)) == len(results["product-recommendation"])
     assert [p.title for p in project.dashboard.model().panels][0] == "Drift score per monitored column"
     assert not any(p.is_file() for p in tmp_path.rglob("*")), list(tmp_path.rglob("*"))
+    # the UI's pod serves a copy in its cache (Evidently reloads a local folder only), refreshed with each check
+    from evidently.ui.workspace import Workspace
+
+    from monitoring.workspace import sync
+
+    ui_pod = Settings(home=tmp_path / "pod-ui", object_store_url=s3)
+    copy = sync(ui_pod)
+    assert copy.is_relative_to(tmp_path / "pod-ui")
+    local = Workspace(str(copy))
+    checks = len(results["product-recommendation"])
+    assert len(local.list_runs(project_of(local, "product-recommendation").id)) == checks
+    record(writer, {**results["product-recommendation"][-1], "signals": {"new_product_share": 0.5}}, [])
+    sync(ui_pod)
+    again = Workspace(str(copy))
+    assert len(again.list_runs(project_of(again, "product-recommendation").id)) == checks + 1
 
 
 def test_each_check_s_page_says_why_first_then_shows_the_evidence(

@@ -54,6 +54,9 @@ def test_the_loop_runs_in_the_topology_and_survives_wiped_disks(topology: Contro
     assert out["traffic"]["failed"] == 0
     # the Feast feature server checks the identity provider's tokens (feature_repo/permissions.py: feast-reader)
     assert out["feature_server"] == {"anonymous": 401, "with token": 200, "present": True}, out["feature_server"]
+    # the analysts' Evidently UI (the chart's analysts-ui pod): the monitoring run's projects, behind basic auth
+    assert out["analysts_ui"] == {"anonymous": 401, "probe": 200, "projects": sorted(FAMILIES), "write": 403}, \
+        out["analysts_ui"]
     # the chart's rule fired on numbers the monitoring DAG pushed, and Alertmanager reached the receiver, which
     # re-entered the training DAG for segmentation; the monitoring DAG re-entered it for the recommender itself
     assert out["alert"]["model"] == "customer-segmentation" and out["alert"]["action"] == "retrain"

@@ -85,6 +85,21 @@ def test_pushgateway_users_prints_passwords_its_userlist_admits(capsys: pytest.C
     assert "pushers without a password" in capsys.readouterr().err
 
 
+def test_analysts_users_prints_passwords_the_ui_s_userlist_admits(capsys: pytest.CaptureFixture[str]) -> None:
+    """The userlist `analysts` of the chart's Evidently UI: every printed password checks against its hash."""
+    import bcrypt
+
+    assert main(["auth", "analysts-users", "ana", "ben"]) == 0
+    out = capsys.readouterr().out
+    passwords = dict(line.removeprefix("password of ").split(" (not stored anywhere): ")
+                     for line in out.splitlines() if line.startswith("password of "))
+    listed = out.split("userlist (the Secret key analysts-users):\n")[1]
+    assert listed.splitlines()[0] == "userlist analysts"
+    users = {line.split()[1]: line.split() for line in listed.splitlines() if line.startswith("  user ")}
+    assert set(passwords) == set(users) == {"ana", "ben"}
+    assert all(bcrypt.checkpw(pw.encode(), users[u][3].encode()) and pw not in listed for u, pw in passwords.items())
+
+
 def test_version_prints_what_training_records(capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """`zm version` is the images' build argument: the commit here, the stamp inside an image."""
