@@ -354,12 +354,12 @@ VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
 }
 
 
-def _start(family: str, env: dict[str, str], *args: str, idle: bool = False) -> Proc:
-    """A predictor of ``family`` on a free port; ``idle`` runs it (every thread) under Linux's SCHED_IDLE policy, so
-    it gets only the CPU time the other processes leave."""
+def _start(family: str, env: dict[str, str], *args: str, cpus: str | None = None) -> Proc:
+    """A predictor of ``family`` on a free port; ``cpus`` (taskset's list, e.g. "0") pins it, every thread, to those
+    CPUs."""
     port = _port()
     argv = [str(SERVING_PY), "-m", "inference_services.server", family, "--port", str(port), *args]
-    return Proc(["chrt", "--idle", "0", *argv] if idle else argv, env, port)
+    return Proc(["taskset", "-c", cpus, *argv] if cpus else argv, env, port)
 
 
 def _setup(home: Path, section: str) -> tuple[Path, dict[str, str], list[int], list[str], Path, Path]:
@@ -499,24 +499,31 @@ def _shadow_counts(server: Proc, family: str) -> dict[str, float]:
     return out
 
 
+PINNED = ("0", "1")  # the shadow benchmark's cores: production's, and the load generator's and shadow predictor's
+
+
 def bench_shadow(home: Path, families: list[str] | None = None, runs: int = 9, seconds: float = 3.0,
                  shares: tuple[float, ...] = (1.0, 0.25)) -> dict[str, Any]:
     """Does shadow traffic slow production? Per family, predictors side by side: production alone; production
     mirroring each of ``shares`` of its answered requests to a staged copy it loads itself
     (``serving.shadow_alias``, ``serving.shadow_share``); and production sending every copy to a shadow predictor,
-    a separate process serving the staged copy (``serving.shadow_url``), which answers and compares them. The
-    maximum rate is production's alone (wrk, 8 connections, the median of three slices); at half of it the open
+    a separate process serving the staged copy (``serving.shadow_url``), which answers and compares them. Each
+    has CPU of its own, as pods on a cluster: production on one core (``PINNED``), the load generator and the
+    shadow predictor on the other. The maximum rate is production's alone (wrk, 8 connections, the median of three slices); at half of it the open
     loop runs against each server in turn, ``runs`` rounds, the order rotated. p99 is counted from each
     request's scheduled send; each configuration's figure is the median over the rounds of its p99 divided by
     production alone's in the same round (this machine's speed drifts between rounds far more
     than the effect), with the server CPU per request and the copies the shadow answered and dropped."""
     home, env, customers, categories, work, lua = _setup(home, "shadow")
-    out: dict[str, Any] = {"runs": runs, "seconds_per_run": seconds, "shares": list(shares), "models": {}}
+    out: dict[str, Any] = {"runs": runs, "seconds_per_run": seconds, "shares": list(shares), "models": {},
+                           "cores": {"production": PINNED[0], "load and shadow predictor": PINNED[1]}}
+    allowed = os.sched_getaffinity(0)
     try:
         for family in families or ["product-recommendation", "demand-forecast", "customer-segmentation"]:
             out["models"][family] = _shadow_family(home, family, env, work, lua, customers, categories, runs,
                                                    seconds, shares)
     finally:
+        os.sched_setaffinity(0, allowed)
         shutil.rmtree(work, ignore_errors=True)
     return out
 
@@ -531,15 +538,16 @@ def _shadow_family(home: Path, family: str, env: dict[str, str], work: Path, lua
     raw = [json.dumps(b).encode() for b in payloads]
     console.print(f"shadow: {family}: production alone and mirroring {', '.join(f'{x:g}' for x in shares)} of its "
                   f"requests to v{staged}, {runs} runs each ...")
-    # the shadow predictor: the candidate in its own process. On a cluster it is its own pod with its own CPU; on this
-    # machine it shares the two cores with production and the load, as an equal or, nearer to a pod of
-    # its own, at idle priority (it answers with the CPU production and the load leave)
-    targets = {"shadow predictor, 1": _start(family, env, "--alias", "staging"),
-               "shadow predictor at idle priority, 1": _start(family, env, "--alias", "staging", idle=True)}
-    servers = {"alone": _start(family, env)} | {
+    # Each pod its own CPU, as on a cluster: production (every configuration) on core 0; the load generator (this
+    # process, wrk) and the shadow predictor, the candidate in a process of its own, on core 1
+    production, rest = PINNED
+    os.sched_setaffinity(0, {int(rest)})
+    targets = {"shadow predictor, 1": _start(family, env, "--alias", "staging", cpus=rest)}
+    servers = {"alone": _start(family, env, cpus=production)} | {
         f"in process, {share:g}": _start(family, {**env, "ZM_SERVING__SHADOW_ALIAS": "staging",
-                                                  "ZM_SERVING__SHADOW_SHARE": str(share)}) for share in shares} | {
-        name: _start(family, {**env, "ZM_SERVING__SHADOW_URL": f"http://127.0.0.1:{target.port}"})
+                                                  "ZM_SERVING__SHADOW_SHARE": str(share)}, cpus=production)
+        for share in shares} | {
+        name: _start(family, {**env, "ZM_SERVING__SHADOW_URL": f"http://127.0.0.1:{target.port}"}, cpus=production)
         for name, target in targets.items()}
     names = list(servers)
     measured: dict[str, list[dict[str, float]]] = {name: [] for name in names}
