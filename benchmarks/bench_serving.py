@@ -509,11 +509,11 @@ def bench_shadow(home: Path, families: list[str] | None = None, runs: int = 9, s
     (``serving.shadow_alias``, ``serving.shadow_share``); and production sending every copy to a shadow predictor,
     a separate process serving the staged copy (``serving.shadow_url``), which answers and compares them. Each
     has CPU of its own, as pods on a cluster: production on one core (``PINNED``), the load generator and the
-    shadow predictor on the other. The maximum rate is production's alone (wrk, 8 connections, the median of three slices); at half of it the open
-    loop runs against each server in turn, ``runs`` rounds, the order rotated. p99 is counted from each
-    request's scheduled send; each configuration's figure is the median over the rounds of its p99 divided by
-    production alone's in the same round (this machine's speed drifts between rounds far more
-    than the effect), with the server CPU per request and the copies the shadow answered and dropped."""
+    shadow predictor on the other. The maximum rate is production's alone (wrk, 8 connections, the median of three
+    slices); at half of it the open loop runs against each server in turn, ``runs`` rounds, the order rotated. p99
+    is counted from each request's scheduled send; each configuration's figure is the median over the rounds of its
+    p99 divided by production alone's in the same round (this machine's speed drifts between rounds far more than
+    the effect), with the server CPU per request and the copies the shadow answered and dropped."""
     home, env, customers, categories, work, lua = _setup(home, "shadow")
     out: dict[str, Any] = {"runs": runs, "seconds_per_run": seconds, "shares": list(shares), "models": {},
                            "cores": {"production": PINNED[0], "load and shadow predictor": PINNED[1]}}
