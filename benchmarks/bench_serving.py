@@ -518,6 +518,9 @@ def bench_shadow(home: Path, families: list[str] | None = None, runs: int = 9, s
     out: dict[str, Any] = {"runs": runs, "seconds_per_run": seconds, "shares": list(shares), "models": {},
                            "cores": {"production": PINNED[0], "load and shadow predictor": PINNED[1]}}
     allowed = os.sched_getaffinity(0)
+    if not {int(c) for c in PINNED} <= allowed:
+        raise RuntimeError(f"the shadow benchmark pins production and the load to cores {', '.join(PINNED)}; this "
+                           f"process may use {sorted(allowed)}")
     try:
         for family in families or ["product-recommendation", "demand-forecast", "customer-segmentation"]:
             out["models"][family] = _shadow_family(home, family, env, work, lua, customers, categories, runs,
