@@ -545,17 +545,17 @@ def _shadow_family(home: Path, family: str, env: dict[str, str], work: Path, lua
     # process, wrk) and the shadow predictor, the candidate in a process of its own, on core 1
     production, rest = PINNED
     os.sched_setaffinity(0, {int(rest)})
-    targets = {"shadow predictor, 1": _start(family, env, "--alias", "staging", cpus=rest)}
+    target = _start(family, env, "--alias", "staging", cpus=rest)
     servers = {"alone": _start(family, env, cpus=production)} | {
         f"in process, {share:g}": _start(family, {**env, "ZM_SERVING__SHADOW_ALIAS": "staging",
                                                   "ZM_SERVING__SHADOW_SHARE": str(share)}, cpus=production)
         for share in shares} | {
-        name: _start(family, {**env, "ZM_SERVING__SHADOW_URL": f"http://127.0.0.1:{target.port}"}, cpus=production)
-        for name, target in targets.items()}
+        "shadow predictor, 1": _start(family, {**env, "ZM_SERVING__SHADOW_URL": f"http://127.0.0.1:{target.port}"},
+                                      cpus=production)}
     names = list(servers)
     measured: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     try:
-        for server in [*servers.values(), *targets.values()]:
+        for server in [*servers.values(), target]:
             server.wait_ready(f"/v2/models/{family}/ready")
         deadline = time.monotonic() + 120
         for name in [n for n in names[1:] if n.startswith("in process")]:
@@ -570,7 +570,7 @@ def _shadow_family(home: Path, family: str, env: dict[str, str], work: Path, lua
         url = f"http://127.0.0.1:{servers['alone'].port}{path}"
         rps = _median([_wrk(url, bodies, lua, 8, 2)["rps"] for _ in range(3)])
         rate = rps / 2
-        counted = {name: targets.get(name, servers[name]) for name in names[1:]}
+        counted = {name: target if name.startswith("shadow predictor") else servers[name] for name in names[1:]}
         before = {name: _shadow_counts(counted[name], family) for name in names[1:]}
         for r in range(runs):
             for name in names[r % len(names):] + names[: r % len(names)]:
@@ -581,7 +581,7 @@ def _shadow_family(home: Path, family: str, env: dict[str, str], work: Path, lua
                 measured[name].append(run)
         after = {name: _shadow_counts(counted[name], family) for name in names[1:]}
     finally:
-        for server in [*servers.values(), *targets.values()]:
+        for server in [*servers.values(), target]:
             server.stop()
     p99 = {name: _median([m["p99_ms"] for m in measured[name]]) for name in names}
     result: dict[str, Any] = {

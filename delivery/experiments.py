@@ -281,14 +281,13 @@ REPORT = Path(__file__).with_name("experiment_report.html.j2")  # the page, a Ji
 
 def report_html(analysis: Analysis) -> str:
     """The experiment's page: decision and reason first, then the plan, the looks (a chart and a table)."""
-    import jinja2
+    from zmlops import pages
 
     bound = max([abs(b) for b in analysis.plan["boundaries"] if np.isfinite(b)] + [abs(look.z) for look in
                                                                                     analysis.looks] + [1.0])
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     looks = int(analysis.design["looks"])
-    return env.from_string(REPORT.read_text()).render(
-        a=analysis, x=lambda day: round(40 + 580 * (day - 0.5) / looks, 1),
+    return pages.render(
+        REPORT, a=analysis, x=lambda day: round(40 + 580 * (day - 0.5) / looks, 1),
         y=lambda z: round(100 - 85 * max(-bound, min(bound, float(z))) / bound, 1))
 
 

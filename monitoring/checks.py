@@ -238,22 +238,22 @@ def _assess_segments(s: Snapshots, result: CheckResult) -> None:
     ref, cur = latest(customer_features(s.reference)), latest(customer_features(s.current))
     result.columns = s.drift(segment_features(ref), segment_features(cur), list(DERIVED))
     ref_shares = pd.Series(s.estimator.predict_names(ref)).value_counts(normalize=True)
-    cur_shares = pd.Series(s.estimator.predict_names(cur)).value_counts(normalize=True)
+    cur_names = s.estimator.predict_names(cur)
+    cur_shares = pd.Series(cur_names).value_counts(normalize=True)
     shift = float(ref_shares.sub(cur_shares, fill_value=0.0).abs().max())
     result.signals["segment_share_shift"] = shift
     result.breakdown["segment_share"] = {str(k): float(v) for k, v in cur_shares.items()}
-    result.evidence["segment_profiles"] = _profile_changes(s.estimator, cur)
+    result.evidence["segment_profiles"] = _profile_changes(s.estimator, cur, cur_names, cur_shares)
     if shift > cfg.segment_share_shift:
         result.reasons.append(f"segment share shift {shift:.3f} > {cfg.segment_share_shift}")
 
 
-def _profile_changes(estimator: Any, customers: pd.DataFrame) -> list[dict[str, Any]]:
-    """Each segment's profile at training (the model's medians and share) beside the same figures now."""
+def _profile_changes(estimator: Any, customers: pd.DataFrame, names: Any, share: pd.Series) -> list[dict[str, Any]]:
+    """Each segment's profile at training (the model's medians and share) beside the same figures now (``names``:
+    each customer's segment now, ``share``: their shares)."""
     trained = estimator.profiles_
     features = [c for c in trained.columns if c not in ("customers", "share", "named_for")]
-    names = estimator.predict_names(customers)
     now = customers[features].groupby(names).median()
-    share = pd.Series(names).value_counts(normalize=True)
     rows = []
     for segment in trained.index.union(now.index):
         row: dict[str, Any] = {"segment": str(segment),
@@ -298,11 +298,11 @@ def _assess_recommendations(s: Snapshots, result: CheckResult) -> None:
     start = s.current["invoice_ts"].max() - pd.Timedelta(weeks=4)
     recent = s.current[s.current["invoice_ts"] > start]
     unseen = ~recent["stock_code"].isin(set(s.estimator.items_))
-    share = float(recent.loc[unseen, "quantity"].sum() / max(recent["quantity"].sum(), 1))
+    units = max(float(recent["quantity"].sum()), 1.0)
+    share = float(recent.loc[unseen, "quantity"].sum()) / units
     result.signals["new_product_share"] = share
     sold = recent[unseen].groupby(["stock_code", "description", "category"], as_index=False, dropna=False)
     top = sold["quantity"].sum().nlargest(10, "quantity")  # the new products that drive the share
-    units = max(float(recent["quantity"].sum()), 1.0)
     result.evidence["new_products"] = [{**row, "share": float(row["quantity"]) / units}
                                        for row in top.to_dict("records")]
     if share > cfg.new_product_share:

@@ -105,7 +105,7 @@ def deliveries(settings: Settings) -> list[dict[str, Any]]:
 def write_index(settings: Settings) -> Path:
     """``index.html``: every check, newest first (its page and its Evidently report), then every delivery's data
     gate, refused first, with the Data Docs (a Jinja2 template, ``index.html.j2``)."""
-    import jinja2
+    from zmlops import pages
 
     checks = []
     for r in results(settings):
@@ -113,9 +113,8 @@ def write_index(settings: Settings) -> Path:
                        "report": r.get("report"),
                        "verdict": "retrain: " + "; ".join(r["reasons"]) if r.get("reasons") else "no action",
                        "signals": ", ".join(f"{k} {v:.3f}" for k, v in r.get("signals", {}).items())})
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    page = env.from_string(INDEX.read_text()).render(
-        checks=checks, deliveries=deliveries(settings),
+    page = pages.render(
+        INDEX, checks=checks, deliveries=deliveries(settings),
         data_docs="../validation/gx/uncommitted/data_docs/local_site/index.html")
     return object_store(settings).put(f"{PREFIX}/index.html", page.encode())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from monitoring.checks import Checks
-from zmlops import catalog
+from zmlops import catalog, pages
 from zmlops.settings import Settings
 
 __all__ = ["TEMPLATE", "decision", "moved_most", "render"]
@@ -51,16 +51,17 @@ def moved_most(result: dict[str, Any], top: int = 3) -> list[dict[str, Any]]:
 
 def render(settings: Settings, result: dict[str, Any]) -> str:
     """The check's page (HTML)."""
-    import jinja2
-
     forecast = result.get("evidence", {}).get("forecast_against_actual", [])
     inside = [r["units_lower"] <= r["units"] <= r["units_upper"] for r in forecast]
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    env.filters["num"] = lambda v, fmt="{:,.0f}": "-" if v is None or (isinstance(v, float) and math.isnan(v)) \
-        else fmt.format(v)
     profiles = result.get("evidence", {}).get("segment_profiles", [])
     features = [k[:-5] for k in (profiles[0] if profiles else {}) if k.endswith("_then") and k != "share_then"]
-    return env.from_string(TEMPLATE.read_text()).render(
-        r=result, decision=decision(settings, result), moved=moved_most(result), forecast=forecast,
-        coverage=(sum(inside) / len(inside)) if inside else None, profiles=profiles, features=features,
-        new_products=result.get("evidence", {}).get("new_products", []), title=catalog.entry(result["family"]).title)
+    return pages.render(
+        TEMPLATE, {"num": _number}, r=result, decision=decision(settings, result), moved=moved_most(result),
+        forecast=forecast, coverage=(sum(inside) / len(inside)) if inside else None, profiles=profiles,
+        features=features, new_products=result.get("evidence", {}).get("new_products", []),
+        title=catalog.entry(result["family"]).title)
+
+
+def _number(value: Any, fmt: str = "{:,.0f}") -> str:
+    """A number as ``fmt`` shows it, or "-" where there is none (NaN)."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)

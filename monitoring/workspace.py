@@ -140,6 +140,7 @@ def record(settings: Settings, result: dict[str, Any], reports: list[Any]) -> st
     for snapshot in reports:
         workspace.add_run(project.id, snapshot, include_data=False)
     numbers = _numbers(settings, result)
+    methods = sorted({v["method"] for v in result.get("columns", {}).values()})
     table = pd.DataFrame({k: [v] for k, v in numbers.items()})
     decision = "; ".join(result.get("reasons") or []) or "no action"
     report = Report([MeanValue(column=c) for c in numbers], tags=[
@@ -151,7 +152,7 @@ def record(settings: Settings, result: dict[str, Any], reports: list[Any]) -> st
                           None, timestamp=when,
                           name=f"v{result['model_version']} on {result['current_version']}: {decision}"[:200])
     workspace.add_run(project.id, snapshot, include_data=False)
-    _dashboard(project, family, result)
+    _dashboard(project, family, list(result.get("columns", {})), methods, list(numbers))
     return str(project.id)
 
 
@@ -167,8 +168,9 @@ def _numbers(settings: Settings, result: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in out.items() if math.isfinite(v)}  # a number that could not be computed is not drawn
 
 
-def _dashboard(project: Any, family: str, result: dict[str, Any]) -> None:
-    """Every panel again, with the columns and labels of the panels before and of this check."""
+def _dashboard(project: Any, family: str, drifts: list[str], methods: list[str], numbers: list[str]) -> None:
+    """Every panel again, with the lines of the panels before and this check's: its drift-tested columns and the
+    ``numbers`` its snapshot holds (a view's signals, a breakdown's labels, the threshold drawn last)."""
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import line_plot_panel
 
@@ -180,22 +182,16 @@ def _dashboard(project: Any, family: str, result: dict[str, Any]) -> None:
         return list(dict.fromkeys([*before.get(title, []), *now]))
 
     checks: Checks = catalog.load(catalog.entry(family).checks)
-    methods = sorted({v["method"] for v in result.get("columns", {}).values()})
     panels = [line_plot_panel(DRIFT, [PanelMetric(legend=c, metric="ValueDrift", metric_labels={"column": c})
-                                      for c in columns(DRIFT, list(result.get("columns", {})))],
+                                      for c in columns(DRIFT, drifts)],
                               description=f"Evidently's drift score of each column the model reads "
                                           f"({', '.join(methods) or 'none yet'}; a p-value drifts below its "
                                           f"threshold, a distance above)", size="full")]
     for view in (*checks.views, *COMMON):
-        if view.breakdown:
-            labels = result.get("breakdown", {}).get(view.breakdown, {})
-            names = columns(view.title, [number_name(view.breakdown, label) for label in labels])
-        else:
-            names = columns(view.title, [s for s in view.signals if s in result.get("signals", {})
-                                         or s == "model_version"])
-        if view.threshold:
-            names = [*[n for n in names if n != number_name("threshold", view.threshold)],
-                     number_name("threshold", view.threshold)]
+        mine = [n for n in numbers if n.startswith(number_name(view.breakdown, ""))] if view.breakdown else \
+            [s for s in view.signals if s in numbers]
+        threshold = [number_name("threshold", view.threshold)] if view.threshold else []
+        names = [n for n in columns(view.title, mine) if n not in threshold] + threshold if mine else []
         if not names:
             continue
         lines = [PanelMetric(legend=_legend(n, view), metric="MeanValue", metric_labels={"column": n}) for n in names]

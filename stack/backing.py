@@ -100,6 +100,8 @@ def _serving_keys() -> dict[str, str]:
 
 def new_secrets() -> dict[str, dict[str, str]]:
     """The Secrets an installer creates before `helm install` (docs/install.md), with fresh random values."""
+    from zmlops.auth import userlist
+
     def pw() -> str:  # hex, as docs/install.md's `openssl rand -hex 16`: a urlsafe token may start with "-",
         return secrets.token_hex(16)  # which `airflow users create --password -x...` reads as an option
 
@@ -122,7 +124,7 @@ def new_secrets() -> dict[str, dict[str, str]]:
             "data-registry-remote": "git://zm-git.mlops.svc/data-registry.git",
             **_serving_keys(),
             **_pushgateway_users(),
-            "analysts-users": _userlist("analysts", {"analyst": analyst}),
+            "analysts-users": userlist("analysts", {"analyst": analyst}),
             "mlflow-admin-password": pw(), "mlflow-pipelines-password": pw(), "mlflow-serving-password": pw(),
             "mlflow-flask-secret-key": secrets.token_hex(32),
         },
@@ -153,12 +155,6 @@ def _pushgateway_users() -> dict[str, str]:
     return {"pushgateway-password": push, "pushgateway-scrape-user": "prometheus",
             "pushgateway-scrape-password": scrape,
             "pushgateway-users": pushgateway_users({"monitoring": push, "prometheus": scrape})}
-
-
-def _userlist(name: str, passwords: dict[str, str]) -> str:
-    from zmlops.auth import userlist
-
-    return userlist(name, passwords)
 
 
 def _fernet_key() -> str:

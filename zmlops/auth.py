@@ -59,9 +59,9 @@ def userlist(name: str, passwords: dict[str, str], groups: dict[str, tuple[str, 
     import bcrypt
 
     groups = groups or {}
-    unknown = {u for members in groups.values() for u in members} - set(passwords)
-    if unknown:
-        raise ValueError(f"group members without a password: {sorted(unknown)}")
+    for group, members in groups.items():
+        if set(members) - set(passwords):
+            raise ValueError(f"{group} without a password: {sorted(set(members) - set(passwords))}")
     lines = [f"userlist {name}", *(f"  group {g}" for g in groups)]
     for user, password in passwords.items():
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", user):
@@ -76,10 +76,7 @@ def pushgateway_users(passwords: dict[str, str], pushers: tuple[str, ...] = ("mo
     """The HAProxy userlist ``pushgateway`` in front of the Pushgateway (the Secret key ``pushgateway-users``):
     those in ``pushers`` form the group that may push (charts/zero-margin/files/pushgateway-proxy.cfg), the others
     only read."""
-    try:
-        return userlist("pushgateway", passwords, {"pushers": pushers}, rounds)
-    except ValueError as error:
-        raise ValueError(str(error).replace("group members", "pushers")) from None
+    return userlist("pushgateway", passwords, {"pushers": pushers}, rounds)
 
 
 def _local(settings: Settings) -> tuple[list[dict[str, object]], str]:
