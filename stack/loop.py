@@ -386,14 +386,23 @@ def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str],
                              lambda: loop.wait_alert("ZmServedSegmentShift")["labels"])
 
     def re_entry() -> dict[str, Any]:
-        deadline = time.monotonic() + 300
-        events: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:  # the receiver's event, then the runs it and the DAG's event started
-            events = loop.retrain_events()
-            if any(str((e.get("extra") or {}).get("reason", "")).startswith("alert ") for e in events):
+        """The receiver's event and the monitoring DAG's own, then every training run they created, ended (a run
+        count would not do: the scheduler may start one run for two events or one run each, at any moment)."""
+        deadline = time.monotonic() + 1200
+        while True:
+            loop.approve_waiting()
+            events = [e for e in loop.retrain_events() if e["uri"].startswith(catalog.RETRAIN_ASSET_PREFIX)]
+            reasons = [str((e.get("extra") or {}).get("reason", "")) for e in events]
+            created = [r["run_id"] for e in events for r in e.get("created_dagruns", [])]
+            runs = [r for r in api.runs(TRAINING) if r["dag_run_id"] in created]
+            if (any(r.startswith("alert ") for r in reasons) and any(r.startswith("drift:") for r in reasons)
+                    and all(e.get("created_dagruns") for e in events)
+                    and all(r["state"] in ("success", "failed") for r in runs)):
                 break
+            if time.monotonic() > deadline:
+                states = [(r["dag_run_id"], r["state"]) for r in runs]
+                raise TimeoutError(f"retrain events {reasons}, their runs {states}")
             time.sleep(3)
-        runs = loop.wait_runs(TRAINING, 2)
         return {"events": [{"uri": e["uri"], "reason": (e.get("extra") or {}).get("reason"),
                             "runs": [r["run_id"] for r in e.get("created_dagruns", [])]} for e in events],
                 "runs": [{"id": r["dag_run_id"], "type": r["run_type"], "state": r["state"]} for r in runs]}
