@@ -107,7 +107,7 @@ def zmlops_monitoring() -> None:
         write_metrics(settings, found)
         index = write_index(settings)
         print(f"reports: {index}")
-        from monitoring.workspace import record_stored
+        from monitoring.workspace import prune, record_stored
 
         for result in found:  # one writer: the mapped checks ran side by side, the workspace takes them in turn
             try:  # the analysts' view must not hold back the re-entries that follow
@@ -115,6 +115,11 @@ def zmlops_monitoring() -> None:
             except Exception as error:  # noqa: BLE001 - any storage or Evidently error: said in the log
                 print(f"WARNING {result['family']}: the check is not in the analysts' workspace "
                       f"({settings.evidently_workspace}): {type(error).__name__}: {error}")
+        try:  # the workspace's one writer prunes it too
+            print(f"workspace snapshots deleted (data weeks older than "
+                  f"{settings.monitoring.workspace_retention_days} days): {prune(settings)}")
+        except Exception as error:  # noqa: BLE001 - as above
+            print(f"WARNING the analysts' workspace was not pruned: {type(error).__name__}: {error}")
         return str(index)
 
     @task

@@ -8,25 +8,28 @@ A family's :class:`Checks` has two parts:
 - ``served``: signals from the request log, the answers the production version gave since the last check
   (:func:`monitoring.requests.request_signals` reads the log and adds ``requests``).
 
-Per family:
+Per family (the drift columns are the model's own inputs, each with the method its kind calls for:
+:data:`CONTINUOUS`, :data:`COUNT`, :data:`CATEGORY`; docs/monitoring.md has the table):
 
-- demand-forecast: accuracy on the weeks that have happened since training (realised WAPE of the
-  production forecasts against the backtest WAPE logged at training; drift of weekly units against the
-  same weeks a year earlier); served: ``served_forecast_units``, the mean weekly units of served forecasts;
-- customer-segmentation: drift of the derived features, shift of segment shares (production model applied
-  to both snapshots); served: ``served_segment_shift`` (the largest change of a segment's share among
-  served answers against the shares at training) and ``degraded_share``;
-- product-recommendation: drift of prices, share of current sales from products the model never saw;
-  served: ``recommendation_hit_rate`` (the share of served lists of which the customer bought at least
-  one item in the weeks after the model's training data) and ``served_coverage`` (the share of the
-  catalogue recommended at least once). Customer ids in the log are keyed hashes; the new
-  transactions are hashed with the same key to join them, so no raw id is read from the log.
+- demand-forecast: drift of weekly units, revenue and unit price per category against the same weeks a year
+  earlier; accuracy on the weeks that have happened since training (realised WAPE of the production forecasts
+  against the backtest WAPE logged at training); served: ``served_forecast_units``, the mean weekly units of
+  served forecasts;
+- customer-segmentation: drift of the four derived features the clustering reads, shift of segment shares
+  (production model applied to both snapshots); served: ``served_segment_shift`` (the largest change of a
+  segment's share among served answers against the shares at training) and ``degraded_share``;
+- product-recommendation: drift of the purchases of the last 4 weeks against the same weeks a year earlier
+  (category mix, units per line, how popular the bought products are, how active their buyers are), share of
+  current sales from products the model never saw; served: ``recommendation_hit_rate`` (the share of served
+  lists of which the customer bought at least one item in the weeks after the model's training data) and
+  ``served_coverage`` (the share of the catalogue recommended at least once). Customer ids in the log are keyed
+  hashes; the new transactions are hashed with the same key to join them, so no raw id is read from the log.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -73,31 +76,56 @@ class CheckResult:
         return {**out, "drifted": self.drifted, "incident": self.incident}
 
 
-def column_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], html: Path | None,
-                 sample_rows: int, seed: int = 0, method: str | None = None, timestamp: dt.datetime | None = None,
-                 keep: list[Any] | None = None) -> dict[str, dict[str, Any]]:
-    """Evidently's per-column drift on (sampled) reference and current; writes the HTML report.
+# Drift methods by the kind of column (Evidently's names; docs/monitoring.md says why each):
+CONTINUOUS = "wasserstein"  # prices, spend, rates, log volumes: a normed distance, steady at any sample size
+COUNT = "psi"  # whole numbers with ties (units per line): the population stability index over binned values
+CATEGORY = "jensenshannon"  # labels (product category): bounded, a label absent on one side counts in full
 
-    ``method`` overrides Evidently's choice for numeric columns (e.g. ``wasserstein``); the Evidently snapshot is
-    stamped ``timestamp`` and appended to ``keep`` (for the analysts' workspace, :mod:`monitoring.workspace`).
+
+def column_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: Mapping[str, str], html: Path | None,
+                 sample_rows: int, timestamp: dt.datetime | None = None,
+                 keep: list[Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Evidently's drift of each column by its method (``columns``: column -> Evidently's method name, such as
+    :data:`CONTINUOUS`, :data:`COUNT`, :data:`CATEGORY` or ``ks``); writes the HTML report.
+
+    Columns of text or category dtype are given to Evidently as categorical, the rest as numerical. The Evidently
+    snapshot is stamped ``timestamp`` and appended to ``keep`` (for the analysts' workspace,
+    :mod:`monitoring.workspace`).
     """
-    from evidently import Report
+    from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    def sample(frame: pd.DataFrame) -> pd.DataFrame:
-        """Up to ``sample_rows`` rows as they are; above that, each column summarised by that many
-        evenly spaced quantiles: an equal-weight sketch of its distribution, so the Wasserstein
-        distance between sketches stays within 0.01 of the full-data one (a random sample of the
-        same size did not: 0.02 at 20,000 rows)."""
-        part = frame[columns].dropna()
-        if len(part) <= sample_rows:
-            return part
-        q = (np.arange(sample_rows) + 0.5) / sample_rows
-        return pd.DataFrame({c: np.quantile(part[c].to_numpy(dtype=float), q) for c in columns})
+    names = list(columns)
+    categorical = [c for c in names if not pd.api.types.is_numeric_dtype(reference[c])]
+    numerical = [c for c in names if c not in categorical]
 
-    preset = DataDriftPreset(columns=columns, num_method=method) if method else DataDriftPreset(columns=columns)
-    snapshot = Report([preset]).run(current_data=sample(current), reference_data=sample(reference),
-                                    timestamp=timestamp)
+    def sketch(frame: pd.DataFrame) -> pd.DataFrame:
+        """Up to ``sample_rows`` rows as they are; above that, each column summarised by that many values: a
+        numeric column by evenly spaced quantiles (the Wasserstein distance between sketches stays within 0.01 of
+        the full-data one; a random sample of the same size did not: 0.02 at 20,000 rows), a categorical one by
+        its labels repeated in proportion to their counts (largest remainders): an equal-weight sketch of each
+        distribution, with no sampling noise of its own."""
+        if len(frame) <= sample_rows:
+            return frame[names]  # Evidently leaves out each column's missing values itself
+        q = (np.arange(sample_rows) + 0.5) / sample_rows
+        out: dict[str, Any] = {}
+        for c in names:
+            values = frame[c].dropna()
+            if c in numerical:
+                out[c] = np.quantile(values.to_numpy(dtype=float), q) if len(values) else np.full(sample_rows, np.nan)
+                continue
+            share = values.value_counts(normalize=True, sort=True) * sample_rows
+            count = share.floordiv(1).astype(int)
+            rest = (share - count).sort_values(ascending=False, kind="stable")
+            count[rest.index[: sample_rows - int(count.sum())]] += 1
+            out[c] = np.repeat(count.index.to_numpy(dtype=object), count.to_numpy())
+        return pd.DataFrame(out)[names]
+
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+    snapshot = Report([DataDriftPreset(columns=names, per_column_method=dict(columns))]).run(
+        current_data=Dataset.from_pandas(sketch(current), data_definition=definition),
+        reference_data=Dataset.from_pandas(sketch(reference), data_definition=definition),
+        timestamp=timestamp)
     if keep is not None:
         keep.append(snapshot)
     if html is not None:
@@ -129,11 +157,11 @@ class Snapshots:
     timestamp: dt.datetime | None = None  # the check's week (the current data's newest transaction)
     reports: list[Any] = field(default_factory=list)  # the Evidently snapshots the checks made
 
-    def drift(self, reference: pd.DataFrame, current: pd.DataFrame, columns: list[str],
-              method: str | None = None) -> dict[str, dict[str, Any]]:
+    def drift(self, reference: pd.DataFrame, current: pd.DataFrame,
+              columns: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """:func:`column_drift` of ``columns`` (column -> method) into this check's report and snapshots."""
         cfg = self.settings.monitoring
-        return column_drift(reference, current, columns, self.html, cfg.sample_rows, self.settings.seed, method,
-                            self.timestamp, self.reports)
+        return column_drift(reference, current, columns, self.html, cfg.sample_rows, self.timestamp, self.reports)
 
 
 @dataclass(frozen=True)
@@ -176,9 +204,9 @@ def _assess_forecast(s: Snapshots, result: CheckResult) -> None:
     same = ref[ref["week_start"].between(weeks["week_start"].min() - year, weeks["week_start"].max() - year)] \
         if len(weeks) else ref.iloc[:0]
     if len(same):
-        # a few dozen category-weeks: a KS p-value alarms on the yearly trend alone, so a distance
-        result.columns = s.drift(same.assign(log_units=np.log1p(same["units"])),
-                                 weeks.assign(log_units=np.log1p(weeks["units"])), ["log_units"], "wasserstein")
+        # the forecaster's inputs, a few dozen category-weeks a side: a KS p-value alarms on the yearly trend
+        # alone, so distances
+        result.columns = s.drift(_forecast_inputs(same), _forecast_inputs(weeks), FORECAST_DRIFT)
     if not len(weeks):
         return
     fc = s.estimator.forecasts_.assign(week_start=pd.to_datetime(s.estimator.forecasts_["week_start"]))
@@ -211,6 +239,18 @@ def _assess_forecast(s: Snapshots, result: CheckResult) -> None:
         result.reasons.append(f"realised revenue WAPE is {rev_increase:.3f} above the backtest's")
 
 
+FORECAST_DRIFT = {"log_units": CONTINUOUS, "log_revenue": CONTINUOUS, "log_unit_price": CONTINUOUS}
+
+
+def _forecast_inputs(weekly: pd.DataFrame) -> pd.DataFrame:
+    """What the forecaster reads per category and week (its targets' histories, units and revenue) on a log scale,
+    and the unit price they imply (a price change moves revenue without units)."""
+    units, revenue = weekly["units"].to_numpy(float), weekly["revenue"].to_numpy(float)
+    price = np.divide(revenue, units, out=np.full(len(weekly), np.nan), where=units > 0)
+    return pd.DataFrame({"log_units": np.log1p(units), "log_revenue": np.log1p(revenue.clip(min=0)),
+                         "log_unit_price": np.log(price)}, index=weekly.index)
+
+
 def _served_forecast(settings: Settings, log: pd.DataFrame, estimator: Any, reference: pd.DataFrame,
                      current: pd.DataFrame) -> dict[str, float]:
     return {"served_forecast_units": float(log["units"].map(lambda u: sum(u) / max(len(u), 1)).mean())}
@@ -236,7 +276,8 @@ def _assess_segments(s: Snapshots, result: CheckResult) -> None:
 
     cfg = s.settings.monitoring
     ref, cur = latest(customer_features(s.reference)), latest(customer_features(s.current))
-    result.columns = s.drift(segment_features(ref), segment_features(cur), list(DERIVED))
+    # the four numbers the clustering reads (rates and ratios): a distance, not a p-value, whatever the customers' count
+    result.columns = s.drift(segment_features(ref), segment_features(cur), dict.fromkeys(DERIVED, CONTINUOUS))
     ref_shares = pd.Series(s.estimator.predict_names(ref)).value_counts(normalize=True)
     cur_names = s.estimator.predict_names(cur)
     cur_shares = pd.Series(cur_names).value_counts(normalize=True)
@@ -288,15 +329,11 @@ CUSTOMER_SEGMENTATION = Checks(_assess_segments, _served_segments, views=(
 
 # ---------------------------------------------------------------- recommendation
 def _assess_recommendations(s: Snapshots, result: CheckResult) -> None:
-    from training.features.build import product_features
-
     cfg = s.settings.monitoring
-    ref, cur = latest(product_features(s.reference)), latest(product_features(s.current))
-    for frame in (ref, cur):
-        frame["log_price"] = np.log(frame["price_4w"].clip(lower=1e-3))
-    result.columns = s.drift(ref, cur, ["log_price"])
-    start = s.current["invoice_ts"].max() - pd.Timedelta(weeks=4)
-    recent = s.current[s.current["invoice_ts"] > start]
+    end = s.current["invoice_ts"].max()
+    result.columns = s.drift(_purchases(s.reference, _same_weeks(s.reference, end)), _purchases(s.current, end),
+                             RECOMMENDATION_DRIFT)
+    recent = s.current[s.current["invoice_ts"] > end - pd.Timedelta(weeks=4)]
     unseen = ~recent["stock_code"].isin(set(s.estimator.items_))
     units = max(float(recent["quantity"].sum()), 1.0)
     share = float(recent.loc[unseen, "quantity"].sum()) / units
@@ -307,6 +344,32 @@ def _assess_recommendations(s: Snapshots, result: CheckResult) -> None:
                                        for row in top.to_dict("records")]
     if share > cfg.new_product_share:
         result.reasons.append(f"{share:.1%} of the last 4 weeks' units are products the model never saw")
+
+
+RECOMMENDATION_DRIFT = {"category": CATEGORY, "log_quantity": COUNT, "log_product_share": CONTINUOUS,
+                        "log_customer_lines": CONTINUOUS}
+
+
+def _same_weeks(reference: pd.DataFrame, end: pd.Timestamp, weeks: int = 4) -> pd.Timestamp:
+    """Where the reference window ends: the same weeks a year before ``end`` when the reference holds them (the
+    mix of what sells is seasonal), else the reference's own last weeks."""
+    year_earlier = end - pd.Timedelta(days=364)
+    starts = reference["invoice_ts"].min() if len(reference) else year_earlier
+    return year_earlier if starts <= year_earlier - pd.Timedelta(weeks=weeks) else reference["invoice_ts"].max()
+
+
+def _purchases(clean: pd.DataFrame, end: pd.Timestamp, weeks: int = 4) -> pd.DataFrame:
+    """The lines of the ``weeks`` weeks to ``end`` as the recommender reads them (who bought which product, how
+    many; it reads no price): each line's category and log units, its product's log share of the window's units
+    (how popular what was bought is) and the log lines its customer bought in the window (how active who bought is).
+    """
+    lines = clean[clean["invoice_ts"].between(end - pd.Timedelta(weeks=weeks), end, inclusive="right")]
+    product_units = lines.groupby("stock_code")["quantity"].transform("sum").to_numpy(float)
+    customer_lines = lines.groupby("customer_id")["stock_code"].transform("size").to_numpy(float)
+    return pd.DataFrame({"category": lines["category"].astype(str).to_numpy(),
+                         "log_quantity": np.log(lines["quantity"].to_numpy(float)),
+                         "log_product_share": np.log(product_units / max(product_units.sum(), 1.0)),
+                         "log_customer_lines": np.log(customer_lines)})
 
 
 def _served_recommendations(settings: Settings, log: pd.DataFrame, estimator: Any, reference: pd.DataFrame,

@@ -3,13 +3,13 @@
 Reference: the data version the production version was trained on (its ``data_version``
 tag). Current: the newest good data version. Each check builds the same kind of table
 from both (the feature code of :mod:`training.features.build`), runs Evidently's data
-drift preset on stationary columns (Evidently picks KS on small samples and a normed
-Wasserstein distance above 1,000 rows; the method is recorded per column), saves the
+drift preset on the model's inputs, each column with the method its kind calls for (a
+normed Wasserstein distance, PSI or Jensen-Shannon; recorded per column), saves the
 Evidently HTML report, and adds family-specific signals (each family's
 :class:`monitoring.checks.Checks`, named by its catalog entry).
 
-Samples are capped at ``monitoring.sample_rows`` per side (drift scores move by less
-than 0.01 on these tables; see docs/monitoring.md).
+Above ``monitoring.sample_rows`` rows per side each column is sketched to that many values
+(drift scores move by less than 0.01 on these tables; see docs/monitoring.md).
 """
 
 from __future__ import annotations

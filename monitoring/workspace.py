@@ -22,8 +22,8 @@ from monitoring.checks import Checks, View
 from zmlops import catalog
 from zmlops.settings import Settings
 
-__all__ = ["COMMON", "number_name", "open_workspace", "project_of", "record", "record_stored", "serve", "store_reports",
-           "sync"]
+__all__ = ["COMMON", "number_name", "open_workspace", "project_of", "prune", "record", "record_stored", "serve",
+           "store_reports", "sync"]
 
 DRIFT = "Drift score per monitored column"
 WORKSPACE = "evidently"  # the workspace's prefix in the object store (the k8s profile)
@@ -49,6 +49,24 @@ def project_of(workspace: Any, family: str) -> Any:
     if found:
         return found[0]
     return workspace.create_project(family, description=catalog.entry(family).title)
+
+
+def prune(settings: Settings) -> dict[str, int]:
+    """Delete the snapshots whose data week is more than ``monitoring.workspace_retention_days`` before the newest
+    week of their project (a backfill or a simulated history keeps its span, whatever today's date). Returns the
+    count deleted per project."""
+    workspace = open_workspace(settings)
+    keep = dt.timedelta(days=settings.monitoring.workspace_retention_days)
+    gone: dict[str, int] = {}
+    for project in workspace.list_projects():
+        stamped = [(snapshot.timestamp, run) for run in workspace.list_runs(project.id)
+                   if (snapshot := workspace.get_run(project.id, run)) is not None]
+        newest = max((t for t, _ in stamped), default=None)
+        old = [run for t, run in stamped if newest is not None and t < newest - keep]
+        for run in old:
+            workspace.delete_run(project.id, run)
+        gone[project.name] = len(old)
+    return gone
 
 
 def store_reports(settings: Settings, result: dict[str, Any], reports: list[Any]) -> list[str]:
@@ -140,7 +158,8 @@ def record(settings: Settings, result: dict[str, Any], reports: list[Any]) -> st
     for snapshot in reports:
         workspace.add_run(project.id, snapshot, include_data=False)
     numbers = _numbers(settings, result)
-    methods = sorted({v["method"] for v in result.get("columns", {}).values()})
+    methods = {c: f"{v['method']} {'<' if 'p_value' in str(v['method']).lower() else '>='} {v['threshold']:g}"
+               for c, v in result.get("columns", {}).items()}  # column -> when it drifts
     table = pd.DataFrame({k: [v] for k, v in numbers.items()})
     decision = "; ".join(result.get("reasons") or []) or "no action"
     report = Report([MeanValue(column=c) for c in numbers], tags=[
@@ -152,7 +171,7 @@ def record(settings: Settings, result: dict[str, Any], reports: list[Any]) -> st
                           None, timestamp=when,
                           name=f"v{result['model_version']} on {result['current_version']}: {decision}"[:200])
     workspace.add_run(project.id, snapshot, include_data=False)
-    _dashboard(project, family, list(result.get("columns", {})), methods, list(numbers))
+    _dashboard(project, family, methods, list(numbers))
     return str(project.id)
 
 
@@ -168,8 +187,9 @@ def _numbers(settings: Settings, result: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in out.items() if math.isfinite(v)}  # a number that could not be computed is not drawn
 
 
-def _dashboard(project: Any, family: str, drifts: list[str], methods: list[str], numbers: list[str]) -> None:
-    """Every panel again, with the lines of the panels before and this check's: its drift-tested columns and the
+def _dashboard(project: Any, family: str, methods: dict[str, str], numbers: list[str]) -> None:
+    """Every panel again, with the lines of the panels before and this check's: its drift-tested columns (``methods``:
+    column -> its method and threshold) and the
     ``numbers`` its snapshot holds (a view's signals, a breakdown's labels, the threshold drawn last)."""
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import line_plot_panel
@@ -183,10 +203,10 @@ def _dashboard(project: Any, family: str, drifts: list[str], methods: list[str],
 
     checks: Checks = catalog.load(catalog.entry(family).checks)
     panels = [line_plot_panel(DRIFT, [PanelMetric(legend=c, metric="ValueDrift", metric_labels={"column": c})
-                                      for c in columns(DRIFT, drifts)],
-                              description=f"Evidently's drift score of each column the model reads "
-                                          f"({', '.join(methods) or 'none yet'}; a p-value drifts below its "
-                                          f"threshold, a distance above)", size="full")]
+                                      for c in columns(DRIFT, list(methods))],
+                              description="Evidently's drift score of each input the model reads; it drifts at ("
+                                          + (", ".join(f"{c}: {m}" for c, m in methods.items()) or "none yet")
+                                          + ")", size="full")]
     for view in (*checks.views, *COMMON):
         mine = [n for n in numbers if n.startswith(number_name(view.breakdown, ""))] if view.breakdown else \
             [s for s in view.signals if s in numbers]

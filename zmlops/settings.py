@@ -188,6 +188,9 @@ class MonitoringSettings(BaseModel):
                                       "URL; default <object store>/evidently (ZM_HOME/evidently locally).")
     report_retention_days: int = Field(90, ge=1, description="Check reports (Evidently HTML, summaries) older than "
                                        "this are deleted by the monitoring DAG; each family's newest stays.")
+    workspace_retention_days: int = Field(
+        730, ge=7, description="Snapshots of the analysts' workspace whose data week is this much older than their "
+        "project's newest are deleted by the monitoring DAG (the panels' history: two years of weekly points).")
     drift_share: float = Field(0.5, gt=0, le=1, description="Retrain when this share of monitored columns drifts.")
     segment_share_shift: float = Field(0.05, gt=0, description="Retrain when a segment's share moves this much.")
     new_product_share: float = Field(0.10, gt=0, description="Retrain when unseen products sell this share.")

@@ -9,6 +9,7 @@ the third delivery, as the monitoring DAG's re-entry would have it, and checked 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import subprocess
@@ -207,6 +208,21 @@ def test_in_the_k8s_profile_the_workspace_lives_in_the_object_store(
     sync(ui_pod)
     again = Workspace(str(copy))
     assert len(again.list_runs(project_of(again, "product-recommendation").id)) == checks + 1
+    # retention: snapshots whose data week is past monitoring.workspace_retention_days go, the newest week stays
+    from monitoring.workspace import prune
+
+    weeks = [dt.datetime.fromisoformat(r["data_until"]) for r in results["product-recommendation"]]
+
+    def keeping(span: dt.timedelta) -> Settings:
+        days = writer.monitoring.model_copy(update={"workspace_retention_days": span.days})
+        return writer.model_copy(update={"monitoring": days})
+
+    assert prune(writer) == {"product-recommendation": 0}  # two years by default
+    second = weeks[-1] - weeks[1] + dt.timedelta(days=1)  # back to the second check's week
+    assert prune(keeping(second)) == {"product-recommendation": 1}  # the first check's week goes
+    assert prune(keeping(dt.timedelta(days=7))) == {"product-recommendation": checks - 2}
+    left = [reader.get_run(project.id, r) for r in open_workspace(writer).list_runs(project.id)]
+    assert [r.timestamp.date() for r in left] == [weeks[-1].date()] * 2  # the last check, and the one recorded again
 
 
 def test_each_check_s_page_says_why_first_then_shows_the_evidence(
@@ -231,7 +247,9 @@ def test_each_check_s_page_says_why_first_then_shows_the_evidence(
 
     retrain = page(drifted)
     top = drifted["evidence"]["new_products"][0]
-    assert f"Retrain product-recommendation v1: {drifted['reasons'][0]}." in retrain
+    assert f"Retrain product-recommendation v1: {'; '.join(drifted['reasons'])}." in retrain
+    for column, drift in drifted["columns"].items():  # each input the recommender reads, by its own method
+        assert f"{column} {drift['method']} {drift['score']:.4f} {drift['threshold']:g}" in retrain, column
     assert "New products the model never saw" in retrain and str(top["stock_code"]) in retrain
     assert f"{top['share']:.1%}" in retrain  # the share of all units, as the check computed it
     screenshot(pages[f"product-recommendation-{drifted['current_version']}.html"].as_uri(), "check-recommendation",

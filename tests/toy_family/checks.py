@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monitoring.checks import CheckResult, Checks, Snapshots, latest
+from monitoring.checks import CONTINUOUS, CheckResult, Checks, Snapshots, latest
 from zmlops.settings import Settings
 
 
@@ -17,7 +17,7 @@ def _assess(s: Snapshots, result: CheckResult) -> None:
 
     ref, cur = (latest(customer_features(frame)) for frame in (s.reference, s.current))
     ref, cur = (f.assign(log_basket_value=np.log(basket_value(f).clip(min=1e-6))) for f in (ref, cur))
-    result.columns = s.drift(ref, cur, ["log_basket_value"])
+    result.columns = s.drift(ref, cur, {"log_basket_value": CONTINUOUS})
     result.signals["median_basket_value"] = float(np.exp(cur["log_basket_value"].median()))
 
 
