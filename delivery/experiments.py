@@ -398,7 +398,7 @@ def daily_from_logs(settings: Any, name: str, family: str, looks: int, started: 
     first answer, from that day on, and as clicked from the day of the first answer they clicked."""
     import pandas as pd
 
-    from monitoring.requests import EVENTS, read_log
+    from monitoring.requests import EVENTS, clicked, read_log
     from zmlops.stores import object_store
 
     store = object_store(settings)
@@ -412,18 +412,11 @@ def daily_from_logs(settings: Any, name: str, family: str, looks: int, started: 
     if served.empty:
         return []
     events = read_log(store, family, since=since, prefix=EVENTS)
-    clicks = events[events["type"] == "click"] if not events.empty else pd.DataFrame(columns=["request_id"])
-    named = clicks["customer"].notna() if "customer" in clicks else pd.Series(False, index=clicks.index)
-    # a click naming its customer joins that customer's row of the answer (one request may name several); one
-    # naming none joins every row of the answer
-    pairs = set(zip(clicks.loc[named, "request_id"], clicks.loc[named, "customer"], strict=True))
-    anonymous = set(clicks.loc[~named, "request_id"])
-    clicked = served["request_id"].isin(anonymous) | pd.Series(
-        [(r, c) in pairs for r, c in zip(served["request_id"], served["customer"], strict=True)], index=served.index)
-    served = served.assign(day=(pd.to_datetime(served["ts"], utc=True) - started).dt.days + 1, clicked=clicked)
+    served = served.assign(day=(pd.to_datetime(served["ts"], utc=True) - started).dt.days + 1,
+                           clicked=clicked(served, events))
     first = served.sort_values("ts").groupby("customer").agg(variant=("variant", "first"), day=("day", "min"))
-    clicked = served[served["clicked"]].groupby("customer")["day"].min()
-    return daily_looks(first.assign(clicked_day=clicked.reindex(first.index)), looks)
+    first_click = served[served["clicked"]].groupby("customer")["day"].min()
+    return daily_looks(first.assign(clicked_day=first_click.reindex(first.index)), looks)
 
 
 def daily_looks(customers: Any, looks: int) -> list[dict[str, Any]]:

@@ -64,6 +64,20 @@ def read_log(store: ObjectStore, family: str, version: str | None = None, since:
     return pd.concat([rows.drop(columns="rows"), detail], axis=1)
 
 
+def clicked(served: pd.DataFrame, events: pd.DataFrame) -> pd.Series:
+    """Which served rows were clicked (a boolean per row of ``served``, one row per answered row of
+    :func:`read_log`): a click naming its customer joins that customer's row of the answer (one request may name
+    several customers), one naming none joins every row of the answer, by the answer's request id."""
+    clicks = events[events["type"] == "click"] if "type" in events else pd.DataFrame(columns=["request_id"])
+    named = clicks["customer"].notna() if "customer" in clicks else pd.Series(False, index=clicks.index)
+    pairs = set(zip(clicks.loc[named, "request_id"], clicks.loc[named, "customer"], strict=True))
+    anonymous = set(clicks.loc[~named, "request_id"])
+    customers = served["customer"] if "customer" in served else pd.Series(None, index=served.index)
+    return served["request_id"].isin(anonymous) | pd.Series(
+        [(r, c) in pairs for r, c in zip(served["request_id"], customers, strict=True)], index=served.index,
+        dtype=bool)
+
+
 def request_signals(settings: Settings, family: str, model_version: str, estimator: Any,
                     ref_clean: pd.DataFrame, cur_clean: pd.DataFrame, since: str | None = None) -> dict[str, float]:
     """Signals from the requests answered by ``model_version`` after ``since`` (the previous check)."""

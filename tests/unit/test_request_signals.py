@@ -37,6 +37,31 @@ def test_hit_rate_joins_pseudonymised_log_rows_with_later_purchases(tmp_path: Pa
     assert out["served_coverage"] == 4 / 8
 
 
+def test_click_through_joins_clicks_to_served_lists_by_request_id(tmp_path: Path) -> None:
+    from monitoring.requests import EVENTS
+
+    settings = Settings(home=tmp_path)
+    store, key = object_store(settings), settings.pseudonym_key.decode()
+    log = RequestLog(store, "product-recommendation", key, settings.request_log)
+    for n, customer in enumerate((1, 2, 3, 4)):
+        log.append({"version": "4", "request_id": log.request_id(f"r{n}"),
+                    "rows": [{"customer": log.pseudonymise(customer), "items": ["A"], "cold_start": False}]})
+    log.close()
+    ts = pd.Timestamp("2025-01-06")
+    sold = pd.DataFrame({"invoice_ts": [ts], "customer_id": [1], "stock_code": ["A"]})
+    model = SimpleNamespace(items_=pd.Index(list("AB")))
+    assert "served_click_through" not in request_signals(settings, "product-recommendation", "4", model, sold, sold)
+    events = RequestLog(store, "product-recommendation", key, settings.request_log, prefix=EVENTS)
+    events.append({"model": "product-recommendation", "rows": [  # r0 clicked by its customer, r2 by someone else
+        {"type": "impression", "request_id": events.request_id("r0")},
+        {"type": "click", "request_id": events.request_id("r0"), "customer": events.pseudonymise(1)},
+        {"type": "click", "request_id": events.request_id("r2"), "customer": events.pseudonymise(9)},
+        {"type": "click", "request_id": events.request_id("r3")}]})  # a click naming no customer: its answer
+    events.close()
+    out = request_signals(settings, "product-recommendation", "4", model, sold, sold)
+    assert out["served_click_through"] == 2 / 4
+
+
 def test_served_segment_shift_against_training_shares(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
     log = RequestLog(object_store(settings), "customer-segmentation", "k", settings.request_log)
