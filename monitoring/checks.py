@@ -22,9 +22,10 @@ Per family (the drift columns are the model's own inputs, each with the method i
   (category mix, units per line, how popular the bought products are, how active their buyers are), share of
   current sales from products the model never saw; served: ``recommendation_hit_rate`` (the share of served
   lists of which the customer bought at least one item in the weeks after the model's training data),
-  ``served_coverage`` (the share of the catalogue recommended at least once) and, once clients send outcome
-  events, ``served_click_through`` (the share of served lists clicked). Customer ids in the log are keyed
-  hashes; the new transactions are hashed with the same key to join them, so no raw id is read from the log.
+  ``served_coverage`` (the share of the catalogue recommended at least once); once clients send outcome
+  events, :func:`monitoring.requests.request_signals` adds ``served_click_through`` (the share of served lists
+  clicked). Customer ids in the log are keyed hashes; the new transactions are hashed with the same key to join
+  them, so no raw id is read from the log.
 """
 
 from __future__ import annotations
@@ -385,16 +386,8 @@ def _served_recommendations(settings: Settings, log: pd.DataFrame, estimator: An
     hits = [bool(set(items) & bought.get(customer, set())) for customer, items in zip(
         warm["customer"], warm["items"], strict=True)]
     items = {i for row in log["items"] for i in row}
-    out = {"recommendation_hit_rate": float(sum(hits) / len(hits)) if hits else 0.0,
-           "served_coverage": float(len(items) / max(len(estimator.items_), 1))}
-    from monitoring.requests import EVENTS, clicked, read_log
-    from zmlops.stores import object_store
-
-    events = read_log(object_store(settings), "product-recommendation", since=str(log["ts"].min()), prefix=EVENTS)
-    if "request_id" in log and "type" in events and events["type"].isin(["impression", "click"]).any():
-        # clients that send outcome events
-        out["served_click_through"] = float(clicked(log, events).mean())
-    return out
+    return {"recommendation_hit_rate": float(sum(hits) / len(hits)) if hits else 0.0,
+            "served_coverage": float(len(items) / max(len(estimator.items_), 1))}
 
 
 PRODUCT_RECOMMENDATION = Checks(_assess_recommendations, _served_recommendations, views=(

@@ -80,8 +80,11 @@ def clicked(served: pd.DataFrame, events: pd.DataFrame) -> pd.Series:
 
 def request_signals(settings: Settings, family: str, model_version: str, estimator: Any,
                     ref_clean: pd.DataFrame, cur_clean: pd.DataFrame, since: str | None = None) -> dict[str, float]:
-    """Signals from the requests answered by ``model_version`` after ``since`` (the previous check)."""
-    served = read_log(object_store(settings), family, model_version, since)
+    """Signals from the requests answered by ``model_version`` after ``since`` (the previous check): ``requests``,
+    the family's own (its checks' ``served``) and, where clients send outcome events with clicks,
+    ``served_click_through`` (the share of answered rows clicked, :func:`clicked`)."""
+    store = object_store(settings)
+    served = read_log(store, family, model_version, since)
     out: dict[str, float] = {"requests": float(len(served))}
     if served.empty:
         return out
@@ -89,6 +92,9 @@ def request_signals(settings: Settings, family: str, model_version: str, estimat
 
     checks: Checks = catalog.load(catalog.entry(family).checks)
     out.update(checks.served(settings, served, estimator, ref_clean, cur_clean))
+    events = read_log(store, family, since=str(served["ts"].min()), prefix=EVENTS)
+    if "request_id" in served and "type" in events and events["type"].isin(["impression", "click"]).any():
+        out["served_click_through"] = float(clicked(served, events).mean())
     return out
 
 
