@@ -356,8 +356,10 @@ def _same_weeks(reference: pd.DataFrame, end: pd.Timestamp, weeks: int = 4) -> p
     """Where the reference window ends: the same weeks a year before ``end`` when the reference holds them (the
     mix of what sells is seasonal), else the reference's own last weeks."""
     year_earlier = end - pd.Timedelta(days=364)
-    starts = reference["invoice_ts"].min() if len(reference) else year_earlier
-    return year_earlier if starts <= year_earlier - pd.Timedelta(weeks=weeks) else reference["invoice_ts"].max()
+    if not len(reference):
+        return year_earlier
+    first, last = reference["invoice_ts"].min(), reference["invoice_ts"].max()
+    return year_earlier if first <= year_earlier - pd.Timedelta(weeks=weeks) and year_earlier <= last else last
 
 
 def _purchases(clean: pd.DataFrame, end: pd.Timestamp, weeks: int = 4) -> pd.DataFrame:

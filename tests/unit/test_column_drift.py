@@ -45,3 +45,15 @@ def test_the_same_distribution_sketched_is_not_drift_whatever_the_sizes() -> Non
                           {"category": CATEGORY, "log_price": CONTINUOUS}, None, sample_rows=2_000)
     assert scores["category"]["score"] < 0.02 and scores["log_price"]["score"] < 0.02, scores
     assert not any(v["drifted"] for v in scores.values())
+
+
+def test_the_recommender_s_reference_window_is_the_same_weeks_a_year_earlier_where_the_reference_holds_them() -> None:
+    from monitoring.checks import _same_weeks
+
+    def history(first: str, last: str) -> pd.DataFrame:
+        return pd.DataFrame({"invoice_ts": pd.date_range(first, last, freq="D")})
+
+    end = pd.Timestamp("2025-03-23")
+    assert _same_weeks(history("2023-01-01", "2025-01-31"), end) == end - pd.Timedelta(days=364)
+    assert _same_weeks(history("2024-03-10", "2025-01-31"), end) == pd.Timestamp("2025-01-31")  # too short
+    assert _same_weeks(history("2023-01-01", "2024-01-31"), end) == pd.Timestamp("2024-01-31")  # ends before
