@@ -158,8 +158,7 @@ def record(settings: Settings, result: dict[str, Any], reports: list[Any]) -> st
     for snapshot in reports:
         workspace.add_run(project.id, snapshot, include_data=False)
     numbers = _numbers(settings, result)
-    methods = {c: f"{v['method']} {'<' if 'p_value' in str(v['method']).lower() else '>='} {v['threshold']:g}"
-               for c, v in result.get("columns", {}).items()}  # column -> when it drifts
+    methods = {c: f"{v['method']} {v['threshold']:g}" for c, v in result.get("columns", {}).items()}
     table = pd.DataFrame({k: [v] for k, v in numbers.items()})
     decision = "; ".join(result.get("reasons") or []) or "no action"
     report = Report([MeanValue(column=c) for c in numbers], tags=[
@@ -188,9 +187,9 @@ def _numbers(settings: Settings, result: dict[str, Any]) -> dict[str, float]:
 
 
 def _dashboard(project: Any, family: str, methods: dict[str, str], numbers: list[str]) -> None:
-    """Every panel again, with the lines of the panels before and this check's: its drift-tested columns (``methods``:
-    column -> its method and threshold) and the
-    ``numbers`` its snapshot holds (a view's signals, a breakdown's labels, the threshold drawn last)."""
+    """Every panel again, with the lines of the panels before and this check's: its drift-tested columns
+    (``methods``: column -> its method and threshold) and the ``numbers`` its snapshot holds (a view's signals, a
+    breakdown's labels, the threshold drawn last)."""
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import line_plot_panel
 
@@ -204,9 +203,11 @@ def _dashboard(project: Any, family: str, methods: dict[str, str], numbers: list
     checks: Checks = catalog.load(catalog.entry(family).checks)
     panels = [line_plot_panel(DRIFT, [PanelMetric(legend=c, metric="ValueDrift", metric_labels={"column": c})
                                       for c in columns(DRIFT, list(methods))],
-                              description="Evidently's drift score of each input the model reads; it drifts at ("
-                                          + (", ".join(f"{c}: {m}" for c, m in methods.items()) or "none yet")
-                                          + ")", size="full")]
+                              description="Evidently's drift score of each input the model reads, by its method and "
+                                          "threshold (" + (", ".join(f"{c}: {m}" for c, m in methods.items())
+                                                           or "none yet")
+                                          + "): a distance drifts above its threshold, a p-value below",
+                              size="full")]
     for view in (*checks.views, *COMMON):
         mine = [n for n in numbers if n.startswith(number_name(view.breakdown, ""))] if view.breakdown else \
             [s for s in view.signals if s in numbers]
