@@ -83,13 +83,13 @@ def measure(code: str, *args: str) -> dict[str, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = done.stdout.split()
     values = {lines[i]: float(lines[i + 1]) for i in range(len(lines) - 1) if lines[i].startswith("__")}
-    extra = {k.strip("_"): v for k, v in values.items() if k not in ("__wall__", "__rss__")}
+    extra = {k.strip("_"): v for k, v in values.items() if k not in ("__wall__", "__rss__", "__output__")}
     return {
         **extra,
         "seconds": values["__wall__"],
         "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "peak_mb": values["__rss__"] / 1024,
-        "output": float(lines[0]),
+        "output": values["__output__"] if "__output__" in values else float(lines[0]),  # tasks whose libraries print
     }
 
 
@@ -206,7 +206,7 @@ def _tuning(quick: bool) -> dict[str, Any]:
     return result
 
 
-SECTIONS = ("simulator", "training", "tuning", "serving", "shadow", "monitoring", "topology")
+SECTIONS = ("simulator", "data", "training", "tuning", "serving", "shadow", "monitoring", "topology")
 
 
 def _topology(quick: bool) -> dict[str, Any] | None:
@@ -269,6 +269,45 @@ def bench_monitoring(sizes: list[int]) -> list[dict[str, Any]]:
     return results
 
 
+DATA_STEPS = ("snapshot", "gate", "features")
+DATA_BUDGET_MB = 4_096  # issue 27: no data step above 4 GiB at 10M rows
+
+
+def bench_data(sizes: list[int]) -> list[dict[str, Any]]:
+    """The weekly pipeline's data steps per delivery size: seconds and peak memory of each, and the gate's and the
+    features step's seconds as ratios against bare DuckDB doing the same work on the same file, back to back."""
+    results = []
+    for rows in sizes:
+        with tempfile.TemporaryDirectory(prefix="zm-bench-data-") as tmp:
+            console.print(f"data: simulate {rows:,} raw rows ...")
+            raw = measure("from benchmarks.bench_data import simulate_raw\nsimulate_raw(*sys.argv[1:])", str(rows), tmp)
+            entry: dict[str, Any] = {"target_rows": rows, "rows": int(raw["output"])}
+            for step in (*DATA_STEPS, "duck_gate", "duck_features"):
+                console.print(f"data: {step} at {int(raw['output']):,} rows ...")
+                r = measure(f"from benchmarks.bench_data import {step}\n{step}(*sys.argv[1:])", tmp)
+                entry[step] = {"seconds": round(r["seconds"], 2), "peak_mb": round(r["peak_mb"]),
+                               "output_rows": int(r["output"])}
+            entry["gate_ratio"] = round(entry["gate"]["seconds"] / entry["duck_gate"]["seconds"], 2)
+            entry["features_ratio"] = round(entry["features"]["seconds"] / entry["duck_features"]["seconds"], 2)
+            entry["steps_seconds"] = round(sum(entry[s]["seconds"] for s in DATA_STEPS), 1)
+            entry["peak_mb"] = max(entry[s]["peak_mb"] for s in DATA_STEPS)
+        results.append(entry)
+    return results
+
+
+def _data(quick: bool) -> list[dict[str, Any]]:
+    sizes = [100_000, 300_000] if quick else [500_000, 5_000_000, 10_000_000, 30_000_000]
+    out = bench_data(sizes)
+    table(
+        f"data steps (snapshot, gate, features; budget {DATA_BUDGET_MB:,} MB) vs bare DuckDB on the same file",
+        ["raw rows", "snapshot s / MB", "gate s / MB", "features s / MB", "gate vs DuckDB (<= 3)",
+         "features vs DuckDB (<= 3)"],
+        [[r["rows"], *(f"{r[s]['seconds']} / {r[s]['peak_mb']:,}" for s in DATA_STEPS), r["gate_ratio"],
+          r["features_ratio"]] for r in out],
+    )
+    return out
+
+
 def _monitoring(quick: bool) -> list[dict[str, Any]]:
     sizes = [20_000, 50_000] if quick else [1_000_000, 5_000_000]
     out = bench_monitoring(sizes)
@@ -287,7 +326,8 @@ def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | No
     limits the serving section to those model families."""
     target = out or get_settings().reports / "bench.json"
     report: dict[str, Any] = json.loads(target.read_text()) if only and target.exists() else {}
-    sections: dict[str, Callable[[bool], Any]] = {"simulator": _simulator, "training": _training, "tuning": _tuning,
+    sections: dict[str, Callable[[bool], Any]] = {"simulator": _simulator, "data": _data, "training": _training,
+                                                  "tuning": _tuning,
                                                   "serving": functools.partial(_serving, models=models),
                                                   "shadow": functools.partial(_shadow, models=models),
                                                   "monitoring": _monitoring, "topology": _topology}

@@ -654,32 +654,28 @@ def _cmd_data(args: argparse.Namespace) -> int:
         console.print(f"{version.name} -> {args.dest}")
         return 0
     if args.data_command == "clean":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import tempfile
 
-        from training.data.cleaning import clean_transactions, read_transactions
-        from training.data.schema import CLEAN_SCHEMA
-
-        clean, report = clean_transactions(read_transactions(args.raw))
         args.out.mkdir(parents=True, exist_ok=True)
-        pq.write_table(
-            pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), args.out / "clean.parquet"
-        )
+        with tempfile.TemporaryDirectory(prefix="zm-read-", dir=args.out) as tmp:
+            report = ingest.cleaned(settings, ingest.normalised(settings, args.raw, Path(tmp)),
+                                    args.out / "clean.parquet")
         (args.out / "cleaning.json").write_text(json.dumps(report.to_dict(), indent=2))
         console.print("\n".join(report.lines()))
         return 0
     if args.data_command == "check":
-        import pandas as pd
+        import tempfile
 
-        from training.data.cleaning import read_transactions
         from training.validation import SuiteContext, ValidationFailed
 
         as_of = args.as_of or dt.date.fromisoformat(json.loads(args.truth.read_text())["period"]["last_day"])
         ctx = SuiteContext(settings.validation, as_of)
         results = []
         try:
-            results.append(ingest.check_raw(settings, read_transactions(args.raw), ctx, args.raw.stem))
-            results.append(ingest.check_clean(settings, pd.read_parquet(args.clean), ctx, args.raw.stem))
+            with tempfile.TemporaryDirectory(prefix="zm-read-") as tmp:
+                raw = ingest.normalised(settings, args.raw, Path(tmp))
+                results.append(ingest.check_raw(settings, raw, ctx, args.raw.stem))
+            results.append(ingest.check_clean(settings, args.clean, ctx, args.raw.stem))
         except ValidationFailed as failed:
             console.print(str(failed), markup=False)
             return 1

@@ -27,6 +27,7 @@ __all__ = [
     "MonitoringSettings",
     "ServingSettings",
     "ValidationSettings",
+    "DataSettings",
     "RequestLogSettings",
     "get_settings",
     "telemetry_env",
@@ -53,6 +54,15 @@ class ValidationSettings(BaseModel):
     negative_price_mostly: float = Field(
         0.9999, description="Share of raw rows that must have a non-negative price (bad-debt lines exist)."
     )
+
+
+class DataSettings(BaseModel):
+    """The data steps (snapshot, gate, cleaning): DuckDB over the delivery's files, out of core."""
+
+    memory_budget_mb: int = Field(2_048, ge=256, description="Most memory DuckDB holds for one data step; larger "
+                                  "work spills to the step's temporary folder (the chart's task-pod memory limit "
+                                  "follows this).")
+    threads: int = Field(0, ge=0, description="DuckDB threads of one data step (0: one per core).")
 
 
 class ServingSettings(BaseModel):
@@ -300,6 +310,7 @@ class Settings(BaseSettings):
     pseudonymisation_key: SecretStr = SecretStr(DEFAULT_SECRET)
 
     validation: ValidationSettings = ValidationSettings()
+    data: DataSettings = DataSettings()
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     airflow: AirflowSettings = AirflowSettings()

@@ -1,27 +1,31 @@
-"""Read Online Retail II files (CSV, XLSX or Parquet) and derive the cleaned table.
+"""Read Online Retail II files (CSV, XLSX or Parquet) and derive the cleaned table, in DuckDB.
 
 The raw file is never modified. Cleaning applies the rules in :data:`DROP_RULES`
 in order; the report counts, for each rule, the rows it flags on the raw table on
 its own and the rows it actually drops after the earlier rules, so the numbers
-add up to the total dropped. Simulated and real data take the same path.
+add up to the total dropped. Simulated and real data take the same path, and so do a
+whole delivery on disk (:func:`clean_file`, out of core within the data steps' memory
+budget) and a table in memory (:func:`clean_transactions`, for tests and probes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import pandas as pd
 
 from training.data.categories import categorize_series
-from training.data.schema import CLEAN_SCHEMA, OLDER_NAMES, PRODUCT_CODE_PATTERN, RAW_COLUMNS, SPELLINGS
+from training.data.lake import ROW, TIMESTAMP_FORMAT, UnreadableInput, connect, literal, normalise, quote
+from training.data.schema import CLEAN_SCHEMA, PRODUCT_CODE_PATTERN, RAW_COLUMNS
 
-__all__ = ["read_transactions", "clean_transactions", "CleaningReport", "DROP_RULES", "UnreadableInput"]
+__all__ = ["read_transactions", "clean_transactions", "clean_file", "CleaningReport", "DROP_RULES",
+           "UnreadableInput"]
 
-
-class UnreadableInput(ValueError):
-    """The file cannot be read as Online Retail II transactions (the message says why)."""
+_READ_BUDGET_MB = 1_024  # reading into memory for a caller that wants a DataFrame: the frame is the budget
 
 
 def read_transactions(path: Path) -> pd.DataFrame:
@@ -29,61 +33,36 @@ def read_transactions(path: Path) -> pd.DataFrame:
 
     Both UCI spellings are read (Online Retail II's ``Invoice``, ``Price``, ``Customer ID`` and the older
     Online Retail's ``InvoiceNo``, ``UnitPrice``, ``CustomerID``); ``frame.attrs["spelling"]`` says which the
-    file used (None when it matches neither completely)."""
-    suffix = path.suffix.lower()
-    text = {"Invoice": str, "InvoiceNo": str, "StockCode": str, "Description": str}
-    if suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    elif suffix == ".csv":
-        frame = pd.read_csv(path, dtype=text)
-    elif suffix in (".xlsx", ".xls"):
-        sheets = pd.read_excel(path, sheet_name=None, dtype={k: v for k, v in text.items() if k != "Description"})
-        frame = pd.concat(sheets.values(), ignore_index=True)
-    else:
-        raise UnreadableInput(f"{path}: unsupported file type {suffix!r} (use .parquet, .csv or .xlsx)")
-    return _normalise(_respelled(frame))
-
-
-def _respelled(frame: pd.DataFrame) -> pd.DataFrame:
-    """The older UCI names renamed to Online Retail II's (never over a column the file also has)."""
-    columns = set(frame.columns)
-    spelling = next((name for name, names in SPELLINGS.items() if set(names) <= columns), None)
-    renames = {old: new for old, new in OLDER_NAMES.items() if old in columns and new not in columns}
-    out = frame.rename(columns=renames) if renames else frame
-    out.attrs["spelling"] = spelling
-    return out
-
-
-def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Cast to the raw dtypes where the values allow it; leave the rest for the gate to report."""
-    out = frame.copy()
-    for col in ("Invoice", "StockCode", "Description", "Country"):
-        if col in out and out[col].dtype != object:
-            out[col] = out[col].astype(str)
-    if "InvoiceDate" in out and pd.api.types.is_datetime64_any_dtype(out["InvoiceDate"]):
-        out["InvoiceDate"] = out["InvoiceDate"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    file used (None when it matches neither completely). The same reader as the gate's (:func:`normalise`)."""
+    with tempfile.TemporaryDirectory(prefix="zm-read-") as tmp, \
+            connect(_READ_BUDGET_MB, spill=Path(tmp) / "spill") as con:
+        raw = normalise(con, Path(path), Path(tmp) / "raw.parquet")
+        frame = pd.read_parquet(raw.path)
     for col in ("Quantity", "Customer ID"):
-        if col in out and pd.api.types.is_numeric_dtype(out[col]):
-            out[col] = pd.to_numeric(out[col]).round().astype("Int64")
-    return out
+        if col in frame and pd.api.types.is_integer_dtype(frame[col]):
+            frame[col] = frame[col].astype("Int64")
+    frame.attrs["spelling"] = raw.spelling
+    return frame
 
 
-Rule = Callable[[pd.DataFrame], pd.Series]
+_STRIPPED = "trim({col}, ' \t\n\r\x0b\x0c')"  # Python's str.strip() for ASCII whitespace
 
-DROP_RULES: dict[str, tuple[str, Rule]] = {
-    "cancellation": ("invoice starts with C", lambda d: d["Invoice"].str.startswith("C", na=False)),
+# name -> (what it drops, the SQL predicate on a raw line that flags it). "duplicate" is computed apart: a line
+# equal in every column to an earlier one (NULLs equal, as pandas' duplicated() has it).
+DROP_RULES: dict[str, tuple[str, str]] = {
+    "cancellation": ("invoice starts with C", "coalesce(starts_with(\"Invoice\", 'C'), false)"),
     "non_product": (
         "stock code is not 5 digits plus an optional letter (POST, M, DOT, C2, ADJUST...)",
-        lambda d: ~d["StockCode"].str.match(PRODUCT_CODE_PATTERN, na=False),
+        f"NOT coalesce(regexp_full_match(\"StockCode\", {literal(PRODUCT_CODE_PATTERN)}), false)",
     ),
-    "non_positive_quantity": ("quantity <= 0 (returns without a C invoice)", lambda d: ~(d["Quantity"] > 0)),
-    "non_positive_price": ("price <= 0 (free samples, bad-debt adjustments)", lambda d: ~(d["Price"] > 0)),
-    "missing_customer": ("customer id missing", lambda d: d["Customer ID"].isna()),
+    "non_positive_quantity": ("quantity <= 0 (returns without a C invoice)", "NOT coalesce(\"Quantity\" > 0, false)"),
+    "non_positive_price": ("price <= 0 (free samples, bad-debt adjustments)", "NOT coalesce(\"Price\" > 0, false)"),
+    "missing_customer": ("customer id missing", "\"Customer ID\" IS NULL"),
     "nan_description": (
         "description missing or the literal string 'nan'",
-        lambda d: d["Description"].isna() | d["Description"].str.strip().str.lower().isin(["nan", ""]),
+        "\"Description\" IS NULL OR lower(" + _STRIPPED.format(col='"Description"') + ") IN ('nan', '')",
     ),
-    "duplicate": ("exact duplicate of an earlier line", lambda d: d.duplicated(keep="first")),
+    "duplicate": ("exact duplicate of an earlier line", "duplicate"),
 }
 
 
@@ -112,34 +91,83 @@ class CleaningReport:
         return out
 
 
+def _flags(con: duckdb.DuckDBPyConnection, raw: str, columns: list[str]) -> None:
+    """A temporary table of every raw line's position and the rules that flag it."""
+    every = ", ".join(quote(c) for c in columns)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE firsts AS SELECT min({ROW}) AS first FROM {raw} GROUP BY {every}")
+    rules = ", ".join(f"({sql}) AS {quote(name)}" for name, (_, sql) in DROP_RULES.items() if name != "duplicate")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE flags AS SELECT {ROW}, {rules}, "
+                f"{ROW} NOT IN (SELECT first FROM firsts) AS duplicate FROM {raw}")
+    con.execute("DROP TABLE firsts")
+
+
+def _counts(con: duckdb.DuckDBPyConnection) -> tuple[int, dict[str, int], dict[str, int]]:
+    names = list(DROP_RULES)
+    flagged = [f"count_if({quote(n)})" for n in names]
+    dropped = [f"count_if({quote(n)} AND NOT ({' OR '.join(quote(m) for m in names[:k]) or 'false'}))"
+               for k, n in enumerate(names)]
+    row = con.execute(f"SELECT count(*), {', '.join(flagged + dropped)} FROM flags").fetchone()
+    assert row is not None
+    return int(row[0]), dict(zip(names, map(int, row[1:1 + len(names)]))), dict(zip(names, map(int, row[1 + len(names):])))
+
+
+def _clean_select(con: duckdb.DuckDBPyConnection, raw: str) -> str:
+    """The clean table's SELECT: the kept lines in delivery order, typed, categorised."""
+    keep = " OR ".join(quote(n) for n in DROP_RULES)
+    description = _STRIPPED.format(col='"Description"')
+    con.execute(f"CREATE OR REPLACE TEMP TABLE kept AS SELECT {ROW} FROM flags WHERE NOT ({keep})")
+    distinct = con.execute(f"SELECT DISTINCT {description} AS text_ FROM {raw} SEMI JOIN kept USING ({ROW})").df()
+    distinct["category_"] = categorize_series(distinct["text_"]).astype(str)
+    con.register("categories", distinct)
+    return f"""
+        SELECT "Invoice" AS invoice, "StockCode" AS stock_code, {description} AS description,
+               CAST("Quantity" AS BIGINT) AS quantity,
+               CAST(strptime("InvoiceDate", {literal(TIMESTAMP_FORMAT)}) AS TIMESTAMP_S) AS invoice_ts,
+               CAST("Price" AS DOUBLE) AS price, CAST("Customer ID" AS BIGINT) AS customer_id,
+               CAST("Country" AS VARCHAR) AS country, category_ AS category,
+               round_even(CAST("Quantity" AS BIGINT) * CAST("Price" AS DOUBLE), 2) AS revenue
+        FROM {raw} SEMI JOIN kept USING ({ROW}) JOIN categories ON text_ = {description}
+        ORDER BY {ROW}"""
+
+
+def _clean(con: duckdb.DuckDBPyConnection, raw: str, columns: list[str]) -> tuple[str, int, dict[str, int],
+                                                                              dict[str, int]]:
+    """The clean table's SELECT, the lines in, and the lines each rule flagged and dropped."""
+    missing = [c for c in RAW_COLUMNS if c not in columns]
+    if missing:
+        raise UnreadableInput(f"missing column(s): {', '.join(missing)}")
+    _flags(con, raw, columns)
+    rows_in, flagged, dropped = _counts(con)
+    return _clean_select(con, raw), rows_in, flagged, dropped
+
+
+def clean_file(con: duckdb.DuckDBPyConnection, raw: Path, dest: Path) -> CleaningReport:
+    """Clean the normalised delivery ``raw`` (see :func:`training.data.lake.normalise`) into ``dest`` (Parquet,
+    :data:`~training.data.schema.CLEAN_SCHEMA`), out of core within ``con``'s memory budget."""
+    view = f"read_parquet({literal(str(raw))}, file_row_number=true)"
+    columns = [c for c, *_ in con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(str(raw))})").fetchall()]
+    select, rows_in, flagged, dropped = _clean(con, view, columns)
+    part = dest.with_suffix(".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    con.execute(f"COPY ({select}) TO {literal(str(part))} (FORMAT parquet)")
+    part.replace(dest)
+    counts = con.execute(f"SELECT category, count(*) FROM read_parquet({literal(str(dest))}) GROUP BY ALL").fetchall()
+    return CleaningReport(rows_in, sum(n for _, n in counts), flagged, dropped,
+                          {str(k): int(v) for k, v in sorted(counts)})
+
+
 def clean_transactions(raw: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
-    """The cleaned table (see :data:`~training.data.schema.CLEAN_SCHEMA`) and what was dropped."""
+    """The cleaned table (see :data:`~training.data.schema.CLEAN_SCHEMA`) of a raw table in memory, and what was
+    dropped: the rules of :func:`clean_file`, on a DataFrame."""
     missing = [c for c in RAW_COLUMNS if c not in raw.columns]
     if missing:
         raise UnreadableInput(f"missing column(s): {', '.join(missing)}")
-    flagged = {name: int(rule(raw).sum()) for name, (_, rule) in DROP_RULES.items()}
-    dropped: dict[str, int] = {}
-    keep = raw
-    for name, (_, rule) in DROP_RULES.items():
-        mask = rule(keep).to_numpy(dtype=bool)
-        dropped[name] = int(mask.sum())
-        keep = keep[~mask]
-    clean = pd.DataFrame(
-        {
-            "invoice": keep["Invoice"].astype(str),
-            "stock_code": keep["StockCode"].astype(str),
-            "description": keep["Description"].astype(str).str.strip(),
-            "quantity": keep["Quantity"].astype("int64"),
-            "invoice_ts": pd.to_datetime(keep["InvoiceDate"], format="%Y-%m-%d %H:%M:%S").astype(
-                "datetime64[s]"),
-            "price": keep["Price"].astype("float64"),
-            "customer_id": keep["Customer ID"].astype("int64"),
-            "country": keep["Country"].astype(str),
-        }
-    ).reset_index(drop=True)
-    clean["category"] = categorize_series(clean["description"]).astype(str)
-    clean["revenue"] = (clean["quantity"] * clean["price"]).round(2)
-    clean = clean[list(CLEAN_SCHEMA.names)]
+    with tempfile.TemporaryDirectory(prefix="zm-clean-") as tmp, \
+            connect(_READ_BUDGET_MB, spill=Path(tmp)) as con:
+        con.register("raw_frame", raw.assign(**{ROW: np.arange(len(raw), dtype="int64")}))
+        select, rows_in, flagged, dropped = _clean(con, "raw_frame", [str(c) for c in raw.columns])
+        table = con.sql(select).to_arrow_table()
+    clean = table.cast(CLEAN_SCHEMA).to_pandas()
+    clean["invoice_ts"] = clean["invoice_ts"].astype("datetime64[s]")
     counts = clean["category"].value_counts().sort_index()
-    report = CleaningReport(len(raw), len(clean), flagged, dropped, {str(k): int(v) for k, v in counts.items()})
-    return clean, report
+    return clean, CleaningReport(rows_in, len(clean), flagged, dropped, {str(k): int(v) for k, v in counts.items()})

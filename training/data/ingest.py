@@ -2,7 +2,9 @@
 
 ``snapshot_*`` versions raw bytes (simulator output or a real file, untouched);
 :func:`validate_version` fetches a version, runs the raw suite, cleans, runs the clean
-suite and records the verdict. Only a version that passes both becomes ``current``;
+suite and records the verdict. Every step after the fetch is DuckDB over Parquet files
+(:mod:`training.data.lake`): memory is bounded by ``settings.data.memory_budget_mb``, not by
+the size of the delivery. Only a version that passes both becomes ``current``;
 a failing one is marked ``bad`` and the previous good version stays current.
 Derived tables live in the object store under ``work/<version>/`` (cached in ``ZM_HOME``)
 and are rebuilt from the version alone when they are missing; the Great Expectations
@@ -18,14 +20,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+import duckdb
 
 from governance import audit
-from training.data.cleaning import CleaningReport, clean_transactions, read_transactions
-from training.data.schema import CLEAN_SCHEMA
+from training.data import lake
+from training.data.cleaning import CleaningReport, clean_file as clean_into
 from training.data.simulator import TRANSACTIONS_FILE, periods_of, simulate
 from training.data.versions import DataRegistry, DataVersion
 from training.data.world import SimulationConfig
@@ -34,7 +35,7 @@ from zmlops.settings import Settings
 from zmlops.stores import object_store
 
 __all__ = ["registry_for", "snapshot_simulated", "snapshot_file", "validate_version", "IngestResult",
-           "clean_path", "clean_file", "truth_file", "raw_view", "check_raw", "check_clean"]
+           "clean_path", "clean_file", "truth_file", "check_raw", "check_clean", "normalised", "cleaned"]
 
 CLEAN_FILE = "clean.parquet"
 REPORT_FILE = "cleaning.json"
@@ -87,13 +88,38 @@ def snapshot_simulated(settings: Settings, config: SimulationConfig, then: Seque
 
 def snapshot_file(settings: Settings, path: Path, as_of: dt.date | None = None) -> DataVersion:
     """Version a real Online Retail II file as-is; ``as_of`` defaults to the day of its newest invoice."""
-    raw = read_transactions(path)
-    if as_of is None:
-        as_of = pd.to_datetime(raw["InvoiceDate"], errors="coerce").max().date()
     with tempfile.TemporaryDirectory(prefix="zm-file-") as tmp:
+        raw = normalised(settings, path, Path(tmp) / "read")
+        if as_of is None:
+            as_of = _newest_day(settings, raw, Path(tmp) / "read")
         shutil.copy2(path, Path(tmp) / path.name)
-        meta = {"source": f"file:{path.name}", "as_of": as_of.isoformat(), "rows": len(raw)}
+        meta = {"source": f"file:{path.name}", "as_of": as_of.isoformat(), "rows": raw.rows}
         return _created(settings, registry_for(settings).add_snapshot(Path(tmp), meta, path.name))
+
+
+def _connect(settings: Settings, folder: Path) -> duckdb.DuckDBPyConnection:
+    return lake.connect(settings.data.memory_budget_mb, settings.data.threads, folder / "spill")
+
+
+def normalised(settings: Settings, path: Path, folder: Path) -> lake.RawFile:
+    """The delivery at ``path`` as the raw schema's Parquet in ``folder`` (see :func:`training.data.lake.normalise`)."""
+    with _connect(settings, folder) as con:
+        return lake.normalise(con, path, folder / "raw.parquet")
+
+
+def _newest_day(settings: Settings, raw: lake.RawFile, folder: Path) -> dt.date:
+    with _connect(settings, folder) as con:
+        newest = con.execute(f"SELECT max({_invoice_date()}) FROM read_parquet({lake.literal(str(raw.path))})"
+                             ).fetchone()
+    if newest is None or newest[0] is None:
+        raise lake.UnreadableInput(f"{raw.path.name}: no readable InvoiceDate to date the delivery by; pass as_of")
+    return dt.date.fromisoformat(str(newest[0])[:10])
+
+
+def cleaned(settings: Settings, raw: lake.RawFile, dest: Path) -> CleaningReport:
+    """Clean a normalised delivery into ``dest`` within the data steps' memory budget."""
+    with _connect(settings, dest.parent) as con:
+        return clean_into(con, raw.path, dest)
 
 
 def _created(settings: Settings, version: DataVersion) -> DataVersion:
@@ -103,41 +129,50 @@ def _created(settings: Settings, version: DataVersion) -> DataVersion:
     return version
 
 
-def check_raw(settings: Settings, raw: pd.DataFrame, ctx: SuiteContext, run_name: str) -> GateResult:
-    """The raw suite on ``raw`` (raises :class:`ValidationFailed`); its report says which UCI spelling the file
-    used, or which columns it lacks and the two spellings the adapter reads."""
-    return run_gate(raw_view(raw), "raw_transactions", raw_suite(ctx, raw.columns), settings.reports,
-                    f"{run_name}-raw", notes=_column_notes(raw))
+def _invoice_date() -> str:
+    """InvoiceDate as the raw suite sees it: parsed from the raw schema's text, null where it does not parse."""
+    return f'try_strptime(CAST("InvoiceDate" AS VARCHAR), {lake.literal(lake.TIMESTAMP_FORMAT)})'
 
 
-def _column_notes(raw: pd.DataFrame) -> tuple[str, ...]:
-    from training.data.schema import OLDER_NAMES, RAW_COLUMNS, SPELLINGS
+def _gate(settings: Settings, table: str, view: str, expectations: list[Any], run_name: str,
+          notes: tuple[str, ...] = ()) -> GateResult:
+    """Run a suite on ``view`` (SQL over Parquet files), named ``table`` in a DuckDB database of its own."""
+    settings.work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="zm-gate-", dir=settings.work) as tmp:
+        database = Path(tmp) / f"{table}.duckdb"
+        with duckdb.connect(str(database)) as con:
+            con.execute(f'CREATE VIEW "{table}" AS {view}')
+        config = lake.engine_config(settings.data.memory_budget_mb, settings.data.threads, Path(tmp) / "spill")
+        return run_gate(database, table, expectations, settings.reports, run_name, config, notes=notes)
 
-    spelling = raw.attrs.get("spelling")
-    if spelling == "UCI Online Retail":
-        return (f"columns: {spelling}'s spelling ({', '.join(OLDER_NAMES)}), read as Online Retail II's",)
-    if spelling is not None:
-        return (f"columns: {spelling}'s spelling",)
-    missing = [c for c in RAW_COLUMNS if c not in raw.columns]
-    if not missing:
+
+def check_raw(settings: Settings, raw: lake.RawFile, ctx: SuiteContext, run_name: str) -> GateResult:
+    """The raw suite on a normalised delivery (raises :class:`ValidationFailed`); its report says which UCI
+    spelling the file used, or which columns it lacks and the two spellings the adapter reads."""
+    dates = f' REPLACE ({_invoice_date()} AS "InvoiceDate")' if "InvoiceDate" in raw.columns else ""
+    view = f"SELECT *{dates} FROM read_parquet({lake.literal(str(raw.path))})"
+    return _gate(settings, "raw_transactions", view, raw_suite(ctx, raw.types),
+                 f"{run_name}-raw", notes=_column_notes(raw))
+
+
+def _column_notes(raw: lake.RawFile) -> tuple[str, ...]:
+    from training.data.schema import OLDER_NAMES, SPELLINGS
+
+    if raw.spelling == "UCI Online Retail":
+        return (f"columns: {raw.spelling}'s spelling ({', '.join(OLDER_NAMES)}), read as Online Retail II's",)
+    if raw.spelling is not None:
+        return (f"columns: {raw.spelling}'s spelling",)
+    if not raw.missing:
         return ()
     known = "; ".join(f"{name}: {', '.join(names)}" for name, names in SPELLINGS.items())
-    return (f"fix: the file lacks {', '.join(missing)}. The adapter reads either spelling ({known}); rename the "
-            "file's columns to one of them.",)
+    return (f"fix: the file lacks {', '.join(raw.missing)}. The adapter reads either spelling ({known}); rename "
+            "the file's columns to one of them.",)
 
 
-def check_clean(settings: Settings, clean: pd.DataFrame, ctx: SuiteContext, run_name: str) -> GateResult:
-    """The clean suite on ``clean`` (raises :class:`ValidationFailed`)."""
-    return run_gate(clean, "clean_transactions", clean_suite(ctx), settings.reports, f"{run_name}-clean")
-
-
-def raw_view(raw: pd.DataFrame) -> pd.DataFrame:
-    """The raw table as the raw suite sees it: ``InvoiceDate`` parsed (unparseable -> null)."""
-    if "InvoiceDate" not in raw:
-        return raw
-    view = raw.copy()
-    view["InvoiceDate"] = pd.to_datetime(view["InvoiceDate"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
-    return view
+def check_clean(settings: Settings, clean: Path, ctx: SuiteContext, run_name: str) -> GateResult:
+    """The clean suite on the clean table's Parquet file (raises :class:`ValidationFailed`)."""
+    view = f"SELECT * FROM read_parquet({lake.literal(str(clean))})"
+    return _gate(settings, "clean_transactions", view, clean_suite(ctx), f"{run_name}-clean")
 
 
 @dataclass(frozen=True)
@@ -170,7 +205,7 @@ def validate_version(settings: Settings, name: str, force: bool = False) -> Inge
         if cached is not None:
             return IngestResult(version, cached, None, [])
     raw_dir = registry.fetch(version, out_dir / "raw")
-    raw = read_transactions(raw_dir / version.transactions_file)
+    raw = normalised(settings, raw_dir / version.transactions_file, out_dir / "read")
     previous = _previous_good(registry, version)
     as_of = dt.date.fromisoformat(version.meta["as_of"])
     gates: list[GateResult] = []
@@ -178,11 +213,13 @@ def validate_version(settings: Settings, name: str, force: bool = False) -> Inge
     try:
         ctx = SuiteContext(settings.validation, as_of, previous.meta.get("rows") if previous else None)
         gates.append(check_raw(settings, raw, ctx, name))
-        clean, report = clean_transactions(raw)
+        candidate = out_dir / "read" / CLEAN_FILE
+        report = cleaned(settings, raw, candidate)
         prev_clean = _clean_rows(settings, previous)
         ctx = SuiteContext(settings.validation, as_of, prev_clean)
-        gates.append(check_clean(settings, clean, ctx, name))
+        gates.append(check_clean(settings, candidate, ctx, name))
     except ValidationFailed as failed:
+        shutil.rmtree(out_dir / "read", ignore_errors=True)
         store.upload_tree(VALIDATION)
         registry.mark(name, ok=False)
         audit.record(settings, "data.refused", f"data:{name}", {"why": str(failed).splitlines()[0],
@@ -191,14 +228,13 @@ def validate_version(settings: Settings, name: str, force: bool = False) -> Inge
     store.upload_tree(VALIDATION)
     clean_file = clean_path(settings, name)
     clean_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = clean_file.with_suffix(".parquet.part")
-    pq.write_table(pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), tmp)
-    tmp.replace(clean_file)
+    candidate.replace(clean_file)
+    shutil.rmtree(out_dir / "read", ignore_errors=True)  # the normalised delivery: the version's bytes are in DVC
     store.upload(_key(name, CLEAN_FILE))
     store.put(_key(name, REPORT_FILE), json.dumps(report.to_dict(), indent=2).encode())
     version = registry.mark(name, ok=True)
     audit.record(settings, "data.validated", f"data:{name}", {"why": "passed the raw and clean suites",
-                                                              "clean_rows": len(clean), "dropped": report.to_dict()})
+                                                              "clean_rows": report.rows_out, "dropped": report.to_dict()})
     return IngestResult(version, clean_file, report, gates)
 
 

@@ -1,0 +1,133 @@
+"""DuckDB, the data steps' engine: a delivery's files are read where they lie, within a memory budget.
+
+A data step (snapshot, gate, cleaning) opens one :func:`connect`ion. DuckDB holds at most
+``settings.data.memory_budget_mb`` and spills the rest to the step's own folder, so the size of a
+delivery sets a step's time, not its memory. :func:`normalise` writes a delivery as the raw schema's
+Parquet (either UCI spelling, the raw dtypes where the values allow them); everything after reads that.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from training.data.schema import OLDER_NAMES, RAW_COLUMNS, SPELLINGS
+
+__all__ = ["connect", "engine_config", "quote", "normalise", "RawFile", "UnreadableInput", "ROW"]
+
+ROW = "file_row_number"  # each raw line's position in the delivery (DuckDB's Parquet reader numbers them)
+TEXT = ("Invoice", "StockCode", "Description", "Country")
+WHOLE = ("Quantity", "Customer ID")  # integers; a float column of whole numbers (pandas' NaN-able ints) is rounded
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"  # how the raw schema spells InvoiceDate
+
+
+class UnreadableInput(ValueError):
+    """The file cannot be read as Online Retail II transactions (the message says why)."""
+
+
+def engine_config(budget_mb: int, threads: int = 0, spill: Path | None = None) -> dict[str, Any]:
+    """DuckDB's settings for one data step: its memory budget, threads and spill folder."""
+    config: dict[str, Any] = {"memory_limit": f"{budget_mb}MB", "threads": threads or os.cpu_count() or 1,
+                              "preserve_insertion_order": True}
+    if spill is not None:
+        spill.mkdir(parents=True, exist_ok=True)
+        config["temp_directory"] = str(spill)
+    return config
+
+
+def connect(budget_mb: int, threads: int = 0, spill: Path | None = None,
+            database: Path | str = ":memory:") -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that holds at most ``budget_mb`` and spills to ``spill``."""
+    return duckdb.connect(str(database), config=engine_config(budget_mb, threads, spill))
+
+
+def quote(name: str) -> str:
+    """An SQL identifier (column names such as ``Customer ID`` have spaces)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """A delivery written as the raw schema's Parquet: where, how many lines, what its columns were called."""
+
+    path: Path
+    rows: int
+    types: dict[str, str]  # column -> DuckDB type, in the file's order
+    spelling: str | None  # which UCI spelling the delivery used (None: neither completely)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.types)
+
+    @property
+    def missing(self) -> list[str]:
+        return [c for c in RAW_COLUMNS if c not in self.columns]
+
+
+def _source(con: duckdb.DuckDBPyConnection, path: Path) -> str:
+    """A FROM clause reading ``path`` as it is (CSV text columns kept as text)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return f"read_parquet({literal(str(path))})"
+    if suffix == ".csv":
+        found = [row[0] for row in con.execute(
+            f"DESCRIBE SELECT * FROM read_csv({literal(str(path))}, sample_size=-1)").fetchall()]
+        text = {c: "VARCHAR" for c in found if OLDER_NAMES.get(c, c) in (*TEXT, "InvoiceDate")}
+        types = "{" + ", ".join(f"{literal(c)}: {literal(t)}" for c, t in text.items()) + "}"
+        return f"read_csv({literal(str(path))}, sample_size=-1, types={types})"
+    if suffix in (".xlsx", ".xls"):
+        import pandas as pd  # a workbook holds at most 1,048,576 lines a sheet: read in memory, once
+
+        sheets = pd.read_excel(path, sheet_name=None, dtype={c: str for c in (*TEXT[:2], "InvoiceNo")})
+        frame = pd.concat(sheets.values(), ignore_index=True)
+        con.register("workbook", frame)
+        return "workbook"
+    raise UnreadableInput(f"{path}: unsupported file type {suffix!r} (use .parquet, .csv or .xlsx)")
+
+
+def _columns(con: duckdb.DuckDBPyConnection, source: str) -> dict[str, str]:
+    return {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+
+
+def _spelling(columns: Mapping[str, str]) -> str | None:
+    return next((name for name, names in SPELLINGS.items() if set(names) <= set(columns)), None)
+
+
+def _typed(column_in_file: str, name: str, kind: str) -> str:
+    """One column of the raw schema (``name``, read from the file's ``column_in_file``) as the raw dtypes have it,
+    where its values allow that."""
+    column = quote(column_in_file)
+    numeric = kind in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE") or \
+        kind.startswith("DECIMAL") or kind.startswith("UINTEGER") or kind.startswith("UBIGINT")
+    if name in TEXT and kind != "VARCHAR":
+        return f"CAST({column} AS VARCHAR)"
+    if name == "InvoiceDate" and kind.startswith("TIMESTAMP") or name == "InvoiceDate" and kind == "DATE":
+        return f"strftime({column}, {literal(TIMESTAMP_FORMAT)})"
+    if name in WHOLE and numeric:
+        return f"CAST(round({column}) AS BIGINT)"
+    return column
+
+
+def normalise(con: duckdb.DuckDBPyConnection, path: Path, dest: Path) -> RawFile:
+    """Write the delivery at ``path`` (Parquet, CSV or a workbook) to ``dest`` as Parquet in the raw schema's
+    names and dtypes, line order kept; columns the file lacks stay missing, for the gate to name."""
+    source = _source(con, path)
+    found = _columns(con, source)
+    renames = {old: new for old, new in OLDER_NAMES.items() if old in found and new not in found}
+    select = ", ".join(f"{_typed(c, renames.get(c, c), kind)} AS {quote(renames.get(c, c))}" for c, kind in found.items())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_suffix(".part")
+    con.execute(f"COPY (SELECT {select} FROM {source}) TO {literal(str(part))} (FORMAT parquet)")
+    part.replace(dest)
+    rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(dest))})").fetchone()
+    types = _columns(con, f"read_parquet({literal(str(dest))})")
+    return RawFile(dest, int(rows[0]) if rows else 0, types, _spelling(found))
