@@ -40,3 +40,10 @@ def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
     monitoring = json.loads(out.read_text())["monitoring"]
     assert [r["rows"] for r in monitoring] == [20_000, 50_000]
     assert all(r["max_score_difference"] <= 0.01 and r["ratio_vs_baseline"] > 0 for r in monitoring)
+
+    data = json.loads(out.read_text())["data"]
+    assert [r["target_rows"] for r in data] == [100_000, 300_000]
+    for r in data:  # every step ran on the same delivery: the gate kept lines, the baseline kept the same ones
+        assert r["gate"]["output_rows"] == r["duck_gate"]["output_rows"] > 0
+        assert all(r[s]["peak_mb"] > 0 for s in ("snapshot", "gate", "features"))
+        assert r["gate_ratio"] > 0 and r["features_ratio"] > 0

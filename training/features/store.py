@@ -19,13 +19,14 @@ import io
 import json
 import os
 import string
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
 
-from training.features.build import category_week_features, customer_features, product_features
+from training.features.build import TABLES, write_tables
 from zmlops.settings import Settings
 from zmlops.stores import object_store
 
@@ -46,11 +47,7 @@ __all__ = [
     "service_features",
 ]
 
-SOURCES = {
-    "customer_features": customer_features,
-    "product_features": product_features,
-    "category_week_features": category_week_features,
-}
+SOURCES = tuple(TABLES)
 MARKER = "published.json"
 PREFIX = "feast/sources"
 
@@ -125,7 +122,8 @@ def source_table(settings: Settings, name: str, columns: list[str] | None = None
 
 
 def publish_sources(settings: Settings, clean_file: Path, data_version: str, force: bool = False) -> dict[str, Any]:
-    """Build the three feature tables of one data version into the store's source folder.
+    """Build the three feature tables of one data version into the store's source folder, within the data steps'
+    memory budget (:func:`training.features.build.write_tables`), and publish them to the object store.
 
     Idempotent: a second call for the version already published does nothing.
     Returns the marker (data version, rows per table, newest cutoff per table).
@@ -133,21 +131,13 @@ def publish_sources(settings: Settings, clean_file: Path, data_version: str, for
     current = published_version(settings)
     if current and current["data_version"] == data_version and not force:
         return current
-    clean = pd.read_parquet(clean_file)
     out = settings.feast_home / "sources"
     out.mkdir(parents=True, exist_ok=True)
     store = object_store(settings)
-    marker: dict[str, Any] = {"data_version": data_version, "tables": {}}
-    for name, build in SOURCES.items():
-        table = build(clean)
-        for col in ("event_timestamp", "week_start"):
-            if col in table:
-                table[col] = table[col].dt.tz_localize("UTC")
-        tmp = out / f"{name}.parquet.part"
-        table.to_parquet(tmp, index=False)
-        tmp.replace(out / f"{name}.parquet")
+    tables = write_tables(clean_file, out, settings.data.memory_budget_mb, settings.data.threads)
+    for name in tables:
         store.upload_from(out / f"{name}.parquet", f"{PREFIX}/{name}.parquet")
-        marker["tables"][name] = {"rows": len(table), "newest": table["event_timestamp"].max().isoformat()}
+    marker: dict[str, Any] = {"data_version": data_version, "tables": tables}
     (out / MARKER).write_text(json.dumps(marker, indent=2))
     store.upload_from(out / MARKER, f"{PREFIX}/{MARKER}")  # last: readers switch only once every table is there
     return marker
@@ -162,11 +152,19 @@ def apply_definitions(settings: Settings) -> list[str]:
     return sorted(str(getattr(obj, "name", "")) for obj in DEFINITIONS)
 
 
+@contextlib.contextmanager
+def _offline(settings: Settings) -> Iterator[FeatureStore]:
+    """The store for offline work, in its repo path: Feast's DuckDB offline store opens a source's relative path
+    from the working directory (its file store resolved it against the repo path)."""
+    store = open_store(settings, offline=True)
+    with contextlib.chdir(settings.feast_home):
+        yield store
+
+
 def materialize(settings: Settings, end: dt.datetime, days: int = 14) -> tuple[dt.datetime, dt.datetime]:
     """Load the online store from the window ``[end - days, end]`` (explicit, so repeats are idempotent)."""
-    store = open_store(settings, offline=True)
     start = end - dt.timedelta(days=days)
-    with contextlib.redirect_stdout(io.StringIO()):  # Feast prints coloured lines per view; callers report
+    with _offline(settings) as store, contextlib.redirect_stdout(io.StringIO()):  # Feast prints a line per view
         store.materialize(start_date=start, end_date=end)
     return start, end
 
@@ -194,9 +192,9 @@ def training_frame(settings: Settings, service: str, entity_df: pd.DataFrame) ->
     the result is joined back onto the entity table: every entity row comes back, in order,
     with NaN where no feature value was valid at its timestamp.
     """
-    store = open_store(settings, offline=True)
     entities = entity_df.reset_index(drop=True).assign(_row=lambda f: range(len(f)))
-    joined = store.get_historical_features(entity_df=entities, features=store.get_feature_service(service)).to_df()
+    with _offline(settings) as store:
+        joined = store.get_historical_features(entity_df=entities, features=store.get_feature_service(service)).to_df()
     feature_cols = [c for c in joined.columns if c not in entities.columns]
     out = entities.merge(joined[["_row", *feature_cols]], on="_row", how="left", validate="one_to_one")
     return out.sort_values("_row").drop(columns="_row").reset_index(drop=True)
