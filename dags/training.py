@@ -22,6 +22,24 @@ RETRAIN_ASSETS = [Asset(uri=retrain_asset_uri(f), name=f"retrain-{f}") for f in 
 APPROVAL_TIMEOUT = dt.timedelta(hours=float(os.environ.get("ZM_APPROVAL__TIMEOUT_HOURS", "72")))
 APPROVAL_ROLE = os.environ.get("ZM_APPROVAL__ROLE", "model-approvers")
 
+
+def data_step_pod() -> dict[str, Any]:
+    """k8s profile: the data steps' pods (validate, features) request the data memory budget
+    (``ZM_DATA__MEMORY_BUDGET_MB``) and are limited to it plus the interpreter's headroom, so a larger delivery
+    takes longer but never needs a larger pod. Other executors ignore it (empty)."""
+    if os.environ.get("ZM_PROFILE") != "k8s":
+        return {}
+    from kubernetes.client import models as k8s
+
+    from zmlops.settings import DataSettings
+
+    data = DataSettings(**{k: v for k, v in {"memory_budget_mb": os.environ.get("ZM_DATA__MEMORY_BUDGET_MB")}.items()
+                           if v is not None})
+    resources = k8s.V1ResourceRequirements(requests={"memory": f"{data.memory_budget_mb}Mi"},
+                                           limits={"memory": f"{data.pod_memory_mb}Mi"})
+    return {"pod_override": k8s.V1Pod(spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base",
+                                                                                      resources=resources)]))}
+
 DOC = """
 ### zmlops_training
 Pulls a DVC data version, gates it with Great Expectations, builds features and materializes
@@ -111,7 +129,7 @@ def zmlops_training() -> None:
         audit.record_start(settings, "zmlops_training")  # the settings this run's task pods start with
         return pipeline.resolve_version(settings, str((params or {}).get("data_version", "latest")))
 
-    @task(retries=0)  # bad data does not get better by retrying
+    @task(retries=0, executor_config=data_step_pod())  # bad data does not get better by retrying
     def validate(version: str) -> str:
         from training import pipeline
         from zmlops.settings import get_settings
@@ -119,7 +137,7 @@ def zmlops_training() -> None:
         pipeline.validate(get_settings(), version)
         return version
 
-    @task
+    @task(executor_config=data_step_pod())
     def features(version: str) -> str:
         from training import pipeline
         from zmlops.settings import get_settings

@@ -13,7 +13,7 @@ import importlib.util
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +63,15 @@ class DataSettings(BaseModel):
                                   "work spills to the step's temporary folder (the chart's task-pod memory limit "
                                   "follows this).")
     threads: int = Field(0, ge=0, description="DuckDB threads of one data step (0: one per core).")
+
+    # The interpreter around the budget: Python, pandas, Great Expectations, Feast (a 2,048 MB budget peaked at
+    # 2.4 GB in the gate and 1.5 GB in the features step at 10.5M lines: python -m benchmarks --only data)
+    POD_HEADROOM_MB: ClassVar[int] = 1_024
+
+    @property
+    def pod_memory_mb(self) -> int:
+        """The memory limit a data step's pod gets: the budget plus the interpreter's headroom."""
+        return self.memory_budget_mb + self.POD_HEADROOM_MB
 
 
 class ServingSettings(BaseModel):

@@ -59,6 +59,25 @@ def test_every_family_s_retrain_asset_schedules_the_training_dag(monkeypatch: py
     assert [a.uri for a in condition.objects] == [catalog.retrain_asset_uri(f) for f in families]
 
 
+def test_the_data_steps_pods_follow_the_data_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """k8s profile: validate and features run in pods whose memory request is ZM_DATA__MEMORY_BUDGET_MB and whose
+    limit adds the interpreter's headroom (the chart sets the variable from settings.data.memoryBudgetMb); the
+    override survives the DAG's serialization, which is what the scheduler hands the KubernetesExecutor. Training
+    tasks keep the worker pods' defaults; locally there is no override."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    monkeypatch.setenv("ZM_PROFILE", "k8s")
+    monkeypatch.setenv("ZM_DATA__MEMORY_BUDGET_MB", "3000")
+    dag = load_dag("training").training_dag  # type: ignore[attr-defined]
+    again = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    for task_id in ("validate", "features"):
+        resources = again.get_task(task_id).executor_config["pod_override"].spec.containers[0].resources
+        assert resources.requests == {"memory": "3000Mi"} and resources.limits == {"memory": "4024Mi"}, task_id
+    assert not again.get_task("train").executor_config
+    monkeypatch.setenv("ZM_PROFILE", "local")
+    assert not load_dag("training").training_dag.get_task("validate").executor_config  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_dag_file_integrity(path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", PARSE, str(path), json.dumps(HEAVY)], capture_output=True,

@@ -75,19 +75,47 @@ def test_raw_file_is_untouched(real_data: Path, cleaned: object) -> None:
     assert sha256_of(real_data) == README_SHA256
 
 
-def test_the_gate_out_of_core_keeps_every_clean_row_the_pandas_cleaning_kept(
-        real_data: Path, tmp_path: Path, cleaned: tuple[pd.DataFrame, pd.DataFrame, object]) -> None:
-    """The delivery on disk, cleaned by DuckDB within a 256 MB budget (it spills), gives the rows the in-memory
-    entry point gives and the pandas implementation gave: same rows, same order, same drop counts."""
+@pytest.fixture(scope="module")
+def out_of_core(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, object]:
+    """The delivery on disk, cleaned by DuckDB within a 256 MB budget (it spills): the gate's own path."""
     from training.data import lake
     from training.data.cleaning import clean_file
 
-    with lake.connect(256, spill=tmp_path / "spill") as con:
-        raw = lake.normalise(con, real_data, tmp_path / "raw.parquet")
-        report = clean_file(con, raw.path, tmp_path / "clean.parquet")
-    on_disk = pd.read_parquet(tmp_path / "clean.parquet")
+    folder = tmp_path_factory.mktemp("out-of-core")
+    with lake.connect(256, spill=folder / "spill") as con:
+        raw = lake.normalise(con, real_data, folder / "raw.parquet")
+        report = clean_file(con, raw.path, folder / "clean.parquet")
+    return raw, folder / "clean.parquet", report
+
+
+def test_the_gate_out_of_core_keeps_every_clean_row_the_pandas_cleaning_kept(
+        out_of_core: tuple[object, Path, object], cleaned: tuple[pd.DataFrame, pd.DataFrame, object]) -> None:
+    """On disk and in memory, DuckDB's cleaning gives the rows the pandas implementation gave: same rows, same
+    order, same drop counts."""
+    raw, path, report = out_of_core
+    on_disk = pd.read_parquet(path)
     on_disk["invoice_ts"] = on_disk["invoice_ts"].astype("datetime64[s]")  # Parquet keeps no seconds unit
-    assert raw.rows == 525_461 and raw.spelling == "UCI Online Retail II"
+    assert raw.rows == 525_461 and raw.spelling == "UCI Online Retail II"  # type: ignore[attr-defined]
     assert _digest(on_disk) == _digest(cleaned[1]) == PANDAS_CLEAN_DIGEST
     assert report.dropped == cleaned[2].dropped == PANDAS_DROPPED  # type: ignore[attr-defined]
     assert report.category_counts == cleaned[2].category_counts  # type: ignore[attr-defined]
+
+
+def test_the_feature_tables_built_in_parts_equal_the_whole_table_build(
+        out_of_core: tuple[object, Path, object], cleaned: tuple[pd.DataFrame, pd.DataFrame, object],
+        tmp_path: Path) -> None:
+    """The features step within a 16 MB budget (parts of about 12,000 lines) writes the tables the whole clean
+    table gives at once."""
+    from training.features.build import category_week_features, customer_features, product_features, write_tables
+
+    clean = cleaned[1]
+    meta = write_tables(out_of_core[1], tmp_path, budget_mb=16)
+    whole = {"customer_features": customer_features(clean), "product_features": product_features(clean),
+             "category_week_features": category_week_features(clean)}
+    for name, expected in whole.items():
+        got = pd.read_parquet(tmp_path / f"{name}.parquet")
+        assert meta[name]["rows"] == len(got) == len(expected), name
+        for col in ("event_timestamp", "week_start"):
+            if col in got:
+                got[col] = got[col].dt.tz_localize(None).astype(expected[col].dtype)
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12, obj=name)
