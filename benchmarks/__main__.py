@@ -16,8 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     parser.add_argument("--out", type=Path, default=None, help="JSON results file (default <reports>/bench.json)")
     parser.add_argument("--only", action="append", default=None,
-                        choices=["simulator", "data", "training", "tuning", "serving", "shadow", "monitoring",
-                                 "topology"],
+                        choices=["simulator", "data", "batch", "training", "tuning", "serving", "shadow",
+                                 "monitoring", "topology"],
                         help="run just this section and update it in --out (repeatable)")
     parser.add_argument("--model", action="append", choices=list(FAMILIES), default=None, dest="models",
                         help="serving and shadow sections: only this model family (repeatable; write to another "

@@ -206,7 +206,7 @@ def _tuning(quick: bool) -> dict[str, Any]:
     return result
 
 
-SECTIONS = ("simulator", "data", "training", "tuning", "serving", "shadow", "monitoring", "topology")
+SECTIONS = ("simulator", "data", "batch", "training", "tuning", "serving", "shadow", "monitoring", "topology")
 
 
 def _topology(quick: bool) -> dict[str, Any] | None:
@@ -308,6 +308,33 @@ def _data(quick: bool) -> list[dict[str, Any]]:
     return out
 
 
+def bench_batch(customers: int, items: int = 4_000) -> dict[str, Any]:
+    """Every customer's top 10 through the batch task's path against implicit's batch recommend on the same
+    factors (benchmarks/bench_batch.py): customers per second of each, their ratio, the task's peak memory."""
+    runs = {}
+    for which in ("ours", "bare"):
+        console.print(f"batch: {which} at {customers:,} customers ...")
+        runs[which] = measure("from benchmarks.bench_batch import recommend_batch\nrecommend_batch(*sys.argv[1:])",
+                              str(customers), str(items), which)
+    return {"customers": customers, "items": items,
+            "customers_per_second": round(runs["ours"]["customers_per_second"]),
+            "implicit_customers_per_second": round(runs["bare"]["customers_per_second"]),
+            "rate_vs_implicit": round(runs["ours"]["customers_per_second"] / runs["bare"]["customers_per_second"], 2),
+            "target": 0.5, "peak_mb": round(runs["ours"]["peak_mb"]),
+            "implicit_peak_mb": round(runs["bare"]["peak_mb"])}
+
+
+def _batch(quick: bool) -> dict[str, Any]:
+    out = bench_batch(50_000 if quick else 1_000_000)
+    table(
+        "batch scoring: every customer's top 10 (the score task's path) vs implicit's batch recommend, same factors",
+        ["customers", "ours /s", "implicit /s", "rate vs implicit (>= 0.5)", "peak MB", "implicit MB"],
+        [[out["customers"], out["customers_per_second"], out["implicit_customers_per_second"],
+          out["rate_vs_implicit"], out["peak_mb"], out["implicit_peak_mb"]]],
+    )
+    return out
+
+
 def _monitoring(quick: bool) -> list[dict[str, Any]]:
     sizes = [20_000, 50_000] if quick else [1_000_000, 5_000_000]
     out = bench_monitoring(sizes)
@@ -326,7 +353,8 @@ def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | No
     limits the serving section to those model families."""
     target = out or get_settings().reports / "bench.json"
     report: dict[str, Any] = json.loads(target.read_text()) if only and target.exists() else {}
-    sections: dict[str, Callable[[bool], Any]] = {"simulator": _simulator, "data": _data, "training": _training,
+    sections: dict[str, Callable[[bool], Any]] = {"simulator": _simulator, "data": _data, "batch": _batch,
+                                                  "training": _training,
                                                   "tuning": _tuning,
                                                   "serving": functools.partial(_serving, models=models),
                                                   "shadow": functools.partial(_shadow, models=models),

@@ -51,7 +51,9 @@ its difference to production and its model card, and waits (without a worker slo
 Reject in the UI or the REST API from a holder of the role `ZM_APPROVAL__ROLE` (`model-approvers`;
 anyone else gets 403, `governance/board_auth.py`); unanswered within `ZM_APPROVAL__TIMEOUT_HOURS` it rejects. A
 rejection skips deployment. Last, `deploy` (only it moves `production`): the canary where a rollout
-serves the family, otherwise the alias moves and the step waits until the predictors serve it.
+serves the family, otherwise the alias moves and the step waits until the predictors serve it. Then `score`
+(batch scoring, `training/batch.py`): production answers every request of the family's batch (every category's
+forecast, every customer's segment and top-10 products) into Parquet in the object store (`batch/<family>/`).
 
 **Triggers**: weekly (Monday 03:00 UTC), a retrain asset event from the monitoring DAG or the
 Alertmanager receiver (only the affected family trains; the reason becomes the run's `reason`
@@ -193,11 +195,20 @@ def zmlops_training() -> None:
         print(result)
         return result
 
+    @task(trigger_rule="none_failed")  # with whatever production is once deploy ended: moved, kept or rejected
+    def score(outcome: dict[str, Any]) -> dict[str, Any]:
+        from training import batch
+        from zmlops.settings import get_settings
+
+        result = batch.score(get_settings(), str(outcome["family"]))
+        print(result)
+        return result
+
     version = features(validate(resolve()))
     outcomes = train.partial(version=version).expand(job=plan())
     asked = review(outcomes)
     board = ModelApproval(**board_arguments(APPROVAL_ROLE, APPROVAL_TIMEOUT), retries=0)
-    asked >> board >> deploy.expand(outcome=outcomes)
+    asked >> board >> deploy.expand(outcome=outcomes) >> score.expand(outcome=outcomes)
 
 
 training_dag = zmlops_training()

@@ -47,6 +47,11 @@ class Family:
     evaluation_refits: bool = True  # evaluate() refits the configuration, so equal params give equal metrics
     tolerance: float = 0.05  # a challenger may be this much (relative) worse than the champion and still pass
     min_vs_baseline: float = 1.0  # required ratio of model / baseline primary metric (direction-aware)
+    # batch scoring (training/batch.py): the request frames that ask the deployed version about everyone, given the
+    # settings, its fitted estimator and its data version; ``batch_keys`` are request columns the answers get back
+    # (one answer row per request row) when the model does not return them itself
+    batch_requests: Callable[[Settings, Any, str], Iterator[pd.DataFrame]] | None = None
+    batch_keys: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -83,6 +88,7 @@ DEMAND_FORECAST = Family(
     wrapper=ForecastModel,
     search_space=t.forecaster_space,
     tuning_folds=t.forecaster_folds,
+    batch_requests=t.forecast_requests,
     purpose="Weekly units and revenue per category for the next weeks (default 8), with 90% intervals, "
     "for stock planning.",
     limitations="Promotions are not known in advance, so promotion weeks are under-forecast; categories "
@@ -102,6 +108,8 @@ CUSTOMER_SEGMENTATION = Family(
     search_space=t.segmenter_space,
     tuning_folds=t.segmenter_folds,
     evaluation_refits=False,  # scores the fitted model itself
+    batch_requests=t.segmentation_requests,
+    batch_keys=("customer_id",),
     purpose="A named, interpretable segment per customer (wholesale, loyal, occasional, bargain, new, "
     "mainstream: each name given by an explicit rule only where it is true) for marketing and as context "
     "for recommendations.",
@@ -123,6 +131,7 @@ PRODUCT_RECOMMENDATION = Family(
     tune=lambda data: {"kind": "als", "alpha": t.tune_alpha(data)},
     search_space=t.recommender_space,
     tuning_folds=t.recommender_folds,
+    batch_requests=t.recommendation_requests,
     purpose="Top-k products a customer has not bought yet; unknown customers get popular products "
     "in their country.",
     limitations="Products without purchases before the cutoff are never recommended by the model "

@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 TEST_WEEKS = 8
+BATCH_PART = 10_000  # customers a batch-scoring request holds: the recommender scores 10,000 x products at once
+BATCH_TOP_N = 10  # products per customer in the batch table
 GATE_ORIGINS, GATE_STEP = 8, 4  # the forecaster's gate backtest: 8 origins 4 weeks apart
 
 
@@ -106,6 +108,11 @@ def forecast_data(settings: Settings, clean_file: Path, data_version: str) -> Tr
     if frame["units"].isna().any():
         raise RuntimeError("the point-in-time join left weeks without sales figures")
     return TrainingData(frame, pd.read_parquet(clean_file), _newest(settings, "category_week_features").to_pydatetime())
+
+
+def forecast_requests(settings: Settings, model: Any, data_version: str) -> Iterator[pd.DataFrame]:
+    """Batch scoring: every category the forecaster knows, the gate's horizon ahead."""
+    yield pd.DataFrame({"category": list(model.categories_), "horizon": TEST_WEEKS})
 
 
 def forecast_example(data: TrainingData) -> pd.DataFrame:
@@ -199,6 +206,20 @@ def segmentation_data(settings: Settings, clean_file: Path, data_version: str) -
                                  "profiling")
     return TrainingData(frame, pd.read_parquet(clean_file), as_of.to_pydatetime(), _truth(settings, data_version),
                         extra={"consent_excluded": left_out})
+
+
+def segmentation_requests(settings: Settings, model: Any, data_version: str) -> Iterator[pd.DataFrame]:
+    """Batch scoring: every customer whose consent allows profiling, with their behaviour at the newest weekly
+    cutoff of the published features (read for that cutoff only), :data:`BATCH_PART` at a time."""
+    from training.models.segmentation import INPUT_FEATURES
+
+    store.sync_sources(settings)
+    frame = pd.read_parquet(settings.feast_home / "sources" / "customer_features.parquet",
+                            columns=["customer_id", *INPUT_FEATURES],
+                            filters=[("event_timestamp", "==", _newest(settings, "customer_features"))])
+    frame, _ = consenting(settings, frame, "profiling")
+    for start in range(0, len(frame), BATCH_PART):
+        yield frame.iloc[start:start + BATCH_PART].reset_index(drop=True)
 
 
 def segmentation_example(data: TrainingData) -> pd.DataFrame:
@@ -302,6 +323,15 @@ def recommendation_data(settings: Settings, clean_file: Path, data_version: str)
     )
     return TrainingData(frame, clean, as_of.to_pydatetime(),
                         extra={"frame_at_cutoff": at_cutoff, "consent_excluded": left_out})
+
+
+def recommendation_requests(settings: Settings, model: Any, data_version: str) -> Iterator[pd.DataFrame]:
+    """Batch scoring: every customer the recommender knows whose consent allows personalisation, their top
+    :data:`BATCH_TOP_N`, :data:`BATCH_PART` customers at a time."""
+    known = pd.DataFrame({"customer_id": model.customers_.to_numpy()})
+    known, _ = consenting(settings, known, "personalisation")
+    for start in range(0, len(known), BATCH_PART):
+        yield known.iloc[start:start + BATCH_PART].assign(k=BATCH_TOP_N).reset_index(drop=True)
 
 
 def recommendation_example(data: TrainingData) -> pd.DataFrame:

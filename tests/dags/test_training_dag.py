@@ -137,6 +137,7 @@ def test_training_dag_trains_gates_and_deploys_all_three_then_repeats_nothing(
     deployments = statedb.deployments(get_settings())
     assert sorted((d["model"], d["version"]) for d in deployments) == sorted((f, "1") for f in FAMILIES)
     assert all(ingested.joinpath("reports", "model-cards", f"{f}-v1.md").exists() for f in FAMILIES)
+    scored = _batch_tables()
 
     again = dag.test(run_conf={"reason": "dag test again"})  # same data version: nothing new
     assert str(again.state) == "success"
@@ -145,6 +146,35 @@ def test_training_dag_trains_gates_and_deploys_all_three_then_repeats_nothing(
 
     client = tracking.client(get_settings())
     assert all(len(client.search_model_versions(f"name = '{f}'")) == 1 for f in FAMILIES)
+    assert _batch_tables() == scored  # the same version on the same data: the stored answers, not a new batch
+
+
+def _batch_tables() -> dict[str, tuple[str, int]]:
+    """The score task's tables (training/batch.py): production's answers for every category and every customer,
+    stamped with the model and data versions; returns each family's object-store key and rows."""
+    import pandas as pd
+
+    from training import batch
+    from training.data.ingest import clean_path
+    from training.features.store import published_version
+    from zmlops.settings import get_settings
+    from zmlops.stores import object_store
+
+    settings = get_settings()
+    data = str(published_version(settings)["data_version"])  # type: ignore[index]
+    customers = pd.read_parquet(clean_path(settings, data), columns=["customer_id"])["customer_id"].nunique()
+    tables = {f: batch.latest(settings, f) for f in FAMILIES}
+    for family, table in tables.items():
+        assert set(table["model_version"]) == {"1"} and set(table["data_version"]) == {data}, family
+    forecast = tables["demand-forecast"]
+    assert forecast.groupby("category")["step"].max().eq(8).all() and (forecast["units_upper"] >=
+                                                                        forecast["units_lower"]).all()
+    segments = tables["customer-segmentation"]
+    assert segments["customer_id"].is_unique and len(segments) == customers and segments["segment_name"].notna().all()
+    recs = tables["product-recommendation"]
+    assert recs["customer_id"].nunique() == customers and recs.groupby("customer_id")["rank"].max().eq(10).all()
+    markers = {f: json.loads(object_store(settings).get(f"batch/{f}/latest.json") or b"{}") for f in FAMILIES}
+    return {f: (m["key"], m["rows"]) for f, m in markers.items()}
 
 
 def test_bad_data_stops_the_run_before_training_and_production_stays(airflow_db: Path, ingested: Path) -> None:

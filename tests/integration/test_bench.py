@@ -47,3 +47,6 @@ def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
         assert r["gate"]["output_rows"] == r["duck_gate"]["output_rows"] > 0
         assert all(r[s]["peak_mb"] > 0 for s in ("snapshot", "gate", "features"))
         assert r["gate_ratio"] > 0 and r["features_ratio"] > 0
+
+    batch = json.loads(out.read_text())["batch"]
+    assert batch["customers"] == 50_000 and batch["rate_vs_implicit"] > 0 and batch["peak_mb"] > 0

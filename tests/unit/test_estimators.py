@@ -155,15 +155,16 @@ def test_batch_ranking_equals_implicits_filtered_recommend(clean: pd.DataFrame) 
     and slice by slice (above the bits' memory bound)."""
     import scipy.sparse as sp
 
-    from training.models.recommendation import bought_bits, top_unbought
+    from training.models.recommendation import IMPLICIT_BATCH, bought_bits, top_unbought
 
     pairs = interactions(clean)
     model = ALSRecommender(factors=8, iterations=3).fit(pairs)
     users = np.arange(len(model.customers_))
+    assert len(users) >= IMPLICIT_BATCH  # the whole batch goes to implicit, a request's rows to _scored
     for k in (1, 5, 10):
-        ours = model._warm(users, k)
+        ours = model._scored(users, k)
         theirs, _ = model.model_.recommend(users, model.matrix_[users], N=k, filter_already_liked_items=True)
-        assert (ours == np.asarray(theirs)).all()
+        assert (ours == np.asarray(theirs)).all() and (model._warm(users, k) == ours).all()
         assert (model._warm(users[:1], k) == ours[:1]).all()  # one row alone = the same row in a batch
         scores = model.model_.user_factors[users] @ model.model_.item_factors.T
         assert (top_unbought(scores, model.matrix_, users, k) == ours).all()  # no bits: slice by slice
@@ -175,6 +176,15 @@ def test_batch_ranking_equals_implicits_filtered_recommend(clean: pd.DataFrame) 
     assert top_unbought(scores, bought, users, 3).tolist() == expected
     assert top_unbought(scores, bought, users, 3, bits=bought_bits(bought)).tolist() == expected
     assert bought_bits(bought, max_bytes=3).size == 0  # 2 users x 2 bytes: above the bound, no bits
+    # the same padding from implicit's batch path: customer 0 bought all but one of 9 products, 400 customers
+    items = [f"{20000 + i}" for i in range(9)]
+    rng = np.random.default_rng(0)
+    rows = [(0, it) for it in items if it != "20001"] + [(u, items[rng.integers(0, 9)]) for u in range(1, 400)]
+    few = pd.DataFrame(rows, columns=["customer_id", "stock_code"]).drop_duplicates().assign(country="UK", orders=1)
+    small = ALSRecommender(factors=4, iterations=2).fit(few)
+    everyone = np.arange(len(small.customers_))
+    assert small._warm(everyone, 3)[0].tolist() == [1, -1, -1]
+    assert (small._warm(everyone, 3) == small._scored(everyone, 3)).all()
 
 
 def test_the_ranking_table_answers_as_scoring_per_request(clean: pd.DataFrame) -> None:
