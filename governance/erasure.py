@@ -8,7 +8,9 @@ In order, stopping before anything is deleted if the new data version fails the 
    customer are deleted and materialized again (Feast's provider, so SQLite and Redis alike);
 3. every earlier version holding the customer is retired: a ``retired/vN`` tag (with the reason) in the data
    registry and its DVC objects deleted from the cache and the remote (objects a kept version shares stay), its
-   derived tables in the object store and its Great Expectations results and Data Docs pages deleted;
+   derived tables in the object store, the batch answers computed on it (:func:`training.batch.forget_version`;
+   the next score task writes new ones, without the customer) and its Great Expectations results and Data Docs
+   pages deleted;
    :meth:`DataRegistry.fetch` refuses a retired version;
 4. their request-log and event-log rows are removed (the batches rewritten:
    :func:`monitoring.requests.rewrite_customers`), their consent records and access bundles deleted;
@@ -134,11 +136,13 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
 def _retire(settings: Settings, name: str, why: str) -> list[str]:
     """Retire data version ``name`` (the registry's tag, its DVC objects deleted from cache and remote), delete its
     derived tables and its Great Expectations results and Data Docs pages; returns the DVC objects deleted."""
+    from training.batch import forget_version
     from training.data import ingest
     from zmlops.stores import object_store
 
     deleted = ingest.registry_for(settings).retire(name, why)
     object_store(settings).delete(f"work/{name}")
+    forget_version(settings, name)
     ingest.forget_validations(settings, name)
     return deleted
 

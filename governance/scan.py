@@ -6,7 +6,7 @@ Feast and MLflow clients, as the pipelines reach them):
 
 - the object store (``work/``: raw and clean tables of each data version, ``feast/``: feature sources,
   ``requests/``: the request log, ``events/``: the outcome events, ``reports/``: Data Docs, monitoring reports,
-  model cards, ``privacy/``: access bundles the privacy DAG wrote);
+  model cards, ``privacy/``: access bundles the privacy DAG wrote, ``batch/``: the score task's answers);
 - the DVC remote (content-addressed objects: every data version's bytes) and the data registry's local cache;
 - the state database (every table: the audit trail, the consent register, incidents, deployments);
 - the online feature store (SQLite locally, Redis in the k8s profile), read through Feast;
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Hit", "scan", "as_dicts", "OBJECT_PREFIXES"]
 
-OBJECT_PREFIXES = ("work", "feast", "requests", "events", "reports", "privacy")
+OBJECT_PREFIXES = ("work", "feast", "requests", "events", "reports", "privacy", "batch")
 CUSTOMER_COLUMNS = ("customer_id", "Customer ID", "CustomerID", "customer")
 TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".html", ".txt", ".csv", ".yaml", ".yml", ".log")
 

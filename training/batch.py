@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from zmlops.settings import Settings
 from zmlops.stores import object_store
 
-__all__ = ["score", "write_answers", "latest", "PREFIX"]
+__all__ = ["score", "write_answers", "latest", "forget_version", "PREFIX"]
 
 PREFIX = "batch"
 
@@ -123,3 +123,21 @@ def latest(settings: Settings, family: str) -> pd.DataFrame:
     if found is None:
         raise LookupError(f"{family}'s batch answers are missing from the object store")
     return pd.read_parquet(found)
+
+
+def forget_version(settings: Settings, data_version: str) -> int:
+    """Delete every family's answers computed on ``data_version`` (a retired version: an erasure or the retention
+    limit), and the ``latest`` marker that points at them; the next score task writes new ones. Returns how many
+    families' answers went."""
+    from zmlops.catalog import FAMILIES
+
+    store = object_store(settings)
+    gone = 0
+    for family in FAMILIES:
+        marker = store.get(f"{PREFIX}/{family}/latest.json")
+        if marker is not None and json.loads(marker)["data_version"] == data_version:
+            store.delete(f"{PREFIX}/{family}/latest.json")
+        if store.keys(f"{PREFIX}/{family}/{data_version}/"):
+            store.delete(f"{PREFIX}/{family}/{data_version}")
+            gone += 1
+    return gone

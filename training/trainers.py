@@ -83,13 +83,20 @@ def _truth(settings: Settings, data_version: str) -> pd.DataFrame | None:
 
 
 def consenting(settings: Settings, frame: pd.DataFrame, purpose: str) -> tuple[pd.DataFrame, int]:
-    """The rows of customers whose consent allows ``purpose`` (governance.consent), and how many customers were
-    left out: a customer without it is never in that family's training set."""
+    """The rows of customers whose consent allows ``purpose`` (governance.consent) and who were not erased, and how
+    many customers were left out: such a customer is never in that family's training set or batch answers (a
+    model trained before their erasure still knows them)."""
     from governance import consent
+    from governance.erasure import erased_subjects
 
     ids = frame["customer_id"].astype("int64")
     unique = ids.unique()
-    ok = dict(zip(unique.tolist(), consent.allowed(settings, purpose, unique.tolist()), strict=True))  # type: ignore[arg-type]
+    erased = erased_subjects(settings)
+    allowed = consent.allowed(settings, purpose, unique.tolist())  # type: ignore[arg-type]
+    if erased:
+        allowed = [a and consent.subject_hash(settings, c) not in erased for a, c in zip(allowed, unique.tolist(),
+                                                                                         strict=True)]
+    ok = dict(zip(unique.tolist(), allowed, strict=True))
     keep = ids.map(ok).to_numpy(bool)
     return frame[keep], len(unique) - sum(ok.values())
 

@@ -62,6 +62,11 @@ def test_an_erased_customer_is_nowhere_but_in_the_audit_trail_s_keyed_hash(serve
                     == customer).sum())
     log_answers(settings, "product-recommendation", (customer, other), k=3)
     consent.record(settings, customer, profiling=True, personalisation=True, source="test: web form")
+    from training import batch
+
+    for family in PERSONAL:  # the score task's answers for everyone, the customer among them
+        assert batch.score(settings, family)["scored"]
+        assert customer in set(batch.latest(settings, family)["customer_id"])
     assert all(v is not None for v in _online(settings, customer))
     v1_objects = registry.objects("v1")
 
@@ -76,6 +81,10 @@ def test_an_erased_customer_is_nowhere_but_in_the_audit_trail_s_keyed_hash(serve
         assert not (settings.registry_dir / ".dvc" / "cache" / path).exists()
         assert not (Path(settings.remote_url) / path).exists()
     assert not object_store(settings).keys("work/v1")
+    for family in PERSONAL:  # the answers computed on v1 went with it; answers now leave them out, though the
+        assert not object_store(settings).keys(f"batch/{family}/v1")  # models trained on v1 still know them
+        with pytest.raises(LookupError, match="not been batch-scored"):
+            batch.latest(settings, family)
     validations = object_store(settings).keys("reports/validation")  # Great Expectations results and Data Docs
     assert not [k for k in validations if "/v1-raw" in k or "/v1-clean" in k]
     assert [k for k in validations if "/v2-raw" in k]
@@ -98,6 +107,12 @@ def test_an_erased_customer_is_nowhere_but_in_the_audit_trail_s_keyed_hash(serve
     entry = next(e for e in audit.entries(settings) if e.action == "privacy.erased")
     assert entry.subject == subject and str(customer) not in json.dumps(entry.to_dict())
     # what is left: the models trained on v1, which the monitoring DAG's check now sends back to training
+    hits, _ = scan(settings, customer)
+    assert {h.store for h in hits} == {"MLflow", "state database"}, hits
+    for family in PERSONAL:
+        assert batch.score(settings, family)["data_version"] == "v2"
+        answers = batch.latest(settings, family)
+        assert customer not in set(answers["customer_id"]) and other in set(answers["customer_id"]), family
     hits, _ = scan(settings, customer)
     assert {h.store for h in hits} == {"MLflow", "state database"}, hits
     assert {h.where for h in hits if h.store == "state database"} == {"zm_audit", "zm_erasures"}
