@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from sqlalchemy import func, insert, select
 
 from governance.pseudonyms import pseudonymise, subject
-from zmlops.statedb import CONSENT, engine
+from zmlops.statedb import CONSENT, ERASURES, engine
 
 if TYPE_CHECKING:
     from zmlops.settings import Settings
@@ -104,12 +104,23 @@ def granted(settings: Settings, purpose: Purpose) -> frozenset[str]:
     return _latest(settings, purpose, True)
 
 
+def erased_subjects(settings: Settings) -> frozenset[str]:
+    """The subject hashes of every erased customer (the erasure register; the predictors' suppression list)."""
+    with engine(settings).connect() as conn:
+        return frozenset(conn.execute(select(ERASURES.c.subject)).scalars())
+
+
 def allowed(settings: Settings, purpose: Purpose, customer_ids: Iterable[int]) -> list[bool]:
-    """Per customer id: may ``purpose`` use them? (the regime's default where they have no record)"""
+    """Per customer id: may ``purpose`` use them? (the regime's default where they have no record; never an erased
+    customer, whom a model trained before the erasure may still know)"""
     key = settings.pseudonym_key
-    names = [pseudonymise(key, c) for c in customer_ids]
+    ids = list(customer_ids)
+    names = [pseudonymise(key, c) for c in ids]
     if settings.privacy.consent_required:
         yes = granted(settings, purpose)
-        return [n in yes for n in names]
-    no = withdrawn(settings, purpose)
-    return [n not in no for n in names]
+        answer = [n in yes for n in names]
+    else:
+        no = withdrawn(settings, purpose)
+        answer = [n not in no for n in names]
+    erased = erased_subjects(settings)
+    return [a and subject(key, c) not in erased for a, c in zip(answer, ids, strict=True)] if erased else answer

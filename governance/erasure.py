@@ -33,22 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from governance.consent import erased_subjects as consent_erased_subjects
+
 if TYPE_CHECKING:
     from zmlops.settings import Settings
 
 __all__ = ["erase", "erased_subjects", "Overdue", "retired_production", "forget_models", "expire_versions"]
 
 CUSTOMER_VIEWS = ("customer_profile", "customer_behaviour")
-
-
-def erased_subjects(settings: Settings) -> frozenset[str]:
-    """The subject hashes of every erased customer (the predictors' suppression list)."""
-    from sqlalchemy import select
-
-    from zmlops.statedb import ERASURES, engine
-
-    with engine(settings).connect() as conn:
-        return frozenset(conn.execute(select(ERASURES.c.subject)).scalars())
+erased_subjects = consent_erased_subjects  # the predictors' suppression list (kept where they import it from)
 
 
 def _new_version(settings: Settings, customer_id: int, tmp: Path) -> tuple[str, int]:

@@ -87,16 +87,10 @@ def consenting(settings: Settings, frame: pd.DataFrame, purpose: str) -> tuple[p
     many customers were left out: such a customer is never in that family's training set or batch answers (a
     model trained before their erasure still knows them)."""
     from governance import consent
-    from governance.erasure import erased_subjects
 
     ids = frame["customer_id"].astype("int64")
     unique = ids.unique()
-    erased = erased_subjects(settings)
-    allowed = consent.allowed(settings, purpose, unique.tolist())  # type: ignore[arg-type]
-    if erased:
-        allowed = [a and consent.subject_hash(settings, c) not in erased for a, c in zip(allowed, unique.tolist(),
-                                                                                         strict=True)]
-    ok = dict(zip(unique.tolist(), allowed, strict=True))
+    ok = dict(zip(unique.tolist(), consent.allowed(settings, purpose, unique.tolist()), strict=True))  # type: ignore[arg-type]
     keep = ids.map(ok).to_numpy(bool)
     return frame[keep], len(unique) - sum(ok.values())
 
