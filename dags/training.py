@@ -195,20 +195,24 @@ def zmlops_training() -> None:
         print(result)
         return result
 
-    @task(trigger_rule="none_failed")  # with whatever production is once deploy ended: moved, kept or rejected
-    def score(outcome: dict[str, Any]) -> dict[str, Any]:
+    # with whatever production is once deploy ended (moved, kept or rejected); one task for every family trained,
+    # as each task process costs about 14 CPU-s before it does anything
+    @task(trigger_rule="none_failed")
+    def score(outcomes: Any) -> list[dict[str, Any]]:
         from training import batch
         from zmlops.settings import get_settings
 
-        result = batch.score(get_settings(), str(outcome["family"]))
-        print(result)
-        return result
+        results = []
+        for outcome in outcomes:
+            results.append(batch.score(get_settings(), str(outcome["family"])))
+            print(results[-1])
+        return results
 
     version = features(validate(resolve()))
     outcomes = train.partial(version=version).expand(job=plan())
     asked = review(outcomes)
     board = ModelApproval(**board_arguments(APPROVAL_ROLE, APPROVAL_TIMEOUT), retries=0)
-    asked >> board >> deploy.expand(outcome=outcomes) >> score.expand(outcome=outcomes)
+    asked >> board >> deploy.expand(outcome=outcomes) >> score(outcomes)
 
 
 training_dag = zmlops_training()
