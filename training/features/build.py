@@ -78,8 +78,9 @@ def _weeks(clean: pd.DataFrame, span: Span | None) -> tuple[pd.Timestamp, int, n
 
 
 def _dense(keys: np.ndarray, week: np.ndarray, values: np.ndarray, n_keys: int, n_weeks: int) -> np.ndarray:
-    out = np.zeros((n_keys, n_weeks))
-    np.add.at(out, (keys, week), values)
+    # np.bincount adds in input order as np.add.at does (the same sums), about ten times faster
+    flat = np.bincount(np.asarray(keys) * n_weeks + np.asarray(week), weights=values, minlength=n_keys * n_weeks)
+    out: np.ndarray = flat.reshape(n_keys, n_weeks)
     return out
 
 
@@ -107,7 +108,7 @@ def customer_features(clean: pd.DataFrame, span: Span | None = None) -> pd.DataF
         .agg(
             w=("_w", "first"),
             ts=("invoice_ts", "first"),
-            lines=("stock_code", "size"),
+            lines=("invoice", "size"),
             units=("quantity", "sum"),
             revenue=("revenue", "sum"),
         )
@@ -134,8 +135,9 @@ def customer_features(clean: pd.DataFrame, span: Span | None = None) -> pd.DataF
     first = np.concatenate([np.full((n, 1), np.inf), np.minimum.accumulate(first, axis=1)[:, :-1]], axis=1)
 
     cat_codes = pd.Categorical(clean["category"], categories=list(CATEGORIES)).codes
-    spend = np.zeros((n, len(CATEGORIES), n_weeks))
-    np.add.at(spend, (cust_codes, cat_codes, week), clean["revenue"].to_numpy(float))
+    spend = np.bincount((cust_codes * len(CATEGORIES) + cat_codes) * n_weeks + week,
+                        weights=clean["revenue"].to_numpy(float),
+                        minlength=n * len(CATEGORIES) * n_weeks).reshape(n, len(CATEGORIES), n_weeks)
     spend_before = np.concatenate([np.zeros((n, len(CATEGORIES), 1)), np.cumsum(spend, axis=2)[:, :, :-1]], axis=2)
 
     cutoff_secs = np.arange(n_weeks) * 7 * 86400.0
@@ -211,7 +213,7 @@ def category_week_features(clean: pd.DataFrame, complete: tuple[pd.Timestamp, pd
     clean, weeks = clean[keep], weeks[keep]
     grouped = (
         clean.assign(week_start=weeks)
-        .groupby(["category", "week_start"])
+        .groupby(["category", "week_start"], observed=True)  # a Categorical from write_tables: the reindex fills
         .agg(units=("quantity", "sum"), revenue=("revenue", "sum"), orders=("invoice", "nunique"))
     )
     full = pd.MultiIndex.from_product(
@@ -286,12 +288,18 @@ class Table:
 
 
 TABLES = {
-    "customer_features": Table("customer_id", ("customer_id", "invoice", "invoice_ts", "stock_code", "quantity",
-                                               "revenue", "category")),
+    "customer_features": Table("customer_id", ("customer_id", "invoice", "invoice_ts", "quantity", "revenue",
+                                               "category")),
     "product_features": Table("stock_code", ("stock_code", "invoice", "customer_id", "invoice_ts", "quantity",
                                              "revenue")),
     "category_week_features": Table("category", ("category", "invoice", "invoice_ts", "quantity", "revenue")),
 }
+
+
+# How a part's columns are read: an invoice is a grouping key only (the clean suite allows digits alone, so a
+# number: grouping Python strings cost a third of the step), a category one of CATEGORIES (a pandas Categorical)
+_CATEGORY_TYPE = "ENUM(" + ", ".join("'" + c + "'" for c in CATEGORIES) + ")"
+_READ = {"invoice": "CAST(invoice AS BIGINT) AS invoice", "category": f"CAST(category AS {_CATEGORY_TYPE}) AS category"}
 
 
 def _parts(con: duckdb.DuckDBPyConnection, source: str, key: str, lines: int) -> list[tuple[object, object]]:
@@ -354,7 +362,8 @@ def write_tables(clean_file: Path, out: Path, budget_mb: int, threads: int = 0) 
             try:
                 for lo, hi in _parts(con, source, table.key, lines):
                     where, values = _within(lo, hi, table.key)
-                    part = con.execute(f"SELECT {', '.join(table.columns)} FROM {source} WHERE {where}", values).df()
+                    part = con.execute(f"SELECT {', '.join(_READ.get(c, c) for c in table.columns)} FROM {source} "
+                                       f"WHERE {where}", values).df()
                     built = _build(name, part, span, complete, lo, hi)  # type: ignore[arg-type]
                     del part
                     if built is None:
