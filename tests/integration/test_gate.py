@@ -34,6 +34,8 @@ def good_registry(tmp_path_factory: pytest.TempPathFactory, tiny_sim: Path) -> S
     """A registry with one good version v1 of the tiny simulated data."""
     settings = Settings(home=tmp_path_factory.mktemp("gate") / "zm")
     v1 = ingest.snapshot_file(settings, tiny_sim / "transactions.parquet", as_of=_as_of(tiny_sim))
+    # the version holds the delivered file and nothing else (what the adapter read it as stays out)
+    assert [p.name for p in (settings.registry_dir / "raw").rglob("*") if p.is_file()] == ["transactions.parquet"]
     ingest.validate_version(settings, v1.name)
     return settings
 

@@ -26,7 +26,8 @@ import duckdb
 
 from governance import audit
 from training.data import lake
-from training.data.cleaning import CleaningReport, clean_file as clean_into
+from training.data.cleaning import CleaningReport
+from training.data.cleaning import clean_file as clean_into
 from training.data.simulator import TRANSACTIONS_FILE, periods_of, simulate
 from training.data.versions import DataRegistry, DataVersion
 from training.data.world import SimulationConfig
@@ -88,10 +89,10 @@ def snapshot_simulated(settings: Settings, config: SimulationConfig, then: Seque
 
 def snapshot_file(settings: Settings, path: Path, as_of: dt.date | None = None) -> DataVersion:
     """Version a real Online Retail II file as-is; ``as_of`` defaults to the day of its newest invoice."""
-    with tempfile.TemporaryDirectory(prefix="zm-file-") as tmp:
-        raw = normalised(settings, path, Path(tmp) / "read")
+    with tempfile.TemporaryDirectory(prefix="zm-read-") as read, tempfile.TemporaryDirectory(prefix="zm-file-") as tmp:
+        raw = normalised(settings, path, Path(read))  # to count and date it; the version holds the file as it is
         if as_of is None:
-            as_of = _newest_day(settings, raw, Path(tmp) / "read")
+            as_of = _newest_day(settings, raw, Path(read))
         shutil.copy2(path, Path(tmp) / path.name)
         meta = {"source": f"file:{path.name}", "as_of": as_of.isoformat(), "rows": raw.rows}
         return _created(settings, registry_for(settings).add_snapshot(Path(tmp), meta, path.name))
@@ -234,7 +235,8 @@ def validate_version(settings: Settings, name: str, force: bool = False) -> Inge
     store.put(_key(name, REPORT_FILE), json.dumps(report.to_dict(), indent=2).encode())
     version = registry.mark(name, ok=True)
     audit.record(settings, "data.validated", f"data:{name}", {"why": "passed the raw and clean suites",
-                                                              "clean_rows": report.rows_out, "dropped": report.to_dict()})
+                                                              "clean_rows": report.rows_out,
+                                                              "dropped": report.to_dict()})
     return IngestResult(version, clean_file, report, gates)
 
 
