@@ -64,6 +64,18 @@ def _airflow_env(settings: Settings, home: Path, passwords: Path) -> dict[str, s
 DEMO_APPROVER = "demo-approver"
 
 
+def _print_batch(settings: Settings) -> None:
+    """What the score task wrote: each family's batch table, as planners and campaign tools would read it."""
+    from training import batch
+
+    for family in FAMILIES:
+        table = batch.latest(settings, family)
+        who = f"{table['customer_id'].nunique():,} customers" if "customer_id" in table else \
+            f"{table['category'].nunique()} categories"
+        console.print(f"   batch answers: {family} v{table['model_version'].iloc[0]} on "
+                      f"{table['data_version'].iloc[0]}: {len(table):,} rows for {who} (object store batch/{family}/)")
+
+
 def _print_approvals(settings: Settings, shown: set[int]) -> None:
     """The review board's answers not in ``shown`` yet (the demo approves as a named user: say so)."""
     from governance import audit
@@ -223,13 +235,14 @@ def run_loop(settings: Settings, config: Any = None, requests: int = 200) -> dic
         api = stack.enter_context(airflow_standalone(settings))
         console.print(f"   Airflow up in {time.perf_counter() - t:.0f} s: {settings.airflow.api_url}")
         with step(f"training DAG on {v1.name}: validate, features, train, gate (staging), review board, deploy "
-                  "(3 mapped models)"):
+                  "(3 mapped models), batch answers"):
             run = api.wait("zmlops_training", api.trigger("zmlops_training", {"reason": "initial training"}))
             if run["state"] != "success":
                 raise RuntimeError(f"training run {run['dag_run_id']} failed; see the Airflow UI")
         before = _versions(settings)
         console.print("   production: " + ", ".join(f"{f} v{v['version']}" for f, v in before.items()))
         _print_approvals(settings, approvals_shown)
+        _print_batch(settings)
         with step("start the three KServe services on 127.0.0.1"):
             urls = stack.enter_context(services(settings))
         client = auth.headers(settings)  # the local client key (ZM_HOME/secrets)
