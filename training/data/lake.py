@@ -106,11 +106,11 @@ def _typed(column_in_file: str, name: str, kind: str) -> str:
     """One column of the raw schema (``name``, read from the file's ``column_in_file``) as the raw dtypes have it,
     where its values allow that."""
     column = quote(column_in_file)
-    numeric = kind in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE") or \
-        kind.startswith("DECIMAL") or kind.startswith("UINTEGER") or kind.startswith("UBIGINT")
+    numeric = kind.startswith(("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                               "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL"))
     if name in TEXT and kind != "VARCHAR":
         return f"CAST({column} AS VARCHAR)"
-    if name == "InvoiceDate" and kind.startswith("TIMESTAMP") or name == "InvoiceDate" and kind == "DATE":
+    if name == "InvoiceDate" and (kind.startswith("TIMESTAMP") or kind == "DATE"):
         return f"strftime({column}, {literal(TIMESTAMP_FORMAT)})"
     if name in WHOLE and numeric:
         return f"CAST(round({column}) AS BIGINT)"
