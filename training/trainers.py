@@ -311,7 +311,10 @@ def recommendation_data(settings: Settings, clean_file: Path, data_version: str)
     """Interactions from the clean transactions; recent product popularity from Feast at the cutoff."""
     from training.models.recommendation import time_split
 
-    clean, left_out = consenting(settings, pd.read_parquet(clean_file), "personalisation")
+    # the lines' columns the recommender uses (purchase pairs, the time split, countries for the cold start): the
+    # descriptions, prices and categories would be half the frame (the step's peak grows with the delivery)
+    columns = ["invoice", "stock_code", "invoice_ts", "customer_id", "country"]
+    clean, left_out = consenting(settings, pd.read_parquet(clean_file, columns=columns), "personalisation")
     as_of = _newest(settings, "product_features")
     codes = clean["stock_code"].unique()
     frame = store.training_frame(
