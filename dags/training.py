@@ -33,8 +33,8 @@ def data_step_pod() -> dict[str, Any]:
 
     from zmlops.settings import DataSettings
 
-    data = DataSettings(**{k: v for k, v in {"memory_budget_mb": os.environ.get("ZM_DATA__MEMORY_BUDGET_MB")}.items()
-                           if v is not None})
+    budget = os.environ.get("ZM_DATA__MEMORY_BUDGET_MB")
+    data = DataSettings(memory_budget_mb=int(budget)) if budget else DataSettings()
     resources = k8s.V1ResourceRequirements(requests={"memory": f"{data.memory_budget_mb}Mi"},
                                            limits={"memory": f"{data.pod_memory_mb}Mi"})
     return {"pod_override": k8s.V1Pod(spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base",

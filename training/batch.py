@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from training.data.lake import write_frames
 from zmlops.settings import Settings
 from zmlops.stores import object_store
 
@@ -38,26 +37,21 @@ def write_answers(ask: Callable[[pd.DataFrame], pd.DataFrame], requests: Iterato
                   stamp: dict[str, str], progress: Callable[[int, int], None] | None = None) -> int:
     """Ask ``ask`` each request frame in turn and append its answers, stamped with ``stamp``'s columns, to the
     Parquet file ``dest``; returns the rows written. ``progress(requests, answers)`` after each part."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_suffix(".part")
-    writer: pq.ParquetWriter | None = None
-    asked = rows = 0
-    try:
+    counted = {"asked": 0, "rows": 0}
+
+    def answers() -> Iterator[pd.DataFrame]:
         for request in requests:
-            answers = ask(request).assign(**stamp)
-            table = pa.Table.from_pandas(answers, preserve_index=False)
-            writer = writer or pq.ParquetWriter(part, table.schema)
-            writer.write_table(table.cast(writer.schema))
-            asked, rows = asked + len(request), rows + len(answers)
+            answered = ask(request).assign(**stamp)
+            counted["asked"] += len(request)
+            counted["rows"] += len(answered)
+            yield answered
             if progress is not None:
-                progress(asked, rows)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        raise ValueError("nothing to score: the family listed no requests")
-    part.replace(dest)
-    return rows
+                progress(counted["asked"], counted["rows"])
+
+    try:
+        return write_frames(dest, answers())
+    except ValueError as nothing:
+        raise ValueError("nothing to score: the family listed no requests") from nothing
 
 
 def _key(family: str, data_version: str, model_version: str) -> str:
@@ -82,7 +76,8 @@ def score(settings: Settings, family: str, alias: str = "production") -> dict[st
     trained_on = tracking.client(settings).get_model_version(family, version).tags.get("data_version") or "unknown"
     published = published_version(settings)
     data_version = str(published["data_version"]) if published else trained_on
-    previous = object_store(settings).get(f"{PREFIX}/{family}/latest.json")
+    store = object_store(settings)
+    previous = store.get(f"{PREFIX}/{family}/latest.json")
     if previous is not None:
         marker = json.loads(previous)
         if (marker["model_version"], marker["data_version"]) == (version, data_version):
@@ -90,7 +85,6 @@ def score(settings: Settings, family: str, alias: str = "production") -> dict[st
     wrapper = definition.wrapper()
     wrapper.estimator = tracking.load_estimator(settings, family, version)
     key = _key(family, data_version, version)
-    store = object_store(settings)
     local = store.path(key)
     started = time.perf_counter()
 

@@ -9,16 +9,19 @@ Parquet (either UCI spelling, the raw dtypes where the values allow them); every
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from training.data.schema import OLDER_NAMES, RAW_COLUMNS, SPELLINGS
 
-__all__ = ["connect", "engine_config", "quote", "normalise", "RawFile", "UnreadableInput", "ROW"]
+__all__ = ["connect", "engine_config", "quote", "normalise", "write_frames", "RawFile", "UnreadableInput", "ROW"]
 
 ROW = "file_row_number"  # each raw line's position in the delivery (DuckDB's Parquet reader numbers them)
 TEXT = ("Invoice", "StockCode", "Description", "Country")
@@ -131,3 +134,26 @@ def normalise(con: duckdb.DuckDBPyConnection, path: Path, dest: Path) -> RawFile
     rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(dest))})").fetchone()
     types = _columns(con, f"read_parquet({literal(str(dest))})")
     return RawFile(dest, int(rows[0]) if rows else 0, types, _spelling(found))
+
+
+def write_frames(dest: Path, frames: Iterable[pd.DataFrame]) -> int:
+    """Append each frame, as it comes, to one Parquet file (the first frame's schema), written beside ``dest`` and
+    moved there once complete, so no reader sees half a table and only one frame is held at a time. Returns the rows
+    written; a ValueError when ``frames`` yields nothing."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    try:
+        for frame in frames:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            writer = writer or pq.ParquetWriter(part, table.schema)
+            writer.write_table(table.cast(writer.schema))
+            rows += len(frame)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise ValueError(f"nothing to write to {dest.name}")
+    part.replace(dest)
+    return rows

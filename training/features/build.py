@@ -15,15 +15,13 @@ entity x week matrices with cumulative sums, which costs the same for every cuto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from feature_repo.names import CATEGORIES, SHARE_COLUMNS
 from training.data import lake
@@ -357,31 +355,27 @@ def write_tables(clean_file: Path, out: Path, budget_mb: int, threads: int = 0) 
         days = con.execute(f"SELECT DISTINCT CAST(invoice_ts AS DATE) AS day FROM {source}").df()["day"]
         complete = complete_weeks(pd.to_datetime(days))
         for name, table in TABLES.items():
-            target, part_file = out / f"{name}.parquet", out / f"{name}.parquet.part"
-            rows, newest, writer = 0, None, None
-            try:
+            newest: list[pd.Timestamp] = []
+
+            def built(name: str = name, table: Table = table,
+                      newest: list[pd.Timestamp] = newest) -> Iterator[pd.DataFrame]:
                 for lo, hi in _parts(con, source, table.key, lines):
                     where, values = _within(lo, hi, table.key)
                     part = con.execute(f"SELECT {', '.join(_READ.get(c, c) for c in table.columns)} FROM {source} "
                                        f"WHERE {where}", values).df()
-                    built = _build(name, part, span, complete, lo, hi)  # type: ignore[arg-type]
+                    frame = _build(name, part, span, complete, lo, hi)  # type: ignore[arg-type]
                     del part
-                    if built is None:
+                    if frame is None:
                         continue
                     for col in ("event_timestamp", "week_start"):  # microseconds: what the offline store's
-                        if col in built:  # reader (ibis on DuckDB) knows as a timestamp; nanoseconds read as text
-                            built[col] = built[col].dt.tz_localize("UTC").astype("datetime64[us, UTC]")
-                    arrow = pa.Table.from_pandas(built, preserve_index=False)
-                    writer = writer or pq.ParquetWriter(part_file, arrow.schema)
-                    writer.write_table(arrow.cast(writer.schema))
-                    rows += len(built)
-                    last = built["event_timestamp"].max()
-                    newest = last if newest is None or last > newest else newest
-            finally:
-                if writer is not None:
-                    writer.close()
-            if writer is None:
-                raise ValueError(f"{clean_file}: no lines to build {name} from")
-            part_file.replace(target)
-            tables[name] = {"rows": rows, "newest": newest.isoformat() if newest is not None else None}
+                        if col in frame:  # reader (ibis on DuckDB) knows as a timestamp; nanoseconds read as text
+                            frame[col] = frame[col].dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+                    newest.append(frame["event_timestamp"].max())
+                    yield frame
+
+            try:
+                rows = lake.write_frames(out / f"{name}.parquet", built())
+            except ValueError as nothing:
+                raise ValueError(f"{clean_file}: no lines to build {name} from") from nothing
+            tables[name] = {"rows": rows, "newest": max(newest).isoformat()}
     return tables
