@@ -96,13 +96,20 @@ def record_stored(settings: Settings, result: dict[str, Any]) -> str:
 
 def sync(settings: Settings) -> Path:
     """The object store's workspace (``<store>/evidently``) copied into the pod's cache: new snapshots and every
-    project's dashboard and metadata (rewritten by each check). Returns the local folder."""
+    project's dashboard and metadata (rewritten by each check). Returns the local folder.
+
+    A running ``evidently ui`` learns of a project or a snapshot from its folder watcher, which loads a file that is
+    created there and ignores one renamed within the folder. Each copy is therefore written beside the folder and
+    moved in (a creation to the watcher), projects' metadata before their snapshots."""
     from zmlops.stores import object_store
 
     store = object_store(settings)
-    for key in store.keys(WORKSPACE):
-        if key.endswith(CHANGING) or not store.path(key).exists():
-            store.download(key, refresh=True)
+    incoming = store.path(f".{WORKSPACE}-incoming")
+    for key in sorted(store.keys(WORKSPACE), key=lambda k: not k.endswith("metadata.json")):
+        target = store.path(key)
+        if (key.endswith(CHANGING) or not target.exists()) and store.download_to(key, incoming / key):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (incoming / key).replace(target)
     return store.path(WORKSPACE)
 
 

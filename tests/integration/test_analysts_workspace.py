@@ -231,6 +231,47 @@ def test_in_the_k8s_profile_the_workspace_lives_in_the_object_store(
     assert [r.timestamp.date() for r in left] == [weeks[-1].date()] * 2  # the last check, and the one recorded again
 
 
+def test_the_running_ui_shows_projects_and_checks_made_after_its_start(
+        s3: str, tmp_path: Path, checked: tuple[Settings, dict[str, list[dict[str, Any]]]]) -> None:
+    """The chart's UI pod (``zm ui --refresh``) starts on an empty workspace (a fresh install, or disks wiped) and
+    shows each project and each check the monitoring pod writes afterwards, without a restart: its copies land in
+    the watched folder as new files, which Evidently's watcher loads."""
+    from monitoring.workspace import record
+
+    _, results = checked
+    store = s3.rsplit("/", 1)[0] + "/live-ui"  # a workspace of its own in the bucket: empty at the start
+    writer = Settings(home=tmp_path / "monitoring-pod", object_store_url=store)
+    port = _port()
+    env = {**os.environ, "ZM_HOME": str(tmp_path / "ui-pod"), "ZM_OBJECT_STORE_URL": store}
+    server = subprocess.Popen([str(Path(sys.executable).with_name("zm")), "ui", "--port", str(port), "--refresh",
+                               "0.5"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/api/projects"
+    try:
+        def answer() -> list[dict[str, Any]] | None:
+            try:
+                r = httpx.get(url, timeout=2)
+            except httpx.HTTPError:
+                return None
+            return list(r.json()) if r.status_code == 200 else None
+
+        assert until(lambda: answer() == [] or server.poll() is not None, 60, 0.2) and server.poll() is None, \
+            server.stderr.read().decode()[-2000:] if server.stderr else ""
+        for family in FAMILIES:
+            record(writer, results[family][0], [])
+
+        def shown(counts: dict[str, int]) -> bool:
+            projects = {p["name"]: p["id"] for p in answer() or []}
+            return set(projects) == set(counts) and all(
+                len(httpx.get(f"{url}/{projects[f]}/snapshots", timeout=5).json()) == n for f, n in counts.items())
+
+        assert until(lambda: shown({f: 1 for f in FAMILIES}), 30, 0.5), answer()
+        record(writer, results["product-recommendation"][1], [])  # a later check of a project the UI knows
+        assert until(lambda: shown({**{f: 1 for f in FAMILIES}, "product-recommendation": 2}), 30, 0.5)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def test_each_check_s_page_says_why_first_then_shows_the_evidence(
         checked: tuple[Settings, dict[str, list[dict[str, Any]]]]) -> None:
     """The page a person opens from the monitoring index: the decision in one sentence, then the evidence the
