@@ -1,8 +1,9 @@
 """Data-step benchmark tasks (issue 27's scale), each run by :func:`benchmarks.bench.measure` in a fresh interpreter.
 
-One simulated delivery per size goes through the weekly pipeline's data steps as the DAG runs them (snapshot into
-the data registry, the gate, the features step), each step timed with its own peak memory; the same raw file then
-goes through two bare DuckDB scripts doing the same work in one query each, back to back, as the baseline:
+One simulated delivery per size goes through the weekly pipeline's steps as the DAG runs them (snapshot into the
+data registry, the gate, the features step, then the three trainings), each step timed with its own peak memory;
+the same raw file then goes through two bare DuckDB scripts doing the same work in one query each, back to back, as
+the baseline:
 
 - gate baseline: the clean rows (the same rules, same order, deduplicated) written to Parquet, plus one pass of the
   aggregates the suites check (nulls, ranges, patterns) over the raw and the clean table;
@@ -15,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["simulate_raw", "snapshot", "gate", "features", "duck_gate", "duck_features"]
+__all__ = ["simulate_raw", "snapshot", "gate", "features", "train", "duck_gate", "duck_features"]
 
 
 def _emit(**values: float) -> None:
@@ -61,6 +62,15 @@ def features(folder: str) -> None:
 
     out = step(_settings(folder), "v1")  # type: ignore[arg-type]
     _emit(output=sum(out["rows"].values()))
+
+
+def train(folder: str, family: str) -> None:
+    """A training step as the DAG runs it (Feast's training set, fit, evaluation, MLflow, the gate), on the tables
+    the features step wrote; its output is the family's primary metric."""
+    from training.pipeline import train as step
+
+    out = step(_settings(folder), family, "v1", "benchmark")  # type: ignore[arg-type]
+    _emit(output=out["metric"])
 
 
 def duck_gate(folder: str) -> None:

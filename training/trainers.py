@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from training.features import store
@@ -48,7 +49,9 @@ class TrainingData:
     """What a family trains and evaluates on, for one data version."""
 
     frame: pd.DataFrame  # the point-in-time training set from Feast
-    clean: pd.DataFrame  # the clean transactions (labels, interactions)
+    # what the family reads of the clean transactions, in its own form: the recommender's purchases (one row per
+    # customer, product and day), segmentation's customers and their countries; forecasting reads none
+    clean: pd.DataFrame
     as_of: dt.datetime  # the newest feature cutoff used
     truth: pd.DataFrame | None = None  # planted segments when the data is simulated
     extra: dict[str, Any] = field(default_factory=dict)
@@ -108,7 +111,7 @@ def forecast_data(settings: Settings, clean_file: Path, data_version: str) -> Tr
     frame = store.training_frame(settings, "demand_forecast", weeks)
     if frame["units"].isna().any():
         raise RuntimeError("the point-in-time join left weeks without sales figures")
-    return TrainingData(frame, pd.read_parquet(clean_file), _newest(settings, "category_week_features").to_pydatetime())
+    return TrainingData(frame, pd.DataFrame(), _newest(settings, "category_week_features").to_pydatetime())
 
 
 def forecast_requests(settings: Settings, model: Any, data_version: str) -> Iterator[pd.DataFrame]:
@@ -205,8 +208,17 @@ def segmentation_data(settings: Settings, clean_file: Path, data_version: str) -
     entities = pd.DataFrame({"customer_id": customers["customer_id"].unique(), "event_timestamp": as_of})
     frame, left_out = consenting(settings, store.training_frame(settings, "customer_segmentation", entities).dropna(),
                                  "profiling")
-    return TrainingData(frame, pd.read_parquet(clean_file), as_of.to_pydatetime(), _truth(settings, data_version),
+    return TrainingData(frame, _countries(settings, clean_file), as_of.to_pydatetime(), _truth(settings, data_version),
                         extra={"consent_excluded": left_out})
+
+
+def _countries(settings: Settings, clean_file: Path) -> pd.DataFrame:
+    """Each customer's country (that of their first line), read by DuckDB within the data budget."""
+    from training.data.lake import ROW, scratch, table_of
+
+    with scratch(settings.data.reader_mb, settings.data.threads) as (con, _):
+        return con.sql(f"SELECT customer_id, arg_min(country, {ROW}) AS country FROM {table_of(con, clean_file)} "
+                       "GROUP BY customer_id ORDER BY customer_id").df()
 
 
 def segmentation_requests(settings: Settings, model: Any, data_version: str) -> Iterator[pd.DataFrame]:
@@ -241,9 +253,9 @@ def evaluate_segmenter(model: Any, data: TrainingData) -> Evaluation:
     baseline = CustomerSegmenter(k_range=(2,), random_state=model.random_state).fit(frame)
     base = baseline.score_report(frame, truth, bootstraps=3)
     names = model.predict_names(frame)
-    countries = data.clean.groupby("customer_id")["country"].first()
+    countries = data.clean.set_index("customer_id")["country"]
     by_country = pd.crosstab(frame["customer_id"].map(countries).fillna("unknown"), names, normalize="index")
-    top = data.clean.groupby("country")["customer_id"].nunique().nlargest(5).index
+    top = countries.value_counts().nlargest(5).index
     breakdown = {
         f"country={c}": {f"share_{k}": float(v) for k, v in by_country.loc[c].items()}
         for c in top
@@ -309,14 +321,14 @@ def make_recommender(kind: str = "als", **params: Any) -> Any:
 
 def recommendation_data(settings: Settings, clean_file: Path, data_version: str) -> TrainingData:
     """Interactions from the clean transactions; recent product popularity from Feast at the cutoff."""
-    from training.models.recommendation import time_split
+    from training.models.recommendation import purchases, time_split
 
-    # the lines' columns the recommender uses (purchase pairs, the time split, countries for the cold start): the
-    # descriptions, prices and categories would be half the frame (the step's peak grows with the delivery)
-    columns = ["invoice", "stock_code", "invoice_ts", "customer_id", "country"]
-    clean, left_out = consenting(settings, pd.read_parquet(clean_file, columns=columns), "personalisation")
+    # one row per customer, product and day, read by DuckDB within the data budget: the lines' descriptions, prices
+    # and invoices never reach memory (the step's peak grows with the purchases, not the delivery)
+    bought = purchases(clean_file, settings.data.reader_mb, settings.data.threads)
+    clean, left_out = consenting(settings, bought, "personalisation")
     as_of = _newest(settings, "product_features")
-    codes = clean["stock_code"].unique()
+    codes = np.asarray(clean["stock_code"].unique(), dtype=object)
     frame = store.training_frame(
         settings, "product_recommendation", pd.DataFrame({"stock_code": codes, "event_timestamp": as_of})
     )
@@ -358,10 +370,9 @@ def tune_alpha(data: TrainingData, grid: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0
 
     train, _, _ = time_split(data.clean, TEST_WEEKS)
     inner_train, inner_test, _ = time_split(train, TEST_WEEKS)
+    pairs = interactions(inner_train)
     scores = {
-        a: evaluate_recommender(ALSRecommender(alpha=a).fit(interactions(inner_train)), inner_train, inner_test)[
-            "recall_at_10"
-        ]
+        a: evaluate_recommender(ALSRecommender(alpha=a).fit(pairs), inner_train, inner_test)["recall_at_10"]
         for a in grid
     }
     return max(scores, key=lambda a: (scores[a], -a))

@@ -69,6 +69,12 @@ class DataSettings(BaseModel):
     POD_HEADROOM_MB: ClassVar[int] = 1_024
 
     @property
+    def reader_mb(self) -> int:
+        """DuckDB's share of the budget in a step that keeps what it reads in pandas (the features step, the
+        trainings): a quarter, the rest for the frames."""
+        return max(64, self.memory_budget_mb // 4)
+
+    @property
     def pod_memory_mb(self) -> int:
         """The memory limit a data step's pod gets: the budget plus the interpreter's headroom."""
         return self.memory_budget_mb + self.POD_HEADROOM_MB

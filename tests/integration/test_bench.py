@@ -44,9 +44,12 @@ def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
     data = json.loads(out.read_text())["data"]
     assert [r["target_rows"] for r in data] == [100_000, 300_000]
     for r in data:  # every step ran on the same delivery: the gate kept lines, the baseline kept the same ones
-        assert r["gate"]["output_rows"] == r["duck_gate"]["output_rows"] > 0
+        assert r["gate"]["output"] == r["duck_gate"]["output"] > 0
         assert all(r[s]["peak_mb"] > 0 for s in ("snapshot", "gate", "features"))
         assert r["gate_ratio"] > 0 and r["features_ratio"] > 0
+        trainings = [r[f"train {f}"] for f in ("demand-forecast", "customer-segmentation", "product-recommendation")]
+        assert all(t["peak_mb"] > 0 and 0 < t["output"] for t in trainings)  # WAPE, silhouette, recall: each found
+        assert r["pipeline_seconds"] > r["steps_seconds"] and r["peak_mb"] >= max(t["peak_mb"] for t in trainings)
 
     batch = json.loads(out.read_text())["batch"]
     assert batch["customers"] == 50_000 and batch["rate_vs_implicit"] > 0 and batch["peak_mb"] > 0

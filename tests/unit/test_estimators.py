@@ -148,6 +148,30 @@ def test_the_recommender_kinds_and_weightings_all_rank_unbought_products(clean: 
         make_recommender(kind="svd")
 
 
+def test_purchases_answer_as_the_lines_do_from_a_file_or_a_frame(clean: pd.DataFrame, tmp_path: Path) -> None:
+    """The recommender learns from purchases (customer, product, day) that DuckDB reduces the clean lines to: the
+    pairs, the time split and the evaluation are those of the lines themselves, by the definitions written here in
+    pandas (orders = distinct invoices of the pair; country = that of the customer's first line)."""
+    from training.models.recommendation import evaluate_recommender, purchases, time_split
+
+    clean.to_parquet(tmp_path / "clean.parquet")
+    bought = purchases(tmp_path / "clean.parquet", budget_mb=64)
+    assert len(bought) < len(clean) and isinstance(bought["stock_code"].dtype, pd.CategoricalDtype)
+    first = clean.groupby("customer_id")["country"].first()
+    expected = (clean.groupby(["customer_id", "stock_code"])
+                .agg(orders=("invoice", "nunique"), last_ts=("invoice_ts", "max")).reset_index())
+    expected.insert(2, "country", expected["customer_id"].map(first))
+    for pairs in (interactions(bought), interactions(purchases(clean))):  # the file, and a frame in memory
+        got = pairs.astype({"stock_code": str, "country": str, "orders": "int64"})
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    train, test, cutoff = time_split(clean)
+    train_b, test_b, cutoff_b = time_split(bought)
+    assert cutoff_b == cutoff and train_b["orders"].sum() == train["invoice"].groupby(
+        [train["customer_id"], train["stock_code"], train["invoice_ts"].dt.normalize()]).nunique().sum()
+    model = ALSRecommender(factors=8, iterations=3).fit(interactions(train))
+    assert evaluate_recommender(model, train_b, test_b) == evaluate_recommender(model, train, test)
+
+
 def test_batch_ranking_equals_implicits_filtered_recommend(clean: pd.DataFrame) -> None:
     """The served ALS path (one product for the whole batch, bought products masked) ranks exactly as
     implicit's own ``recommend(filter_already_liked_items=True)``, in batches of any size and for

@@ -10,16 +10,14 @@ budget) and a table in memory (:func:`clean_transactions`, for tests and probes)
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 
 from training.data.categories import categorize_series
-from training.data.lake import ROW, TIMESTAMP_FORMAT, UnreadableInput, connect, literal, normalise, quote
+from training.data.lake import ROW, TIMESTAMP_FORMAT, UnreadableInput, literal, normalise, quote, scratch, table_of
 from training.data.schema import CLEAN_SCHEMA, PRODUCT_CODE_PATTERN, RAW_COLUMNS
 
 __all__ = ["read_transactions", "clean_transactions", "clean_file", "CleaningReport", "DROP_RULES",
@@ -34,9 +32,8 @@ def read_transactions(path: Path) -> pd.DataFrame:
     Both UCI spellings are read (Online Retail II's ``Invoice``, ``Price``, ``Customer ID`` and the older
     Online Retail's ``InvoiceNo``, ``UnitPrice``, ``CustomerID``); ``frame.attrs["spelling"]`` says which the
     file used (None when it matches neither completely). The same reader as the gate's (:func:`normalise`)."""
-    with tempfile.TemporaryDirectory(prefix="zm-read-") as tmp, \
-            connect(_READ_BUDGET_MB, spill=Path(tmp) / "spill") as con:
-        raw = normalise(con, Path(path), Path(tmp) / "raw.parquet")
+    with scratch(_READ_BUDGET_MB) as (con, tmp):
+        raw = normalise(con, Path(path), tmp / "raw.parquet")
         frame = pd.read_parquet(raw.path)
     for col in ("Quantity", "Customer ID"):
         if col in frame and pd.api.types.is_integer_dtype(frame[col]):
@@ -162,10 +159,8 @@ def clean_transactions(raw: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]
     missing = [c for c in RAW_COLUMNS if c not in raw.columns]
     if missing:
         raise UnreadableInput(f"missing column(s): {', '.join(missing)}")
-    with tempfile.TemporaryDirectory(prefix="zm-clean-") as tmp, \
-            connect(_READ_BUDGET_MB, spill=Path(tmp)) as con:
-        con.register("raw_frame", raw.assign(**{ROW: np.arange(len(raw), dtype="int64")}))
-        select, rows_in, flagged, dropped = _clean(con, "raw_frame", [str(c) for c in raw.columns])
+    with scratch(_READ_BUDGET_MB) as (con, _):
+        select, rows_in, flagged, dropped = _clean(con, table_of(con, raw, "raw_frame"), [str(c) for c in raw.columns])
         table = con.sql(select).to_arrow_table()
     clean = table.cast(CLEAN_SCHEMA).to_pandas()
     clean["invoice_ts"] = clean["invoice_ts"].astype("datetime64[s]")

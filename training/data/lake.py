@@ -8,20 +8,24 @@ Parquet (either UCI spelling, the raw dtypes where the values allow them); every
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from training.data.schema import OLDER_NAMES, RAW_COLUMNS, SPELLINGS
 
-__all__ = ["connect", "engine_config", "quote", "normalise", "write_frames", "RawFile", "UnreadableInput", "ROW"]
+__all__ = ["connect", "engine_config", "quote", "normalise", "write_frames", "table_of", "scratch", "RawFile", "UnreadableInput",
+           "ROW"]
 
 ROW = "file_row_number"  # each raw line's position in the delivery (DuckDB's Parquet reader numbers them)
 TEXT = ("Invoice", "StockCode", "Description", "Country")
@@ -47,6 +51,23 @@ def connect(budget_mb: int, threads: int = 0, spill: Path | None = None,
             database: Path | str = ":memory:") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that holds at most ``budget_mb`` and spills to ``spill``."""
     return duckdb.connect(str(database), config=engine_config(budget_mb, threads, spill))
+
+
+def table_of(con: duckdb.DuckDBPyConnection, table: pd.DataFrame | Path, name: str = "lines") -> str:
+    """A FROM clause over ``table``, a DataFrame (registered as ``name``) or a Parquet file (read where it lies),
+    with each line's position as :data:`ROW`: one query serves a test's frame and a delivery's file alike."""
+    if isinstance(table, pd.DataFrame):
+        con.register(name, table.assign(**{ROW: np.arange(len(table), dtype="int64")}))
+        return name
+    return f"read_parquet({literal(str(table))}, file_row_number = true)"
+
+
+@contextlib.contextmanager
+def scratch(budget_mb: int, threads: int = 0) -> Iterator[tuple[duckdb.DuckDBPyConnection, Path]]:
+    """A :func:`connect`\ ion that spills into a temporary folder, and that folder for the caller's own files; both
+    gone afterwards (a pod's working directory may be read-only)."""
+    with tempfile.TemporaryDirectory(prefix="zm-duckdb-") as tmp, connect(budget_mb, threads, Path(tmp) / "spill") as con:
+        yield con, Path(tmp)
 
 
 def quote(name: str) -> str:
