@@ -104,8 +104,8 @@ def test_the_gate_out_of_core_keeps_every_clean_row_the_pandas_cleaning_kept(
 def test_the_feature_tables_built_in_parts_equal_the_whole_table_build(
         out_of_core: tuple[object, Path, object], cleaned: tuple[pd.DataFrame, pd.DataFrame, object],
         tmp_path: Path) -> None:
-    """The features step within a 16 MB budget (parts of about 12,000 lines) writes the tables the whole clean
-    table gives at once."""
+    """The features step within a 16 MB budget (parts of a few hundred customers or products) writes the tables the
+    whole clean table gives at once."""
     from training.features.build import category_week_features, customer_features, product_features, write_tables
 
     clean = cleaned[1]

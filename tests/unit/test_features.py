@@ -97,19 +97,23 @@ def test_category_weeks_are_complete_and_sum_to_the_table(clean: pd.DataFrame) -
     assert last["units"].sum() == clean.loc[in_last_week, "quantity"].sum()
 
 
-def test_tables_built_part_by_part_within_a_budget_equal_the_whole_table_build(clean: pd.DataFrame,
-                                                                              tmp_path: Path) -> None:
+def test_tables_built_part_by_part_within_a_budget_equal_the_whole_table_build(
+        clean: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The features step builds each table in key ranges (customers, products, categories) so that pandas holds a
-    budget's worth of lines at a time; with a 1 MB budget every table takes several parts, and each comes out equal
-    to the table built from the whole clean table at once (to 1e-12), rows and order included."""
+    budget's worth of keys x weeks at a time; with a budget of two keys a part every table takes several parts, and
+    each comes out equal to the table built from the whole clean table at once (to 1e-12), rows and order
+    included."""
     from training.data import lake
-    from training.features.build import TABLES, _parts, write_tables
+    from training.features import build
+    from training.features.build import TABLES, _parts, span_of, write_tables
 
     source = tmp_path / "clean.parquet"
     clean.to_parquet(source, index=False)
     with lake.connect(64) as con:
-        counts = {name: len(_parts(con, f"read_parquet('{source}')", t.key, 786)) for name, t in TABLES.items()}
-    assert all(n > 1 for n in counts.values()), counts
+        parts = {name: _parts(con, f"read_parquet('{source}')", t.key, 2) for name, t in TABLES.items()}
+    assert all(len(p) > 2 for p in parts.values()), parts
+    weeks = span_of(clean["invoice_ts"]).weeks
+    monkeypatch.setattr(build, "BYTES_PER_KEY_WEEK", (2**20 * 3 // 4) // (2 * weeks))  # 1 MB: two keys a part
     meta = write_tables(source, tmp_path / "out", budget_mb=1)
     whole = {"customer_features": customer_features(clean), "product_features": product_features(clean),
              "category_week_features": category_week_features(clean)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -69,14 +70,7 @@ def span_of(ts: pd.Series) -> Span:
     return Span(start, int((weeks.max() - start).days // 7) + 1)
 
 
-def _weeks(clean: pd.DataFrame, span: Span | None) -> tuple[pd.Timestamp, int, np.ndarray]:
-    span = span or span_of(clean["invoice_ts"])
-    idx = ((week_start(clean["invoice_ts"]) - span.start).dt.days // 7).to_numpy()
-    return span.start, span.weeks, idx
-
-
 def _dense(keys: np.ndarray, week: np.ndarray, values: np.ndarray, n_keys: int, n_weeks: int) -> np.ndarray:
-    # np.bincount adds in input order as np.add.at does (the same sums), about ten times faster
     flat = np.bincount(np.asarray(keys) * n_weeks + np.asarray(week), weights=values, minlength=n_keys * n_weeks)
     out: np.ndarray = flat.reshape(n_keys, n_weeks)
     return out
@@ -95,36 +89,57 @@ def _window(cum: np.ndarray, weeks: int) -> np.ndarray:
     return totals
 
 
+# The tables are built in two halves: DuckDB aggregates the lines (orders per customer, sales per product and week,
+# per category and week), then numpy turns the aggregates into dense key x week matrices and their cumulative sums.
+# Money is summed in whole cents (a clean line's revenue has two decimals), so every total is exact and the same in
+# any order of lines: a table built in parts equals the whole-table build, and a frame in memory the file on disk.
+_CENTS = "CAST(round(revenue * 100) AS BIGINT)"
+_FRAME_MB = 1_024  # DuckDB's memory for a table built from a frame in memory
+
+
+def _week(span: Span, ts: str = "invoice_ts") -> str:
+    """SQL: the index of a timestamp's week within ``span`` (its Monday is a Monday)."""
+    return f"(date_diff('day', DATE '{span.start.date()}', CAST({ts} AS DATE)) // 7)"
+
+
+def _seconds(span: Span, ts: str) -> str:
+    """SQL: seconds from the span's start."""
+    return f"(epoch({ts}) - epoch(TIMESTAMP '{span.start}'))"
+
+
+def _in_memory(clean: pd.DataFrame, table: str, build: Any) -> pd.DataFrame:
+    """A table built from a frame of clean lines: the frame goes through the same SQL as a file's parts do."""
+    with lake.scratch(_FRAME_MB) as (con, _):
+        return build(con, lake.table_of(con, clean[list(TABLES[table].columns)], "clean_lines"))  # type: ignore[no-any-return]
+
+
 def customer_features(clean: pd.DataFrame, span: Span | None = None) -> pd.DataFrame:
     """One row per (customer, weekly cutoff) after the customer's first order; ``span``: the whole delivery's, when
     ``clean`` holds some customers' lines only."""
-    start, n_weeks, week = _weeks(clean, span)
-    cust_codes, customers = pd.factorize(clean["customer_id"], sort=True)
-    orders = (
-        clean.assign(_c=cust_codes, _w=week)
-        .groupby(["_c", "invoice"], sort=False)
-        .agg(
-            w=("_w", "first"),
-            ts=("invoice_ts", "first"),
-            lines=("invoice", "size"),
-            units=("quantity", "sum"),
-            revenue=("revenue", "sum"),
-        )
-    )
-    c = orders.index.get_level_values("_c").to_numpy()
-    w = orders["w"].to_numpy()
+    span = span or span_of(clean["invoice_ts"])
+    return _in_memory(clean, "customer_features", lambda con, source: _customers(con, source, span))
+
+
+def _customers(con: duckdb.DuckDBPyConnection, source: str, span: Span) -> pd.DataFrame:
+    start, n_weeks = span.start, span.weeks
+    orders = con.execute(f"""
+        SELECT customer_id, {_week(span, 'min(invoice_ts)')} AS w, {_seconds(span, 'min(invoice_ts)')} AS secs,
+               count(*) AS lines, sum(quantity) AS units, sum({_CENTS}) AS cents
+        FROM {source} GROUP BY customer_id, invoice""").fetchnumpy()
+    spend = con.execute(f"""
+        SELECT customer_id, CAST(category AS {_CATEGORY_TYPE}) AS category, {_week(span)} AS w,
+               sum({_CENTS}) AS cents
+        FROM {source} GROUP BY ALL""").df()
+    customers, c = np.unique(orders["customer_id"], return_inverse=True)
+    w = np.asarray(orders["w"], dtype=np.int64)
     n = len(customers)
     cum = {
-        k: np.cumsum(_dense(c, w, v, n, n_weeks), axis=1)
-        for k, v in {
-            "orders": np.ones(len(orders)),
-            "lines": orders["lines"].to_numpy(float),
-            "units": orders["units"].to_numpy(float),
-            "revenue": orders["revenue"].to_numpy(float),
-        }.items()
+        k: np.cumsum(_dense(c, w, np.asarray(v, dtype=float), n, n_weeks), axis=1)
+        for k, v in {"orders": np.ones(len(c)), "lines": orders["lines"], "units": orders["units"],
+                     "cents": orders["cents"]}.items()
     }
     # last and first order time before each cutoff (seconds since start), forward-filled over weeks
-    secs = (orders["ts"] - start).dt.total_seconds().to_numpy()
+    secs = np.asarray(orders["secs"], dtype=float)
     last = np.full((n, n_weeks), -np.inf)
     np.maximum.at(last, (c, w), secs)
     last = _before(np.maximum.accumulate(last, axis=1))
@@ -132,32 +147,33 @@ def customer_features(clean: pd.DataFrame, span: Span | None = None) -> pd.DataF
     np.minimum.at(first, (c, w), secs)
     first = np.concatenate([np.full((n, 1), np.inf), np.minimum.accumulate(first, axis=1)[:, :-1]], axis=1)
 
-    cat_codes = pd.Categorical(clean["category"], categories=list(CATEGORIES)).codes
-    spend = np.bincount((cust_codes * len(CATEGORIES) + cat_codes) * n_weeks + week,
-                        weights=clean["revenue"].to_numpy(float),
-                        minlength=n * len(CATEGORIES) * n_weeks).reshape(n, len(CATEGORIES), n_weeks)
-    spend_before = np.concatenate([np.zeros((n, len(CATEGORIES), 1)), np.cumsum(spend, axis=2)[:, :, :-1]], axis=2)
+    k = len(CATEGORIES)
+    spender = np.searchsorted(customers, spend["customer_id"].to_numpy())
+    cells = (spender * k + spend["category"].cat.codes.to_numpy()) * n_weeks + spend["w"].to_numpy()
+    by_category = np.bincount(cells, weights=spend["cents"].to_numpy(float), minlength=n * k * n_weeks)
+    cum_spend = np.cumsum(by_category.reshape(n, k, n_weeks), axis=2)
+    spend_before = np.concatenate([np.zeros((n, k, 1)), cum_spend[:, :, :-1]], axis=2)
 
     cutoff_secs = np.arange(n_weeks) * 7 * 86400.0
-    orders_b, lines_b, units_b, revenue_b = (_before(cum[k]) for k in ("orders", "lines", "units", "revenue"))
+    orders_b, lines_b, units_b, cents_b = (_before(cum[key]) for key in ("orders", "lines", "units", "cents"))
     ci, wi = np.nonzero(orders_b > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         frame = pd.DataFrame(
             {
-                "customer_id": customers.to_numpy()[ci],
+                "customer_id": customers[ci],
                 "event_timestamp": start + pd.to_timedelta(wi * 7, unit="D"),
                 "recency_days": (cutoff_secs[wi] - last[ci, wi]) / 86400.0,
                 "frequency": orders_b[ci, wi],
-                "monetary": revenue_b[ci, wi],
+                "monetary": cents_b[ci, wi] / 100,
                 "frequency_13w": _window(cum["orders"], RECENT_WEEKS)[ci, wi],
-                "monetary_13w": _window(cum["revenue"], RECENT_WEEKS)[ci, wi],
+                "monetary_13w": _window(cum["cents"], RECENT_WEEKS)[ci, wi] / 100,
                 "basket_lines": lines_b[ci, wi] / orders_b[ci, wi],
                 "units_per_line": units_b[ci, wi] / lines_b[ci, wi],
-                "unit_price": revenue_b[ci, wi] / units_b[ci, wi],
+                "unit_price": cents_b[ci, wi] / 100 / units_b[ci, wi],
                 "tenure_days": (cutoff_secs[wi] - first[ci, wi]) / 86400.0,
             }
         )
-        shares = spend_before[ci, :, wi] / revenue_b[ci, wi][:, None]
+        shares = spend_before[ci, :, wi] / cents_b[ci, wi][:, None]
     for j, col in enumerate(SHARE_COLUMNS):
         frame[col] = np.nan_to_num(shares[:, j])
     return _typed(frame, "customer_id")
@@ -166,31 +182,33 @@ def customer_features(clean: pd.DataFrame, span: Span | None = None) -> pd.DataF
 def product_features(clean: pd.DataFrame, span: Span | None = None) -> pd.DataFrame:
     """One row per (product, weekly cutoff) with sales in the 4 weeks before the cutoff; ``span`` as for
     :func:`customer_features`."""
-    start, n_weeks, week = _weeks(clean, span)
-    codes, products = pd.factorize(clean["stock_code"], sort=True)
-    n = len(products)
-    lines = clean.assign(_p=codes, _w=week)
-    units = np.cumsum(_dense(codes, week, clean["quantity"].to_numpy(float), n, n_weeks), axis=1)
-    revenue = np.cumsum(_dense(codes, week, clean["revenue"].to_numpy(float), n, n_weeks), axis=1)
-    per_order = lines.drop_duplicates(["_p", "invoice"])
-    orders = np.cumsum(
-        _dense(per_order["_p"].to_numpy(), per_order["_w"].to_numpy(), np.ones(len(per_order)), n, n_weeks), axis=1
-    )
-    # distinct customers per week (a customer counted once per product-week)
-    per_cust = lines.drop_duplicates(["_p", "_w", "customer_id"])
-    custs = np.cumsum(
-        _dense(per_cust["_p"].to_numpy(), per_cust["_w"].to_numpy(), np.ones(len(per_cust)), n, n_weeks), axis=1
-    )
-    u4, r4 = _window(units, POPULARITY_WEEKS), _window(revenue, POPULARITY_WEEKS)
+    span = span or span_of(clean["invoice_ts"])
+    return _in_memory(clean, "product_features", lambda con, source: _products(con, source, span))
+
+
+def _products(con: duckdb.DuckDBPyConnection, source: str, span: Span) -> pd.DataFrame:
+    start, n_weeks = span.start, span.weeks
+    weekly = con.execute(f"""
+        SELECT stock_code, {_week(span)} AS w, sum(quantity) AS units, sum({_CENTS}) AS cents,
+               count(DISTINCT invoice) AS orders, count(DISTINCT customer_id) AS customers
+        FROM {source} GROUP BY ALL""").df()
+    codes, products = pd.factorize(weekly["stock_code"], sort=True)
+    n, w = len(products), weekly["w"].to_numpy()
+
+    def cumulative(column: str) -> np.ndarray:
+        return np.cumsum(_dense(codes, w, weekly[column].to_numpy(float), n, n_weeks), axis=1)
+
+    u4 = _window(cumulative("units"), POPULARITY_WEEKS)
+    c4 = _window(cumulative("cents"), POPULARITY_WEEKS)
     pi, wi = np.nonzero(u4 > 0)
     frame = pd.DataFrame(
         {
-            "stock_code": products.to_numpy()[pi],
+            "stock_code": np.asarray(products, dtype=object)[pi],
             "event_timestamp": start + pd.to_timedelta(wi * 7, unit="D"),
             "units_4w": u4[pi, wi],
-            "orders_4w": _window(orders, POPULARITY_WEEKS)[pi, wi],
-            "customers_4w": _window(custs, POPULARITY_WEEKS)[pi, wi],
-            "price_4w": r4[pi, wi] / u4[pi, wi],
+            "orders_4w": _window(cumulative("orders"), POPULARITY_WEEKS)[pi, wi],
+            "customers_4w": _window(cumulative("customers"), POPULARITY_WEEKS)[pi, wi],
+            "price_4w": c4[pi, wi] / 100 / u4[pi, wi],
         }
     )
     return _typed(frame, "stock_code")
@@ -205,19 +223,26 @@ def category_week_features(clean: pd.DataFrame, complete: tuple[pd.Timestamp, pd
     delivery's first and last complete week (:func:`complete_weeks`) and ``categories`` the ones ``clean`` holds,
     when it holds some categories' lines only.
     """
-    weeks = week_start(clean["invoice_ts"])
-    first, last = complete or complete_weeks(clean["invoice_ts"])
-    keep = weeks.between(first, last)
-    clean, weeks = clean[keep], weeks[keep]
-    grouped = (
-        clean.assign(week_start=weeks)
-        .groupby(["category", "week_start"], observed=True)  # a Categorical from write_tables: the reindex fills
-        .agg(units=("quantity", "sum"), revenue=("revenue", "sum"), orders=("invoice", "nunique"))
-    )
+    weeks = complete or complete_weeks(clean["invoice_ts"])
+    return _in_memory(clean, "category_week_features", lambda con, source: _category_weeks(con, source, weeks,
+                                                                                          categories))
+
+
+def _category_weeks(con: duckdb.DuckDBPyConnection, source: str, complete: tuple[pd.Timestamp, pd.Timestamp],
+                    categories: Sequence[str]) -> pd.DataFrame:
+    first, last = complete
+    grouped = con.execute(f"""
+        SELECT CAST(category AS VARCHAR) AS category, CAST(date_trunc('week', invoice_ts) AS TIMESTAMP) AS week_start,
+               sum(quantity) AS units, sum({_CENTS}) AS cents, count(DISTINCT invoice) AS orders
+        FROM {source} WHERE date_trunc('week', invoice_ts) BETWEEN TIMESTAMP '{first}' AND TIMESTAMP '{last}'
+        GROUP BY ALL""").df()
+    grouped["revenue"] = grouped.pop("cents") / 100
+    grouped["week_start"] = grouped["week_start"].astype("datetime64[ns]")
     full = pd.MultiIndex.from_product(
         [list(categories), pd.date_range(first, last, freq="7D")], names=["category", "week_start"]
     )
-    frame = grouped.reindex(full, fill_value=0).reset_index()
+    frame = grouped.set_index(["category", "week_start"])[["units", "revenue", "orders"]].reindex(
+        full, fill_value=0).reset_index()
     frame = pd.concat([frame, calendar(frame["week_start"])], axis=1)
     frame[["units", "orders"]] = frame[["units", "orders"]].astype("int64")
     frame["revenue"] = frame["revenue"].astype("float64")
@@ -272,9 +297,9 @@ def _typed(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     return frame.sort_values([key, "event_timestamp"], ignore_index=True)
 
 
-# What building a table holds in pandas per clean line of its part (the part's frame, its groupings and dense
-# matrices, the output): measured 0.7 KB for the whole of a 9.0M-line delivery; parts are sized with margin.
-BYTES_PER_LINE = 1_000
+# What building a table holds in pandas per key and week of its part (the dense key x week matrices, a customer's
+# spend per category among them, and the output rows); parts are sized with margin.
+BYTES_PER_KEY_WEEK = 600
 
 
 @dataclass(frozen=True)
@@ -294,59 +319,56 @@ TABLES = {
 }
 
 
-# How a part's columns are read: an invoice is a grouping key only (the clean suite allows digits alone, so a
-# number: grouping Python strings cost a third of the step), a category one of CATEGORIES (a pandas Categorical)
-_CATEGORY_TYPE = "ENUM(" + ", ".join("'" + c + "'" for c in CATEGORIES) + ")"
-_READ = {"invoice": "CAST(invoice AS BIGINT) AS invoice", "category": f"CAST(category AS {_CATEGORY_TYPE}) AS category"}
+_CATEGORY_TYPE = "ENUM(" + ", ".join("'" + c + "'" for c in CATEGORIES) + ")"  # a pandas Categorical of CATEGORIES
 
 
-def _parts(con: duckdb.DuckDBPyConnection, source: str, key: str, lines: int) -> list[tuple[object, object]]:
-    """Half-open key ranges ``[lo, hi)`` of at most ``lines`` clean lines each (a key is never split); together they
-    cover every key, present or not (the first has no lower bound, the last no upper one)."""
-    counted = con.execute(f"SELECT {key} AS k, count(*) AS n FROM {source} GROUP BY 1 ORDER BY 1").fetchnumpy()
-    keys, n = counted["k"], np.asarray(counted["n"])
-    if len(keys) == 0:
+def _parts(con: duckdb.DuckDBPyConnection, source: str, key: str, keys: int) -> list[tuple[object, object]]:
+    """Half-open key ranges ``[lo, hi)`` of at most ``keys`` keys each; together they cover every key, present or
+    not (the first has no lower bound, the last no upper one)."""
+    found = con.execute(f"SELECT DISTINCT {key} AS k FROM {source} ORDER BY 1").fetchnumpy()["k"]
+    if len(found) == 0:
         return [(None, None)]
-    part = (np.cumsum(n) - 1) // max(lines, 1)
-    starts = np.flatnonzero(np.r_[True, part[1:] != part[:-1]])
+    starts = range(0, len(found), max(keys, 1))
 
     def plain(value: object) -> object:
         return value.item() if isinstance(value, np.generic) else value
 
-    bounds = [None, *(plain(keys[i]) for i in starts[1:]), None]
+    bounds = [None, *(plain(found[i]) for i in starts[1:]), None]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def _within(lo: object, hi: object, key: str) -> tuple[str, list[object]]:
-    """The SQL condition (and its parameters) of a key range from :func:`_parts`."""
-    conditions, values = ["true"], []
+def _within(lo: object, hi: object, key: str) -> str:
+    """The SQL condition of a key range from :func:`_parts` (keys are numbers or text)."""
+
+    def value(v: object) -> str:
+        return lake.literal(v) if isinstance(v, str) else str(int(v))  # type: ignore[call-overload]
+
+    conditions = ["true"]
     if lo is not None:
-        conditions.append(f"{key} >= ?")
-        values.append(lo)
+        conditions.append(f"{key} >= {value(lo)}")
     if hi is not None:
-        conditions.append(f"{key} < ?")
-        values.append(hi)
-    return " AND ".join(conditions), values
+        conditions.append(f"{key} < {value(hi)}")
+    return " AND ".join(conditions)
 
 
-def _build(name: str, part: pd.DataFrame, span: Span, complete: tuple[pd.Timestamp, pd.Timestamp],
-           lo: str | None, hi: str | None) -> pd.DataFrame | None:
+def _build(name: str, con: duckdb.DuckDBPyConnection, part: str, span: Span,
+           complete: tuple[pd.Timestamp, pd.Timestamp], lo: str | None, hi: str | None) -> pd.DataFrame | None:
     """One part's rows of table ``name`` (None: the part has nothing to build)."""
     if name == "category_week_features":  # every category gets its weeks, with zeros where it sold nothing
         categories = [c for c in CATEGORIES if (lo is None or c >= lo) and (hi is None or c < hi)]
-        return category_week_features(part, complete, categories) if categories else None
-    if part.empty:
+        return _category_weeks(con, part, complete, categories) if categories else None
+    found = con.execute(f"SELECT count(*) FROM {part}").fetchone()
+    if not found or not found[0]:
         return None
-    return customer_features(part, span) if name == "customer_features" else product_features(part, span)
+    return _customers(con, part, span) if name == "customer_features" else _products(con, part, span)
 
 
 def write_tables(clean_file: Path, out: Path, budget_mb: int, threads: int = 0) -> dict[str, dict[str, object]]:
     """Build the three feature tables of a clean table on disk into ``out/<name>.parquet``, part by part so that
-    pandas never holds more than ``budget_mb`` (a quarter of it for DuckDB's reads): customers, products and
-    categories in contiguous key ranges, each part built with the whole delivery's week span, so the tables equal
-    the ones built from the whole table at once. Returns each table's rows and newest ``event_timestamp``."""
-    source = f"read_parquet('{str(clean_file).replace(chr(39), chr(39) * 2)}')"
-    lines = max(1, (budget_mb * 3 // 4) * 2**20 // BYTES_PER_LINE)
+    pandas never holds more than ``budget_mb`` (a quarter of it for DuckDB): customers, products and categories in
+    contiguous key ranges, each part built with the whole delivery's week span, so the tables equal the ones built
+    from the whole table at once. Returns each table's rows and newest ``event_timestamp``."""
+    source = f"read_parquet({lake.literal(str(clean_file))})"
     tables: dict[str, dict[str, object]] = {}
     with lake.connect(max(64, budget_mb // 4), threads, out / "spill") as con:
         bounds = con.execute(f"SELECT min(invoice_ts), max(invoice_ts) FROM {source}").fetchone()
@@ -354,17 +376,16 @@ def write_tables(clean_file: Path, out: Path, budget_mb: int, threads: int = 0) 
         span = span_of(pd.Series(pd.to_datetime(list(bounds))))
         days = con.execute(f"SELECT DISTINCT CAST(invoice_ts AS DATE) AS day FROM {source}").df()["day"]
         complete = complete_weeks(pd.to_datetime(days))
+        keys = max(1, (budget_mb * 3 // 4) * 2**20 // (BYTES_PER_KEY_WEEK * span.weeks))
         for name, table in TABLES.items():
             newest: list[pd.Timestamp] = []
 
             def built(name: str = name, table: Table = table,
                       newest: list[pd.Timestamp] = newest) -> Iterator[pd.DataFrame]:
-                for lo, hi in _parts(con, source, table.key, lines):
-                    where, values = _within(lo, hi, table.key)
-                    part = con.execute(f"SELECT {', '.join(_READ.get(c, c) for c in table.columns)} FROM {source} "
-                                       f"WHERE {where}", values).df()
-                    frame = _build(name, part, span, complete, lo, hi)  # type: ignore[arg-type]
-                    del part
+                for lo, hi in _parts(con, source, table.key, keys):
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW part AS SELECT {', '.join(table.columns)} "
+                                f"FROM {source} WHERE {_within(lo, hi, table.key)}")
+                    frame = _build(name, con, "part", span, complete, lo, hi)  # type: ignore[arg-type]
                     if frame is None:
                         continue
                     for col in ("event_timestamp", "week_start"):  # microseconds: what the offline store's
