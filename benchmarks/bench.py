@@ -286,7 +286,8 @@ def bench_data(sizes: list[int]) -> list[dict[str, Any]]:
             console.print(f"data: simulate {rows:,} raw rows ...")
             raw = measure("from benchmarks.bench_data import simulate_raw\nsimulate_raw(*sys.argv[1:])", str(rows), tmp)
             entry: dict[str, Any] = {"target_rows": rows, "rows": int(raw["output"])}
-            runs = [(step, (step, tmp)) for step in (*DATA_STEPS, "duck_gate", "duck_features")]
+            runs: list[tuple[str, tuple[str, ...]]] = [(step, (step, tmp)) for step in (*DATA_STEPS, "duck_gate",
+                                                                                          "duck_features")]
             runs += [(f"train {family}", ("train", tmp, family)) for family in FAMILIES]
             for name, (task, *args) in runs:
                 console.print(f"data: {name} at {int(raw['output']):,} rows ...")

@@ -217,8 +217,10 @@ def _countries(settings: Settings, clean_file: Path) -> pd.DataFrame:
     from training.data.lake import ROW, scratch, table_of
 
     with scratch(settings.data.reader_mb, settings.data.threads) as (con, _):
-        return con.sql(f"SELECT customer_id, arg_min(country, {ROW}) AS country FROM {table_of(con, clean_file)} "
-                       "GROUP BY customer_id ORDER BY customer_id").df()
+        countries: pd.DataFrame = con.sql(
+            f"SELECT customer_id, arg_min(country, {ROW}) AS country FROM {table_of(con, clean_file)} "
+            "GROUP BY customer_id ORDER BY customer_id").df()
+    return countries
 
 
 def segmentation_requests(settings: Settings, model: Any, data_version: str) -> Iterator[pd.DataFrame]:

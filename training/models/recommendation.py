@@ -58,7 +58,7 @@ def purchases(lines: pd.DataFrame | Path, budget_mb: int = 1_024, threads: int =
             con.execute(f"CREATE TYPE {name} AS ENUM (SELECT DISTINCT {column} FROM {source} "
                         f"WHERE {column} IS NOT NULL ORDER BY 1)")
         # an order's lines of one product counted once (an invoice is one moment, so lies within one day)
-        return con.sql(f"""
+        bought: pd.DataFrame = con.sql(f"""
             WITH firsts AS (SELECT customer_id, arg_min(country, {ROW}) AS country FROM {source} GROUP BY ALL),
             orders AS (SELECT customer_id, stock_code, max(invoice_ts) AS ts FROM {source}
                        GROUP BY customer_id, stock_code, invoice)
@@ -66,6 +66,7 @@ def purchases(lines: pd.DataFrame | Path, budget_mb: int = 1_024, threads: int =
                    count(*)::INTEGER AS orders, any_value(firsts.country)::place AS country
             FROM orders JOIN firsts USING (customer_id)
             GROUP BY customer_id, stock_code, date_trunc('day', ts) ORDER BY invoice_ts""").df()
+    return bought
 
 
 def interactions(frame: pd.DataFrame, budget_mb: int = PAIRS_BUDGET_MB) -> pd.DataFrame:
@@ -77,10 +78,11 @@ def interactions(frame: pd.DataFrame, budget_mb: int = PAIRS_BUDGET_MB) -> pd.Da
     bought = frame if "orders" in frame else purchases(frame, budget_mb)
     with scratch(budget_mb) as (con, _):
         con.register("bought", bought)
-        return con.sql("""
+        pairs: pd.DataFrame = con.sql("""
             SELECT customer_id, stock_code, any_value(country) AS country, sum(orders)::INTEGER AS orders,
                    max(invoice_ts) AS last_ts
             FROM bought GROUP BY customer_id, stock_code ORDER BY customer_id, stock_code""").df()
+    return pairs
 
 
 def time_split(clean: pd.DataFrame, test_weeks: int = 8) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
