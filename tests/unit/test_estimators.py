@@ -148,7 +148,8 @@ def test_the_recommender_kinds_and_weightings_all_rank_unbought_products(clean: 
         make_recommender(kind="svd")
 
 
-def test_purchases_answer_as_the_lines_do_from_a_file_or_a_frame(clean: pd.DataFrame, tmp_path: Path) -> None:
+def test_purchases_answer_as_the_lines_do_from_a_file_or_a_frame(clean: pd.DataFrame, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The recommender learns from purchases (customer, product, day) that DuckDB reduces the clean lines to: the
     pairs, the time split and the evaluation are those of the lines themselves, by the definitions written here in
     pandas (orders = distinct invoices of the pair; country = that of the customer's first line)."""
@@ -169,7 +170,12 @@ def test_purchases_answer_as_the_lines_do_from_a_file_or_a_frame(clean: pd.DataF
     assert cutoff_b == cutoff and train_b["orders"].sum() == train["invoice"].groupby(
         [train["customer_id"], train["stock_code"], train["invoice_ts"].dt.normalize()]).nunique().sum()
     model = ALSRecommender(factors=8, iterations=3).fit(interactions(train))
-    assert evaluate_recommender(model, train_b, test_b) == evaluate_recommender(model, train, test)
+    scores = evaluate_recommender(model, train, test)
+    assert evaluate_recommender(model, train_b, test_b) == scores
+    from training.models import recommendation
+
+    monkeypatch.setattr(recommendation, "EVALUATION_CHUNK", 1_000)  # the purchases before the split in slices
+    assert len(train_b) > 10_000 and evaluate_recommender(model, train_b, test_b) == scores
 
 
 def test_batch_ranking_equals_implicits_filtered_recommend(clean: pd.DataFrame) -> None:

@@ -401,6 +401,9 @@ def _one_blas_thread() -> Any:
     return threadpool_limits(1, "blas")
 
 
+EVALUATION_CHUNK = 2_000_000  # training rows an evaluation encodes at once (about 64 MB of pair numbers)
+
+
 def evaluate_recommender(model: _Base, train: pd.DataFrame, test: pd.DataFrame, k: int = 10) -> dict[str, float]:
     """Ranking metrics on the time split: relevant items are products a known customer bought in the
     test weeks and had not bought before (what a filtered recommendation can hit)."""
@@ -414,7 +417,11 @@ def evaluate_recommender(model: _Base, train: pd.DataFrame, test: pd.DataFrame, 
         c, p = customers.get_indexer(frame["customer_id"]), products.get_indexer(frame["stock_code"])
         return np.where(c >= 0, c.astype(np.int64) * len(products) + p, -1)
 
-    new = test[~pd.Series(pairs(test)).isin(pairs(train)).to_numpy()]  # pandas' hash table: numpy's sorts
+    wanted = pd.Series(pairs(test))
+    seen = np.zeros(len(wanted), dtype=bool)
+    for start in range(0, len(train), EVALUATION_CHUNK):  # the training rows a slice at a time: bounded memory
+        seen |= wanted.isin(pairs(train.iloc[start:start + EVALUATION_CHUNK])).to_numpy()  # a hash table, not a sort
+    new = test[~seen]
     relevant = new.groupby("customer_id")["stock_code"].agg(set)
     recs = model.recommend(relevant.index.tolist(), k)
     wanted: list[set[Hashable]] = [{str(x) for x in s} for s in relevant]
