@@ -40,7 +40,7 @@ class UnreadableInput(ValueError):
 def engine_config(budget_mb: int, threads: int = 0, spill: Path | None = None) -> dict[str, Any]:
     """DuckDB's settings for one data step: its memory budget, threads and spill folder."""
     config: dict[str, Any] = {"memory_limit": f"{budget_mb}MB", "threads": threads or os.cpu_count() or 1,
-                              "preserve_insertion_order": True}
+                              "preserve_insertion_order": True, "enable_progress_bar": False}  # no bars in task logs
     if spill is not None:
         spill.mkdir(parents=True, exist_ok=True)
         config["temp_directory"] = str(spill)

@@ -299,7 +299,7 @@ def _typed(frame: pd.DataFrame, key: str) -> pd.DataFrame:
 
 # What building a table holds in pandas per key and week of its part (the dense key x week matrices, a customer's
 # spend per category among them, and the output rows); parts are sized with margin.
-BYTES_PER_KEY_WEEK = 600
+BYTES_PER_KEY_WEEK = 1_800
 
 
 @dataclass(frozen=True)

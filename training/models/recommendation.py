@@ -57,12 +57,15 @@ def purchases(lines: pd.DataFrame | Path, budget_mb: int = 1_024, threads: int =
         for name, column in (("product", "stock_code"), ("place", "country")):  # categoricals in pandas
             con.execute(f"CREATE TYPE {name} AS ENUM (SELECT DISTINCT {column} FROM {source} "
                         f"WHERE {column} IS NOT NULL ORDER BY 1)")
+        low, high = con.execute(f"SELECT min(customer_id), max(customer_id) FROM {source}").fetchone() or (0, 0)
+        small = -(2**31) <= (low or 0) and (high or 0) < 2**31  # 4 bytes a customer where the ids allow
+        con.execute(f"CREATE TYPE customer AS {'INTEGER' if small else 'BIGINT'}")
         # an order's lines of one product counted once (an invoice is one moment, so lies within one day)
         bought: pd.DataFrame = con.sql(f"""
             WITH firsts AS (SELECT customer_id, arg_min(country, {ROW}) AS country FROM {source} GROUP BY ALL),
             orders AS (SELECT customer_id, stock_code, max(invoice_ts) AS ts FROM {source}
                        GROUP BY customer_id, stock_code, invoice)
-            SELECT customer_id, stock_code::product AS stock_code, max(ts) AS invoice_ts,
+            SELECT customer_id::customer AS customer_id, stock_code::product AS stock_code, max(ts) AS invoice_ts,
                    count(*)::INTEGER AS orders, any_value(firsts.country)::place AS country
             FROM orders JOIN firsts USING (customer_id)
             GROUP BY customer_id, stock_code, date_trunc('day', ts) ORDER BY invoice_ts""").df()
