@@ -40,7 +40,7 @@ class UnreadableInput(ValueError):
 def engine_config(budget_mb: int, threads: int = 0, spill: Path | None = None) -> dict[str, Any]:
     """DuckDB's settings for one data step: its memory budget, threads and spill folder."""
     config: dict[str, Any] = {"memory_limit": f"{budget_mb}MB", "threads": threads or os.cpu_count() or 1,
-                              "preserve_insertion_order": True, "enable_progress_bar": False}  # no bars in task logs
+                              "preserve_insertion_order": True}
     if spill is not None:
         spill.mkdir(parents=True, exist_ok=True)
         config["temp_directory"] = str(spill)
@@ -50,7 +50,9 @@ def engine_config(budget_mb: int, threads: int = 0, spill: Path | None = None) -
 def connect(budget_mb: int, threads: int = 0, spill: Path | None = None,
             database: Path | str = ":memory:") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that holds at most ``budget_mb`` and spills to ``spill``."""
-    return duckdb.connect(str(database), config=engine_config(budget_mb, threads, spill))
+    con = duckdb.connect(str(database), config=engine_config(budget_mb, threads, spill))
+    con.execute("SET enable_progress_bar = false")  # a session option: no bars in task logs
+    return con
 
 
 def table_of(con: duckdb.DuckDBPyConnection, table: pd.DataFrame | Path, name: str = "lines") -> str:
