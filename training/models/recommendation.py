@@ -420,10 +420,10 @@ def evaluate_recommender(model: _Base, train: pd.DataFrame, test: pd.DataFrame, 
         c, p = customers.get_indexer(frame["customer_id"]), products.get_indexer(frame["stock_code"])
         return np.where(c >= 0, c.astype(np.int64) * len(products) + p, -1)
 
-    wanted = pd.Series(pairs(test))
-    seen = np.zeros(len(wanted), dtype=bool)
+    tested = pd.Series(pairs(test))
+    seen = np.zeros(len(tested), dtype=bool)
     for start in range(0, len(train), EVALUATION_CHUNK):  # the training rows a slice at a time: bounded memory
-        seen |= wanted.isin(pairs(train.iloc[start:start + EVALUATION_CHUNK])).to_numpy()  # a hash table, not a sort
+        seen |= tested.isin(pairs(train.iloc[start:start + EVALUATION_CHUNK])).to_numpy()  # a hash table, not a sort
     new = test[~seen]
     relevant = new.groupby("customer_id")["stock_code"].agg(set)
     recs = model.recommend(relevant.index.tolist(), k)
