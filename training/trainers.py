@@ -214,12 +214,12 @@ def segmentation_data(settings: Settings, clean_file: Path, data_version: str) -
 
 def _countries(settings: Settings, clean_file: Path) -> pd.DataFrame:
     """Each customer's country (that of their first line), read by DuckDB within the data budget."""
-    from training.data.lake import ROW, scratch, table_of
+    from training.data.cleaning import customer_countries
+    from training.data.lake import scratch, table_of
 
     with scratch(settings.data.reader_mb, settings.data.threads) as (con, _):
         countries: pd.DataFrame = con.sql(
-            f"SELECT customer_id, arg_min(country, {ROW}) AS country FROM {table_of(con, clean_file)} "
-            "GROUP BY customer_id ORDER BY customer_id").df()
+            f"SELECT * FROM ({customer_countries(table_of(con, clean_file))}) ORDER BY customer_id").df()
     return countries
 
 

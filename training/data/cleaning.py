@@ -20,7 +20,7 @@ from training.data.categories import categorize_series
 from training.data.lake import ROW, TIMESTAMP_FORMAT, UnreadableInput, literal, normalise, quote, scratch, table_of
 from training.data.schema import CLEAN_SCHEMA, PRODUCT_CODE_PATTERN, RAW_COLUMNS
 
-__all__ = ["read_transactions", "clean_transactions", "clean_file", "CleaningReport", "DROP_RULES",
+__all__ = ["read_transactions", "clean_transactions", "clean_file", "customer_countries", "CleaningReport", "DROP_RULES",
            "UnreadableInput"]
 
 _READ_BUDGET_MB = 1_024  # reading into memory for a caller that wants a DataFrame: the frame is the budget
@@ -151,6 +151,12 @@ def clean_file(con: duckdb.DuckDBPyConnection, raw: Path, dest: Path) -> Cleanin
     counts = con.execute(f"SELECT category, count(*) FROM read_parquet({literal(str(dest))}) GROUP BY ALL").fetchall()
     return CleaningReport(rows_in, sum(n for _, n in counts), flagged, dropped,
                           {str(k): int(v) for k, v in sorted(counts)})
+
+
+def customer_countries(source: str) -> str:
+    """SQL over clean lines (a :func:`~training.data.lake.table_of` source): each customer's country, the one of
+    their first line."""
+    return f"SELECT customer_id, arg_min(country, {ROW}) AS country FROM {source} GROUP BY customer_id"
 
 
 def clean_transactions(raw: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:

@@ -50,7 +50,8 @@ def purchases(lines: pd.DataFrame | Path, budget_mb: int = 1_024, threads: int =
     ``invoice_ts`` (the day's last) and the customer's ``country`` (that of their first line); products and
     countries categorical; in time order. :func:`interactions`, :func:`time_split` (its cutoff is a midnight) and
     :func:`evaluate_recommender` answer on it as on the lines, from a fraction of their memory."""
-    from training.data.lake import ROW, scratch, table_of
+    from training.data.cleaning import customer_countries
+    from training.data.lake import scratch, table_of
 
     with scratch(budget_mb, threads) as (con, _):
         source = table_of(con, lines[[*PURCHASE_INPUTS]] if isinstance(lines, pd.DataFrame) else lines)
@@ -62,7 +63,7 @@ def purchases(lines: pd.DataFrame | Path, budget_mb: int = 1_024, threads: int =
         con.execute(f"CREATE TYPE customer AS {'INTEGER' if small else 'BIGINT'}")
         # an order's lines of one product counted once (an invoice is one moment, so lies within one day)
         bought: pd.DataFrame = con.sql(f"""
-            WITH firsts AS (SELECT customer_id, arg_min(country, {ROW}) AS country FROM {source} GROUP BY ALL),
+            WITH firsts AS ({customer_countries(source)}),
             orders AS (SELECT customer_id, stock_code, max(invoice_ts) AS ts FROM {source}
                        GROUP BY customer_id, stock_code, invoice)
             SELECT customer_id::customer AS customer_id, stock_code::product AS stock_code, max(ts) AS invoice_ts,
