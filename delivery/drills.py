@@ -2,7 +2,8 @@
 
 Each drill runs the real thing: KServe ModelServer processes for the demand forecaster behind HAProxy,
 the rollout controller, a paced load generator counting every answer, and faults injected into the
-candidate through the serving settings (``ZM_SERVING__FAULT_ERROR_EVERY``, ``ZM_SERVING__FAULT_DELAY_FACTOR``).
+candidate by ``delivery.faults`` (named in the candidate's ``ZM_SERVING__WRAPPERS``; a predictor started without it
+has no fault code on its request path).
 
 - unready candidate (an artifact that does not load): 0 requests reach it, 0 failed requests;
 - candidate failing 5% of requests, and a 5x slower candidate: rolled back, seconds from the first
@@ -38,6 +39,7 @@ FAMILY = "demand-forecast"
 # sees over 2,000 requests); the limits are the production defaults.
 # A generous ready timeout: on a busy machine a healthy candidate takes a while to load; the unready one
 # exits as soon as its artifact fails to load, so the drill does not wait for the timeout.
+FAULTS = {name: {"ZM_SERVING__WRAPPERS": f'["delivery.faults:{name}"]'} for name in ("failing", "slow")}
 DRILL_ROLLOUT = {"window_seconds": 3.0, "checks_per_step": 3, "failed_checks": 2, "ready_timeout_seconds": 60.0}
 
 
@@ -120,8 +122,8 @@ def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], Non
                               "served_by_candidate": load.versions(answers).get(broken, 0), "why": out.reason,
                               "seconds": round(out.seconds, 1)}
 
-        for name, env, version in (("errors_5pct", {"ZM_SERVING__FAULT_ERROR_EVERY": "20"}, good[1]),
-                                   ("slow_5x", {"ZM_SERVING__FAULT_DELAY_FACTOR": "5"}, good[2])):
+        for name, env, version in (("errors_5pct", {**FAULTS["failing"], "ZM_DRILL_ERROR_EVERY": "20"}, good[1]),
+                                   ("slow_5x", {**FAULTS["slow"], "ZM_DRILL_DELAY_FACTOR": "5"}, good[2])):
             say(f"drill: candidate v{version} with fault {name}")
             t0 = time.monotonic()
             out = rollout.deploy(FAMILY, version, env)

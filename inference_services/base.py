@@ -650,7 +650,7 @@ class ServedModel(Model):  # type: ignore[misc]
         request_id = (headers or {}).get("x-request-id") or (
             payload.id if isinstance(payload, InferRequest) and payload.id else None
         )
-        results, request_id, version = await self._serve(state, rows, "v2" if v2 else "v1", request_id, started,
+        results, request_id, version = await self.serve(state, rows, "v2" if v2 else "v1", request_id, started,
                                                          response_headers)
         if v2:
             return self._v2_response(specs, version, results, request_id)
@@ -668,7 +668,7 @@ class ServedModel(Model):  # type: ignore[misc]
         started = time.perf_counter()
         state = self._serving_state()
         rows = self.rows_v1(payload)
-        results, _, version = await self._serve(state, rows, "v1", request_id, started, response_headers)
+        results, _, version = await self.serve(state, rows, "v1", request_id, started, response_headers)
         return {"predictions": [r.v1 for r in results], "model_name": self.family, "model_version": version}
 
     async def infer_json(self, request: JsonInfer, request_id: str | None,
@@ -679,7 +679,7 @@ class ServedModel(Model):  # type: ignore[misc]
         state = self._serving_state()
         specs = self._output_specs(request.outputs)
         rows = self.rows_v2(request)
-        results, request_id, version = await self._serve(state, rows, "v2", request_id or request.id,
+        results, request_id, version = await self.serve(state, rows, "v2", request_id or request.id,
                                                          started, response_headers)
         outputs = []
         for spec in specs:
@@ -722,7 +722,7 @@ class ServedModel(Model):  # type: ignore[misc]
             REQUESTED.set(parts[0][0].version)
         return parts
 
-    async def _serve(self, state: Loaded, rows: list[BaseModel], protocol: str, request_id: str | None,
+    async def serve(self, state: Loaded, rows: list[BaseModel], protocol: str, request_id: str | None,
                      started: float, response_headers: dict[str, str] | None) -> tuple[list[Result], str, str]:
         """Route (:meth:`_variants`), check, answer (through the cache), count, log: the part both protocols share.
         Returns the results, the request id and the version that answered (two, comma-separated, when an

@@ -133,9 +133,11 @@ class ServingSettings(BaseModel):
     repository_api: bool = Field(False, description="KServe's model repository API (/v2/repository: load, unload); "
                                  "off, a pod serves the version the rollout gave it.")
     instrument: bool = Field(True, description="Export our Prometheus metrics (off only to measure their cost).")
-    # Fault injection for the rollout drills (delivery.drills); both off by default.
-    fault_error_every: int = Field(0, ge=0, description="Drills: answer every n-th prediction with a 500 (0: never).")
-    fault_delay_factor: float = Field(1.0, ge=1.0, description="Drills: make every prediction this many times slower.")
+    direct_json: bool = Field(True, description="Answer plain JSON predictions in the edge, without kserve's decoders "
+                              "(off: every request through kserve's handlers; the contract test compares both).")
+    wrappers: list[str] = Field([], description="module:function names called with the served model before it "
+                                "loads, to change how it answers: the rollout drills' faults (delivery.faults). "
+                                "Empty outside the drills.")
 
 
 class AuthSettings(BaseModel):

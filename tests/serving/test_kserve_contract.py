@@ -1,0 +1,92 @@
+"""The edge's direct JSON path against kserve's own handlers, pinned to the kserve release it was compared with.
+
+The edge answers plain JSON V1 and V2 predictions itself (``inference_services.server.Edge``), without kserve's
+decoders and numpy round trips. Each family's session server (direct path on) and a second server with
+``ZM_SERVING__DIRECT_JSON=false`` (every request through kserve's endpoints) get the same requests, valid and
+not; status, the version header, the answers and the error messages must be the same. A kserve upgrade fails
+the pin until the comparison has been run on it and ``KSERVE_CHECKED`` moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from inference_services.server import KSERVE_CHECKED
+from tests.serving.conftest import FAMILIES, Server
+from tests.serving.test_services import known_customers
+
+pytestmark = pytest.mark.serving
+
+
+def test_the_installed_kserve_is_the_release_the_direct_path_was_compared_with() -> None:
+    assert metadata.version("kserve") == KSERVE_CHECKED, (
+        f"kserve {metadata.version('kserve')} is installed; the direct JSON path was compared with {KSERVE_CHECKED}: "
+        "run tests/serving/test_kserve_contract.py on it, then move KSERVE_CHECKED in inference_services/server.py")
+
+
+@pytest.fixture(scope="module")
+def through_kserve(home: Path) -> Iterator[dict[str, Server]]:
+    started = {f: Server(f, home, env={"ZM_SERVING__DIRECT_JSON": "false"}).start() for f in FAMILIES}
+    try:
+        for s in started.values():
+            s.wait_ready()
+        yield started
+    finally:
+        for s in started.values():
+            s.stop()
+
+
+def _requests(family: str, customers: list[int]) -> list[tuple[str, dict[str, Any]]]:
+    """(protocol, body): valid requests of both protocols, and invalid ones (a wrong type, a missing or unknown
+    input, a wrong datatype, an empty list)."""
+    if family == "demand-forecast":
+        v1 = [[{"category": "kitchen", "horizon": 3}, {"category": "garden"}], [{"category": "kitchen", "horizon": 0}],
+              [{"horizon": 2}], [{"category": "nope"}], []]
+        v2 = [[{"name": "category", "datatype": "BYTES", "shape": [2], "data": ["kitchen", "toys_games"]},
+               {"name": "horizon", "datatype": "INT64", "shape": [1], "data": [4]}],
+              [{"name": "category", "datatype": "FP32", "shape": [1], "data": [1.0]}]]
+    elif family == "customer-segmentation":
+        profile = {"frequency": 40.0, "tenure_days": 500.0, "basket_lines": 30.0, "units_per_line": 24.0,
+                   "unit_price": 1.5}
+        v1 = [[{"customer_id": customers[0]}, profile, {"customer_id": 10**12}], [{**profile, "frequency": "many"}],
+              [{"customer_id": -1}], [{"colour": "red"}]]
+        v2 = [[{"name": "customer_id", "datatype": "INT64", "shape": [2], "data": customers[:2]}],
+              [{"name": "customer_id", "datatype": "FP64", "shape": [1], "data": [1.5]}],
+              [{"name": "nobody", "datatype": "INT64", "shape": [1], "data": [1]}]]
+    else:
+        v1 = [[{"customer_id": customers[0], "k": 5}, {"customer_id": 10**12, "k": 3, "country": "France"}],
+              [{"customer_id": customers[0], "k": 0}], [{"k": 3}]]
+        v2 = [[{"name": "customer_id", "datatype": "INT64", "shape": [3], "data": customers},
+               {"name": "k", "datatype": "INT32", "shape": [1], "data": [4]}],
+              [{"name": "customer_id", "datatype": "INT64", "shape": [2], "data": customers[:1]}],
+              [{"name": "customer_id", "datatype": "FP32", "shape": [1], "data": [1.0]}]]
+    return [("v1", {"instances": i}) for i in v1] + [("v2", {"inputs": i, "id": f"contract-{n}"})
+                                                      for n, i in enumerate(v2)]
+
+
+def _seen(server: Server, protocol: str, body: dict[str, Any]) -> dict[str, Any]:
+    path = f"/v1/models/{server.family}:predict" if protocol == "v1" else f"/v2/models/{server.family}/infer"
+    r = httpx.post(server.url + path, json=body, headers=server.auth, timeout=10)
+    answer = r.json()
+    if r.status_code == 200 and protocol == "v2":  # kserve may add per-output parameters (none here) or order keys
+        answer = {**answer, "outputs": [{k: o[k] for k in ("name", "shape", "datatype", "data")}
+                                        for o in answer["outputs"]]}
+    return {"status": r.status_code, "version": r.headers.get("x-model-version"), "answer": answer}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_direct_json_path_answers_as_kserve_s_handlers_do(family: str, servers: dict[str, Server],
+                                                              through_kserve: dict[str, Server], home: Path) -> None:
+    customers = known_customers(home)
+    statuses = set()
+    for protocol, body in _requests(family, customers):
+        direct, kserve = _seen(servers[family], protocol, body), _seen(through_kserve[family], protocol, body)
+        assert direct == kserve, (protocol, body)
+        statuses.add(direct["status"])
+    assert statuses == {200, 400}, statuses  # both kinds were compared
