@@ -1,21 +1,24 @@
-"""``zm``: the project command line.
+"""``zm``: the project command line (Click).
 
-Thin by design: it parses arguments, calls package functions and prints. Every
-subcommand has ``--help``. Settings come from ``ZM_*`` environment variables
-(see ``zmlops.settings``).
+Thin by design: each command parses its options, calls package functions and prints. Every
+command and group has ``--help``. Settings come from ``ZM_*`` environment variables (see
+``zmlops.settings``). A command's failure it can name (a missing data version, a refused input)
+is one ``zm: error: ...`` line and exit code 2; a usage error is Click's message and exit code 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
 
 from zmlops import auth
+from zmlops.catalog import FAMILIES
 from zmlops.console import console, step, table
 from zmlops.settings import get_settings
 
@@ -23,374 +26,892 @@ if TYPE_CHECKING:
     from training.data.world import SimulationConfig
     from zmlops.settings import Settings
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "cli", "simulate_experiment"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+PATH = click.Path(path_type=Path)
+MODEL = click.Choice(FAMILIES)
 
 
-def _scenario_period(text: str) -> tuple[int, str]:
-    weeks, _, scenario = text.partition(":")
+def _fail(message: str, command: str = "zm") -> int:
+    print(f"{command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected a date, YYYY-MM-DD") from None
+
+
+def _scenario_periods(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[int, str]]:
     from training.data.world import SCENARIOS
 
-    if not weeks.isdigit() or scenario not in SCENARIOS:
-        raise argparse.ArgumentTypeError(f"expected WEEKS:SCENARIO with SCENARIO in {', '.join(SCENARIOS)}")
-    return int(weeks), scenario
+    periods = []
+    for text in values:
+        weeks, _, scenario = text.partition(":")
+        if not weeks.isdigit() or scenario not in SCENARIOS:
+            raise click.BadParameter(f"{text!r}: expected WEEKS:SCENARIO with SCENARIO in {', '.join(SCENARIOS)}")
+        periods.append((int(weeks), scenario))
+    return periods
 
 
-def _add_simulation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rows", type=int, help="about this many raw rows (sets --customers and --products)")
+def _simulation_options(f: F) -> F:
+    """The simulator's options, shared by ``data simulate`` and ``data ingest``."""
     from training.data.world import SimulationConfig
 
     d = SimulationConfig()  # one source for the defaults
-    p.add_argument("--customers", type=int, default=d.n_customers, help="number of customers (default %(default)s)")
-    p.add_argument("--products", type=int, default=d.n_products, help="catalogue size (default %(default)s)")
-    p.add_argument("--weeks", type=int, default=d.weeks, help="weeks of history (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed, same bytes (default %(default)s)")
-    p.add_argument("--season-shift", type=float, default=d.season_shift_weeks_per_year, metavar="WEEKS",
-                   help="changing seasonality: each category's peak moves this many weeks later per year "
-                   "(default %(default)s)")
-    p.add_argument("--season-growth", type=float, default=d.season_amplitude_change_per_year, metavar="SHARE",
-                   help="changing seasonality: each category's seasonal amplitude grows by this share per year, "
-                   "e.g. 0.25 (default %(default)s)")
-    p.add_argument(
-        "--start", type=dt.date.fromisoformat, default=d.start, help="first Monday (default %(default)s)"
-    )
-    p.add_argument(
-        "--then",
-        type=_scenario_period,
-        action="append",
-        default=[],
-        metavar="WEEKS:SCENARIO",
-        help="append a next period, e.g. 8:price_shock (repeatable); scenarios: none, "
-        "new_product_mix, price_shock, segment_growth",
-    )
+    options = [
+        click.option("--rows", type=int, help="about this many raw rows (sets --customers and --products)"),
+        click.option("--customers", type=int, default=d.n_customers, show_default=True, help="number of customers"),
+        click.option("--products", type=int, default=d.n_products, show_default=True, help="catalogue size"),
+        click.option("--weeks", type=int, default=d.weeks, show_default=True, help="weeks of history"),
+        click.option("--seed", type=int, default=d.seed, show_default=True,
+                     help="random seed; same seed, same bytes"),
+        click.option("--season-shift", type=float, default=d.season_shift_weeks_per_year, show_default=True,
+                     metavar="WEEKS", help="changing seasonality: each category's peak moves this many weeks later "
+                     "per year"),
+        click.option("--season-growth", type=float, default=d.season_amplitude_change_per_year, show_default=True,
+                     metavar="SHARE", help="changing seasonality: each category's seasonal amplitude grows by this "
+                     "share per year, e.g. 0.25"),
+        click.option("--start", default=d.start.isoformat(), show_default=True, callback=_date, metavar="YYYY-MM-DD",
+                     help="first Monday"),
+        click.option("--then", "then", multiple=True, metavar="WEEKS:SCENARIO", callback=_scenario_periods,
+                     help="append a next period, e.g. 8:price_shock (repeatable); scenarios: none, new_product_mix, "
+                     "price_shock, segment_growth"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
 
 
-def _sim_config(args: argparse.Namespace) -> SimulationConfig:
+def _sim_config(o: dict[str, Any]) -> SimulationConfig:
     from training.data.world import SimulationConfig
 
-    common = {"seed": args.seed, "weeks": args.weeks, "start": args.start,
-              "season_shift_weeks_per_year": args.season_shift,
-              "season_amplitude_change_per_year": args.season_growth}
-    if args.rows:
-        return SimulationConfig.for_rows(args.rows, **common)
-    return SimulationConfig(n_customers=args.customers, n_products=args.products, **common)
+    common = {"seed": o["seed"], "weeks": o["weeks"], "start": o["start"],
+              "season_shift_weeks_per_year": o["season_shift"],
+              "season_amplitude_change_per_year": o["season_growth"]}
+    if o["rows"]:
+        return SimulationConfig.for_rows(o["rows"], **common)
+    return SimulationConfig(n_customers=o["customers"], n_products=o["products"], **common)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zm",
-        description="Zero Margin MLOps: data, training, serving and monitoring of three retail models.",
-        epilog="Settings: ZM_* environment variables (ZM_HOME, ZM_PROFILE, ...); see docs/quickstart.md.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+@click.group(context_settings=CONTEXT,
+             help="Zero Margin MLOps: data, training, serving and monitoring of three retail models.",
+             epilog="Settings: ZM_* environment variables (ZM_HOME, ZM_PROFILE, ...); see docs/quickstart.md.")
+def cli() -> None:
+    from zmlops.settings import apply_telemetry_off
 
-    data = sub.add_parser("data", help="simulate, snapshot, validate and fetch data versions")
-    dsub = data.add_subparsers(dest="data_command", required=True)
-
-    p = dsub.add_parser("simulate", help="write simulated transactions and planted truth to a folder")
-    _add_simulation_args(p)
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-
-    p = dsub.add_parser("ingest", help="snapshot a source as a new data version, then validate it")
-    p.add_argument(
-        "source",
-        nargs="?",
-        default="simulator",
-        help="'simulator' (default) or a path to an Online Retail II file (.parquet, .csv, .xlsx)",
-    )
-    p.add_argument("--as-of", type=dt.date.fromisoformat, help="extraction date of a file (default: newest invoice)")
-    _add_simulation_args(p)
-
-    p = dsub.add_parser("validate", help="run the Great Expectations gate on a data version")
-    p.add_argument("version", help="vN")
-    p.add_argument("--force", action="store_true", help="validate again even if already good")
-
-    dsub.add_parser("versions", help="list data versions and their gate status")
-
-    p = dsub.add_parser("fetch", help="write the exact bytes of a data version to a folder")
-    p.add_argument("version", help="vN, or 'latest' for the newest good version")
-    p.add_argument("dest", type=Path)
-
-    p = dsub.add_parser("clean", help="clean one raw file (a dvc.yaml stage): writes clean.parquet, cleaning.json")
-    p.add_argument("raw", type=Path)
-    p.add_argument("--out", type=Path, required=True)
-
-    p = dsub.add_parser("check", help="run both suites on a raw file and its clean table (a dvc.yaml stage)")
-    p.add_argument("raw", type=Path)
-    p.add_argument("clean", type=Path)
-    when = p.add_mutually_exclusive_group(required=True)
-    when.add_argument("--as-of", type=dt.date.fromisoformat, help="extraction date (YYYY-MM-DD)")
-    when.add_argument("--truth", type=Path, help="simulator truth.json: as-of is its last simulated day")
-    p.add_argument("--out", type=Path, required=True, help="summary JSON (a DVC metric)")
-
-    p = sub.add_parser("features", help="build feature tables of a data version, apply Feast, materialize")
-    p.add_argument("version", nargs="?", default="current", help="vN or 'current' (newest good version)")
-
-    from zmlops.catalog import FAMILIES as families
-    p = sub.add_parser(
-        "train",
-        help="train, evaluate, register, gate (staging) and deploy model families",
-        description="Train each family on a data version, log the run to MLflow, register the model as "
-        "'candidate', compare it with 'production' on the same evaluation data and move 'staging' to it on a "
-        "pass; then the deploy step (the training DAG's): approval where required (ZM_APPROVAL__*), the canary "
-        "where a rollout serves the family, and only then 'production'. Repeating a call for the same data "
-        "version, code and parameters reuses the registered version.",
-    )
-    p.add_argument("--no-deploy", action="store_true", help="stop at 'staging' (production unchanged)")
-    p.add_argument("families", nargs="*", default=[], metavar="FAMILY",
-                   help=f"any of {', '.join(families)} (default: all)")
-    p.add_argument("--data-version", default="current", help="vN or 'current' (default)")
-    p.add_argument("--reason", default="manual", help="why this run happens (recorded on the run and version)")
-    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
-                   help="run each family's Optuna study before the fit (default: ZM_TUNING__ENABLED); its budget "
-                   "is ZM_TUNING__BUDGET_SECONDS per family, its trials nested MLflow runs, its choice in the card")
-
-    p = sub.add_parser("models", help="show registered versions and aliases; write production model cards")
-    p.add_argument("--cards", type=Path, default=None, help="write model cards to this folder (one per model)")
-    p.add_argument(
-        "--alias",
-        default="production",
-        help="whose cards --cards writes: a registry alias (default production) or 'latest' for the newest "
-        "version whatever its gate decision",
-    )
-
-    p = sub.add_parser(
-        "ui", help="serve the analysts' Evidently UI over the monitoring workspace (docs/monitoring.md)",
-        description="Runs `evidently ui` over the workspace the monitoring checks write (ZM_HOME/evidently locally, "
-        "<object store>/evidently in the k8s profile, copied to the pod's cache and refreshed; "
-        "ZM_MONITORING__WORKSPACE_URL moves it), telemetry off. In the chart it listens on the pod's loopback behind "
-        "HAProxy's basic auth.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--refresh", type=float, default=60.0,
-                   help="seconds between copies of the object store's workspace (k8s profile; default 60)")
-
-    sub.add_parser("version", help="print the code version training records (the commit, -dirty-<hash> with "
-                   "uncommitted changes; an image's ZM_CODE_VERSION): the images' build argument")
-    p = sub.add_parser(
-        "auth", help="the predictors' API keys: make one (the key, and the entry for ZM_AUTH__API_KEYS)",
-        description="Keys are stored hashed: a predictor holds {name, sha256, scopes} entries (ZM_AUTH__API_KEYS, "
-        "from a Secret); the client holds the key. Rotation: add the new entry beside the old, roll the "
-        "predictors, move the clients, remove the old entry (docs/security.md).")
-    ausub = p.add_subparsers(dest="action", required=True)
-    q = ausub.add_parser("new-key", help="print a new key and its ZM_AUTH__API_KEYS entry (JSON)")
-    q.add_argument("name", help="who holds it (e.g. shop-frontend, prometheus)")
-    q.add_argument("--scope", action="append", choices=auth.SCOPES, dest="scopes",
-                   help="what it may do (repeatable; default predict)")
-    q = ausub.add_parser("pushgateway-users", help="new passwords for these users and the Pushgateway's userlist "
-                         "(only bcrypt hashes) admitting them",
-                         description="Prints each user's new password and the HAProxy userlist for the Secret key "
-                         "pushgateway-users: the users named by --pusher may push, the others only read "
-                         "(docs/security.md: monitoring pushes, prometheus scrapes).")
-    q.add_argument("users", nargs="+", help="user names (e.g. monitoring prometheus)")
-    q.add_argument("--pusher", action="append", dest="pushers",
-                   help="a user who may push (repeatable; default: monitoring)")
-    q = ausub.add_parser("analysts-users", help="new passwords for these people and the userlist (only bcrypt hashes) "
-                         "of the analysts' Evidently UI",
-                         description="Prints each user's new password and the HAProxy userlist for the Secret key "
-                         "analysts-users: who may open the chart's Evidently UI (docs/monitoring.md).")
-    q.add_argument("users", nargs="+", help="user names (e.g. ana ben)")
-
-    p = sub.add_parser(
-        "audit", help="the audit trail: list, show, verify (tamper evidence), export",
-        description="Every data version, gate, approval, rollout step and workload start is an entry chained to the "
-        "one before by its SHA-256 hash (in the state database: ZM_STATE_DB_URL, SQLite by default).")
-    asub = p.add_subparsers(dest="action", required=True)
-    q = asub.add_parser("list", help="entries, oldest first")
-    q.add_argument("--action", dest="what", default=None,
-                   help="only these actions (e.g. 'model.*', 'rollout.promoted')")
-    q.add_argument("--subject", default=None, help="only these subjects (e.g. 'model:demand-forecast:*', 'data:v2')")
-    q.add_argument("--last", type=int, default=50, help="the newest N matching entries (default 50; 0: all)")
-    q = asub.add_parser("show", help="one entry in full (JSON)")
-    q.add_argument("seq", type=int, help="the entry's number")
-    q = asub.add_parser("verify", help="recompute the hash chain; exit 1 naming every broken entry")
-    q.add_argument("--head", default=None, help="a head hash exported earlier: also detects deleted newest entries")
-    q = asub.add_parser("export", help="every entry as JSON lines (stdout or --out), then the head hash on stderr")
-    q.add_argument("--out", type=Path, default=None, help="write to this file instead of stdout")
-
-    p = sub.add_parser(
-        "privacy", help="customers' rights: consent, access (export), erasure, where they are (scan)",
-        description="The consent register (governance.consent; the state database, keyed by the customer's "
-        "pseudonym): profiling lets segmentation use a customer's behaviour, personalisation lets "
-        "recommendations be computed for them. Training leaves out customers without the purpose; the predictors "
-        "answer them as an unknown customer and log nothing that identifies them (docs/security.md).")
-    psub = p.add_subparsers(dest="action", required=True)
-    q = psub.add_parser("consent", help="record a customer's consent as it now stands (audited)")
-    q.add_argument("customer_id", type=int, help="the customer's id")
-    q.add_argument("--profiling", choices=["yes", "no"], required=True, help="may segmentation profile them?")
-    q.add_argument("--personalisation", choices=["yes", "no"], required=True,
-                   help="may recommendations be personalised for them?")
-    q.add_argument("--source", required=True, help="where the choice was made (web form, call centre, import)")
-    q = psub.add_parser("subject", help="the customer's audit subject hash: what a zmlops_privacy DAG run is given",
-                        description="The keyed hash the audit trail and the erasure register name a customer by "
-                        "(governance/pseudonyms.py). Trigger the zmlops_privacy DAG (export, erase, scan) with it in "
-                        "Airflow's UI or REST API: Airflow keeps a run's parameters where an erasure cannot reach, "
-                        "so the id never goes there (docs/privacy.md).")
-    q.add_argument("customer_id", type=int, help="the customer's id")
-    q = psub.add_parser("rekey", help="rotate the pseudonymisation key: start (old key set), roll out, finish",
-                        description="Rewrites the stored keyed hashes (consent register, erasure register, request "
-                        "log) from the old key to the new one in two steps around the rollout of the new key, so "
-                        "every workload honours every choice on either key meanwhile (governance/rekey.py; the "
-                        "procedure: docs/privacy.md). The ids come from the retained data versions and --ids.")
-    rq = q.add_subparsers(dest="step", required=True)
-    r = rq.add_parser("start", help="with the old key in ZM_PSEUDONYMISATION_KEY: copy the rows under the new key")
-    r.add_argument("--new-key-file", type=Path, required=True, help="a file holding the new key (one line)")
-    r.add_argument("--ids", type=Path, default=None, help="more customer ids, one per line (the customer master "
-                   "list: people with a consent record who never bought)")
-    r = rq.add_parser("finish", help="with the new key rolled out: drop the old rows, rewrite the request log")
-    r.add_argument("--old-key-file", type=Path, required=True, help="a file holding the old key (one line)")
-    r.add_argument("--ids", type=Path, default=None, help="the same extra ids as for start")
-    q = psub.add_parser("history", help="every consent record of a customer, oldest first")
-    q.add_argument("customer_id", type=int, help="the customer's id")
-    q = psub.add_parser("export", help="the right of access: everything held about a customer, as one JSON file",
-                        description="Transactions in every retained data version, offline and online features, "
-                        "the segment, the answers served (request log, by pseudonym), the model versions trained "
-                        "on their data, and their consent history (governance/access.py); audited.")
-    q.add_argument("customer_id", type=int, help="the customer's id")
-    q.add_argument("--out", type=Path, required=True, help="the bundle's file (JSON)")
-    q = psub.add_parser("scan", help="search every store for a customer's id and pseudonym; print each hit",
-                        description="The object store (data versions, feature sources, request log, reports), the "
-                        "DVC remote and cache, the state database, the online store, every model version's "
-                        "artifacts in MLflow and the local Airflow logs (governance/scan.py).")
-    q.add_argument("customer_id", type=int, help="the customer's id")
-    q.add_argument("--json", action="store_true", help="print the hits as JSON")
-    q = psub.add_parser("erase", help="the right to erasure: remove a customer from every store (audited by a keyed "
-                        "hash, never the id)",
-                        description="A new data version without them (gated), features and online rows from it, "
-                        "every earlier version holding them retired (DVC objects deleted from cache and remote), "
-                        "their request-log rows and consent records deleted, the predictors told at once; models "
-                        "trained on their data retrain when the monitoring DAG next runs, and its retention task "
-                        "then deletes the old versions (governance/erasure.py). Check with 'zm privacy scan'.")
-    q.add_argument("customer_id", type=int, help="the customer's id")
-    q.add_argument("--reason", required=True, help="the request's reference (recorded)")
-
-    p = sub.add_parser(
-        "rollout", help="progressive delivery on the local stack: serve, deploy (canary), rollback, status, drills",
-        description="Models served by KServe processes behind HAProxy on the public ports. 'deploy' runs the "
-        "canary plan (settings ZM_ROLLOUT__*: steps, analysis windows, limits) and ends promoted or rolled "
-        "back; 'rollback' sends all traffic back to the warm previous version (no MLflow needed).",
-    )
-    rsub = p.add_subparsers(dest="action", required=True)
-    q = rsub.add_parser("serve", help="start HAProxy and serve a version (default: the production alias) as stable")
-    q.add_argument("model", choices=families)
-    q.add_argument("--version", default=None, help="registered version (default: the one behind 'production')")
-    q = rsub.add_parser("deploy", help="canary a version: 10%% -> 50%% -> 100%%, analysed; promote or roll back")
-    q.add_argument("model", choices=families)
-    q.add_argument("version", help="registered version to roll out")
-    q = rsub.add_parser("rollback", help="all traffic back to the warm previous version, now")
-    q.add_argument("model", choices=families)
-    q.add_argument("--reason", default="manual rollback", help="recorded in the audit trail and on the version")
-    q = rsub.add_parser("status", help="what serves each model, and the latest decisions")
-    q = rsub.add_parser("stop", help="stop the servers of a model (and HAProxy with the last one)")
-    q.add_argument("model", choices=families)
-    q = rsub.add_parser("drills", help="run the rollout drills under load and print their figures")
-    q.add_argument("--rate", type=float, default=250.0, help="load in requests/s (default 250)")
-    q.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
-
-    p = sub.add_parser(
-        "experiment", help="A/B tests of model versions: plan the sample, run one on simulated clicks",
-        description="An experiment splits customers (sticky, by pseudonym) between two model versions and judges "
-        "click-through per customer with a group-sequential test that may be read daily (delivery/experiments.py, "
-        "docs/experiments.md). 'plan' prints the sample the design needs before it starts; 'simulate' runs one on "
-        "the simulator's clicks with a planted uplift, records the decision and its report, and with --deploy "
-        "puts the winner into service through the promotion path.",
-    )
-    esub = p.add_subparsers(dest="action", required=True)
-    q = esub.add_parser("shadow", help="the shadow version's answers against production's (serving.shadow_alias)")
-    q.add_argument("model", choices=families)
-    q.add_argument("--since", default=None, help="only mirrored requests after this ISO time")
-    q = esub.add_parser("analyse", help="today's look at a running experiment, from the request and event logs")
-    q.add_argument("name")
-    q.add_argument("--deploy", action="store_true",
-                   help="once decided, put the winner into service through the promotion path (approval, canary)")
-    for name, text in (("plan", "the sample per variant and the daily boundaries of a design"),
-                       ("simulate", "one experiment on simulated clicks: looks, decision, report, audit"),
-                       ("start", "register a running experiment: the predictors route its customers from their next "
-                        "poll")):
-        q = esub.add_parser(name, help=text)
-        if name != "plan":
-            q.add_argument("name", help="the experiment's name (its assignment salt and report name; used once)")
-            q.add_argument("--control", required=True, help="the control's model version")
-            q.add_argument("--treatment", required=True, help="the treatment's model version")
-            q.add_argument("--family", choices=families, default="product-recommendation")
-        if name == "simulate":
-            q.add_argument("--uplift", type=float, default=0.10,
-                           help="planted relative click-through uplift of the treatment (the truth; default 0.10)")
-            q.add_argument("--seed", type=int, default=0)
-            q.add_argument("--deploy", action="store_true",
-                           help="put the winner into service through the promotion path (approval, canary)")
-        q.add_argument("--baseline-rate", type=float, default=0.05, help="the control's click-through (default 0.05)")
-        q.add_argument("--effect", type=float, default=0.10,
-                       help="smallest relative uplift worth detecting (default 0.10)")
-        q.add_argument("--alpha", type=float, default=0.05, help="two-sided (default 0.05)")
-        q.add_argument("--power", type=float, default=0.8, help="(default 0.8)")
-        q.add_argument("--looks", type=int, default=7, help="daily looks, at most 14 (default 7)")
-        q.add_argument("--treatment-share", type=float, default=0.5, help="share of customers (default 0.5)")
-    return parser
+    apply_telemetry_off()
 
 
-def _cmd_experiment(args: argparse.Namespace) -> int:
-    from delivery import experiments as x
+# ---------------------------------------------------------------- data
+@cli.group(help="Simulate, snapshot, validate and fetch data versions.")
+def data() -> None:
+    pass
 
-    if args.action == "analyse":
-        return _analyse_experiment(args)
-    if args.action == "shadow":
-        found = x.shadow_report(get_settings(), args.model, args.since)
-        table(f"{args.model}: shadow traffic", ["production", "shadow", "requests", "agreement", "in full agreement",
-                                                 "errors", "p50 / p99 production", "p50 / p99 shadow"],
-              [[",".join(r["production"]), r["shadow"], r["requests"], f"{r['agreement']:.3f}",
-                f"{r['full_agreement_share']:.1%}", f"{r['errors']} ({r['error_rate']:.1%})",
-                f"{r['production_p50_ms']:.2f} / {r['production_p99_ms']:.2f} ms",
-                f"{r['shadow_p50_ms']:.2f} / {r['shadow_p99_ms']:.2f} ms"] for r in found])
-        print(json.dumps(found))
-        return 0 if found else 1
-    name = getattr(args, "name", "plan")
-    variants = {"control": getattr(args, "control", ""), "treatment": getattr(args, "treatment", "")}
-    try:
-        design = x.Design(name, family=getattr(args, "family", "product-recommendation"), variants=variants,
-                          split={"control": 1 - args.treatment_share, "treatment": args.treatment_share},
-                          baseline_rate=args.baseline_rate, min_relative_effect=args.effect, alpha=args.alpha,
-                          power=args.power, looks=args.looks)
-    except ValueError as error:
-        print(f"zm experiment: error: {error}", file=sys.stderr)
-        return 2
-    if args.action == "plan":
-        _print_plan(design)
-        return 0
-    if args.action == "start":
+
+def _data_errors(f: F) -> F:
+    """A data version or input file that is not there: one error line, exit 2."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        from training.data.cleaning import UnreadableInput
+        from training.data.versions import VersionNotFound
+
         try:
-            planned = x.start(get_settings(), design)
-        except ValueError as error:
-            print(f"zm experiment: error: {error}", file=sys.stderr)
-            return 2
-        console.print(f"experiment {name} running on {design.family}: v{design.variants['control']} (control) vs "
-                      f"v{design.variants['treatment']} (treatment), up to {planned.per_variant['control']:,} "
-                      f"customers each, {design.looks} daily looks (`zm experiment analyse {name}` each day)")
-        return 0
-    simulate_experiment(get_settings(), design, args.uplift, args.seed, args.deploy)
+            return f(*args, **kwargs)
+        except (VersionNotFound, UnreadableInput, FileNotFoundError) as error:
+            return _fail(str(error))
+
+    return wrapped  # type: ignore[return-value]
+
+
+@data.command(help="Write simulated transactions and planted truth to a folder.")
+@_simulation_options
+@click.option("--out", type=PATH, required=True, help="output folder")
+@_data_errors
+def simulate(out: Path, **options: Any) -> int:
+    from training.data.simulator import simulate as run
+    from zmlops.console import week_progress
+
+    with week_progress("simulating") as progress:
+        result = run(_sim_config(options), out, options["then"], progress)
+    console.print(f"{result.rows:,} rows in {result.seconds:.1f} s -> {result.transactions}")
     return 0
 
 
-def _analyse_experiment(args: argparse.Namespace) -> int:
+@data.command(help="Snapshot a source as a new data version, then validate it.")
+@click.argument("source", default="simulator")
+@click.option("--as-of", callback=_date, metavar="YYYY-MM-DD", help="extraction date of a file (default: newest "
+              "invoice)")
+@_simulation_options
+@_data_errors
+def ingest(source: str, as_of: dt.date | None, **options: Any) -> int:
+    """SOURCE: 'simulator' (default) or a path to an Online Retail II file (.parquet, .csv, .xlsx)."""
+    from training.data import ingest as versions
+    from zmlops.console import week_progress
+
+    settings = get_settings()
+    with step("snapshot"):
+        if source == "simulator":
+            with week_progress("simulating") as progress:
+                version = versions.snapshot_simulated(settings, _sim_config(options), options["then"], progress)
+        else:
+            version = versions.snapshot_file(settings, Path(source), as_of)
+        console.print(f"   data version {version.name}: {version.meta['rows']:,} raw rows")
+    return _validate(settings, version.name, force=False)
+
+
+@data.command(help="Run the Great Expectations gate on a data version (VERSION: vN).")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="validate again even if already good")
+@_data_errors
+def validate(version: str, force: bool) -> int:
+    return _validate(get_settings(), version, force)
+
+
+@data.command(name="versions", help="List data versions and their gate status.")
+@_data_errors
+def list_versions() -> int:
+    from training.data import ingest as versions
+
+    registry = versions.registry_for(get_settings())
+    current = registry.current()
+    table("data versions", ["version", "status", "source", "as of", "raw rows", "current"],
+          [[v.name, v.status, v.meta.get("source"), v.meta.get("as_of"), v.meta.get("rows"),
+            "*" if current and current.name == v.name else ""] for v in registry.versions()])
+    return 0
+
+
+@data.command(help="Write the exact bytes of a data version (vN, or 'latest' for the newest good one) to DEST.")
+@click.argument("version")
+@click.argument("dest", type=PATH)
+@_data_errors
+def fetch(version: str, dest: Path) -> int:
+    from training.data import ingest as versions
+
+    registry = versions.registry_for(get_settings())
+    found = registry.resolve(version)
+    registry.fetch(found, dest)
+    console.print(f"{found.name} -> {dest}")
+    return 0
+
+
+@data.command(help="Clean one raw file (a dvc.yaml stage): writes clean.parquet and cleaning.json to --out.")
+@click.argument("raw", type=PATH)
+@click.option("--out", type=PATH, required=True, help="output folder")
+@_data_errors
+def clean(raw: Path, out: Path) -> int:
+    import tempfile
+
+    from training.data import ingest as versions
+
+    settings = get_settings()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="zm-read-", dir=out) as tmp:
+        report = versions.cleaned(settings, versions.normalised(settings, raw, Path(tmp)), out / "clean.parquet")
+    (out / "cleaning.json").write_text(json.dumps(report.to_dict(), indent=2))
+    console.print("\n".join(report.lines()))
+    return 0
+
+
+@data.command(help="Run both suites on a raw file and its clean table (a dvc.yaml stage); one of --as-of and "
+                   "--truth gives the extraction date.")
+@click.argument("raw", type=PATH)
+@click.argument("clean_table", metavar="CLEAN", type=PATH)
+@click.option("--as-of", callback=_date, metavar="YYYY-MM-DD", help="extraction date")
+@click.option("--truth", type=PATH, help="simulator truth.json: as-of is its last simulated day")
+@click.option("--out", type=PATH, required=True, help="summary JSON (a DVC metric)")
+@_data_errors
+def check(raw: Path, clean_table: Path, as_of: dt.date | None, truth: Path | None, out: Path) -> int:
+    import tempfile
+
+    from training.data import ingest as versions
+    from training.validation import SuiteContext, ValidationFailed
+
+    if (as_of is None) == (truth is None):
+        raise click.UsageError("give one of --as-of and --truth")
+    settings = get_settings()
+    as_of = as_of or dt.date.fromisoformat(json.loads(truth.read_text())["period"]["last_day"])  # type: ignore[union-attr]
+    ctx = SuiteContext(settings.validation, as_of)
+    results = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="zm-read-") as tmp:
+            results.append(versions.check_raw(settings, versions.normalised(settings, raw, Path(tmp)), ctx, raw.stem))
+        results.append(versions.check_clean(settings, clean_table, ctx, raw.stem))
+    except ValidationFailed as failed:
+        console.print(str(failed), markup=False)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({r.suite: {"evaluated": r.evaluated, "failed": len(r.failures), "rows": r.rows}
+                               for r in results}, indent=2))
+    for r in results:
+        console.print("\n".join(r.summary_lines()), markup=False)
+    return 0
+
+
+# ---------------------------------------------------------------- features, training, models
+def _training_errors(f: F) -> F:
+    """MLflow's chatter off; a data version or family that is not there: one error line, exit 2."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        import logging
+
+        from training.data.versions import VersionNotFound
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        try:
+            return f(*args, **kwargs)
+        except (VersionNotFound, KeyError) as error:
+            return _fail(str(error.args[0] if error.args else error))
+
+    return wrapped  # type: ignore[return-value]
+
+
+@cli.command(help="Build the feature tables of a data version (vN, or 'current': the newest good one), apply "
+                  "Feast, materialize.")
+@click.argument("version", default="current")
+@_training_errors
+def features(version: str) -> int:
+    from training.run import prepare_features
+
+    settings = get_settings()
+    with step(f"features of data version {version}"):
+        marker = prepare_features(settings, version)
+    table("feature tables", ["table", "rows", "newest cutoff"],
+          [[k, v["rows"], v["newest"]] for k, v in marker["tables"].items()])
+    console.print(f"online store loaded for {marker['materialized'][0]} .. {marker['materialized'][1]}")
+    return 0
+
+
+@cli.command(
+    help="Train, evaluate, register, gate (staging) and deploy model families (FAMILY: any of "
+    f"{', '.join(FAMILIES)}; default all).\n\nEach family is trained on a data version, the run logged to MLflow, "
+    "the model registered as 'candidate', compared with 'production' on the same evaluation data, and 'staging' "
+    "moved to it on a pass; then the deploy step (the training DAG's): approval where required (ZM_APPROVAL__*), "
+    "the canary where a rollout serves the family, and only then 'production'. Repeating a call for the same "
+    "data version, code and parameters reuses the registered version.")
+@click.argument("families", nargs=-1, metavar="[FAMILY]...")
+@click.option("--no-deploy", is_flag=True, help="stop at 'staging' (production unchanged)")
+@click.option("--data-version", default="current", show_default=True, help="vN or 'current'")
+@click.option("--reason", default="manual", show_default=True, help="why this run happens (recorded on the run and "
+              "version)")
+@click.option("--tune/--no-tune", default=None, help="run each family's Optuna study before the fit (default: "
+              "ZM_TUNING__ENABLED); its budget is ZM_TUNING__BUDGET_SECONDS per family, its trials nested MLflow "
+              "runs, its choice in the card")
+@_training_errors
+def train(families: tuple[str, ...], no_deploy: bool, data_version: str, reason: str, tune: bool | None) -> int:
+    from delivery.promotion import deploy
+    from training.families import get_family
+    from training.run import train_family
+
+    settings = get_settings()
+    rows = []
+    for name in families:
+        get_family(name)  # refuse a typo before any training starts
+    for name in families or FAMILIES:
+        with step(f"train {name} on data version {data_version}"):
+            o = train_family(settings, name, data_version, reason=reason, tune=tune)
+        deployed = "-"
+        if not no_deploy and o.decision == "staged":
+            with step(f"deploy {name} v{o.version}"):
+                d = deploy(settings, o.to_dict())
+            deployed = "production" if d["deployed"] else d["why"]
+        rows.append([name, o.version, o.data_version, o.primary_metric, f"{o.metric:.4f}", f"{o.baseline:.4f}",
+                     "" if o.champion is None else f"{o.champion:.4f}", o.decision + (" (reused)" if o.reused else ""),
+                     deployed])
+    table("training", ["model", "version", "data", "metric", "model", "baseline", "production before", "gate",
+                       "deployed"], rows)
+    console.print(f"MLflow: {settings.tracking_uri} (make ui)   model cards: {settings.reports / 'model-cards'}")
+    return 0
+
+
+@cli.command(help="Show registered versions and aliases; write model cards.")
+@click.option("--cards", type=PATH, default=None, help="write model cards to this folder (one per model)")
+@click.option("--alias", default="production", show_default=True, help="whose cards --cards writes: a registry "
+              "alias, or 'latest' for the newest version whatever its gate decision")
+@_training_errors
+def models(cards: Path | None, alias: str) -> int:
+    from training import tracking
+    from training.run import write_production_cards
+
+    settings = get_settings()
+    rows = []
+    for name in FAMILIES:
+        aliases = {a: tracking.alias_version(settings, name, a) for a in tracking.ALIASES}
+        rows.append([name, *[v or "-" for v in aliases.values()]])
+    table("registered models (aliases -> version)", ["model", *tracking.ALIASES], rows)
+    if cards:
+        for path in write_production_cards(settings, cards, alias=alias):
+            console.print(f"wrote {path}")
+    return 0
+
+
+@cli.command(help="Serve the analysts' Evidently UI over the monitoring workspace (docs/monitoring.md).\n\nRuns "
+             "`evidently ui` over the workspace the monitoring checks write (ZM_HOME/evidently locally, <object "
+             "store>/evidently in the k8s profile, copied to the pod's cache and refreshed; "
+             "ZM_MONITORING__WORKSPACE_URL moves it), telemetry off. In the chart it listens on the pod's loopback "
+             "behind HAProxy's basic auth.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", type=int, default=8000, show_default=True, help="port")
+@click.option("--refresh", type=float, default=60.0, show_default=True,
+              help="seconds between copies of the object store's workspace (k8s profile)")
+def ui(host: str, port: int, refresh: float) -> int:
+    from monitoring.workspace import serve
+
+    return serve(get_settings(), host, port, refresh)
+
+
+@cli.command(help="Print the code version training records (the commit, -dirty-<hash> with uncommitted changes; an "
+             "image's ZM_CODE_VERSION): the images' build argument.")
+def version() -> int:
+    from zmlops.version import code_version
+
+    print(code_version())
+    return 0
+
+
+# ---------------------------------------------------------------- auth
+@cli.group(name="auth", help="The predictors' API keys and the userlists of the Pushgateway and the analysts' UI.\n\n"
+           "Keys are stored hashed: a predictor holds {name, sha256, scopes} entries (ZM_AUTH__API_KEYS, from a "
+           "Secret); the client holds the key. Rotation: add the new entry beside the old, roll the predictors, move "
+           "the clients, remove the old entry (docs/security.md).")
+def auth_group() -> None:
+    pass
+
+
+@auth_group.command(name="new-key", help="Print a new key for NAME (who holds it, e.g. shop-frontend) and its "
+                    "ZM_AUTH__API_KEYS entry (JSON).")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(auth.SCOPES),
+              help="what it may do (repeatable; default predict)")
+def new_key(name: str, scopes: tuple[str, ...]) -> int:
+    key, entry = auth.new_key(name, scopes or ("predict",))
+    print(f"key (give it to {name}; it is not stored anywhere): {key}")
+    print(f"entry (add it to ZM_AUTH__API_KEYS): {json.dumps(entry)}")
+    return 0
+
+
+def _userlist(kind: str, users: tuple[str, ...], make: Callable[[dict[str, str]], str]) -> int:
+    import secrets
+
+    passwords = {user: secrets.token_urlsafe(24) for user in users}
+    try:
+        userlist = make(passwords)
+    except ValueError as error:
+        return _fail(str(error))
+    for user, password in passwords.items():
+        print(f"password of {user} (not stored anywhere): {password}")
+    print(f"userlist (the Secret key {kind}):")
+    print(userlist, end="")
+    return 0
+
+
+@auth_group.command(name="pushgateway-users", help="New passwords for USERS (e.g. monitoring prometheus) and the "
+                    "Pushgateway's userlist (only bcrypt hashes) admitting them: the users named by --pusher may "
+                    "push, the others only read (docs/security.md).")
+@click.argument("users", nargs=-1, required=True)
+@click.option("--pusher", "pushers", multiple=True, help="a user who may push (repeatable; default: monitoring)")
+def pushgateway_users(users: tuple[str, ...], pushers: tuple[str, ...]) -> int:
+    return _userlist("pushgateway-users", users,
+                     lambda passwords: auth.pushgateway_users(passwords, pushers or ("monitoring",)))
+
+
+@auth_group.command(name="analysts-users", help="New passwords for USERS (e.g. ana ben) and the userlist (only bcrypt "
+                    "hashes) of the analysts' Evidently UI (docs/monitoring.md).")
+@click.argument("users", nargs=-1, required=True)
+def analysts_users(users: tuple[str, ...]) -> int:
+    return _userlist("analysts-users", users, lambda passwords: auth.userlist("analysts", passwords))
+
+
+# ---------------------------------------------------------------- audit
+@cli.group(help="The audit trail: list, show, verify (tamper evidence), export.\n\nEvery data version, gate, "
+           "approval, rollout step and workload start is an entry chained to the one before by its SHA-256 hash (in "
+           "the state database: ZM_STATE_DB_URL, SQLite by default).")
+def audit() -> None:
+    pass
+
+
+@audit.command(name="list", help="Entries, oldest first.")
+@click.option("--action", "what", default=None, help="only these actions (e.g. 'model.*', 'rollout.promoted')")
+@click.option("--subject", default=None, help="only these subjects (e.g. 'model:demand-forecast:*', 'data:v2')")
+@click.option("--last", type=int, default=50, show_default=True, help="the newest N matching entries (0: all)")
+def audit_list(what: str | None, subject: str | None, last: int) -> int:
+    from governance import audit as trail
+
+    found = trail.entries(get_settings(), what, subject)
+    shown = found[-last:] if last else found
+    table(f"audit trail ({len(shown)} of {len(found)} entries)", ["#", "time", "actor", "action", "subject", "why"],
+          [[e.seq, e.created_at[:19], e.actor, e.action, e.subject, str(e.details.get("why", ""))[:70]]
+           for e in shown])
+    return 0
+
+
+@audit.command(name="show", help="One entry in full (JSON); SEQ is its number.")
+@click.argument("seq", type=int)
+def audit_show(seq: int) -> int:
+    from governance import audit as trail
+
+    found = trail.entry(get_settings(), seq)
+    if found is None:
+        return _fail(f"no entry {seq}", "zm audit")
+    print(json.dumps(found.to_dict(), indent=2))
+    return 0
+
+
+@audit.command(name="verify", help="Recompute the hash chain; exit 1 naming every broken entry.")
+@click.option("--head", default=None, help="a head hash exported earlier: also detects deleted newest entries")
+def audit_verify(head: str | None) -> int:
+    from governance import audit as trail
+
+    settings = get_settings()
+    problems = trail.verify(settings, head)
+    count, digest = trail.head(settings)
+    if problems:
+        for problem in problems:
+            console.print(f"[red]broken[/] {problem}")
+        console.print(f"{len(problems)} problem(s) in {count} entries")
+        return 1
+    console.print(f"audit trail intact: {count} entries, head {digest}")
+    return 0
+
+
+@audit.command(name="export", help="Every entry as JSON lines (stdout or --out), then the head hash on stderr.")
+@click.option("--out", type=PATH, default=None, help="write to this file instead of stdout")
+def audit_export(out: Path | None) -> int:
+    from governance import audit as trail
+
+    settings = get_settings()
+    lines = "".join(json.dumps(e.to_dict(), sort_keys=True) + "\n" for e in trail.entries(settings))
+    if out:
+        out.write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    count, digest = trail.head(settings)
+    print(f"head {digest} ({count} entries)", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- privacy
+CUSTOMER = click.argument("customer_id", type=int, metavar="CUSTOMER_ID")
+
+
+@cli.group(help="Customers' rights: consent, access (export), erasure, where they are (scan).\n\nThe consent register "
+           "(governance.consent; the state database, keyed by the customer's pseudonym): profiling lets segmentation "
+           "use a customer's behaviour, personalisation lets recommendations be computed for them. Training leaves "
+           "out customers without the purpose; the predictors answer them as an unknown customer and log nothing "
+           "that identifies them (docs/security.md).")
+def privacy() -> None:
+    pass
+
+
+@privacy.command(name="consent", help="Record a customer's consent as it now stands (audited).")
+@CUSTOMER
+@click.option("--profiling", type=click.Choice(["yes", "no"]), required=True, help="may segmentation profile them?")
+@click.option("--personalisation", type=click.Choice(["yes", "no"]), required=True,
+              help="may recommendations be personalised for them?")
+@click.option("--source", required=True, help="where the choice was made (web form, call centre, import)")
+def privacy_consent(customer_id: int, profiling: str, personalisation: str, source: str) -> int:
+    from governance import consent
+
+    try:
+        got = consent.record(get_settings(), customer_id, profiling == "yes", personalisation == "yes", source)
+    except ValueError as error:
+        return _fail(str(error), "zm privacy")
+    print(f"customer {got.customer} (pseudonym): profiling {'yes' if got.profiling else 'no'}, "
+          f"personalisation {'yes' if got.personalisation else 'no'} ({got.source}, by {got.actor})")
+    return 0
+
+
+@privacy.command(name="subject", help="The customer's audit subject hash: what a zmlops_privacy DAG run is given.\n\n"
+                 "The keyed hash the audit trail and the erasure register name a customer by (governance/pseudonyms."
+                 "py). Trigger the zmlops_privacy DAG (export, erase, scan) with it in Airflow's UI or REST API: "
+                 "Airflow keeps a run's parameters where an erasure cannot reach, so the id never goes there "
+                 "(docs/privacy.md).")
+@CUSTOMER
+def privacy_subject(customer_id: int) -> int:
+    from governance import consent
+
+    print(consent.subject_hash(get_settings(), customer_id))
+    return 0
+
+
+@privacy.group(name="rekey", help="Rotate the pseudonymisation key: start (old key set), roll out, finish.\n\nRewrites "
+               "the stored keyed hashes (consent register, erasure register, request log) from the old key to the new "
+               "one in two steps around the rollout of the new key, so every workload honours every choice on either "
+               "key meanwhile (governance/rekey.py; the procedure: docs/privacy.md). The ids come from the retained "
+               "data versions and --ids.")
+def rekey() -> None:
+    pass
+
+
+def _rekey(step_name: str, key_file: Path, ids: Path | None) -> int:
+    from governance import rekey as rotation
+
+    settings = get_settings()
+    more = [int(x) for x in ids.read_text().split()] if ids else []
+    key = key_file.read_text().strip().encode()
+    try:
+        done = rotation.start(settings, key, more) if step_name == "start" else rotation.finish(settings, key, more)
+    except (ValueError, LookupError, RuntimeError) as error:
+        return _fail(str(error), "zm privacy rekey")
+    print(json.dumps(done, indent=1))
+    return 0
+
+
+@rekey.command(name="start", help="With the old key in ZM_PSEUDONYMISATION_KEY: copy the rows under the new key.")
+@click.option("--new-key-file", type=PATH, required=True, help="a file holding the new key (one line)")
+@click.option("--ids", type=PATH, default=None, help="more customer ids, one per line (the customer master list: "
+              "people with a consent record who never bought)")
+def rekey_start(new_key_file: Path, ids: Path | None) -> int:
+    return _rekey("start", new_key_file, ids)
+
+
+@rekey.command(name="finish", help="With the new key rolled out: drop the old rows, rewrite the request log.")
+@click.option("--old-key-file", type=PATH, required=True, help="a file holding the old key (one line)")
+@click.option("--ids", type=PATH, default=None, help="the same extra ids as for start")
+def rekey_finish(old_key_file: Path, ids: Path | None) -> int:
+    return _rekey("finish", old_key_file, ids)
+
+
+@privacy.command(name="history", help="Every consent record of a customer, oldest first.")
+@CUSTOMER
+def privacy_history(customer_id: int) -> int:
+    from governance import consent
+
+    settings = get_settings()
+    rows = consent.history(settings, customer_id)
+    table(f"consent of customer {consent.pseudonym(settings, customer_id)} ({len(rows)} records; none: "
+          f"{'refused' if settings.privacy.consent_required else 'allowed'} by default)",
+          ["time", "profiling", "personalisation", "source", "by"],
+          [[c.at[:19], c.profiling, c.personalisation, c.source, c.actor] for c in rows])
+    return 0
+
+
+@privacy.command(name="export", help="The right of access: everything held about a customer, as one JSON file.\n\n"
+                 "Transactions in every retained data version, offline and online features, the segment, the answers "
+                 "served (request log, by pseudonym), the model versions trained on their data, and their consent "
+                 "history (governance/access.py); audited.")
+@CUSTOMER
+@click.option("--out", type=PATH, required=True, help="the bundle's file (JSON)")
+def privacy_export(customer_id: int, out: Path) -> int:
+    from governance import consent
+    from governance.access import export
+
+    settings = get_settings()
+    with step(f"export everything held about customer {consent.pseudonym(settings, customer_id)}"):
+        summary = export(settings, customer_id, out)
+    print(f"{out}: {json.dumps(summary)}")
+    return 0
+
+
+@privacy.command(name="scan", help="Search every store for a customer's id and pseudonym; print each hit.\n\nThe "
+                 "object store (data versions, feature sources, request log, reports), the DVC remote and cache, the "
+                 "state database, the online store, every model version's artifacts in MLflow and the local Airflow "
+                 "logs (governance/scan.py).")
+@CUSTOMER
+@click.option("--json", "as_json", is_flag=True, help="print the hits as JSON")
+def privacy_scan(customer_id: int, as_json: bool) -> int:
+    from governance import consent
+    from governance.scan import as_dicts, scan
+
+    settings = get_settings()
+    if as_json:  # nothing but the JSON on stdout
+        hits, unread = scan(settings, customer_id)
+        print(json.dumps({"hits": as_dicts(hits), "not_searched": unread}, indent=1))
+        return 0
+    with step(f"search every store for customer {consent.pseudonym(settings, customer_id)}"):
+        hits, unread = scan(settings, customer_id)
+    table(f"{len(hits)} hits ({len(unread)} binary files not searched)", ["store", "where", "what"],
+          [[h.store, h.where, h.what] for h in hits])
+    return 0
+
+
+@privacy.command(name="erase", help="The right to erasure: remove a customer from every store (audited by a keyed "
+                 "hash, never the id).\n\nA new data version without them (gated), features and online rows from it, "
+                 "every earlier version holding them retired (DVC objects deleted from cache and remote), their "
+                 "request-log rows and consent records deleted, the predictors told at once; models trained on their "
+                 "data retrain when the monitoring DAG next runs, and its retention task then deletes the old "
+                 "versions (governance/erasure.py). Check with 'zm privacy scan'.")
+@CUSTOMER
+@click.option("--reason", required=True, help="the request's reference (recorded)")
+def privacy_erase(customer_id: int, reason: str) -> int:
+    from governance import consent
+    from governance.erasure import erase
+
+    settings = get_settings()
+    with step(f"erase customer {consent.audit_subject(settings, customer_id)} from every store"):
+        try:
+            done = erase(settings, customer_id, reason)
+        except (ValueError, RuntimeError) as error:
+            return _fail(str(error), "zm privacy")
+    print(json.dumps(done, indent=1))
+    return 0
+
+
+# ---------------------------------------------------------------- rollout
+@cli.group(help="Progressive delivery on the local stack: serve, deploy (canary), rollback, status, drills.\n\nModels "
+           "served by KServe processes behind HAProxy on the public ports. 'deploy' runs the canary plan (settings "
+           "ZM_ROLLOUT__*: steps, analysis windows, limits) and ends promoted or rolled back; 'rollback' sends all "
+           "traffic back to the warm previous version (no MLflow needed). In the k8s profile deploy and rollback "
+           "act on the InferenceService.")
+def rollout() -> None:
+    pass
+
+
+def _rollout_errors(f: F) -> F:
+    import functools
+
+    @functools.wraps(f)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except RuntimeError as error:
+            return _fail(str(error), "zm rollout")
+
+    return wrapped  # type: ignore[return-value]
+
+
+@rollout.command(name="serve", help="Start HAProxy and serve a version (default: the production alias) as stable.")
+@click.argument("model", type=MODEL)
+@click.option("--version", "version_", default=None, help="registered version (default: the one behind "
+              "'production')")
+@_rollout_errors
+def rollout_serve(model: str, version_: str | None) -> int:
+    from delivery.controller import Rollout
+
+    settings = get_settings()
+    if version_ is None:
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+        version_ = str(client.get_model_version_by_alias(model, "production").version)
+    Rollout(settings).serve(model, version_)
+    console.print(f"{model} v{version_} on http://{settings.serving.host}:{settings.serving.ports[model]}")
+    return 0
+
+
+@rollout.command(name="deploy", help="Canary VERSION of MODEL: 10% -> 50% -> 100%, analysed; promote or roll back.")
+@click.argument("model", type=MODEL)
+@click.argument("version_", metavar="VERSION")
+@_rollout_errors
+def rollout_deploy(model: str, version_: str) -> int:
+    from delivery.controller import rollout_for
+
+    out = rollout_for(get_settings()).deploy(model, version_)
+    console.print(f"{model} v{out.version}: {out.result} after {out.seconds:.1f} s: {out.reason}")
+    return 0 if out.result == "promoted" else 1
+
+
+@rollout.command(name="rollback", help="All traffic back to the warm previous version, now.")
+@click.argument("model", type=MODEL)
+@click.option("--reason", default="manual rollback", show_default=True,
+              help="recorded in the audit trail and on the version")
+@_rollout_errors
+def rollout_rollback(model: str, reason: str) -> int:
+    from delivery.controller import rollout_for
+
+    out = rollout_for(get_settings()).rollback(model, reason)
+    console.print(f"{model}: v{out.version} serves again ({out.seconds:.2f} s): {out.result}")
+    return 0 if out.result == "rolled_back" else 1
+
+
+@rollout.command(name="status", help="What serves each model, and the latest decisions.")
+@_rollout_errors
+def rollout_status() -> int:
+    from delivery.controller import Rollout
+
+    target = Rollout(get_settings())
+    rows = []
+    for family in FAMILIES:
+        st = target.state(family)
+        rows.append([family, f"v{st.stable.version} ({st.stable.slot})" if st.stable else "-",
+                     f"v{st.previous.version} ({st.previous.slot})" if st.previous else "-"])
+    table("rollout", ["model", "stable", "previous (warm)"], rows)
+    for d in target.decisions()[-10:]:
+        console.print(f"{d['time']} {d['model']} v{d['version']}: {d['what']} ({d['why']})")
+    return 0
+
+
+@rollout.command(name="stop", help="Stop the servers of a model (and HAProxy with the last one).")
+@click.argument("model", type=MODEL)
+@_rollout_errors
+def rollout_stop(model: str) -> int:
+    from delivery.controller import Rollout
+
+    target = Rollout(get_settings())
+    target.shutdown(model)
+    if not any(target.state(f).stable for f in FAMILIES):
+        target.backend.proxy.stop()
+    return 0
+
+
+@rollout.command(name="drills", help="Run the rollout drills under load and print their figures.")
+@click.option("--rate", type=float, default=250.0, show_default=True, help="load in requests/s")
+@click.option("--out", type=PATH, default=None, help="also write the figures as JSON here")
+@_rollout_errors
+def rollout_drills(rate: float, out: Path | None) -> int:
+    from delivery.drills import prepare, run_drills
+
+    drill_settings = prepare(get_settings().home.resolve(), say=console.print)
+    figures = run_drills(drill_settings, rate=rate, say=console.print)
+    console.print_json(json.dumps(figures))
+    if out:
+        out.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------- experiments
+@cli.group(help="A/B tests of model versions: plan the sample, run one on simulated clicks.\n\nAn experiment splits "
+           "customers (sticky, by pseudonym) between two model versions and judges click-through per customer with a "
+           "group-sequential test that may be read daily (delivery/experiments.py, docs/experiments.md). 'plan' "
+           "prints the sample the design needs before it starts; 'simulate' runs one on the simulator's clicks with "
+           "a planted uplift, records the decision and its report, and with --deploy puts the winner into service "
+           "through the promotion path.")
+def experiment() -> None:
+    pass
+
+
+def _design_options(f: F) -> F:
+    options = [
+        click.option("--baseline-rate", type=float, default=0.05, show_default=True, help="the control's "
+                     "click-through"),
+        click.option("--effect", type=float, default=0.10, show_default=True,
+                     help="smallest relative uplift worth detecting"),
+        click.option("--alpha", type=float, default=0.05, show_default=True, help="two-sided"),
+        click.option("--power", type=float, default=0.8, show_default=True),
+        click.option("--looks", type=int, default=7, show_default=True, help="daily looks, at most 14"),
+        click.option("--treatment-share", type=float, default=0.5, show_default=True, help="share of customers"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _variant_options(f: F) -> F:
+    options = [
+        click.argument("name"),
+        click.option("--control", required=True, help="the control's model version"),
+        click.option("--treatment", required=True, help="the treatment's model version"),
+        click.option("--family", type=MODEL, default="product-recommendation", show_default=True),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _design(name: str = "plan", control: str = "", treatment: str = "", family: str = "product-recommendation",
+            **o: Any) -> Any:
+    """The experiment's design from the options, or None after printing why it is not one."""
+    from delivery import experiments as x
+
+    try:
+        return x.Design(name, family=family, variants={"control": control, "treatment": treatment},
+                        split={"control": 1 - o["treatment_share"], "treatment": o["treatment_share"]},
+                        baseline_rate=o["baseline_rate"], min_relative_effect=o["effect"], alpha=o["alpha"],
+                        power=o["power"], looks=o["looks"])
+    except ValueError as error:
+        _fail(str(error), "zm experiment")
+        return None
+
+
+@experiment.command(name="plan", help="The sample per variant and the daily boundaries of a design.")
+@_design_options
+def experiment_plan(**options: Any) -> int:
+    design = _design(**options)
+    if design is None:
+        return 2
+    _print_plan(design)
+    return 0
+
+
+@experiment.command(name="simulate", help="One experiment on simulated clicks: looks, decision, report, audit. NAME "
+                    "is its assignment salt and report name (used once).")
+@_variant_options
+@click.option("--uplift", type=float, default=0.10, show_default=True,
+              help="planted relative click-through uplift of the treatment (the truth)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--deploy", is_flag=True, help="put the winner into service through the promotion path (approval, "
+              "canary)")
+@_design_options
+def experiment_simulate(uplift: float, seed: int, deploy: bool, **options: Any) -> int:
+    design = _design(**options)
+    if design is None:
+        return 2
+    simulate_experiment(get_settings(), design, uplift, seed, deploy)
+    return 0
+
+
+@experiment.command(name="start", help="Register a running experiment: the predictors route its customers from "
+                    "their next poll. NAME is its assignment salt and report name (used once).")
+@_variant_options
+@_design_options
+def experiment_start(**options: Any) -> int:
+    from delivery import experiments as x
+
+    design = _design(**options)
+    if design is None:
+        return 2
+    try:
+        planned = x.start(get_settings(), design)
+    except ValueError as error:
+        return _fail(str(error), "zm experiment")
+    console.print(f"experiment {design.name} running on {design.family}: v{design.variants['control']} (control) vs "
+                  f"v{design.variants['treatment']} (treatment), up to {planned.per_variant['control']:,} "
+                  f"customers each, {design.looks} daily looks (`zm experiment analyse {design.name}` each day)")
+    return 0
+
+
+@experiment.command(name="analyse", help="Today's look at a running experiment, from the request and event logs.")
+@click.argument("name")
+@click.option("--deploy", is_flag=True, help="once decided, put the winner into service through the promotion path "
+              "(approval, canary)")
+def experiment_analyse(name: str, deploy: bool) -> int:
     from delivery import experiments as x
 
     settings = get_settings()
     try:
-        analysis = x.analyse_running(settings, args.name)
+        analysis = x.analyse_running(settings, name)
     except LookupError as error:
-        print(f"zm experiment: error: {error.args[0]}", file=sys.stderr)
-        return 2
+        return _fail(str(error.args[0]), "zm experiment")
     _print_looks(analysis)
     for variant, read in analysis.guardrails.items():
         console.print(f"guardrails, {variant}: " + ", ".join(f"{k} {v:.4g}" for k, v in read.items()))
     for note in analysis.notes:
         console.print(note)
     console.print(f"decision: {analysis.decision.upper()}: {analysis.reason}")
-    if args.deploy and analysis.decision != "continue":
+    if deploy and analysis.decision != "continue":
         with step("carry out the decision through the promotion path"):
             console.print(f"   {json.dumps(x.carry_out(settings, analysis), default=str)}")
     return 0
 
 
+@experiment.command(name="shadow", help="The shadow version's answers against production's (serving.shadow_alias).")
+@click.argument("model", type=MODEL)
+@click.option("--since", default=None, help="only mirrored requests after this ISO time")
+def experiment_shadow(model: str, since: str | None) -> int:
+    from delivery import experiments as x
+
+    found = x.shadow_report(get_settings(), model, since)
+    table(f"{model}: shadow traffic", ["production", "shadow", "requests", "agreement", "in full agreement",
+                                       "errors", "p50 / p99 production", "p50 / p99 shadow"],
+          [[",".join(r["production"]), r["shadow"], r["requests"], f"{r['agreement']:.3f}",
+            f"{r['full_agreement_share']:.1%}", f"{r['errors']} ({r['error_rate']:.1%})",
+            f"{r['production_p50_ms']:.2f} / {r['production_p99_ms']:.2f} ms",
+            f"{r['shadow_p50_ms']:.2f} / {r['shadow_p99_ms']:.2f} ms"] for r in found])
+    print(json.dumps(found))
+    return 0 if found else 1
+
+
+# ---------------------------------------------------------------- printing
 def _print_looks(analysis: Any) -> None:
     v = analysis.design["variants"]
     table(f"experiment {analysis.design['name']}: v{v['control']} (control) vs v{v['treatment']} (treatment)",
@@ -443,255 +964,6 @@ def simulate_experiment(settings: Settings, design: Any, uplift: float, seed: in
     return analysis
 
 
-def _cmd_rollout(args: argparse.Namespace) -> int:
-    import json
-
-    from delivery.controller import Rollout, rollout_for
-
-    settings = get_settings()
-    if args.action == "drills":
-        from delivery.drills import prepare, run_drills
-
-        drill_settings = prepare(settings.home.resolve(), say=console.print)
-        figures = run_drills(drill_settings, rate=args.rate, say=console.print)
-        console.print_json(json.dumps(figures))
-        if args.out:
-            args.out.write_text(json.dumps(figures, indent=2) + "\n")
-        return 0
-    if args.action in ("deploy", "rollback") and settings.profile == "k8s":
-        target = rollout_for(settings)  # KServe: same plan and analysis on the InferenceService
-        out = target.deploy(args.model, args.version) if args.action == "deploy" else target.rollback(
-            args.model, args.reason)
-        console.print(f"{args.model} v{out.version}: {out.result} after {out.seconds:.1f} s: {out.reason}")
-        ok = out.result == ("promoted" if args.action == "deploy" else "rolled_back")
-        return 0 if ok else 1
-    rollout = Rollout(settings)
-    if args.action == "serve":
-        version = args.version
-        if version is None:
-            import mlflow
-
-            client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
-            version = client.get_model_version_by_alias(args.model, "production").version
-        rollout.serve(args.model, str(version))
-        console.print(f"{args.model} v{version} on http://{settings.serving.host}:{settings.serving.ports[args.model]}")
-        return 0
-    if args.action == "deploy":
-        out = rollout.deploy(args.model, args.version)
-        console.print(f"{args.model} v{args.version}: {out.result} after {out.seconds:.1f} s: {out.reason}")
-        return 0 if out.result == "promoted" else 1
-    if args.action == "rollback":
-        out = rollout.rollback(args.model, args.reason)
-        console.print(f"{args.model}: v{out.version} serves again ({out.seconds:.2f} s)")
-        return 0
-    if args.action == "stop":
-        rollout.shutdown(args.model)
-        from zmlops.catalog import FAMILIES
-
-        if not any(rollout.state(f).stable for f in FAMILIES):
-            rollout.backend.proxy.stop()
-        return 0
-    from zmlops.catalog import FAMILIES
-
-    rows = []
-    for family in FAMILIES:
-        st = rollout.state(family)
-        rows.append([family, f"v{st.stable.version} ({st.stable.slot})" if st.stable else "-",
-                     f"v{st.previous.version} ({st.previous.slot})" if st.previous else "-"])
-    table("rollout", ["model", "stable", "previous (warm)"], rows)
-    for d in rollout.decisions()[-10:]:
-        console.print(f"{d['time']} {d['model']} v{d['version']}: {d['what']} ({d['why']})")
-    return 0
-
-
-def _cmd_audit(args: argparse.Namespace) -> int:
-    import json
-
-    from governance import audit
-
-    settings = get_settings()
-    if args.action == "list":
-        found = audit.entries(settings, args.what, args.subject)
-        shown = found[-args.last:] if args.last else found
-        table(f"audit trail ({len(shown)} of {len(found)} entries)", ["#", "time", "actor", "action", "subject", "why"],
-              [[e.seq, e.created_at[:19], e.actor, e.action, e.subject, str(e.details.get("why", ""))[:70]]
-               for e in shown])
-        return 0
-    if args.action == "show":
-        found_one = audit.entry(settings, args.seq)
-        if found_one is None:
-            print(f"zm audit: error: no entry {args.seq}", file=sys.stderr)
-            return 2
-        print(json.dumps(found_one.to_dict(), indent=2))
-        return 0
-    if args.action == "verify":
-        problems = audit.verify(settings, args.head)
-        count, digest = audit.head(settings)
-        if problems:
-            for problem in problems:
-                console.print(f"[red]broken[/] {problem}")
-            console.print(f"{len(problems)} problem(s) in {count} entries")
-            return 1
-        console.print(f"audit trail intact: {count} entries, head {digest}")
-        return 0
-    lines = "".join(json.dumps(e.to_dict(), sort_keys=True) + "\n" for e in audit.entries(settings))
-    if args.out:
-        args.out.write_text(lines)
-    else:
-        sys.stdout.write(lines)
-    count, digest = audit.head(settings)
-    print(f"head {digest} ({count} entries)", file=sys.stderr)
-    return 0
-
-
-def _cmd_features(args: argparse.Namespace) -> int:
-    from training.run import prepare_features
-
-    settings = get_settings()
-    with step(f"features of data version {args.version}"):
-        marker = prepare_features(settings, args.version)
-    table("feature tables", ["table", "rows", "newest cutoff"],
-          [[k, v["rows"], v["newest"]] for k, v in marker["tables"].items()])
-    console.print(f"online store loaded for {marker['materialized'][0]} .. {marker['materialized'][1]}")
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from delivery.promotion import deploy
-    from training.families import FAMILIES, get_family
-    from training.run import train_family
-
-    settings = get_settings()
-    rows = []
-    for name in args.families:
-        get_family(name)  # refuse a typo before any training starts
-    for name in args.families or list(FAMILIES):
-        with step(f"train {name} on data version {args.data_version}"):
-            o = train_family(settings, name, args.data_version, reason=args.reason, tune=args.tune)
-        deployed = "-"
-        if not args.no_deploy and o.decision == "staged":
-            with step(f"deploy {name} v{o.version}"):
-                d = deploy(settings, o.to_dict())
-            deployed = "production" if d["deployed"] else d["why"]
-        rows.append([name, o.version, o.data_version, o.primary_metric, f"{o.metric:.4f}", f"{o.baseline:.4f}",
-                     "" if o.champion is None else f"{o.champion:.4f}", o.decision + (" (reused)" if o.reused else ""),
-                     deployed])
-    table("training", ["model", "version", "data", "metric", "model", "baseline", "production before", "gate",
-                       "deployed"], rows)
-    console.print(f"MLflow: {settings.tracking_uri} (make ui)   model cards: {settings.reports / 'model-cards'}")
-    return 0
-
-
-def _cmd_models(args: argparse.Namespace) -> int:
-    from training import tracking
-    from training.families import FAMILIES
-    from training.run import write_production_cards
-
-    settings = get_settings()
-    rows = []
-    for name in FAMILIES:
-        aliases = {a: tracking.alias_version(settings, name, a) for a in tracking.ALIASES}
-        rows.append([name, *[v or "-" for v in aliases.values()]])
-    table("registered models (aliases -> version)", ["model", *tracking.ALIASES], rows)
-    if args.cards:
-        for path in write_production_cards(settings, args.cards, alias=args.alias):
-            console.print(f"wrote {path}")
-    return 0
-
-
-def _cmd_data(args: argparse.Namespace) -> int:
-    from training.data import ingest
-    from zmlops.console import console, step, table, week_progress
-    from zmlops.settings import get_settings
-
-    settings = get_settings()
-    if args.data_command == "simulate":
-        from training.data.simulator import simulate
-
-        with week_progress("simulating") as progress:
-            result = simulate(_sim_config(args), args.out, args.then, progress)
-        console.print(f"{result.rows:,} rows in {result.seconds:.1f} s -> {result.transactions}")
-        return 0
-    if args.data_command == "ingest":
-        with step("snapshot"):
-            if args.source == "simulator":
-                with week_progress("simulating") as progress:
-                    version = ingest.snapshot_simulated(
-                        settings,
-                        _sim_config(args),
-                        args.then,
-                        progress,
-                    )
-            else:
-                version = ingest.snapshot_file(settings, Path(args.source), args.as_of)
-            console.print(f"   data version {version.name}: {version.meta['rows']:,} raw rows")
-        return _validate(settings, version.name, force=False)
-    if args.data_command == "validate":
-        return _validate(settings, args.version, args.force)
-    if args.data_command == "versions":
-        registry = ingest.registry_for(settings)
-        current = registry.current()
-        table(
-            "data versions",
-            ["version", "status", "source", "as of", "raw rows", "current"],
-            [
-                [
-                    v.name,
-                    v.status,
-                    v.meta.get("source"),
-                    v.meta.get("as_of"),
-                    v.meta.get("rows"),
-                    "*" if current and current.name == v.name else "",
-                ]
-                for v in registry.versions()
-            ],
-        )
-        return 0
-    if args.data_command == "fetch":
-        registry = ingest.registry_for(settings)
-        version = registry.resolve(args.version)
-        registry.fetch(version, args.dest)
-        console.print(f"{version.name} -> {args.dest}")
-        return 0
-    if args.data_command == "clean":
-        import tempfile
-
-        args.out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="zm-read-", dir=args.out) as tmp:
-            report = ingest.cleaned(settings, ingest.normalised(settings, args.raw, Path(tmp)),
-                                    args.out / "clean.parquet")
-        (args.out / "cleaning.json").write_text(json.dumps(report.to_dict(), indent=2))
-        console.print("\n".join(report.lines()))
-        return 0
-    if args.data_command == "check":
-        import tempfile
-
-        from training.validation import SuiteContext, ValidationFailed
-
-        as_of = args.as_of or dt.date.fromisoformat(json.loads(args.truth.read_text())["period"]["last_day"])
-        ctx = SuiteContext(settings.validation, as_of)
-        results = []
-        try:
-            with tempfile.TemporaryDirectory(prefix="zm-read-") as tmp:
-                raw = ingest.normalised(settings, args.raw, Path(tmp))
-                results.append(ingest.check_raw(settings, raw, ctx, args.raw.stem))
-            results.append(ingest.check_clean(settings, args.clean, ctx, args.raw.stem))
-        except ValidationFailed as failed:
-            console.print(str(failed), markup=False)
-            return 1
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps(
-                {r.suite: {"evaluated": r.evaluated, "failed": len(r.failures), "rows": r.rows} for r in results},
-                indent=2,
-            )
-        )
-        for r in results:
-            console.print("\n".join(r.summary_lines()), markup=False)
-        return 0
-    raise AssertionError(args.data_command)
-
-
 def _validate(settings: Settings, name: str, force: bool) -> int:
     from training.data import ingest
     from training.validation import ValidationFailed
@@ -711,139 +983,18 @@ def _validate(settings: Settings, name: str, force: bool) -> int:
     return 0
 
 
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from zmlops.settings import apply_telemetry_off
-
-    args = build_parser().parse_args(argv)
-    apply_telemetry_off()
-    if args.command == "data":
-        from training.data.cleaning import UnreadableInput
-        from training.data.versions import VersionNotFound
-
-        try:
-            return _cmd_data(args)
-        except (VersionNotFound, UnreadableInput, FileNotFoundError) as error:
-            print(f"zm: error: {error}", file=sys.stderr)
-            return 2
-    if args.command in ("features", "train", "models"):
-        import logging
-
-        from training.data.versions import VersionNotFound
-
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        handler = {"features": _cmd_features, "train": _cmd_train, "models": _cmd_models}[args.command]
-        try:
-            return handler(args)
-        except (VersionNotFound, KeyError) as error:
-            print(f"zm: error: {error.args[0] if error.args else error}", file=sys.stderr)
-            return 2
-    if args.command == "audit":
-        return _cmd_audit(args)
-    if args.command == "privacy":
-        from governance import consent
-
-        settings = get_settings()
-        if args.action == "consent":
-            try:
-                got = consent.record(settings, args.customer_id, args.profiling == "yes",
-                                     args.personalisation == "yes", args.source)
-            except ValueError as error:
-                print(f"zm privacy: error: {error}", file=sys.stderr)
-                return 2
-            print(f"customer {got.customer} (pseudonym): profiling {'yes' if got.profiling else 'no'}, "
-                  f"personalisation {'yes' if got.personalisation else 'no'} ({got.source}, by {got.actor})")
-            return 0
-        if args.action == "rekey":
-            from governance import rekey
-
-            ids = [int(x) for x in args.ids.read_text().split()] if args.ids else []
-            try:
-                if args.step == "start":
-                    done = rekey.start(settings, args.new_key_file.read_text().strip().encode(), ids)
-                else:
-                    done = rekey.finish(settings, args.old_key_file.read_text().strip().encode(), ids)
-            except (ValueError, LookupError, RuntimeError) as error:
-                print(f"zm privacy rekey: error: {error}", file=sys.stderr)
-                return 2
-            print(json.dumps(done, indent=1))
-            return 0
-        if args.action == "subject":
-            print(consent.subject_hash(settings, args.customer_id))
-            return 0
-        if args.action == "export":
-            from governance.access import export
-
-            with step(f"export everything held about customer {consent.pseudonym(settings, args.customer_id)}"):
-                summary = export(settings, args.customer_id, args.out)
-            print(f"{args.out}: {json.dumps(summary)}")
-            return 0
-        if args.action == "erase":
-            from governance.erasure import erase
-
-            with step(f"erase customer {consent.audit_subject(settings, args.customer_id)} from every store"):
-                try:
-                    done = erase(settings, args.customer_id, args.reason)
-                except (ValueError, RuntimeError) as error:
-                    print(f"zm privacy: error: {error}", file=sys.stderr)
-                    return 2
-            print(json.dumps(done, indent=1))
-            return 0
-        if args.action == "scan":
-            from governance.scan import as_dicts, scan
-
-            if args.json:  # nothing but the JSON on stdout
-                hits, unread = scan(settings, args.customer_id)
-                print(json.dumps({"hits": as_dicts(hits), "not_searched": unread}, indent=1))
-                return 0
-            with step(f"search every store for customer {consent.pseudonym(settings, args.customer_id)}"):
-                hits, unread = scan(settings, args.customer_id)
-            table(f"{len(hits)} hits ({len(unread)} binary files not searched)", ["store", "where", "what"],
-                  [[h.store, h.where, h.what] for h in hits])
-            return 0
-        rows = consent.history(settings, args.customer_id)
-        table(f"consent of customer {consent.pseudonym(settings, args.customer_id)} ({len(rows)} records; none: "
-              f"{'refused' if settings.privacy.consent_required else 'allowed'} by default)",
-              ["time", "profiling", "personalisation", "source", "by"],
-              [[c.at[:19], c.profiling, c.personalisation, c.source, c.actor] for c in rows])
-        return 0
-    if args.command == "auth":
-        if args.action in ("pushgateway-users", "analysts-users"):
-            import secrets
-
-            passwords = {user: secrets.token_urlsafe(24) for user in args.users}
-            try:
-                userlist = auth.pushgateway_users(passwords, tuple(args.pushers or ["monitoring"])) \
-                    if args.action == "pushgateway-users" else auth.userlist("analysts", passwords)
-            except ValueError as error:
-                print(f"zm: error: {error}", file=sys.stderr)
-                return 2
-            for user, password in passwords.items():
-                print(f"password of {user} (not stored anywhere): {password}")
-            print(f"userlist (the Secret key {args.action}):")
-            print(userlist, end="")
-            return 0
-        key, entry = auth.new_key(args.name, tuple(args.scopes or ["predict"]))
-        print(f"key (give it to {args.name}; it is not stored anywhere): {key}")
-        print(f"entry (add it to ZM_AUTH__API_KEYS): {json.dumps(entry)}")
-        return 0
-    if args.command == "experiment":
-        return _cmd_experiment(args)
-    if args.command == "rollout":
-        try:
-            return _cmd_rollout(args)
-        except RuntimeError as error:
-            print(f"zm rollout: error: {error}", file=sys.stderr)
-            return 2
-    if args.command == "ui":
-        from monitoring.workspace import serve
-
-        return serve(get_settings(), args.host, args.port, args.refresh)
-    if args.command == "version":
-        from zmlops.version import code_version
-
-        print(code_version())
-        return 0
-    raise AssertionError(args.command)
+    """The ``zm`` entry point: the command's exit code (usage errors: Click's message on stderr and SystemExit 2)."""
+    try:
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="zm", standalone_mode=False)
+    except click.ClickException as error:
+        error.show()
+        raise SystemExit(error.exit_code) from None
+    except click.Abort:
+        print("zm: aborted", file=sys.stderr)
+        return 1
+    return int(code or 0)
 
 
 if __name__ == "__main__":
