@@ -88,13 +88,10 @@ class LocalBackend:
     def wait_ready(self, family: str, slot: str, pid: int, timeout: float) -> bool:
         """True once the slot answers ready and HAProxy's health check has seen it UP."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive(pid):
-                return False
-            if self.ready(family, slot):
-                return self.proxy.wait_status(family, slot, "UP", timeout=max(1.0, deadline - time.monotonic()))
-            time.sleep(0.1)
-        return False
+        answered = until(lambda: "exited" if not self.alive(pid) else self.ready(family, slot), timeout, 0.1)
+        if answered is not True:  # never ready, or the process exited
+            return False
+        return self.proxy.wait_status(family, slot, "UP", timeout=max(1.0, deadline - time.monotonic()))
 
     def stop(self, pid: int | None, kill: bool = False, wait: float = 30.0) -> None:
         """SIGTERM (the server turns unready, drains, exits) or SIGKILL; waits for the process to go."""

@@ -26,6 +26,7 @@ import httpx
 from zmlops import auth
 from zmlops.catalog import FAMILIES
 from zmlops.console import console, step, table
+from zmlops.polling import until
 from zmlops.settings import Settings
 
 __all__ = ["run_loop"]
@@ -201,18 +202,18 @@ def _versions(settings: Settings) -> dict[str, dict[str, Any]]:
 def _wait_served(urls: dict[str, str], wanted: dict[str, str], headers: dict[str, str],
                  timeout: float = 60) -> dict[str, str]:
     served: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
     row = {"demand-forecast": {"category": "kitchen"}, "customer-segmentation": {"customer_id": 1},
            "product-recommendation": {"customer_id": 1}}
-    while time.monotonic() < deadline:
+
+    def serving_wanted() -> bool:
         for f, url in urls.items():
             with contextlib.suppress(httpx.HTTPError):
                 r = httpx.post(f"{url}/v1/models/{f}:predict", json={"instances": [row[f]]}, headers=headers,
                                timeout=5)
                 served[f] = r.headers.get("x-model-version", "?")
-        if all(served.get(f) == v for f, v in wanted.items()):
-            break
-        time.sleep(1)
+        return all(served.get(f) == v for f, v in wanted.items())
+
+    until(serving_wanted, timeout, 1)
     return served
 
 
@@ -344,16 +345,18 @@ def _wait_asset_run(api: Any, settings: Settings, expected: list[str], timeout: 
     """
     from training import tracking
 
-    deadline = time.monotonic() + timeout
     client = tracking.client(settings)
-    while time.monotonic() < deadline:
+
+    def retrained() -> dict[str, Any] | None:
         runs = [r for r in api.runs("zmlops_training") if r.get("run_type") == "asset_triggered"]
         finished = runs and all(r["state"] in ("success", "failed") for r in runs)
         trained = all(
             any(str(v.tags.get("reason", "")).startswith("drift") for v in client.search_model_versions(f"name='{f}'"))
             for f in expected
         )
-        if finished and trained:
-            return dict(runs[0])
-        time.sleep(3)
-    raise TimeoutError(f"the retraining of {expected} did not finish in time")
+        return dict(runs[0]) if finished and trained else None
+
+    found = until(retrained, timeout, 3)
+    if found is None:
+        raise TimeoutError(f"the retraining of {expected} did not finish in time")
+    return found

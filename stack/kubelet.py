@@ -33,6 +33,7 @@ from stack import backing, hosts
 from stack.backing import BUCKETS, Addresses
 from stack.manifests import Manifests
 from stack.topology import STACK_VALUES, Layout, Spec, backing_specs, monitoring_specs, plan, render_chart, worker_env
+from zmlops.polling import until
 
 __all__ = ["Kubelet", "main"]
 
@@ -178,15 +179,16 @@ class Kubelet:
             self.procs[spec.name].start()
 
     def _wait(self, names: list[str], seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        def started() -> bool:
             if all(self.procs[n].probe() for n in names):
-                return
+                return True
             dead = [n for n in names if not self.procs[n].alive()]
             if dead:
                 raise RuntimeError(f"{', '.join(dead)} exited while starting: see {self.layout.logs}")
-            time.sleep(0.3)
-        raise TimeoutError(f"not ready after {seconds:.0f} s: {[n for n in names if not self.procs[n].ready]}")
+            return False
+
+        if not until(started, seconds, 0.3):
+            raise TimeoutError(f"not ready after {seconds:.0f} s: {[n for n in names if not self.procs[n].ready]}")
 
     def _secrets(self) -> dict[str, dict[str, str]]:
         """The Secrets of this topology: kept across restarts; a Secret a newer harness adds is created."""

@@ -25,6 +25,7 @@ import httpx
 
 from stack.client import Control
 from zmlops import catalog
+from zmlops.polling import until
 
 __all__ = ["LoopSize", "run_loop", "FAMILIES", "TRAINING", "MONITORING"]
 
@@ -216,25 +217,31 @@ class Loop:
         return out
 
     def wait_served(self, wanted: dict[str, str | None], timeout: float = 300) -> dict[str, str]:
-        deadline, served = time.monotonic() + timeout, {}
-        while time.monotonic() < deadline:
-            served = self.served()
-            if all(served.get(f) == v for f, v in wanted.items()):
-                return served
-            time.sleep(2)
-        raise TimeoutError(f"served {served}, wanted {wanted}")
+        seen: list[dict[str, str]] = [{}]
+
+        def served() -> dict[str, str] | None:
+            seen[0] = self.served()
+            return seen[0] if all(seen[0].get(f) == v for f, v in wanted.items()) else None
+
+        found = until(served, timeout, 2)
+        if found is None:
+            raise TimeoutError(f"served {seen[0]}, wanted {wanted}")
+        return found
 
     def wait_runs(self, dag: str, count: int, timeout: float = 1200) -> list[dict[str, Any]]:
         """Wait until the DAG has at least ``count`` runs and none is unfinished; returns them, newest first."""
-        api, deadline, runs = self.airflow(), time.monotonic() + timeout, []
-        while time.monotonic() < deadline:
+        api, seen = self.airflow(), [list[dict[str, Any]]()]
+
+        def ended() -> list[dict[str, Any]] | None:
             if dag == TRAINING:
                 self.approve_waiting()
-            runs = api.runs(dag)
-            if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs):
-                return list(runs)
-            time.sleep(3)
-        raise TimeoutError(f"{dag}: runs {[(r['run_type'], r['state']) for r in runs]}")
+            seen[0] = runs = list(api.runs(dag))
+            return runs if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs) else None
+
+        found = until(ended, timeout, 3)
+        if found is None:
+            raise TimeoutError(f"{dag}: runs {[(r['run_type'], r['state']) for r in seen[0]]}")
+        return found
 
     def customers(self, count: int) -> list[int]:
         """Customer ids of the published feature tables (the object store), a fixed sample."""
@@ -309,13 +316,11 @@ class Loop:
         return list(r.json()["data"]["alerts"])
 
     def wait_alert(self, name: str, timeout: float = 300) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            firing = [a for a in self.alerts() if a["labels"].get("alertname") == name and a["state"] == "firing"]
-            if firing:
-                return firing[0]
-            time.sleep(3)
-        raise TimeoutError(f"{name} did not fire; alerts: {[(a['labels'], a['state']) for a in self.alerts()]}")
+        firing = until(lambda: [a for a in self.alerts()
+                                if a["labels"].get("alertname") == name and a["state"] == "firing"], timeout, 3)
+        if not firing:
+            raise TimeoutError(f"{name} did not fire; alerts: {[(a['labels'], a['state']) for a in self.alerts()]}")
+        return firing[0]
 
     def retrain_events(self) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = self.airflow().get("/assets/events", limit=100)["asset_events"]
@@ -342,10 +347,8 @@ def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str],
     api = loop.airflow()
 
     def first_training() -> dict[str, str | None]:
-        deadline = time.monotonic() + 90  # unpaused, the scheduler starts the last missed weekly run
-        while not api.runs(TRAINING) and time.monotonic() < deadline:
-            time.sleep(2)
-        if not api.runs(TRAINING):  # a scheduler that waits for the next weekly slot: start it by hand
+        # unpaused, the scheduler starts the last missed weekly run; one that waits for the next weekly slot: by hand
+        if not until(lambda: api.runs(TRAINING), 90, 2):
             api.trigger(TRAINING, {"reason": "first training"})
         runs = loop.wait_runs(TRAINING, 1)
         if runs[0]["state"] != "success":
@@ -388,21 +391,23 @@ def run_loop(control: Control, size: LoopSize = LoopSize(), say: Callable[[str],
     def re_entry() -> dict[str, Any]:
         """The receiver's event and the monitoring DAG's own, then every training run they created, ended (a run
         count would not do: the scheduler may start one run for two events or one run each, at any moment)."""
-        deadline = time.monotonic() + 1200
-        while True:
+        events: list[dict[str, Any]] = []
+        reasons: list[str] = []
+        runs: list[dict[str, Any]] = []
+
+        def ended() -> bool:
+            nonlocal events, reasons, runs
             loop.approve_waiting()
             events = [e for e in loop.retrain_events() if e["uri"].startswith(catalog.RETRAIN_ASSET_PREFIX)]
             reasons = [str((e.get("extra") or {}).get("reason", "")) for e in events]
             created = [r["run_id"] for e in events for r in e.get("created_dagruns", [])]
             runs = [r for r in api.runs(TRAINING) if r["dag_run_id"] in created]
-            if (any(r.startswith("alert ") for r in reasons) and any(r.startswith("drift:") for r in reasons)
+            return (any(r.startswith("alert ") for r in reasons) and any(r.startswith("drift:") for r in reasons)
                     and all(e.get("created_dagruns") for e in events)
-                    and all(r["state"] in ("success", "failed") for r in runs)):
-                break
-            if time.monotonic() > deadline:
-                states = [(r["dag_run_id"], r["state"]) for r in runs]
-                raise TimeoutError(f"retrain events {reasons}, their runs {states}")
-            time.sleep(3)
+                    and all(r["state"] in ("success", "failed") for r in runs))
+
+        if not until(ended, 1200, 3):
+            raise TimeoutError(f"retrain events {reasons}, their runs {[(r['dag_run_id'], r['state']) for r in runs]}")
         return {"events": [{"uri": e["uri"], "reason": (e.get("extra") or {}).get("reason"),
                             "runs": [r["run_id"] for r in e.get("created_dagruns", [])]} for e in events],
                 "runs": [{"id": r["dag_run_id"], "type": r["run_type"], "state": r["state"]} for r in runs]}
