@@ -90,7 +90,7 @@ def _print_approvals(settings: Settings, shown: set[int]) -> None:
 @contextlib.contextmanager
 def airflow_standalone(settings: Settings) -> Iterator[Any]:
     """``airflow standalone`` for the duration of the block; yields an authenticated API client."""
-    from zmlops.airflow_client import AirflowAPI
+    from zmlops.airflow_client import UNAVAILABLE, AirflowAPI
 
     home = settings.home.resolve() / "airflow"
     home.mkdir(parents=True, exist_ok=True)
@@ -108,10 +108,10 @@ def airflow_standalone(settings: Settings) -> Iterator[Any]:
             if proc.poll() is not None:
                 raise RuntimeError(f"airflow standalone exited; see {home / 'standalone.log'}")
             try:
-                dags = {d["dag_id"] for d in api.get("/dags")["dags"]}
+                dags = api.dag_ids()
                 if {"zmlops_training", "zmlops_monitoring"} <= dags:
                     break
-            except (httpx.HTTPError, RuntimeError):
+            except (*UNAVAILABLE, RuntimeError):
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Airflow not up with both DAGs in 240 s; see {home / 'standalone.log'}")

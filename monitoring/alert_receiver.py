@@ -25,13 +25,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, HTTPException, Request  # at module level: FastAPI resolves annotations here
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitoring.loop import claim_incident
 from zmlops import auth
-from zmlops.airflow_client import AirflowAPI
+from zmlops.airflow_client import UNAVAILABLE, AirflowAPI
 from zmlops.catalog import FAMILIES, retrain_asset_uri
 from zmlops.settings import Settings
 
@@ -112,7 +111,7 @@ def create_app(settings: Settings, api: AirflowAPI | None = None) -> FastAPI:
             raise HTTPException(400, "alerts: expected Alertmanager's webhook body with an 'alerts' list")
         try:
             return {"results": handle(settings, payload, airflow)}
-        except (httpx.HTTPError, LookupError, RuntimeError) as error:  # Alertmanager retries on 5xx
+        except (*UNAVAILABLE, LookupError, RuntimeError) as error:  # Alertmanager retries on 5xx
             raise HTTPException(503, f"Airflow: {error}") from None
         except SQLAlchemyError as error:  # the state database (incidents) is down: retry later
             log.warning("state database: %s", error)

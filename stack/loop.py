@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
@@ -125,35 +126,32 @@ class Loop:
     def roles(self) -> dict[str, dict[str, int]]:
         """What each of docs/install.md's people may do in Airflow: read the training DAG's runs, and clear them
         (a dry run: nothing changes)."""
-        import httpx
+        from zmlops.airflow_client import UNAVAILABLE, refused_status
 
-        def status(api: Any, method: str, path: str, *body: Any) -> int:
+        def status(call: Callable[[], object]) -> int:
             try:
-                getattr(api, method)(path, *body)
-            except httpx.HTTPStatusError as refused:
-                return int(refused.response.status_code)
+                call()
+            except UNAVAILABLE as refused:
+                return refused_status(refused) or 0
             return 200
 
-        out = {}
-        for user in ("analyst", "engineer", "admin"):
-            api = self.airflow_user(user)
-            out[user] = {"read runs": status(api, "get", f"/dags/{TRAINING}/dagRuns"),
-                         "clear runs": status(api, "post", f"/dags/{TRAINING}/clearTaskInstances",
-                                              {"dry_run": True, "only_failed": False})}
-        return out
+        people = {user: self.airflow_user(user) for user in ("analyst", "engineer", "admin")}
+        return {user: {"read runs": status(partial(api.runs, TRAINING)),
+                       "clear runs": status(partial(api.clear, TRAINING, dry_run=True))}
+                for user, api in people.items()}
 
     def approve_waiting(self) -> None:
         """Answer every approval task the training DAG waits on (Approve, as the board's member), after the
         Admin, who does not hold the role, tried to answer first and was refused (the status is kept)."""
-        import httpx
+        from zmlops.airflow_client import UNAVAILABLE, refused_status
 
         board, admin = self.approver(), self.airflow()
         for waiting in board.approvals(TRAINING):
             try:
                 admin.answer(waiting, "Approve", "stack loop: not a member of the board")
                 self.outsider.append(200)
-            except httpx.HTTPStatusError as refused:
-                self.outsider.append(refused.response.status_code)
+            except UNAVAILABLE as refused:
+                self.outsider.append(refused_status(refused) or 0)
             board.answer(waiting, "Approve", "stack loop: the figures pass")
             self.approved.append({"run": waiting["task_instance"]["dag_run_id"], "subject": waiting["subject"]})
             self.say(f"   approved as approver: {waiting['subject']}")
@@ -323,7 +321,7 @@ class Loop:
         return firing[0]
 
     def retrain_events(self) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = self.airflow().get("/assets/events", limit=100)["asset_events"]
+        events: list[dict[str, Any]] = self.airflow().asset_events(limit=100)
         return events
 
 

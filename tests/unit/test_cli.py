@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import click
+import pytest
 
 from zmlops.cli import cli, main
 
