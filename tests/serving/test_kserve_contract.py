@@ -1,14 +1,16 @@
 """The edge's direct JSON path against kserve's own handlers, pinned to the kserve release it was compared with.
 
 The edge answers plain JSON V1 and V2 predictions itself (``inference_services.server.Edge``), without kserve's
-decoders and numpy round trips. Each family's session server (direct path on) and a second server with
-``ZM_SERVING__DIRECT_JSON=false`` (every request through kserve's endpoints) get the same requests, valid and
-not; status, the version header, the answers and the error messages must be the same. A kserve upgrade fails
-the pin until the comparison has been run on it and ``KSERVE_CHECKED`` moved.
+decoders and numpy round trips. Here each family's model is loaded once, registered with kserve's data plane and
+application (as ``zm-serve`` does), and put behind two edges: the direct path on, and off
+(``serving.direct_json``: every request through kserve's endpoints). Both get the same requests, valid and not;
+status, the version header, the answers and the error messages must be the same. A kserve upgrade fails the pin
+until the comparison has been run on it and ``KSERVE_CHECKED`` moved.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -17,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from inference_services.server import KSERVE_CHECKED
-from tests.serving.conftest import FAMILIES, Server
+from inference_services.server import KSERVE_CHECKED, Edge, service_class
+from tests.serving.conftest import FAMILIES
 from tests.serving.test_services import known_customers
 
 pytestmark = pytest.mark.serving
@@ -31,15 +33,27 @@ def test_the_installed_kserve_is_the_release_the_direct_path_was_compared_with()
 
 
 @pytest.fixture(scope="module")
-def through_kserve(home: Path) -> Iterator[dict[str, Server]]:
-    started = {f: Server(f, home, env={"ZM_SERVING__DIRECT_JSON": "false"}).start() for f in FAMILIES}
-    try:
-        for s in started.values():
-            s.wait_ready()
-        yield started
-    finally:
-        for s in started.values():
-            s.stop()
+def edges(home: Path) -> Iterator[dict[str, dict[str, Edge]]]:
+    """family -> {"direct": edge, "kserve": edge}: one loaded model each, kserve's application behind both."""
+    import kserve.model_server as kms
+    from kserve import ModelServer
+    from kserve.protocol.rest.server import RESTServer
+
+    from zmlops.settings import Settings
+
+    kms.args.configure_logging = False
+    settings = Settings(home=home)
+    server = ModelServer(enable_grpc=False, enable_latency_logging=False)
+    models = {f: service_class(f)(settings) for f in FAMILIES}
+    for model in models.values():
+        assert model.load()
+        server.register_model(model)
+    RESTServer(kms.FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, 0
+               ).create_application()
+    yield {f: {"direct": Edge(kms.app, model, 1 << 20), "kserve": Edge(kms.app, model, 1 << 20, direct=False)}
+           for f, model in models.items()}
+    for model in models.values():
+        model.stop()
 
 
 def _requests(family: str, customers: list[int]) -> list[tuple[str, dict[str, Any]]]:
@@ -70,9 +84,11 @@ def _requests(family: str, customers: list[int]) -> list[tuple[str, dict[str, An
                                                       for n, i in enumerate(v2)]
 
 
-def _seen(server: Server, protocol: str, body: dict[str, Any]) -> dict[str, Any]:
-    path = f"/v1/models/{server.family}:predict" if protocol == "v1" else f"/v2/models/{server.family}/infer"
-    r = httpx.post(server.url + path, json=body, headers=server.auth, timeout=10)
+async def _seen(edge: Edge, protocol: str, body: dict[str, Any]) -> dict[str, Any]:
+    family = edge.model.family
+    path = f"/v1/models/{family}:predict" if protocol == "v1" else f"/v2/models/{family}/infer"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=edge), base_url="http://edge") as client:
+        r = await client.post(path, json=body)
     answer = r.json()
     if r.status_code == 200 and protocol == "v2":
         # kserve writes "parameters": null where the direct path leaves the key out: the same by the V2 protocol
@@ -82,12 +98,15 @@ def _seen(server: Server, protocol: str, body: dict[str, Any]) -> dict[str, Any]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_the_direct_json_path_answers_as_kserve_s_handlers_do(family: str, servers: dict[str, Server],
-                                                              through_kserve: dict[str, Server], home: Path) -> None:
-    customers = known_customers(home)
-    statuses = set()
-    for protocol, body in _requests(family, customers):
-        direct, kserve = _seen(servers[family], protocol, body), _seen(through_kserve[family], protocol, body)
-        assert direct == kserve, (protocol, body)
-        statuses.add(direct["status"])
-    assert statuses == {200, 400}, statuses  # both kinds were compared
+def test_the_direct_json_path_answers_as_kserve_s_handlers_do(family: str, edges: dict[str, dict[str, Edge]],
+                                                              home: Path) -> None:
+    async def compare() -> set[int]:  # one event loop for the model's batcher
+        statuses = set()
+        for protocol, body in _requests(family, known_customers(home)):
+            direct = await _seen(edges[family]["direct"], protocol, body)
+            kserve = await _seen(edges[family]["kserve"], protocol, body)
+            assert direct == kserve, (protocol, body)
+            statuses.add(direct["status"])
+        return statuses
+
+    assert asyncio.run(compare()) == {200, 400}  # both kinds were compared

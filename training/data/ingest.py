@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -31,9 +31,11 @@ from training.data.cleaning import clean_file as clean_into
 from training.data.simulator import TRANSACTIONS_FILE, periods_of, simulate
 from training.data.versions import DataRegistry, DataVersion
 from training.data.world import SimulationConfig
-from training.validation import GateResult, SuiteContext, ValidationFailed, clean_suite, raw_suite, run_gate
 from zmlops.settings import Settings
 from zmlops.stores import object_store
+
+if TYPE_CHECKING:  # Great Expectations is imported where a gate runs, not by every training or monitoring task
+    from training.validation import GateResult, SuiteContext
 
 __all__ = ["registry_for", "snapshot_simulated", "snapshot_file", "validate_version", "IngestResult",
            "clean_path", "clean_file", "truth_file", "check_raw", "check_clean", "normalised", "cleaned"]
@@ -144,6 +146,8 @@ def _gate(settings: Settings, table: str, view: str, expectations: list[Any], ru
         with duckdb.connect(str(database)) as con:
             con.execute(f'CREATE VIEW "{table}" AS {view}')
         config = lake.engine_config(settings.data.memory_budget_mb, settings.data.threads, Path(tmp) / "spill")
+        from training.validation import run_gate
+
         return run_gate(database, table, expectations, settings.reports, run_name, config, notes=notes)
 
 
@@ -152,6 +156,8 @@ def check_raw(settings: Settings, raw: lake.RawFile, ctx: SuiteContext, run_name
     spelling the file used, or which columns it lacks and the two spellings the adapter reads."""
     dates = f' REPLACE ({_invoice_date()} AS "InvoiceDate")' if "InvoiceDate" in raw.columns else ""
     view = f"SELECT *{dates} FROM read_parquet({lake.literal(str(raw.path))})"
+    from training.validation import raw_suite
+
     return _gate(settings, "raw_transactions", view, raw_suite(ctx, raw.types),
                  f"{run_name}-raw", notes=_column_notes(raw))
 
@@ -173,6 +179,8 @@ def _column_notes(raw: lake.RawFile) -> tuple[str, ...]:
 def check_clean(settings: Settings, clean: Path, ctx: SuiteContext, run_name: str) -> GateResult:
     """The clean suite on the clean table's Parquet file (raises :class:`ValidationFailed`)."""
     view = f"SELECT * FROM read_parquet({lake.literal(str(clean))})"
+    from training.validation import clean_suite
+
     return _gate(settings, "clean_transactions", view, clean_suite(ctx), f"{run_name}-clean")
 
 
@@ -197,6 +205,8 @@ def _previous_good(registry: DataRegistry, version: DataVersion) -> DataVersion 
 
 def validate_version(settings: Settings, name: str, force: bool = False) -> IngestResult:
     """Gate version ``name``; raise :class:`ValidationFailed` (version marked bad) on failure."""
+    from training.validation import SuiteContext, ValidationFailed
+
     registry = registry_for(settings)
     store = object_store(settings)
     version = registry.get(name)
