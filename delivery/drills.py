@@ -35,11 +35,12 @@ from zmlops.settings import RolloutSettings, Settings
 __all__ = ["prepare", "run_drills", "DRILL_ROLLOUT"]
 
 FAMILY = "demand-forecast"
+# The candidate's settings that wrap its answers with one of delivery/faults.py's faults
+FAULTS = {name: {"ZM_SERVING__WRAPPERS": f'["delivery.faults:{name}"]'} for name in ("failing", "slow")}
 # Short windows so a drill takes seconds, not minutes (three per step: at 250 requests/s the 10% step
 # sees over 2,000 requests); the limits are the production defaults.
 # A generous ready timeout: on a busy machine a healthy candidate takes a while to load; the unready one
 # exits as soon as its artifact fails to load, so the drill does not wait for the timeout.
-FAULTS = {name: {"ZM_SERVING__WRAPPERS": f'["delivery.faults:{name}"]'} for name in ("failing", "slow")}
 DRILL_ROLLOUT = {"window_seconds": 3.0, "checks_per_step": 3, "failed_checks": 2, "ready_timeout_seconds": 60.0}
 
 
