@@ -39,6 +39,36 @@ def _fail(message: str, command: str = "zm") -> int:
     return 2
 
 
+def _failures(command: str, *kinds: str) -> Callable[[F], F]:
+    """A command's failures it can name (exception classes, ``module:Name`` imported when the command runs, or a
+    builtin's name): one ``COMMAND: error: ...`` line and exit 2 instead of a traceback."""
+    import builtins
+    import functools
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            from zmlops.catalog import load
+
+            caught = tuple(load(k) if ":" in k else getattr(builtins, k) for k in kinds)
+            try:
+                return f(*args, **kwargs)
+            except caught as error:
+                named = error.args[0] if isinstance(error, KeyError) and error.args else error  # no repr quotes
+                return _fail(str(named), command)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
+
+
+# a data version or input file that is not there; a family or data version that is not there; a refused rollout
+DATA_FAILURES = _failures("zm", "training.data.versions:VersionNotFound", "training.data.cleaning:UnreadableInput",
+                          "FileNotFoundError")
+TRAINING_FAILURES = _failures("zm", "training.data.versions:VersionNotFound", "KeyError")
+ROLLOUT_FAILURES = _failures("zm rollout", "RuntimeError")
+
+
 def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
     if value is None:
         return None
@@ -104,9 +134,12 @@ def _sim_config(o: dict[str, Any]) -> SimulationConfig:
              help="Zero Margin MLOps: data, training, serving and monitoring of three retail models.",
              epilog="Settings: ZM_* environment variables (ZM_HOME, ZM_PROFILE, ...); see docs/quickstart.md.")
 def cli() -> None:
+    import logging
+
     from zmlops.settings import apply_telemetry_off
 
     apply_telemetry_off()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 # ---------------------------------------------------------------- data
@@ -115,27 +148,10 @@ def data() -> None:
     pass
 
 
-def _data_errors(f: F) -> F:
-    """A data version or input file that is not there: one error line, exit 2."""
-    import functools
-
-    @functools.wraps(f)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        from training.data.cleaning import UnreadableInput
-        from training.data.versions import VersionNotFound
-
-        try:
-            return f(*args, **kwargs)
-        except (VersionNotFound, UnreadableInput, FileNotFoundError) as error:
-            return _fail(str(error))
-
-    return wrapped  # type: ignore[return-value]
-
-
 @data.command(help="Write simulated transactions and planted truth to a folder.")
 @_simulation_options
 @click.option("--out", type=PATH, required=True, help="output folder")
-@_data_errors
+@DATA_FAILURES
 def simulate(out: Path, **options: Any) -> int:
     from training.data.simulator import simulate as run
     from zmlops.console import week_progress
@@ -151,7 +167,7 @@ def simulate(out: Path, **options: Any) -> int:
 @click.option("--as-of", callback=_date, metavar="YYYY-MM-DD", help="extraction date of a file (default: newest "
               "invoice)")
 @_simulation_options
-@_data_errors
+@DATA_FAILURES
 def ingest(source: str, as_of: dt.date | None, **options: Any) -> int:
     """SOURCE: 'simulator' (default) or a path to an Online Retail II file (.parquet, .csv, .xlsx)."""
     from training.data import ingest as versions
@@ -171,13 +187,13 @@ def ingest(source: str, as_of: dt.date | None, **options: Any) -> int:
 @data.command(help="Run the Great Expectations gate on a data version (VERSION: vN).")
 @click.argument("version")
 @click.option("--force", is_flag=True, help="validate again even if already good")
-@_data_errors
+@DATA_FAILURES
 def validate(version: str, force: bool) -> int:
     return _validate(get_settings(), version, force)
 
 
 @data.command(name="versions", help="List data versions and their gate status.")
-@_data_errors
+@DATA_FAILURES
 def list_versions() -> int:
     from training.data import ingest as versions
 
@@ -192,7 +208,7 @@ def list_versions() -> int:
 @data.command(help="Write the exact bytes of a data version (vN, or 'latest' for the newest good one) to DEST.")
 @click.argument("version")
 @click.argument("dest", type=PATH)
-@_data_errors
+@DATA_FAILURES
 def fetch(version: str, dest: Path) -> int:
     from training.data import ingest as versions
 
@@ -206,7 +222,7 @@ def fetch(version: str, dest: Path) -> int:
 @data.command(help="Clean one raw file (a dvc.yaml stage): writes clean.parquet and cleaning.json to --out.")
 @click.argument("raw", type=PATH)
 @click.option("--out", type=PATH, required=True, help="output folder")
-@_data_errors
+@DATA_FAILURES
 def clean(raw: Path, out: Path) -> int:
     import tempfile
 
@@ -228,7 +244,7 @@ def clean(raw: Path, out: Path) -> int:
 @click.option("--as-of", callback=_date, metavar="YYYY-MM-DD", help="extraction date")
 @click.option("--truth", type=PATH, help="simulator truth.json: as-of is its last simulated day")
 @click.option("--out", type=PATH, required=True, help="summary JSON (a DVC metric)")
-@_data_errors
+@DATA_FAILURES
 def check(raw: Path, clean_table: Path, as_of: dt.date | None, truth: Path | None, out: Path) -> int:
     import tempfile
 
@@ -257,29 +273,10 @@ def check(raw: Path, clean_table: Path, as_of: dt.date | None, truth: Path | Non
 
 
 # ---------------------------------------------------------------- features, training, models
-def _training_errors(f: F) -> F:
-    """MLflow's chatter off; a data version or family that is not there: one error line, exit 2."""
-    import functools
-
-    @functools.wraps(f)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        import logging
-
-        from training.data.versions import VersionNotFound
-
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        try:
-            return f(*args, **kwargs)
-        except (VersionNotFound, KeyError) as error:
-            return _fail(str(error.args[0] if error.args else error))
-
-    return wrapped  # type: ignore[return-value]
-
-
 @cli.command(help="Build the feature tables of a data version (vN, or 'current': the newest good one), apply "
                   "Feast, materialize.")
 @click.argument("version", default="current")
-@_training_errors
+@TRAINING_FAILURES
 def features(version: str) -> int:
     from training.run import prepare_features
 
@@ -307,7 +304,7 @@ def features(version: str) -> int:
 @click.option("--tune/--no-tune", default=None, help="run each family's Optuna study before the fit (default: "
               "ZM_TUNING__ENABLED); its budget is ZM_TUNING__BUDGET_SECONDS per family, its trials nested MLflow "
               "runs, its choice in the card")
-@_training_errors
+@TRAINING_FAILURES
 def train(families: tuple[str, ...], no_deploy: bool, data_version: str, reason: str, tune: bool | None) -> int:
     from delivery.promotion import deploy
     from training.families import get_family
@@ -338,7 +335,7 @@ def train(families: tuple[str, ...], no_deploy: bool, data_version: str, reason:
 @click.option("--cards", type=PATH, default=None, help="write model cards to this folder (one per model)")
 @click.option("--alias", default="production", show_default=True, help="whose cards --cards writes: a registry "
               "alias, or 'latest' for the newest version whatever its gate decision")
-@_training_errors
+@TRAINING_FAILURES
 def models(cards: Path | None, alias: str) -> int:
     from training import tracking
     from training.run import write_production_cards
@@ -667,24 +664,11 @@ def rollout() -> None:
     pass
 
 
-def _rollout_errors(f: F) -> F:
-    import functools
-
-    @functools.wraps(f)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except RuntimeError as error:
-            return _fail(str(error), "zm rollout")
-
-    return wrapped  # type: ignore[return-value]
-
-
 @rollout.command(name="serve", help="Start HAProxy and serve a version (default: the production alias) as stable.")
 @click.argument("model", type=MODEL)
 @click.option("--version", "version_", default=None, help="registered version (default: the one behind "
               "'production')")
-@_rollout_errors
+@ROLLOUT_FAILURES
 def rollout_serve(model: str, version_: str | None) -> int:
     from delivery.controller import Rollout
 
@@ -702,7 +686,7 @@ def rollout_serve(model: str, version_: str | None) -> int:
 @rollout.command(name="deploy", help="Canary VERSION of MODEL: 10% -> 50% -> 100%, analysed; promote or roll back.")
 @click.argument("model", type=MODEL)
 @click.argument("version_", metavar="VERSION")
-@_rollout_errors
+@ROLLOUT_FAILURES
 def rollout_deploy(model: str, version_: str) -> int:
     from delivery.controller import rollout_for
 
@@ -715,7 +699,7 @@ def rollout_deploy(model: str, version_: str) -> int:
 @click.argument("model", type=MODEL)
 @click.option("--reason", default="manual rollback", show_default=True,
               help="recorded in the audit trail and on the version")
-@_rollout_errors
+@ROLLOUT_FAILURES
 def rollout_rollback(model: str, reason: str) -> int:
     from delivery.controller import rollout_for
 
@@ -725,7 +709,7 @@ def rollout_rollback(model: str, reason: str) -> int:
 
 
 @rollout.command(name="status", help="What serves each model, and the latest decisions.")
-@_rollout_errors
+@ROLLOUT_FAILURES
 def rollout_status() -> int:
     from delivery.controller import Rollout
 
@@ -743,7 +727,7 @@ def rollout_status() -> int:
 
 @rollout.command(name="stop", help="Stop the servers of a model (and HAProxy with the last one).")
 @click.argument("model", type=MODEL)
-@_rollout_errors
+@ROLLOUT_FAILURES
 def rollout_stop(model: str) -> int:
     from delivery.controller import Rollout
 
@@ -757,7 +741,7 @@ def rollout_stop(model: str) -> int:
 @rollout.command(name="drills", help="Run the rollout drills under load and print their figures.")
 @click.option("--rate", type=float, default=250.0, show_default=True, help="load in requests/s")
 @click.option("--out", type=PATH, default=None, help="also write the figures as JSON here")
-@_rollout_errors
+@ROLLOUT_FAILURES
 def rollout_drills(rate: float, out: Path | None) -> int:
     from delivery.drills import prepare, run_drills
 
