@@ -690,9 +690,13 @@ def rollout_serve(model: str, version_: str | None) -> int:
 def rollout_deploy(model: str, version_: str) -> int:
     from delivery.controller import rollout_for
 
-    out = rollout_for(get_settings()).deploy(model, version_)
-    console.print(f"{model} v{out.version}: {out.result} after {out.seconds:.1f} s: {out.reason}")
-    return 0 if out.result == "promoted" else 1
+    return _outcome(model, rollout_for(get_settings()).deploy(model, version_), "promoted")
+
+
+def _outcome(model: str, out: Any, wanted: str) -> int:
+    """A rollout's outcome in one line; exit 0 when it ended as ``wanted``."""
+    console.print(f"{model} v{out.version}: {out.result} after {out.seconds:.2f} s: {out.reason}")
+    return 0 if out.result == wanted else 1
 
 
 @rollout.command(name="rollback", help="All traffic back to the warm previous version, now.")
@@ -703,9 +707,7 @@ def rollout_deploy(model: str, version_: str) -> int:
 def rollout_rollback(model: str, reason: str) -> int:
     from delivery.controller import rollout_for
 
-    out = rollout_for(get_settings()).rollback(model, reason)
-    console.print(f"{model}: v{out.version} serves again ({out.seconds:.2f} s): {out.result}")
-    return 0 if out.result == "rolled_back" else 1
+    return _outcome(model, rollout_for(get_settings()).rollback(model, reason), "rolled_back")
 
 
 @rollout.command(name="status", help="What serves each model, and the latest decisions.")
