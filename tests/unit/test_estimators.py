@@ -26,8 +26,9 @@ def clean(tiny_sim: Path) -> pd.DataFrame:
 
 
 def test_metrics_on_known_values() -> None:
-    m = forecast_errors(np.array([10.0, 20.0]), np.array([12.0, 16.0]), scale=2.0)
-    assert m["mae"] == 3.0 and m["wape"] == pytest.approx(6 / 30) and m["mase"] == 1.5
+    m = forecast_errors(np.array([10.0, 20.0, 0.0]), np.array([12.0, 16.0, 3.0]), scale=2.0)
+    assert m["mae"] == 3.0 and m["wape"] == pytest.approx(9 / 30) and m["mase"] == 1.5
+    assert m["rmse"] == pytest.approx(np.sqrt((4 + 16 + 9) / 3)) and m["mape"] == pytest.approx((0.2 + 0.2) / 2)
     r = ranking_metrics([["a", "b", "c"], ["x", "y", "z"]], [{"a", "c"}, {"q"}], k=3, n_items=10)
     assert r["recall_at_3"] == pytest.approx(0.5) and r["precision_at_3"] == pytest.approx(1 / 3)
     assert r["map_at_3"] == pytest.approx((1 + 2 / 3) / 2 / 2) and r["coverage"] == 0.6

@@ -10,17 +10,21 @@ __all__ = ["forecast_errors", "ranking_metrics"]
 
 
 def forecast_errors(actual: np.ndarray, forecast: np.ndarray, scale: float) -> dict[str, float]:
-    """MAE, RMSE, MAPE (over non-zero actuals), WAPE and MASE (``scale`` = in-sample seasonal-naive MAE)."""
+    """MAE, RMSE, MAPE (over non-zero actuals) from scikit-learn; WAPE and MASE (``scale`` = in-sample
+    seasonal-naive MAE), which it does not define."""
+    from sklearn.metrics import mean_absolute_error, mean_absolute_percentage_error, root_mean_squared_error
+
     actual = np.asarray(actual, dtype=float)
     forecast = np.asarray(forecast, dtype=float)
-    err = forecast - actual
     nonzero = actual != 0
-    mae = float(np.mean(np.abs(err)))
+    mae = float(mean_absolute_error(actual, forecast))
+    total = float(np.abs(actual).sum())
     return {
         "mae": mae,
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "mape": float(np.mean(np.abs(err[nonzero] / actual[nonzero]))) if nonzero.any() else float("nan"),
-        "wape": float(np.abs(err).sum() / np.abs(actual).sum()) if np.abs(actual).sum() else float("nan"),
+        "rmse": float(root_mean_squared_error(actual, forecast)),
+        "mape": float(mean_absolute_percentage_error(actual[nonzero], forecast[nonzero])) if nonzero.any()
+        else float("nan"),
+        "wape": mae * len(actual) / total if total else float("nan"),
         "mase": mae / scale if scale > 0 else float("nan"),
     }
 
@@ -28,7 +32,9 @@ def forecast_errors(actual: np.ndarray, forecast: np.ndarray, scale: float) -> d
 def ranking_metrics(
     recommended: Sequence[Sequence[Hashable]], relevant: Sequence[set[Hashable]], k: int, n_items: int
 ) -> dict[str, float]:
-    """precision@k, recall@k, MAP@k, NDCG@k over users with relevant items, and catalogue coverage."""
+    """precision@k, recall@k, MAP@k, NDCG@k over users with relevant items, and catalogue coverage. Our own: the
+    libraries' versions take a score for every item of every user (scikit-learn's ``ndcg_score``) or define
+    precision over min(k, relevant) (implicit's ``ranking_metrics_at_k``), where these take the top-k lists."""
     if len(recommended) != len(relevant):
         raise ValueError("one recommendation list per user")
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
