@@ -80,14 +80,8 @@ class Loop:
         return done.stdout
 
     def airflow(self) -> Any:
-        from pydantic import SecretStr
-
-        from zmlops.airflow_client import AirflowAPI
-        from zmlops.settings import AirflowSettings, Settings
-
-        cfg = AirflowSettings(api_url="http://airflow-api-server:8080", username="admin",
-                              password=SecretStr(self.control.secret("airflow-users", "admin-password")))
-        return AirflowAPI(Settings().model_copy(update={"airflow": cfg}))
+        """Airflow's REST API as its Admin."""
+        return self.airflow_user("admin")
 
     def approver(self) -> Any:
         """The review board's member (docs/install.md creates ``approver`` in the role ``model-approvers``)."""
@@ -215,31 +209,31 @@ class Loop:
         return out
 
     def wait_served(self, wanted: dict[str, str | None], timeout: float = 300) -> dict[str, str]:
-        seen: list[dict[str, str]] = [{}]
+        served: dict[str, str] = {}
 
-        def served() -> dict[str, str] | None:
-            seen[0] = self.served()
-            return seen[0] if all(seen[0].get(f) == v for f, v in wanted.items()) else None
+        def serving_wanted() -> bool:
+            nonlocal served
+            served = self.served()
+            return all(served.get(f) == v for f, v in wanted.items())
 
-        found = until(served, timeout, 2)
-        if found is None:
-            raise TimeoutError(f"served {seen[0]}, wanted {wanted}")
-        return found
+        if not until(serving_wanted, timeout, 2):
+            raise TimeoutError(f"served {served}, wanted {wanted}")
+        return served
 
     def wait_runs(self, dag: str, count: int, timeout: float = 1200) -> list[dict[str, Any]]:
         """Wait until the DAG has at least ``count`` runs and none is unfinished; returns them, newest first."""
-        api, seen = self.airflow(), [list[dict[str, Any]]()]
+        api, runs = self.airflow(), list[dict[str, Any]]()
 
-        def ended() -> list[dict[str, Any]] | None:
+        def ended() -> bool:
+            nonlocal runs
             if dag == TRAINING:
                 self.approve_waiting()
-            seen[0] = runs = list(api.runs(dag))
-            return runs if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs) else None
+            runs = list(api.runs(dag))
+            return len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs)
 
-        found = until(ended, timeout, 3)
-        if found is None:
-            raise TimeoutError(f"{dag}: runs {[(r['run_type'], r['state']) for r in seen[0]]}")
-        return found
+        if not until(ended, timeout, 3):
+            raise TimeoutError(f"{dag}: runs {[(r['run_type'], r['state']) for r in runs]}")
+        return runs
 
     def customers(self, count: int) -> list[int]:
         """Customer ids of the published feature tables (the object store), a fixed sample."""
