@@ -3,7 +3,7 @@ environment): a service's request path, our middleware (``Edge``) to the answer,
 and metrics, driven without an HTTP server or a load generator, so that differences of a few
 microseconds a request stand out of the machine's drift.
 
-    python -m benchmarks.bench_inprocess metrics FAMILY BODY
+    python -m benchmarks.bench_inprocess metrics FAMILY BODY [--prometheus-classes]
     python -m benchmarks.bench_inprocess capacity FAMILY PATH BODIES_FILE ROUNDS VARIANT_ENV_JSON
 
 Each prints one JSON object.
@@ -68,8 +68,28 @@ async def _drive(edge: Any, path: str, bodies: list[bytes], n: int, start: int =
     await asyncio.gather(*(client(c) for c in range(clients)))
 
 
-def metrics(family: str, body: bytes) -> dict[str, float]:
-    """Our instrumentation's CPU per request: the same server with it on and off, alternately."""
+def _prometheus_classes() -> None:
+    """Swap the request path's metrics (``inference_services.metrics``' collector-backed counters and histograms)
+    for prometheus_client's own Counter and Histogram, same names, labels and buckets, in a registry of their own:
+    the comparison that module's docstring gives."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from inference_services import metrics as hot
+
+    registry = CollectorRegistry()
+    for attr, value in list(vars(hot).items()):
+        if isinstance(value, hot._HotMetric):
+            setattr(hot, attr, Counter(value.name, value.documentation, value.labelnames, registry=registry)
+                    if value.buckets is None else
+                    Histogram(value.name, value.documentation, value.labelnames, buckets=value.buckets,
+                              registry=registry))
+
+
+def metrics(family: str, body: bytes, prometheus_classes: bool = False) -> dict[str, float]:
+    """Our instrumentation's CPU per request: the same server with it on and off, alternately (with
+    ``prometheus_classes``, prometheus_client's own metric classes instead of ours)."""
+    if prometheus_classes:
+        _prometheus_classes()
     edge = _edge(family, tempfile.mkdtemp(prefix="zm-metrics-"), "with")
     path = f"/v1/models/{family}:predict"
     loop = asyncio.new_event_loop()
@@ -118,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("metrics", help="our metrics' CPU per request (V1 body)")
     m.add_argument("family")
     m.add_argument("body", help="one V1 request body (JSON)")
+    m.add_argument("--prometheus-classes", action="store_true",
+                   help="measure prometheus_client's Counter and Histogram in place of our request-path metrics")
     c = sub.add_parser("capacity", help="extra CPU per request of the model (and a variant) over (b)")
     c.add_argument("family")
     c.add_argument("path", help="request path (V1 or V2)")
@@ -126,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("variant", help='JSON object of the variant\'s ZM_* settings ("{}": none)')
     args = parser.parse_args(argv)
     if args.probe == "metrics":
-        out = metrics(args.family, args.body.encode())
+        out = metrics(args.family, args.body.encode(), args.prometheus_classes)
     else:
         with open(args.bodies, "rb") as f:
             bodies = [line for line in f.read().splitlines() if line]
