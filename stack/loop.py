@@ -61,6 +61,7 @@ class Loop:
     started: float = field(default_factory=time.monotonic)
     approved: list[dict[str, Any]] = field(default_factory=list)
     outsider: list[int] = field(default_factory=list)  # what the board's approval task answered the Admin
+    clients: dict[str, Any] = field(default_factory=dict)  # Airflow's API per user, each keeping its token
 
     # ------------------------------------------------------------------ plumbing
     def step(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -88,7 +89,11 @@ class Loop:
         return self.airflow_user("approver")
 
     def airflow_user(self, name: str) -> Any:
-        """Airflow's REST API as one of docs/install.md's users (password from the Secret airflow-users)."""
+        """Airflow's REST API as one of docs/install.md's users (password from the Secret airflow-users), one client
+        per user: it keeps its token for five minutes, where a new client would ask for one at every poll (each a
+        password check, about 0.1 CPU-s of the API server's scrypt)."""
+        if name in self.clients:
+            return self.clients[name]
         from pydantic import SecretStr
 
         from zmlops.airflow_client import AirflowAPI
@@ -96,7 +101,8 @@ class Loop:
 
         cfg = AirflowSettings(api_url="http://airflow-api-server:8080", username=name,
                               password=SecretStr(self.control.secret("airflow-users", f"{name}-password")))
-        return AirflowAPI(Settings().model_copy(update={"airflow": cfg}))
+        self.clients[name] = AirflowAPI(Settings().model_copy(update={"airflow": cfg}))
+        return self.clients[name]
 
     def airflow_routes(self) -> dict[str, Any]:
         """Airflow's API server, route by route without credentials: its public API and FAB's (their OpenAPI

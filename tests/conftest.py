@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from training.data.world import SimulationConfig
+from zmlops.libraries import feast_without_type_checks
 from zmlops.settings import Settings, apply_telemetry_off
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +17,7 @@ REAL_DATA = (REPO / "../shared/data/online_retail_ii/online_retail_II_2009_2010.
 FULL = os.environ.get("ZM_FULL") == "1"
 
 apply_telemetry_off()
+feast_without_type_checks()  # as get_settings() does in every process of the stack (zmlops.libraries)
 
 
 @pytest.fixture

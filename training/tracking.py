@@ -82,6 +82,9 @@ for _name in ("mlflow.pyfunc", "mlflow.utils.environment"):
 def client(settings: Settings) -> MlflowClient:
     import mlflow
 
+    from zmlops.libraries import mlflow_without_feast_headers
+
+    mlflow_without_feast_headers()  # else the first request imports all of Feast (zmlops.libraries)
     mlflow.set_tracking_uri(settings.tracking_uri)
     return mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
 

@@ -465,7 +465,11 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, validated once."""
+    """The process-wide settings, validated once. As the first call of every step, server and command, it also
+    takes typeguard off Feast's classes before Feast is imported (:mod:`zmlops.libraries`: 3 CPU-s a process)."""
+    from zmlops.libraries import feast_without_type_checks
+
+    feast_without_type_checks()
     return Settings()
 
 

@@ -60,9 +60,12 @@ def test_the_loop_runs_in_the_topology_and_survives_wiped_disks(topology: Contro
     # the chart's rule fired on numbers the monitoring DAG pushed, and Alertmanager reached the receiver, which
     # re-entered the training DAG for segmentation; the monitoring DAG re-entered it for the recommender itself
     assert out["alert"]["model"] == "customer-segmentation" and out["alert"]["action"] == "retrain"
-    reasons = {e["uri"].rsplit("/", 1)[-1]: e["reason"] for e in out["re_entry"]["events"]}
-    assert reasons["customer-segmentation"].startswith("alert ZmServedSegmentShift")
-    assert reasons["product-recommendation"].startswith("drift:") and "never saw" in reasons["product-recommendation"]
+    # (a run that crosses midnight UTC also meets the monitoring DAG's @daily run, which may ask for more retraining)
+    reasons: dict[str, list[str]] = {}
+    for event in out["re_entry"]["events"]:
+        reasons.setdefault(event["uri"].rsplit("/", 1)[-1], []).append(event["reason"])
+    assert any(r.startswith("alert ZmServedSegmentShift") for r in reasons["customer-segmentation"]), reasons
+    assert any(r.startswith("drift:") and "never saw" in r for r in reasons["product-recommendation"]), reasons
     assert all(r["state"] == "success" for r in out["re_entry"]["runs"])
     assert out["production_v2"]["product-recommendation"] != out["production_v1"]["product-recommendation"]
     assert out["served_v2"] == out["production_v2"]
