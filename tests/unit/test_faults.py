@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -45,9 +44,24 @@ def test_failing_fails_every_nth_request_and_answers_the_others(monkeypatch: pyt
 
 
 def test_slow_takes_the_factor_times_the_real_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fake clock: the model takes 20 ms, the fault then waits 4 x 20 ms, so the answer takes 5 x 20 ms."""
+    now = [0.0]
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        now[0] += seconds
+
+    class Timed(Model):
+        async def serve(self, *args: Any, **kwargs: Any) -> str:
+            self.served += 1
+            now[0] += 0.02
+            return "answer"
+
     monkeypatch.setenv("ZM_DRILL_DELAY_FACTOR", "5")
-    model = Model(seconds=0.02)
+    monkeypatch.setattr(faults.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(faults.asyncio, "sleep", sleep)
+    model = Timed()
     faults.slow(model)  # type: ignore[arg-type]
-    started = time.perf_counter()
     assert asyncio.run(model.serve()) == "answer"
-    assert 0.1 <= time.perf_counter() - started < 0.5  # 5 x 20 ms, with the event loop's slack
+    assert waited == [pytest.approx(0.08)] and now[0] == pytest.approx(0.1)
