@@ -6,8 +6,9 @@ candidate by ``delivery.faults`` (named in the candidate's ``ZM_SERVING__WRAPPER
 has no fault code on its request path).
 
 - unready candidate (an artifact that does not load): 0 requests reach it, 0 failed requests;
-- candidate failing 5% of requests, and a 5x slower candidate: rolled back, seconds from the first
-  request it received to the rollback and failed client requests counted (targets 40 s, 10);
+- candidate failing 5% of requests, and a 5x slower candidate (each answer delayed by five times the stable
+  version's p99 as the load generator saw it just before): rolled back, seconds from the first request it
+  received to the rollback and failed client requests counted (targets 40 s, 10);
 - healthy candidate, through the deploy step with approval required: nothing starts before the review
   board approves; then promoted 10 -> 50 -> 100% with 0 failed requests; the share it served at 10%;
 - controller killed (SIGKILL) at the 10% step, candidate left serving: the next start (``reconcile``)
@@ -32,7 +33,7 @@ from delivery.haproxy import slot_port
 from delivery.load import Load
 from zmlops.settings import RolloutSettings, Settings
 
-__all__ = ["prepare", "run_drills", "DRILL_ROLLOUT"]
+__all__ = ["prepare", "run_drills", "slow_delay", "DRILL_ROLLOUT", "SLOWER"]
 
 FAMILY = "demand-forecast"
 # The candidate's settings that wrap its answers with one of delivery/faults.py's faults
@@ -123,15 +124,20 @@ def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], Non
                               "served_by_candidate": load.versions(answers).get(broken, 0), "why": out.reason,
                               "seconds": round(out.seconds, 1)}
 
-        for name, env, version in (("errors_5pct", {**FAULTS["failing"], "ZM_DRILL_ERROR_EVERY": "20"}, good[1]),
-                                   ("slow_5x", {**FAULTS["slow"], "ZM_DRILL_DELAY_FACTOR": "5"}, good[2])):
-            say(f"drill: candidate v{version} with fault {name}")
+        for name, version in (("errors_5pct", good[1]), ("slow_5x", good[2])):
+            env, extra = {**FAULTS["failing"], "ZM_DRILL_ERROR_EVERY": "20"}, {}
+            if name == "slow_5x":
+                delay = slow_delay(load, good[0])
+                env, extra = {**FAULTS["slow"], "ZM_DRILL_DELAY_SECONDS": f"{delay:.4f}"}, {"delay_ms": delay * 1000}
+            late = f" (answers {extra['delay_ms']:.1f} ms late)" if extra else ""
+            say(f"drill: candidate v{version} with fault {name}{late}")
             t0 = time.monotonic()
             out = rollout.deploy(FAMILY, version, env)
             t1 = time.monotonic()
             answers = load.between(t0, t1)
             first = next((a.at for a in answers if a.version == version or a.status >= 500), None)
             results[name] = {"version": version, "result": out.result, "reason": out.reason,
+                             **{k: round(v, 2) for k, v in extra.items()},
                              "failed": load.failed(answers),
                              "requests": len(answers),
                              "seconds_to_rollback": round(t1 - first, 1) if first else None}
@@ -165,6 +171,19 @@ def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], Non
         rollout.shutdown(FAMILY)
         rollout.backend.proxy.stop()
     return results
+
+
+SLOWER = 5.0  # the slow candidate's answers come this many times the stable version's p99 late
+
+
+def slow_delay(load: Load, stable: str, seconds: float = 5.0) -> float:
+    """The slow candidate's delay: ``SLOWER`` times the p99 latency the load generator saw from the stable version
+    over the last ``seconds`` (at least 1 ms). Measured, not fixed, because a busy machine's scheduling can put the
+    stable version's p99 anywhere from under a millisecond to tens of them; a multiple of the predictor's own time
+    (a forecast takes well under a millisecond of it) would vanish in that noise and test nothing."""
+    now = time.monotonic()
+    answers = [a for a in load.between(now - seconds, now) if a.version == stable]
+    return max(SLOWER * Load.p99_seconds(answers), 0.001)
 
 
 def _approved_drill(settings: Settings, load: Load, version: str) -> dict[str, Any]:

@@ -8,7 +8,10 @@ histogram holds the delay, as the canary analysis reads them. The request path o
 wrappers has no fault code in it.
 
 - ``failing``: every ``ZM_DRILL_ERROR_EVERY``-th prediction request (20 unless set) raises.
-- ``slow``: every prediction request takes ``ZM_DRILL_DELAY_FACTOR`` (5 unless set) times its real time.
+- ``slow``: every prediction request answers ``ZM_DRILL_DELAY_SECONDS`` (0.05 unless set) later, as behind a slow
+  dependency. The drill sets it from the stable version's latency as its clients see it (:mod:`delivery.drills`):
+  a multiple of the request's own time would not do, since a forecast takes well under a millisecond of the
+  predictor's time while a busy machine's scheduling adds tens of milliseconds to both versions' tails.
 
 The smoke prediction a version makes while it loads does not pass there, so the candidate turns ready and the
 rollout has something to judge.
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -47,13 +49,12 @@ def failing(model: ServedModel) -> None:
 
 
 def slow(model: ServedModel) -> None:
-    factor = float(os.environ.get("ZM_DRILL_DELAY_FACTOR", "5"))
+    delay = float(os.environ.get("ZM_DRILL_DELAY_SECONDS", "0.05"))
     real = model.serve
 
     async def serve(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
         out = await real(*args, **kwargs)
-        await asyncio.sleep((factor - 1.0) * (time.perf_counter() - started))
+        await asyncio.sleep(delay)
         return out
 
     model.serve = serve  # type: ignore[method-assign]

@@ -19,6 +19,7 @@ class Answer:
     status: int  # HTTP status, 0 for a connection error
     version: str  # x-model-version header ("" without one)
     error: str = ""  # the client's exception for status 0
+    seconds: float = 0.0  # from sending the request to reading the whole answer (the client's latency)
 
 
 @dataclass
@@ -54,12 +55,13 @@ class Load:
                 conn.request("POST", self.path, payload, headers)
                 resp = conn.getresponse()
                 resp.read()
-                answer = Answer(sent, resp.status, resp.headers.get("x-model-version", ""))
+                answer = Answer(sent, resp.status, resp.headers.get("x-model-version", ""),
+                                seconds=time.monotonic() - sent)
                 if resp.headers.get("connection", "").lower() == "close":
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
-                answer = Answer(sent, 0, "", f"{type(exc).__name__}: {exc}")
+                answer = Answer(sent, 0, "", f"{type(exc).__name__}: {exc}", time.monotonic() - sent)
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -90,6 +92,14 @@ class Load:
     @staticmethod
     def failed(answers: list[Answer]) -> int:
         return sum(1 for a in answers if a.status == 0 or a.status >= 500)
+
+    @staticmethod
+    def p99_seconds(answers: list[Answer]) -> float:
+        """The 99th percentile of the answered requests' latency as the client saw it (0.0 without any)."""
+        import numpy as np
+
+        took = [a.seconds for a in answers if a.status == 200]
+        return float(np.quantile(took, 0.99)) if took else 0.0
 
     @staticmethod
     def versions(answers: list[Answer]) -> Counter[str]:

@@ -54,6 +54,8 @@ def test_faulty_candidate_is_rolled_back_quickly_and_cheaply(drills: dict[str, A
     assert f["result"] == "rolled_back", f
     assert f["seconds_to_rollback"] is not None and f["seconds_to_rollback"] <= 40
     assert f["failed"] <= 10
+    if fault == "slow_5x":  # judged on its latency, slowed by five times the stable version's recent p99
+        assert "p99" in f["reason"] and f["delay_ms"] >= 1.0, f
 
 
 def test_healthy_candidate_waits_for_approval_then_is_promoted_step_by_step(drills: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 import pytest
 
 from delivery import faults
@@ -43,25 +44,39 @@ def test_failing_fails_every_nth_request_and_answers_the_others(monkeypatch: pyt
     assert model.served == 9  # a failed request never reached the model
 
 
-def test_slow_takes_the_factor_times_the_real_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a fake clock: the model takes 20 ms, the fault then waits 4 x 20 ms, so the answer takes 5 x 20 ms."""
-    now = [0.0]
+def test_slow_answers_after_the_delay_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fake clock: the model answers, then the fault waits ZM_DRILL_DELAY_SECONDS before handing it back."""
     waited: list[float] = []
 
     async def sleep(seconds: float) -> None:
         waited.append(seconds)
-        now[0] += seconds
 
-    class Timed(Model):
+    class Instant(Model):
         async def serve(self, *args: Any, **kwargs: Any) -> str:
             self.served += 1
-            now[0] += 0.02
             return "answer"
 
-    monkeypatch.setenv("ZM_DRILL_DELAY_FACTOR", "5")
-    monkeypatch.setattr(faults.time, "perf_counter", lambda: now[0])
+    monkeypatch.setenv("ZM_DRILL_DELAY_SECONDS", "0.0125")
     monkeypatch.setattr(faults.asyncio, "sleep", sleep)
-    model = Timed()
+    model = Instant()
     faults.slow(model)  # type: ignore[arg-type]
-    assert asyncio.run(model.serve()) == "answer"
-    assert waited == [pytest.approx(0.08)] and now[0] == pytest.approx(0.1)
+    assert asyncio.run(model.serve()) == "answer" and model.served == 1
+    assert waited == [0.0125]
+
+
+def test_the_slow_drill_s_delay_is_five_times_the_stable_version_s_recent_p99() -> None:
+    """The drill's delay comes from the load generator's own answers: the stable version's over the last seconds,
+    the candidate's and failed ones left out."""
+    import time
+
+    from delivery.drills import SLOWER, slow_delay
+    from delivery.load import Answer, Load
+
+    now = time.monotonic()
+    load = Load(1, "/", {})
+    load.answers = [Answer(now - 1 + i / 1000, 200, "1", seconds=0.002 + i / 100_000) for i in range(1000)]
+    load.answers += [Answer(now - 0.5, 200, "2", seconds=9.0), Answer(now - 0.5, 0, "", "refused", 9.0),
+                     Answer(now - 60, 200, "1", seconds=9.0)]  # the candidate, a failure, an old answer
+    expected = float(np.quantile([0.002 + i / 100_000 for i in range(1000)], 0.99))
+    assert slow_delay(load, "1") == pytest.approx(SLOWER * expected)
+    assert slow_delay(Load(1, "/", {}), "1") == 0.001  # no answer yet: the floor
