@@ -359,6 +359,40 @@ def _weekly(weeks: int, units: Any) -> pd.DataFrame:
                                    "revenue": 3 * u}) for c in ("a", "b"))
 
 
+def test_a_backtest_fits_each_prefix_once_and_answers_as_it_did_without_sharing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate's backtest (8 origins 4 weeks apart) refits at every origin, and each fit's inner backtest fits
+    prefixes an earlier origin fitted too; shared_fits (which backtest opens) computes each once. The figures are
+    the same to the last bit; SARIMAX is fitted well under two thirds as often."""
+    from contextlib import nullcontext
+
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    from training.models import forecasting
+
+    weekly = _weekly(110, lambda rng, t: (300 + 60 * np.sin(2 * np.pi * t / 52.18) + rng.normal(0, 15, len(t)))
+                     .clip(0))
+    fitted: list[int] = []
+    fit = SARIMAX.fit
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        fitted.append(1)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(SARIMAX, "fit", counted)
+
+    def make() -> CategoryForecaster:
+        return CategoryForecaster(n_jobs=1, harmonics=(1, 2))
+
+    shared = forecasting.backtest(weekly, make, folds=8, horizon=8, step=4)
+    once = len(fitted)
+    fitted.clear()
+    monkeypatch.setattr(forecasting, "shared_fits", nullcontext)  # every fit computed where it is asked for
+    alone = forecasting.backtest(weekly, make, folds=8, horizon=8, step=4)
+    assert shared == alone
+    assert once <= 0.6 * len(fitted), (once, len(fitted))
+
+
 def test_the_gate_s_baseline_is_the_best_simple_forecast_and_the_model_beats_it_where_seasonality_is() -> None:
     """Issue 24's real-data finding (the mean of the last 4 weeks beat the model by far, and the gate compared only
     with seasonal naive): the backtest scores the three simple forecasts and the gate's baseline is the best of

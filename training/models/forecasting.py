@@ -23,14 +23,22 @@ units WAPE 0.41 against 0.35 pooled (docs/models.md). Intervals are SARIMAX's ow
 backtest's errors say where wider; for the other candidates, those errors alone. :func:`backtest` measures their
 coverage.
 
+A rolling-origin backtest refits the forecaster at every origin, and each fit runs its own inner backtest, so the
+same series prefix is fitted again and again (the gate's 8 origins 4 weeks apart with 3 inner origins 8 weeks
+apart: 24 inner fits per series and configuration, 12 of them distinct). Inside :func:`shared_fits` (which
+:func:`backtest` opens) every SARIMAX, ETS and Theta fit is computed once and read back after (joblib's
+``Memory`` in a temporary folder the worker processes share); the answers are the same bytes.
+
 The gate's baseline is the best of the three simple forecasts. Forecasts for ``max_horizon`` weeks after the last
 observed week are computed once in :meth:`CategoryForecaster.fit`, with intervals, so serving is a table lookup.
 """
 
 from __future__ import annotations
 
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +50,8 @@ from sklearn.base import BaseEstimator
 from training.features.build import calendar
 from training.models.metrics import forecast_errors
 
-__all__ = ["CategoryForecaster", "SeasonalNaive", "backtest", "backtest_origins", "choose", "TARGETS", "SEASON",
-           "SIMPLE", "CANDIDATES"]
+__all__ = ["CategoryForecaster", "SeasonalNaive", "backtest", "backtest_origins", "choose", "shared_fits", "TARGETS",
+           "SEASON", "SIMPLE", "CANDIDATES"]
 
 TARGETS = ("units", "revenue")
 SEASON = 52
@@ -51,11 +59,12 @@ YEAR_WEEKS = 365.25 / 7
 SHORT_HISTORY_WEIGHT = 0.5  # weight of the last value when there is less than a season of history
 
 
-def _design(week_starts: pd.Series, t0: pd.Timestamp, harmonics: int, varying: bool = False) -> np.ndarray:
+def _design(week_starts: np.ndarray | pd.Series, t0: pd.Timestamp, harmonics: int, varying: bool = False) -> np.ndarray:
     """Level, trend, ``harmonics`` yearly Fourier pairs (``varying``: each also times the trend, so the season's
     amplitude and phase may drift from year to year), Black Friday and Christmas weeks."""
-    cal = calendar(week_starts.reset_index(drop=True))
-    t = ((pd.to_datetime(week_starts).reset_index(drop=True) - t0).dt.days / 7.0).to_numpy()
+    starts = pd.Series(pd.to_datetime(week_starts))
+    cal = calendar(starts)
+    t = ((starts - t0).dt.days / 7.0).to_numpy()
     cols = [np.ones(len(t)), t / SEASON]
     for k in range(1, harmonics + 1):
         angle = 2 * np.pi * k * cal["week_of_year"].to_numpy() / YEAR_WEEKS
@@ -73,16 +82,49 @@ class SeriesForecast:
     upper: np.ndarray
 
 
+_FITS: list[Any] = []  # the fit cache shared_fits() opened (a joblib Memory), if any
+
+
+@contextmanager
+def shared_fits() -> Iterator[None]:
+    """Inside the block, each SARIMAX, ETS and Theta fit of a series prefix is computed once, here and in joblib's
+    worker processes (a joblib ``Memory`` in a temporary folder, removed at the end). Nested blocks share the outer
+    one's cache."""
+    if _FITS:
+        yield
+        return
+    from joblib import Memory
+
+    with tempfile.TemporaryDirectory(prefix="zm-forecast-fits-") as folder:
+        _FITS.append(Memory(folder, verbose=0))
+        try:
+            yield
+        finally:
+            _FITS.pop()
+
+
+def _cached(fn: Callable[..., Any], memory: Any) -> Callable[..., Any]:
+    return memory.cache(fn) if memory is not None else fn
+
+
 def _fit_forecast(y: np.ndarray, weeks: pd.Series, future: pd.Series, harmonics: int, alpha: float,
-                  varying: bool = False) -> SeriesForecast:
-    """Fit one SARIMAX regression on log1p(y) and forecast the ``future`` weeks (original scale)."""
+                  varying: bool = False, memory: Any = None) -> SeriesForecast:
+    """Fit one SARIMAX regression on log1p(y) and forecast the ``future`` weeks (original scale); through ``memory``
+    (:func:`shared_fits`) when given, keyed on the values alone (not the series' index)."""
+    fit: Callable[..., SeriesForecast] = _cached(_sarimax, memory)
+    return fit(np.asarray(y, float), pd.to_datetime(weeks).to_numpy(), pd.to_datetime(future).to_numpy(), harmonics,
+               alpha, varying)
+
+
+def _sarimax(y: np.ndarray, weeks: np.ndarray, future: np.ndarray, harmonics: int, alpha: float,
+             varying: bool) -> SeriesForecast:
     from statsmodels.tools.sm_exceptions import ConvergenceWarning
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
     if not np.any(y > 0):
         zeros = np.zeros(len(future))
         return SeriesForecast(zeros, zeros, zeros)
-    t0 = pd.Timestamp(weeks.iloc[0])
+    t0 = pd.Timestamp(weeks[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", UserWarning)
@@ -196,9 +238,14 @@ def _configs(y: np.ndarray, harmonics: Sequence[int], weights: Sequence[float]) 
     return list(harmonics), list(weights)
 
 
+def _other(name: str, memory: Any) -> Callable[[np.ndarray, int], np.ndarray]:
+    """A candidate beside SARIMAX; statsmodels' fits (ETS, Theta) through ``memory`` when given."""
+    return _cached(OTHERS[name], memory) if name in ("ets", "theta") else OTHERS[name]
+
+
 def _inner(y: np.ndarray, weeks: pd.Series, harmonics: Sequence[int], weights: Sequence[float],
-           candidates: Sequence[str], folds: int, horizon: int, alpha: float) -> InnerScores:
-    """Every candidate at ``folds`` inner origins inside the training window."""
+           candidates: Sequence[str], folds: int, horizon: int, alpha: float, memory: Any = None) -> InnerScores:
+    """Every candidate at ``folds`` inner origins inside the training window (fits through ``memory``: shared_fits)."""
     ks, ws = _configs(y, harmonics, weights)
     step = horizon if len(y) >= SEASON + folds * horizon else INNER_STEP  # overlapping origins only when short
     # An inner origin must give each candidate the form it takes in the final fit: with a season of history,
@@ -225,12 +272,13 @@ def _inner(y: np.ndarray, weeks: pd.Series, harmonics: Sequence[int], weights: S
         actual = y[o : o + horizon]
         for kind in kinds:
             for k in ks:
-                f = _fit_forecast(y[:o], weeks.iloc[:o], weeks.iloc[o : o + horizon], k, alpha, SARIMAX_KINDS[kind])
+                f = _fit_forecast(y[:o], weeks.iloc[:o], weeks.iloc[o : o + horizon], k, alpha, SARIMAX_KINDS[kind],
+                                  memory)
                 for w in ws:
                     score(f"{kind} K={k} w={w}", _blend(f, _naive(y[:o], horizon), w).mean, actual)
         for name in candidates:
             if name in OTHERS:
-                score(name, OTHERS[name](y[:o], horizon), actual)
+                score(name, _other(name, memory)(y[:o], horizon), actual)
     for kind in kinds:
         configs = [(k, w) for k in ks for w in ws]
         best[kind] = min(configs, key=lambda kw: (errors[f"{kind} K={kw[0]} w={kw[1]}"], kw))
@@ -241,15 +289,15 @@ def _inner(y: np.ndarray, weeks: pd.Series, harmonics: Sequence[int], weights: S
 
 
 def _forecast(y: np.ndarray, weeks: pd.Series, method: str, inner: InnerScores, steps: int,
-              alpha: float) -> tuple[str, SeriesForecast]:
+              alpha: float, memory: Any = None) -> tuple[str, SeriesForecast]:
     """The chosen candidate fitted on the whole series: its name and forecast, with an interval from its inner
     backtest errors (SARIMAX: its own interval, widened where those errors say it should be wider)."""
     seen = np.asarray(inner.relative.get(method, []))
     if method not in SARIMAX_KINDS:
-        return method, _around(OTHERS[method](y, steps), seen, 1.0 - alpha)
+        return method, _around(_other(method, memory)(y, steps), seen, 1.0 - alpha)
     k, w = inner.sarimax[method]
     future = _future_weeks(pd.Timestamp(weeks.iloc[-1]), steps)
-    fc = _blend(_fit_forecast(y, weeks, future, k, alpha, SARIMAX_KINDS[method]), _naive(y, steps), w)
+    fc = _blend(_fit_forecast(y, weeks, future, k, alpha, SARIMAX_KINDS[method], memory), _naive(y, steps), w)
     if not len(seen):
         return f"{method} K={k} w={w}", fc
     wide = _around(fc.mean, seen, 1.0 - alpha)
@@ -332,16 +380,17 @@ class CategoryForecaster(BaseEstimator):  # type: ignore[misc]
         alpha = 1.0 - self.interval
         candidates = tuple(self.candidates)
         parallel = Parallel(n_jobs=self.n_jobs)
+        memory = _FITS[0] if _FITS else None  # inside shared_fits(): every fit of a series prefix once
         inner = parallel(
             delayed(_inner)(series[c][t].to_numpy(float), series[c]["week_start"], self.harmonics,
-                            self.naive_weights, candidates, self.selection_folds, self.horizon, alpha)
+                            self.naive_weights, candidates, self.selection_folds, self.horizon, alpha, memory)
             for c, t in tasks
         )
         scores = dict(zip(tasks, inner, strict=True))
         chosen = choose(scores, candidates, self.choice)
         results = parallel(
             delayed(_forecast)(series[c][t].to_numpy(float), series[c]["week_start"], chosen[(c, t)],
-                               scores[(c, t)], self.max_horizon, alpha)
+                               scores[(c, t)], self.max_horizon, alpha, memory)
             for c, t in tasks
         )
         rows = []
@@ -437,20 +486,21 @@ def backtest(
     step = step or horizon
     origins = backtest_origins(n, folds, horizon, step, min_train)
     frames = []
-    for o in origins:
-        train = pd.concat([g.iloc[:o] for g in series.values()], ignore_index=True)
-        model = make_model().set_params(max_horizon=horizon).fit(train)
-        for c, g in series.items():
-            fc = model.forecasts_[model.forecasts_["category"] == c].sort_values("step")
-            for t in TARGETS:
-                history = g[t].to_numpy(float)[:o]
-                actual = g[t].to_numpy(float)[o : o + horizon]
-                m = len(actual)
-                frames.append(pd.DataFrame({
-                    "origin": o, "category": c, "target": t, "actual": actual, "scale": _scale(history, SEASON),
-                    "model": fc[t].to_numpy()[:m], "lower": fc[f"{t}_lower"].to_numpy()[:m],
-                    "upper": fc[f"{t}_upper"].to_numpy()[:m],
-                    **{name: simple(history, m) for name, simple in SIMPLE.items()}}))
+    with shared_fits():  # every origin's inner backtest fits prefixes an earlier origin fitted: once each
+        for o in origins:
+            train = pd.concat([g.iloc[:o] for g in series.values()], ignore_index=True)
+            model = make_model().set_params(max_horizon=horizon).fit(train)
+            for c, g in series.items():
+                fc = model.forecasts_[model.forecasts_["category"] == c].sort_values("step")
+                for t in TARGETS:
+                    history = g[t].to_numpy(float)[:o]
+                    actual = g[t].to_numpy(float)[o : o + horizon]
+                    m = len(actual)
+                    frames.append(pd.DataFrame({
+                        "origin": o, "category": c, "target": t, "actual": actual, "scale": _scale(history, SEASON),
+                        "model": fc[t].to_numpy()[:m], "lower": fc[f"{t}_lower"].to_numpy()[:m],
+                        "upper": fc[f"{t}_upper"].to_numpy()[:m],
+                        **{name: simple(history, m) for name, simple in SIMPLE.items()}}))
     res = pd.concat(frames, ignore_index=True)
     scores: dict[str, dict[str, float]] = {who: {} for who in ("model", *SIMPLE)}
     for t in TARGETS:
