@@ -25,9 +25,14 @@ def _emit(**values: float) -> None:
 
 
 def _settings(folder: str) -> object:
-    from zmlops.settings import Settings
+    """The step's settings as a DAG task gets them: ``get_settings()``, the first call of every step (it also takes
+    typeguard off Feast's classes before Feast is imported, zmlops.libraries), with ZM_HOME in the folder."""
+    import os
 
-    return Settings(home=Path(folder) / "zm")
+    from zmlops.settings import get_settings
+
+    os.environ["ZM_HOME"] = str(Path(folder) / "zm")
+    return get_settings()
 
 
 def simulate_raw(rows: str, folder: str) -> None:
