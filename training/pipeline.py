@@ -44,7 +44,7 @@ def validate(settings: Settings, version: str) -> dict[str, Any]:
 
 
 def features(settings: Settings, version: str) -> dict[str, Any]:
-    from training.run import prepare_features
+    from training.features.store import prepare_features
 
     marker = prepare_features(settings, version)
     return {"data_version": marker["data_version"], "materialized": marker["materialized"],

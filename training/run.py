@@ -21,6 +21,7 @@ from training.data import ingest
 from training.data.versions import VersionNotFound
 from training.families import get_family
 from training.features import store
+from training.features.store import prepare_features
 from zmlops.settings import Settings
 from zmlops.stores import object_store
 from zmlops.version import UNKNOWN_CODE, code_version
@@ -44,16 +45,6 @@ class TrainOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def prepare_features(settings: Settings, data_version: str = "current") -> dict[str, Any]:
-    """Clean table of the version -> feature tables -> Feast apply -> materialize the newest window."""
-    version = ingest.registry_for(settings).resolve(data_version)
-    result = ingest.validate_version(settings, version.name)
-    marker = store.publish_sources(settings, result.clean, version.name)
-    store.apply_definitions(settings)
-    start, end = store.materialize(settings, store.latest_window_end(settings))
-    return {**marker, "materialized": [start.isoformat(), end.isoformat()]}
 
 
 def trained_on_retired(settings: Settings, family: str, version: str) -> str | None:

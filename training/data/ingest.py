@@ -205,8 +205,6 @@ def _previous_good(registry: DataRegistry, version: DataVersion) -> DataVersion 
 
 def validate_version(settings: Settings, name: str, force: bool = False) -> IngestResult:
     """Gate version ``name``; raise :class:`ValidationFailed` (version marked bad) on failure."""
-    from training.validation import SuiteContext, ValidationFailed
-
     registry = registry_for(settings)
     store = object_store(settings)
     version = registry.get(name)
@@ -215,6 +213,7 @@ def validate_version(settings: Settings, name: str, force: bool = False) -> Inge
         cached = store.download(_key(name, CLEAN_FILE))
         if cached is not None:
             return IngestResult(version, cached, None, [])
+    from training.validation import SuiteContext, ValidationFailed  # Great Expectations: 2.3 s, paid only to gate
     raw_dir = registry.fetch(version, out_dir / "raw")
     raw = normalised(settings, raw_dir / version.transactions_file, out_dir / "read")
     previous = _previous_good(registry, version)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
+from training.data import ingest
 from training.features.build import TABLES, write_tables
 from zmlops.settings import Settings
 from zmlops.stores import object_store
@@ -38,6 +39,7 @@ __all__ = [
     "open_store",
     "sync_sources",
     "source_table",
+    "prepare_features",
     "publish_sources",
     "published_version",
     "apply_definitions",
@@ -141,6 +143,17 @@ def publish_sources(settings: Settings, clean_file: Path, data_version: str, for
     (out / MARKER).write_text(json.dumps(marker, indent=2))
     store.upload_from(out / MARKER, f"{PREFIX}/{MARKER}")  # last: readers switch only once every table is there
     return marker
+
+
+def prepare_features(settings: Settings, data_version: str = "current") -> dict[str, Any]:
+    """The features step: clean table of the version -> feature tables -> Feast apply -> materialize the newest
+    window. Here rather than in :mod:`training.run`, so the step's process does not import the trainings."""
+    version = ingest.registry_for(settings).resolve(data_version)
+    result = ingest.validate_version(settings, version.name)
+    marker = publish_sources(settings, result.clean, version.name)
+    apply_definitions(settings)
+    start, end = materialize(settings, latest_window_end(settings))
+    return {**marker, "materialized": [start.isoformat(), end.isoformat()]}
 
 
 def apply_definitions(settings: Settings) -> list[str]:
