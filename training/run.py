@@ -1,9 +1,10 @@
 """Training steps for one data version, in the order the training DAG runs them.
 
-``prepare_features`` (features built, Feast applied and materialized) runs once per data
-version; ``train_family`` then trains, evaluates, registers and gates one family, moving
-``staging`` on a pass (``production`` moves later, in the deploy step). Both are idempotent:
-repeating them for the same data version, code and parameters returns what the first call produced.
+``prepare_features`` (features built, Feast applied and materialized; defined in :mod:`training.features.store`,
+so the features step's process does not import this module) runs once per data version; ``train_family`` then
+trains, evaluates, registers and gates one family, moving ``staging`` on a pass (``production`` moves later, in
+the deploy step). Both are idempotent: repeating them for the same data version, code and parameters returns what
+the first call produced.
 """
 
 from __future__ import annotations

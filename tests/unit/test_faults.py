@@ -45,7 +45,8 @@ def test_failing_fails_every_nth_request_and_answers_the_others(monkeypatch: pyt
 
 
 def test_slow_answers_after_the_delay_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a fake clock: the model answers, then the fault waits ZM_DRILL_DELAY_SECONDS before handing it back."""
+    """The model answers, then the fault waits ZM_DRILL_DELAY_SECONDS before handing the answer back (asyncio's sleep
+    recorded, not slept)."""
     waited: list[float] = []
 
     async def sleep(seconds: float) -> None:
