@@ -9,6 +9,7 @@ holds one per :mod:`zmlops.catalog` entry, in the catalog's order.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ class Family:
     # (one answer row per request row) when the model does not return them itself
     batch_requests: Callable[[Settings, Any, str], Iterator[pd.DataFrame]] | None = None
     batch_keys: tuple[str, ...] = ()
+    # what one training's tuning, fit and evaluation share (run.train_family opens it around the three): the
+    # forecaster's fits of a series prefix, computed once (training.models.forecasting.shared_fits)
+    session: Callable[[], AbstractContextManager[Any]] = nullcontext
 
     @property
     def title(self) -> str:
@@ -89,6 +93,7 @@ DEMAND_FORECAST = Family(
     search_space=t.forecaster_space,
     tuning_folds=t.forecaster_folds,
     batch_requests=t.forecast_requests,
+    session=t.forecast_session,
     purpose="Weekly units and revenue per category for the next weeks (default 8), with 90% intervals, "
     "for stock planning.",
     limitations="Promotions are not known in advance, so promotion weeks are under-forecast; categories "

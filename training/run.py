@@ -107,7 +107,8 @@ def train_family(
         )
 
     data = family.training_data(settings, clean_file, version.name)
-    with tracking.training_run(settings, name, version.name):  # tuning's trials nest under the training run
+    # tuning's trials nest under the training run; the family's session spans tuning, fit and evaluation
+    with tracking.training_run(settings, name, version.name), family.session():
         chosen = family.tune(data) if family.tune else {}
         tuned, skipped = None, ""
         if tune:

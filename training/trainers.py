@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "Evaluation",
     "make_forecaster",
     "forecast_data",
+    "forecast_session",
     "fit_on_frame",
     "forecast_example",
     "evaluate_forecaster",
@@ -103,6 +105,14 @@ def make_forecaster(**params: Any) -> Any:
     from training.models.forecasting import CategoryForecaster
 
     return CategoryForecaster(**params)
+
+
+def forecast_session() -> AbstractContextManager[None]:
+    """One training's forecaster fits shared by its tuning, fit and backtest: the final fit's inner origins are among
+    the backtest's, so it costs the backtest nothing more."""
+    from training.models.forecasting import shared_fits
+
+    return shared_fits()
 
 
 def forecast_data(settings: Settings, clean_file: Path, data_version: str) -> TrainingData:
