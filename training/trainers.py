@@ -109,7 +109,7 @@ def make_forecaster(**params: Any) -> Any:
 
 def forecast_session() -> AbstractContextManager[None]:
     """One training's forecaster fits shared by its tuning, fit and backtest: the final fit's inner origins are among
-    the backtest's, so it costs the backtest nothing more."""
+    the backtest's, so the backtest reads those fits instead of making them again."""
     from training.models.forecasting import shared_fits
 
     return shared_fits()
