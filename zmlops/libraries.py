@@ -14,8 +14,8 @@
   task, predictor and command that reads the registry paid for ``import feast`` without using it.
   :func:`mlflow_without_feast_headers` loads MLflow's providers without it.
 
-``python -m zmlops.libraries`` prints what ``import feast`` and a process that reads the registry cost, each in a fresh
-process, with and without the switches.
+``python -m benchmarks.probe_imports`` prints what ``import feast`` and a process that reads the registry cost, each in
+a fresh process, with and without the switches.
 """
 
 from __future__ import annotations
@@ -72,59 +72,3 @@ def mlflow_without_feast_headers() -> bool:
     finally:
         plugins.get_entry_points = every  # type: ignore[assignment]
     return True
-
-
-_PROBE = """
-import resource, sys
-def cpu():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-if sys.argv[1] == "import":  # import feast, with or without the switch
-    from zmlops import libraries
-    if sys.argv[2] == "on":
-        libraries.feast_without_type_checks()
-    start = cpu()
-    import feast
-    print(f"{cpu() - start:.2f}")
-else:  # a registry reader, as most task pods are: settings, then one alias read over REST
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from zmlops.settings import Settings, get_settings
-    if sys.argv[2] == "on":
-        from training import tracking
-        client = tracking.client(get_settings())
-    else:
-        client = mlflow.MlflowClient(tracking_uri=Settings().tracking_uri)
-    try:
-        client.get_model_version_by_alias("demand-forecast", "production")
-    except MlflowException:
-        pass  # nothing listens: the request's imports are what is measured
-    print(f"{cpu():.2f}")
-"""
-
-# A registry nobody answers at once (a closed port, no retries): MLflow loads its header providers before connecting.
-_NOBODY = {"ZM_MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-
-
-def main() -> None:
-    """Print what ``import feast`` and a registry-reading process cost in fresh processes, without and with the
-    switches (best of 3 each, interleaved)."""
-    import os
-    import subprocess
-
-    cases = {("import", "off"): "import feast, with typeguard's instrumentation",
-             ("import", "on"): "import feast, with feast_without_type_checks()",
-             ("registry", "off"): "a registry reader's whole process, MLflow's client as it ships",
-             ("registry", "on"): "a registry reader's whole process, get_settings() and tracking.client()"}
-    runs: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
-    for _ in range(3):
-        for case in cases:
-            done = subprocess.run([sys.executable, "-c", _PROBE, *case], capture_output=True, text=True, check=True,
-                                  env={**os.environ, **_NOBODY})
-            runs[case].append(float(done.stdout.split()[-1]))
-    for case, label in cases.items():
-        print(f"{label}: {min(runs[case]):.2f} CPU-s (best of 3; {', '.join(f'{r:.2f}' for r in runs[case])})")
-
-
-if __name__ == "__main__":
-    main()
