@@ -354,11 +354,13 @@ VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
 }
 
 
-def _start(family: str, env: dict[str, str], *args: str, cpus: str | None = None) -> Proc:
+def _start(family: str, env: dict[str, str], *args: str, cpus: str | None = None, idle: bool = False) -> Proc:
     """A predictor of ``family`` on a free port; ``cpus`` (taskset's list, e.g. "0") pins it, every thread, to those
-    CPUs."""
+    CPUs; ``idle`` runs it at idle priority (``SCHED_IDLE``: only when nothing else on its CPUs wants to run)."""
     port = _port()
     argv = [str(SERVING_PY), "-m", "inference_services.server", family, "--port", str(port), *args]
+    if idle:
+        argv = ["chrt", "--idle", "0", *argv]
     return Proc(["taskset", "-c", cpus, *argv] if cpus else argv, env, port)
 
 
@@ -509,8 +511,11 @@ def bench_shadow(home: Path, families: list[str] | None = None, runs: int = 9, s
     (``serving.shadow_alias``, ``serving.shadow_share``); and production sending every copy to a shadow predictor,
     a separate process serving the staged copy (``serving.shadow_url``), which answers and compares them. Each
     has CPU of its own, as pods on a cluster: production on one core (``PINNED``), the load generator and the
-    shadow predictor on the other. The maximum rate is production's alone (wrk, 8 connections, the median of three
-    slices); at half of it the open loop runs against each server in turn, ``runs`` rounds, the order rotated. p99
+    shadow predictor on the other, the shadow predictor at idle priority (``SCHED_IDLE``) so that it runs only in
+    the load generator's idle time: on a cluster the clients do not share its CPU, and a load generator it
+    slows reports its own delay as production's latency. The maximum rate is production's alone (wrk, 8
+    connections, the median of three slices); at half of it the open loop runs against each server in turn,
+    ``runs`` rounds, the order rotated. p99
     is counted from each request's scheduled send; each configuration's figure is the median over the rounds of its
     p99 divided by production alone's in the same round (this machine's speed drifts between rounds far more than
     the effect), with the server CPU per request and the copies the shadow answered and dropped."""
@@ -542,10 +547,12 @@ def _shadow_family(home: Path, family: str, env: dict[str, str], work: Path, lua
     console.print(f"shadow: {family}: production alone and mirroring {', '.join(f'{x:g}' for x in shares)} of its "
                   f"requests to v{staged}, {runs} runs each ...")
     # Each pod its own CPU, as on a cluster: production (every configuration) on core 0; the load generator (this
-    # process, wrk) and the shadow predictor, the candidate in a process of its own, on core 1
+    # process, wrk) and the shadow predictor, the candidate in a process of its own, on core 1, the shadow predictor
+    # at idle priority: the load generator's clock must not wait for the shadow's work (the copies answered and
+    # dropped, in the results, show whether the shadow kept up in the time left to it)
     production, rest = PINNED
     os.sched_setaffinity(0, {int(rest)})
-    target = _start(family, env, "--alias", "staging", cpus=rest)
+    target = _start(family, env, "--alias", "staging", cpus=rest, idle=True)
     servers = {"alone": _start(family, env, cpus=production)} | {
         f"in process, {share:g}": _start(family, {**env, "ZM_SERVING__SHADOW_ALIAS": "staging",
                                                   "ZM_SERVING__SHADOW_SHARE": str(share)}, cpus=production)
