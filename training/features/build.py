@@ -106,6 +106,13 @@ def _seconds(span: Span, ts: str) -> str:
     return f"(epoch({ts}) - epoch(TIMESTAMP '{span.start}'))"
 
 
+def _cutoffs(start: pd.Timestamp, weeks: np.ndarray) -> np.ndarray:
+    """The cutoff of each week index: ``start`` plus that many weeks, as nanosecond timestamps."""
+    days = (np.asarray(weeks, dtype=np.int64) * 7).astype("timedelta64[D]")
+    out: np.ndarray = (np.datetime64(start.to_datetime64(), "ns") + days).astype("datetime64[ns]")
+    return out
+
+
 def _in_memory(clean: pd.DataFrame, table: str,
                build: Callable[[duckdb.DuckDBPyConnection, str], pd.DataFrame]) -> pd.DataFrame:
     """A table built from a frame of clean lines: the frame goes through the same SQL as a file's parts do."""
@@ -138,44 +145,46 @@ def _customers(con: duckdb.DuckDBPyConnection, source: str, span: Span) -> pd.Da
         for k, v in {"orders": np.ones(len(c)), "lines": orders["lines"], "units": orders["units"],
                      "cents": orders["cents"]}.items()
     }
-    # last and first order time before each cutoff (seconds since start), forward-filled over weeks
+    # last and first order time up to each week's end (seconds since start), forward-filled over weeks
     secs = np.asarray(orders["secs"], dtype=float)
     last = np.full((n, n_weeks), -np.inf)
     np.maximum.at(last, (c, w), secs)
-    last = _before(np.maximum.accumulate(last, axis=1))
+    last = np.maximum.accumulate(last, axis=1)
     first = np.full((n, n_weeks), np.inf)
     np.minimum.at(first, (c, w), secs)
-    first = np.concatenate([np.full((n, 1), np.inf), np.minimum.accumulate(first, axis=1)[:, :-1]], axis=1)
+    first = np.minimum.accumulate(first, axis=1)
 
+    # a customer's spend per category, cumulative over weeks: (customer, week, category), so that the categories of
+    # one row are adjacent when the rows are picked below
     k = len(CATEGORIES)
     spender = np.searchsorted(customers, spend["customer_id"].to_numpy())
-    cells = (spender * k + spend["category"].cat.codes.to_numpy()) * n_weeks + spend["w"].to_numpy()
-    by_category = np.bincount(cells, weights=spend["cents"].to_numpy(float), minlength=n * k * n_weeks)
-    cum_spend = np.cumsum(by_category.reshape(n, k, n_weeks), axis=2)
-    spend_before = np.concatenate([np.zeros((n, k, 1)), cum_spend[:, :, :-1]], axis=2)
+    cells = (spender * n_weeks + spend["w"].to_numpy()) * k + spend["category"].cat.codes.to_numpy()
+    by_category = np.bincount(cells, weights=spend["cents"].to_numpy(float), minlength=n * n_weeks * k)
+    cum_spend = np.cumsum(by_category.reshape(n, n_weeks, k), axis=1)
 
-    cutoff_secs = np.arange(n_weeks) * 7 * 86400.0
-    orders_b, lines_b, units_b, cents_b = (_before(cum[key]) for key in ("orders", "lines", "units", "cents"))
-    ci, wi = np.nonzero(orders_b > 0)
+    # a row per customer and cutoff after the first order; the cutoff of week index wi holds the totals of weeks
+    # < wi, which is column wi - 1 of the cumulative matrices (wi >= 1 wherever an order came before)
+    ci, wi = np.nonzero(cum["orders"][:, :-1] > 0)
+    wi += 1
+    was = wi - 1
+    cutoff_secs = wi * 7 * 86400.0
+    orders_b, lines_b, units_b, cents_b = (cum[key][ci, was] for key in ("orders", "lines", "units", "cents"))
     with np.errstate(invalid="ignore", divide="ignore"):
-        frame = pd.DataFrame(
-            {
-                "customer_id": customers[ci],
-                "event_timestamp": start + pd.to_timedelta(wi * 7, unit="D"),
-                "recency_days": (cutoff_secs[wi] - last[ci, wi]) / 86400.0,
-                "frequency": orders_b[ci, wi],
-                "monetary": cents_b[ci, wi] / 100,
-                "frequency_13w": _window(cum["orders"], RECENT_WEEKS)[ci, wi],
-                "monetary_13w": _window(cum["cents"], RECENT_WEEKS)[ci, wi] / 100,
-                "basket_lines": lines_b[ci, wi] / orders_b[ci, wi],
-                "units_per_line": units_b[ci, wi] / lines_b[ci, wi],
-                "unit_price": cents_b[ci, wi] / 100 / units_b[ci, wi],
-                "tenure_days": (cutoff_secs[wi] - first[ci, wi]) / 86400.0,
-            }
-        )
-        shares = spend_before[ci, :, wi] / cents_b[ci, wi][:, None]
-    for j, col in enumerate(SHARE_COLUMNS):
-        frame[col] = np.nan_to_num(shares[:, j])
+        columns: dict[str, np.ndarray] = {
+            "recency_days": (cutoff_secs - last[ci, was]) / 86400.0,
+            "frequency": orders_b,
+            "monetary": cents_b / 100,
+            "frequency_13w": _window(cum["orders"], RECENT_WEEKS)[ci, wi],
+            "monetary_13w": _window(cum["cents"], RECENT_WEEKS)[ci, wi] / 100,
+            "basket_lines": lines_b / orders_b,
+            "units_per_line": units_b / lines_b,
+            "unit_price": cents_b / 100 / units_b,
+            "tenure_days": (cutoff_secs - first[ci, was]) / 86400.0,
+        }
+        shares = np.nan_to_num(cum_spend[ci, was] / cents_b[:, None])
+    columns |= {col: shares[:, j] for j, col in enumerate(SHARE_COLUMNS)}
+    frame = pd.DataFrame({"customer_id": customers[ci], "event_timestamp": _cutoffs(start, wi), **columns},
+                         copy=False)  # each column a block of its own: no copy into one 2-D block
     return _typed(frame, "customer_id")
 
 
@@ -204,12 +213,13 @@ def _products(con: duckdb.DuckDBPyConnection, source: str, span: Span) -> pd.Dat
     frame = pd.DataFrame(
         {
             "stock_code": np.asarray(products, dtype=object)[pi],
-            "event_timestamp": start + pd.to_timedelta(wi * 7, unit="D"),
+            "event_timestamp": _cutoffs(start, wi),
             "units_4w": u4[pi, wi],
             "orders_4w": _window(cumulative("orders"), POPULARITY_WEEKS)[pi, wi],
             "customers_4w": _window(cumulative("customers"), POPULARITY_WEEKS)[pi, wi],
             "price_4w": c4[pi, wi] / 100 / u4[pi, wi],
-        }
+        },
+        copy=False,
     )
     return _typed(frame, "stock_code")
 
@@ -291,9 +301,19 @@ def calendar(week_starts: pd.Series) -> pd.DataFrame:
 
 
 def _typed(frame: pd.DataFrame, key: str) -> pd.DataFrame:
-    numeric = [c for c in frame.columns if c not in (key, "event_timestamp")]
-    frame[numeric] = frame[numeric].astype("float64")
-    frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[ns]")
+    """Every feature as float64, ``event_timestamp`` in nanoseconds, the rows in (key, event_timestamp) order (the
+    customer and product tables are built in that order already, so their check costs no sort)."""
+    numeric = [c for c in frame.columns if c not in (key, "event_timestamp") and frame[c].dtype != "float64"]
+    if numeric:
+        frame[numeric] = frame[numeric].astype("float64")
+    if frame["event_timestamp"].dtype != "datetime64[ns]":
+        frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[ns]")
+    keys = frame[key].to_numpy()
+    stamps = frame["event_timestamp"].to_numpy()
+    if len(frame) > 1 and frame[key].is_monotonic_increasing:
+        same = keys[1:] == keys[:-1]
+        if not (same & (stamps[1:] <= stamps[:-1])).any():
+            return frame
     return frame.sort_values([key, "event_timestamp"], ignore_index=True)
 
 
