@@ -109,7 +109,7 @@ def _seconds(span: Span, ts: str) -> str:
 def _cutoffs(start: pd.Timestamp, weeks: np.ndarray) -> np.ndarray:
     """The cutoff of each week index: ``start`` plus that many weeks, as nanosecond timestamps."""
     days = (np.asarray(weeks, dtype=np.int64) * 7).astype("timedelta64[D]")
-    out: np.ndarray = (np.datetime64(start.to_datetime64(), "ns") + days).astype("datetime64[ns]")
+    out: np.ndarray = (start.to_datetime64().astype("datetime64[ns]") + days).astype("datetime64[ns]")
     return out
 
 
@@ -124,19 +124,29 @@ def customer_features(clean: pd.DataFrame, span: Span | None = None) -> pd.DataF
     """One row per (customer, weekly cutoff) after the customer's first order; ``span``: the whole delivery's, when
     ``clean`` holds some customers' lines only."""
     span = span or span_of(clean["invoice_ts"])
-    return _in_memory(clean, "customer_features", lambda con, source: _customers(con, source, span))
+    return _in_memory(clean, "customer_features", lambda con, source: _customers(con, *_customer_sql(source, span),
+                                                                                 span))
 
 
-def _customers(con: duckdb.DuckDBPyConnection, source: str, span: Span) -> pd.DataFrame:
-    start, n_weeks = span.start, span.weeks
-    orders = con.execute(f"""
+def _customer_sql(source: str, span: Span) -> tuple[str, str]:
+    """The two aggregates customer features are built from: one row per order (its week, time, lines, units and
+    cents) and one per customer, category and week (the cents spent)."""
+    orders = f"""
         SELECT customer_id, {_week(span, 'min(invoice_ts)')} AS w, {_seconds(span, 'min(invoice_ts)')} AS secs,
                count(*) AS lines, sum(quantity) AS units, sum({_CENTS}) AS cents
-        FROM {source} GROUP BY customer_id, invoice""").fetchnumpy()
-    spend = con.execute(f"""
+        FROM {source} GROUP BY customer_id, invoice"""
+    spend = f"""
         SELECT customer_id, CAST(category AS {_CATEGORY_TYPE}) AS category, {_week(span)} AS w,
                sum({_CENTS}) AS cents
-        FROM {source} GROUP BY ALL""").df()
+        FROM {source} GROUP BY ALL"""
+    return orders, spend
+
+
+def _customers(con: duckdb.DuckDBPyConnection, orders_sql: str, spend_sql: str, span: Span) -> pd.DataFrame:
+    """Customer features from the rows of the two aggregates (:func:`_customer_sql`)."""
+    start, n_weeks = span.start, span.weeks
+    orders = con.execute(orders_sql).fetchnumpy()
+    spend = con.execute(spend_sql).df()
     customers, c = np.unique(orders["customer_id"], return_inverse=True)
     w = np.asarray(orders["w"], dtype=np.int64)
     n = len(customers)
@@ -372,16 +382,24 @@ def _within(lo: object, hi: object, key: str) -> str:
     return " AND ".join(conditions)
 
 
+_AGGREGATES = ("customer_orders", "customer_spend")  # write_tables' temporary tables of _customer_sql's aggregates
+
+
 def _build(name: str, con: duckdb.DuckDBPyConnection, part: str, span: Span,
            complete: tuple[pd.Timestamp, pd.Timestamp], lo: str | None, hi: str | None) -> pd.DataFrame | None:
     """One part's rows of table ``name`` (None: the part has nothing to build)."""
     if name == "category_week_features":  # every category gets its weeks, with zeros where it sold nothing
         categories = [c for c in CATEGORIES if (lo is None or c >= lo) and (hi is None or c < hi)]
         return _category_weeks(con, part, complete, categories) if categories else None
+    if name == "customer_features":  # from the delivery's aggregates, which write_tables made once
+        where = _within(lo, hi, "customer_id")
+        frame = _customers(con, f"SELECT * FROM {_AGGREGATES[0]} WHERE {where}",
+                           f"SELECT * FROM {_AGGREGATES[1]} WHERE {where}", span)
+        return frame if len(frame) else None
     found = con.execute(f"SELECT count(*) FROM {part}").fetchone()
     if not found or not found[0]:
         return None
-    return _customers(con, part, span) if name == "customer_features" else _products(con, part, span)
+    return _products(con, part, span)
 
 
 def write_tables(clean_file: Path, out: Path, budget_mb: int, threads: int = 0) -> dict[str, dict[str, object]]:
@@ -398,6 +416,10 @@ def write_tables(clean_file: Path, out: Path, budget_mb: int, threads: int = 0) 
         days = con.execute(f"SELECT DISTINCT CAST(invoice_ts AS DATE) AS day FROM {source}").df()["day"]
         complete = complete_weeks(pd.to_datetime(days))
         keys = max(1, (budget_mb * 3 // 4) * 2**20 // (BYTES_PER_KEY_WEEK * span.weeks))
+        # the customers' two aggregates, each made in one pass over the delivery and kept in DuckDB (within its
+        # budget, spilling beyond it) in customer order: a part then reads its customers' rows, not every line again
+        for name, sql in zip(_AGGREGATES, _customer_sql(source, span), strict=True):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql} ORDER BY customer_id")
         for name, table in TABLES.items():
             newest: list[pd.Timestamp] = []
 
