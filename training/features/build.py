@@ -329,7 +329,8 @@ def _typed(frame: pd.DataFrame, key: str) -> pd.DataFrame:
 
 # What building a table holds in pandas per key and week of its part (the dense key x week matrices, a customer's
 # spend per category among them, and the output rows): at 600 a 10.5M-line delivery's features step peaked at
-# 3.1 GB, at 1,800 at 1.5 GB (python -m benchmarks --only data).
+# 3.1 GB, at 1,800 at 1.5 GB; since two tables are built at a time, each with half of pandas' share, 1.1 GB
+# (python -m benchmarks --only data).
 BYTES_PER_KEY_WEEK = 1_800
 
 
