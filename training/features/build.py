@@ -383,7 +383,7 @@ def _within(lo: object, hi: object, key: str) -> str:
     return " AND ".join(conditions)
 
 
-_AGGREGATES = ("customer_orders", "customer_spend")  # write_tables' temporary tables of _customer_sql's aggregates
+_AGGREGATES = ("customer_orders", "customer_spend")  # write_tables' tables of _customer_sql's aggregates
 
 
 def _build(name: str, con: duckdb.DuckDBPyConnection, part: str, span: Span,
@@ -426,7 +426,8 @@ def write_tables(clean_file: Path, out: Path, budget_mb: int, threads: int = 0) 
         for name, sql in zip(_AGGREGATES, _customer_sql(source, span), strict=True):
             con.execute(f"CREATE OR REPLACE TABLE {name} AS {sql} ORDER BY customer_id")
 
-        def write(name: str, table: Table, cursor: duckdb.DuckDBPyConnection) -> dict[str, object]:
+        def write(name: str, cursor: duckdb.DuckDBPyConnection) -> dict[str, object]:
+            table = TABLES[name]
             newest: list[pd.Timestamp] = []
 
             def built() -> Iterator[pd.DataFrame]:
@@ -450,10 +451,11 @@ def write_tables(clean_file: Path, out: Path, budget_mb: int, threads: int = 0) 
                 cursor.close()
             return {"rows": rows, "newest": max(newest).isoformat()}
 
+        cursors = {name: con.cursor() for name in TABLES}  # made here, each used by one thread and closed there
         with ThreadPoolExecutor(2, thread_name_prefix="feature-table") as pool:
-            customers = pool.submit(write, "customer_features", TABLES["customer_features"], con.cursor())
-            others = pool.submit(lambda: {name: write(name, TABLES[name], con.cursor())
-                                          for name in TABLES if name != "customer_features"})
+            customers = pool.submit(write, "customer_features", cursors["customer_features"])
+            others = pool.submit(lambda: {name: write(name, cursors[name]) for name in TABLES
+                                          if name != "customer_features"})
             built_tables = {"customer_features": customers.result(), **others.result()}
         for name in _AGGREGATES:
             con.execute(f"DROP TABLE {name}")
