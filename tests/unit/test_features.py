@@ -147,6 +147,6 @@ def test_frames_written_on_a_thread_arrive_whole_and_in_order_and_a_failure_leav
     broken = tmp_path / "broken.parquet"
     with pytest.raises(RuntimeError, match="part 3"):
         write_frames(broken, failing())
-    assert not broken.exists()
+    assert not broken.exists() and not list(tmp_path.glob("broken*")), list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="nothing to write"):
         write_frames(tmp_path / "empty.parquet", iter([]))

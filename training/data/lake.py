@@ -161,7 +161,7 @@ def normalise(con: duckdb.DuckDBPyConnection, path: Path, dest: Path) -> RawFile
 
 def write_frames(dest: Path, frames: Iterable[pd.DataFrame]) -> int:
     """Append each frame, as it comes, to one Parquet file (the first frame's schema), written beside ``dest`` and
-    moved there once complete, so no reader sees half a table. A frame is encoded and written on a thread of its own
+    moved there once complete, so no reader sees half a table (a failure removes it). A frame is encoded and written on a thread of its own
     while the next one is made (Arrow's encoder releases the GIL), so at most two are held. Returns the rows
     written; a ValueError when ``frames`` yields nothing."""
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -185,10 +185,13 @@ def write_frames(dest: Path, frames: Iterable[pd.DataFrame]) -> int:
                 rows += len(frame)
             if writing is not None:
                 writing.result()
-    finally:
+    except BaseException:
         if writer is not None:
             writer.close()
+        part.unlink(missing_ok=True)  # half a table is nobody's: a failed write leaves nothing behind
+        raise
     if writer is None:
         raise ValueError(f"nothing to write to {dest.name}")
+    writer.close()
     part.replace(dest)
     return rows
