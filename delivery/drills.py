@@ -125,10 +125,11 @@ def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], Non
                               "seconds": round(out.seconds, 1)}
 
         for name, version in (("errors_5pct", good[1]), ("slow_5x", good[2])):
-            env, extra = {**FAULTS["failing"], "ZM_DRILL_ERROR_EVERY": "20"}, {}
             if name == "slow_5x":
                 delay = slow_delay(load, good[0])
                 env, extra = {**FAULTS["slow"], "ZM_DRILL_DELAY_SECONDS": f"{delay:.4f}"}, {"delay_ms": delay * 1000}
+            else:
+                env, extra = {**FAULTS["failing"], "ZM_DRILL_ERROR_EVERY": "20"}, {}
             late = f" (answers {extra['delay_ms']:.1f} ms late)" if extra else ""
             say(f"drill: candidate v{version} with fault {name}{late}")
             t0 = time.monotonic()

@@ -124,7 +124,8 @@ def _train_models(settings: Settings) -> None:
 
     from delivery.promotion import deploy
     from training.families import FAMILIES
-    from training.run import prepare_features, train_family, write_production_cards
+    from training.features.store import prepare_features
+    from training.run import train_family, write_production_cards
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     console.rule("features and models")

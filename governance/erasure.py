@@ -84,7 +84,7 @@ def erase(settings: Settings, customer_id: int, reason: str, actor: str | None =
 
     from governance import audit, consent
     from governance.access import raw_rows
-    from training.run import prepare_features
+    from training.features.store import prepare_features
     from zmlops.statedb import CONSENT, ERASURES, engine
     from zmlops.stores import object_store
 

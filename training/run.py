@@ -27,7 +27,7 @@ from zmlops.settings import Settings
 from zmlops.stores import object_store
 from zmlops.version import UNKNOWN_CODE, code_version
 
-__all__ = ["prepare_features", "train_family", "TrainOutcome", "write_production_cards"]
+__all__ = ["train_family", "TrainOutcome", "write_production_cards"]
 
 
 @dataclass

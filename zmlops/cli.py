@@ -278,7 +278,7 @@ def check(raw: Path, clean_table: Path, as_of: dt.date | None, truth: Path | Non
 @click.argument("version", default="current")
 @TRAINING_FAILURES
 def features(version: str) -> int:
-    from training.run import prepare_features
+    from training.features.store import prepare_features
 
     settings = get_settings()
     with step(f"features of data version {version}"):

@@ -21,7 +21,7 @@ def featured(zm_home: Path) -> Path:
     """A gated simulated version with its features published (no model yet)."""
     from training.data import ingest
     from training.data.world import SimulationConfig
-    from training.run import prepare_features
+    from training.features.store import prepare_features
     from zmlops.settings import get_settings
 
     settings = get_settings()

@@ -26,12 +26,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     from delivery.promotion import deploy
     from training import run
     from training.data import ingest
+    from training.features.store import prepare_features
 
     settings = Settings(home=tmp_path_factory.mktemp("erasure") / "zm")
     ingest.registry_for(settings).ensure()
     version = ingest.snapshot_simulated(settings, SimulationConfig(seed=11, n_customers=1000, n_products=600))
     ingest.validate_version(settings, version.name)
-    run.prepare_features(settings, version.name)
+    prepare_features(settings, version.name)
     for family in PERSONAL:
         assert deploy(settings, run.train_family(settings, family, version.name).to_dict())["deployed"]
     yield settings
@@ -188,12 +189,13 @@ def test_a_real_customer_exported_then_erased_is_nowhere_but_the_audit_hash(real
     from governance.scan import scan
     from training import run
     from training.data import ingest
+    from training.features.store import prepare_features
 
     settings = Settings(home=tmp_path_factory.mktemp("erasure-real") / "zm")
     ingest.registry_for(settings).ensure()
     version = ingest.snapshot_file(settings, real_data)
     ingest.validate_version(settings, version.name)
-    run.prepare_features(settings, version.name)
+    prepare_features(settings, version.name)
     for family in PERSONAL:
         deploy(settings, run.train_family(settings, family, version.name).to_dict())
     clean = pd.read_parquet(settings.work / version.name / "clean.parquet", columns=["customer_id"])

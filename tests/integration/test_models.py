@@ -32,12 +32,13 @@ FAMILY_NAMES = ("customer-segmentation", "product-recommendation", "demand-forec
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, dict[str, object]]]:
     from training import run, tracking
     from training.data import ingest
+    from training.features.store import prepare_features
 
     settings = Settings(home=tmp_path_factory.mktemp("models") / "zm")
     ingest.registry_for(settings).ensure()
     version = ingest.snapshot_simulated(settings, SimulationConfig(seed=11, n_customers=1000, n_products=600))
     ingest.validate_version(settings, version.name)
-    run.prepare_features(settings, version.name)
+    prepare_features(settings, version.name)
     outcomes = {name: run.train_family(settings, name, version.name) for name in FAMILY_NAMES}
     # what the gate alone leaves behind, before the deploy step
     gated = {name: {a: tracking.alias_version(settings, name, a) for a in ("staging", "production")}
