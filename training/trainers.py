@@ -35,6 +35,7 @@ __all__ = [
     "make_recommender",
     "recommendation_data",
     "fit_recommender",
+    "choose_recommender",
     "recommendation_example",
     "evaluate_recommender_family",
     "TEST_WEEKS",
@@ -316,19 +317,19 @@ def segment_profile_lines(model: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------- recommendation
-RECOMMENDER_KINDS = ("als", "bm25_knn")
+RECOMMENDER_KINDS = ("als", "bm25_knn", "ease")
 
 
 def make_recommender(kind: str = "als", **params: Any) -> Any:
-    """ALS (``kind="als"``, the default) or BM25-weighted item-item kNN (``"bm25_knn"``), each taking the parameters
-    it knows of ``params`` (a tuning trial carries both kinds' defaults)."""
-    from training.models.recommendation import ALSRecommender, ItemKNNRecommender
+    """ALS (``kind="als"``, the default), EASE (``"ease"``) or BM25-weighted item-item kNN (``"bm25_knn"``), each
+    taking the parameters it knows of ``params`` (a tuning trial carries every kind's defaults)."""
+    from training.models.recommendation import ALSRecommender, EASERecommender, ItemKNNRecommender
 
     if kind not in RECOMMENDER_KINDS:
         raise ValueError(f"kind must be one of {RECOMMENDER_KINDS}, not {kind!r}")
-    cls: Any = ALSRecommender if kind == "als" else ItemKNNRecommender
+    cls: Any = {"als": ALSRecommender, "ease": EASERecommender, "bm25_knn": ItemKNNRecommender}[kind]
     known = {k: v for k, v in params.items() if k in cls._get_param_names()}
-    return cls(**known) if kind == "als" else cls(**{**known, "similarity": "bm25"})
+    return cls(**known) if kind != "bm25_knn" else cls(**{**known, "similarity": "bm25"})
 
 
 def recommendation_data(settings: Settings, clean_file: Path, data_version: str) -> TrainingData:
@@ -376,28 +377,44 @@ def fit_recommender(model: Any, data: TrainingData) -> Any:
     return model.fit(interactions(data.clean), recent=_recent(data.frame))
 
 
-def tune_alpha(data: TrainingData, grid: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)) -> float:
-    """Confidence weight ``alpha`` with the best recall@10 on an inner time split of the training part."""
-    from training.models.recommendation import ALSRecommender, evaluate_recommender, interactions, time_split
+# what training without tuning chooses among (the first fold of recommender_folds decides): ALS's confidence scaling,
+# and EASE's regularisation with and without recency weighting
+ALS_ALPHAS = (0.5, 1.0, 2.0, 5.0)
+EASE_CHOICES = ((200.0, 0.0), (200.0, 16.0), (500.0, 0.0), (500.0, 16.0))  # (l2, half_life_weeks)
 
+
+def choose_recommender(data: TrainingData) -> dict[str, Any]:
+    """The recommender with the best recall@10 on an inner time split of the training part (the 8 weeks before the
+    gate's own test weeks: the first of :func:`recommender_folds`): ALS at each of :data:`ALS_ALPHAS`, and EASE at
+    each of :data:`EASE_CHOICES` where the catalogue allows it (:data:`~training.models.recommendation.EASE_MAX_ITEMS`
+    products). Ties go to the earlier candidate (ALS first)."""
+    from training.models.recommendation import EASE_MAX_ITEMS, evaluate_recommender, interactions, time_split
+
+    candidates: list[dict[str, Any]] = [{"kind": "als", "alpha": a} for a in ALS_ALPHAS]
     train, _, _ = time_split(data.clean, TEST_WEEKS)
     inner_train, inner_test, _ = time_split(train, TEST_WEEKS)
+    if inner_train.empty or inner_test.empty:
+        return {"kind": "als", "alpha": 1.0}
     pairs = interactions(inner_train)
-    scores = {
-        a: evaluate_recommender(ALSRecommender(alpha=a).fit(pairs), inner_train, inner_test)["recall_at_10"]
-        for a in grid
-    }
-    return max(scores, key=lambda a: (scores[a], -a))
+    if pairs["stock_code"].nunique() <= EASE_MAX_ITEMS:
+        candidates += [{"kind": "ease", "l2": l2, "half_life_weeks": h} for l2, h in EASE_CHOICES]
+    scores = [evaluate_recommender(make_recommender(**params).fit(pairs), inner_train, inner_test)["recall_at_10"]
+              for params in candidates]
+    return candidates[int(np.argmax(scores))]
 
 
 def recommender_space(trial: Any) -> dict[str, Any]:
     """Optuna's search space of the recommender: ALS (factors, regularisation, confidence scaling, weighting,
-    iterations) or its challenger, BM25 item-item kNN (neighbours); the study ships whichever scores best."""
+    iterations), EASE (regularisation, recency half-life) or their challenger, BM25 item-item kNN (neighbours); the
+    study ships whichever scores best."""
     from training.models.recommendation import WEIGHTINGS
 
     kind = trial.suggest_categorical("kind", RECOMMENDER_KINDS)
     if kind == "bm25_knn":
         return {"kind": kind, "neighbours": trial.suggest_int("neighbours", 10, 400, log=True)}
+    if kind == "ease":
+        return {"kind": kind, "l2": trial.suggest_float("l2", 10.0, 5_000.0, log=True),
+                "half_life_weeks": trial.suggest_categorical("half_life_weeks", [0.0, 4.0, 8.0, 16.0, 32.0])}
     return {
         "kind": kind,
         "factors": trial.suggest_int("factors", 16, 256, log=True),

@@ -397,11 +397,12 @@ def test_tuning_runs_the_family_s_optuna_study_under_the_training_run(
     trials = json.loads(tags["tuning.trials"])
     assert sum(trials.values()) == 6 and trials["complete"] >= 3 and tags["tuning.study"] == f"{name}/v1"
     chosen = json.loads(tags["tuning.params"])
-    kind = chosen.pop("kind")  # ALS or its challenger, BM25 item-kNN: whichever the study found best
-    assert set(chosen) == ({"factors", "regularization", "alpha", "iterations", "weighting"} if kind == "als"
-                           else {"neighbours"})
+    kind = chosen.pop("kind")  # ALS, EASE or their challenger, BM25 item-kNN: whichever the study found best
+    assert set(chosen) == {"als": {"factors", "regularization", "alpha", "iterations", "weighting"},
+                           "ease": {"l2", "half_life_weeks"}, "bm25_knn": {"neighbours"}}[kind]
     fitted = tracking.load_estimator(settings, name, outcome.version)
-    assert type(fitted).__name__ == ("ALSRecommender" if kind == "als" else "ItemKNNRecommender")
+    assert type(fitted).__name__ == {"als": "ALSRecommender", "ease": "EASERecommender",
+                                     "bm25_knn": "ItemKNNRecommender"}[kind]
     assert {k: fitted.get_params()[k] for k in chosen} == chosen
     children = client.search_runs([client.get_run(version.run_id).info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{version.run_id}'")

@@ -14,7 +14,7 @@ from training.data.cleaning import clean_transactions, read_transactions
 from training.features.build import category_week_features, customer_features
 from training.models.forecasting import CategoryForecaster, SeasonalNaive
 from training.models.metrics import forecast_errors, ranking_metrics
-from training.models.recommendation import ALSRecommender, PopularityRecommender, interactions
+from training.models.recommendation import ALSRecommender, EASERecommender, PopularityRecommender, interactions
 from training.models.segmentation import DERIVED, CustomerSegmenter, name_segments
 
 pytestmark = pytest.mark.unit
@@ -128,7 +128,7 @@ def test_recommenders_filter_bought_items_and_fall_back(clean: pd.DataFrame) -> 
 
 
 def test_the_recommender_kinds_and_weightings_all_rank_unbought_products(clean: pd.DataFrame) -> None:
-    """ALS under each confidence weighting and the BM25 item-kNN challenger (what tuning chooses among) answer
+    """ALS under each confidence weighting, EASE and the BM25 item-kNN challenger (what tuning chooses among) answer
     k unbought products; make_recommender gives each kind the parameters it knows and refuses unknown ones."""
     from training.trainers import make_recommender
 
@@ -138,7 +138,9 @@ def test_the_recommender_kinds_and_weightings_all_rank_unbought_products(clean: 
     models = [ALSRecommender(factors=8, iterations=3, weighting=w).fit(pairs) for w in ("none", "bm25", "tfidf")]
     knn = make_recommender(kind="bm25_knn", factors=8, alpha=2.0, neighbours=20).fit(pairs)
     assert knn.get_params() == {"neighbours": 20, "similarity": "bm25"}
-    for model in [*models, knn]:
+    ease = make_recommender(kind="ease", factors=8, neighbours=20, l2=50.0, half_life_weeks=4.0).fit(pairs)
+    assert ease.get_params() == {"l2": 50.0, "half_life_weeks": 4.0}
+    for model in [*models, knn, ease]:
         [(items, cold)] = model.recommend([customer], k=5)
         assert len(items) == 5 and not cold and not set(items) & bought
     assert models[0].recommend([customer], k=10) != models[1].recommend([customer], k=10)  # the weighting counts
@@ -147,6 +149,61 @@ def test_the_recommender_kinds_and_weightings_all_rank_unbought_products(clean: 
         ALSRecommender(weighting="log").fit(pairs)
     with pytest.raises(ValueError, match="kind must be one of"):
         make_recommender(kind="svd")
+
+
+def _pairs(rows: list[tuple[int, str, int]]) -> pd.DataFrame:
+    """Interactions (one row per customer and product) from (customer, product, weeks before the newest order)."""
+    newest = pd.Timestamp("2024-06-30")
+    return pd.DataFrame({"customer_id": [c for c, _, _ in rows], "stock_code": [p for _, p, _ in rows],
+                         "country": "UK", "orders": 1,
+                         "last_ts": [newest - pd.Timedelta(weeks=w) for _, _, w in rows]})
+
+
+def test_ease_weights_are_each_products_ridge_regression_on_the_others() -> None:
+    """Each column j of EASE's closed form equals the ridge regression of product j's purchases on the other
+    products' (solved directly, one product at a time); its diagonal is zero."""
+    rng = np.random.default_rng(3)
+    bought = rng.random((60, 12)) < 0.3
+    bought[np.arange(60), rng.integers(0, 12, 60)] = True  # every customer bought something
+    users, items = np.nonzero(bought)
+    pairs = _pairs([(int(u), f"P{i:02d}", 0) for u, i in zip(users, items, strict=True)])
+    model = EASERecommender(l2=5.0, half_life_weeks=0.0).fit(pairs)
+    x = bought.astype(float)
+    gram = x.T @ x
+    for j in range(12):
+        others = [i for i in range(12) if i != j]
+        expected = np.linalg.solve(gram[np.ix_(others, others)] + 5.0 * np.eye(11), gram[others, j])
+        np.testing.assert_allclose(model.weights_[others, j], expected, rtol=1e-4, atol=1e-6)
+    assert not np.diag(model.weights_).any()
+
+
+def test_ease_weighs_a_customers_recent_purchases_above_old_ones() -> None:
+    """Two planted baskets, {A, X} and {B, Y}, bought by 20 customers each. A customer who bought A a year ago and B
+    this week is offered Y first under a recency half-life, and X first when the ages are the other way round;
+    without a half-life the two are equals."""
+    rows = [(c, p, 30) for c in range(20) for p in ("A", "X")] + [(c, p, 30) for c in range(20, 40) for p in ("B", "Y")]
+
+    def first(age_a: int, age_b: int, half: float) -> tuple[list[str], np.ndarray]:
+        model = EASERecommender(l2=1.0, half_life_weeks=half).fit(_pairs([*rows, (99, "A", age_a), (99, "B", age_b)]))
+        user = np.array([model.customers_.get_loc(99)])
+        scores = np.asarray(model._user_weights()[user] @ model.weights_)[0]
+        [(items, cold)] = model.recommend([99], k=2)
+        assert not cold
+        return items, scores
+
+    assert first(52, 0, 4.0)[0] == ["Y", "X"]
+    assert first(0, 52, 4.0)[0] == ["X", "Y"]
+    _, scores = first(52, 0, 0.0)
+    assert scores[list("ABXY").index("X")] == pytest.approx(scores[list("ABXY").index("Y")])
+
+
+def test_ease_refuses_a_catalogue_larger_than_its_dense_weights_allow(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.models.recommendation as recommendation
+
+    monkeypatch.setattr(recommendation, "EASE_MAX_ITEMS", 3)
+    pairs = _pairs([(c, p, 0) for c in range(5) for p in "ABCD"])
+    with pytest.raises(ValueError, match="4 products is more than EASE_MAX_ITEMS"):
+        EASERecommender().fit(pairs)
 
 
 def test_purchases_answer_as_the_lines_do_from_a_file_or_a_frame(clean: pd.DataFrame, tmp_path: Path,
