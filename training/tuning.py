@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -227,7 +227,9 @@ def tune(
     if not complete:
         raise NothingCompleted(f"{name}: no trial completed within {budget:.0f} s "
                                f"({sum(counts.values())} tried: {counts})")
-    default_trial = next((t for t in trials if t.params == first or (not first and t.number == 0)), None)
+    # the defaults' trial: its parameters are the defaults' of the branch it took (the others are never suggested)
+    default_trial = next((t for t in trials if (first and t.params.items() <= first.items())
+                          or (not first and t.number == 0)), None)
     default = default_trial.value if default_trial is not None and default_trial.state == TrialState.COMPLETE \
         else None
     best = study.best_trial
@@ -240,24 +242,35 @@ def tune(
 
 
 def _searched_names(family: Any) -> set[str]:
-    """The Optuna parameter names the family's search space suggests (asked once of a recording trial)."""
+    """The Optuna parameter names the family's search space suggests in any of its branches (asked of recording
+    trials: pass ``i`` takes every categorical's ``i``-th choice, so a space that branches on a choice, such as
+    the recommender's kind, shows each branch's names)."""
     names: set[str] = set()
+    widest = 1
 
     class _Recorder:
+        def __init__(self, turn: int) -> None:
+            self.turn = turn
+
         def __getattr__(self, attr: str) -> Callable[..., Any]:
             if not attr.startswith("suggest_"):
                 raise AttributeError(attr)
 
             def suggest(name: str, *args: Any, **kwargs: Any) -> Any:
+                nonlocal widest
                 names.add(name)
                 if attr == "suggest_categorical":
-                    choices: Iterable[Any] = args[0] if args else kwargs["choices"]
-                    return next(iter(choices))
+                    choices = list(args[0] if args else kwargs["choices"])
+                    widest = max(widest, len(choices))
+                    return choices[self.turn % len(choices)]
                 return args[0] if args else kwargs["low"]
 
             return suggest
 
-    family.search_space(_Recorder())
+    turn = 0
+    while turn < widest:
+        family.search_space(_Recorder(turn))
+        turn += 1
     return names
 
 

@@ -175,6 +175,7 @@ def test_ease_weights_are_each_products_ridge_regression_on_the_others() -> None
         expected = np.linalg.solve(gram[np.ix_(others, others)] + 5.0 * np.eye(11), gram[others, j])
         np.testing.assert_allclose(model.weights_[others, j], expected, rtol=1e-4, atol=1e-6)
     assert not np.diag(model.weights_).any()
+    assert model.weights_.flags.c_contiguous  # scoring reads a customer's products as rows
 
 
 def test_ease_weighs_a_customers_recent_purchases_above_old_ones() -> None:

@@ -52,6 +52,31 @@ def test_the_defaults_come_first_and_the_search_beats_them(tmp_path: Path) -> No
     assert tags["tuning.study"] == "toy/v1" and '"kind": "b"' in tags["tuning.params"]
 
 
+def test_defaults_in_a_later_branch_of_the_space_are_the_first_trial(tmp_path: Path) -> None:
+    """A space that branches on a choice (the recommender's kind: ALS, BM25 kNN or EASE, each with its own
+    parameters): defaults in the last branch are trial 0 as given, not the branch's names sampled afresh."""
+    calls: list[dict[str, Any]] = []
+
+    def space(trial: Any) -> dict[str, Any]:
+        kind = trial.suggest_categorical("kind", ["a", "b", "c"])
+        if kind == "c":
+            return {"kind": kind, "y": trial.suggest_float("y", 1.0, 1_000.0, log=True),
+                    "h": trial.suggest_categorical("h", [0.0, 8.0, 16.0])}
+        return {"kind": kind, "x": trial.suggest_float("x", -5.0, 5.0)}
+
+    def folds(data: Any, params: dict[str, Any]) -> Iterator[float]:
+        calls.append(params)
+        yield -abs(params.get("y", 0.0) - 300.0)
+
+    family = SimpleNamespace(name="branches", primary_metric="score", greater_is_better=True, search_space=space,
+                             tuning_folds=folds)
+    assert tuning._searched_names(family) == {"kind", "x", "y", "h"}
+    result = tuning.tune(_settings(tmp_path), family, None, "v1", {"x": 0.0, "kind": "c", "y": 200.0, "h": 16.0},
+                         max_trials=3, budget_seconds=60, say=lambda _: None)
+    assert calls[0] == {"x": 0.0, "kind": "c", "y": 200.0, "h": 16.0}
+    assert result.default == pytest.approx(-100.0)
+
+
 def test_the_study_is_kept_and_the_next_version_starts_from_its_best(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     first = tuning.tune(settings, _family([]), None, "v1", {"x": 0.0, "kind": "a"}, max_trials=20,
