@@ -22,10 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", choices=list(FAMILIES), default=None, dest="models",
                         help="serving and shadow sections: only this model family (repeatable; write to another "
                         "--out, the section is replaced)")
+    parser.add_argument("--rows", action="append", type=int, default=None,
+                        help="data section: only deliveries of about this many raw lines (repeatable; default 0.5M, "
+                        "5M, 10M and 30M; write to another --out, the section is replaced)")
     args = parser.parse_args(argv)
     from benchmarks.bench import run_bench
 
-    return run_bench(quick=args.quick, out=args.out, only=args.only, models=args.models)
+    return run_bench(quick=args.quick, out=args.out, only=args.only, models=args.models, rows=args.rows)
 
 
 if __name__ == "__main__":

@@ -293,7 +293,9 @@ def bench_data(sizes: list[int]) -> list[dict[str, Any]]:
                 console.print(f"data: {name} at {int(raw['output']):,} rows ...")
                 r = measure(f"from benchmarks.bench_data import {task}\n{task}(*sys.argv[1:])", *args)
                 entry[name] = {"seconds": round(r["seconds"], 2), "peak_mb": round(r["peak_mb"]),
-                               "output": r["output"]}
+                               "output": r["output"],
+                               **{k: round(v, 2) for k, v in r.items()  # a training's phases
+                                  if k.endswith("_seconds") and k != "cpu_seconds"}}
             steps = [*DATA_STEPS, *(f"train {family}" for family in FAMILIES)]
             entry["gate_ratio"] = round(entry["gate"]["seconds"] / entry["duck_gate"]["seconds"], 2)
             entry["features_ratio"] = round(entry["features"]["seconds"] / entry["duck_features"]["seconds"], 2)
@@ -304,10 +306,10 @@ def bench_data(sizes: list[int]) -> list[dict[str, Any]]:
     return results
 
 
-def _data(quick: bool) -> list[dict[str, Any]]:
+def _data(quick: bool, rows: list[int] | None = None) -> list[dict[str, Any]]:
     from zmlops.catalog import FAMILIES
 
-    sizes = [100_000, 300_000] if quick else [500_000, 5_000_000, 10_000_000, 30_000_000]
+    sizes = rows or ([100_000, 300_000] if quick else [500_000, 5_000_000, 10_000_000, 30_000_000])
     out = bench_data(sizes)
     data = get_settings().data
     table(
@@ -324,6 +326,13 @@ def _data(quick: bool) -> list[dict[str, Any]]:
         ["raw rows", *(f"{f} s / MB" for f in FAMILIES), "all steps s", "peak MB"],
         [[r["rows"], *(f"{r['train ' + f]['seconds']} / {r['train ' + f]['peak_mb']:,}" for f in FAMILIES),
           r["pipeline_seconds"], f"{r['peak_mb']:,}"] for r in out],
+    )
+    phases = ("training_set", "choice", "fit", "evaluation")
+    rec = "train product-recommendation"
+    table(
+        "the recommender's training step by phase, seconds (target: the fit at 10M lines <= 2 x at 5M)",
+        ["raw rows", "step", *phases],
+        [[r["rows"], r[rec]["seconds"], *(r[rec].get(f"{p}_seconds", "-") for p in phases)] for r in out],
     )
     return out
 
@@ -368,12 +377,13 @@ def _monitoring(quick: bool) -> list[dict[str, Any]]:
 
 
 def run_bench(quick: bool = False, out: Path | None = None, only: list[str] | None = None,
-              models: list[str] | None = None) -> int:
+              models: list[str] | None = None, rows: list[int] | None = None) -> int:
     """Run the benchmark sections (all by default); ``only`` updates just those in ``out``; ``models``
-    limits the serving section to those model families."""
+    limits the serving section to those model families, ``rows`` the data section to those delivery sizes."""
     target = out or get_settings().reports / "bench.json"
     report: dict[str, Any] = json.loads(target.read_text()) if only and target.exists() else {}
-    sections: dict[str, Callable[[bool], Any]] = {"simulator": _simulator, "data": _data, "batch": _batch,
+    sections: dict[str, Callable[[bool], Any]] = {"simulator": _simulator,
+                                                  "data": functools.partial(_data, rows=rows), "batch": _batch,
                                                   "training": _training,
                                                   "tuning": _tuning,
                                                   "serving": functools.partial(_serving, models=models),

@@ -71,11 +71,12 @@ def features(folder: str) -> None:
 
 def train(folder: str, family: str) -> None:
     """A training step as the DAG runs it (Feast's training set, fit, evaluation, MLflow, the gate), on the tables
-    the features step wrote; its output is the family's primary metric."""
+    the features step wrote; its output is the family's primary metric, and it reports its phases' seconds (the
+    training set, the choice of parameters, the fit, the evaluation)."""
     from training.pipeline import train as step
 
     out = step(_settings(folder), family, "v1", "benchmark")  # type: ignore[arg-type]
-    _emit(output=out["metric"])
+    _emit(output=out["metric"], **{f"{phase}_seconds": value for phase, value in out["seconds"].items()})
 
 
 def duck_gate(folder: str) -> None:

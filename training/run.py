@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,8 @@ class TrainOutcome:
     champion: float | None
     champion_version: str | None
     reused: bool = False
+    # wall seconds of the training's phases (training set, choice, tuning, fit, evaluation); empty when reused
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,31 +111,46 @@ def train_family(
             reused=True,
         )
 
-    data = family.training_data(settings, clean_file, version.name)
+    seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(what: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        seconds[what] = round(time.perf_counter() - started, 3)
+
+    with phase("training_set"):
+        data = family.training_data(settings, clean_file, version.name)
     # tuning's trials nest under the training run; the family's session spans tuning, fit and evaluation
     with tracking.training_run(settings, name, version.name), family.session():
-        chosen = family.tune(data) if family.tune else {}
+        with phase("choice"):
+            chosen = family.tune(data) if family.tune else {}
         tuned, skipped = None, ""
         if tune:
             from training import tuning
 
             defaults = {**family.make_estimator().get_params(), **chosen}
             try:
-                tuned = tuning.tune(settings, family, data, version.name, defaults,
-                                    experiment_id=tracking.experiment_id(settings, name))
+                with phase("tuning"):
+                    tuned = tuning.tune(settings, family, data, version.name, defaults,
+                                        experiment_id=tracking.experiment_id(settings, name))
                 chosen = {**chosen, **tuned.params}
             except tuning.NothingCompleted as why:  # e.g. too little history for a tuning fold: the defaults
                 skipped = str(why)
-        estimator = family.fit(family.make_estimator(**{**chosen, **(params or {})}), data)
-        evaluation = family.evaluate(estimator, data)
+        with phase("fit"):
+            estimator = family.fit(family.make_estimator(**{**chosen, **(params or {})}), data)
+        with phase("evaluation"):
+            evaluation = family.evaluate(estimator, data)
         if tuned is not None:
             evaluation.sections["Hyper-parameter tuning"] = tuned.card_lines()
         elif skipped:
             evaluation.sections["Hyper-parameter tuning"] = [f"Tuning was asked for and skipped: {skipped}; the "
                                                               "defaults are used."]
         model = _log(settings, family, version, sha, code, data, estimator, evaluation, reason, fingerprint,
-                     tuned.tags() if tuned is not None else {})
-    return _gate_and_card(settings, family, version, sha, code, data, estimator, evaluation, reason, model)
+                     {**(tuned.tags() if tuned is not None else {}), "seconds": json.dumps(seconds)})
+    outcome = _gate_and_card(settings, family, version, sha, code, data, estimator, evaluation, reason, model)
+    outcome.seconds = seconds
+    return outcome
 
 
 def _log(settings: Settings, family: Any, version: Any, sha: str, code: str, data: Any, estimator: Any,

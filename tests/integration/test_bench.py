@@ -49,6 +49,8 @@ def test_bench_quick_writes_ratios(tmp_path: Path) -> None:
         assert r["gate_ratio"] > 0 and r["features_ratio"] > 0
         trainings = [r[f"train {f}"] for f in ("demand-forecast", "customer-segmentation", "product-recommendation")]
         assert all(t["peak_mb"] > 0 and 0 < t["output"] for t in trainings)  # WAPE, silhouette, recall: each found
+        for t in trainings:  # each training's phases, timed inside the step
+            assert 0 < t["fit_seconds"] and t["training_set_seconds"] + t["fit_seconds"] < t["seconds"], t
         assert r["pipeline_seconds"] > r["steps_seconds"] and r["peak_mb"] >= max(t["peak_mb"] for t in trainings)
 
     batch = json.loads(out.read_text())["batch"]
