@@ -159,9 +159,12 @@ def _pairs(rows: list[tuple[int, str, int]]) -> pd.DataFrame:
                          "last_ts": [newest - pd.Timedelta(weeks=w) for _, _, w in rows]})
 
 
-def test_ease_weights_are_each_products_ridge_regression_on_the_others() -> None:
+def test_ease_weights_are_each_products_ridge_regression_on_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each column j of EASE's closed form equals the ridge regression of product j's purchases on the other
-    products' (solved directly, one product at a time); its diagonal is zero."""
+    products' (solved directly, one product at a time); its diagonal is zero; counting the co-purchases a few
+    customers at a time gives the same weights."""
+    import training.models.recommendation as recommendation
+
     rng = np.random.default_rng(3)
     bought = rng.random((60, 12)) < 0.3
     bought[np.arange(60), rng.integers(0, 12, 60)] = True  # every customer bought something
@@ -176,6 +179,9 @@ def test_ease_weights_are_each_products_ridge_regression_on_the_others() -> None
         np.testing.assert_allclose(model.weights_[others, j], expected, rtol=1e-4, atol=1e-6)
     assert not np.diag(model.weights_).any()
     assert model.weights_.flags.c_contiguous  # scoring reads a customer's products as rows
+    monkeypatch.setattr(recommendation, "EASE_BLOCK_PAIRS", 7)  # blocks of about two customers
+    np.testing.assert_allclose(EASERecommender(l2=5.0, half_life_weeks=0.0).fit(pairs).weights_, model.weights_,
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_ease_weighs_a_customers_recent_purchases_above_old_ones() -> None:
@@ -187,7 +193,7 @@ def test_ease_weighs_a_customers_recent_purchases_above_old_ones() -> None:
     def first(age_a: int, age_b: int, half: float) -> tuple[list[str], np.ndarray]:
         model = EASERecommender(l2=1.0, half_life_weeks=half).fit(_pairs([*rows, (99, "A", age_a), (99, "B", age_b)]))
         user = np.array([model.customers_.get_loc(99)])
-        scores = np.asarray(model._user_weights()[user] @ model.weights_)[0]
+        scores = np.asarray(model._user_weights(user) @ model.weights_)[0]
         [(items, cold)] = model.recommend([99], k=2)
         assert not cold
         return items, scores
@@ -196,6 +202,26 @@ def test_ease_weighs_a_customers_recent_purchases_above_old_ones() -> None:
     assert first(0, 52, 4.0)[0] == ["X", "Y"]
     _, scores = first(52, 0, 0.0)
     assert scores[list("ABXY").index("X")] == pytest.approx(scores[list("ABXY").index("Y")])
+
+
+def test_ease_answers_the_same_whatever_the_order_of_its_pairs() -> None:
+    """interactions() hands pairs over sorted by customer and product, which lets each pair's age be used in place;
+    pairs in another order are put in the matrix's order first: the same ages per entry, the same answers."""
+    rng = np.random.default_rng(5)
+    rows = sorted({(int(c), f"P{int(p):02d}", int(w)) for c, p, w in
+                   zip(rng.integers(0, 40, 300), rng.integers(0, 15, 300), rng.integers(0, 60, 300), strict=True)})
+    rows = list({(c, p): (c, p, w) for c, p, w in rows}.values())  # one age per customer and product
+    ordered = _pairs(rows)
+    shuffled = ordered.sample(frac=1.0, random_state=1)
+    a = EASERecommender(l2=3.0, half_life_weeks=8.0).fit(ordered)
+    b = EASERecommender(l2=3.0, half_life_weeks=8.0).fit(shuffled)
+    np.testing.assert_array_equal(a.age_weeks_, b.age_weeks_)
+    customers = a.customers_.tolist()
+    assert a.recommend(customers, 5) == b.recommend(customers, 5)
+    first = a.customers_[0]  # the matrix's first entry is that customer's first product, and its age is its own
+    product = a.items_[a.matrix_.indices[0]]
+    weeks = ordered.loc[(ordered["customer_id"] == first) & (ordered["stock_code"] == product), "last_ts"]
+    assert a.age_weeks_[0] == pytest.approx((ordered["last_ts"].max() - weeks.iloc[0]) / pd.Timedelta(weeks=1))
 
 
 def test_ease_refuses_a_catalogue_larger_than_its_dense_weights_allow(monkeypatch: pytest.MonkeyPatch) -> None:

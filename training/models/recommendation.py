@@ -114,28 +114,46 @@ class _Base(DerivedLookups, BaseEstimator):  # type: ignore[misc]
     _DERIVED: tuple[str, ...] = ("_position", "_codes", "_item_factors_t", "_bought_bits", "_ranking")
 
     def _fit_index(self, X: pd.DataFrame, recent: pd.Series | None = None) -> sp.csr_matrix:
-        self.forget_derived()
         pairs = interactions(X) if "invoice_ts" in X else X  # lines or purchases; else already pairs
+        return self._index(pairs, recent)[0]
+
+    def _index(self, pairs: pd.DataFrame, recent: pd.Series | None = None,
+               per_pair: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray | None]:
+        """The purchase matrix and the lookups of :meth:`_fit_index`, from the pairs; and ``per_pair`` (a value per
+        row of ``pairs``, which holds each customer and product once) in the matrix's entry order."""
+        self.forget_derived()
         rows, customers = pd.factorize(pairs["customer_id"], sort=True)
         cols, items = pd.factorize(pairs["stock_code"], sort=True)
+        # 4-byte codes (scipy keeps them as the matrix's indices instead of copying): half the memory at 19M pairs
+        rows, cols = rows.astype(np.int32), cols.astype(np.int32)
+        rows_sorted = bool((rows[1:] >= rows[:-1]).all())  # as interactions() hands them over
         # plain labels, whether the column was categorical (purchases) or not
         self.customers_, self.items_ = pd.Index(customers), pd.Index(np.asarray(items, dtype=object))
         n_users, n_items = len(customers), len(items)
         m = sp.csr_matrix((pairs["orders"].to_numpy(np.float32), (rows, cols)), shape=(n_users, n_items))
         m.sum_duplicates()
         self.matrix_ = m
+        aligned = None
+        if per_pair is not None:
+            if m.nnz != len(pairs):
+                raise ValueError("per-pair values need one row per customer and product (interactions())")
+            # interactions() sorts by customer, then product: then the entries are in the pairs' order already
+            in_order = rows_sorted and np.array_equal(m.indices, cols)
+            aligned = per_pair if in_order else per_pair[np.lexsort((cols, rows))]
         buyers = m.getnnz(axis=0).astype(float)  # customers per product
         if recent is not None:  # recent popularity first (Feast: customers in the last 4 weeks), then all-time
             lately = recent.reindex(self.items_).fillna(0.0).to_numpy(float)
             buyers = lately * (buyers.max() + 1) + buyers
         self.popular_ = np.argsort(-buyers, kind="stable")
         # each customer's country (first pair), then item popularity per country with >= 5 customers
-        _, first = np.unique(rows, return_index=True)
+        first = (np.searchsorted(rows, np.arange(n_users, dtype=np.int32)) if rows_sorted
+                 else np.unique(rows, return_index=True)[1])  # each customer's first pair
         country_codes, labels = pd.factorize(pairs["country"], use_na_sentinel=False)
+        country_codes = country_codes.astype(np.int32)
         countries = pd.Index(np.asarray(labels, dtype=object)).astype(str)
         user_country = country_codes[first]
         self.country_of_ = dict(zip(customers.tolist(), countries[user_country].tolist(), strict=True))
-        counts = np.bincount(country_codes * n_items + cols, minlength=len(countries) * n_items)
+        counts = np.bincount(country_codes * np.int32(n_items) + cols, minlength=len(countries) * n_items)
         counts = counts.reshape(len(countries), n_items)
         big = np.nonzero(np.bincount(user_country, minlength=len(countries)) >= 5)[0]
         self.country_popular_: dict[str, np.ndarray] = {
@@ -143,7 +161,7 @@ class _Base(DerivedLookups, BaseEstimator):  # type: ignore[misc]
         }
         user_orders = np.asarray(m.max(axis=1).todense()).ravel()
         self.warm_ = user_orders >= self.min_orders
-        return m
+        return m, aligned
 
     def _cold(self, user: int | None, country: str | None, k: int) -> list[str]:
         ranking = self.country_popular_.get(str(country), self.popular_) if country else self.popular_
@@ -348,6 +366,7 @@ class ALSRecommender(_Base):
 # EASE keeps a dense products x products float32 matrix (in fitting, and in the logged model): 400 MB at 10,000
 # products, 65 MB for Online Retail II 2009-2010's 4,017
 EASE_MAX_ITEMS = 10_000
+EASE_BLOCK_PAIRS = 1_000_000  # purchase pairs whose products' co-occurrences are counted at once (X'X in blocks)
 
 
 class EASERecommender(_Base):
@@ -359,7 +378,7 @@ class EASERecommender(_Base):
 
     Up to :data:`EASE_MAX_ITEMS` products (the weights are dense); more is refused with the count."""
 
-    _DERIVED: tuple[str, ...] = (*_Base._DERIVED, "_recent_weights")
+    _DERIVED: tuple[str, ...] = (*_Base._DERIVED, "_aged")
 
     def __init__(self, l2: float = 200.0, half_life_weeks: float = 16.0) -> None:
         self.l2 = l2
@@ -369,15 +388,26 @@ class EASERecommender(_Base):
         import scipy.linalg
 
         pairs = interactions(X) if "invoice_ts" in X else X
-        m = self._fit_index(pairs, recent)
+        # the age in weeks of each pair's last order, as of the newest order in the data (none kept without a
+        # half-life: every purchase then weighs 1)
+        age = None
+        if float(self.half_life_weeks) > 0:
+            last = pairs["last_ts"].to_numpy()
+            age = ((last.max() - last) / np.timedelta64(1, "s")).astype(np.float32) / np.float32(7 * 86_400)
+        m, self.age_weeks_ = self._index(pairs, recent, age)
         n_items = m.shape[1]
         if n_items > EASE_MAX_ITEMS:
             raise ValueError(f"EASE keeps products x products weights: {n_items:,} products is more than "
                              f"EASE_MAX_ITEMS ({EASE_MAX_ITEMS:,}); use kind='als'")
         if self.l2 <= 0:
             raise ValueError(f"l2 must be positive, not {self.l2!r}")
-        bought = sp.csr_matrix((np.ones(m.nnz, np.float32), m.indices, m.indptr), shape=m.shape)
-        gram = np.asarray((bought.T @ bought).toarray(), dtype=np.float32)  # dense products x products
+        gram = np.zeros((n_items, n_items), np.float32)  # X'X, dense: a block of customers' purchases at a time
+        starts = np.searchsorted(m.indptr, np.arange(0, m.nnz, EASE_BLOCK_PAIRS), side="right") - 1
+        for first, stop in zip(starts, [*starts[1:], m.shape[0]][: len(starts)], strict=True):
+            lo, hi = m.indptr[first], m.indptr[stop]
+            block = sp.csr_matrix((np.ones(hi - lo, np.float32), m.indices[lo:hi], m.indptr[first : stop + 1] - lo),
+                                  shape=(stop - first, n_items))
+            gram += (block.T @ block).toarray()
         gram[np.diag_indices(n_items)] += np.float32(self.l2)
         weights = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
         del gram
@@ -386,25 +416,23 @@ class EASERecommender(_Base):
         weights /= -np.diag(weights).copy()[None, :]
         np.fill_diagonal(weights, 0.0)
         self.weights_ = weights
-        # the age in weeks of each pair's last order as of the newest order in the data, in the purchase matrix's
-        # own order (customers' rows, products within a row: one pair per entry)
-        rows = self.customers_.get_indexer(pairs["customer_id"])
-        cols = self.items_.get_indexer(np.asarray(pairs["stock_code"], dtype=object))
-        age = (pairs["last_ts"].max() - pairs["last_ts"]).dt.total_seconds().to_numpy() / (7 * 86_400)
-        self.age_weeks_ = age[np.lexsort((cols, rows))].astype(np.float32)
-        if len(self.age_weeks_) != m.nnz:
-            raise ValueError("EASE needs one row per customer and product (interactions()), with last_ts")
         return self
 
-    def _user_weights(self) -> sp.csr_matrix:
-        """Each purchase's weight, by the age of its last order (the purchase matrix's pattern)."""
+    def _user_weights(self, users: np.ndarray) -> sp.csr_matrix:
+        """The users' purchases, each weighted by the age of its last order (rows of the purchase matrix's pattern;
+        computed per call, so no second matrix of the size of the purchases is kept)."""
         m = self.matrix_
-        half = float(self.half_life_weeks)
-        data = np.exp2(-self.age_weeks_ / half).astype(np.float32) if half > 0 else np.ones(m.nnz, np.float32)
-        return sp.csr_matrix((data, m.indices, m.indptr), shape=m.shape)
+        if self.age_weeks_ is None:  # no half-life: every purchase weighs 1
+            part = m[users]
+            part.data = np.ones_like(part.data)
+            return part
+        # the ages in the purchase matrix's pattern: a view sharing its arrays, built once
+        aged = self.derived("_aged", lambda: sp.csr_matrix((self.age_weeks_, m.indices, m.indptr), shape=m.shape))
+        part = aged[users]
+        part.data = np.exp2(-part.data / np.float32(self.half_life_weeks)).astype(np.float32)
+        return part
 
     def _warm(self, users: np.ndarray, k: int) -> np.ndarray:
-        u = self.derived("_recent_weights", self._user_weights)
         bits = self.derived("_bought_bits", lambda: bought_bits(self.matrix_))
         n_items = self.matrix_.shape[1]
         out = np.empty((len(users), min(k, n_items)), np.int64)
@@ -412,7 +440,7 @@ class EASERecommender(_Base):
         for start in range(0, len(users), step):
             part = users[start : start + step]
             with _one_blas_thread():
-                scores = np.asarray(u[part] @ self.weights_)
+                scores = np.asarray(self._user_weights(part) @ self.weights_)
             out[start : start + step] = top_unbought(scores, self.matrix_, part, k, copy=False,
                                                      bits=bits if bits.size else None)
         return out
