@@ -396,7 +396,7 @@ def choose_recommender(data: TrainingData) -> dict[str, Any]:
     if inner_train.empty or inner_test.empty:
         return {"kind": "als", "alpha": 1.0}
     pairs = interactions(inner_train)
-    if pairs["stock_code"].nunique() <= EASE_MAX_ITEMS:
+    if data.clean["stock_code"].nunique() <= EASE_MAX_ITEMS:  # the final fit's catalogue, not only the split's
         candidates += [{"kind": "ease", "l2": l2, "half_life_weeks": h} for l2, h in EASE_CHOICES]
     scores = [evaluate_recommender(make_recommender(**params).fit(pairs), inner_train, inner_test)["recall_at_10"]
               for params in candidates]

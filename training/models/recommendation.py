@@ -387,6 +387,8 @@ class EASERecommender(_Base):
     def fit(self, X: pd.DataFrame, y: Any = None, recent: pd.Series | None = None) -> EASERecommender:
         import scipy.linalg
 
+        if self.l2 <= 0:
+            raise ValueError(f"l2 must be positive, not {self.l2!r}")
         pairs = interactions(X) if "invoice_ts" in X else X
         # the age in weeks of each pair's last order, as of the newest order in the data (none kept without a
         # half-life: every purchase then weighs 1)
@@ -399,8 +401,6 @@ class EASERecommender(_Base):
         if n_items > EASE_MAX_ITEMS:
             raise ValueError(f"EASE keeps products x products weights: {n_items:,} products is more than "
                              f"EASE_MAX_ITEMS ({EASE_MAX_ITEMS:,}); use kind='als'")
-        if self.l2 <= 0:
-            raise ValueError(f"l2 must be positive, not {self.l2!r}")
         gram = np.zeros((n_items, n_items), np.float32)  # X'X, dense: a block of customers' purchases at a time
         starts = np.searchsorted(m.indptr, np.arange(0, m.nnz, EASE_BLOCK_PAIRS), side="right") - 1
         for first, stop in zip(starts, [*starts[1:], m.shape[0]][: len(starts)], strict=True):
@@ -412,7 +412,7 @@ class EASERecommender(_Base):
         weights = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
         del gram
         if not weights.flags.c_contiguous:  # LAPACK's column order: the inverse is symmetric, so its transpose is it,
-            weights = weights.T  # in the row order scoring needs (a customer's products are rows; 30x faster)
+            weights = weights.T  # in the row order scoring reads (a customer's products are rows of the weights)
         weights /= -np.diag(weights).copy()[None, :]
         np.fill_diagonal(weights, 0.0)
         self.weights_ = weights
