@@ -228,7 +228,7 @@ def tune(
         raise NothingCompleted(f"{name}: no trial completed within {budget:.0f} s "
                                f"({sum(counts.values())} tried: {counts})")
     # the defaults' trial: its parameters are the defaults' of the branch it took (the others are never suggested)
-    default_trial = next((t for t in trials if (first and t.params.items() <= first.items())
+    default_trial = next((t for t in trials if (first and t.params and t.params.items() <= first.items())
                           or (not first and t.number == 0)), None)
     default = default_trial.value if default_trial is not None and default_trial.state == TrialState.COMPLETE \
         else None
