@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 PURCHASE_INPUTS = ("invoice", "stock_code", "invoice_ts", "customer_id", "country")  # of the clean lines
+SCORES_AT_ONCE = 2**22  # scores a batch ranking holds at a time (16 MB of float32): users per step = this / products
 PAIRS_BUDGET_MB = 512  # DuckDB's memory while it groups purchases into pairs (the frames stay in pandas)
 
 
@@ -191,7 +192,7 @@ class _Base(DerivedLookups, BaseEstimator):  # type: ignore[misc]
 
         def build() -> np.ndarray:
             table = np.empty((n_users, depth), dtype)
-            step = max(1, 2**22 // max(n_items, 1))  # at most 16 MB of scores at a time
+            step = max(1, SCORES_AT_ONCE // max(n_items, 1))
             for start in range(0, n_users, step):
                 stop = min(start + step, n_users)
                 table[start:stop] = self._warm(np.arange(start, stop), depth)
@@ -403,7 +404,8 @@ class EASERecommender(_Base):
                              f"EASE_MAX_ITEMS ({EASE_MAX_ITEMS:,}); use kind='als'")
         gram = np.zeros((n_items, n_items), np.float32)  # X'X, dense: a block of customers' purchases at a time
         starts = np.searchsorted(m.indptr, np.arange(0, m.nnz, EASE_BLOCK_PAIRS), side="right") - 1
-        for first, stop in zip(starts, [*starts[1:], m.shape[0]][: len(starts)], strict=True):
+        bounds = np.append(starts, m.shape[0])  # customer rows: each block from one start to the next
+        for first, stop in zip(bounds[:-1], bounds[1:], strict=True):
             lo, hi = m.indptr[first], m.indptr[stop]
             block = sp.csr_matrix((np.ones(hi - lo, np.float32), m.indices[lo:hi], m.indptr[first : stop + 1] - lo),
                                   shape=(stop - first, n_items))
@@ -436,7 +438,7 @@ class EASERecommender(_Base):
         bits = self.derived("_bought_bits", lambda: bought_bits(self.matrix_))
         n_items = self.matrix_.shape[1]
         out = np.empty((len(users), min(k, n_items)), np.int64)
-        step = max(1, 2**22 // max(n_items, 1))  # at most 16 MB of scores at a time
+        step = max(1, SCORES_AT_ONCE // max(n_items, 1))
         for start in range(0, len(users), step):
             part = users[start : start + step]
             with _one_blas_thread():
