@@ -212,12 +212,15 @@ def test_ease_answers_the_same_whatever_the_order_of_its_pairs() -> None:
                    zip(rng.integers(0, 40, 300), rng.integers(0, 15, 300), rng.integers(0, 60, 300), strict=True)})
     rows = list({(c, p): (c, p, w) for c, p, w in rows}.values())  # one age per customer and product
     ordered = _pairs(rows)
-    shuffled = ordered.sample(frac=1.0, random_state=1)
     a = EASERecommender(l2=3.0, half_life_weeks=8.0).fit(ordered)
-    b = EASERecommender(l2=3.0, half_life_weeks=8.0).fit(shuffled)
-    np.testing.assert_array_equal(a.age_weeks_, b.age_weeks_)
     customers = a.customers_.tolist()
-    assert a.recommend(customers, 5) == b.recommend(customers, 5)
+    # shuffled; and sorted by customer only (products descending): neither is the matrix's order
+    for other in (ordered.sample(frac=1.0, random_state=1),
+                  ordered.sort_values(["customer_id", "stock_code"], ascending=[True, False])):
+        b = EASERecommender(l2=3.0, half_life_weeks=8.0).fit(other)
+        np.testing.assert_array_equal(a.age_weeks_, b.age_weeks_)
+        assert (a.matrix_ != b.matrix_).nnz == 0
+        assert a.recommend(customers, 5) == b.recommend(customers, 5)
     first = a.customers_[0]  # the matrix's first entry is that customer's first product, and its age is its own
     product = a.items_[a.matrix_.indices[0]]
     weeks = ordered.loc[(ordered["customer_id"] == first) & (ordered["stock_code"] == product), "last_ts"]

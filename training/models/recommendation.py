@@ -131,15 +131,24 @@ class _Base(DerivedLookups, BaseEstimator):  # type: ignore[misc]
         # plain labels, whether the column was categorical (purchases) or not
         self.customers_, self.items_ = pd.Index(customers), pd.Index(np.asarray(items, dtype=object))
         n_users, n_items = len(customers), len(items)
-        m = sp.csr_matrix((pairs["orders"].to_numpy(np.float32), (rows, cols)), shape=(n_users, n_items))
-        m.sum_duplicates()
+        orders = np.array(pairs["orders"], dtype=np.float32)  # the matrix's own (it keeps the array it is given)
+        # each customer's first pair; with the pairs sorted by customer, where each customer's row starts
+        first = (np.searchsorted(rows, np.arange(n_users + 1, dtype=np.int32)) if rows_sorted
+                 else np.unique(rows, return_index=True)[1])
+        m = None
+        if rows_sorted:  # as interactions() hands them over: the matrix's own arrays, no sorting and no copy
+            direct = sp.csr_matrix((orders, cols, first), shape=(n_users, n_items))
+            if direct.has_canonical_format:  # products sorted within each customer, each once
+                m = direct
+        in_order = m is not None  # then the entries are in the pairs' order
+        if m is None:
+            m = sp.csr_matrix((orders, (rows, cols)), shape=(n_users, n_items))
+            m.sum_duplicates()
         self.matrix_ = m
         aligned = None
         if per_pair is not None:
             if m.nnz != len(pairs):
                 raise ValueError("per-pair values need one row per customer and product (interactions())")
-            # interactions() sorts by customer, then product: then the entries are in the pairs' order already
-            in_order = rows_sorted and np.array_equal(m.indices, cols)
             aligned = per_pair if in_order else per_pair[np.lexsort((cols, rows))]
         buyers = m.getnnz(axis=0).astype(float)  # customers per product
         if recent is not None:  # recent popularity first (Feast: customers in the last 4 weeks), then all-time
@@ -147,12 +156,10 @@ class _Base(DerivedLookups, BaseEstimator):  # type: ignore[misc]
             buyers = lately * (buyers.max() + 1) + buyers
         self.popular_ = np.argsort(-buyers, kind="stable")
         # each customer's country (first pair), then item popularity per country with >= 5 customers
-        first = (np.searchsorted(rows, np.arange(n_users, dtype=np.int32)) if rows_sorted
-                 else np.unique(rows, return_index=True)[1])  # each customer's first pair
         country_codes, labels = pd.factorize(pairs["country"], use_na_sentinel=False)
         country_codes = country_codes.astype(np.int32)
         countries = pd.Index(np.asarray(labels, dtype=object)).astype(str)
-        user_country = country_codes[first]
+        user_country = country_codes[first[:n_users]]
         self.country_of_ = dict(zip(customers.tolist(), countries[user_country].tolist(), strict=True))
         counts = np.bincount(country_codes * np.int32(n_items) + cols, minlength=len(countries) * n_items)
         counts = counts.reshape(len(countries), n_items)
