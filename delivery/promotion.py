@@ -84,32 +84,32 @@ def _served_version(settings: Settings, family: str) -> str | None:
             print(f"{family}: cannot ask Prometheus what is served ({error})")
             return None
         return served.pop() if len(served) == 1 else None
-    from zmlops import auth
-
-    url = f"http://{settings.serving.host}:{settings.serving.ports[family]}/v2/models/{family}"
-    try:
-        answer = httpx.get(url, headers=auth.headers(settings), timeout=1)
-    except httpx.HTTPError:
-        return None
-    if answer.status_code != 200:
+    answer = _ask_predictor(settings, family, f"/v2/models/{family}")
+    if answer is None:
         return None
     versions = answer.json().get("versions") or []
     return str(versions[0]) if versions else _version_by_metrics(settings, family)
 
 
-def _version_by_metrics(settings: Settings, family: str) -> str | None:
-    import re
-
+def _ask_predictor(settings: Settings, family: str, path: str) -> Any:
+    """GET ``path`` of the family's local predictor (authenticated): the response when it answered 200, else None."""
     import httpx
 
     from zmlops import auth
 
-    url = f"http://{settings.serving.host}:{settings.serving.ports[family]}/metrics"
+    url = f"http://{settings.serving.host}:{settings.serving.ports[family]}{path}"
     try:
         answer = httpx.get(url, headers=auth.headers(settings), timeout=1)
     except httpx.HTTPError:
         return None
-    if answer.status_code != 200:
+    return answer if answer.status_code == 200 else None
+
+
+def _version_by_metrics(settings: Settings, family: str) -> str | None:
+    import re
+
+    answer = _ask_predictor(settings, family, "/metrics")
+    if answer is None:
         return None
     text = answer.text
     found = re.findall(r'zm_model_version_info\{[^}]*version="([^"]+)"[^}]*\} 1\.0', text)
