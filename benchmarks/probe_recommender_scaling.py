@@ -7,8 +7,9 @@ decides a ratio that linear work puts at 2.0). A simulated delivery per ``--rows
 cleaning and reduced to the recommender's purchase pairs (``purchases``, ``interactions``); then, interleaved
 ``--rounds`` times, each size's pairs are fitted by ALS (alpha 2, the choice at these sizes) and by EASE (the
 defaults), wall and CPU seconds each, and apart the seconds of the index both start from (``_index``: the purchase
-matrix and the lookups, before implicit's ALS or EASE's closed form). Prints JSON: per size the raw lines, pairs and customers; per round and
-model the seconds; and the ratios of the last size to the first (seconds per round and their median, and the pairs).
+matrix and the lookups, before implicit's ALS or EASE's closed form). Prints JSON: per size the raw lines, pairs and
+customers; per round and model the seconds; and the ratios of the last size to the first (seconds per round and
+their median, and the pairs).
 """
 
 from __future__ import annotations
