@@ -388,7 +388,13 @@ def choose_recommender(data: TrainingData) -> dict[str, Any]:
     gate's own test weeks: the first of :func:`recommender_folds`): ALS at each of :data:`ALS_ALPHAS`, and EASE at
     each of :data:`EASE_CHOICES` where the catalogue allows it (:data:`~training.models.recommendation.EASE_MAX_ITEMS`
     products). Ties go to the earlier candidate (ALS first)."""
-    from training.models.recommendation import EASE_MAX_ITEMS, evaluate_recommender, interactions, time_split
+    from training.models.recommendation import (
+        EASE_MAX_ITEMS,
+        evaluate_recommender,
+        interactions,
+        new_purchases,
+        time_split,
+    )
 
     candidates: list[dict[str, Any]] = [{"kind": "als", "alpha": a} for a in ALS_ALPHAS]
     train, _, _ = time_split(data.clean, TEST_WEEKS)
@@ -398,8 +404,12 @@ def choose_recommender(data: TrainingData) -> dict[str, Any]:
     pairs = interactions(inner_train)
     if data.clean["stock_code"].nunique() <= EASE_MAX_ITEMS:  # the final fit's catalogue, not only the split's
         candidates += [{"kind": "ease", "l2": l2, "half_life_weeks": h} for l2, h in EASE_CHOICES]
-    scores = [evaluate_recommender(make_recommender(**params).fit(pairs), inner_train, inner_test)["recall_at_10"]
-              for params in candidates]
+    scores, wanted = [], None
+    for params in candidates:  # one fitted candidate at a time; what the split's customers bought anew, once
+        model = make_recommender(**params).fit(pairs)
+        wanted = new_purchases(model.customers_, inner_train, inner_test) if wanted is None else wanted
+        scores.append(evaluate_recommender(model, inner_train, inner_test, wanted=wanted)["recall_at_10"])
+        del model
     return candidates[int(np.argmax(scores))]
 
 
@@ -442,11 +452,14 @@ def recommender_folds(data: TrainingData, params: dict[str, Any], folds: int = 2
 
 def evaluate_recommender_family(model: Any, data: TrainingData) -> Evaluation:
     """Refit the model's configuration and the baselines on all but the last 8 weeks; score those weeks."""
+    from training.models.metrics import ranking_metrics
     from training.models.recommendation import (
         ItemKNNRecommender,
         PopularityRecommender,
         evaluate_recommender,
         interactions,
+        new_purchases,
+        ranked,
         time_split,
     )
 
@@ -454,20 +467,26 @@ def evaluate_recommender_family(model: Any, data: TrainingData) -> Evaluation:
     pairs = interactions(train)
     recent = _recent(data.extra["frame_at_cutoff"])  # no popularity from the test weeks
     challenger = type(model)(**model.get_params()).fit(pairs, recent=recent)
-    metrics = evaluate_recommender(challenger, train, test)
-    pop = evaluate_recommender(PopularityRecommender().fit(pairs, recent=recent), train, test)
-    knn = evaluate_recommender(ItemKNNRecommender().fit(pairs, recent=recent), train, test)
-    metrics["itemknn_recall_at_10"] = knn["recall_at_10"]
-    metrics["itemknn_ndcg_at_10"] = knn["ndcg_at_10"]
-    bm25 = evaluate_recommender(ItemKNNRecommender(similarity="bm25").fit(pairs, recent=recent), train, test)
-    metrics["bm25_itemknn_recall_at_10"] = bm25["recall_at_10"]
-    metrics["bm25_itemknn_ndcg_at_10"] = bm25["ndcg_at_10"]
+    wanted = new_purchases(challenger.customers_, train, test)  # the same customers for every model fitted on pairs
+    recs, sets = ranked(challenger, wanted, 10)
+    n_items = len(challenger.items_)
+    metrics = ranking_metrics(recs, sets, 10, n_items)
     breakdown: dict[str, dict[str, float]] = {}
     countries = data.clean.groupby("customer_id")["country"].first()
     for country in ["United Kingdom", *countries.value_counts().index[1:3]]:
-        ids = set(countries[countries == country].index)
-        if ids:
-            sub = test[test["customer_id"].isin(ids)]
-            part = evaluate_recommender(challenger, train, sub)
+        ids = countries.index[countries == country]
+        if len(ids):
+            inside = wanted.index.isin(ids)
+            part = ranking_metrics([r for r, i in zip(recs, inside, strict=True) if i],
+                                   [w for w, i in zip(sets, inside, strict=True) if i], 10, n_items)
             breakdown[f"country={country}"] = {"recall_at_10": part["recall_at_10"], "users": part["eval_users"]}
+    del challenger, recs  # the baselines are fitted one at a time, not beside the challenger
+    pop = evaluate_recommender(PopularityRecommender().fit(pairs, recent=recent), train, test, wanted=wanted)
+    knn = evaluate_recommender(ItemKNNRecommender().fit(pairs, recent=recent), train, test, wanted=wanted)
+    metrics["itemknn_recall_at_10"] = knn["recall_at_10"]
+    metrics["itemknn_ndcg_at_10"] = knn["ndcg_at_10"]
+    bm25 = evaluate_recommender(ItemKNNRecommender(similarity="bm25").fit(pairs, recent=recent), train, test,
+                                wanted=wanted)
+    metrics["bm25_itemknn_recall_at_10"] = bm25["recall_at_10"]
+    metrics["bm25_itemknn_ndcg_at_10"] = bm25["ndcg_at_10"]
     return Evaluation(metrics, pop, breakdown)

@@ -266,6 +266,37 @@ def test_purchases_answer_as_the_lines_do_from_a_file_or_a_frame(clean: pd.DataF
     assert len(train_b) > 10_000 and evaluate_recommender(model, train_b, test_b) == scores
 
 
+def test_the_recommender_familys_evaluation_equals_each_models_own(clean: pd.DataFrame) -> None:
+    """The family's evaluation computes what customers bought anew once for the challenger and the baselines (all
+    fitted on the same pairs) and takes the per-country figures from the challenger's one ranking: the same figures
+    as evaluating each model, and each country's customers, on its own."""
+    from training.models.recommendation import ItemKNNRecommender, evaluate_recommender, purchases, time_split
+    from training.trainers import TrainingData, _recent, evaluate_recommender_family
+
+    bought = purchases(clean)
+    codes = np.sort(bought["stock_code"].astype(str).unique())
+    frame = pd.DataFrame({"stock_code": codes, "customers_4w": np.arange(len(codes), dtype=float) % 7})
+    data = TrainingData(frame, bought, bought["invoice_ts"].max().to_pydatetime(), extra={"frame_at_cutoff": frame})
+    model = ALSRecommender(factors=8, iterations=3)
+    got = evaluate_recommender_family(model, data)
+
+    train, test, _ = time_split(bought)
+    pairs, recent = interactions(train), _recent(frame)
+    challenger = ALSRecommender(factors=8, iterations=3).fit(pairs, recent=recent)
+    own = evaluate_recommender(challenger, train, test)
+    assert {k: got.metrics[k] for k in own} == own
+    assert got.baseline == evaluate_recommender(PopularityRecommender().fit(pairs, recent=recent), train, test)
+    for similarity, name in (("cosine", "itemknn"), ("bm25", "bm25_itemknn")):
+        knn = evaluate_recommender(ItemKNNRecommender(similarity=similarity).fit(pairs, recent=recent), train, test)
+        assert got.metrics[f"{name}_recall_at_10"] == knn["recall_at_10"]
+    countries = bought.groupby("customer_id")["country"].first()
+    assert got.breakdown and len(got.breakdown) == 3
+    for label, figures in got.breakdown.items():
+        ids = countries.index[countries == label.removeprefix("country=")]
+        part = evaluate_recommender(challenger, train, test[test["customer_id"].isin(ids)])
+        assert figures == {"recall_at_10": part["recall_at_10"], "users": part["eval_users"]}
+
+
 def test_batch_ranking_equals_implicits_filtered_recommend(clean: pd.DataFrame) -> None:
     """The served ALS path (one product for the whole batch, bought products masked) ranks exactly as
     implicit's own ``recommend(filter_already_liked_items=True)``, in batches of any size and for

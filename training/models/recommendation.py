@@ -44,6 +44,8 @@ __all__ = [
     "bought_bits",
     "time_split",
     "evaluate_recommender",
+    "new_purchases",
+    "ranked",
 ]
 
 PURCHASE_INPUTS = ("invoice", "stock_code", "invoice_ts", "customer_id", "country")  # of the clean lines
@@ -524,12 +526,10 @@ def _one_blas_thread() -> Any:
 EVALUATION_CHUNK = 2_000_000  # training rows an evaluation encodes at once (about 64 MB of pair numbers)
 
 
-def evaluate_recommender(model: _Base, train: pd.DataFrame, test: pd.DataFrame, k: int = 10) -> dict[str, float]:
-    """Ranking metrics on the time split: relevant items are products a known customer bought in the
-    test weeks and had not bought before (what a filtered recommendation can hit)."""
-    from training.models.metrics import ranking_metrics
-
-    test = test[test["customer_id"].isin(model.customers_)]
+def new_purchases(known: pd.Index, train: pd.DataFrame, test: pd.DataFrame) -> pd.Series:
+    """What a filtered recommendation can hit on a time split: per customer of ``known`` who bought in the test
+    weeks, the set of products they bought then and had not bought before (in ``train``)."""
+    test = test[test["customer_id"].isin(known)]
     customers, products = (pd.Index(test["customer_id"].unique()),
                            pd.Index(pd.concat([train["stock_code"], test["stock_code"]]).unique()))
 
@@ -541,8 +541,24 @@ def evaluate_recommender(model: _Base, train: pd.DataFrame, test: pd.DataFrame, 
     seen = np.zeros(len(tested), dtype=bool)
     for start in range(0, len(train), EVALUATION_CHUNK):  # the training rows a slice at a time: bounded memory
         seen |= tested.isin(pairs(train.iloc[start:start + EVALUATION_CHUNK])).to_numpy()  # a hash table, not a sort
-    new = test[~seen]
-    relevant = new.groupby("customer_id")["stock_code"].agg(set)
-    recs = model.recommend(relevant.index.tolist(), k)
-    wanted: list[set[Hashable]] = [{str(x) for x in s} for s in relevant]
-    return ranking_metrics([list(r) for r, _ in recs], wanted, k, len(model.items_))
+    return test[~seen].groupby("customer_id")["stock_code"].agg(set)
+
+
+def ranked(model: _Base, wanted: pd.Series, k: int = 10) -> tuple[list[list[str]], list[set[Hashable]]]:
+    """The model's top ``k`` for each customer of ``wanted`` (:func:`new_purchases`), and what each wanted, as
+    :func:`~training.models.metrics.ranking_metrics` takes them (a subset of the rows scores a subset of the
+    customers)."""
+    recs = model.recommend(wanted.index.tolist(), k)
+    return [list(r) for r, _ in recs], [{str(x) for x in s} for s in wanted]
+
+
+def evaluate_recommender(model: _Base, train: pd.DataFrame, test: pd.DataFrame, k: int = 10,
+                         wanted: pd.Series | None = None) -> dict[str, float]:
+    """Ranking metrics on the time split: relevant items are products a known customer bought in the
+    test weeks and had not bought before (what a filtered recommendation can hit). Models fitted on the same pairs
+    know the same customers: ``wanted``, :func:`new_purchases` of one of them, spares the others computing it."""
+    from training.models.metrics import ranking_metrics
+
+    if wanted is None:
+        wanted = new_purchases(model.customers_, train, test)
+    return ranking_metrics(*ranked(model, wanted, k), k, len(model.items_))
