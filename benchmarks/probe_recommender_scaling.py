@@ -47,7 +47,7 @@ def _fit(pairs: Any, model: str) -> dict[str, float]:
 
     estimator = make_recommender(kind="als", alpha=2.0) if model == "als" else make_recommender(kind="ease")
     started = time.perf_counter()
-    estimator._index(pairs)  # our part of the fit alone: the purchase matrix and the lookups
+    estimator._index(pairs)  # the index both models start from, alone: the purchase matrix and the lookups
     index = time.perf_counter() - started
     wall, cpu = time.perf_counter(), time.process_time()
     estimator.fit(pairs)
