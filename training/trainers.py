@@ -482,11 +482,8 @@ def evaluate_recommender_family(model: Any, data: TrainingData) -> Evaluation:
             breakdown[f"country={country}"] = {"recall_at_10": part["recall_at_10"], "users": part["eval_users"]}
     del challenger, recs  # the baselines are fitted one at a time, not beside the challenger
     pop = evaluate_recommender(PopularityRecommender().fit(pairs, recent=recent), train, test, wanted=wanted)
-    knn = evaluate_recommender(ItemKNNRecommender().fit(pairs, recent=recent), train, test, wanted=wanted)
-    metrics["itemknn_recall_at_10"] = knn["recall_at_10"]
-    metrics["itemknn_ndcg_at_10"] = knn["ndcg_at_10"]
-    bm25 = evaluate_recommender(ItemKNNRecommender(similarity="bm25").fit(pairs, recent=recent), train, test,
-                                wanted=wanted)
-    metrics["bm25_itemknn_recall_at_10"] = bm25["recall_at_10"]
-    metrics["bm25_itemknn_ndcg_at_10"] = bm25["ndcg_at_10"]
+    for name, similarity in (("itemknn", "cosine"), ("bm25_itemknn", "bm25")):  # each fitted only once it is scored
+        knn = evaluate_recommender(ItemKNNRecommender(similarity=similarity).fit(pairs, recent=recent), train, test,
+                                   wanted=wanted)
+        metrics |= {f"{name}_{metric}_at_10": knn[f"{metric}_at_10"] for metric in ("recall", "ndcg")}
     return Evaluation(metrics, pop, breakdown)
