@@ -1,5 +1,8 @@
 """Canary analysis shared by both backends: per-version error rate, p99 latency and a quality proxy over
 one analysis window, judged against the stable version and against absolute thresholds from settings.
+A latency limit is judged on the window's latency histogram: a candidate fails it when its requests slower than the
+limit are significantly more than the 1% a p99 within the limit allows (:func:`judge`), so one slow request of the
+75 a 10% step may see in a short window is not a slow version.
 
 The numbers come from the services' own counters (``zm_requests_total``, ``zm_request_duration_seconds``,
 ``zm_forecast_units``): the local backend reads each process's ``/metrics`` at the start and end of a
@@ -15,7 +18,7 @@ from typing import Any
 
 from zmlops.settings import RolloutSettings
 
-__all__ = ["Counters", "VersionStats", "Verdict", "parse", "window", "quantile", "judge"]
+__all__ = ["Counters", "VersionStats", "Verdict", "parse", "window", "quantile", "tail_probability", "judge"]
 
 PREDICT = ("v1", "v2")
 
@@ -46,12 +49,29 @@ class VersionStats:
     version: str
     requests: float
     errors: float
-    p99_seconds: float | None
+    buckets: dict[float, float] = field(default_factory=dict)  # request latency: le -> cumulative count
     mean_units: float | None = None
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p99_seconds(self) -> float | None:
+        return quantile(0.99, self.buckets)
+
+    def slower_than(self, seconds: float) -> tuple[int, int]:
+        """Requests timed above ``seconds`` (linear within the bucket, as :func:`quantile`) and requests timed."""
+        total, below, previous_le, previous_count = 0.0, 0.0, 0.0, 0.0
+        for le in sorted(self.buckets):
+            count = self.buckets[le]
+            total = count
+            if le <= seconds:
+                below = count
+            elif previous_le < seconds and not math.isinf(le):
+                below = previous_count + (count - previous_count) * (seconds - previous_le) / (le - previous_le)
+            previous_le, previous_count = le, count
+        return round(total - below), round(total)
 
 
 @dataclass
@@ -65,9 +85,10 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["candidate"]["error_rate"] = self.candidate.error_rate
-        if self.stable is not None:
-            out["stable"]["error_rate"] = self.stable.error_rate
+        for side, stats in (("candidate", self.candidate), ("stable", self.stable)):
+            if stats is not None:
+                del out[side]["buckets"]
+                out[side].update(error_rate=stats.error_rate, p99_seconds=stats.p99_seconds)
         return out
 
 
@@ -129,9 +150,19 @@ def window(version: str, before: Counters | None, after: Counters | None) -> Ver
         version=version,
         requests=after.requests - before.requests,
         errors=after.errors - before.errors,
-        p99_seconds=quantile(0.99, buckets),
+        buckets=buckets,
         mean_units=(after.units_sum - before.units_sum) / units_n if units_n > 0 else None,
     )
+
+
+def tail_probability(slower: int, timed: int, share: float = 0.01) -> float:
+    """How likely ``slower`` or more of ``timed`` requests are above a latency bound when only ``share`` of a
+    version's requests are (its p99 at the bound): the one-sided binomial test of a p99 limit."""
+    if slower <= 0:
+        return 1.0
+    from scipy.special import bdtrc  # P(X > k) for X ~ Binomial(n, p); imported only when a p99 is over a limit
+
+    return float(bdtrc(slower - 1, timed, share))
 
 
 def judge(candidate: VersionStats, stable: VersionStats | None, limits: RolloutSettings) -> Verdict:
@@ -146,12 +177,19 @@ def judge(candidate: VersionStats, stable: VersionStats | None, limits: RolloutS
                        f"(stable {baseline:.2%})")
     p99 = candidate.p99_seconds
     if p99 is not None:
-        if p99 > limits.max_p99_seconds:
-            reasons.append(f"p99 {p99 * 1000:.1f} ms above {limits.max_p99_seconds * 1000:.0f} ms")
+        bounds = [(limits.max_p99_seconds, f"above {limits.max_p99_seconds * 1000:.0f} ms")]
         stable_p99 = stable.p99_seconds if stable is not None and stable.requests >= limits.min_requests else None
-        if stable_p99 and p99 > limits.p99_floor_seconds and p99 > limits.max_p99_ratio * stable_p99:
-            reasons.append(f"p99 {p99 * 1000:.2f} ms is {p99 / stable_p99:.1f}x the stable "
-                           f"{stable_p99 * 1000:.2f} ms (limit {limits.max_p99_ratio:g}x)")
+        if stable_p99:  # below the floor a ratio is noise
+            bounds.append((max(limits.p99_floor_seconds, limits.max_p99_ratio * stable_p99),
+                           f"is {p99 / stable_p99:.1f}x the stable {stable_p99 * 1000:.2f} ms "
+                           f"(limit {limits.max_p99_ratio:g}x)"))
+        for bound, says in bounds:
+            if p99 <= bound:
+                continue
+            slower, timed = candidate.slower_than(bound)
+            if tail_probability(slower, timed) < limits.latency_alpha:
+                reasons.append(f"p99 {p99 * 1000:.2f} ms {says}: {slower} of {timed} requests above "
+                               f"{bound * 1000:.2f} ms")
     if candidate.mean_units is not None and stable is not None and stable.mean_units:
         change = abs(candidate.mean_units / stable.mean_units - 1)
         if change > limits.max_quality_change:

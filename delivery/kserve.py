@@ -27,6 +27,7 @@ One controller per InferenceService at a time: the training DAG deploys each fam
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,36 +58,40 @@ class PrometheusSource:
         self.url = url.rstrip("/")
         self.client = client or httpx.Client(timeout=10)
 
-    def _vector(self, query: str) -> dict[str, float]:
+    def _result(self, query: str) -> list[dict[str, Any]]:
         r = self.client.get(f"{self.url}/api/v1/query", params={"query": query})
         r.raise_for_status()
         body = r.json()
         if body.get("status") != "success":
             raise RuntimeError(f"Prometheus: {body.get('error', body)}")
-        out = {}
-        for item in body["data"]["result"]:
-            value = float(item["value"][1])
-            if value == value:  # NaN: no data
-                out[item["metric"].get("version", "")] = value
+        return [item for item in body["data"]["result"] if not math.isnan(float(item["value"][1]))]  # NaN: no data
+
+    def _vector(self, query: str) -> dict[str, float]:
+        """Value by version (series without data, NaN, left out)."""
+        return {item["metric"].get("version", ""): float(item["value"][1]) for item in self._result(query)}
+
+    def _histograms(self, query: str) -> dict[str, dict[float, float]]:
+        """``le`` -> count by version, from a query that sums bucket series ``by (version, le)``."""
+        out: dict[str, dict[float, float]] = {}
+        for item in self._result(query):
+            out.setdefault(item["metric"].get("version", ""), {})[float(item["metric"]["le"])] = float(item["value"][1])
         return out
 
     def served_versions(self, family: str) -> list[str]:
         """The version each scraped replica of ``family`` serves now (``zm_model_version_info``)."""
-        r = self.client.get(f"{self.url}/api/v1/query",
-                            params={"query": f'zm_model_version_info{{model="{family}"}} == 1'})
-        r.raise_for_status()
-        return sorted(str(item["metric"].get("version", "")) for item in r.json()["data"]["result"])
+        return sorted(str(item["metric"].get("version", ""))
+                      for item in self._result(f'zm_model_version_info{{model="{family}"}} == 1'))
 
     def stats(self, family: str, seconds: float) -> dict[str, VersionStats]:
         w = f"{max(int(seconds), 1)}s"
         sel = f'model="{family}",protocol=~"v1|v2"'
         requests = self._vector(f"sum by (version) (increase(zm_requests_total{{{sel}}}[{w}]))")
         errors = self._vector(f'sum by (version) (increase(zm_requests_total{{{sel},status=~"5.."}}[{w}]))')
-        p99 = self._vector(f"histogram_quantile(0.99, sum by (version, le) "
-                           f"(increase(zm_request_duration_seconds_bucket{{{sel}}}[{w}])))")
+        latency = self._histograms(f"sum by (version, le) (increase(zm_request_duration_seconds_bucket{{{sel}}}[{w}]))")
         units = self._vector(f'sum by (version) (increase(zm_forecast_units_sum{{model="{family}"}}[{w}])) / '
                              f'sum by (version) (increase(zm_forecast_units_count{{model="{family}"}}[{w}]))')
-        return {v: VersionStats(v, n, errors.get(v, 0.0), p99.get(v), units.get(v)) for v, n in requests.items()}
+        return {v: VersionStats(v, n, errors.get(v, 0.0), latency.get(v, {}), units.get(v))
+                for v, n in requests.items()}
 
 
 class KServeRollout(Recorder):
@@ -250,8 +255,8 @@ class KServeRollout(Recorder):
         def check() -> Verdict:
             time.sleep(r.window_seconds)
             numbers = self.prometheus.stats(family, r.window_seconds)
-            return self.judge_window(numbers.get(version, VersionStats(version, 0, 0, None)),
-                                     numbers.get(stable, VersionStats(stable, 0, 0, None)))
+            return self.judge_window(numbers.get(version, VersionStats(version, 0, 0)),
+                                     numbers.get(stable, VersionStats(stable, 0, 0)))
 
         why, checks, _ = self.walk_plan(family, version, route, check)
         if why:

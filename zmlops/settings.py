@@ -181,6 +181,9 @@ class RolloutSettings(BaseModel):
     max_p99_seconds: float = Field(0.25, gt=0, description="Absolute p99 limit of the candidate.")
     max_p99_ratio: float = Field(2.0, gt=1, description="Candidate p99 at most this multiple of the stable p99...")
     p99_floor_seconds: float = Field(0.001, ge=0, description="...when the candidate p99 is above this.")
+    latency_alpha: float = Field(0.001, gt=0, lt=1, description="A p99 limit fails a window when the candidate's "
+                                 "requests above it are less likely than this for a version whose p99 is at the "
+                                 "limit (one-sided binomial test against 1%).")
     max_quality_change: float = Field(0.5, gt=0, description="Forecasts: most relative change of mean units.")
     ready_timeout_seconds: float = Field(120.0, gt=0, description="A candidate not ready by then gets no traffic.")
     check_interval_ms: int = Field(200, ge=50, description="HAProxy health-check interval of each server slot.")

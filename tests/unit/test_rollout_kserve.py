@@ -94,9 +94,13 @@ class Cluster:
 
     def prometheus(self, query: str) -> list[dict[str, Any]]:
         candidate_errors = 12.0 if self.scenario == "errors" else 0.0
-        if "histogram_quantile" in query:
-            values = {"4": 0.0011, "5": 0.0012}
-        elif 'status=~"5.."' in query:
+        if "zm_request_duration_seconds_bucket" in query:  # by (version, le): stable v4 p99 1.1 ms, candidate 1.5 ms
+            fast = 0.0 if self.scenario == "slow" else 98.0  # slow: every answer between 2 and 5 ms
+            counts = {"4": (("0.001", 890.0), ("0.002", 900.0), ("0.005", 900.0), ("+Inf", 900.0)),
+                      "5": (("0.001", fast), ("0.002", fast + 2), ("0.005", 100.0), ("+Inf", 100.0))}
+            return [{"metric": {"version": v, "le": le}, "value": [1795000000.0, str(n)]}
+                    for v, buckets in counts.items() for le, n in buckets]
+        if 'status=~"5.."' in query:
             values = {"4": 0.0, "5": candidate_errors}
         elif "forecast_units" in query:
             values = {"4": 210.0, "5": 205.0}
@@ -195,11 +199,14 @@ def test_healthy_candidate_walks_the_plan_and_is_promoted(api: Any, tmp_path: Pa
     assert rollout.decisions("demand-forecast")[-1]["what"] == "promoted"
 
 
-def test_failing_candidate_is_rolled_back_and_the_stable_spec_restored(api: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("scenario", "why"), [
+    ("errors", "error rate 12.00%"), ("slow", "the stable 1.10 ms (limit 2x): 91 of 100 requests above 2.20 ms")])
+def test_failing_candidate_is_rolled_back_and_the_stable_spec_restored(api: Any, tmp_path: Path, scenario: str,
+                                                                       why: str) -> None:
     make, _ = api
-    rollout, cluster = make("errors", tmp_path)
+    rollout, cluster = make(scenario, tmp_path)
     out = rollout.deploy("demand-forecast", "5")
-    assert out.result == "rolled_back" and "error rate 12.00%" in out.reason
+    assert out.result == "rolled_back" and why in out.reason, out.reason
     predictor = cluster.obj["spec"]["predictor"]
     assert "canaryTrafficPercent" not in predictor
     assert predictor["containers"][0]["args"][-2:] == ["--version", "4"]
