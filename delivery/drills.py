@@ -46,8 +46,9 @@ DRILL_ROLLOUT = {"window_seconds": 3.0, "checks_per_step": 3, "failed_checks": 2
 
 
 def prepare(home: Path, say: Callable[[str], None] = print) -> Settings:
-    """A ZM_HOME with the forecaster trained (v1), copies of it (five good versions in all) and a version that
-    cannot load."""
+    """A ZM_HOME with the forecaster trained (v1), four new copies of it for this run's candidates and a version
+    that cannot load. The copies are new on every call: a version the deploy step has promoted once is not deployed
+    again (the step is idempotent), so a second run on the same home would not drill the healthy candidate."""
     import logging
 
     from training import tracking
@@ -65,7 +66,7 @@ def prepare(home: Path, say: Callable[[str], None] = print) -> Settings:
                 raise RuntimeError(f"zm {' '.join(argv)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     settings = Settings(home=home, rollout=RolloutSettings(**DRILL_ROLLOUT))  # type: ignore[arg-type]
     good, broken = _versions(settings)
-    for _ in range(GOOD_VERSIONS - len(good)):
+    for _ in range(CANDIDATES):
         tracking.copy_version(settings, FAMILY, good[0])
     if broken is None:
         artifact = home / "broken-artifact"
@@ -74,7 +75,7 @@ def prepare(home: Path, say: Callable[[str], None] = print) -> Settings:
     return settings
 
 
-GOOD_VERSIONS = 5
+CANDIDATES = 4  # the faulty (errors, slow), healthy and interrupted candidates
 BROKEN = "rollout drill: does not load"
 
 
@@ -103,7 +104,8 @@ def _category(settings: Settings) -> str:
 def run_drills(settings: Settings, rate: float = 250.0, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every drill once; returns the figures by drill."""
     good, broken = _versions(settings)
-    assert broken is not None and len(good) >= GOOD_VERSIONS, "prepare() makes the drill's versions"
+    assert broken is not None and len(good) > CANDIDATES, "prepare() makes the drill's versions"
+    good = [good[0], *good[-CANDIDATES:]]  # the trained stable version and the candidates prepare() just copied
     rollout = Rollout(settings)
     results: dict[str, Any] = {}
     say(f"serving v{good[0]} behind haproxy on 127.0.0.1:{settings.serving.ports[FAMILY]}")

@@ -110,3 +110,17 @@ def test_every_decision_is_recorded_in_the_log_and_the_registry(drills: dict[str
     for fault in ("errors_5pct", "slow_5x"):
         tags = client.get_model_version(FAMILY, figures[fault]["version"]).tags
         assert tags["rollout.status"] == "rolled_back" and tags["rollout.reason"]
+
+
+def test_a_second_run_on_the_same_home_drills_new_candidates(drills: dict[str, Any]) -> None:
+    """The deploy step skips a version it promoted before, so a second ``make drills`` on the same home drilled no
+    healthy candidate (its figures said "promoted" over 2 requests); prepare() now copies new candidates each call.
+    Last in the module: it adds versions the tests above do not expect."""
+    settings = drills["settings"]
+    drilled = {drills["figures"][name]["version"] for name in ("errors_5pct", "slow_5x", "healthy", "interrupted")}
+    prepare(settings.home, say=lambda _: None)
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    versions = sorted(client.search_model_versions(f"name='{FAMILY}'"), key=lambda v: int(v.version))
+    newest = versions[-4:]
+    assert not {str(v.version) for v in newest} & drilled
+    assert all("rollout.status" not in v.tags and not v.aliases for v in newest)

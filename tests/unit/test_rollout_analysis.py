@@ -81,15 +81,16 @@ def test_verdicts() -> None:
 def test_one_slow_request_in_a_small_window_is_not_a_slow_version() -> None:
     # A 10% step's short window: 75 candidate requests against the stable version's 675 (p99 0.52 ms). One request
     # at 1.5 ms puts the candidate's p99 at 2.4x the stable one, but one of 75 above the 2x limit is what a version
-    # within the limit shows half the time; eight of 75 is not.
+    # within the limit shows half the time; four still pass (0.7% likely), five do not (0.097%, under latency_alpha).
     stable = _stats("1", {0.0003: 668, 0.0007: 7})
     assert stable.p99_seconds == pytest.approx(0.0005, rel=0.05)
     one = _stats("2", {0.0003: 74, 0.0015: 1})
     assert one.p99_seconds is not None and one.p99_seconds > 2 * stable.p99_seconds
     assert one.slower_than(2 * stable.p99_seconds) == (1, 75)
     assert judge(one, stable, LIMITS).passed is True
-    eight = judge(_stats("2", {0.0003: 67, 0.0015: 8}), stable, LIMITS)
-    assert eight.passed is False and "8 of 75 requests above 1.04 ms" in eight.reasons[0]
+    assert judge(_stats("2", {0.0003: 71, 0.0015: 4}), stable, LIMITS).passed is True
+    five = judge(_stats("2", {0.0003: 70, 0.0015: 5}), stable, LIMITS)
+    assert five.passed is False and "5 of 75 requests above 1.04 ms" in five.reasons[0]
 
 
 def test_the_tail_test_is_the_binomial_tail() -> None:
