@@ -95,7 +95,7 @@ class Cluster:
     def prometheus(self, query: str) -> list[dict[str, Any]]:
         candidate_errors = 12.0 if self.scenario == "errors" else 0.0
         if "zm_request_duration_seconds_bucket" in query:  # by (version, le): stable v4 p99 1.1 ms, candidate 1.5 ms
-            fast = 0.0 if self.scenario == "slow" else 98.0  # slow: every answer between 2 and 5 ms
+            fast = 0.0 if self.scenario == "slow" else 98.0  # slow: 98 of 100 answers between 2 and 5 ms
             counts = {"4": (("0.001", 890.0), ("0.002", 900.0), ("0.005", 900.0), ("+Inf", 900.0)),
                       "5": (("0.001", fast), ("0.002", fast + 2), ("0.005", 100.0), ("+Inf", 100.0))}
             return [{"metric": {"version": v, "le": le}, "value": [1795000000.0, str(n)]}
