@@ -33,7 +33,7 @@ from delivery.haproxy import slot_port
 from delivery.load import Load
 from zmlops.settings import RolloutSettings, Settings
 
-__all__ = ["prepare", "run_drills", "slow_delay", "DRILL_ROLLOUT", "SLOWER"]
+__all__ = ["prepare", "run_drills", "slow_delay", "CANDIDATES", "DRILL_ROLLOUT", "SLOWER"]
 
 FAMILY = "demand-forecast"
 # The candidate's settings that wrap its answers with one of delivery/faults.py's faults

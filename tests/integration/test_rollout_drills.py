@@ -21,7 +21,7 @@ import mlflow
 import pytest
 
 from delivery.controller import Rollout
-from delivery.drills import FAMILY, prepare, run_drills
+from delivery.drills import CANDIDATES, FAMILY, prepare, run_drills
 from tests import needs
 from tests.conftest import FULL
 
@@ -121,6 +121,6 @@ def test_a_second_run_on_the_same_home_drills_new_candidates(drills: dict[str, A
     prepare(settings.home, say=lambda _: None)
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
     versions = sorted(client.search_model_versions(f"name='{FAMILY}'"), key=lambda v: int(v.version))
-    newest = versions[-4:]
+    newest = versions[-CANDIDATES:]
     assert not {str(v.version) for v in newest} & drilled
     assert all("rollout.status" not in v.tags and not v.aliases for v in newest)
